@@ -44,6 +44,8 @@ class TrainConfig:
     evals_per_epoch: int = 1
     checkpoint_every: int = 100  # optimizer steps between resumable checkpoints
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    kd_alpha: float = 0.5  # weight of the distillation term when teacher logits are given
+    kd_temperature: float = 2.0
     seed: int = 42
 
 

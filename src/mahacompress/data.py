@@ -1,0 +1,454 @@
+"""Read, clean and split labelled Marathi text-classification CSVs.
+
+Why this module is careful: the public MahaNews/IndicNews files carry measured defects
+(repeated header lines, duplicate texts, texts shared between Valid and Test, empty texts,
+cp866 mojibake; see shared/data/README.md). Every cleaning step is counted in
+`Splits.cleaning` so that a reported score says exactly what it was computed on, and every
+input problem raises `MahaError` naming the file and row, so the CLI prints one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import DataConfig
+from .errors import MahaError
+
+MAX_TEXT_CHARS = 1_000_000
+# A field longer than MAX_TEXT_CHARS is rejected by our own check with a clear message; the
+# csv limit only has to be above it so that csv does not fail first with a vaguer error.
+csv.field_size_limit(max(csv.field_size_limit(), 8 * MAX_TEXT_CHARS))
+
+_MOJIBAKE_RE = re.compile("[\u0400-\u04ff\u2500-\u257f]")
+_CP866_RUN_RE = re.compile("[\u0080-\uffff]+")
+_DEVANAGARI_RE = re.compile("[\u0900-\u097f]")
+
+_SHC = "https://raw.githubusercontent.com/l3cube-pune/MarathiNLP/main/L3Cube-MahaNews/SHC/"
+_LPC = "https://raw.githubusercontent.com/l3cube-pune/indic-nlp/main/L3Cube-IndicNews/Marathi/LPC/"
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A dataset the toolkit knows by name: where its files live and what they are called."""
+
+    folder: str
+    train_files: tuple[str, ...]  # training source, in order of preference
+    test_file: str
+    text_col: str
+    label_col: str
+    base_url: str | None  # None: no public download; the user must pass --data-dir
+
+
+NAMED: dict[str, _Named] = {
+    # SHC_Train is preferred when a user has it; here only Valid exists, so the protocol
+    # trains on Valid minus every text that also occurs in Test.
+    "mahanews-shc": _Named("mahanews-shc", ("SHC_Train.csv", "SHC_Valid.csv"), "SHC_Test.csv",
+                           "Text", "Label", _SHC),
+    "mahanews-lpc": _Named("indicnews-marathi-lpc",
+                           ("Marathi_LPC_Train.csv", "Marathi_LPC_Valid.csv"),
+                           "Marathi_LPC_Test.csv", "text", "labels", _LPC),
+    "mahanews-ldc": _Named("mahanews-ldc", ("LDC_Train.csv", "LDC_Valid.csv"), "LDC_Test.csv",
+                           "Text", "Label", None),
+}
+
+
+@dataclass
+class TextSet:
+    """One split: parallel lists of texts and label ids (indices into `Splits.labels`)."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Splits:
+    """Train/dev/test for one dataset, plus the JSON-able record of how it was cleaned."""
+
+    name: str
+    labels: list[str]
+    train: TextSet
+    dev: TextSet
+    test: TextSet
+    cleaning: dict
+
+    def summary(self) -> dict:
+        """Row and per-label counts of every split plus the cleaning record (written beside runs)."""
+        def one(ts: TextSet) -> dict:
+            counts = Counter(ts.labels)
+            return {"rows": len(ts), "labels": {n: counts.get(i, 0) for i, n in enumerate(self.labels)}}
+
+        return {
+            "dataset": self.name,
+            "labels": list(self.labels),
+            "splits": {"train": one(self.train), "dev": one(self.dev), "test": one(self.test)},
+            "cleaning": self.cleaning,
+        }
+
+
+def normalize(text: str) -> str:
+    """Whitespace-normalised key used to compare texts (duplicates, train/test overlap)."""
+    return " ".join(text.split())
+
+
+def is_mojibake(text: str) -> bool:
+    """True if `text` looks like UTF-8 Devanagari that was decoded as cp866.
+
+    Cyrillic or box-drawing characters are the symptom; a run of them that re-encodes to
+    valid UTF-8 Devanagari is the proof. Genuine Cyrillic (a Russian name) is not flagged.
+    """
+    if not _MOJIBAKE_RE.search(text):
+        return False
+    for run in _CP866_RUN_RE.findall(text):
+        try:
+            if _DEVANAGARI_RE.search(run.encode("cp866").decode("utf-8")):
+                return True
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+    return False
+
+
+def _find_col(header: list[str], want: str, path: Path) -> int:
+    """Index of column `want` in `header`, compared case-insensitively (users mistype case)."""
+    lowered = [h.strip().lower() for h in header]
+    if want.strip().lower() not in lowered:
+        raise MahaError(f"{path}: no column '{want}' (columns: {', '.join(header) or 'none'}); "
+                        f"pass --text-col/--label-col")
+    return lowered.index(want.strip().lower())
+
+
+def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[tuple[int, str, str]], dict]:
+    """Parse `path` into (row number, text, label) triples and drop-counts.
+
+    Row numbers are CSV records with the header as row 1, so a message points at the record
+    a user sees in a spreadsheet. Bytes are decoded with surrogateescape so that a non-UTF-8
+    byte can be pinned to its row instead of failing the whole file anonymously.
+    """
+    if not path.is_file():
+        raise MahaError(f"{path}: file not found")
+    raw = path.read_bytes()
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise MahaError(f"{path}: empty file (no header line)") from None
+    except csv.Error as e:
+        raise MahaError(f"{path}, row 1: bad CSV ({e})") from None
+    ti = _find_col(header, text_col, path)
+    li = ti if label_col is None else _find_col(header, label_col, path)  # unlabelled: texts only
+    # Header repeats: the label column holds a column name. The LPC files repeat SHC's header
+    # ("Text,Label") with an empty text under their own "labels" header, hence the fixed names.
+    header_labels = {header[li].strip().lower(), "label", "labels"}
+    stats = {"file": str(path), "rows_read": 0, "header_rows_dropped": 0, "empty_dropped": 0,
+             "empty_label_dropped": 0, "mojibake_rows": 0}
+    rows: list[tuple[int, str, str]] = []
+    row = 1
+    while True:
+        row += 1
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise MahaError(f"{path}, row {row}: bad CSV ({e})") from None
+        if any("\udc80" <= ch <= "\udcff" for f in rec for ch in f):
+            raise MahaError(f"{path}, row {row}: bytes that are not UTF-8; re-save the file as UTF-8")
+        stats["rows_read"] += 1
+        if not rec or all(not f.strip() for f in rec):  # blank line
+            stats["empty_dropped"] += 1
+            continue
+        if len(rec) <= max(ti, li):
+            raise MahaError(f"{path}, row {row}: {len(rec)} field(s), expected at least {max(ti, li) + 1}")
+        t, lab = rec[ti], (rec[li].strip() if label_col else "-")
+        if len(t) > MAX_TEXT_CHARS:
+            raise MahaError(f"{path}, row {row}: text of {len(t)} characters (limit {MAX_TEXT_CHARS})")
+        repeated_header = lab.lower() in header_labels if label_col else t.strip() == header[ti].strip()
+        if repeated_header:  # a header line repeated inside the data
+            stats["header_rows_dropped"] += 1
+        elif not t.strip():
+            stats["empty_dropped"] += 1
+        elif not lab:
+            stats["empty_label_dropped"] += 1
+        else:
+            stats["mojibake_rows"] += is_mojibake(t)
+            rows.append((row, t, lab))
+    return rows, stats
+
+
+def read_labeled_csv(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str], dict]:
+    """Texts, label names and drop-counts of one CSV (header repeats and empty texts removed)."""
+    rows, stats = _read_rows(Path(path), text_col, label_col)
+    stats["final_rows"] = len(rows)
+    return [r[1] for r in rows], [r[2] for r in rows], stats
+
+
+def read_text_column(path: Path, text_col: str) -> list[str]:
+    """The non-empty texts of one column of an unlabelled CSV (for prediction), same checks as above."""
+    rows, _ = _read_rows(Path(path), text_col, None)
+    return [r[1] for r in rows]
+
+
+# ---------------------------------------------------------------------------- file lookup
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch `url` to `dest` atomically (temp file + os.replace) so a broken fetch leaves no half file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _search_roots() -> list[Path]:
+    """Folders that may hold dataset subfolders, in lookup order after an explicit --data-dir."""
+    roots = []
+    if env := os.environ.get("MAHACOMPRESS_DATA"):
+        roots.append(Path(env))
+    roots.append((Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve())
+    roots.append((Path.cwd() / ".." / "shared" / "data").resolve())
+    return roots
+
+
+def _cache_dir(dataset: str) -> Path:
+    return Path.home() / ".cache" / "mahacompress" / dataset
+
+
+def _named_in(folder: Path, spec: _Named) -> dict[str, Path] | None:
+    """The spec's files in `folder`, preferring a Train file over Valid, or None if incomplete."""
+    test = folder / spec.test_file
+    if not test.is_file():
+        return None
+    for name in spec.train_files:
+        if (folder / name).is_file():
+            return {"train": folder / name, "test": test}
+    return None
+
+
+def _fetch_named(dataset: str, spec: _Named) -> dict[str, Path]:
+    """Download a named dataset into the user cache (last resort: nothing local was found)."""
+    if spec.base_url is None:
+        raise MahaError(f"{dataset}: files not found locally and no public download is known; "
+                        f"pass --data-dir (folder holding {spec.test_file})")
+    cache = _cache_dir(dataset)
+    test = cache / spec.test_file
+    if not test.is_file():
+        try:
+            _download(spec.base_url + spec.test_file, test)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise MahaError(f"could not download {spec.base_url + spec.test_file} ({e}); "
+                            f"pass --data-dir with the CSV files") from None
+    last_err = ""
+    for name in spec.train_files:  # Train may not be published: fall back to Valid
+        url = spec.base_url + name
+        try:
+            _download(url, cache / name)
+            return {"train": cache / name, "test": test}
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            last_err = f"{url} ({e})"
+    raise MahaError(f"could not download {last_err}; pass --data-dir with the CSV files")
+
+
+def _folder_files(folder: Path) -> dict[str, Path]:
+    """Train/test CSVs of an arbitrary folder: 'train' in the name, else 'valid'/'dev'; 'test'."""
+    csvs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+
+    def pick(keys: tuple[str, ...], role: str) -> Path | None:
+        for key in keys:
+            hits = [p for p in csvs if key in p.name.lower()]
+            if len(hits) > 1:
+                raise MahaError(f"{folder}: several {role} CSVs match '{key}': "
+                                f"{', '.join(p.name for p in hits)}; keep one or pass another folder")
+            if hits:
+                return hits[0]
+        return None
+
+    train, test = pick(("train", "valid", "dev"), "training"), pick(("test",), "test")
+    if train is None or test is None:
+        missing = "a training CSV (name containing train/valid/dev)" if train is None else \
+            "a test CSV (name containing test)"
+        raise MahaError(f"{folder}: no {missing}; CSVs here: {', '.join(p.name for p in csvs) or 'none'}")
+    return {"train": train, "test": test}
+
+
+def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
+    """Find {"train": path, "test": path}: --data-dir, $MAHACOMPRESS_DATA, ../shared/data, cache, download.
+
+    An explicit --data-dir is final (a wrong path should fail, not silently download). It may
+    be the dataset's folder itself or a folder holding dataset subfolders.
+    """
+    spec = NAMED.get(dataset)
+    if spec is None:
+        if Path(dataset).is_dir():
+            return _folder_files(Path(dataset))
+        if data_dir is None:
+            raise MahaError(f"unknown dataset '{dataset}': not a folder and not one of "
+                            f"{', '.join(NAMED)}; pass a folder of CSVs or --data-dir")
+        d = Path(data_dir)
+        if not d.is_dir():
+            raise MahaError(f"{d}: data folder not found")
+        return _folder_files(d / dataset if (d / dataset).is_dir() else d)
+    if data_dir is not None:
+        d = Path(data_dir)
+        for folder in (d, d / spec.folder):
+            if found := _named_in(folder, spec):
+                return found
+        raise MahaError(f"{d}: no {spec.test_file} with {' or '.join(spec.train_files)} "
+                        f"(looked in {d} and {d / spec.folder})")
+    for root in _search_roots():
+        if found := _named_in(root / spec.folder, spec):
+            return found
+    if found := _named_in(_cache_dir(dataset), spec):
+        return found
+    return _fetch_named(dataset, spec)
+
+
+# ---------------------------------------------------------------------------- splitting
+
+def _stratified_pick(labels: list[int], size: float | int, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (kept, picked) with `size` picked, stratified where possible.
+
+    Classes with fewer than 2 rows cannot be stratified; they stay in `kept` rather than
+    crash sklearn. If the pick is too small to hold every class, fall back to a seeded
+    random pick (tiny quick-look subsets), still deterministic.
+    """
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(labels)
+    rare = [i for i, y in enumerate(labels) if counts[y] < 2]
+    rest = [i for i, y in enumerate(labels) if counts[y] >= 2]
+    n_pick = round(size * len(labels)) if isinstance(size, float) else int(size)
+    n_pick = min(n_pick, len(rest) - 1)  # `kept` never ends up empty
+    if n_pick <= 0:
+        return list(range(len(labels))), []
+    strat = [labels[i] for i in rest]
+    n_cls = len(set(strat))
+    ok = n_cls <= n_pick <= len(rest) - n_cls
+    kept, picked = train_test_split(rest, test_size=n_pick, random_state=seed,
+                                    stratify=strat if ok else None)
+    return sorted(rare + list(kept)), sorted(picked)
+
+
+def _subset(texts: list[str], labels: list[int], idx: list[int]) -> TextSet:
+    return TextSet([texts[i] for i in idx], [labels[i] for i in idx])
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Resolve, read, clean and split one dataset as the data README's protocol says.
+
+    Training source: drop header repeats, empty texts, duplicate texts (all copies of a text
+    seen with two labels), and every text also in the test file (else test scores leak).
+    Test keeps its internal duplicates unless cfg.dedup_test, so figures compare with the
+    published ones. Dev is a stratified, seeded slice of the cleaned training source.
+    """
+    if not 0.0 <= cfg.dev_fraction < 1.0:
+        raise MahaError(f"dev_fraction must be in [0, 1), got {cfg.dev_fraction}")
+    if cfg.max_train_rows is not None and cfg.max_train_rows < 1:
+        raise MahaError(f"max_train_rows must be at least 1, got {cfg.max_train_rows}")
+    files = resolve_files(cfg.dataset, cfg.data_dir)
+    spec = NAMED.get(cfg.dataset)
+    text_col = cfg.text_col or (spec.text_col if spec else "text")
+    label_col = cfg.label_col or (spec.label_col if spec else "label")
+    name = cfg.dataset if spec else (Path(cfg.dataset).name if Path(cfg.dataset).is_dir() else cfg.dataset)
+
+    tr_rows, tr_stats = _read_rows(files["train"], text_col, label_col)
+    te_rows, te_stats = _read_rows(files["test"], text_col, label_col)
+
+    # Duplicates in the training source: keep the first copy; a text with two labels is
+    # unusable evidence either way, so every copy goes.
+    by_key: dict[str, set[str]] = {}
+    for _, t, lab in tr_rows:
+        by_key.setdefault(normalize(t), set()).add(lab)
+    seen: set[str] = set()
+    kept: list[tuple[int, str, str]] = []
+    dup = conflict = 0
+    for r in tr_rows:
+        k = normalize(r[1])
+        if len(by_key[k]) > 1:
+            conflict += 1
+        elif k in seen:
+            dup += 1
+        else:
+            seen.add(k)
+            kept.append(r)
+    test_keys = {normalize(t) for _, t, _ in te_rows}
+    train_rows = [r for r in kept if normalize(r[1]) not in test_keys]
+    tr_stats.update(duplicates_dropped=dup, conflicting_dropped=conflict,
+                    overlap_with_test_dropped=len(kept) - len(train_rows), final_rows=len(train_rows))
+    if not train_rows:
+        raise MahaError(f"{files['train']}: no usable rows after cleaning")
+
+    # Label ids come from the whole training file, not from what survives the overlap
+    # filter: in SHC every Manoranjan text of Valid also occurs in Test, so the class has no
+    # training rows left, yet it is a real test label. It is kept (scored, never predicted)
+    # and listed in cleaning["labels_without_training_rows"] so reports can exclude it.
+    label_names = sorted({lab for _, _, lab in tr_rows})
+    ids = {n: i for i, n in enumerate(label_names)}
+    left = {lab for _, _, lab in train_rows}
+    starved = [n for n in label_names if n not in left]
+    te_dups = len(te_rows) - len({normalize(t) for _, t, _ in te_rows})
+    if cfg.dedup_test:
+        seen_t: set[str] = set()
+        deduped = []
+        for r in te_rows:
+            if (k := normalize(r[1])) not in seen_t:
+                seen_t.add(k)
+                deduped.append(r)
+        te_rows = deduped
+    te_stats.update(duplicate_rows_in_file=te_dups, duplicates_dropped=te_dups if cfg.dedup_test else 0,
+                    final_rows=len(te_rows))
+    if not te_rows:
+        raise MahaError(f"{files['test']}: no usable rows after cleaning")
+    for row, _, lab in te_rows:
+        if lab not in ids:
+            raise MahaError(f"{files['test']}, row {row}: label '{lab}' never occurs in the training "
+                            f"file {files['train'].name} (labels: {', '.join(label_names)})")
+
+    texts = [t for _, t, _ in train_rows]
+    y = [ids[lab] for _, _, lab in train_rows]
+    tr_idx, dev_idx = _stratified_pick(y, float(cfg.dev_fraction), cfg.seed)
+    if cfg.max_train_rows is not None and cfg.max_train_rows < len(tr_idx):
+        # Pick the rows to drop, so the subsample is `kept` and keeps singleton classes.
+        sub_y = [y[i] for i in tr_idx]
+        keep, _ = _stratified_pick(sub_y, len(tr_idx) - int(cfg.max_train_rows), cfg.seed)
+        tr_idx = [tr_idx[i] for i in keep]
+
+    cleaning = {
+        "files": {"train": str(files["train"]), "test": str(files["test"])},
+        "train_source": tr_stats,
+        "test": te_stats,
+        "dev_fraction": cfg.dev_fraction,
+        "seed": cfg.seed,
+        "dedup_test": cfg.dedup_test,
+        "max_train_rows": cfg.max_train_rows,
+        "labels_without_training_rows": starved,
+        "notes": ["mojibake_rows (Devanagari decoded as cp866) are counted and kept, not repaired",
+                  "test keeps internal duplicates" if not cfg.dedup_test else "test de-duplicated",
+                  "duplicates and train/test overlap compared after whitespace normalisation"]
+        + [f"label '{n}' has no training rows left after cleaning (every copy was a duplicate, "
+           f"conflicting or also in the test file): the model cannot predict it" for n in starved],
+    }
+    return Splits(name=name, labels=label_names, train=_subset(texts, y, tr_idx),
+                  dev=_subset(texts, y, dev_idx),
+                  test=TextSet([t for _, t, _ in te_rows], [ids[lab] for _, _, lab in te_rows]),
+                  cleaning=cleaning)
+
+
+__all__ = ["TextSet", "Splits", "resolve_files", "load_splits", "read_labeled_csv", "normalize",
+           "is_mojibake", "NAMED", "MAX_TEXT_CHARS"]

@@ -1,0 +1,91 @@
+"""Inference over a list of texts, and the classification metrics every report shows.
+
+Metrics come in two flavours: over all classes, and without the Manoranjan class, whose MahaNews
+test rows are corrupted (~38 politics-looking headlines repeated ~10 times; see the data README).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+CORRUPTED_CLASS = "Manoranjan"
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, batch_size: int = 64,
+                   max_length: int = 128, device: torch.device | str | None = None,
+                   progress=None) -> np.ndarray:
+    """Logits [n, num_labels] in the input order.
+
+    Texts are sorted by length so each batch pads to a similar length (a large saving with dynamic
+    padding), then put back in order. `progress` is an optional callable advanced once per batch.
+    """
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+        out[idx] = model(**enc).logits.float().cpu().numpy()
+        if progress is not None:
+            progress()
+    model.train(was_training)
+    return out
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class P/R/F1 and the confusion matrix, plus the same without Manoranjan."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    result = _metrics(y_true, y_pred, labels, list(range(len(labels))))
+    if CORRUPTED_CLASS in labels:
+        bad = labels.index(CORRUPTED_CLASS)
+        keep = y_true != bad
+        others = [i for i in range(len(labels)) if i != bad]
+        sub = _metrics(y_true[keep], y_pred[keep], labels, others)
+        sub.pop("confusion_matrix")
+        result[f"without_{CORRUPTED_CLASS.lower()}"] = sub
+    return result
+
+
+def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: list[int]) -> dict:
+    p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    return {
+        "rows": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "per_class": {labels[i]: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
+                                  "support": int(n[k])} for k, i in enumerate(ids)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+    }
+
+
+def evaluate_model(model_name: str, splits, split: str = "test", *, batch_size: int = 64,
+                   max_length: int = 128) -> dict:
+    """Load a classifier folder (or hub id) and score it on one split of `splits`.
+
+    The model's labels are matched to the dataset's by name, so a model trained with another label
+    order still scores correctly; a dataset label the model does not know is an error.
+    """
+    from .errors import MahaError
+    from .models import load_classifier, load_tokenizer
+
+    model, tokenizer = load_classifier(model_name), load_tokenizer(model_name)
+    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    unknown = sorted(set(splits.labels) - set(model_labels))
+    if unknown:
+        raise MahaError(f"{model_name}: the model does not know the dataset labels {unknown} "
+                        f"(it knows {model_labels})")
+    data = getattr(splits, split)
+    logits = predict_logits(model, tokenizer, data.texts, batch_size=batch_size, max_length=max_length)
+    to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in model_labels])
+    pred = to_dataset[logits.argmax(-1)]
+    result = classification_metrics(data.labels, pred, splits.labels)
+    result.update(model=str(model_name), split=split)
+    return result

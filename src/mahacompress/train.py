@@ -1,0 +1,248 @@
+"""ONE training loop for fine-tuning, pruning and distillation.
+
+What differs between those steps plugs in through `TrainHooks` (extra parameter groups, schedules,
+penalties, when a "best" checkpoint may be chosen) and `teacher_logits` (knowledge distillation);
+the loop itself is plain PyTorch on Hugging Face Accelerate, so the same code runs on a CPU, one
+GPU or several, with `torch.autocast` mixed precision handled by Accelerate.
+
+Resumable: every `checkpoint_every` optimizer steps the model, optimizer, scheduler, hook state,
+best-so-far and RNG state go to `out_dir/checkpoint.pt` (written to a temporary file, then renamed),
+and `resume=True` continues from there on the same batch order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sklearn.metrics import f1_score
+from transformers import get_linear_schedule_with_warmup
+
+from .config import TrainConfig
+from .data import Splits
+from .errors import MahaError
+from .evaluate import predict_logits
+
+
+class TrainHooks:
+    """Extension points of the loop; the defaults do nothing (plain fine-tuning)."""
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict]:
+        """Extra optimizer groups (e.g. mask scores with their own lr); excluded from default groups."""
+        return []
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called before each training step: update schedules and thresholds."""
+
+    def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A term added to the task loss (e.g. an L1 penalty on mask scores)."""
+        return None
+
+    def may_select_best(self, step: int, total_steps: int) -> bool:
+        """Whether the model at `step` may be kept as best / trigger early stopping."""
+        return True
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (on resume)."""
+
+
+@dataclass
+class FitResult:
+    best_dev_macro_f1: float
+    steps: int
+    seconds: float
+    stopped_early: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
+            temperature: float) -> torch.Tensor:
+    """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+                  log_target=True, reduction="batchmean")
+    return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student, labels)
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The shuffled batch order of one epoch; a pure function of (seed, epoch) so resume replays it."""
+    order = np.random.default_rng(seed + epoch).permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, hooks: TrainHooks) -> torch.optim.Optimizer:
+    """AdamW with the usual no-decay split for biases and LayerNorms, plus the hooks' own groups."""
+    extra = hooks.param_groups(model)
+    taken = {id(p) for g in extra for p in g["params"]}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in taken:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups + extra if g["params"]], lr=cfg.lr)
+
+
+def freeze_word_embeddings(model: torch.nn.Module) -> None:
+    """Stop training the word embeddings: on CPU their 96M-row AdamW update dominates each step."""
+    model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
+        hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None, resume: bool = False,
+        desc: str = "fine-tune") -> FitResult:
+    """Train `model` in place on `splits.train`, select on dev macro-F1, and load the best weights back.
+
+    `teacher_logits` ([len(train), num_labels], aligned with `splits.train`) turns on the KD loss.
+    """
+    hooks = hooks or TrainHooks()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(splits.train) == 0 or len(splits.dev) == 0:
+        raise MahaError(f"{splits.name}: empty train or dev split, nothing to train on")
+    if teacher_logits is not None and teacher_logits.shape != (len(splits.train), len(splits.labels)):
+        raise MahaError(f"teacher logits have shape {teacher_logits.shape}, expected "
+                        f"({len(splits.train)}, {len(splits.labels)})")
+    seed_everything(cfg.seed)
+    if cfg.freeze_embeddings:
+        freeze_word_embeddings(model)
+
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    optimizer = _optimizer(model, cfg, hooks)
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+
+    encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
+    labels = torch.tensor(splits.train.labels)
+    teacher = torch.from_numpy(teacher_logits).float() if teacher_logits is not None else None
+
+    ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
+    if not resume:  # a fresh run must not pick up another run's best weights
+        ckpt_path.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
+    step, best_f1, bad_evals, stopped_early, elapsed = 0, -1.0, 0, False, 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        hooks.load_state_dict(state["hooks"])
+        step, best_f1, bad_evals, elapsed = state["step"], state["best_f1"], state["bad_evals"], state["elapsed"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def save_checkpoint() -> None:
+        _atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "hooks": hooks.state_dict(), "step": step,
+                      "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
+                      "torch_rng": torch.get_rng_state()}, ckpt_path)
+
+    start = time.time()
+    model.train()
+    columns = (TextColumn(f"[bold]{desc}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task(desc, total=total_steps, completed=step, info="")
+        while step < total_steps and not stopped_early:
+            epoch, offset = divmod(step, steps_per_epoch)
+            for batch_idx in _batches(len(splits.train), cfg.batch_size, cfg.seed, epoch)[offset:]:
+                if step >= total_steps:
+                    break
+                hooks.on_step(step, total_steps)
+                batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
+                y = labels[batch_idx].to(device)
+                with accelerator.autocast():
+                    logits = model(**batch).logits.float()
+                    if teacher is None:
+                        loss = F.cross_entropy(logits, y)
+                    else:
+                        loss = kd_loss(logits, teacher[batch_idx].to(device), y, cfg.kd_alpha, cfg.kd_temperature)
+                    extra = hooks.extra_loss(model)
+                    if extra is not None:
+                        loss = loss + extra
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update(task, advance=1, info=f"loss {loss.item():.3f} best dev F1 {max(best_f1, 0):.3f}")
+
+                if step % eval_every == 0 or step == total_steps:
+                    if hooks.may_select_best(step, total_steps):
+                        dev_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
+                        if dev_f1 > best_f1:
+                            best_f1, bad_evals = dev_f1, 0
+                            _atomic_save(accelerator.unwrap_model(model).state_dict(), best_path)
+                        else:
+                            bad_evals += 1
+                        if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                            stopped_early = True
+                    model.train()
+                if step % cfg.checkpoint_every == 0 or stopped_early:
+                    save_checkpoint()
+                if stopped_early:
+                    break
+    unwrapped = accelerator.unwrap_model(model)
+    if best_path.exists():
+        unwrapped.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    elif best_f1 < 0:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
+        best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
+    return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
+                     stopped_early=stopped_early)
+
+
+def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, device) -> float:
+    logits = predict_logits(model, tokenizer, splits.dev.texts, batch_size=2 * cfg.batch_size,
+                            max_length=cfg.max_length, device=device)
+    return float(f1_score(splits.dev.labels, logits.argmax(-1), average="macro"))
+
+
+def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False) -> dict:
+    """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
+
+    Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
+    atomically with `id2label`/`label2id` set and a `training.json` that says how it was made.
+    """
+    from .files import staged_dir, write_json
+    from .models import load_classifier, load_tokenizer
+
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work")
+    tokenizer = load_tokenizer(model_name)
+    model = load_classifier(model_name, splits.labels)
+    result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
+    with staged_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        summary = {"base_model": model_name, "dataset": splits.summary(), "train_config": asdict(cfg),
+                   "result": asdict(result)}
+        write_json(tmp / "training.json", summary)
+    shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
+    return summary

@@ -1,0 +1,56 @@
+"""Shared fixtures: small slices of the real data and a tiny BERT classifier folder built from a config."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from mahacompress.config import DataConfig
+from mahacompress.data import Splits, TextSet, load_splits
+from mahacompress.models import tiny_bert, tiny_tokenizer
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def _slice(ts: TextSet, n: int) -> TextSet:
+    return TextSet(ts.texts[:n], ts.labels[:n])
+
+
+@pytest.fixture(scope="session")
+def shc_splits() -> Splits:
+    """mahanews-shc with a stratified 240-row training slice, 120 dev and 240 test rows."""
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent: the real-data tests need the shared MahaNews files")
+    s = load_splits(DataConfig("mahanews-shc", max_train_rows=240))
+    return Splits(s.name, s.labels, s.train, _slice(s.dev, 120), _slice(s.test, 240), s.cleaning)
+
+
+@pytest.fixture(scope="session")
+def toy_splits() -> Splits:
+    """A 3-class task a tiny model learns in seconds: the label is given away by one keyword."""
+    rng = random.Random(0)
+    filler = "आज उद्या शहर राज्य देश लोक नवीन मोठा बातमी सरकार".split()
+    keywords = {"Auto": "गाडी", "Sports": "क्रिकेट", "Tech": "मोबाईल"}
+    labels = sorted(keywords)
+
+    def make(n: int) -> TextSet:
+        ys = [i % 3 for i in range(n)]
+        texts = [" ".join(rng.sample(filler, 4) + [keywords[labels[y]]] + rng.sample(filler, 3)) for y in ys]
+        return TextSet(texts, ys)
+
+    return Splits("toy", labels, make(96), make(30), make(30), {})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, shc_splits) -> Path:
+    """A saved 2-layer BERT classifier with a WordPiece tokenizer trained on the slice."""
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    tok = tiny_tokenizer(shc_splits.train.texts + shc_splits.dev.texts)
+    labels = shc_splits.labels
+    model = tiny_bert(len(labels), vocab_size=len(tok), id2label=dict(enumerate(labels)),
+                      label2id={lab: i for i, lab in enumerate(labels)})
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
