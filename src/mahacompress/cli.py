@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import DataConfig, TrainConfig
+from .config import DataConfig, PruneConfig, TrainConfig
 from .errors import MahaError
 
 app = typer.Typer(help="Make Marathi text classifiers small, fast and cheap.", no_args_is_help=True,
@@ -106,12 +106,45 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
     from .train import finetune as run
 
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
-                      freeze_embeddings=freeze_embeddings, early_stopping_patience=patience,
-                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every,
-                      mixed_precision=mixed_precision, seed=seed)
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
+                     evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
     summary = run(model, splits, cfg, out, resume=resume)
     console.print(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
+
+
+def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freeze_embeddings: bool, patience: int,
+               mixed_precision: str, seed: int, **extra) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
+                       freeze_embeddings=freeze_embeddings, early_stopping_patience=patience,
+                       mixed_precision=mixed_precision, seed=seed, **extra)
+
+
+@app.command()
+def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
+            student: Annotated[str, typer.Option(help="pruned:S | layers:N | a student model folder")],
+            out: Annotated[Path, typer.Option(help="Output model folder.")],
+            dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+            label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
+            epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = 1e-4,
+            max_length: int = TrainConfig.max_length, freeze_embeddings: bool = True, patience: int = 2,
+            alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
+            temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
+            mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
+    """Knowledge distillation into a shallower student, an existing student, or a pruned teacher."""
+    from .distill import describe
+    from .distill import distill as run
+
+    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
+                     kd_alpha=alpha, kd_temperature=temperature)
+    spec = describe(student)
+    if spec["kind"] == "pruned":
+        from .pruning.prune import prune
+
+        prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher)
+    else:
+        run(teacher, student, splits, cfg, out, resume=resume)
+    console.print(f"wrote {out}")
 
 
 @app.command()

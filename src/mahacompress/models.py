@@ -227,6 +227,16 @@ def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_
         raise MahaError(f"{name}: cannot load model ({str(exc).splitlines()[0]})") from None
 
 
+def save_classifier(model: PreTrainedModel, tokenizer, out_dir: Path, info: dict) -> None:
+    """Save a classifier folder atomically, with `training.json` saying how it was made."""
+    from .files import write_json
+
+    with staged_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "training.json", info)
+
+
 def tiny_bert(num_labels: int, vocab_size: int = 128, **overrides) -> PreTrainedModel:
     """A 2-layer BERT classifier built from a config, for tests that only need plumbing."""
     from transformers import BertForSequenceClassification

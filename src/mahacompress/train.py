@@ -94,6 +94,20 @@ def _atomic_save(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict minus frozen parameters: checkpoints skip the 96M-row frozen embedding (~370 MB)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise MahaError(f"checkpoint does not fit the model (missing {sorted(set(missing) - frozen)[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+
+
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, hooks: TrainHooks) -> torch.optim.Optimizer:
     """AdamW with the usual no-decay split for biases and LayerNorms, plus the hooks' own groups."""
     extra = hooks.param_groups(model)
@@ -151,7 +165,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     step, best_f1, bad_evals, stopped_early, elapsed = 0, -1.0, 0, False, 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        accelerator.unwrap_model(model).load_state_dict(state["model"])
+        _load_trainable_state(accelerator.unwrap_model(model), state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         hooks.load_state_dict(state["hooks"])
@@ -159,7 +173,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint() -> None:
-        _atomic_save({"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+        _atomic_save({"model": _trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "hooks": hooks.state_dict(), "step": step,
                       "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
                       "torch_rng": torch.get_rng_state()}, ckpt_path)
@@ -199,7 +213,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                         dev_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
                         if dev_f1 > best_f1:
                             best_f1, bad_evals = dev_f1, 0
-                            _atomic_save(accelerator.unwrap_model(model).state_dict(), best_path)
+                            _atomic_save(_trainable_state(accelerator.unwrap_model(model)), best_path)
                         else:
                             bad_evals += 1
                         if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
@@ -211,7 +225,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                     break
     unwrapped = accelerator.unwrap_model(model)
     if best_path.exists():
-        unwrapped.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+        _load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
     elif best_f1 < 0:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
         best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
     return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
@@ -230,19 +244,15 @@ def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *
     Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
     atomically with `id2label`/`label2id` set and a `training.json` that says how it was made.
     """
-    from .files import staged_dir, write_json
-    from .models import load_classifier, load_tokenizer
+    from .models import load_classifier, load_tokenizer, save_classifier
 
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
     tokenizer = load_tokenizer(model_name)
     model = load_classifier(model_name, splits.labels)
     result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
-    with staged_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        summary = {"base_model": model_name, "dataset": splits.summary(), "train_config": asdict(cfg),
-                   "result": asdict(result)}
-        write_json(tmp / "training.json", summary)
+    summary = {"base_model": model_name, "dataset": splits.summary(), "train_config": asdict(cfg),
+               "result": asdict(result)}
+    save_classifier(model, tokenizer, out_dir, summary)
     shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
     return summary

@@ -1,0 +1,159 @@
+"""Knowledge distillation: a teacher-logit cache and shallow students made from the teacher's layers.
+
+The KD loss itself lives in the training loop (`train.kd_loss`), switched on by passing teacher logits,
+so pruning + KD and layer-subset students share one loop. Our training inputs are fixed per text (no
+augmentation, deterministic truncation), so teacher logits are computed once per (teacher, texts,
+tokenisation) and cached on disk; no teacher forward pass is paid per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from .config import TrainConfig
+from .data import Splits
+from .errors import MahaError
+from .evaluate import predict_logits
+from .models import load_classifier, load_tokenizer, save_classifier
+from .train import fit
+
+CACHE = Path.home() / ".cache" / "mahacompress" / "teacher-logits"
+
+
+def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
+    """Key of a cached logit matrix: teacher identity (its config and weight file sizes/times), texts, length."""
+    h = hashlib.sha256()
+    path = Path(teacher)
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.suffix in (".json", ".safetensors", ".bin"):
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(str(path.resolve() if path.exists() else teacher).encode())
+    h.update(str(max_length).encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def teacher_logits(teacher: str, texts: list[str], *, max_length: int, cache_dir: Path = CACHE,
+                   batch_size: int = 64) -> np.ndarray:
+    """Teacher logits for `texts`, computed once and cached as .npy (written atomically)."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{_fingerprint(teacher, texts, max_length)}.npy"
+    if path.exists():
+        return np.load(path)
+    model, tokenizer = load_classifier(teacher), load_tokenizer(teacher)
+    logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, logits)
+    tmp.replace(path)
+    return logits
+
+
+def check_compatible(teacher: str, student: str, splits: Splits) -> None:
+    """Teacher and student must share the label set (by name and order) and the tokenizer vocabulary."""
+    t_model, s_model = load_classifier(teacher), load_classifier(student)
+    t_labels = [t_model.config.id2label[i] for i in range(t_model.config.num_labels)]
+    s_labels = [s_model.config.id2label[i] for i in range(s_model.config.num_labels)]
+    if t_labels != s_labels:
+        raise MahaError(f"{student}: labels {s_labels} differ from the teacher's {t_labels} ({teacher})")
+    _check_labels(teacher, t_model, splits)
+    if load_tokenizer(teacher).get_vocab() != load_tokenizer(student).get_vocab():
+        raise MahaError(f"{student}: its tokenizer differs from the teacher's ({teacher}); KD needs the same inputs")
+
+
+def layer_student(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
+    """A shallower copy of `teacher` keeping `n_layers` evenly spaced layers (DistilBERT style).
+
+    The first and last layers are always kept (spacing by linspace), so the student starts with the
+    teacher's embeddings, its top layer and its classification head, and a sensible function.
+    """
+    layers = _encoder_layers(teacher)
+    total = len(layers)
+    if not 1 <= n_layers <= total:
+        raise MahaError(f"layers:{n_layers}: the teacher has {total} layers; choose 1..{total}")
+    keep = sorted({int(round(x)) for x in np.linspace(0, total - 1, n_layers)})
+    student = copy.deepcopy(teacher)
+    _set_encoder_layers(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
+    student.config.num_hidden_layers = len(keep)
+    student.config.distilled_from_layers = keep
+    for i, layer in enumerate(_encoder_layers(student)):  # attention modules know their index in v5
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = i
+    return student
+
+
+def _encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    base = getattr(model, model.base_model_prefix, model)
+    try:
+        return base.encoder.layer
+    except AttributeError:
+        raise MahaError(f"{model.config.model_type}: layer students need a BERT-style encoder.layer list") from None
+
+
+def _set_encoder_layers(model: PreTrainedModel, layers: torch.nn.ModuleList) -> None:
+    getattr(model, model.base_model_prefix, model).encoder.layer = layers
+
+
+def describe(student_spec: str) -> dict:
+    """Parse `pruned:S`, `layers:N` or a folder into a dict the CLI and the grid both understand."""
+    kind, _, value = student_spec.partition(":")
+    if kind == "layers" and value.isdigit():
+        return {"kind": "layers", "layers": int(value)}
+    if kind == "pruned":
+        try:
+            return {"kind": "pruned", "sparsity": float(value)}
+        except ValueError:
+            pass
+    elif Path(student_spec).is_dir():
+        return {"kind": "dir", "path": student_spec}
+    raise MahaError(f"--student {student_spec}: expected pruned:S, layers:N or an existing model folder")
+
+
+
+def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
+            resume: bool = False) -> dict:
+    """Distil `teacher` into a `layers:N` student or an existing student folder; save it to `out_dir`.
+
+    `pruned:S` students are pruned and distilled in one run by `pruning.prune(..., distill_from=...)`;
+    the CLI routes them there.
+    """
+    spec = describe(student_spec)
+    if spec["kind"] == "pruned":
+        raise MahaError("pruned:S students are made by `mahacompress prune --distill-from TEACHER`")
+    tokenizer = load_tokenizer(teacher)
+    if spec["kind"] == "layers":
+        teacher_model = load_classifier(teacher)
+        _check_labels(teacher, teacher_model, splits)
+        student = layer_student(teacher_model, spec["layers"])
+        del teacher_model
+    else:
+        check_compatible(teacher, spec["path"], splits)
+        student = load_classifier(spec["path"])
+    logits = teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length)
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work")
+    result = fit(student, tokenizer, splits, cfg, work, teacher_logits=logits, resume=resume, desc="distil")
+    info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "train_config": asdict(cfg),
+            "result": asdict(result)}
+    save_classifier(student, tokenizer, out_dir, info)
+    shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+def _check_labels(teacher: str, model: PreTrainedModel, splits: Splits) -> None:
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if labels != splits.labels:
+        raise MahaError(f"{teacher}: labels {labels} differ from the dataset's {splits.labels}")

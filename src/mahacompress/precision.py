@@ -1,0 +1,268 @@
+"""Which numeric precision to train in, and the inference backends every results row is measured with.
+
+Training: `training_precision` turns "auto" / "no" / "bf16" / "fp16" into the value Accelerate's
+`mixed_precision` takes, refusing (one line, with alternatives) what the hardware cannot run.
+
+Inference: `load_backend(model_dir, name)` gives one small interface (`Backend`) over six ways to run
+the same checkpoint, so `measure.latency` can time them side by side on identical batches:
+
+- fp32 / bf16 / fp16: the PyTorch model cast to that dtype (fp16 only on CUDA);
+- int8: PyTorch dynamic quantisation of every nn.Linear (int8 weights, activations quantised per batch);
+- onnx / onnx-int8: an ONNX export run by onnxruntime on the CPU, the second with int8 weights.
+
+Measured on this project's 2-core AMD EPYC (avx512_bf16, avx512_vnni), e5-small (12 layers, hidden
+384), batch 32 x 96 tokens, 2 torch threads, median of 3, while a training process shared the cores
+(so absolute numbers are inflated; the ranking is what mattered): fp32 3257 ms, bf16 autocast 3298 ms,
+bf16 model.to(bfloat16) 2312 ms; int8 engine x86 1580 ms, fbgemm 1656 ms, onednn 2200 ms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .errors import MahaError
+from .models import load_classifier, load_tokenizer
+
+BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8")
+TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
+INT8_ENGINE = "x86"  # fastest of x86 / fbgemm / onednn here (see module docstring); x86 picks fbgemm or onednn per op
+ONNX_OPSET = 18
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Two texts of different lengths: torch.export treats sizes 0 and 1 as constants, so the example
+# batch needs batch >= 2 and sequence >= 2 for both axes to stay symbolic.
+_EXAMPLE_TEXTS = ["नमस्कार, आज पुण्यात पाऊस पडला आणि वाहतूक मंदावली.", "नमस्कार"]
+
+
+# ---------------------------------------------------------------- training
+
+def training_precision(requested: str, device: torch.device | str) -> str:
+    """Accelerate's `mixed_precision` value for `requested` on `device`.
+
+    "auto" picks bf16 on CPUs and on GPUs with native bfloat16 (same exponent range as fp32, so no
+    loss scaling is needed), else fp16, for which Accelerate adds a gradient scaler. "no" is fp32.
+    """
+    if requested not in TRAINING_PRECISIONS:
+        raise MahaError(f"unknown precision {requested!r}: choose one of {', '.join(TRAINING_PRECISIONS)}")
+    device = torch.device(device)
+    if requested == "auto":
+        return "bf16" if _native_bf16(device) else "fp16"
+    if requested == "fp16" and device.type != "cuda":
+        raise MahaError(f"fp16 training needs a CUDA GPU; {_hardware(device)}: use bf16 or no")
+    if requested == "bf16" and not _native_bf16(device):
+        raise MahaError(f"bf16 training needs a GPU with native bfloat16 (Ampere or newer); {_hardware(device)}: "
+                        "use fp16 or no")
+    return requested
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """CPUs run bf16 everywhere (fast with AVX512-BF16/AMX); older GPUs only emulate it, slowly."""
+    return device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def _hardware(device: torch.device) -> str:
+    """The hardware, in words, for error messages."""
+    if device.type == "cuda":
+        return f"this GPU is a {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        return "the model runs on the CPU" if torch.cuda.is_available() else "this machine has CPU only"
+    return f"the device is {device.type}"
+
+
+# ---------------------------------------------------------------- backends
+
+class Backend(Protocol):
+    """One way to run a classifier. `encode` + `forward` let timing leave tokenisation out."""
+
+    name: str
+    device: str
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+    def forward(self, batch: Any) -> np.ndarray: ...
+
+    def encode(self, texts: list[str]) -> Any: ...
+
+
+class _Batched:
+    """`logits` shared by all backends: length-sorted batches (less padding), results in input order."""
+
+    name: str
+    num_labels: int
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            out[idx] = self.forward(self.encode([texts[i] for i in idx]))
+        return out
+
+
+class TorchBackend(_Batched):
+    """A PyTorch model; `forward` returns float32 numpy logits, which also waits for a GPU to finish."""
+
+    def __init__(self, name: str, model: torch.nn.Module, tokenizer, max_length: int, device: str):
+        self.name, self.model, self.tokenizer = name, model.eval(), tokenizer
+        self.max_length, self.device = max_length, device
+        self.num_labels = model.config.num_labels
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        return self.model(**batch).logits.float().cpu().numpy()
+
+
+class OnnxBackend(_Batched):
+    """An ONNX file run by onnxruntime's CPU provider with `threads` intra-op threads."""
+
+    def __init__(self, name: str, path: Path, tokenizer, max_length: int, threads: int | None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (one per physical core)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.name, self.path, self.tokenizer, self.max_length, self.device = name, path, tokenizer, max_length, "cpu"
+        self.num_labels = self.session.get_outputs()[0].shape[1]
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        return {k: enc[k].astype(np.int64) for k in self.inputs}
+
+    def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, batch)[0].astype(np.float32)
+
+
+def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads: int | None = None,
+                 device: str | None = None, cache_dir: str | Path | None = None) -> Backend:
+    """Load `model_dir` to run with `backend` (one of BACKENDS).
+
+    fp32/bf16/fp16 run on `device` (default: CUDA when present, else CPU); int8 and the ONNX backends
+    run on the CPU. `threads` sets torch's (process-wide) thread count for torch backends and
+    onnxruntime's intra-op threads for ONNX ones. ONNX files are cached beside the model, or under
+    `cache_dir`, and rebuilt when the checkpoint is newer.
+    """
+    if backend not in BACKENDS:
+        raise MahaError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    tokenizer = load_tokenizer(str(model_dir))
+    if backend.startswith("onnx"):
+        path = ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir)
+        return OnnxBackend(backend, path, tokenizer, max_length, threads)
+    if threads:
+        torch.set_num_threads(threads)
+    if backend == "int8":
+        if device not in (None, "cpu"):
+            raise MahaError(f"int8 (dynamic quantisation) runs on the CPU only, not {device}: use fp16 or bf16 on a GPU")
+        return TorchBackend(backend, quantize_int8(load_classifier(str(model_dir))), tokenizer, max_length, "cpu")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if backend == "fp16" and dev.type != "cuda":
+        raise MahaError(f"fp16 inference needs a CUDA GPU; {_hardware(dev)}: use bf16, int8 or onnx-int8")
+    if backend == "bf16" and not _native_bf16(dev):
+        raise MahaError(f"bf16 inference needs a GPU with native bfloat16 (Ampere or newer); {_hardware(dev)}: "
+                        "use fp16 or fp32")
+    # bf16 casts the weights instead of using torch.autocast: on this CPU autocast re-casts every
+    # weight on every call and was no faster than fp32 (3298 vs 3257 ms), the cast model 1.4x faster.
+    model = load_classifier(str(model_dir)).to(dev, _TORCH_DTYPES[backend])
+    return TorchBackend(backend, model, tokenizer, max_length, str(dev))
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every nn.Linear, with the engine measured fastest here.
+
+    torch.ao.quantization is deprecated in favour of torchao (warning says "removed in 2.10") but
+    still present and working in torch 2.13; its warnings are silenced so every run doesn't print them.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    if INT8_ENGINE in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = INT8_ENGINE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# ---------------------------------------------------------------- ONNX export and cache
+
+def onnx_path(model_dir: str | Path, *, quantized: bool = False, cache_dir: str | Path | None = None) -> Path:
+    """Where the (int8) ONNX file of `model_dir` is cached: beside the model, or in a per-model folder
+    of `cache_dir` (named by the folder name plus a hash of its absolute path, so models don't clash)."""
+    model_dir = Path(model_dir)
+    folder = model_dir
+    if cache_dir is not None:
+        resolved = str(model_dir.resolve())
+        folder = Path(cache_dir) / f"{model_dir.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+    return folder / ("model-int8.onnx" if quantized else "model.onnx")
+
+
+def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: str | Path | None = None) -> Path:
+    """The cached ONNX (or int8 ONNX) file of `model_dir`, exported or quantised first if missing or stale."""
+    fp32 = onnx_path(model_dir, cache_dir=cache_dir)
+    sources = [p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".py")]
+    if _stale(fp32, sources):
+        export_onnx(model_dir, fp32)
+    if not quantized:
+        return fp32
+    int8 = onnx_path(model_dir, quantized=True, cache_dir=cache_dir)
+    if _stale(int8, [fp32]):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with _staged_file(int8) as tmp:
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+    return int8
+
+
+def export_onnx(model_dir: str | Path, out: Path) -> Path:
+    """Export the classifier to `out` with symbolic batch and sequence axes.
+
+    Uses torch 2.13's default exporter (dynamo=True: torch.export, non-strict), which traces the
+    Python forward as it runs, so checkpoints with their own modelling code (trust_remote_code, e.g.
+    pruned models with per-layer sizes) export like stock BERT. A single file (no external data):
+    BERT-family classifiers stay far below protobuf's 2 GB limit.
+    """
+    model = load_classifier(str(model_dir)).float().eval()
+    example = dict(load_tokenizer(str(model_dir))(_EXAMPLE_TEXTS, padding=True, return_tensors="pt"))
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with _staged_file(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (), tmp, kwargs=example, dynamo=True, external_data=False, verbose=False,
+                          input_names=list(example), output_names=["logits"], opset_version=ONNX_OPSET,
+                          dynamic_shapes={k: {0: batch, 1: seq} for k in example})
+    return out
+
+
+def _stale(target: Path, sources: list[Path]) -> bool:
+    return not target.is_file() or any(s.stat().st_mtime > target.stat().st_mtime for s in sources)
+
+
+class _staged_file:
+    """Write to a temporary file beside `path`, renamed into place on success: a killed export leaves no
+    truncated model.onnx that a later run would trust."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".onnx", dir=self.path.parent)
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.unlink(self.tmp)

@@ -1,0 +1,63 @@
+"""WHICH modules are pruned: a table of module names per architecture.
+
+Kept apart from HOW masks are computed (masks.py), as in huggingface/nn_pruning: supporting a new
+BERT-like family means adding one row here. Every supported family shares BERT's layer anatomy
+(Q/K/V -> attention output dense -> FFN in -> FFN out, post-LayerNorm); only the names of the base
+model and of the classification head differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import MahaError
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Where the prunable Linears of one architecture live (paths relative to one encoder layer)."""
+
+    base: str  # attribute of the *ForSequenceClassification model holding the encoder
+    head: str  # "pooler": BERT (pooler + classifier Linear); "roberta": classifier.dense + classifier.out_proj
+    position_offset: bool  # RoBERTa/XLM-R count positions from pad_token_id + 1, skipping padding
+    layers: str = "encoder.layer"
+    query: str = "attention.self.query"
+    key: str = "attention.self.key"
+    value: str = "attention.self.value"
+    attn_out: str = "attention.output.dense"
+    ffn_in: str = "intermediate.dense"
+    ffn_out: str = "output.dense"
+
+
+_BERT = Structure(base="bert", head="pooler", position_offset=False)
+_ROBERTA = Structure(base="roberta", head="roberta", position_offset=True)
+
+ARCHITECTURES: dict[str, Structure] = {
+    "bert": _BERT,
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
+    "camembert": _ROBERTA,
+}
+
+
+def structure_of(model: nn.Module) -> Structure:
+    """The table row for `model`, or a MahaError naming its type and what is supported."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise MahaError(f"pruning does not support model type '{model_type}' "
+                        f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+    return ARCHITECTURES[model_type]
+
+
+def encoder_layers(model: nn.Module, structure: Structure) -> list[nn.Module]:
+    """The encoder's layer modules, in order."""
+    return list(model.get_submodule(f"{structure.base}.{structure.layers}"))
+
+
+def linears(layer: nn.Module, structure: Structure) -> dict[str, nn.Module]:
+    """The six prunable Linears of one layer, keyed by role (q, k, v, o, ffn_in, ffn_out)."""
+    paths = {"q": structure.query, "k": structure.key, "v": structure.value, "o": structure.attn_out,
+             "ffn_in": structure.ffn_in, "ffn_out": structure.ffn_out}
+    return {role: layer.get_submodule(path) for role, path in paths.items()}

@@ -1,0 +1,76 @@
+"""Knowledge distillation: cached teacher logits, layer-subset students, compatibility checks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from mahacompress import distill as kd
+from mahacompress.config import TrainConfig
+from mahacompress.errors import MahaError
+from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.train import fit
+
+CFG = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
+                  early_stopping_patience=0, evals_per_epoch=1, checkpoint_every=50)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(toy_splits, tmp_path_factory):
+    """A 4-layer tiny teacher trained on the toy task."""
+    root = tmp_path_factory.mktemp("kd")
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    labels = toy_splits.labels
+    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4, id2label=dict(enumerate(labels)),
+                      label2id={lab: i for i, lab in enumerate(labels)})
+    fit(model, tok, toy_splits, CFG, root / "work")
+    save_classifier(model, tok, root / "teacher", {})
+    return root / "teacher"
+
+
+def test_layer_student_keeps_first_and_last_layers(teacher_dir):
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    student = kd.layer_student(teacher, 2)
+    assert student.config.num_hidden_layers == 2 and student.config.distilled_from_layers == [0, 3]
+    last_t, last_s = teacher.bert.encoder.layer[3], student.bert.encoder.layer[1]
+    assert torch.equal(last_t.output.dense.weight, last_s.output.dense.weight)
+    x = torch.randint(5, 50, (2, 7))
+    assert student(input_ids=x).logits.shape == (2, 3)
+    with pytest.raises(MahaError, match="choose 1..4"):
+        kd.layer_student(teacher, 5)
+
+
+def test_teacher_logits_are_cached(teacher_dir, toy_splits, tmp_path, monkeypatch):
+    first = kd.teacher_logits(str(teacher_dir), toy_splits.train.texts, max_length=32, cache_dir=tmp_path)
+    monkeypatch.setattr(kd, "predict_logits", lambda *a, **k: pytest.fail("teacher ran again"))
+    again = kd.teacher_logits(str(teacher_dir), toy_splits.train.texts, max_length=32, cache_dir=tmp_path)
+    assert np.array_equal(first, again) and first.shape == (len(toy_splits.train), 3)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+
+
+def test_distilled_layer_student_learns_from_the_teacher(teacher_dir, toy_splits, tmp_path, monkeypatch):
+    monkeypatch.setattr(kd, "CACHE", tmp_path / "cache")
+    info = kd.distill(str(teacher_dir), "layers:2", toy_splits, replace(CFG, kd_alpha=0.7), tmp_path / "student")
+    assert info["result"]["best_dev_macro_f1"] > 0.9
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    assert student.config.num_hidden_layers == 2
+
+
+def test_teacher_and_student_must_match(teacher_dir, toy_splits, tmp_path):
+    other_tok = tiny_tokenizer(["पूर्णपणे वेगळा मजकूर इथे आहे"] * 5, vocab_size=60)
+    labels = toy_splits.labels
+    student = tiny_bert(3, vocab_size=len(other_tok), id2label=dict(enumerate(labels)),
+                        label2id={lab: i for i, lab in enumerate(labels)})
+    save_classifier(student, other_tok, tmp_path / "s1", {})
+    with pytest.raises(MahaError, match="tokenizer differs"):
+        kd.check_compatible(str(teacher_dir), str(tmp_path / "s1"), toy_splits)
+    wrong = tiny_bert(2, vocab_size=len(other_tok))
+    save_classifier(wrong, other_tok, tmp_path / "s2", {})
+    with pytest.raises(MahaError, match="labels"):
+        kd.check_compatible(str(teacher_dir), str(tmp_path / "s2"), toy_splits)
+    with pytest.raises(MahaError, match="expected pruned:S, layers:N"):
+        kd.describe("layers:x")
