@@ -222,6 +222,28 @@ def compare(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder."
     console.print(f"wrote {out}")
 
 
+@app.command()
+def reproduce(teacher: Annotated[str, typer.Option(help="Teacher folder or hub id (fine-tuned here if needed).")],
+              out: Annotated[Path, typer.Option(help="Folder for models/, results.json, report.md, plots.")],
+              preset: Annotated[str, typer.Option(help="cpu-quick | cpu-full | paper | a YAML file")] = "cpu-quick",
+              dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's dataset.")] = None) -> None:
+    """Run (or resume) the study's whole grid and write a report with a table and plots."""
+    from .grid import reproduce as run
+
+    report = run(teacher, preset, out, dataset)
+    console.print(f"wrote {report}")
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Option(help="A reproduce output folder holding results.json.")]) -> None:
+    """Re-make report.md, results.csv and the plots from results.json, without re-measuring."""
+    from .report import write_report
+
+    if not (out / "results.json").is_file():
+        raise MahaError(f"{out / 'results.json'}: not found (run `mahacompress reproduce` first)")
+    console.print(f"wrote {write_report(out)}")
+
+
 def main() -> None:
     """Console entry point: one clear line and exit status 2 for every input problem."""
     try:

@@ -7,7 +7,7 @@ says how it was made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from .errors import MahaError
@@ -62,13 +62,78 @@ class PruneConfig:
     penalty: float = 1.0  # L1 weight on sigmoid scores (sigmoid binariser only)
 
 
+@dataclass
+class MeasureConfig:
+    """How every row is timed: same process, interleaved, warm-up, median of `repeats`."""
+
+    repeats: int = 5
+    warmup: int = 2
+    texts: int = 256  # test texts timed per row (batch 1 uses the first 32 of them)
+    threads: int = 2
+    country: str = "IND"  # ISO code for CodeCarbon's grid carbon intensity
+
+
+ROWS = ("baseline", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd", "p75+kd", "p25+kd+mp",
+        "best+int8", "best+onnx")
+
+
+@dataclass
+class GridConfig:
+    """A preset: the study's grid of rows and the settings each kind of row trains with."""
+
+    dataset: str = "mahanews-shc"
+    max_train_rows: int | None = None
+    base_model: str | None = None  # what an already fine-tuned teacher came from (the `mp` row repeats that)
+    rows: list[str] = field(default_factory=lambda: list(ROWS))
+    finetune: TrainConfig = field(default_factory=TrainConfig)  # the teacher (when it needs it) and `mp`
+    distill: TrainConfig = field(default_factory=TrainConfig)  # the layer student (`kd`)
+    prune_train: TrainConfig = field(default_factory=TrainConfig)  # pN and pN+kd rows
+    prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
+    student_layers: int = 6
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+
 def from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a dict, refusing unknown keys (named in the error)."""
-    known = {f.name for f in fields(cls)}
-    for key in values:
+    """Build dataclass `cls` from a dict, refusing unknown keys and ill-typed values (named in the error)."""
+    if not isinstance(values, dict):
+        raise MahaError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    defaults = cls()
+    kwargs = {}
+    for key, value in values.items():
         if key not in known:
             raise MahaError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-    return cls(**values)
+        default = getattr(defaults, key)
+        if is_dataclass(default):
+            kwargs[key] = from_dict(type(default), value, f"{where}.{key}")
+        else:
+            kwargs[key] = _checked(value, default, str(known[key].type), f"{where}.{key}")
+    return cls(**kwargs)
 
 
-__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "from_dict"]
+def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
+    """The value if it has the default's type (ints pass as floats; optional fields take their annotation's type)."""
+    if default is None:
+        wanted = {"int": int, "str": str}[annotation.split("|")[0].strip()]
+        ok = value is None or (isinstance(value, wanted) and not isinstance(value, bool))
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, type(default)) and not isinstance(value, bool)
+    if not ok:
+        expected = annotation if default is None else type(default).__name__
+        raise MahaError(f"{where}: bad value {value!r} (expected {expected})")
+    return value
+
+
+__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "GridConfig", "ROWS", "from_dict"]

@@ -11,19 +11,23 @@ from pathlib import Path
 from typing import Iterator
 
 
-def write_json(path: Path, obj: object) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it into place."""
+def write_text(path: Path, text: str) -> None:
+    """Write text to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+            fh.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Atomic JSON (indented, UTF-8 kept readable)."""
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 @contextmanager
