@@ -14,6 +14,15 @@ from mahacompress.models import tiny_bert, tiny_tokenizer
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Teacher-logit caches of tests (and their subprocesses) stay out of the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MAHACOMPRESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 def _slice(ts: TextSet, n: int) -> TextSet:
     return TextSet(ts.texts[:n], ts.labels[:n])
 

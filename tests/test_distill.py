@@ -53,7 +53,7 @@ def test_teacher_logits_are_cached(teacher_dir, toy_splits, tmp_path, monkeypatc
 
 
 def test_distilled_layer_student_learns_from_the_teacher(teacher_dir, toy_splits, tmp_path, monkeypatch):
-    monkeypatch.setattr(kd, "CACHE", tmp_path / "cache")
+    monkeypatch.setenv("MAHACOMPRESS_CACHE", str(tmp_path / "cache"))
     info = kd.distill(str(teacher_dir), "layers:2", toy_splits, replace(CFG, kd_alpha=0.7), tmp_path / "student")
     assert info["result"]["best_dev_macro_f1"] > 0.9
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")

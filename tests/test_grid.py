@@ -63,3 +63,62 @@ def test_report_is_made_from_results_json_alone(tmp_path):
     for png in ("accuracy_vs_speedup.png", "size.png", "co2.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("name,")
+
+
+TINY_PRESET = """
+dataset: {data}
+rows: [baseline, kd, p50, p50+kd, best+int8]
+finetune: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
+distill: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
+prune_train: {{epochs: 4, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
+prune: {{block_size: 16}}
+student_layers: 1
+measure: {{repeats: 2, warmup: 1, texts: 16, threads: 1}}
+"""
+
+
+def _toy_csvs(folder, splits):
+    folder.mkdir()
+    for name, ts in (("toy_train.csv", splits.train), ("toy_test.csv", splits.test)):
+        lines = ["text,label"] + [f"{t},{splits.labels[y]}" for t, y in zip(ts.texts, ts.labels)]
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tmp_path):
+    data = tmp_path / "data"
+    _toy_csvs(data, toy_splits)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok)), tok, tmp_path / "base", {})
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET.format(data=data))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mahacompress", "reproduce", "--teacher", str(tmp_path / "base"),
+           "--preset", str(preset), "--out", str(out)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+    # first run: kill it (SIGKILL) once the pruning row has written a checkpoint, i.e. mid-row
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = out / "models" / "p50.work" / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), "the run ended before the pruning row checkpointed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = json.loads((out / "results.json").read_text())
+    finished = {r["name"]: r for r in first["rows"] if r["status"] == "done"}
+    assert set(finished) == {"baseline", "kd"}
+    stamps = {n: os.stat(out / "models" / n / "config.json").st_mtime_ns for n in finished}
+
+    # second run: same command, completes the grid without rebuilding finished rows
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    final = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in final["rows"]}
+    assert list(rows) == ["baseline", "kd", "p50", "p50+kd", "best+int8"]
+    assert all(r["status"] == "done" for r in rows.values()), rows
+    for name in finished:
+        assert rows[name]["build_seconds"] == finished[name]["build_seconds"]
+        assert os.stat(out / "models" / name / "config.json").st_mtime_ns == stamps[name]
+    assert rows["baseline"]["speedup_b32"] > 0 and rows["best+int8"]["source_row"] == "p50+kd"
+    assert abs(rows["p50"]["encoder_sparsity"] - 0.5) <= 0.01
+    assert (out / "report.md").is_file() and (out / "accuracy_vs_speedup.png").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +26,12 @@ from .evaluate import predict_logits
 from .models import load_classifier, load_tokenizer, save_classifier
 from .train import fit
 
-CACHE = Path.home() / ".cache" / "mahacompress" / "teacher-logits"
+
+
+def default_cache() -> Path:
+    """`$MAHACOMPRESS_CACHE/teacher-logits`, by default under ~/.cache/mahacompress."""
+    root = os.environ.get("MAHACOMPRESS_CACHE") or Path.home() / ".cache" / "mahacompress"
+    return Path(root) / "teacher-logits"
 
 
 def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
@@ -45,14 +51,19 @@ def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
     return h.hexdigest()[:24]
 
 
-def teacher_logits(teacher: str, texts: list[str], *, max_length: int, cache_dir: Path = CACHE,
-                   batch_size: int = 64) -> np.ndarray:
-    """Teacher logits for `texts`, computed once and cached as .npy (written atomically)."""
-    cache_dir = Path(cache_dir)
+def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: list[str] | None = None,
+                   cache_dir: Path | None = None, batch_size: int = 64) -> np.ndarray:
+    """Teacher logits for `texts`, computed once and cached as .npy (written atomically).
+
+    With `labels`, a teacher whose label list differs (by name and order) is refused.
+    """
+    cache_dir = Path(cache_dir or default_cache())
     path = cache_dir / f"{_fingerprint(teacher, texts, max_length)}.npy"
     if path.exists():
         return np.load(path)
     model, tokenizer = load_classifier(teacher), load_tokenizer(teacher)
+    if labels is not None:
+        _check_labels(teacher, model, labels)
     logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
@@ -68,7 +79,7 @@ def check_compatible(teacher: str, student: str, splits: Splits) -> None:
     s_labels = [s_model.config.id2label[i] for i in range(s_model.config.num_labels)]
     if t_labels != s_labels:
         raise MahaError(f"{student}: labels {s_labels} differ from the teacher's {t_labels} ({teacher})")
-    _check_labels(teacher, t_model, splits)
+    _check_labels(teacher, t_model, splits.labels)
     if load_tokenizer(teacher).get_vocab() != load_tokenizer(student).get_vocab():
         raise MahaError(f"{student}: its tokenizer differs from the teacher's ({teacher}); KD needs the same inputs")
 
@@ -136,13 +147,13 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     tokenizer = load_tokenizer(teacher)
     if spec["kind"] == "layers":
         teacher_model = load_classifier(teacher)
-        _check_labels(teacher, teacher_model, splits)
+        _check_labels(teacher, teacher_model, splits.labels)
         student = layer_student(teacher_model, spec["layers"])
         del teacher_model
     else:
         check_compatible(teacher, spec["path"], splits)
         student = load_classifier(spec["path"])
-    logits = teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length)
+    logits = teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length, labels=splits.labels)
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
     result = fit(student, tokenizer, splits, cfg, work, teacher_logits=logits, resume=resume, desc="distil")
@@ -153,7 +164,7 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     return info
 
 
-def _check_labels(teacher: str, model: PreTrainedModel, splits: Splits) -> None:
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if labels != splits.labels:
-        raise MahaError(f"{teacher}: labels {labels} differ from the dataset's {splits.labels}")
+def _check_labels(teacher: str, model: PreTrainedModel, labels: list[str]) -> None:
+    have = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if have != list(labels):
+        raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")

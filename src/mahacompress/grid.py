@@ -143,12 +143,12 @@ class Grid:
         from .precision import training_precision
 
         start = time.time()
-        with Energy(country=self.cfg.measure.country) as energy:
+        with Energy(country_iso_code=self.cfg.measure.country) as energy:
             model_dir, build = self._build(spec, training_precision)
             row = {"name": spec.name, "status": "done", "model_dir": str(model_dir), "backend": spec.backend,
                    **build, **self._score(model_dir, spec.backend)}
         row["build_seconds"] = time.time() - start
-        row.update(energy.result())
+        row.update(energy.as_dict())
         return row
 
     def _build(self, spec: RowSpec, training_precision) -> tuple[Path, dict]:
@@ -157,7 +157,7 @@ class Grid:
         from .train import finetune
 
         cfg, teacher = self.cfg, self._teacher_dir()
-        out = self.models / spec.name
+        out = self.models / spec.name.replace("+", "_")  # remote-code module names must be identifiers
 
         def timed(fn, *args, **kwargs) -> dict:
             t0 = time.time()
@@ -184,8 +184,7 @@ class Grid:
                               distill_from=teacher if spec.kd else None)
         best = self._best_pruned_kd()
         source = self.rows[best]
-        return Path(source["model_dir"]), {"source_row": best, "train_seconds": 0.0,
-                                           "encoder_sparsity": source.get("encoder_sparsity")}
+        return Path(source["model_dir"]), {"source_row": best, "train_seconds": 0.0}
 
     def _best_pruned_kd(self) -> str:
         """The most compressed pruned+KD row within 1 point of the baseline, else the most accurate one."""
@@ -209,10 +208,18 @@ class Grid:
         sub = m.get("without_manoranjan", {})
         model = load_classifier(str(model_dir))
         params = count_params(model)
+        weights = encoder_linear_weights(model)
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "accuracy_wo_manoranjan": sub.get("accuracy"),
                 "macro_f1_wo_manoranjan": sub.get("macro_f1"), "params_total": params["total"],
-                "params_encoder": params["encoder"], "encoder_linear_weights": encoder_linear_weights(model),
+                "params_encoder": params["encoder"], "encoder_linear_weights": weights,
+                "encoder_sparsity": 1 - weights / self._teacher_weights(),
                 "test_rows": m["rows"], "per_class_f1": {k: v["f1"] for k, v in m["per_class"].items()}}
+
+    def _teacher_weights(self) -> int:
+        """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
+        if not hasattr(self, "_dense_weights"):
+            self._dense_weights = encoder_linear_weights(load_classifier(self._teacher_dir()))
+        return self._dense_weights
 
     # ------------------------------------------------------------------ measuring
     def _measure_all(self) -> None:
@@ -223,7 +230,6 @@ class Grid:
         done = [r for r in self.rows.values() if r.get("status") == "done"]
         if not done:
             return
-        teacher_weights = self.rows.get("baseline", {}).get("encoder_linear_weights")
         texts = self.splits.test.texts[: self.cfg.measure.texts]
         backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.cfg.finetune.max_length,
                                             threads=self.cfg.measure.threads) for r in done}
@@ -232,8 +238,6 @@ class Grid:
         del backends
         for row in done:
             row.update(timing.get(row["name"], {}))
-            if teacher_weights and row.get("encoder_sparsity") is None:
-                row["encoder_sparsity"] = 1 - row["encoder_linear_weights"] / teacher_weights
             row["disk_mb"] = _disk_mb(Path(row["model_dir"]), row["backend"])
             row["peak_rss_mb"] = peak_memory_mb(row["model_dir"], row["backend"], texts,
                                                 threads=self.cfg.measure.threads)

@@ -201,7 +201,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """Tokenizer of a hub id or folder, with a one-line error when it cannot be had."""
     check_model_dir(name)
     try:
-        return AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=True)
     except (OSError, ValueError) as exc:
         raise MahaError(f"{name}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
 

@@ -10,20 +10,29 @@ the same checkpoint, so `measure.latency` can time them side by side on identica
 - int8: PyTorch dynamic quantisation of every nn.Linear (int8 weights, activations quantised per batch);
 - onnx / onnx-int8: an ONNX export run by onnxruntime on the CPU, the second with int8 weights.
 
-Measured on this project's 2-core AMD EPYC (avx512_bf16, avx512_vnni), e5-small (12 layers, hidden
-384), batch 32 x 96 tokens, 2 torch threads, median of 3, while a training process shared the cores
-(so absolute numbers are inflated; the ranking is what mattered): fp32 3257 ms, bf16 autocast 3298 ms,
-bf16 model.to(bfloat16) 2312 ms; int8 engine x86 1580 ms, fbgemm 1656 ms, onednn 2200 ms.
+Measured on this project's 2-core AMD EPYC (avx512_bf16, avx512_vnni) with e5-small (12 layers, hidden
+384), batch 32, median of 3, while a training job shared the two cores (absolute numbers inflated;
+the ranking is what was sought):
+
+| variant                 | 2 threads, 96 tokens | 1 thread, 64 tokens |
+| fp32                    | 3257 ms              | 1693 ms             |
+| bf16 torch.autocast     | 3298 ms              |  853 ms             |
+| bf16 model.to(bfloat16) | 2312 ms              |  793 ms             |
+| int8, engine x86        | 1580 ms              |  630 ms             |
+| int8, engine fbgemm     | 1656 ms              |  606 ms             |
+| int8, engine onednn     | 2200 ms              |  724 ms             |
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -33,7 +42,7 @@ from .models import load_classifier, load_tokenizer
 
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8")
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
-INT8_ENGINE = "x86"  # fastest of x86 / fbgemm / onednn here (see module docstring); x86 picks fbgemm or onednn per op
+INT8_ENGINE = "x86"  # x86 ~ fbgemm (within noise), onednn slower (module docstring); x86 dispatches per op
 ONNX_OPSET = 18
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Two texts of different lengths: torch.export treats sizes 0 and 1 as constants, so the example
@@ -165,7 +174,8 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
         torch.set_num_threads(threads)
     if backend == "int8":
         if device not in (None, "cpu"):
-            raise MahaError(f"int8 (dynamic quantisation) runs on the CPU only, not {device}: use fp16 or bf16 on a GPU")
+            raise MahaError(f"int8 (dynamic quantisation) runs on the CPU only, not {device}: "
+                            "use fp16 or bf16 on a GPU")
         return TorchBackend(backend, quantize_int8(load_classifier(str(model_dir))), tokenizer, max_length, "cpu")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if backend == "fp16" and dev.type != "cuda":
@@ -173,8 +183,8 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
     if backend == "bf16" and not _native_bf16(dev):
         raise MahaError(f"bf16 inference needs a GPU with native bfloat16 (Ampere or newer); {_hardware(dev)}: "
                         "use fp16 or fp32")
-    # bf16 casts the weights instead of using torch.autocast: on this CPU autocast re-casts every
-    # weight on every call and was no faster than fp32 (3298 vs 3257 ms), the cast model 1.4x faster.
+    # bf16 casts the weights instead of using torch.autocast: autocast re-casts every weight on every
+    # call; the cast model was faster in both measurements (module docstring), by 7% to 30%.
     model = load_classifier(str(model_dir)).to(dev, _TORCH_DTYPES[backend])
     return TorchBackend(backend, model, tokenizer, max_length, str(dev))
 
@@ -210,6 +220,8 @@ def onnx_path(model_dir: str | Path, *, quantized: bool = False, cache_dir: str 
 
 def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: str | Path | None = None) -> Path:
     """The cached ONNX (or int8 ONNX) file of `model_dir`, exported or quantised first if missing or stale."""
+    if not Path(model_dir).is_dir():
+        raise MahaError(f"{model_dir}: ONNX export needs a local model folder")
     fp32 = onnx_path(model_dir, cache_dir=cache_dir)
     sources = [p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".py")]
     if _stale(fp32, sources):
@@ -220,7 +232,10 @@ def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: st
     if _stale(int8, [fp32]):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with _staged_file(int8) as tmp:
+        # Skips onnxruntime's suggested pre-processing: its symbolic shape inference fails on the
+        # dynamo export ("unsupported broadcast between Min(128, sequence) sequence"), and only
+        # quantised weights are needed, so its warning about it is silenced.
+        with _staged_file(int8) as tmp, _quiet_logs(logging.WARNING):
             quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
     return int8
 
@@ -236,8 +251,8 @@ def export_onnx(model_dir: str | Path, out: Path) -> Path:
     model = load_classifier(str(model_dir)).float().eval()
     example = dict(load_tokenizer(str(model_dir))(_EXAMPLE_TEXTS, padding=True, return_tensors="pt"))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with _staged_file(out) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _staged_file(out) as tmp, warnings.catch_warnings(), _quiet_logs(logging.WARNING):
+        warnings.simplefilter("ignore")  # tracer chatter about transformers internals, not about the result
         torch.onnx.export(model, (), tmp, kwargs=example, dynamo=True, external_data=False, verbose=False,
                           input_names=list(example), output_names=["logits"], opset_version=ONNX_OPSET,
                           dynamic_shapes={k: {0: batch, 1: seq} for k in example})
@@ -248,21 +263,27 @@ def _stale(target: Path, sources: list[Path]) -> bool:
     return not target.is_file() or any(s.stat().st_mtime > target.stat().st_mtime for s in sources)
 
 
-class _staged_file:
-    """Write to a temporary file beside `path`, renamed into place on success: a killed export leaves no
-    truncated model.onnx that a later run would trust."""
+@contextmanager
+def _staged_file(path: Path) -> Iterator[str]:
+    """Yield a temporary file name beside `path`, renamed into place on success: a killed export
+    leaves no truncated model.onnx that a later run would trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
 
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".onnx", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+@contextmanager
+def _quiet_logs(level: int) -> Iterator[None]:
+    """Drop log records up to `level` for the duration (onnx export and quantisation log through the
+    root logger: "torchvision is not installed", "consider pre-processing")."""
+    logging.disable(level)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)

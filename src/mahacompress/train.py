@@ -82,10 +82,21 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, 
     return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student, labels)
 
 
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The shuffled batch order of one epoch; a pure function of (seed, epoch) so resume replays it."""
-    order = np.random.default_rng(seed + epoch).permutation(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batch order of one epoch, a pure function of (seed, epoch) so a resumed run replays it.
+
+    Grouped by length (as transformers' `group_by_length`): shuffle, sort within windows of 16
+    batches, shuffle the batches. Headlines vary from 5 to 190 tokens, so a random batch pads to its
+    longest member; grouping roughly halves the padded tokens a CPU has to push through the model.
+    """
+    rng = np.random.default_rng(seed + epoch)
+    order = rng.permutation(len(lengths))
+    window = batch_size * 16
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [np.array(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -155,6 +166,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
 
     encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
     labels = torch.tensor(splits.train.labels)
     teacher = torch.from_numpy(teacher_logits).float() if teacher_logits is not None else None
 
@@ -186,7 +198,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         task = progress.add_task(desc, total=total_steps, completed=step, info="")
         while step < total_steps and not stopped_early:
             epoch, offset = divmod(step, steps_per_epoch)
-            for batch_idx in _batches(len(splits.train), cfg.batch_size, cfg.seed, epoch)[offset:]:
+            for batch_idx in _batches(lengths, cfg.batch_size, cfg.seed, epoch)[offset:]:
                 if step >= total_steps:
                     break
                 hooks.on_step(step, total_steps)

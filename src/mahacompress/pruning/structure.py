@@ -56,8 +56,18 @@ def encoder_layers(model: nn.Module, structure: Structure) -> list[nn.Module]:
     return list(model.get_submodule(f"{structure.base}.{structure.layers}"))
 
 
+def role_paths(structure: Structure) -> dict[str, str]:
+    """Path of each prunable Linear inside a layer, keyed by role."""
+    return {"q": structure.query, "k": structure.key, "v": structure.value, "o": structure.attn_out,
+            "ffn_in": structure.ffn_in, "ffn_out": structure.ffn_out}
+
+
 def linears(layer: nn.Module, structure: Structure) -> dict[str, nn.Module]:
     """The six prunable Linears of one layer, keyed by role (q, k, v, o, ffn_in, ffn_out)."""
-    paths = {"q": structure.query, "k": structure.key, "v": structure.value, "o": structure.attn_out,
-             "ffn_in": structure.ffn_in, "ffn_out": structure.ffn_out}
-    return {role: layer.get_submodule(path) for role, path in paths.items()}
+    return {role: layer.get_submodule(path) for role, path in role_paths(structure).items()}
+
+
+def replace_module(layer: nn.Module, path: str, module: nn.Module) -> None:
+    """Put `module` at `path` inside `layer`."""
+    parent, _, attr = path.rpartition(".")
+    setattr(layer.get_submodule(parent), attr, module)

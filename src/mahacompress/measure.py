@@ -1,0 +1,291 @@
+"""How every row of the results table is measured: latency, peak memory, size, parameters, energy.
+
+Latency is measured INTERLEAVED: each repeat runs every backend in turn on the same pre-tokenised
+batches, rotating the order, so a slow spell of the machine (another job, thermal throttling) hits all
+rows alike instead of whichever row happened to run then. Peak memory comes from a fresh process per
+row, so one row's allocations never inflate the next. Sizes are in MiB (2**20 bytes), named "mb".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .errors import MahaError
+from .precision import Backend, ensure_onnx, load_backend
+
+DEFAULT_THREADS = 2  # the development machine's core count; fixed so rows are comparable across runs
+MIB = 2**20
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")  # not training_args.bin, tokenizer or ONNX files
+
+# Fallback energy estimate when CodeCarbon is missing or fails. Both figures are CodeCarbon 3.3.2's own:
+# DEFAULT_POWER_PER_CORE (4 W per logical CPU, used when it does not know the CPU's TDP), and India's
+# grid carbon intensity from its data/private_infra/global_energy_mix.json (Ember, year 2023).
+ASSUMED_WATTS_PER_CPU = 4.0
+INDIA_KG_CO2_PER_KWH = 0.713441
+# CodeCarbon CPU modes that read a power meter; its other modes ("cpu_load", "constant") model power
+# from a TDP table and the CPU load. RAM power is always modelled (watts per GB), never read.
+_METERED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi"}
+
+
+# ---------------------------------------------------------------- latency
+
+def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Sequence[int] = (1, 32),
+            repeats: int = 5, warmup: int = 2, batches_per_repeat: int | None = None,
+            threads: int = DEFAULT_THREADS, progress: bool = True) -> dict[str, dict]:
+    """Per backend: `latency_ms_b{B}_p50/_p95` and `throughput_b{B}` (texts/s) for each batch size B.
+
+    Every repeat times `batches_per_repeat` full batches per batch size (default: as many as `texts`
+    fills, at least one; texts are reused cyclically to fill the last). p50 is the median over repeats
+    of each repeat's mean batch time, which is robust to a disturbed repeat; p95 is over every single
+    batch timing, the tail a user would see. (With 10+ batches per repeat a few long stalls can put
+    p95 below p50, since they raise means but stay under 5% of timings.) Tokenisation is done once,
+    before timing. torch runs with `threads` threads; onnxruntime backends keep the thread count they
+    were loaded with, so load them with the same number. Give it no more threads than there are idle
+    cores: threads spin-wait for each other, and with 2 threads on 2 cores shared with a training job
+    e5-small's batch-1 fp32 latency went from 47 ms (1 thread) to 1450 ms.
+    """
+    if not texts:
+        raise MahaError("latency needs at least one text")
+    names = list(backends)
+    batches = {name: {bs: [backends[name].encode(chunk) for chunk in _chunks(texts, bs, batches_per_repeat)]
+                      for bs in batch_sizes} for name in names}
+    timings: dict[str, dict[int, list[list[float]]]] = {name: {bs: [] for bs in batch_sizes} for name in names}
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    columns = (TextColumn("latency {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, transient=True, disable=not progress) as bar:
+            task = bar.add_task("warm-up", total=repeats * len(names))
+            for name in names:
+                for bs in batch_sizes:
+                    for i in range(warmup):
+                        backends[name].forward(batches[name][bs][i % len(batches[name][bs])])
+            for r in range(repeats):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    bar.update(task, description=f"repeat {r + 1}/{repeats}: {name}")
+                    for bs in batch_sizes:
+                        timings[name][bs].append([_timed(backends[name], batch) for batch in batches[name][bs]])
+                    bar.advance(task)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {name: _summarise(timings[name], repeats, threads) for name in names}
+
+
+def _chunks(texts: Sequence[str], batch_size: int, count: int | None) -> list[list[str]]:
+    count = count or max(1, len(texts) // batch_size)
+    return [[texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)] for i in range(count)]
+
+
+def _timed(backend: Backend, batch) -> float:
+    start = time.perf_counter()
+    backend.forward(batch)  # returns host-side numpy logits, so GPU work has finished too
+    return time.perf_counter() - start
+
+
+def _summarise(per_bs: dict[int, list[list[float]]], repeats: int, threads: int) -> dict:
+    row: dict = {}
+    for bs, per_repeat in per_bs.items():
+        p50 = float(np.median([np.mean(times) for times in per_repeat])) * 1000
+        row[f"latency_ms_b{bs}_p50"] = p50
+        row[f"latency_ms_b{bs}_p95"] = float(np.percentile(np.concatenate(per_repeat), 95)) * 1000
+        row[f"throughput_b{bs}"] = bs * 1000 / p50
+    row.update(repeats=repeats, threads=threads)
+    return row
+
+
+def speedups(results: dict[str, dict], baseline: str = "baseline") -> dict[str, dict]:
+    """Add `speedup_b{B}` = baseline p50 latency / row p50 latency to every row (in place; returned)."""
+    if baseline not in results:
+        raise MahaError(f"no row named {baseline!r} to compute speedups against (rows: {', '.join(results)})")
+    base = results[baseline]
+    for row in results.values():
+        for key in [k for k in row if re.fullmatch(r"latency_ms_b\d+_p50", k)]:
+            row[f"speedup_b{key.split('_')[2][1:]}"] = base[key] / row[key]
+    return results
+
+
+# ---------------------------------------------------------------- memory, size, parameters
+
+def peak_memory_mb(model_dir: str | Path, backend: str, texts: Sequence[str], batch_size: int = 32, *,
+                   max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None) -> float:
+    """Peak resident memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and
+    runs `texts` through it: the model plus the interpreter, torch and transformers (~the same few
+    hundred MiB in every row). ONNX files are exported here first, so export memory is not counted."""
+    if backend.startswith("onnx"):
+        ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        texts_file = Path(tmp) / "texts.json"
+        texts_file.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
+        cmd = [sys.executable, "-m", "mahacompress.measure", str(model_dir), backend, str(texts_file),
+               "--batch-size", str(batch_size), "--max-length", str(max_length)]
+        cmd += ["--threads", str(threads)] if threads else []
+        cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                         os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise MahaError(f"{model_dir}: measuring peak memory of {backend} failed ({last})")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def _own_peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux VmHWM, not ru_maxrss: the kernel carries ru_maxrss over from
+    the parent across fork+exec, so a child of a 3 GB process would report at least 3 GB."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status.read_text()).group(1)) / 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 1024  # macOS counts bytes, others KiB
+
+
+def size_on_disk_mb(path: str | Path) -> float:
+    """MiB of a model folder's weight files, or of one file (e.g. model-int8.onnx)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / MIB
+    files = {f for pattern in WEIGHT_PATTERNS for f in path.glob(pattern)}
+    if not files:
+        raise MahaError(f"{path}: no weight files ({', '.join(WEIGHT_PATTERNS)})")
+    return sum(f.stat().st_size for f in files) / MIB
+
+
+def count_params(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters in total, in the encoder layers and in the embeddings (tied weights counted once).
+
+    The split matters for multilingual models: e5-small's 250k-token vocabulary puts most of its
+    weights in the embeddings, which pruning encoder layers never touches.
+    """
+    base = getattr(model, "base_model", model)
+    parts = {"encoder": getattr(base, "encoder", None), "embeddings": getattr(base, "embeddings", None)}
+    missing = [name for name, module in parts.items() if module is None]
+    if missing:
+        raise MahaError(f"{type(model).__name__}: no {' or '.join(missing)} module to count parameters of")
+    counts = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+    return {"total": sum(p.numel() for p in model.parameters()), **counts}
+
+
+# ---------------------------------------------------------------- energy
+
+class Energy:
+    """Energy and CO2 of the code in a `with` block; the results are attributes after the block ends.
+
+    CodeCarbon's OfflineEmissionsTracker does the work (grid intensity of `country_iso_code`, tracking
+    this process only, writing no files). `energy_measured` is True only when it read a power meter
+    (RAPL & co.) for the CPU and any GPU; in VMs without /sys/class/powercap, like our development
+    machine, it models CPU power from a TDP table and the CPU load, which `energy_method` says. Without
+    CodeCarbon (or if it fails) the estimate is seconds x ASSUMED_WATTS_PER_CPU x logical CPUs x
+    India's grid intensity.
+    """
+
+    def __init__(self, country_iso_code: str = "IND", measure_power_secs: float = 1.0):
+        self.country_iso_code = country_iso_code
+        self.measure_power_secs = measure_power_secs
+        self.seconds = self.energy_kwh = self.co2_kg = 0.0
+        self.energy_measured = False
+        self.energy_method = ""
+
+    def __enter__(self) -> Energy:
+        self._tracker, self._failure = None, ""
+        self._output_dir = tempfile.TemporaryDirectory(prefix="mahacompress-codecarbon-")  # nothing in the repo
+        try:
+            self._tracker = self._start_tracker()
+        except Exception as exc:  # ImportError, or any CodeCarbon failure: fall back to the estimate
+            self._failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.seconds = time.perf_counter() - self._start
+        try:
+            if self._tracker is not None:
+                self._tracker.stop()
+                self._read_tracker(self._tracker)
+                return
+        except Exception as exc:
+            self._failure = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            self._output_dir.cleanup()
+        self._estimate()
+
+    def as_dict(self) -> dict:
+        return {"seconds": self.seconds, "energy_kwh": self.energy_kwh, "co2_kg": self.co2_kg,
+                "energy_measured": self.energy_measured, "energy_method": self.energy_method}
+
+    def _start_tracker(self):
+        from codecarbon import OfflineEmissionsTracker
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)  # it logs INFO/WARNING before reading log_level
+        tracker = OfflineEmissionsTracker(
+            country_iso_code=self.country_iso_code, log_level="error", output_methods=[],
+            output_dir=self._output_dir.name, measure_power_secs=self.measure_power_secs,
+            tracking_mode="process", allow_multiple_runs=True)  # another job may track the same machine
+        tracker.start()
+        return tracker
+
+    def _read_tracker(self, tracker) -> None:
+        import codecarbon
+
+        data = tracker.final_emissions_data
+        self.energy_kwh, self.co2_kg = float(data.energy_consumed), float(data.emissions)
+        hardware = [h for h in tracker._hardware if type(h).__name__ != "RAM"]
+        metered = [getattr(h, "_mode", "nvml") in _METERED_CPU_MODES | {"nvml"} for h in hardware]
+        self.energy_measured = bool(hardware) and all(metered)
+        parts = ", ".join(f"{h} {'metered' if m else 'modelled from TDP and load'}" for h, m in zip(hardware, metered))
+        grid = self.co2_kg / self.energy_kwh * 1000 if self.energy_kwh else 0.0
+        how = "measured" if self.energy_measured else "estimated"
+        self.energy_method = (f"codecarbon {codecarbon.__version__}: {how} ({parts}; RAM modelled; this process's "
+                              f"share), grid of {self.country_iso_code} at {grid:.0f} g/kWh")
+
+    def _estimate(self) -> None:
+        cpus = os.cpu_count() or 1
+        self.energy_kwh = self.seconds * ASSUMED_WATTS_PER_CPU * cpus / 3.6e6
+        self.co2_kg = self.energy_kwh * INDIA_KG_CO2_PER_KWH
+        self.energy_measured = False
+        grid = "India" + ("" if self.country_iso_code == "IND" else f" (no figure for {self.country_iso_code})")
+        self.energy_method = (f"estimated: {self.seconds:.1f} s x {ASSUMED_WATTS_PER_CPU:g} W x {cpus} CPUs, "
+                              f"grid of {grid} at {INDIA_KG_CO2_PER_KWH * 1000:g} g/kWh; codecarbon unusable "
+                              f"({self._failure})")
+
+
+# ---------------------------------------------------------------- peak-memory child process
+
+def _peak_memory_child(argv: list[str]) -> None:
+    """Entry point of the process `peak_memory_mb` starts: load, run, print the peak RSS as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m mahacompress.measure")
+    parser.add_argument("model_dir")
+    parser.add_argument("backend")
+    parser.add_argument("texts_json")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--cache-dir")
+    args = parser.parse_args(argv)
+    texts = json.loads(Path(args.texts_json).read_text(encoding="utf-8"))
+    try:
+        backend = load_backend(args.model_dir, args.backend, max_length=args.max_length, threads=args.threads,
+                               cache_dir=args.cache_dir)
+    except MahaError as exc:
+        sys.exit(str(exc))  # one line on stderr, which the parent repeats in its own MahaError
+    backend.logits(texts, batch_size=args.batch_size)
+    print(json.dumps({"peak_rss_mb": _own_peak_rss_mb()}))
+
+
+if __name__ == "__main__":
+    _peak_memory_child(sys.argv[1:])

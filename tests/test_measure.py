@@ -1,0 +1,125 @@
+"""Measurement plumbing on the tiny model and fake backends; no speed assertions (those belong in benchmarks)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mahacompress.errors import MahaError
+from mahacompress.measure import Energy, count_params, latency, peak_memory_mb, size_on_disk_mb, speedups
+from mahacompress.models import load_classifier
+from mahacompress.precision import load_backend
+
+
+class FakeBackend:
+    """Records every forward call in a shared log, so the tests can check the order of backends."""
+
+    device = "cpu"
+
+    def __init__(self, name: str, calls: list[str]):
+        self.name, self.calls = name, calls
+
+    def encode(self, texts: list[str]) -> list[str]:
+        return texts
+
+    def forward(self, batch: list[str]) -> np.ndarray:
+        self.calls.append(self.name)
+        time.sleep(0.0005)
+        return np.zeros((len(batch), 2), dtype=np.float32)
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.forward(texts)
+
+
+FIELDS = ["latency_ms_b1_p50", "latency_ms_b1_p95", "latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"]
+
+
+def test_latency_fields_on_tiny_model(tiny_model_dir, shc_splits):
+    backends = {name: load_backend(str(tiny_model_dir), name, device="cpu") for name in ("fp32", "int8")}
+    results = latency(backends, shc_splits.test.texts[:64], repeats=3, warmup=1, batches_per_repeat=2,
+                      threads=1, progress=False)
+    assert set(results) == {"fp32", "int8"}
+    for row in results.values():
+        assert all(row[f] > 0 for f in FIELDS), row
+        assert row["latency_ms_b1_p95"] >= row["latency_ms_b1_p50"]
+        assert row["latency_ms_b32_p95"] >= row["latency_ms_b32_p50"]
+        assert row["throughput_b32"] == pytest.approx(32 * 1000 / row["latency_ms_b32_p50"])
+        assert row["repeats"] == 3 and row["threads"] == 1
+
+
+def test_latency_interleaves_and_rotates_order():
+    calls: list[str] = []
+    backends = {name: FakeBackend(name, calls) for name in "abc"}
+    latency(backends, ["x"] * 4, batch_sizes=(1, 2), repeats=3, warmup=0, batches_per_repeat=2, progress=False)
+    per_backend = 2 * 2  # two batch sizes, two batches each
+    blocks = [calls[i] for i in range(0, len(calls), per_backend)]  # who ran each block of calls
+    assert blocks == list("abc" "bca" "cab")
+    assert all(calls[i:i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
+
+
+def test_latency_reuses_texts_to_fill_batches():
+    calls: list[str] = []
+    results = latency({"a": FakeBackend("a", calls)}, ["x"] * 3, batch_sizes=(32,), repeats=2, warmup=1,
+                      progress=False)
+    assert len(calls) == 1 + 2  # one warm-up, then one full batch of 32 per repeat from 3 texts
+    assert set(results["a"]) >= {"latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"}
+
+
+def test_speedups_are_ratios_of_stored_medians():
+    results = {"baseline": {"latency_ms_b1_p50": 10.0, "latency_ms_b32_p50": 300.0, "latency_ms_b1_p95": 99.0},
+               "int8": {"latency_ms_b1_p50": 4.0, "latency_ms_b32_p50": 120.0, "latency_ms_b1_p95": 5.0}}
+    speedups(results)
+    assert results["int8"]["speedup_b1"] == 10.0 / 4.0
+    assert results["int8"]["speedup_b32"] == 300.0 / 120.0
+    assert results["baseline"]["speedup_b1"] == 1.0
+    with pytest.raises(MahaError, match="no row named 'teacher'"):
+        speedups(results, baseline="teacher")
+
+
+def test_peak_memory_in_a_fresh_process(tiny_model_dir, shc_splits):
+    big = b"\x01" * 2**31  # 2 GiB, resident: the parent's size must not leak into the child's (ru_maxrss would)
+    mb = peak_memory_mb(tiny_model_dir, "fp32", shc_splits.test.texts[:40], batch_size=8, threads=1)
+    del big
+    assert 50 < mb < 1536, f"peak RSS of the child is {mb:.0f} MiB"  # ~400 MiB here: interpreter, torch, model
+
+
+def test_peak_memory_reports_child_failure(tiny_model_dir, shc_splits):
+    """The child's one-line error comes back in the parent's MahaError."""
+    with pytest.raises(MahaError, match="measuring peak memory of int4 failed \\(unknown backend 'int4'"):
+        peak_memory_mb(tiny_model_dir, "int4", shc_splits.test.texts[:4])
+
+
+def test_size_and_params(tiny_model_dir):
+    assert 0 < size_on_disk_mb(tiny_model_dir) < 5
+    model = load_classifier(str(tiny_model_dir))
+    counts = count_params(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["encoder"] > 0 and counts["embeddings"] > 0
+    assert counts["encoder"] + counts["embeddings"] < counts["total"]  # pooler and head are outside both
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(i * i for i in range(1000))
+
+
+def test_energy_with_codecarbon():
+    pytest.importorskip("codecarbon")
+    with Energy() as energy:
+        _busy(1.0)
+    assert energy.energy_kwh > 0 and energy.co2_kg > 0 and energy.seconds >= 1.0
+    assert energy.energy_method.startswith("codecarbon") and isinstance(energy.energy_measured, bool)
+    assert ("measured" if energy.energy_measured else "estimated") in energy.energy_method
+
+
+def test_energy_estimate_without_codecarbon(monkeypatch):
+    monkeypatch.setitem(sys.modules, "codecarbon", None)  # makes `import codecarbon` raise ImportError
+    with Energy() as energy:
+        _busy(0.2)
+    assert energy.energy_kwh > 0 and energy.co2_kg == pytest.approx(energy.energy_kwh * 0.713441)
+    assert not energy.energy_measured and energy.energy_method.startswith("estimated")
+    assert "codecarbon unusable (ModuleNotFoundError" in energy.energy_method

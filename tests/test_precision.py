@@ -1,0 +1,154 @@
+"""Every inference backend agrees with fp32 on the tiny model; precision choices follow the hardware."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mahacompress.errors import MahaError
+from mahacompress.models import load_tokenizer
+from mahacompress.precision import BACKENDS, ensure_onnx, load_backend, onnx_path, training_precision
+
+# Tolerances on max |logit - fp32 logit|, relative to the largest |fp32 logit| on the slice: the tiny
+# untrained model's logits are ~0.04, so an absolute bound would say little. Observed: bf16 1.8%,
+# int8 4.5%, onnx-int8 3.5%, onnx 1e-6. bf16 keeps 8 mantissa bits; int8 rounds every weight to
+# 1/255 of its tensor's range and every activation per batch, errors that add up over 2 layers.
+TOLERANCE = {"bf16": 0.05, "int8": 0.10, "onnx": 1e-4, "onnx-int8": 0.10}
+# The tiny model is untrained: its top two logits lie ~0.004 apart, so a small perturbation can flip
+# an argmax (none did when written). At most this share of the 240 test rows may change prediction.
+MAX_FLIPPED = {"bf16": 0.05, "int8": 0.05, "onnx": 0.0, "onnx-int8": 0.05}
+
+SLIM_MODELLING = '''
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+
+class SlimBertConfig(BertConfig):
+    model_type = "slim-bert"
+
+    def __init__(self, intermediate_sizes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.intermediate_sizes = intermediate_sizes
+
+
+class SlimBertForSequenceClassification(BertForSequenceClassification):
+    """A BERT whose layers have their own feed-forward widths, as a pruned checkpoint does."""
+
+    config_class = SlimBertConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        for layer, size in zip(self.bert.encoder.layer, config.intermediate_sizes):
+            layer.intermediate.dense = torch.nn.Linear(config.hidden_size, size)
+            layer.output.dense = torch.nn.Linear(size, config.hidden_size)
+        self.post_init()
+'''
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    """Exports go here, not into the shared fixture folder."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, shc_splits) -> np.ndarray:
+    return load_backend(str(tiny_model_dir), "fp32", device="cpu").logits(shc_splits.test.texts)
+
+
+@pytest.mark.parametrize("name", ["bf16", "int8", "onnx", "onnx-int8"])
+def test_backend_agrees_with_fp32(name, tiny_model_dir, shc_splits, reference, onnx_cache):
+    backend = load_backend(str(tiny_model_dir), name, device="cpu" if name == "bf16" else None,
+                           threads=1, cache_dir=onnx_cache)
+    texts = shc_splits.test.texts
+    logits = backend.logits(texts, batch_size=17)  # a batch size that leaves a ragged last batch
+    assert logits.shape == reference.shape and logits.dtype == np.float32
+    rel = np.abs(logits - reference).max() / np.abs(reference).max()
+    assert rel < TOLERANCE[name], f"{name}: max |diff| is {rel:.2%} of the largest fp32 logit"
+    flipped = int((logits.argmax(1) != reference.argmax(1)).sum())
+    assert flipped <= MAX_FLIPPED[name] * len(texts), f"{name}: {flipped}/{len(texts)} predictions differ from fp32"
+
+
+def test_logits_keep_input_order(tiny_model_dir, shc_splits, reference):
+    """Batches are length-sorted inside `logits`; rows must come back where they were."""
+    backend = load_backend(str(tiny_model_dir), "fp32", device="cpu")
+    texts = shc_splits.test.texts[:20]
+    single = np.concatenate([backend.forward(backend.encode([t])) for t in texts])
+    np.testing.assert_allclose(backend.logits(texts, batch_size=8), single, atol=1e-5)
+    np.testing.assert_allclose(reference[:20], single, atol=1e-5)
+
+
+def test_onnx_is_cached_and_rebuilt_when_stale(tiny_model_dir, onnx_cache):
+    path = ensure_onnx(tiny_model_dir, cache_dir=onnx_cache)
+    assert path == onnx_path(tiny_model_dir, cache_dir=onnx_cache) and path.parent.parent == onnx_cache
+    assert not (Path(tiny_model_dir) / "model.onnx").exists()
+    stamp = path.stat().st_mtime_ns
+    assert ensure_onnx(tiny_model_dir, cache_dir=onnx_cache).stat().st_mtime_ns == stamp
+    weights = Path(tiny_model_dir) / "model.safetensors"
+    os.utime(weights, (weights.stat().st_atime, path.stat().st_mtime + 10))  # the checkpoint "changed"
+    assert ensure_onnx(tiny_model_dir, cache_dir=onnx_cache).stat().st_mtime_ns != stamp
+
+
+def test_onnx_export_of_remote_code_model(tmp_path, tiny_model_dir, shc_splits):
+    """Pruned checkpoints ship their own modelling code (trust_remote_code); they export too."""
+    src = tmp_path / "modeling_slim.py"
+    src.write_text(SLIM_MODELLING)
+    spec = importlib.util.spec_from_file_location("modeling_slim", src)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    vocab = len(load_tokenizer(str(tiny_model_dir)))
+    config = module.SlimBertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, intermediate_sizes=[48, 16], num_labels=3)
+    config.auto_map = {"AutoConfig": "modeling_slim.SlimBertConfig",
+                       "AutoModelForSequenceClassification": "modeling_slim.SlimBertForSequenceClassification"}
+    out = tmp_path / "slim"
+    module.SlimBertForSequenceClassification(config).save_pretrained(out)
+    shutil.copy(src, out / src.name)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tiny_model_dir) / name, out / name)
+    texts = [t for t in shc_splits.test.texts[:12]]
+    ref = load_backend(str(out), "fp32", device="cpu", max_length=32).logits(texts)
+    got = load_backend(str(out), "onnx", max_length=32).logits(texts)
+    assert (out / "model.onnx").is_file()  # cached beside the model by default
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_fp16_on_cpu_names_the_hardware(tiny_model_dir):
+    with pytest.raises(MahaError, match="CUDA GPU.*CPU.*bf16"):
+        load_backend(str(tiny_model_dir), "fp16", device="cpu")
+
+
+def test_unknown_backend(tiny_model_dir):
+    with pytest.raises(MahaError, match="fp32, bf16"):
+        load_backend(str(tiny_model_dir), "int4")
+    assert BACKENDS == ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8")
+
+
+def test_training_precision_on_cpu():
+    assert training_precision("auto", "cpu") == "bf16"
+    assert training_precision("bf16", "cpu") == "bf16"
+    assert training_precision("no", "cpu") == "no"
+    with pytest.raises(MahaError, match="fp16 training needs a CUDA GPU; .*CPU.*use bf16 or no"):
+        training_precision("fp16", "cpu")
+    with pytest.raises(MahaError, match="unknown precision"):
+        training_precision("fp8", "cpu")
+
+
+@pytest.mark.parametrize("has_bf16, auto", [(True, "bf16"), (False, "fp16")])
+def test_training_precision_on_gpus(monkeypatch, has_bf16, auto):
+    """Faked GPUs: an A100-like one with native bf16, a T4-like one without."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: has_bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    assert training_precision("auto", "cuda") == auto
+    assert training_precision("fp16", "cuda") == "fp16"
+    if has_bf16:
+        assert training_precision("bf16", "cuda") == "bf16"
+    else:
+        with pytest.raises(MahaError, match="Tesla T4: use fp16 or no"):
+            training_precision("bf16", "cuda")
