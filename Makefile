@@ -4,7 +4,7 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 DATASET ?= mahanews-shc
-EPOCHS  ?= 6
+PRESET  ?= cpu-quick
 
 .PHONY: install main test clean
 
@@ -18,13 +18,15 @@ $(BIN)/mahacompress: pyproject.toml
 
 install: $(BIN)/mahacompress
 
-# The main job on the embedded default: rebuild the e5 teacher, fine-tune it on MahaNews headlines,
-# score it beside the TF-IDF baseline in the same run.
+# The main job on the embedded default: rebuild the e5 teacher, run the study's whole grid on MahaNews
+# headlines (fine-tune, prune, distil, mixed precision, int8, ONNX; all measured in one run), score the
+# fine-tuned teacher beside TF-IDF, and copy the report (not the models) to reports/.
 main: install
 	$(BIN)/mahacompress models build-e5 models/e5-small
-	$(BIN)/mahacompress finetune --model models/e5-small --dataset $(DATASET) --out models/teacher-$(DATASET) \
-		--epochs $(EPOCHS) --lr 1e-4 --patience 3 --resume
-	$(BIN)/mahacompress compare --model models/teacher-$(DATASET) --dataset $(DATASET) --out reports/teacher/metrics.json
+	$(BIN)/mahacompress reproduce --teacher models/e5-small --preset $(PRESET) --dataset $(DATASET) --out runs/$(PRESET)
+	$(BIN)/mahacompress compare --model runs/$(PRESET)/models/baseline --dataset $(DATASET) --out reports/teacher/metrics.json
+	mkdir -p reports/$(PRESET)
+	cp runs/$(PRESET)/results.json runs/$(PRESET)/results.csv runs/$(PRESET)/report.md runs/$(PRESET)/*.png reports/$(PRESET)/
 
 test: install
 	$(BIN)/python -m pytest

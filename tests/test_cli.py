@@ -74,3 +74,17 @@ def test_console_script_exits_2_with_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "model folder not found" in proc.stderr
+
+
+def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_path):
+    out = tmp_path / "p50"
+    result = _run("prune", "--model", str(tiny_model_dir), "--out", str(out), "--sparsity", "0.5",
+                  "--max-train-rows", "64", "--epochs", "1", "--block-size", "16", "--batch-size", "16",
+                  "--no-freeze-embeddings")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "pruning.json").read_text())
+    assert abs(summary["reached_sparsity"] - 0.5) <= 0.01 and "removed" in result.stdout
+    bad = _run("prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5",
+               "--block-size", "7")
+    assert isinstance(bad.exception, MahaError) and "block" in str(bad.exception)
+    assert not (tmp_path / "x").exists()

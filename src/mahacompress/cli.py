@@ -148,6 +148,40 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
 
 
 @app.command()
+def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
+          out: Annotated[Path, typer.Option(help="Output folder for the compacted model.")],
+          sparsity: Annotated[float, typer.Option(help="Fraction of encoder Linear weights to remove, in (0, 1).")],
+          dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+          label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
+          binarizer: Annotated[str, typer.Option(help="topk | sigmoid")] = PruneConfig.binarizer,
+          block_size: Annotated[int, typer.Option(help="Square block size of attention matrices.")] = 32,
+          score_lr: Annotated[float, typer.Option(help="Learning rate of the mask scores.")] = PruneConfig.score_lr,
+          penalty: Annotated[float, typer.Option(help="L1 weight (sigmoid binariser).")] = PruneConfig.penalty,
+          epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = 1e-4,
+          max_length: int = TrainConfig.max_length, freeze_embeddings: bool = True,
+          distill_from: Annotated[Optional[str], typer.Option(help="Teacher folder: prune with KD.")] = None,
+          alpha: float = TrainConfig.kd_alpha, temperature: float = TrainConfig.kd_temperature,
+          mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
+    """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
+    from .pruning.prune import prune as run
+
+    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, 0, mixed_precision, seed,
+                     kd_alpha=alpha, kd_temperature=temperature)
+    pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
+                       penalty=penalty)
+    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from)
+    table = Table(title=f"{out}: {summary['reached_sparsity']:.2%} of encoder Linear weights removed "
+                        f"(target {sparsity:.0%})")
+    for col in ("layer", "sparsity", "heads kept", "removed heads", "FFN width"):
+        table.add_column(col, justify="right")
+    for i, layer in enumerate(summary["layers"]):
+        table.add_row(str(i), f"{layer['sparsity']:.1%}", str(layer["heads"]), str(layer["removed_heads"]),
+                      str(layer["ffn_width"]))
+    Console().print(table)
+
+
+@app.command()
 def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
              dataset: Dataset = "mahanews-shc", split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
              data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
