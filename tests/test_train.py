@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mahacompress.config import TrainConfig
+from mahacompress.errors import MahaError
 from mahacompress.models import tiny_bert, tiny_tokenizer
 from mahacompress.train import TrainHooks, finetune, fit, kd_loss
 
@@ -67,3 +68,20 @@ def test_finetune_writes_a_standard_classifier_folder(tiny_model_dir, shc_splits
     assert model.config.id2label[0] == shc_splits.labels[0] and model.config.label2id["Travel"] == 11
     assert json.loads((out / "training.json").read_text())["result"]["steps"] == summary["result"]["steps"]
     assert not (tmp_path / "ft.work").exists()
+
+
+def test_fp32_and_bf16_runs_share_one_process(toy_splits, tmp_path):
+    """The grid trains fp32 and bf16 rows in one process (Accelerate's own mixed precision cannot)."""
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    for precision in ("no", "bf16", "no"):
+        result = fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits,
+                     replace(CFG, epochs=1, mixed_precision=precision), tmp_path / precision)
+        assert result.steps == 6
+
+
+def test_fp16_training_on_cpu_is_refused(toy_splits, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine can train in fp16")
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    with pytest.raises(MahaError, match="fp16 training needs a CUDA GPU"):
+        fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, replace(CFG, mixed_precision="fp16"), tmp_path)

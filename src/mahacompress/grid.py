@@ -22,13 +22,20 @@ from pathlib import Path
 
 import torch
 import yaml
+from transformers import AutoConfig
 
 from .config import DataConfig, GridConfig, from_dict
 from .data import load_splits
+from .distill import distill
 from .errors import MahaError
 from .evaluate import classification_metrics
 from .files import write_json
-from .models import load_classifier
+from .measure import Energy, count_params, latency, peak_memory_mb, size_on_disk_mb, speedups
+from .models import check_model_dir, load_classifier
+from .precision import load_backend, onnx_path, quantize_int8, training_precision
+from .pruning.prune import prune
+from .report import write_report
+from .train import finetune
 
 ACCURACY_SLACK = 0.01  # "best" = the fastest pruned+KD row within 1 accuracy point of the baseline
 
@@ -101,10 +108,8 @@ class Grid:
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
-        from .report import write_report
-
-        splits = load_splits(DataConfig(self.cfg.dataset, max_train_rows=self.cfg.max_train_rows))
-        self.splits = splits
+        self.splits = load_splits(DataConfig(self.cfg.dataset, max_train_rows=self.cfg.max_train_rows))
+        self.teacher_dir = self._resolve_teacher()
         for name in self.cfg.rows:
             if name in self.rows:
                 continue  # finished in an earlier run: never recomputed
@@ -117,17 +122,18 @@ class Grid:
         self._save()
         return write_report(self.out)
 
-    def _teacher_dir(self) -> str:
+    def _resolve_teacher(self) -> str:
         """The fine-tuned teacher: the given model if it already knows the labels, else fine-tuned here."""
-        model = load_classifier(self.teacher)
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        check_model_dir(self.teacher)
+        config = AutoConfig.from_pretrained(self.teacher, trust_remote_code=True)
+        labels = [config.id2label[i] for i in range(config.num_labels)]
         if labels == self.splits.labels:
             return self.teacher
         return str(self.models / "baseline")
 
     def _base_model(self) -> str:
         """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
-        teacher = self._teacher_dir()
+        teacher = self.teacher_dir
         if teacher != self.teacher:
             return self.teacher
         if self.cfg.base_model:
@@ -139,24 +145,19 @@ class Grid:
                         "in the preset, so `mp` cannot repeat its fine-tuning in mixed precision")
 
     def _build_and_score(self, spec: RowSpec) -> dict:
-        from .measure import Energy
-        from .precision import training_precision
-
         start = time.time()
+        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
+        backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
         with Energy(country_iso_code=self.cfg.measure.country) as energy:
-            model_dir, build = self._build(spec, training_precision)
-            row = {"name": spec.name, "status": "done", "model_dir": str(model_dir), "backend": spec.backend,
-                   **build, **self._score(model_dir, spec.backend)}
+            model_dir, build = self._build(spec, precision)
+            row = {"name": spec.name, "status": "done", "model_dir": str(model_dir), "backend": backend,
+                   "train_precision": precision if spec.mp else "fp32", **build, **self._score(model_dir, backend)}
         row["build_seconds"] = time.time() - start
         row.update(energy.as_dict())
         return row
 
-    def _build(self, spec: RowSpec, training_precision) -> tuple[Path, dict]:
-        from .distill import distill
-        from .pruning.prune import prune
-        from .train import finetune
-
-        cfg, teacher = self.cfg, self._teacher_dir()
+    def _build(self, spec: RowSpec, precision: str) -> tuple[Path, dict]:
+        cfg, teacher = self.cfg, self.teacher_dir
         out = self.models / spec.name.replace("+", "_")  # remote-code module names must be identifiers
 
         def timed(fn, *args, **kwargs) -> dict:
@@ -170,7 +171,7 @@ class Grid:
                 return Path(teacher), {"train_seconds": _recorded_seconds(Path(teacher))}
             return out, timed(finetune, self.teacher, self.splits, cfg.finetune, out, resume=True)
         if spec.make == "finetune":
-            tcfg = replace(cfg.finetune, mixed_precision=training_precision("bf16", "cpu"))
+            tcfg = replace(cfg.finetune, mixed_precision=precision)
             return out, timed(finetune, self._base_model(), self.splits, tcfg, out, resume=True)
         if spec.make == "layers":
             return out, timed(distill, teacher, f"layers:{cfg.student_layers}", self.splits, cfg.distill, out,
@@ -178,7 +179,7 @@ class Grid:
         if spec.make == "prune":
             tcfg = cfg.prune_train
             if spec.mp:
-                tcfg = replace(tcfg, mixed_precision=training_precision("bf16", "cpu"))
+                tcfg = replace(tcfg, mixed_precision=precision)
             pcfg = replace(cfg.prune, sparsity=spec.sparsity)
             return out, timed(prune, teacher, self.splits, tcfg, pcfg, out, resume=True,
                               distill_from=teacher if spec.kd else None)
@@ -198,9 +199,6 @@ class Grid:
         return pick["name"]
 
     def _score(self, model_dir: Path, backend: str) -> dict:
-        from .measure import count_params
-        from .precision import load_backend
-
         be = load_backend(str(model_dir), backend, max_length=self.cfg.finetune.max_length,
                           threads=self.cfg.measure.threads)
         logits = be.logits(self.splits.test.texts, batch_size=64)
@@ -218,15 +216,12 @@ class Grid:
     def _teacher_weights(self) -> int:
         """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
         if not hasattr(self, "_dense_weights"):
-            self._dense_weights = encoder_linear_weights(load_classifier(self._teacher_dir()))
+            self._dense_weights = encoder_linear_weights(load_classifier(self.teacher_dir))
         return self._dense_weights
 
     # ------------------------------------------------------------------ measuring
     def _measure_all(self) -> None:
         """Time every finished row in one interleaved session; sizes and peak memory per row."""
-        from .measure import latency, peak_memory_mb, speedups
-        from .precision import load_backend
-
         done = [r for r in self.rows.values() if r.get("status") == "done"]
         if not done:
             return
@@ -284,9 +279,6 @@ def _recorded_seconds(model_dir: Path) -> float | None:
 
 
 def _disk_mb(model_dir: Path, backend: str) -> float:
-    from .measure import size_on_disk_mb
-    from .precision import onnx_path, quantize_int8
-
     if backend.startswith("onnx"):
         return onnx_path(model_dir, quantized=backend == "onnx-int8").stat().st_size / 1e6
     if backend == "int8":

@@ -3,7 +3,7 @@
 What differs between those steps plugs in through `TrainHooks` (extra parameter groups, schedules,
 penalties, when a "best" checkpoint may be chosen) and `teacher_logits` (knowledge distillation);
 the loop itself is plain PyTorch on Hugging Face Accelerate, so the same code runs on a CPU, one
-GPU or several, with `torch.autocast` mixed precision handled by Accelerate.
+GPU or several; mixed precision is a `torch.autocast` context and a `GradScaler` for fp16.
 
 Resumable: every `checkpoint_every` optimizer steps the model, optimizer, scheduler, hook state,
 best-so-far and RNG state go to `out_dir/checkpoint.pt` (written to a temporary file, then renamed),
@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .data import Splits
 from .errors import MahaError
 from .evaluate import predict_logits
+from .precision import training_precision
 
 
 class TrainHooks:
@@ -156,7 +157,13 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     if cfg.freeze_embeddings:
         freeze_word_embeddings(model)
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    # Mixed precision is one torch.autocast context plus a GradScaler for fp16, not Accelerate's
+    # `mixed_precision`: Accelerate's state is a process-wide singleton that refuses a second precision,
+    # and the grid trains fp32 and bf16 rows in one process.
+    accelerator = Accelerator()
+    precision = training_precision(cfg.mixed_precision, accelerator.device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
     optimizer = _optimizer(model, cfg, hooks)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
@@ -180,13 +187,15 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         _load_trainable_state(accelerator.unwrap_model(model), state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
         hooks.load_state_dict(state["hooks"])
         step, best_f1, bad_evals, elapsed = state["step"], state["best_f1"], state["bad_evals"], state["elapsed"]
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint() -> None:
         _atomic_save({"model": _trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "hooks": hooks.state_dict(), "step": step,
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                      "hooks": hooks.state_dict(), "step": step,
                       "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
                       "torch_rng": torch.get_rng_state()}, ckpt_path)
 
@@ -204,7 +213,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                 hooks.on_step(step, total_steps)
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
                 y = labels[batch_idx].to(device)
-                with accelerator.autocast():
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     logits = model(**batch).logits.float()
                     if teacher is None:
                         loss = F.cross_entropy(logits, y)
@@ -213,8 +222,9 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                     extra = hooks.extra_loss(model)
                     if extra is not None:
                         loss = loss + extra
-                accelerator.backward(loss)
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
