@@ -35,6 +35,7 @@ LabelCol = Annotated[Optional[str], typer.Option(help="Label column (folder of C
 DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated test split.")]
 MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8")]
 
 
 def _splits(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
@@ -185,14 +186,15 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
 def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
              dataset: Dataset = "mahanews-shc", split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
              data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
-             dedup_test: DedupTest = False, max_length: int = 128, as_json: AsJson = False) -> None:
+             dedup_test: DedupTest = False, backend: Backend = "fp32", max_length: int = 128,
+             as_json: AsJson = False) -> None:
     """Accuracy, macro-F1, per-class figures and confusion matrix (with and without Manoranjan)."""
     from .evaluate import evaluate_model
 
     if split not in ("train", "dev", "test"):
         raise MahaError(f"--split {split}: expected train, dev or test")
     result = evaluate_model(model, _splits(dataset, data_dir, text_col, label_col, dedup_test), split,
-                            max_length=max_length)
+                            backend=backend, max_length=max_length)
     _print_json(result) if as_json else _print_metrics(f"{model} on {dataset}/{split}", result)
 
 
@@ -217,7 +219,7 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
             texts: Annotated[Optional[list[str]], typer.Argument(help="Texts; none = one per line on stdin.")] = None,
             csv_file: Annotated[Optional[Path], typer.Option("--csv", help="CSV file with a text column.")] = None,
             text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text",
-            max_length: int = 128, as_json: AsJson = False) -> None:
+            backend: Backend = "fp32", max_length: int = 128, as_json: AsJson = False) -> None:
     """Label and probability for each text."""
     from .predict import predict_texts, read_text_column
 
@@ -227,7 +229,7 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
         items = list(texts)
     else:
         items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    rows = predict_texts(model, items, max_length=max_length)
+    rows = predict_texts(model, items, backend=backend, max_length=max_length)
     if as_json:
         _print_json(rows)
         return

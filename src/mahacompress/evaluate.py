@@ -66,26 +66,34 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: lis
     }
 
 
-def evaluate_model(model_name: str, splits, split: str = "test", *, batch_size: int = 64,
+def model_labels(model_name: str) -> list[str]:
+    """The label names of a classifier folder or hub id, in id order (read from its config only)."""
+    from transformers import AutoConfig
+
+    from .models import check_model_dir
+
+    check_model_dir(model_name)
+    config = AutoConfig.from_pretrained(model_name, trust_remote_code=True)
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def evaluate_model(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
                    max_length: int = 128) -> dict:
-    """Load a classifier folder (or hub id) and score it on one split of `splits`.
+    """Score a classifier folder (or hub id), run with `backend`, on one split of `splits`.
 
     The model's labels are matched to the dataset's by name, so a model trained with another label
     order still scores correctly; a dataset label the model does not know is an error.
     """
     from .errors import MahaError
-    from .models import load_classifier, load_tokenizer
+    from .precision import load_backend
 
-    model, tokenizer = load_classifier(model_name), load_tokenizer(model_name)
-    model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    unknown = sorted(set(splits.labels) - set(model_labels))
+    labels = model_labels(model_name)
+    unknown = sorted(set(splits.labels) - set(labels))
     if unknown:
-        raise MahaError(f"{model_name}: the model does not know the dataset labels {unknown} "
-                        f"(it knows {model_labels})")
+        raise MahaError(f"{model_name}: the model does not know the dataset labels {unknown} (it knows {labels})")
     data = getattr(splits, split)
-    logits = predict_logits(model, tokenizer, data.texts, batch_size=batch_size, max_length=max_length)
-    to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in model_labels])
-    pred = to_dataset[logits.argmax(-1)]
-    result = classification_metrics(data.labels, pred, splits.labels)
-    result.update(model=str(model_name), split=split)
+    logits = load_backend(model_name, backend, max_length=max_length).logits(data.texts, batch_size=batch_size)
+    to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in labels])
+    result = classification_metrics(data.labels, to_dataset[logits.argmax(-1)], splits.labels)
+    result.update(model=str(model_name), split=split, backend=backend)
     return result

@@ -28,7 +28,7 @@ from .config import DataConfig, GridConfig, from_dict
 from .data import load_splits
 from .distill import distill
 from .errors import MahaError
-from .evaluate import classification_metrics
+from .evaluate import evaluate_model
 from .files import write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, size_on_disk_mb, speedups
 from .models import check_model_dir, load_classifier
@@ -199,10 +199,8 @@ class Grid:
         return pick["name"]
 
     def _score(self, model_dir: Path, backend: str) -> dict:
-        be = load_backend(str(model_dir), backend, max_length=self.cfg.finetune.max_length,
-                          threads=self.cfg.measure.threads)
-        logits = be.logits(self.splits.test.texts, batch_size=64)
-        m = classification_metrics(self.splits.test.labels, logits.argmax(-1), self.splits.labels)
+        m = evaluate_model(str(model_dir), self.splits, "test", backend=backend,
+                           max_length=self.cfg.finetune.max_length)
         sub = m.get("without_manoranjan", {})
         model = load_classifier(str(model_dir))
         params = count_params(model)
