@@ -73,8 +73,8 @@ class MeasureConfig:
     country: str = "IND"  # ISO code for CodeCarbon's grid carbon intensity
 
 
-ROWS = ("baseline", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd", "p75+kd", "p25+kd+mp",
-        "best+int8", "best+onnx")
+ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd",
+        "p75+kd", "p25+kd+mp", "best+int8", "best+onnx")
 
 
 @dataclass

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import re
 import time
 from dataclasses import asdict, dataclass, replace
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ class RowSpec:
     """What a row name asks for."""
 
     name: str
-    make: str  # "teacher" | "finetune" | "layers" | "prune" | "best"
+    make: str  # "teacher" | "finetune" | "layers" | "prune" | "baseline" | "best" (the last two: served differently)
     sparsity: float | None = None
     kd: bool = False
     mp: bool = False
@@ -55,23 +56,26 @@ class RowSpec:
 def parse_row(name: str) -> RowSpec:
     """`p25+kd+mp` -> RowSpec(make="prune", sparsity=0.25, kd=True, mp=True, backend="bf16")."""
     head, *mods = name.split("+")
-    known = {"kd", "mp", "int8", "onnx"}
+    known = {"kd", "mp", "bf16", "int8", "onnx"}
     if set(mods) - known or len(set(mods)) != len(mods):
         raise MahaError(f"row '{name}': unknown or repeated modifier (known: {', '.join(sorted(known))})")
     kd, mp = "kd" in mods, "mp" in mods
-    backend = "bf16" if mp else "int8" if "int8" in mods else "onnx-int8" if "onnx" in mods else "fp32"
+    serving = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8"}
     if head == "baseline" and not mods:
         return RowSpec(name, "teacher")
+    if head in ("baseline", "best") and len(mods) == 1 and mods[0] in serving:
+        # the same model served another way: inference-only precision, no training
+        return RowSpec(name, head, kd=head == "best", backend=serving[mods[0]])
     if head == "mp" and not mods:
         return RowSpec(name, "finetune", mp=True, backend="bf16")
     if head == "kd" and not mods:
         return RowSpec(name, "layers", kd=True)
-    if head == "best" and mods in (["int8"], ["onnx"]):
-        return RowSpec(name, "best", kd=True, backend=backend)
     match = re.fullmatch(r"p(\d{1,2})", head)
-    if match and 0 < int(match.group(1)) < 100 and not {"int8", "onnx"} & set(mods):
-        return RowSpec(name, "prune", sparsity=int(match.group(1)) / 100, kd=kd, mp=mp, backend=backend)
-    raise MahaError(f"row '{name}': expected baseline, mp, kd, pNN[+kd][+mp], best+int8 or best+onnx")
+    if match and 0 < int(match.group(1)) < 100 and set(mods) <= {"kd", "mp"}:
+        return RowSpec(name, "prune", sparsity=int(match.group(1)) / 100, kd=kd, mp=mp,
+                       backend="bf16" if mp else "fp32")
+    raise MahaError(f"row '{name}': expected baseline[+bf16|+int8|+onnx], mp, kd, pNN[+kd][+mp], best+int8, "
+                    "best+onnx or best+bf16")
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -183,9 +187,10 @@ class Grid:
             pcfg = replace(cfg.prune, sparsity=spec.sparsity)
             return out, timed(prune, teacher, self.splits, tcfg, pcfg, out, resume=True,
                               distill_from=teacher if spec.kd else None)
-        best = self._best_pruned_kd()
-        source = self.rows[best]
-        return Path(source["model_dir"]), {"source_row": best, "train_seconds": 0.0}
+        source = self._best_pruned_kd() if spec.make == "best" else "baseline"
+        if self.rows.get(source, {}).get("status") != "done":
+            raise MahaError(f"row '{source}' has not finished, so '{spec.name}' has no model to serve")
+        return Path(self.rows[source]["model_dir"]), {"source_row": source, "train_seconds": 0.0}
 
     def _best_pruned_kd(self) -> str:
         """The most compressed pruned+KD row within 1 point of the baseline, else the most accurate one."""
@@ -244,9 +249,10 @@ class Grid:
         summary = self.splits.summary()
         return {"preset": self.preset, "dataset": self.cfg.dataset, "teacher": self.teacher,
                 "train_rows": summary["splits"]["train"]["rows"], "dev_rows": summary["splits"]["dev"]["rows"],
-                "test_rows": summary["splits"]["test"]["rows"], "machine": f"{platform.machine()} "
-                f"{platform.processor() or ''} {torch.get_num_threads()} torch threads".strip(),
-                "python": platform.python_version(), "torch": torch.__version__, "config": asdict(self.cfg)}
+                "test_rows": summary["splits"]["test"]["rows"], "machine": _machine(),
+                "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
+                | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},
+                "config": asdict(self.cfg)}
 
     def _caveats(self, rows: list[dict]) -> list[str]:
         notes = []
@@ -261,6 +267,25 @@ class Grid:
             notes.append(f"Rows that could not run stay in the table with their reason: {', '.join(failed)}.")
         notes.append("Timings are ratios from one process on this machine; absolute milliseconds depend on it.")
         return notes
+
+
+def _machine() -> str:
+    """CPU model, core count and torch threads (plus the GPU when one is used)."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads{gpu}"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def encoder_linear_weights(model: torch.nn.Module) -> int:

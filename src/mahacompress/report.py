@@ -33,11 +33,14 @@ COLUMNS = [
     ("train_seconds", "train s", "{:.0f}"),
     ("energy_kwh", "kWh", "{:.4f}"),
     ("co2_kg", "CO2 kg", "{:.4f}"),
+    ("energy_measured", "energy", "{}"),
 ]
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
     value = row.get(key)
+    if isinstance(value, bool):  # energy_measured
+        return "measured" if value else "estimated"
     return "–" if value is None else fmt.format(value)
 
 
