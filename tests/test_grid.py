@@ -66,7 +66,7 @@ def test_report_is_made_from_results_json_alone(tmp_path):
 
 
 TINY_PRESET = """
-dataset: {data}
+datasets: [{data}]
 rows: [baseline, kd, p50, p50+kd, best+int8]
 finetune: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
 distill: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
@@ -122,3 +122,15 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
     assert rows["baseline"]["speedup_b32"] > 0 and rows["best+int8"]["source_row"] == "p50+kd"
     assert abs(rows["p50"]["encoder_sparsity"] - 0.5) <= 0.01
     assert (out / "report.md").is_file() and (out / "accuracy_vs_speedup.png").is_file()
+
+
+def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
+    import mahacompress.grid as grid
+
+    runs = []
+    monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append((self.dataset, self.out)) or self.out / "report.md")
+    grid.reproduce("teacher", "cpu-full", tmp_path)
+    assert runs == [("mahanews-shc", tmp_path / "mahanews-shc"), ("mahanews-lpc", tmp_path / "mahanews-lpc")]
+    runs.clear()
+    grid.reproduce("teacher", "cpu-full", tmp_path, dataset="mahanews-lpc")
+    assert runs == [("mahanews-lpc", tmp_path)]

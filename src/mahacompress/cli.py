@@ -262,12 +262,12 @@ def compare(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder."
 def reproduce(teacher: Annotated[str, typer.Option(help="Teacher folder or hub id (fine-tuned here if needed).")],
               out: Annotated[Path, typer.Option(help="Folder for models/, results.json, report.md, plots.")],
               preset: Annotated[str, typer.Option(help="cpu-quick | cpu-full | paper | a YAML file")] = "cpu-quick",
-              dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's dataset.")] = None) -> None:
+              dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's datasets.")] = None) -> None:
     """Run (or resume) the study's whole grid and write a report with a table and plots."""
     from .grid import reproduce as run
 
-    report = run(teacher, preset, out, dataset)
-    console.print(f"wrote {report}")
+    for report in run(teacher, preset, out, dataset):
+        console.print(f"wrote {report}")
 
 
 @app.command()

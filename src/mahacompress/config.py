@@ -81,7 +81,7 @@ ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", 
 class GridConfig:
     """A preset: the study's grid of rows and the settings each kind of row trains with."""
 
-    dataset: str = "mahanews-shc"
+    datasets: list[str] = field(default_factory=lambda: ["mahanews-shc"])  # one grid (and report) each
     max_train_rows: int | None = None
     base_model: str | None = None  # what an already fine-tuned teacher came from (the `mp` row repeats that)
     rows: list[str] = field(default_factory=lambda: list(ROWS))

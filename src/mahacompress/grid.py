@@ -101,8 +101,8 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
 class Grid:
     """One reproduction: an out folder holding models/, results.json and the report."""
 
-    def __init__(self, teacher: str, cfg: GridConfig, preset: str, out: Path):
-        self.teacher, self.cfg, self.preset, self.out = teacher, cfg, preset, Path(out)
+    def __init__(self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path):
+        self.teacher, self.cfg, self.preset, self.dataset, self.out = teacher, cfg, preset, dataset, Path(out)
         self.models = self.out / "models"
         self.results_path = self.out / "results.json"
         self.rows: dict[str, dict] = {}
@@ -112,7 +112,7 @@ class Grid:
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
-        self.splits = load_splits(DataConfig(self.cfg.dataset, max_train_rows=self.cfg.max_train_rows))
+        self.splits = load_splits(DataConfig(self.dataset, max_train_rows=self.cfg.max_train_rows))
         self.teacher_dir = self._resolve_teacher()
         for name in self.cfg.rows:
             if name in self.rows:
@@ -247,7 +247,7 @@ class Grid:
 
     def _meta(self) -> dict:
         summary = self.splits.summary()
-        return {"preset": self.preset, "dataset": self.cfg.dataset, "teacher": self.teacher,
+        return {"preset": self.preset, "dataset": self.dataset, "teacher": self.teacher,
                 "train_rows": summary["splits"]["train"]["rows"], "dev_rows": summary["splits"]["dev"]["rows"],
                 "test_rows": summary["splits"]["test"]["rows"], "machine": _machine(),
                 "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
@@ -311,10 +311,14 @@ def _disk_mb(model_dir: Path, backend: str) -> float:
     return size_on_disk_mb(model_dir)
 
 
-def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None) -> Path:
-    """Run (or resume) the whole grid and write the report; returns the report path."""
-    cfg, name = load_preset(preset)
-    if dataset:
-        cfg = replace(cfg, dataset=dataset)
-    return Grid(teacher, cfg, name, out).run()
+def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None) -> list[Path]:
+    """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns the reports.
 
+    One dataset writes into `out`; several write into `out/<dataset>/`, one report each.
+    """
+    cfg, name = load_preset(preset)
+    datasets = [dataset] if dataset else cfg.datasets
+    if not datasets:
+        raise MahaError(f"preset '{name}': no datasets to run")
+    out = Path(out)
+    return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]
