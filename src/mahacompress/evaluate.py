@@ -6,7 +6,7 @@ test rows are corrupted (~38 politics-looking headlines repeated ~10 times; see 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -15,27 +15,29 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 CORRUPTED_CLASS = "Manoranjan"
 
 
+def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
+    """Index batches of texts sorted by length, so each batch pads to a similar length.
+
+    With dynamic padding this is a large saving; callers write results back by index, so the
+    output keeps the input order.
+    """
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        yield order[start:start + batch_size]
+
+
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, batch_size: int = 64,
-                   max_length: int = 128, device: torch.device | str | None = None,
-                   progress=None) -> np.ndarray:
-    """Logits [n, num_labels] in the input order.
-
-    Texts are sorted by length so each batch pads to a similar length (a large saving with dynamic
-    padding), then put back in order. `progress` is an optional callable advanced once per batch.
-    """
+                   max_length: int = 128, device: torch.device | str | None = None) -> np.ndarray:
+    """Logits [n, num_labels] of a PyTorch classifier, in the input order."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
-    order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in length_sorted_batches(texts, batch_size):
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(device)
         out[idx] = model(**enc).logits.float().cpu().numpy()
-        if progress is not None:
-            progress()
     model.train(was_training)
     return out
 

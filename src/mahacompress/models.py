@@ -10,7 +10,6 @@ nibbles, low nibble = weight j, high nibble = weight j+16, value = (q - 8) * sca
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -179,7 +178,7 @@ def check_model_dir(name: str) -> None:
     """Fail with one line when a local model folder lacks weights, config or tokenizer files."""
     path = Path(name)
     if not path.exists():
-        if name.startswith((".", "/")) or os.sep in name and not _looks_like_hub_id(name):
+        if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not "owner/name" or "name"
             raise MahaError(f"{name}: model folder not found")
         return  # a hub id: transformers resolves it (and names it in its own error)
     if not path.is_dir():
@@ -190,11 +189,6 @@ def check_model_dir(name: str) -> None:
         raise MahaError(f"{path}: no model weights (*.safetensors or *.bin) in the folder")
     if not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
         raise MahaError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in the folder")
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerFast:

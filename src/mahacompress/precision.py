@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .errors import MahaError
+from .evaluate import length_sorted_batches
 from .models import load_classifier, load_tokenizer
 
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8")
@@ -107,10 +108,8 @@ class _Batched:
     num_labels: int
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in length_sorted_batches(texts, batch_size):
             out[idx] = self.forward(self.encode([texts[i] for i in idx]))
         return out
 

@@ -248,7 +248,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     unwrapped = accelerator.unwrap_model(model)
     if best_path.exists():
         _load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
-    elif best_f1 < 0:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
+    else:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
         best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
     return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
                      stopped_early=stopped_early)
