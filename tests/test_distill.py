@@ -11,8 +11,9 @@ from transformers import AutoModelForSequenceClassification
 
 from mahacompress import distill as kd
 from mahacompress.config import TrainConfig
+from mahacompress.distill_loss import hidden_state_loss, layer_map
 from mahacompress.errors import MahaError
-from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.models import load_classifier, load_tokenizer, save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.train import fit
 
 CFG = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
@@ -74,3 +75,44 @@ def test_teacher_and_student_must_match(teacher_dir, toy_splits, tmp_path):
         kd.check_compatible(str(teacher_dir), str(tmp_path / "s2"), toy_splits)
     with pytest.raises(MahaError, match="expected pruned:S, layers:N"):
         kd.describe("layers:x")
+
+
+def test_hidden_state_loss_compares_real_tokens_only():
+    a = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    noisy = a.clone()
+    noisy[0, 3:] = torch.randn(2, 8)  # padding positions differ: no loss
+    states = (a, a)
+    assert hidden_state_loss((a, noisy), states, mask, [1]) < 1e-6
+    assert hidden_state_loss((a, 3 * a), states, mask, [1]) < 1e-6  # cosine: blind to scale
+    assert hidden_state_loss((a, -a), states, mask, [1]) == pytest.approx(2.0)
+
+
+def test_layer_map_follows_the_layers_a_student_was_made_from(teacher_dir):
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    assert layer_map(kd.layer_student(teacher, 2).config, teacher.config) == [1, 4]
+    assert layer_map(teacher.config, teacher.config) == [1, 2, 3, 4]  # same depth (a model being pruned)
+    shallow = tiny_bert(3, num_hidden_layers=3)
+    assert layer_map(shallow.config, teacher.config) == [1, 3, 4]
+
+
+def test_hidden_state_distillation_pulls_student_states_to_the_teacher(teacher_dir, toy_splits, tmp_path):
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    tok = load_tokenizer(str(teacher_dir))
+    batch = tok(toy_splits.dev.texts, padding=True, return_tensors="pt")
+
+    def distance(student) -> float:
+        with torch.no_grad():
+            s = student.eval()(**batch, output_hidden_states=True).hidden_states
+            t = teacher(**batch, output_hidden_states=True).hidden_states
+        return float(hidden_state_loss(s, t, batch["attention_mask"], layer_map(student.config, teacher.config)))
+
+    cfg = replace(CFG, epochs=4, kd_hidden_weight=5.0)
+    plain, taught = (kd.layer_student(teacher, 2) for _ in range(2))
+    fit(plain, tok, toy_splits, replace(cfg, kd_hidden_weight=0.0), tmp_path / "a")
+    fit(taught, tok, toy_splits, cfg, tmp_path / "b", teacher_model=load_classifier(str(teacher_dir)))
+    assert distance(taught) < 0.5 * distance(plain)
+    with pytest.raises(MahaError, match="needs a teacher model"):
+        fit(kd.layer_student(teacher, 2), tok, toy_splits, cfg, tmp_path / "c")
+    with pytest.raises(MahaError, match="not only its logits"):
+        kd.teacher_for_fit(np.zeros((len(toy_splits.train), 3)), toy_splits, cfg)

@@ -260,13 +260,14 @@ def test_prune_end_to_end(toy_splits, toy_tok, tmp_path, binarizer):
     assert sum(encoder_linear_count(loaded)) == summary["kept_encoder_linear_weights"]
 
 
-def test_prune_from_a_folder(toy_splits, toy_tok, tmp_path):
+def test_prune_from_a_folder_distilling_hidden_states(toy_splits, toy_tok, tmp_path):
     src = tmp_path / "model"
     _toy_model(toy_splits, toy_tok).save_pretrained(src)
     toy_tok.save_pretrained(src)
-    summary = prune(str(src), toy_splits, replace(CFG, epochs=1), PruneConfig(sparsity=0.25, block_size=16),
-                    tmp_path / "out")
+    summary = prune(str(src), toy_splits, replace(CFG, epochs=1, kd_hidden_weight=1.0),
+                    PruneConfig(sparsity=0.25, block_size=16), tmp_path / "out", distill_from=str(src))
     assert abs(summary["reached_sparsity"] - 0.25) <= 0.01
+    assert summary["distilled_from"] == str(src)  # its own unpruned self, run live for hidden states
 
 
 @pytest.mark.parametrize("make, cfg, message", [

@@ -12,7 +12,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from mahacompress.config import TrainConfig
 from mahacompress.errors import MahaError
 from mahacompress.models import tiny_bert, tiny_tokenizer
-from mahacompress.train import TrainHooks, finetune, fit, kd_loss
+from mahacompress.distill_loss import kd_loss
+from mahacompress.train import TrainHooks, finetune, fit
 
 CFG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
                   early_stopping_patience=0, evals_per_epoch=2, checkpoint_every=3)

@@ -34,6 +34,7 @@ TextCol = Annotated[Optional[str], typer.Option(help="Text column (folder of CSV
 LabelCol = Annotated[Optional[str], typer.Option(help="Label column (folder of CSVs).")]
 DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated test split.")]
 MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
+HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8")]
 
@@ -130,6 +131,7 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
             max_length: int = TrainConfig.max_length, freeze_embeddings: bool = True, patience: int = 2,
             alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
             temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
+            hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
             mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
     """Knowledge distillation into a shallower student, an existing student, or a pruned teacher."""
     from .distill import describe
@@ -137,7 +139,7 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
 
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
-                     kd_alpha=alpha, kd_temperature=temperature)
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     spec = describe(student)
     if spec["kind"] == "pruned":
         from .pruning.prune import prune
@@ -162,13 +164,14 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
           max_length: int = TrainConfig.max_length, freeze_embeddings: bool = True,
           distill_from: Annotated[Optional[str], typer.Option(help="Teacher folder: prune with KD.")] = None,
           alpha: float = TrainConfig.kd_alpha, temperature: float = TrainConfig.kd_temperature,
+          hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
           mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
     """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
     from .pruning.prune import prune as run
 
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, 0, mixed_precision, seed,
-                     kd_alpha=alpha, kd_temperature=temperature)
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
                        penalty=penalty)
     summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from)

@@ -46,6 +46,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
     kd_alpha: float = 0.5  # weight of the distillation term when teacher logits are given
     kd_temperature: float = 2.0
+    kd_hidden_weight: float = 0.0  # weight of the hidden-state (cosine) term; > 0 runs the teacher live
     seed: int = 42
 
 

@@ -1,9 +1,11 @@
 """Knowledge distillation: a teacher-logit cache and shallow students made from the teacher's layers.
 
-The KD loss itself lives in the training loop (`train.kd_loss`), switched on by passing teacher logits,
-so pruning + KD and layer-subset students share one loop. Our training inputs are fixed per text (no
-augmentation, deterministic truncation), so teacher logits are computed once per (teacher, texts,
-tokenisation) and cached on disk; no teacher forward pass is paid per step.
+The loss terms live in `distill_loss.py` and are added by the one training loop when it is given a
+teacher, so pruning + KD and layer-subset students share one loop. Our training inputs are fixed per
+text (no augmentation, deterministic truncation), so teacher logits are computed once per (teacher,
+texts, tokenisation) and cached on disk: no teacher forward pass is paid per step. Hidden-state
+distillation (`kd_hidden_weight > 0`) needs every token's hidden state in every layer, too big to
+cache (about 1 GB for 2k headlines), so it runs the teacher live on each batch instead.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from .errors import MahaError
 from .evaluate import predict_logits
 from .models import load_classifier, load_tokenizer, save_classifier
 from .train import fit
-
 
 
 def default_cache() -> Path:
@@ -70,6 +71,23 @@ def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: l
     np.save(tmp, logits)
     tmp.replace(path)
     return logits
+
+
+def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig) -> dict:
+    """`fit`'s teacher arguments: cached train-split logits, or the live model when hidden states are distilled.
+
+    `teacher` is a model folder / hub id, or logits already computed for `splits.train`.
+    """
+    if isinstance(teacher, np.ndarray):
+        if cfg.kd_hidden_weight > 0:
+            raise MahaError("hidden-state distillation needs the teacher model, not only its logits")
+        return {"teacher_logits": teacher}
+    if cfg.kd_hidden_weight > 0:
+        model = load_classifier(teacher)
+        _check_labels(teacher, model, splits.labels)
+        return {"teacher_model": model}
+    return {"teacher_logits": teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length,
+                                             labels=splits.labels)}
 
 
 def check_compatible(teacher: str, student: str, splits: Splits) -> None:
@@ -133,7 +151,6 @@ def describe(student_spec: str) -> dict:
     raise MahaError(f"--student {student_spec}: expected pruned:S, layers:N or an existing model folder")
 
 
-
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
             resume: bool = False) -> dict:
     """Distil `teacher` into a `layers:N` student or an existing student folder; save it to `out_dir`.
@@ -153,10 +170,10 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     else:
         check_compatible(teacher, spec["path"], splits)
         student = load_classifier(spec["path"])
-    logits = teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length, labels=splits.labels)
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
-    result = fit(student, tokenizer, splits, cfg, work, teacher_logits=logits, resume=resume, desc="distil")
+    result = fit(student, tokenizer, splits, cfg, work, resume=resume, desc="distil",
+                 **teacher_for_fit(teacher, splits, cfg))
     info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "train_config": asdict(cfg),
             "result": asdict(result)}
     save_classifier(student, tokenizer, out_dir, info)

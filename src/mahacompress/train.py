@@ -1,7 +1,8 @@
 """ONE training loop for fine-tuning, pruning and distillation.
 
 What differs between those steps plugs in through `TrainHooks` (extra parameter groups, schedules,
-penalties, when a "best" checkpoint may be chosen) and `teacher_logits` (knowledge distillation);
+penalties, when a "best" checkpoint may be chosen) and a teacher (knowledge distillation: cached
+logits, or a live model when hidden states are distilled too);
 the loop itself is plain PyTorch on Hugging Face Accelerate, so the same code runs on a CPU, one
 GPU or several; mixed precision is a `torch.autocast` context and a `GradScaler` for fp16.
 
@@ -30,6 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .config import TrainConfig
 from .data import Splits
+from .distill_loss import hidden_state_loss, kd_loss, layer_map
 from .errors import MahaError
 from .evaluate import predict_logits
 from .precision import training_precision
@@ -72,15 +74,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
-            temperature: float) -> torch.Tensor:
-    """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy."""
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
-                  log_target=True, reduction="batchmean")
-    return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student, labels)
 
 
 def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -139,11 +132,13 @@ def freeze_word_embeddings(model: torch.nn.Module) -> None:
 
 
 def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
-        hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None, resume: bool = False,
-        desc: str = "fine-tune") -> FitResult:
+        hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None,
+        teacher_model: torch.nn.Module | None = None, resume: bool = False, desc: str = "fine-tune") -> FitResult:
     """Train `model` in place on `splits.train`, select on dev macro-F1, and load the best weights back.
 
-    `teacher_logits` ([len(train), num_labels], aligned with `splits.train`) turns on the KD loss.
+    A teacher turns on the KD loss: `teacher_logits` ([len(train), num_labels], aligned with
+    `splits.train`, computed once), or `teacher_model`, run on every batch; the live teacher is what
+    `cfg.kd_hidden_weight > 0` needs, since its hidden states are too big to cache.
     """
     hooks = hooks or TrainHooks()
     out_dir = Path(out_dir)
@@ -153,6 +148,11 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     if teacher_logits is not None and teacher_logits.shape != (len(splits.train), len(splits.labels)):
         raise MahaError(f"teacher logits have shape {teacher_logits.shape}, expected "
                         f"({len(splits.train)}, {len(splits.labels)})")
+    if teacher_logits is not None and teacher_model is not None:
+        raise MahaError("give the teacher as cached logits or as a live model, not both")
+    if cfg.kd_hidden_weight > 0 and teacher_model is None:
+        raise MahaError(f"kd_hidden_weight {cfg.kd_hidden_weight}: hidden-state distillation needs a teacher model")
+    hidden_map = layer_map(model.config, teacher_model.config) if cfg.kd_hidden_weight > 0 else None
     seed_everything(cfg.seed)
     if cfg.freeze_embeddings:
         freeze_word_embeddings(model)
@@ -170,12 +170,14 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
+    if teacher_model is not None:
+        teacher_model.to(device).eval().requires_grad_(False)
     eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
 
     encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     labels = torch.tensor(splits.train.labels)
-    teacher = torch.from_numpy(teacher_logits).float() if teacher_logits is not None else None
+    cached_logits = torch.from_numpy(teacher_logits).float() if teacher_logits is not None else None
 
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
     if not resume:  # a fresh run must not pick up another run's best weights
@@ -214,11 +216,19 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
                 y = labels[batch_idx].to(device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    logits = model(**batch).logits.float()
-                    if teacher is None:
-                        loss = F.cross_entropy(logits, y)
+                    out = model(**batch, output_hidden_states=hidden_map is not None)
+                    logits = out.logits.float()
+                    if teacher_model is not None:
+                        with torch.no_grad():
+                            taught = teacher_model(**batch, output_hidden_states=hidden_map is not None)
+                        loss = kd_loss(logits, taught.logits.float(), y, cfg.kd_alpha, cfg.kd_temperature)
+                    elif cached_logits is not None:
+                        loss = kd_loss(logits, cached_logits[batch_idx].to(device), y, cfg.kd_alpha, cfg.kd_temperature)
                     else:
-                        loss = kd_loss(logits, teacher[batch_idx].to(device), y, cfg.kd_alpha, cfg.kd_temperature)
+                        loss = F.cross_entropy(logits, y)
+                    if hidden_map is not None:
+                        loss = loss + cfg.kd_hidden_weight * hidden_state_loss(
+                            out.hidden_states, taught.hidden_states, batch["attention_mask"], hidden_map)
                     extra = hooks.extra_loss(model)
                     if extra is not None:
                         loss = loss + extra

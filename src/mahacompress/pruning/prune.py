@@ -19,6 +19,7 @@ from transformers import AutoConfig
 
 from ..config import PruneConfig, TrainConfig
 from ..data import Splits
+from ..distill import teacher_for_fit
 from ..errors import MahaError
 from ..files import staged_dir, write_json
 from ..train import TrainHooks, fit
@@ -120,15 +121,6 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
     return model, tokenizer
 
 
-def _teacher_logits(distill_from, splits: Splits, cfg: TrainConfig) -> np.ndarray | None:
-    """Teacher logits on the training split: given directly, or from a teacher folder (cached on disk)."""
-    if distill_from is None or isinstance(distill_from, np.ndarray):
-        return distill_from
-    from ..distill import teacher_logits
-
-    return teacher_logits(str(distill_from), splits.train.texts, max_length=cfg.max_length, labels=splits.labels)
-
-
 def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg: PruneConfig, out_dir: Path, *,
           resume: bool = False, distill_from=None, tokenizer=None) -> dict:
     """Prune a fine-tuned classifier to `prune_cfg.sparsity` and save the compacted folder to `out_dir`.
@@ -140,7 +132,7 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
     model, tokenizer = _load(model_dir_or_model, tokenizer, splits)
     structure = structure_of(model)
     _check_block_size(model, prune_cfg.block_size)
-    teacher = _teacher_logits(distill_from, splits, train_cfg)
+    teacher = teacher_for_fit(distill_from, splits, train_cfg) if distill_from is not None else {}
 
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
@@ -148,8 +140,8 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
     binarizer = make_binarizer(prune_cfg.binarizer, prune_cfg.sparsity, prune_cfg.penalty)
     masked = MaskedModel(model, structure, prune_cfg.block_size, binarizer)
     hooks = PruningHooks(masked, CubicSchedule(prune_cfg.initial_warmup, prune_cfg.final_warmup), prune_cfg)
-    result = fit(model, tokenizer, splits, train_cfg, work, hooks=hooks, teacher_logits=teacher, resume=resume,
-                 desc="prune")
+    result = fit(model, tokenizer, splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune",
+                 **teacher)
     if hooks.plan is None:  # training ended before the final warm-up: fix the structure now
         hooks.freeze()
     pruned = compact(masked.unwrap().cpu(), structure)

@@ -1,0 +1,110 @@
+"""Which distillation settings work on MahaNews headlines: the measurement behind the KD defaults.
+
+Trains the grid's two kinds of student with several (alpha, T, hidden-weight) settings, with the
+same training settings as the `cpu-quick` preset (6-layer student as the `kd` row; 50% pruning as the
+`p50`/`p50+kd` rows, whose gap from the teacher is large enough to show what KD recovers), and scores
+every one on dev (used to choose) and test (reported). Each finished setting is written at once, so
+an interrupted sweep resumes where it stopped. Accuracy only: nothing here is timed.
+
+    .venv/bin/python benchmarks/kd_sweep.py --teacher runs/cpu-quick/models/baseline --out reports/kd-sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from mahacompress.config import DataConfig, GridConfig
+from mahacompress.data import load_splits
+from mahacompress.distill import distill
+from mahacompress.evaluate import evaluate_model
+from mahacompress.files import write_json, write_text
+from mahacompress.grid import load_preset
+from mahacompress.pruning.prune import prune
+
+# (name, student, KD settings); alpha 0 is the no-KD control of each student.
+SETTINGS = [
+    ("layers6 CE only", "layers", {"kd_alpha": 0.0}),
+    ("layers6 a0.5 T2", "layers", {"kd_alpha": 0.5, "kd_temperature": 2.0}),
+    ("layers6 a0.5 T4", "layers", {"kd_alpha": 0.5, "kd_temperature": 4.0}),
+    ("layers6 a0.9 T2", "layers", {"kd_alpha": 0.9, "kd_temperature": 2.0}),
+    ("layers6 a0.9 T4", "layers", {"kd_alpha": 0.9, "kd_temperature": 4.0}),
+    ("layers6 a0.9 T2 hidden1", "layers", {"kd_alpha": 0.9, "kd_temperature": 2.0, "kd_hidden_weight": 1.0}),
+    ("p50 CE only", "p50", {"kd_alpha": 0.0}),
+    ("p50 a0.5 T2", "p50", {"kd_alpha": 0.5, "kd_temperature": 2.0}),
+    ("p50 a0.9 T2", "p50", {"kd_alpha": 0.9, "kd_temperature": 2.0}),
+    ("p50 a0.9 T2 hidden1", "p50", {"kd_alpha": 0.9, "kd_temperature": 2.0, "kd_hidden_weight": 1.0}),
+]
+
+
+def run_setting(teacher: str, student: str, kd: dict, preset: GridConfig, splits, work: Path) -> dict:
+    """Train one student with the KD settings `kd` and score it on dev and test."""
+    out = work / "model"
+    shutil.rmtree(out, ignore_errors=True)
+    if student == "layers":
+        cfg = replace(preset.distill, **kd)
+        info = distill(teacher, f"layers:{preset.student_layers}", splits, cfg, out)
+    else:
+        cfg = replace(preset.prune_train, **kd)
+        info = prune(teacher, splits, cfg, replace(preset.prune, sparsity=0.5), out,
+                     distill_from=teacher if kd["kd_alpha"] > 0 or kd.get("kd_hidden_weight") else None)
+    scores = {}
+    for split in ("dev", "test"):
+        m = evaluate_model(str(out), splits, split, max_length=cfg.max_length)
+        scores[split] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                         "accuracy_wo_manoranjan": m.get("without_manoranjan", {}).get("accuracy")}
+    shutil.rmtree(out, ignore_errors=True)
+    return {"student": student, "kd": kd, "train_config": asdict(cfg), "train_seconds": info["result"]["seconds"],
+            **scores}
+
+
+def report(results: dict) -> str:
+    """A markdown table per student, best dev macro-F1 first marked."""
+    lines = ["# KD settings on mahanews-shc", "",
+             "Chosen on dev macro-F1 (the test split never picks a setting); test reported beside it. "
+             "`CE only` is the same student trained without a teacher.", ""]
+    for student in ("layers", "p50"):
+        rows = {n: r for n, r in results.items() if r["student"] == student}
+        if not rows:
+            continue
+        best = max(rows, key=lambda n: rows[n]["dev"]["macro_f1"])
+        lines += [f"## {'6-layer student' if student == 'layers' else '50% block pruning'}", "",
+                  "| setting | dev macro-F1 | dev acc. | test acc. | test macro-F1 | test acc. w/o Manoranjan | train s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            mark = " **(best dev)**" if name == best else ""
+            lines.append(f"| {name}{mark} | {r['dev']['macro_f1']:.2%} | {r['dev']['accuracy']:.2%} | "
+                         f"{r['test']['accuracy']:.2%} | {r['test']['macro_f1']:.2%} | "
+                         f"{r['test']['accuracy_wo_manoranjan']:.2%} | {r['train_seconds']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", required=True, help="the fine-tuned teacher folder")
+    ap.add_argument("--out", type=Path, default=Path("reports/kd-sweep"))
+    ap.add_argument("--preset", default="cpu-quick")
+    ap.add_argument("--only", nargs="*", help="names of settings to run (default: all)")
+    args = ap.parse_args()
+    preset, _ = load_preset(args.preset)
+    splits = load_splits(DataConfig(preset.datasets[0]))
+    path = args.out / "results.json"
+    results = json.loads(path.read_text())["settings"] if path.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, student, kd in SETTINGS:
+            if name in results or (args.only and name not in args.only):
+                continue
+            print(f"== {name}", flush=True)
+            results[name] = run_setting(args.teacher, student, kd, preset, splits, Path(tmp))
+            write_json(path, {"teacher": args.teacher, "preset": args.preset, "dataset": splits.summary(),
+                              "settings": results})
+            write_text(args.out / "report.md", report(results))
+
+
+if __name__ == "__main__":
+    main()
