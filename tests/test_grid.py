@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
+from mahacompress.config import GridConfig
 from mahacompress.errors import MahaError
-from mahacompress.grid import load_preset, parse_row
+from mahacompress.grid import Grid, load_preset, parse_row
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.report import pareto_front, write_report
 
@@ -134,3 +136,17 @@ def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
     runs.clear()
     grid.reproduce("teacher", "cpu-full", tmp_path, dataset="mahanews-lpc")
     assert runs == [("mahanews-lpc", tmp_path)]
+
+
+def test_rows_whose_settings_changed_are_built_again(tmp_path):
+    cfg = GridConfig(rows=["baseline", "kd", "p50", "best+int8"])
+    first = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
+    rows = [{"name": n, "status": "done", "settings": first._settings(parse_row(n))} for n in cfg.rows]
+    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    same = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
+    assert set(same.rows) == set(cfg.rows) and not same.stale
+    kd_changed = Grid("teacher", replace(cfg, distill=replace(cfg.distill, kd_alpha=0.9)), "x", "mahanews-shc", tmp_path)
+    assert set(kd_changed.rows) == {"baseline", "p50", "best+int8"} and kd_changed.stale == ["kd"]
+    pruning_changed = Grid("teacher", replace(cfg, prune=replace(cfg.prune, block_size=16)), "x", "mahanews-shc",
+                           tmp_path)
+    assert pruning_changed.stale == ["p50", "best+int8"]  # best+X is served from a pruned row

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from rich.console import Console
 from transformers import AutoConfig
 
 from .config import DataConfig, GridConfig, from_dict
@@ -38,6 +39,7 @@ from .pruning.prune import prune
 from .report import write_report
 from .train import finetune
 
+_console = Console(stderr=True)
 ACCURACY_SLACK = 0.01  # "best" = the fastest pruned+KD row within 1 accuracy point of the baseline
 
 
@@ -106,17 +108,27 @@ class Grid:
         self.models = self.out / "models"
         self.results_path = self.out / "results.json"
         self.rows: dict[str, dict] = {}
+        self.stale: list[str] = []  # finished rows whose settings have changed since: built again
         if self.results_path.exists():
             saved = json.loads(self.results_path.read_text(encoding="utf-8"))
-            self.rows = {r["name"]: r for r in saved.get("rows", []) if r.get("status") == "done"}
+            for row in saved.get("rows", []):
+                if row.get("status") != "done" or row["name"] not in cfg.rows:
+                    continue
+                if row.get("settings") == self._settings(parse_row(row["name"])):
+                    self.rows[row["name"]] = row
+                else:
+                    self.stale.append(row["name"])
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
         self.splits = load_splits(DataConfig(self.dataset, max_train_rows=self.cfg.max_train_rows))
         self.teacher_dir = self._resolve_teacher()
-        for name in self.cfg.rows:
+        if self.stale:
+            _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
+        for i, name in enumerate(self.cfg.rows, 1):
             if name in self.rows:
-                continue  # finished in an earlier run: never recomputed
+                continue  # finished in an earlier run with the same settings: never recomputed
+            _console.print(f"[bold]row {i}/{len(self.cfg.rows)}: {name}[/bold] ({self.dataset})")
             try:
                 self.rows[name] = self._build_and_score(parse_row(name))
             except MahaError as exc:
@@ -154,11 +166,25 @@ class Grid:
         backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
         with Energy(country_iso_code=self.cfg.measure.country) as energy:
             model_dir, build = self._build(spec, precision)
-            row = {"name": spec.name, "status": "done", "model_dir": str(model_dir), "backend": backend,
+            row = {"name": spec.name, "status": "done", "settings": self._settings(spec),
+                   "model_dir": str(model_dir), "backend": backend,
                    "train_precision": precision if spec.mp else "fp32", **build, **self._score(model_dir, backend)}
         row["build_seconds"] = time.time() - start
         row.update(energy.as_dict())
         return row
+
+    def _settings(self, spec: RowSpec) -> dict:
+        """Everything in the preset that shapes a row's model: a re-run rebuilds the row when this changes.
+
+        Serving rows (`baseline+X`, `best+X`) take the settings of every row they may be served from.
+        """
+        cfg = self.cfg
+        made = {"teacher": {"teacher": self.teacher, "finetune": asdict(cfg.finetune)},
+                "finetune": {"finetune": asdict(cfg.finetune), "base_model": cfg.base_model},
+                "layers": {"distill": asdict(cfg.distill), "student_layers": cfg.student_layers},
+                "prune": {"prune_train": asdict(cfg.prune_train), "prune": asdict(cfg.prune)}}
+        source = {"baseline": "teacher", "best": "prune"}.get(spec.make, spec.make)
+        return {"dataset": self.dataset, "max_train_rows": cfg.max_train_rows, **made[source]}
 
     def _build(self, spec: RowSpec, precision: str) -> tuple[Path, dict]:
         cfg, teacher = self.cfg, self.teacher_dir
