@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 
 from .config import TrainConfig
 from .data import Splits
+from .distill_loss import evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
 from .models import load_classifier, load_tokenizer, save_classifier
@@ -112,7 +113,7 @@ def layer_student(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
     total = len(layers)
     if not 1 <= n_layers <= total:
         raise MahaError(f"layers:{n_layers}: the teacher has {total} layers; choose 1..{total}")
-    keep = sorted({int(round(x)) for x in np.linspace(0, total - 1, n_layers)})
+    keep = evenly_spaced(n_layers, total)
     student = copy.deepcopy(teacher)
     _set_encoder_layers(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
     student.config.num_hidden_layers = len(keep)

@@ -40,6 +40,11 @@ def hidden_state_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Te
     return torch.stack(terms).mean()
 
 
+def evenly_spaced(n: int, total: int) -> list[int]:
+    """`n` layer indices out of `total`, evenly spaced, first and last included (DistilBERT-style students)."""
+    return sorted({int(round(x)) for x in np.linspace(0, total - 1, n)})
+
+
 def layer_map(student_config, teacher_config) -> list[int]:
     """Which teacher hidden state each student layer learns from.
 
@@ -50,7 +55,7 @@ def layer_map(student_config, teacher_config) -> list[int]:
     s, t = student_config.num_hidden_layers, teacher_config.num_hidden_layers
     kept = getattr(student_config, "distilled_from_layers", None)
     if kept is None:
-        kept = list(range(t)) if s == t else [int(round(x)) for x in np.linspace(0, t - 1, s)]
+        kept = evenly_spaced(s, t)
     if len(kept) != s or max(kept) >= t:
         raise MahaError(f"cannot match the student's {s} layers to the teacher's {t} (distilled_from_layers={kept})")
     return [k + 1 for k in kept]
