@@ -266,11 +266,14 @@ def compare(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder."
 def reproduce(teacher: Annotated[str, typer.Option(help="Teacher folder or hub id (fine-tuned here if needed).")],
               out: Annotated[Path, typer.Option(help="Folder for models/, results.json, report.md, plots.")],
               preset: Annotated[str, typer.Option(help="cpu-quick | cpu-full | paper | a YAML file")] = "cpu-quick",
-              dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's datasets.")] = None) -> None:
+              dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's datasets.")] = None,
+              seeds: Annotated[Optional[int], typer.Option(
+                  help="Build every trained row with this many seeds (mean and spread); overrides the preset.")] = None,
+              ) -> None:
     """Run (or resume) the study's whole grid and write a report with a table and plots."""
     from .grid import reproduce as run
 
-    for report in run(teacher, preset, out, dataset):
+    for report in run(teacher, preset, out, dataset, seeds):
         console.print(f"wrote {report}")
 
 
