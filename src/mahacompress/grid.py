@@ -380,7 +380,8 @@ class Grid:
         if teacher.get("status") != "done" or not candidates:
             raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd)")
         for row in [teacher, *candidates]:
-            self._complete(row)
+            if "dev_accuracy" not in row:  # written by an older version
+                self._complete(row)
         floor = teacher["dev_accuracy"] - ACCURACY_SLACK
         close = [r for r in candidates if r["dev_accuracy"] >= floor]
         listed = ", ".join(f"{r['name']} {r['dev_accuracy']:.2%}" for r in sorted(
