@@ -56,7 +56,7 @@ def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
 def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, monkeypatch):
     import mahacompress.grid as grid
 
-    monkeypatch.setattr(grid, "unsupported", lambda spec, precision: "needs AVX512-BF16" if spec.mp else None)
+    monkeypatch.setattr(grid, "unsupported", lambda backend, train: "needs AVX512-BF16" if train == "bf16" else None)
     g = Grid("teacher", GridConfig(rows=["baseline", "mp"]), "x", "d", tmp_path)
     assert g._build_and_score(parse_row("mp")) == {"name": "mp", "status": "skipped", "reason": "needs AVX512-BF16"}
 
@@ -116,6 +116,7 @@ def test_report_is_made_from_results_json_alone(tmp_path):
     assert "| p75 | not run: needs VNNI |" in report and "disk MiB" in report and "2.50x" in report
     assert "-0.50 [-2.00, +1.00]" in report and "but the interval reaches below -1 point" in report
     assert "**p50 (served)**: -2.00 [-3.00, -1.20] points: no, and the interval agrees" in report
+    assert "served_speedup_b32" in (tmp_path / "results.csv").read_text().splitlines()[0]
     for png in ("accuracy_vs_speedup.png", "size.png", "co2.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("name,")
@@ -245,4 +246,5 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {}  # other dataset: settings differ
     partial["settings"]["dataset"] = "mahanews-shc"
     (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
-    assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {"kd": [{"seed": 42}]}
+    resumed = Grid("teacher", three, "x", "mahanews-shc", tmp_path)
+    assert resumed.partial == {"kd": [{"seed": 42}]} and resumed.rows["kd"]["status"] == "partial"

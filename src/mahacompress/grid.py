@@ -175,10 +175,10 @@ def _is_candidate(spec: RowSpec) -> bool:
     return KINDS[spec.kind].compressed and not spec.mp and not spec.served_from_another
 
 
-def unsupported(spec: RowSpec, train_precision: str) -> str | None:
-    """Why this machine cannot run `spec` natively (its backend or training precision needs a CPU or GPU
-    feature that is missing here), or None. Such a row is recorded as skipped with this reason instead of
-    running for hours on an emulated path; the hardware check of `precision` plugs in here."""
+def unsupported(backend: str, train_precision: str) -> str | None:
+    """Why this machine cannot run a row natively (its inference `backend` or its training precision
+    needs a CPU or GPU feature missing here), or None. Such a row is recorded as skipped with this reason
+    instead of running for hours on an emulated path; the hardware check of `precision` plugs in here."""
     return None
 
 
@@ -222,9 +222,9 @@ class Grid:
                     continue
                 if row.get("settings") != self._settings(parse_row(name)):
                     self.stale += [name] if status == "done" else []
-                elif status == "done":
-                    self.rows[name] = row
-                else:
+                    continue
+                self.rows[name] = row  # a partial row stays in results.json until its next seed is built
+                if status == "partial":
                     self.partial[name] = row["seeds"]
 
     def _settings(self, spec: RowSpec) -> dict:
@@ -241,7 +241,7 @@ class Grid:
         if self.stale:
             _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
         for i, name in enumerate(self.cfg.rows, 1):
-            if name in self.rows:  # finished in an earlier run with the same settings: never rebuilt
+            if self.rows.get(name, {}).get("status") == "done":  # finished earlier, same settings: kept
                 self._complete(self.rows[name])
                 continue
             _console.print(f"[bold]row {i}/{len(self.cfg.rows)}: {name}[/bold] ({self.dataset})")
@@ -281,7 +281,7 @@ class Grid:
         kind, start = KINDS[spec.kind], time.time()
         precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
         backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
-        reason = unsupported(spec, precision if spec.mp else "no")
+        reason = unsupported(backend, precision if spec.mp else "no")
         if reason:
             return {"name": spec.name, "status": "skipped", "reason": reason}
         row = {"name": spec.name, "status": "done", "settings": self._settings(spec), "backend": backend,

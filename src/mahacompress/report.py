@@ -136,11 +136,12 @@ def write_report(out_dir: Path) -> Path:
     meta = results["meta"]
 
     buf = io.StringIO()
-    fields = sorted({k for r in rows for k in r if not isinstance(r[k], (dict, list))})
+    flat = [_flat(r) for r in rows]
+    fields = sorted({k for r in flat for k in r if not isinstance(r[k], (dict, list))})
     fields = ["name"] + [f for f in fields if f != "name"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(flat)
     write_text(out_dir / "results.csv", buf.getvalue())
 
     plots = _plots(done, out_dir)
@@ -172,6 +173,17 @@ def write_report(out_dir: Path) -> Path:
     report = out_dir / "report.md"
     write_text(report, "\n".join(md) + "\n")
     return report
+
+
+def _flat(row: dict) -> dict:
+    """A row with its `served` and `vs_baseline` blocks spread into prefixed scalar fields (for the CSV)."""
+    flat = dict(row)
+    for block in ("served", "vs_baseline"):
+        for key, value in (row.get(block) or {}).items():
+            flat[f"{block}_{key}"] = value
+    for key, value in ((row.get("served") or {}).get("vs_baseline") or {}).items():
+        flat[f"served_vs_baseline_{key}"] = value
+    return flat
 
 
 def _findings(rows: list[dict]) -> list[str]:
