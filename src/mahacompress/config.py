@@ -74,6 +74,20 @@ class MeasureConfig:
     country: str = "IND"  # ISO code for CodeCarbon's grid carbon intensity
 
 
+@dataclass
+class TransferConfig:
+    """Unlabelled text the teacher labels for distillation (see transfer.py); off while `path` is None."""
+
+    path: str | None = None  # a CSV (column `text_col`) or a text file with one text per line
+    text_col: str | None = None
+    label_col: str | None = None  # optional: only to report how often the teacher agrees with it
+    window_words: int = 12  # pieces of about a headline's length (MahaNews headlines: median 12 words)
+    ngram: int = 8  # a piece sharing this many consecutive words with a dev/test text is dropped
+    max_pieces: int | None = None  # a seeded random sample of at most this many pieces
+    use_labels: bool = False  # train on the file's labels too (hard labels), not only the teacher's
+    seed: int = 42
+
+
 ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd",
         "p75+kd", "p25+kd+mp", "best+int8", "best+onnx")
 
@@ -91,6 +105,7 @@ class GridConfig:
     prune_train: TrainConfig = field(default_factory=TrainConfig)  # pN and pN+kd rows
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # used by every row that distils
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
@@ -137,4 +152,4 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
     return value
 
 
-__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "GridConfig", "ROWS", "from_dict"]
+__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict"]
