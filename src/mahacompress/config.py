@@ -105,7 +105,7 @@ class GridConfig:
     prune_train: TrainConfig = field(default_factory=TrainConfig)  # pN and pN+kd rows
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6
-    transfer: TransferConfig = field(default_factory=TransferConfig)  # used by every row that distils
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
