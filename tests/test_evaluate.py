@@ -1,25 +1,32 @@
-"""Metrics, the Manoranjan-free variant, and the TF-IDF reference."""
+"""Metrics, the variant without classes that have no training rows, and the TF-IDF reference."""
 
 from __future__ import annotations
 
 import pytest
 
 from mahacompress.baseline import tfidf_baseline
-from mahacompress.evaluate import classification_metrics
+from mahacompress.data import Splits, TextSet
+from mahacompress.evaluate import classification_metrics, unlearnable_classes
 
 
-def test_metrics_with_and_without_the_corrupted_class():
-    labels = ["Auto", "Manoranjan", "Sports"]
+def test_unlearnable_classes_come_from_the_training_rows():
+    splits = Splits("x", ["A", "B", "C"], TextSet(["a", "c"], [0, 2]), TextSet(["b"], [1]), TextSet(["b"], [1]), {})
+    assert unlearnable_classes(splits) == ["B"]
+
+
+def test_metrics_with_and_without_unlearnable_classes():
+    labels = ["Auto", "Film", "Sports"]
     y_true = [0, 0, 1, 1, 2, 2]
-    y_pred = [0, 0, 2, 2, 2, 0]  # every Manoranjan row wrong, one Sports row wrong
-    m = classification_metrics(y_true, y_pred, labels)
+    y_pred = [0, 0, 2, 2, 2, 0]  # every Film row wrong, one Sports row wrong
+    assert "learnable" not in classification_metrics(y_true, y_pred, labels)
+    m = classification_metrics(y_true, y_pred, labels, unlearnable=["Film"])
     assert m["accuracy"] == pytest.approx(3 / 6)
     assert m["confusion_matrix"][1] == [0, 0, 2]
     assert m["per_class"]["Sports"]["precision"] == pytest.approx(1 / 3)
-    sub = m["without_manoranjan"]
+    sub = m["learnable"]
     assert sub["rows"] == 4 and sub["accuracy"] == pytest.approx(3 / 4)
-    assert set(sub["per_class"]) == {"Auto", "Sports"}
-    # Manoranjan rows are gone, so are their wrong Sports predictions. Auto: P=2/3 R=1 -> 0.8; Sports: P=1 R=1/2
+    assert set(sub["per_class"]) == {"Auto", "Sports"} and sub["excluded"] == ["Film"]
+    # Film rows are gone, so are their wrong Sports predictions. Auto: P=2/3 R=1 -> 0.8; Sports: P=1 R=1/2
     assert sub["macro_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
 
 

@@ -20,14 +20,45 @@ from mahacompress.report import pareto_front, write_report
 
 
 def test_row_names():
-    assert parse_row("p25+kd+mp") == parse_row("p25+kd+mp")
     row = parse_row("p25+kd+mp")
-    assert (row.make, row.sparsity, row.kd, row.mp, row.backend) == ("prune", 0.25, True, True, "bf16")
+    assert (row.kind, row.sparsity, row.kd, row.mp, row.backend) == ("prune", 0.25, True, True, "bf16")
     assert parse_row("best+onnx").backend == "onnx-int8" and parse_row("best+int8").backend == "int8"
-    assert parse_row("kd").make == "layers" and parse_row("mp").backend == "bf16"
-    for bad in ("p100", "p25+fast", "best", "baseline+kd+kd"):
+    assert parse_row("baseline+onnx").served_from_another and parse_row("baseline+onnx").backend == "onnx-int8"
+    assert parse_row("kd").kind == "kd" and parse_row("kd").number is None and parse_row("mp").backend == "bf16"
+    assert parse_row("kd4").number == 4 and parse_row("kd12").kind == "kd"
+    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp"):
         with pytest.raises(MahaError, match="row"):
             parse_row(bad)
+
+
+def test_kd_rows_take_their_depth_from_the_name(tmp_path):
+    grid = Grid("teacher", GridConfig(student_layers=6), "x", "d", tmp_path)
+    assert grid._settings(parse_row("kd"))["student_layers"] == 6
+    assert grid._settings(parse_row("kd2"))["student_layers"] == 2
+    assert "seeds" not in grid._settings(parse_row("kd"))  # one seed: settings as before, no rebuild
+    assert Grid("t", GridConfig(seeds=3), "x", "d", tmp_path)._settings(parse_row("kd"))["seeds"] == 3
+
+
+def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
+    grid = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2", "p50+kd", "p75+kd"]), "x", "d", tmp_path)
+    def row(name, dev, weights, test=0.5):
+        return {"name": name, "status": "done", "seeds": [], "dev_accuracy": dev, "encoder_linear_weights": weights,
+                "accuracy": test}
+    grid.rows = {"baseline": row("baseline", 0.90, 100), "kd": row("kd", 0.895, 50),
+                 "kd2": row("kd2", 0.85, 17, test=0.99), "p50+kd": row("p50+kd", 0.899, 50),
+                 "p75+kd": row("p75+kd", 0.80, 25)}
+    name, how = grid.pick_best()
+    assert name == "p50+kd" and "within 1 point" in how  # kd2's test accuracy never counts
+    grid.rows["baseline"]["dev_accuracy"] = 0.99
+    assert grid.pick_best()[0] == "p50+kd"  # none close: the most accurate on dev
+
+
+def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    import mahacompress.grid as grid
+
+    monkeypatch.setattr(grid, "unsupported", lambda spec, precision: "needs AVX512-BF16" if spec.mp else None)
+    g = Grid("teacher", GridConfig(rows=["baseline", "mp"]), "x", "d", tmp_path)
+    assert g._build_and_score(parse_row("mp")) == {"name": "mp", "status": "skipped", "reason": "needs AVX512-BF16"}
 
 
 def test_presets_load_and_bad_keys_are_named(tmp_path):
@@ -48,6 +79,19 @@ def test_presets_load_and_bad_keys_are_named(tmp_path):
         load_preset("no-such-preset")
 
 
+def test_old_results_render_with_todays_names(tmp_path):
+    """results.json from before the rename: metrics named after the left-out class, int8/ONNX sizes in MB."""
+    old = {"name": "best+onnx", "status": "done", "backend": "onnx-int8", "accuracy": 0.7, "disk_mb": 113.0,
+           "accuracy_wo_manoranjan": 0.8, "macro_f1_wo_manoranjan": 0.75, "per_class_f1": {"Manoranjan": 0.0}}
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {}, "rows": [old]}))
+    report = write_report(tmp_path).read_text()
+    assert "acc. w/o untrained classes: Manoranjan" in report and "| 80.00% | 75.00% |" in report
+    assert "| 108 |" in report  # 113 MB = 108 MiB
+    (tmp_path / "results.json").write_text(json.dumps({"rows": "nope"}))
+    with pytest.raises(MahaError, match="results.json: not a results.json"):
+        write_report(tmp_path)
+
+
 def test_pareto_front():
     points = [("a", 1.0, 0.9), ("b", 2.0, 0.85), ("c", 1.5, 0.8), ("d", 3.0, 0.7)]
     assert pareto_front(points) == ["a", "b", "d"]
@@ -60,8 +104,18 @@ def test_report_is_made_from_results_json_alone(tmp_path):
              "disk_mb": 380.0, "co2_kg": 0.02},
             {"name": "mp", "status": "failed", "reason": "bf16 unsupported"}]
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"preset": "x"}, "rows": rows, "caveats": ["c1"]}))
+    rows[1] |= {"vs_baseline": {"difference": -0.005, "ci_low": -0.02, "ci_high": 0.01},
+                "served": {"accuracy": 0.74, "speedup_b32": 2.5, "vs_baseline": {"difference": -0.02,
+                                                                                  "ci_low": -0.03, "ci_high": -0.012}}}
+    rows.append({"name": "p75", "status": "skipped", "reason": "needs VNNI"})
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"preset": "x", "size_unit": "MiB",
+                                                                 "unlearnable_classes": ["Film"]},
+                                                        "rows": rows, "caveats": ["c1"]}))
     report = write_report(tmp_path).read_text()
     assert "| mp | not run: bf16 unsupported |" in report and "1.80x" in report and "- c1" in report
+    assert "| p75 | not run: needs VNNI |" in report and "disk MiB" in report and "2.50x" in report
+    assert "-0.50 [-2.00, +1.00]" in report and "but the interval reaches below -1 point" in report
+    assert "**p50 (served)**: -2.00 [-3.00, -1.20] points: no, and the interval agrees" in report
     for png in ("accuracy_vs_speedup.png", "size.png", "co2.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("name,")
@@ -75,6 +129,7 @@ distill: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddi
 prune_train: {{epochs: 4, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
 prune: {{block_size: 16}}
 student_layers: 1
+served_blocks: false
 measure: {{repeats: 2, warmup: 1, texts: 16, threads: 1}}
 """
 
@@ -121,9 +176,41 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
     for name in finished:
         assert rows[name]["build_seconds"] == finished[name]["build_seconds"]
         assert os.stat(out / "models" / name / "config.json").st_mtime_ns == stamps[name]
-    assert rows["baseline"]["speedup_b32"] > 0 and rows["best+int8"]["source_row"] == "p50+kd"
+    assert rows["baseline"]["speedup_b32"] > 0 and rows["best+int8"]["source_row"] in {"kd", "p50", "p50+kd"}
     assert abs(rows["p50"]["encoder_sparsity"] - 0.5) <= 0.01
     assert (out / "report.md").is_file() and (out / "accuracy_vs_speedup.png").is_file()
+
+
+def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
+    data = tmp_path / "data"
+    _toy_csvs(data, toy_splits)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET.format(data=data))
+    cfg, _ = load_preset(preset)
+    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx"], seeds=2, served_blocks=True)
+    Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = {r["name"]: r for r in results["rows"]}
+    assert all(r["status"] == "done" for r in rows.values()), rows
+
+    kd = rows["kd1"]  # kdN: a 1-layer student, built with seeds 42 and 43 into two folders
+    assert [s["seed"] for s in kd["seeds"]] == [42, 43] and kd["settings"]["student_layers"] == 1
+    assert json.loads((tmp_path / "out/models/kd1_seed43/config.json").read_text())["num_hidden_layers"] == 1
+    assert kd["accuracy"] == pytest.approx(sum(s["accuracy"] for s in kd["seeds"]) / 2) and "accuracy_sd" in kd
+    assert len(kd["seeds"][1]["test_predictions"]) == len(toy_splits.test) == len(results["meta"]["test_labels"])
+    served = kd["served"]  # the same (first-seed) model in ONNX Runtime int8, timed in the same session
+    assert served["backend"] == "onnx-int8" and served["speedup_b32"] > 0 and served["disk_mb"] > 0
+    assert "served" not in rows["baseline"] and rows["best+onnx"]["backend"] == "onnx-int8"
+    base = rows["baseline"]["vs_baseline"]
+    assert base["difference"] == base["ci_low"] == base["ci_high"] == 0 and base["resamples"] >= 1000
+    assert kd["vs_baseline"]["ci_low"] <= kd["vs_baseline"]["difference"] <= kd["vs_baseline"]["ci_high"]
+    assert "vs_baseline" in served
+    assert rows["best+onnx"]["source_row"] == "kd1" and "dev accuracy" in rows["best+onnx"]["chosen_by"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Within 1 point of the baseline?" in report and "**kd1 (served)**" in report
+    assert "± " in report and "max_length 32" in report
 
 
 def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
@@ -146,7 +233,16 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     same = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
     assert set(same.rows) == set(cfg.rows) and not same.stale
     kd_changed = Grid("teacher", replace(cfg, distill=replace(cfg.distill, kd_alpha=0.9)), "x", "mahanews-shc", tmp_path)
-    assert set(kd_changed.rows) == {"baseline", "p50", "best+int8"} and kd_changed.stale == ["kd"]
+    assert set(kd_changed.rows) == {"baseline", "p50"} and kd_changed.stale == ["kd", "best+int8"]  # best may be kd
     pruning_changed = Grid("teacher", replace(cfg, prune=replace(cfg.prune, block_size=16)), "x", "mahanews-shc",
                            tmp_path)
-    assert pruning_changed.stale == ["p50", "best+int8"]  # best+X is served from a pruned row
+    assert pruning_changed.stale == ["p50", "best+int8"]  # best+X may be served from a pruned row
+    # an interrupted row with several seeds keeps its finished seeds when its settings still hold
+    three = replace(cfg, seeds=3)
+    partial = {"name": "kd", "status": "partial", "settings": Grid("t", three, "x", "d", tmp_path)._settings(
+        parse_row("kd")), "seeds": [{"seed": 42}]}
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
+    assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {}  # other dataset: settings differ
+    partial["settings"]["dataset"] = "mahanews-shc"
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
+    assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {"kd": [{"seed": 42}]}

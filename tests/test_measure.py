@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mahacompress.errors import MahaError
-from mahacompress.measure import Energy, count_params, latency, peak_memory_mb, size_on_disk_mb, speedups
+from mahacompress.measure import (MIB, Energy, count_params, latency, peak_memory_mb, served_size_mb, size_on_disk_mb,
+                                  speedups)
 from mahacompress.models import load_classifier
 from mahacompress.precision import load_backend
 
@@ -94,6 +95,9 @@ def test_peak_memory_reports_child_failure(tiny_model_dir, shc_splits):
 
 def test_size_and_params(tiny_model_dir):
     assert 0 < size_on_disk_mb(tiny_model_dir) < 5
+    weights = (tiny_model_dir / "model.safetensors").stat().st_size / MIB
+    assert served_size_mb(tiny_model_dir, "fp32") == size_on_disk_mb(tiny_model_dir) == weights  # MiB, one unit
+    assert 0 < served_size_mb(tiny_model_dir, "int8") < weights
     model = load_classifier(str(tiny_model_dir))
     counts = count_params(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())

@@ -1,29 +1,31 @@
 """Inference over a list of texts, and the classification metrics every report shows.
 
-Metrics come in two flavours: over all classes, and without the Manoranjan class, whose MahaNews
-test rows are corrupted (~38 politics-looking headlines repeated ~10 times; see the data README).
+Metrics come in two flavours: over all classes, and over the classes a model can learn. A class with
+no training rows (after cleaning, every copy may have been a duplicate or also in the test file)
+cannot be predicted by any trained model, so its test rows cost every row the same points; reports
+give figures with and without them. Which classes those are is computed from the data, per dataset.
+This module scores; how a model is run (PyTorch, int8, ONNX) is `precision`'s job.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from transformers import AutoConfig
 
-CORRUPTED_CLASS = "Manoranjan"
+from .batching import length_sorted_batches
+from .errors import MahaError
+from .models import check_model_dir
+from .precision import load_backend
 
 
-def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of texts sorted by length, so each batch pads to a similar length.
-
-    With dynamic padding this is a large saving; callers write results back by index, so the
-    output keeps the input order.
-    """
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    for start in range(0, len(texts), batch_size):
-        yield order[start:start + batch_size]
+def unlearnable_classes(splits) -> list[str]:
+    """Labels of `splits` that no training row carries: no model trained on these splits can predict them."""
+    present = set(splits.train.labels)
+    return [name for i, name in enumerate(splits.labels) if i not in present]
 
 
 @torch.inference_mode()
@@ -42,17 +44,19 @@ def predict_logits(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, b
     return out
 
 
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> dict:
-    """Accuracy, macro-F1, per-class P/R/F1 and the confusion matrix, plus the same without Manoranjan."""
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str],
+                           unlearnable: Sequence[str] = ()) -> dict:
+    """Accuracy, macro-F1, per-class P/R/F1 and the confusion matrix; with `unlearnable` classes, also
+    `learnable`: the same figures over the test rows of the other classes (and `excluded`: which)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     result = _metrics(y_true, y_pred, labels, list(range(len(labels))))
-    if CORRUPTED_CLASS in labels:
-        bad = labels.index(CORRUPTED_CLASS)
-        keep = y_true != bad
-        others = [i for i in range(len(labels)) if i != bad]
+    drop = [labels.index(name) for name in unlearnable]
+    if drop:
+        keep = ~np.isin(y_true, drop)
+        others = [i for i in range(len(labels)) if i not in drop]
         sub = _metrics(y_true[keep], y_pred[keep], labels, others)
         sub.pop("confusion_matrix")
-        result[f"without_{CORRUPTED_CLASS.lower()}"] = sub
+        result["learnable"] = {**sub, "excluded": list(unlearnable)}
     return result
 
 
@@ -70,32 +74,32 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: lis
 
 def model_labels(model_name: str) -> list[str]:
     """The label names of a classifier folder or hub id, in id order (read from its config only)."""
-    from transformers import AutoConfig
-
-    from .models import check_model_dir
-
     check_model_dir(model_name)
     config = AutoConfig.from_pretrained(model_name, trust_remote_code=True)
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
-def evaluate_model(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
-                   max_length: int = 128) -> dict:
-    """Score a classifier folder (or hub id), run with `backend`, on one split of `splits`.
+def predict_ids(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
+                max_length: int = 128) -> np.ndarray:
+    """Predicted dataset label ids of a classifier folder (or hub id), run with `backend`, on one split.
 
     The model's labels are matched to the dataset's by name, so a model trained with another label
     order still scores correctly; a dataset label the model does not know is an error.
     """
-    from .errors import MahaError
-    from .precision import load_backend
-
     labels = model_labels(model_name)
     unknown = sorted(set(splits.labels) - set(labels))
     if unknown:
         raise MahaError(f"{model_name}: the model does not know the dataset labels {unknown} (it knows {labels})")
-    data = getattr(splits, split)
-    logits = load_backend(model_name, backend, max_length=max_length).logits(data.texts, batch_size=batch_size)
+    texts = getattr(splits, split).texts
+    logits = load_backend(model_name, backend, max_length=max_length).logits(texts, batch_size=batch_size)
     to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in labels])
-    result = classification_metrics(data.labels, to_dataset[logits.argmax(-1)], splits.labels)
+    return to_dataset[logits.argmax(-1)]
+
+
+def evaluate_model(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
+                   max_length: int = 128) -> dict:
+    """Score a classifier folder (or hub id), run with `backend`, on one split of `splits` (see predict_ids)."""
+    pred = predict_ids(model_name, splits, split, backend=backend, batch_size=batch_size, max_length=max_length)
+    result = classification_metrics(getattr(splits, split).labels, pred, splits.labels, unlearnable_classes(splits))
     result.update(model=str(model_name), split=split, backend=backend)
     return result

@@ -1,17 +1,23 @@
 """The study's grid: build every row, measure them all the same way, survive interruption.
 
-A row name says how its model is made: `baseline` (the fine-tuned teacher), `mp` (the teacher
-fine-tuned and run in bf16), `kd` (a layer-subset student distilled from the teacher), `pNN` (pruned to
-NN% encoder sparsity and compacted), `+kd` (pruned while distilling), `+mp` (trained and run in bf16),
-and `best+int8` / `best+onnx` (the best pruned+KD model served with dynamic int8 in PyTorch, or int8 in
-ONNX Runtime). Data flows one way: rows are built and scored one at a time (each finished row is
-written to `results.json` at once and never rebuilt), then every finished row is timed in one
-interleaved session so speedups compare like with like, then `report` reads `results.json` alone.
+A row name says how its model is made; each kind of row is one entry of `KINDS` (which names it
+takes, which preset settings shape its model, how it is built): `baseline` (the fine-tuned teacher),
+`mp` (the teacher fine-tuned and run in bf16), `kd` / `kdN` (a layer-subset student of
+`student_layers` / N layers distilled from the teacher), `pNN` (pruned to NN% encoder sparsity and
+compacted), `+kd` (pruned while distilling), `+mp` (trained and run in bf16), and `baseline+X` /
+`best+X` (the teacher, or the fastest compressed model within 1 dev-accuracy point of it, served with
+bf16, dynamic int8 in PyTorch, or int8 in ONNX Runtime). Trained rows are built once per seed
+(`seeds`), and the compressed ones also get a `served` block (the same model in ONNX Runtime int8).
+
+Data flows one way: rows are built and scored one at a time (each finished row, even each finished
+seed, is written to `results.json` at once and never rebuilt), then every finished row is timed in
+one interleaved session so speedups compare like with like, then `report` reads `results.json` alone.
+Every row is scored and timed with the baseline's `max_length` on the same test texts; timings leave
+tokenisation out (`measure.latency` encodes before timing).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -20,27 +26,35 @@ import time
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import torch
 import yaml
 from rich.console import Console
 from transformers import AutoConfig
 
-from .config import DataConfig, GridConfig, from_dict
+from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import load_splits
 from .distill import distill
 from .errors import MahaError
-from .evaluate import evaluate_model
+from .evaluate import classification_metrics, predict_ids, unlearnable_classes
 from .files import write_json
-from .measure import Energy, count_params, latency, peak_memory_mb, size_on_disk_mb, speedups
+from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
 from .models import check_model_dir, load_classifier
-from .precision import load_backend, onnx_path, quantize_int8, training_precision
+from .precision import load_backend, training_precision
 from .pruning.prune import prune
 from .report import write_report
+from .stats import correctness, paired_difference
 from .train import finetune
 
 _console = Console(stderr=True)
-ACCURACY_SLACK = 0.01  # "best" = the fastest pruned+KD row within 1 accuracy point of the baseline
+ACCURACY_SLACK = 0.01  # "best" = the fastest compressed row within 1 dev-accuracy point of the teacher
+SERVED_BACKEND = "onnx-int8"  # how the `served` block of a compressed row runs it
+SERVING = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8"}  # modifier -> inference backend
+# What identifies the modelling code of pruned folders (e.g. {"format": FORMAT_VERSION} from the pruning
+# package): part of every pruned row's settings, so folders made by older code are rebuilt, not re-timed.
+PRUNED_MODEL_SETTINGS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -48,36 +62,124 @@ class RowSpec:
     """What a row name asks for."""
 
     name: str
-    make: str  # "teacher" | "finetune" | "layers" | "prune" | "baseline" | "best" (the last two: served differently)
-    sparsity: float | None = None
+    kind: str  # a key of KINDS
+    number: int | None = None  # the number in the name: pNN's sparsity in percent, kdN's layers
     kd: bool = False
     mp: bool = False
-    backend: str = "fp32"
+    backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
+    served_from_another: bool = False
+
+    @property
+    def sparsity(self) -> float | None:
+        return self.number / 100 if self.kind == "prune" else None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of row: its names, what shapes its model (a change rebuilds it) and how it is made."""
+
+    pattern: str  # full match of the name's head; an optional group captures its number
+    modifiers: frozenset[str]  # what may follow `+` (serving modifiers: the row is another model served so)
+    settings: Callable[[Grid, RowSpec], dict]
+    build: Callable[[Grid, RowSpec, Path, TrainConfig | None, str], dict] | None  # None: always served
+    source: Callable[[Grid, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
+    seeded: bool = False  # trained: built once per seed, shown as mean and spread
+    compressed: bool = False  # a candidate for `best` and given a `served` block
+
+
+# ---------------------------------------------------------------- the recipes
+
+def _teacher_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"teacher": grid.teacher, "finetune": asdict(grid.cfg.finetune)}
+
+
+def _mp_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"finetune": asdict(grid.cfg.finetune), "base_model": grid.cfg.base_model}
+
+
+def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"distill": asdict(grid.cfg.distill), "student_layers": spec.number or grid.cfg.student_layers}
+
+
+def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"prune_train": asdict(grid.cfg.prune_train), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS}
+
+
+def _best_settings(grid: Grid, spec: RowSpec) -> dict:
+    """A `best` row depends on every row it may be served from."""
+    candidates = [parse_row(n) for n in grid.cfg.rows if _is_candidate(parse_row(n))]
+    return {"candidates": {c.name: grid._settings(c) for c in candidates}}
+
+
+def _build_teacher(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
+    if grid.teacher_dir == grid.teacher:
+        return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
+    return _timed(out, finetune, grid.teacher, grid.splits, grid.cfg.finetune, out, resume=True)
+
+
+def _build_mp(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+    return _timed(out, finetune, grid._base_model(), grid.splits, replace(tcfg, mixed_precision=precision), out,
+                  resume=True)
+
+
+def _build_layers(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+    layers = spec.number or grid.cfg.student_layers
+    return _timed(out, distill, grid.teacher_dir, f"layers:{layers}", grid.splits, tcfg, out, resume=True)
+
+
+def _build_prune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+    tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
+    return _timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
+                  out, resume=True, distill_from=grid.teacher_dir if spec.kd else None)
+
+
+def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
+    return "baseline", "the teacher"
+
+
+KINDS: dict[str, Kind] = {
+    "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source),
+    "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset(), _layers_settings, _build_layers, seeded=True, compressed=True),
+    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp"}), _prune_settings, _build_prune, seeded=True,
+                  compressed=True),
+    "best": Kind(r"best", frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
+}
+# which section of a preset trains each seeded kind (its seed is varied per run)
+_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train"}
 
 
 def parse_row(name: str) -> RowSpec:
-    """`p25+kd+mp` -> RowSpec(make="prune", sparsity=0.25, kd=True, mp=True, backend="bf16")."""
+    """`p25+kd+mp` -> RowSpec(kind="prune", number=25, kd=True, mp=True, backend="bf16")."""
     head, *mods = name.split("+")
-    known = {"kd", "mp", "bf16", "int8", "onnx"}
-    if set(mods) - known or len(set(mods)) != len(mods):
-        raise MahaError(f"row '{name}': unknown or repeated modifier (known: {', '.join(sorted(known))})")
-    kd, mp = "kd" in mods, "mp" in mods
-    serving = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8"}
-    if head == "baseline" and not mods:
-        return RowSpec(name, "teacher")
-    if head in ("baseline", "best") and len(mods) == 1 and mods[0] in serving:
-        # the same model served another way: inference-only precision, no training
-        return RowSpec(name, head, kd=head == "best", backend=serving[mods[0]])
-    if head == "mp" and not mods:
-        return RowSpec(name, "finetune", mp=True, backend="bf16")
-    if head == "kd" and not mods:
-        return RowSpec(name, "layers", kd=True)
-    match = re.fullmatch(r"p(\d{1,2})", head)
-    if match and 0 < int(match.group(1)) < 100 and set(mods) <= {"kd", "mp"}:
-        return RowSpec(name, "prune", sparsity=int(match.group(1)) / 100, kd=kd, mp=mp,
-                       backend="bf16" if mp else "fp32")
-    raise MahaError(f"row '{name}': expected baseline[+bf16|+int8|+onnx], mp, kd, pNN[+kd][+mp], best+int8, "
-                    "best+onnx or best+bf16")
+    for kind_name, kind in KINDS.items():
+        match = re.fullmatch(kind.pattern, head)
+        if not match:
+            continue
+        serving = [m for m in mods if m in SERVING]
+        # a serving modifier stands alone (the row is another row's model served so); others need a build
+        if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
+                and (len(mods) == 1 if serving else kind.build is not None)):
+            number = match.group(1) if match.groups() else None
+            mp = "mp" in mods or kind_name == "mp"
+            return RowSpec(name, kind_name, int(number) if number else None, kd="kd" in mods or kind_name == "kd",
+                           mp=mp, backend=SERVING[serving[0]] if serving else "bf16" if mp else "fp32",
+                           served_from_another=bool(serving))
+        break
+    raise MahaError(f"row '{name}': expected baseline[+bf16|+int8|+onnx], mp, kd, kdN, pNN[+kd][+mp], "
+                    "best+bf16, best+int8 or best+onnx")
+
+
+def _is_candidate(spec: RowSpec) -> bool:
+    """Rows `best` may serve: compressed models trained and run in fp32."""
+    return KINDS[spec.kind].compressed and not spec.mp and not spec.served_from_another
+
+
+def unsupported(spec: RowSpec, train_precision: str) -> str | None:
+    """Why this machine cannot run `spec` natively (its backend or training precision needs a CPU or GPU
+    feature that is missing here), or None. Such a row is recorded as skipped with this reason instead of
+    running for hours on an emulated path; the hardware check of `precision` plugs in here."""
+    return None
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -100,6 +202,7 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
     return cfg, path.stem
 
 
+
 class Grid:
     """One reproduction: an out folder holding models/, results.json and the report."""
 
@@ -107,33 +210,47 @@ class Grid:
         self.teacher, self.cfg, self.preset, self.dataset, self.out = teacher, cfg, preset, dataset, Path(out)
         self.models = self.out / "models"
         self.results_path = self.out / "results.json"
+        self.max_length = cfg.finetune.max_length  # the baseline's: every row is scored and timed with it
         self.rows: dict[str, dict] = {}
         self.stale: list[str] = []  # finished rows whose settings have changed since: built again
+        self.partial: dict[str, list[dict]] = {}  # finished seeds of rows that were interrupted
         if self.results_path.exists():
             saved = json.loads(self.results_path.read_text(encoding="utf-8"))
             for row in saved.get("rows", []):
-                if row.get("status") != "done" or row["name"] not in cfg.rows:
+                name, status = row["name"], row.get("status")
+                if status not in ("done", "partial") or name not in cfg.rows:
                     continue
-                if row.get("settings") == self._settings(parse_row(row["name"])):
-                    self.rows[row["name"]] = row
+                if row.get("settings") != self._settings(parse_row(name)):
+                    self.stale += [name] if status == "done" else []
+                elif status == "done":
+                    self.rows[name] = row
                 else:
-                    self.stale.append(row["name"])
+                    self.partial[name] = row["seeds"]
+
+    def _settings(self, spec: RowSpec) -> dict:
+        """Everything in the preset that shapes a row's model: a re-run rebuilds the row when this changes."""
+        seeds = {"seeds": self.cfg.seeds} if KINDS[spec.kind].seeded and self.cfg.seeds > 1 else {}
+        return {"dataset": self.dataset, "max_train_rows": self.cfg.max_train_rows,
+                **KINDS[spec.kind].settings(self, spec), **seeds}
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
         self.splits = load_splits(DataConfig(self.dataset, max_train_rows=self.cfg.max_train_rows))
+        self.unlearnable = unlearnable_classes(self.splits)
         self.teacher_dir = self._resolve_teacher()
         if self.stale:
             _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
         for i, name in enumerate(self.cfg.rows, 1):
-            if name in self.rows:
-                continue  # finished in an earlier run with the same settings: never recomputed
+            if name in self.rows:  # finished in an earlier run with the same settings: never rebuilt
+                self._complete(self.rows[name])
+                continue
             _console.print(f"[bold]row {i}/{len(self.cfg.rows)}: {name}[/bold] ({self.dataset})")
             try:
                 self.rows[name] = self._build_and_score(parse_row(name))
             except MahaError as exc:
                 self.rows[name] = {"name": name, "status": "failed", "reason": str(exc)}
             self._save()
+        self._compare_all()
         self._measure_all()
         self._save()
         return write_report(self.out)
@@ -161,86 +278,123 @@ class Grid:
                         "in the preset, so `mp` cannot repeat its fine-tuning in mixed precision")
 
     def _build_and_score(self, spec: RowSpec) -> dict:
-        start = time.time()
+        kind, start = KINDS[spec.kind], time.time()
         precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
         backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
+        reason = unsupported(spec, precision if spec.mp else "no")
+        if reason:
+            return {"name": spec.name, "status": "skipped", "reason": reason}
+        row = {"name": spec.name, "status": "done", "settings": self._settings(spec), "backend": backend,
+               "train_precision": precision if spec.mp else "fp32"}
         with Energy(country_iso_code=self.cfg.measure.country) as energy:
-            model_dir, build = self._build(spec, precision)
-            row = {"name": spec.name, "status": "done", "settings": self._settings(spec),
-                   "model_dir": str(model_dir), "backend": backend,
-                   "train_precision": precision if spec.mp else "fp32", **build, **self._score(model_dir, backend)}
+            if spec.served_from_another:
+                source, how = kind.source(self, spec)
+                if self.rows.get(source, {}).get("status") != "done":
+                    raise MahaError(f"row '{source}' has not finished, so '{spec.name}' has no model to serve")
+                model_dir = self.rows[source]["model_dir"]
+                runs = [{"seed": None, "model_dir": model_dir, "train_seconds": 0.0, **self._score(model_dir, backend)}]
+                row.update(source_row=source, chosen_by=how)
+            else:
+                runs = self._runs(spec, row["settings"], precision, backend)
+            row.update(self._summary(runs))
+            if self._wants_served(spec):
+                row["served"] = self._serve(row["model_dir"])
         row["build_seconds"] = time.time() - start
         row.update(energy.as_dict())
         return row
 
-    def _settings(self, spec: RowSpec) -> dict:
-        """Everything in the preset that shapes a row's model: a re-run rebuilds the row when this changes.
+    def _runs(self, spec: RowSpec, settings: dict, precision: str, backend: str) -> list[dict]:
+        """Build and score the row once per seed (seeds base, base+1, ...; once for unseeded kinds); each
+        finished seed is saved, so an interrupted row resumes at its next seed."""
+        kind = KINDS[spec.kind]
+        runs = list(self.partial.pop(spec.name, []))
+        for i in range(len(runs), self.cfg.seeds if kind.seeded else 1):
+            tcfg = None
+            if kind.seeded:
+                base = getattr(self.cfg, _TRAIN_SECTION[spec.kind])
+                tcfg = replace(base, seed=base.seed + i)
+            folder = spec.name.replace("+", "_") + (f"_seed{tcfg.seed}" if i else "")  # module names: identifiers
+            build = kind.build(self, spec, self.models / folder, tcfg, precision)
+            runs.append({"seed": tcfg.seed if tcfg else None, **build, **self._score(build["model_dir"], backend)})
+            if kind.seeded and self.cfg.seeds > 1:
+                self.rows[spec.name] = {"name": spec.name, "status": "partial", "settings": settings, "seeds": runs}
+                self._save()
+        return runs
 
-        Serving rows (`baseline+X`, `best+X`) take the settings of every row they may be served from.
-        """
-        cfg = self.cfg
-        made = {"teacher": {"teacher": self.teacher, "finetune": asdict(cfg.finetune)},
-                "finetune": {"finetune": asdict(cfg.finetune), "base_model": cfg.base_model},
-                "layers": {"distill": asdict(cfg.distill), "student_layers": cfg.student_layers},
-                "prune": {"prune_train": asdict(cfg.prune_train), "prune": asdict(cfg.prune)}}
-        source = {"baseline": "teacher", "best": "prune"}.get(spec.make, spec.make)
-        return {"dataset": self.dataset, "max_train_rows": cfg.max_train_rows, **made[source]}
+    def _score(self, model_dir: str, backend: str) -> dict:
+        """Test figures (all classes and learnable ones), the test predictions, and dev accuracy (for `best`)."""
+        test = predict_ids(model_dir, self.splits, "test", backend=backend, max_length=self.max_length)
+        dev = predict_ids(model_dir, self.splits, "dev", backend=backend, max_length=self.max_length)
+        m = classification_metrics(self.splits.test.labels, test, self.splits.labels, self.unlearnable)
+        sub = m.get("learnable", {})
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "accuracy_learnable": sub.get("accuracy"),
+                "macro_f1_learnable": sub.get("macro_f1"),
+                "dev_accuracy": float(np.mean(dev == np.asarray(self.splits.dev.labels))),
+                "per_class_f1": {k: v["f1"] for k, v in m["per_class"].items()}, "test_predictions": test.tolist()}
 
-    def _build(self, spec: RowSpec, precision: str) -> tuple[Path, dict]:
-        cfg, teacher = self.cfg, self.teacher_dir
-        out = self.models / spec.name.replace("+", "_")  # remote-code module names must be identifiers
+    def _summary(self, runs: list[dict]) -> dict:
+        """Row figures from its seeds: scores as the mean (and sample SD) over seeds; the model, its
+        structure, dev accuracy and per-class F1 of the first seed, which is the one timed and served."""
+        first = runs[0]
+        row = {"model_dir": first["model_dir"], "train_seconds": first["train_seconds"],
+               "dev_accuracy": first["dev_accuracy"], "test_rows": len(first["test_predictions"]),
+               "per_class_f1": first["per_class_f1"], **self._structure(first["model_dir"])}
+        for key in ("accuracy", "macro_f1", "accuracy_learnable", "macro_f1_learnable"):
+            values = [r[key] for r in runs if r[key] is not None]
+            row[key] = float(np.mean(values)) if values else None
+            if len(values) > 1:
+                row[f"{key}_sd"] = float(np.std(values, ddof=1))
+        row["seeds"] = [{k: v for k, v in r.items() if k != "per_class_f1"} for r in runs]
+        return row
 
-        def timed(fn, *args, **kwargs) -> dict:
-            t0 = time.time()
-            info = fn(*args, **kwargs)
-            seconds = info.get("result", {}).get("seconds") if isinstance(info, dict) else None
-            return {"train_seconds": seconds if seconds is not None else time.time() - t0}
-
-        if spec.make == "teacher":
-            if teacher == self.teacher:
-                return Path(teacher), {"train_seconds": _recorded_seconds(Path(teacher))}
-            return out, timed(finetune, self.teacher, self.splits, cfg.finetune, out, resume=True)
-        if spec.make == "finetune":
-            tcfg = replace(cfg.finetune, mixed_precision=precision)
-            return out, timed(finetune, self._base_model(), self.splits, tcfg, out, resume=True)
-        if spec.make == "layers":
-            return out, timed(distill, teacher, f"layers:{cfg.student_layers}", self.splits, cfg.distill, out,
-                              resume=True)
-        if spec.make == "prune":
-            tcfg = cfg.prune_train
-            if spec.mp:
-                tcfg = replace(tcfg, mixed_precision=precision)
-            pcfg = replace(cfg.prune, sparsity=spec.sparsity)
-            return out, timed(prune, teacher, self.splits, tcfg, pcfg, out, resume=True,
-                              distill_from=teacher if spec.kd else None)
-        source = self._best_pruned_kd() if spec.make == "best" else "baseline"
-        if self.rows.get(source, {}).get("status") != "done":
-            raise MahaError(f"row '{source}' has not finished, so '{spec.name}' has no model to serve")
-        return Path(self.rows[source]["model_dir"]), {"source_row": source, "train_seconds": 0.0}
-
-    def _best_pruned_kd(self) -> str:
-        """The most compressed pruned+KD row within 1 point of the baseline, else the most accurate one."""
-        candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and parse_row(n).make == "prune"
-                      and parse_row(n).kd and not parse_row(n).mp]
-        if not candidates:
-            raise MahaError("no pruned+KD row finished, so there is no 'best' model to serve")
-        base = self.rows.get("baseline", {}).get("accuracy")
-        close = [r for r in candidates if base is not None and r["accuracy"] >= base - ACCURACY_SLACK]
-        pick = max(close, key=lambda r: r["encoder_sparsity"]) if close else max(candidates, key=lambda r: r["accuracy"])
-        return pick["name"]
-
-    def _score(self, model_dir: Path, backend: str) -> dict:
-        m = evaluate_model(str(model_dir), self.splits, "test", backend=backend,
-                           max_length=self.cfg.finetune.max_length)
-        sub = m.get("without_manoranjan", {})
+    def _structure(self, model_dir: str) -> dict:
         model = load_classifier(str(model_dir))
-        params = count_params(model)
-        weights = encoder_linear_weights(model)
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "accuracy_wo_manoranjan": sub.get("accuracy"),
-                "macro_f1_wo_manoranjan": sub.get("macro_f1"), "params_total": params["total"],
-                "params_encoder": params["encoder"], "encoder_linear_weights": weights,
-                "encoder_sparsity": 1 - weights / self._teacher_weights(),
-                "test_rows": m["rows"], "per_class_f1": {k: v["f1"] for k, v in m["per_class"].items()}}
+        params, weights = count_params(model), encoder_linear_weights(model)
+        return {"params_total": params["total"], "params_encoder": params["encoder"],
+                "encoder_linear_weights": weights, "encoder_sparsity": 1 - weights / self._teacher_weights()}
+
+    def _wants_served(self, spec: RowSpec) -> bool:
+        return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another
+
+    def _serve(self, model_dir: str) -> dict:
+        """The row's (first-seed) model as a user would deploy it: ONNX Runtime int8."""
+        scores = self._score(model_dir, SERVED_BACKEND)
+        scores.pop("per_class_f1")
+        return {"backend": SERVED_BACKEND, **scores}
+
+    def _complete(self, row: dict) -> None:
+        """Add what an older version did not record to a finished row, without rebuilding its model."""
+        if "seeds" not in row:
+            run = {"seed": None, "model_dir": row["model_dir"], "train_seconds": row.get("train_seconds"),
+                   **self._score(row["model_dir"], row["backend"])}
+            row.update(self._summary([run]))
+        if self._wants_served(parse_row(row["name"])) and "served" not in row:
+            row["served"] = self._serve(row["model_dir"])
+
+    def pick_best(self) -> tuple[str, str]:
+        """The fastest compressed row within 1 point of the teacher's DEV accuracy (never test), and how
+        it was chosen. Rows are chosen before the timing session, so "fastest" is its proxy: fewest
+        encoder Linear weights (FLOPs per token); ties go to higher dev accuracy."""
+        teacher = self.rows.get("baseline", {})
+        candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and _is_candidate(parse_row(n))]
+        if teacher.get("status") != "done" or not candidates:
+            raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd)")
+        for row in [teacher, *candidates]:
+            if "dev_accuracy" not in row:  # written by an older version
+                self._complete(row)
+        floor = teacher["dev_accuracy"] - ACCURACY_SLACK
+        close = [r for r in candidates if r["dev_accuracy"] >= floor]
+        listed = ", ".join(f"{r['name']} {r['dev_accuracy']:.2%}" for r in sorted(
+            candidates, key=lambda r: r["encoder_linear_weights"]))
+        if close:
+            pick = min(close, key=lambda r: (r["encoder_linear_weights"], -r["dev_accuracy"]))
+            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within 1 point "
+                   f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})")
+        else:
+            pick = max(candidates, key=lambda r: r["dev_accuracy"])
+            how = (f"no row within 1 point of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
+                   f"accurate on dev (dev accuracy: {listed})")
+        return pick["name"], how
 
     def _teacher_weights(self) -> int:
         """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
@@ -248,23 +402,46 @@ class Grid:
             self._dense_weights = encoder_linear_weights(load_classifier(self.teacher_dir))
         return self._dense_weights
 
-    # ------------------------------------------------------------------ measuring
+    # ------------------------------------------------------------------ comparing and measuring
+    def _compare_all(self) -> None:
+        """Every row's (and served block's) paired accuracy difference to the baseline, with a bootstrap CI."""
+        base = self.rows.get("baseline", {})
+        if base.get("status") != "done":
+            return
+        y = self.splits.test.labels
+        reference = correctness(y, [base["seeds"][0]["test_predictions"]])
+        for row in self.rows.values():
+            if row.get("status") != "done":
+                continue
+            row["vs_baseline"] = paired_difference(correctness(y, [s["test_predictions"] for s in row["seeds"]]),
+                                                   reference)
+            if "served" in row:
+                row["served"]["vs_baseline"] = paired_difference(correctness(y, [row["served"]["test_predictions"]]),
+                                                                 reference)
+
     def _measure_all(self) -> None:
-        """Time every finished row in one interleaved session; sizes and peak memory per row."""
+        """Time every finished row and served block in one interleaved session; sizes and peak memory per row."""
         done = [r for r in self.rows.values() if r.get("status") == "done"]
         if not done:
             return
         texts = self.splits.test.texts[: self.cfg.measure.texts]
-        backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.cfg.finetune.max_length,
-                                            threads=self.cfg.measure.threads) for r in done}
+        threads = self.cfg.measure.threads
+        served = {_served_key(r["name"]): r for r in done if "served" in r}
+        backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads)
+                    for r in done}
+        backends |= {key: load_backend(r["model_dir"], r["served"]["backend"], max_length=self.max_length,
+                                       threads=threads) for key, r in served.items()}
         timing = speedups(latency(backends, texts, repeats=self.cfg.measure.repeats, warmup=self.cfg.measure.warmup,
-                                  threads=self.cfg.measure.threads))
+                                  threads=threads))
         del backends
         for row in done:
             row.update(timing.get(row["name"], {}))
-            row["disk_mb"] = _disk_mb(Path(row["model_dir"]), row["backend"])
-            row["peak_rss_mb"] = peak_memory_mb(row["model_dir"], row["backend"], texts,
-                                                threads=self.cfg.measure.threads)
+            row["disk_mb"] = served_size_mb(row["model_dir"], row["backend"])
+            row["peak_rss_mb"] = peak_memory_mb(row["model_dir"], row["backend"], texts, max_length=self.max_length,
+                                                threads=threads)
+        for key, row in served.items():
+            row["served"].update(timing.get(key, {}))
+            row["served"]["disk_mb"] = served_size_mb(row["model_dir"], row["served"]["backend"])
 
     def _save(self) -> None:
         order = {n: i for i, n in enumerate(self.cfg.rows)}
@@ -275,22 +452,25 @@ class Grid:
         summary = self.splits.summary()
         return {"preset": self.preset, "dataset": self.dataset, "teacher": self.teacher,
                 "train_rows": summary["splits"]["train"]["rows"], "dev_rows": summary["splits"]["dev"]["rows"],
-                "test_rows": summary["splits"]["test"]["rows"], "machine": _machine(),
+                "test_rows": summary["splits"]["test"]["rows"], "max_length": self.max_length,
+                "seeds": self.cfg.seeds, "size_unit": "MiB", "machine": _machine(),
+                "unlearnable_classes": self.unlearnable,
                 "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
                 | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},
-                "config": asdict(self.cfg)}
+                "config": asdict(self.cfg), "test_labels": list(self.splits.test.labels)}
 
     def _caveats(self, rows: list[dict]) -> list[str]:
         notes = []
-        if "Manoranjan" in self.splits.labels and not self.splits.summary()["splits"]["train"]["labels"].get("Manoranjan"):
-            notes.append("No Manoranjan row survives in training (every one also occurs in the test file), so "
-                         "no model can predict that class: compare the 'w/o Man.' columns with published figures.")
+        if self.unlearnable:
+            notes.append(f"No training row of {', '.join(self.unlearnable)} is left after cleaning, so no model can "
+                         "predict it: the 'w/o untrained classes' columns leave its test rows out.")
         if any(r.get("energy_measured") is False for r in rows):
             notes.append("Energy is CodeCarbon's estimate (no hardware power counters readable here), not a "
                          "measurement; CO2 uses the configured country's grid intensity.")
-        failed = [r["name"] for r in rows if r.get("status") == "failed"]
-        if failed:
-            notes.append(f"Rows that could not run stay in the table with their reason: {', '.join(failed)}.")
+        for status, what in (("failed", "could not run"), ("skipped", "were not run on this machine")):
+            names = [r["name"] for r in rows if r.get("status") == status]
+            if names:
+                notes.append(f"Rows that {what} stay in the table with their reason: {', '.join(names)}.")
         notes.append("Timings are ratios from one process on this machine; absolute milliseconds depend on it.")
         return notes
 
@@ -320,6 +500,18 @@ def encoder_linear_weights(model: torch.nn.Module) -> int:
                if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}.")
 
 
+def _timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
+    """Run a builder; the model folder and its training seconds (as the trainer recorded them, else wall time)."""
+    t0 = time.time()
+    info = fn(*args, **kwargs)
+    seconds = info.get("result", {}).get("seconds") if isinstance(info, dict) else None
+    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0}
+
+
+def _served_key(name: str) -> str:
+    return f"{name} (served)"
+
+
 def _recorded_seconds(model_dir: Path) -> float | None:
     record = model_dir / "training.json"
     if record.is_file():
@@ -327,22 +519,18 @@ def _recorded_seconds(model_dir: Path) -> float | None:
     return None
 
 
-def _disk_mb(model_dir: Path, backend: str) -> float:
-    if backend.startswith("onnx"):
-        return onnx_path(model_dir, quantized=backend == "onnx-int8").stat().st_size / 1e6
-    if backend == "int8":
-        buf = io.BytesIO()
-        torch.save(quantize_int8(load_classifier(str(model_dir))).state_dict(), buf)
-        return buf.tell() / 1e6
-    return size_on_disk_mb(model_dir)
-
-
-def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None) -> list[Path]:
+def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None,
+              seeds: int | None = None) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns the reports.
 
-    One dataset writes into `out`; several write into `out/<dataset>/`, one report each.
+    One dataset writes into `out`; several write into `out/<dataset>/`, one report each. `seeds`
+    overrides the preset's number of seeds per trained row.
     """
     cfg, name = load_preset(preset)
+    if seeds is not None:
+        if seeds < 1:
+            raise MahaError(f"--seeds {seeds}: expected 1 or more")
+        cfg = replace(cfg, seeds=seeds)
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")

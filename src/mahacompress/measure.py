@@ -3,12 +3,14 @@
 Latency is measured INTERLEAVED: each repeat runs every backend in turn on the same pre-tokenised
 batches, rotating the order, so a slow spell of the machine (another job, thermal throttling) hits all
 rows alike instead of whichever row happened to run then. Peak memory comes from a fresh process per
-row, so one row's allocations never inflate the next. Sizes are in MiB (2**20 bytes), named "mb".
+row, so one row's allocations never inflate the next. Every size is measured here, in MiB (2**20
+bytes), named "mb" in keys.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -25,7 +27,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .errors import MahaError
-from .precision import Backend, ensure_onnx, load_backend
+from .models import load_classifier
+from .precision import Backend, ensure_onnx, load_backend, quantize_int8
 
 DEFAULT_THREADS = 2  # the development machine's core count; fixed so rows are comparable across runs
 MIB = 2**20
@@ -164,6 +167,18 @@ def size_on_disk_mb(path: str | Path) -> float:
     if not files:
         raise MahaError(f"{path}: no weight files ({', '.join(WEIGHT_PATTERNS)})")
     return sum(f.stat().st_size for f in files) / MIB
+
+
+def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None) -> float:
+    """MiB of what serving `model_dir` with `backend` loads: the (int8) ONNX file, the int8-quantised
+    state dict (as torch.save writes it), or the checkpoint's weight files for fp32/bf16/fp16."""
+    if backend.startswith("onnx"):
+        return size_on_disk_mb(ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir))
+    if backend == "int8":
+        buf = io.BytesIO()
+        torch.save(quantize_int8(load_classifier(str(model_dir))).state_dict(), buf)
+        return buf.tell() / MIB
+    return size_on_disk_mb(model_dir)
 
 
 def count_params(model: torch.nn.Module) -> dict[str, int]:

@@ -37,8 +37,8 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 import torch
 
+from .batching import length_sorted_batches
 from .errors import MahaError
-from .evaluate import length_sorted_batches
 from .models import load_classifier, load_tokenizer
 
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8")

@@ -1,10 +1,14 @@
-"""Table and plots from `results.json` only, so a report can be re-made without re-measuring anything."""
+"""Table and plots from `results.json` only, so a report can be re-made without re-measuring anything.
+
+Reads results written by older versions too: `_upgrade` maps their keys to today's names on read.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -12,24 +16,34 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .errors import MahaError  # noqa: E402
 from .files import write_text  # noqa: E402
 
-# (field, header, format) of the Markdown table, in the order a user reads them when choosing a model
+SLACK_POINTS = 1.0  # "within 1 point of the baseline"
+MIB_PER_MB = 1e6 / 2**20
+
+# (field, header, format) of the Markdown table, in the order a user reads them when choosing a model.
+# A dotted field reads a nested block (`served.x`: the row's model in ONNX Runtime int8).
 COLUMNS = [
     ("name", "row", "{}"),
     ("accuracy", "acc.", "{:.2%}"),
+    ("vs_baseline", "Δ acc. vs baseline [95% CI]", "{}"),
     ("macro_f1", "macro-F1", "{:.2%}"),
-    ("accuracy_wo_manoranjan", "acc. w/o Man.", "{:.2%}"),
-    ("macro_f1_wo_manoranjan", "F1 w/o Man.", "{:.2%}"),
+    ("accuracy_learnable", "acc. w/o untrained classes", "{:.2%}"),
+    ("macro_f1_learnable", "F1 w/o untrained classes", "{:.2%}"),
     ("encoder_sparsity", "enc. sparsity", "{:.1%}"),
     ("params_total", "params", "{:,}"),
-    ("disk_mb", "disk MB", "{:.0f}"),
+    ("disk_mb", "disk MiB", "{:.0f}"),
     ("latency_ms_b1_p50", "b1 p50 ms", "{:.1f}"),
     ("latency_ms_b32_p50", "b32 p50 ms", "{:.0f}"),
     ("latency_ms_b32_p95", "b32 p95 ms", "{:.0f}"),
     ("throughput_b32", "texts/s", "{:.0f}"),
     ("speedup_b32", "speedup b32", "{:.2f}x"),
-    ("peak_rss_mb", "peak MB", "{:.0f}"),
+    ("served.accuracy", "served acc.", "{:.2%}"),
+    ("served.vs_baseline", "served Δ acc. [95% CI]", "{}"),
+    ("served.speedup_b32", "served speedup b32", "{:.2f}x"),
+    ("served.disk_mb", "served disk MiB", "{:.0f}"),
+    ("peak_rss_mb", "peak MiB", "{:.0f}"),
     ("train_seconds", "train s", "{:.0f}"),
     ("energy_kwh", "kWh", "{:.4f}"),
     ("co2_kg", "CO2 kg", "{:.4f}"),
@@ -37,20 +51,41 @@ COLUMNS = [
 ]
 
 
+def _get(row: dict, key: str):
+    for part in key.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return row
+
+
 def _cell(row: dict, key: str, fmt: str) -> str:
-    value = row.get(key)
+    value = _get(row, key)
     if isinstance(value, bool):  # energy_measured
         return "measured" if value else "estimated"
-    return "–" if value is None else fmt.format(value)
+    if value is None:
+        return "–"
+    if key.endswith("vs_baseline"):
+        return _difference(value)
+    text = fmt.format(value)
+    sd = _get(row, f"{key}_sd")
+    return f"{text} ± {sd:.2%}" if sd is not None else text
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def _difference(d: dict) -> str:
+    return f"{100 * d['difference']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+
+
+def markdown_table(rows: list[dict], unlearnable: list[str] | None = None) -> str:
+    """The results table; columns no row has a value for are left out, and the 'w/o untrained classes'
+    headers name the classes."""
+    columns = [c for c in COLUMNS if c[0] == "name" or any(_get(r, c[0]) is not None for r in rows)]
+    named = f": {', '.join(unlearnable)}" if unlearnable else ""
+    headers = [h + named if "untrained" in h else h for _, h, _ in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        if row.get("status") == "failed":
-            lines.append(f"| {row['name']} | not run: {row.get('reason', 'unknown')} |" + " |" * (len(COLUMNS) - 2))
-        else:
-            lines.append("| " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |")
+        if row.get("status") in ("failed", "skipped"):
+            lines.append(f"| {row['name']} | not run: {row.get('reason', 'unknown')} |" + " |" * (len(columns) - 2))
+        elif row.get("status") == "done":
+            lines.append("| " + " | ".join(_cell(row, k, f) for k, _, f in columns) + " |")
     return "\n".join(lines)
 
 
@@ -64,12 +99,41 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     return front
 
 
+def _upgrade(results: dict, path: Path) -> dict:
+    """Map results written by older versions onto today's keys, or stop with one line naming the file.
+
+    Old files named the metrics without classes that have no training rows after the one class they
+    left out (`accuracy_wo_<class>`), and measured int8/ONNX disk sizes in MB (1e6), the rest in MiB.
+    """
+    rows = results.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
+        raise MahaError(f"{path}: not a results.json written by `mahacompress reproduce` (no list of named rows)")
+    meta = results.setdefault("meta", {})
+    old_units = "size_unit" not in meta
+    excluded: set[str] = set()
+    for row in rows:
+        for key in [k for k in row if re.fullmatch(r"(accuracy|macro_f1)_wo_\w+", k)]:
+            metric, _, cls = key.partition("_wo_")
+            row.setdefault(f"{metric}_learnable", row.pop(key))
+            excluded |= {c for c in row.get("per_class_f1", {}) if c.lower() == cls} or {cls}
+        if old_units and str(row.get("backend", "")).startswith(("int8", "onnx")) and row.get("disk_mb"):
+            row["disk_mb"] *= MIB_PER_MB
+    meta.setdefault("unlearnable_classes", sorted(excluded))
+    meta["size_unit"] = "MiB"
+    return results
+
+
 def write_report(out_dir: Path) -> Path:
     """results.json -> results.csv, report.md and three PNG plots in the same folder."""
     out_dir = Path(out_dir)
-    results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    path = out_dir / "results.json"
+    try:
+        results = _upgrade(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise MahaError(f"{path}: cannot be read as results ({str(exc).splitlines()[0]})") from None
     rows = results["rows"]
     done = [r for r in rows if r.get("status") == "done"]
+    meta = results["meta"]
 
     buf = io.StringIO()
     fields = sorted({k for r in rows for k in r if not isinstance(r[k], (dict, list))})
@@ -80,47 +144,83 @@ def write_report(out_dir: Path) -> Path:
     write_text(out_dir / "results.csv", buf.getvalue())
 
     plots = _plots(done, out_dir)
-    meta = results.get("meta", {})
+    max_length = meta.get("max_length")
     md = [f"# mahacompress grid: preset `{meta.get('preset', '?')}` on `{meta.get('dataset', '?')}`", "",
-          markdown_table(rows), "",
-          "Accuracy and macro-F1 are fractions of the test split; latencies are milliseconds per batch; "
-          "`speedup b32` = the baseline's batch-32 latency / the row's, both measured in the same process, "
-          "interleaved, median of the repeats below. `enc. sparsity` = share of the teacher's encoder Linear "
-          "weights that the row's model no longer has. Energy and CO2 cover building the row (training) and "
-          "scoring the test split once.", ""]
+          markdown_table(rows, meta.get("unlearnable_classes")), "",
+          "Accuracy and macro-F1 are fractions of the test split"
+          + (f" (mean ± SD over {meta['seeds']} seeds for trained rows)" if meta.get("seeds", 1) > 1 else "")
+          + "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
+          "with a 95% bootstrap interval. Latencies are milliseconds per batch, without tokenisation (texts are "
+          "tokenised before timing); `speedup b32` = the baseline's batch-32 latency / the row's, both measured in "
+          "the same process, interleaved, median of the repeats below. `served` = the same model in ONNX Runtime "
+          "int8, timed in the same session. "
+          + (f"Every row is scored and timed with max_length {max_length} (the baseline's) on the same test texts. "
+             if max_length else "")
+          + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
+          "Sizes are MiB (2^20 bytes). Energy and CO2 cover building the row (training) and scoring it.", ""]
+    md += _findings(done)
     for plot in plots:
         md.append(f"![{plot.stem}]({plot.name})")
     md += ["", "## Setup", ""]
     md += [f"- **{k}**: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
     for k, v in meta.items():
-        if isinstance(v, (dict, list)):
+        if isinstance(v, (dict, list)) and k != "test_labels":
             md.append(f"- **{k}**: `{json.dumps(v, ensure_ascii=False)}`")
     caveats = results.get("caveats", [])
     if caveats:
         md += ["", "## Caveats", ""] + [f"- {c}" for c in caveats]
-    path = out_dir / "report.md"
-    write_text(path, "\n".join(md) + "\n")
-    return path
+    report = out_dir / "report.md"
+    write_text(report, "\n".join(md) + "\n")
+    return report
+
+
+def _findings(rows: list[dict]) -> list[str]:
+    """Which rows are within 1 point of the baseline (and whether the interval agrees); how `best` chose."""
+    lines = []
+    compared = [(r["name"], r["vs_baseline"]) for r in rows if r.get("vs_baseline") and r["name"] != "baseline"]
+    compared += [(f"{r['name']} (served)", r["served"]["vs_baseline"]) for r in rows
+                 if isinstance(r.get("served"), dict) and r["served"].get("vs_baseline")]
+    if compared:
+        lines += ["## Within 1 point of the baseline?", ""]
+        for name, d in compared:
+            close = d["difference"] * 100 >= -SLACK_POINTS
+            sure = d["ci_low"] * 100 >= -SLACK_POINTS
+            verdict = ("yes, and the interval says so too" if close and sure else
+                       "yes by its point estimate, but the interval reaches below -1 point" if close else
+                       "no, and the interval agrees" if d["ci_high"] * 100 < -SLACK_POINTS else
+                       "no by its point estimate, but the interval reaches above -1 point")
+            lines.append(f"- **{name}**: {_difference(d)} points: {verdict}.")
+        lines.append("")
+    for r in rows:
+        if r.get("chosen_by"):
+            lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
+    return lines + ([""] if lines and lines[-1] else [])
 
 
 def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
     paths = []
-    measured = [r for r in rows if r.get("speedup_b32") is not None and r.get("accuracy") is not None]
-    if measured:
-        points = [(r["name"], r["speedup_b32"], r["accuracy"]) for r in measured]
-        front = set(pareto_front(points))
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, s, a in points:
-            ax.scatter(s, 100 * a, color="tab:red" if name in front else "tab:blue", zorder=3)
-            ax.annotate(name, (s, 100 * a), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        line = sorted((s, 100 * a) for n, s, a in points if n in front)
+    points = [(r["name"], r["speedup_b32"], r["accuracy"]) for r in rows
+              if r.get("speedup_b32") is not None and r.get("accuracy") is not None]
+    served = [(f"{r['name']} (served)", r["served"]["speedup_b32"], r["served"]["accuracy"]) for r in rows
+              if isinstance(r.get("served"), dict) and r["served"].get("speedup_b32") is not None]
+    if points or served:
+        front = set(pareto_front(points + served))
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for group, marker, label in ((points, "o", "PyTorch (as the row is built)"),
+                                     (served, "s", "served: ONNX Runtime int8")):
+            for name, s, a in group:
+                ax.scatter(s, 100 * a, color="tab:red" if name in front else "tab:blue", marker=marker, zorder=3)
+                ax.annotate(name, (s, 100 * a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if group:
+                ax.scatter([], [], color="gray", marker=marker, label=label)
+        line = sorted((s, 100 * a) for n, s, a in points + served if n in front)
         ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", lw=1, label="Pareto front")
         ax.set_xlabel("speedup at batch 32 (x, vs baseline, same run)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         paths.append(_save(fig, out_dir / "accuracy_vs_speedup.png"))
-    for key, label, name in (("disk_mb", "size on disk (MB)", "size.png"), ("co2_kg", "CO2 (kg)", "co2.png")):
+    for key, label, name in (("disk_mb", "size on disk (MiB)", "size.png"), ("co2_kg", "CO2 (kg)", "co2.png")):
         have = [r for r in rows if r.get(key) is not None]
         if have:
             fig, ax = plt.subplots(figsize=(7, 3.5))
