@@ -53,6 +53,14 @@ def runtime_file(model_dir: str | Path, backend: str, cache_dir: str | Path | No
     return onnx_path(model_dir, cache_dir=cache_dir).parent / _FILES[backend]
 
 
+def served_files(model_dir: str | Path, backend: str, cache_dir: str | Path | None = None) -> list[Path]:
+    """The files an ONNX or OpenVINO backend of `model_dir` serves from (for sizes on disk)."""
+    if backend in ("onnx", "onnx-int8"):
+        return [onnx_path(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir)]
+    path = runtime_file(model_dir, backend, cache_dir)
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
 def load_runtime(model_dir: str | Path, backend: str, *, max_length: int, threads: int | None,
                  cache_dir: str | Path | None = None, calibration_texts: Sequence[str] | None = None):
     """A Backend for one of RUNTIME_BACKENDS, building (or reusing) its cached file first."""
