@@ -113,7 +113,7 @@ def report(result: dict) -> str:
             agree = "" if r["agreement_with_fp32"] is None else f"{r['agreement_with_fp32']:.1%}"
             lines.append(f"| {r['mode']} | {r['accuracy']:.2%} | {r['macro_f1']:.2%} | {agree} | "
                          f"{r['latency_ms_b32_p50']:.1f} | {r['speedup_b32']:.2f}x | {own_b32:.2f}x | "
-                         f"{r['latency_ms_b1_p50']:.2f} | {r['speedup_b1']:.2f}x | {r["disk_mb"]:.1f} | {note} |")
+                         f"{r['latency_ms_b1_p50']:.2f} | {r['speedup_b1']:.2f}x | {r['disk_mb']:.1f} | {note} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -45,8 +45,8 @@ from .evaluate import length_sorted_batches
 from .hardware import cpu_bf16_gap, native_bf16, ort_int8_options
 from .models import load_classifier, load_tokenizer
 
-BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino",
-            "openvino-int8")
+RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
+BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS)
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
 INT8_ENGINE = "x86"  # x86 ~ fbgemm (within noise), onednn slower (module docstring); x86 dispatches per op
 ONNX_OPSET = 18
@@ -176,7 +176,7 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
     """
     if backend not in BACKENDS:
         raise MahaError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if backend in ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8"):
+    if backend in RUNTIME_BACKENDS:
         from .runtimes import load_runtime  # imports precision: loaded here, not at module level
 
         return load_runtime(model_dir, backend, max_length=max_length, threads=threads, cache_dir=cache_dir,

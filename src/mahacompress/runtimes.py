@@ -6,10 +6,12 @@ int8). Each backend here builds its file once from the model's cached fp32 ONNX 
 ensure_onnx) and caches it beside it, rebuilt when that export is newer:
 
 - onnx-int8-fused: ONNX Runtime's transformer optimizer (fused SkipLayerNorm, BiasGelu and, where it
-  recognises the pattern, Attention), then dynamic int8. The attention pattern is only recognised in
-  the TorchScript export of a model with one head count for all layers, given explicitly; for pruned
-  checkpoints (heads per layer) and in the dynamo export, auto-detection (num_heads=0) finds no
-  Attention, so only the other fusions apply. `fusion.json` beside the file records what fused.
+  recognises the pattern, Attention), then dynamic int8. Attention fuses only for stock BERT/XLM-R
+  (e5) models exported by TorchScript with eager attention and the head count given explicitly
+  (checked with onnxruntime 1.32, transformers 5.24): the dynamo export's attention is never matched,
+  head-count auto-detection (num_heads=0) fails on both exports, and pruned checkpoints' own attention
+  code is not matched even when every layer keeps the same heads. So pruned models get SkipLayerNorm
+  and BiasGelu fusion only; `fusion.json` beside the file records what fused.
 - onnx-int8-static: activations and weights int8 (QDQ, weights per channel), activation ranges
   calibrated on `calibration_texts` (MinMax); can lose accuracy, so measure it.
 - openvino: the ONNX export compiled by OpenVINO's CPU plugin, fp32 (its default on bf16-capable CPUs
@@ -38,10 +40,9 @@ from .evaluate import length_sorted_batches
 from .files import staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
-from .precision import _Batched, OnnxBackend, ONNX_OPSET, _EXAMPLE_TEXTS, _quiet_logs, _staged_file, _stale, \
-    ensure_onnx, onnx_path
+from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, RUNTIME_BACKENDS, OnnxBackend, _Batched, _quiet_logs, \
+    _staged_file, _stale, ensure_onnx, onnx_path
 
-RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")
 CALIBRATED = ("onnx-int8-static", "openvino-int8")
 CALIBRATION_BATCH = 8
 _FILES = {"onnx-int8-fused": "model-fused-int8.onnx", "onnx-int8-static": "model-int8-static.onnx",
@@ -74,8 +75,8 @@ def load_runtime(model_dir: str | Path, backend: str, *, max_length: int, thread
     stamp = _calibration_stamp(calibration_texts, max_length) if calibration_texts else None
     if _stale(target, [fp32]) or (stamp and _recorded_stamp(target) != stamp):
         if not calibration_texts:
-            raise MahaError(f"{model_dir}: {backend} calibrates activation ranges on training texts; "
-                            "pass calibration_texts (none are cached)")
+            raise MahaError(f"{model_dir}: {backend} calibrates activation ranges on training texts and none "
+                            "are cached: pass calibration_texts (or build it once with benchmarks/runtimes.py)")
         batches = _calibration_batches(tokenizer, calibration_texts, max_length)
         if backend == "onnx-int8-static":
             _quantize_static(fp32, target, batches)
@@ -126,6 +127,7 @@ def ensure_fused_int8(model_dir: str | Path, cache_dir: str | Path | None = None
     heads = getattr(config, "heads_per_layer", None)
     uniform = heads is None or len(set(heads)) == 1
     exported = target.with_name("model-torchscript.onnx")
+    exported.parent.mkdir(parents=True, exist_ok=True)
     _export_torchscript(model_dir, exported)
     num_heads = (heads[0] if heads else config.num_attention_heads) if uniform else 0
     hidden = (num_heads * (getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
