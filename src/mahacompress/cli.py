@@ -36,7 +36,9 @@ DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated tes
 MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
 HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8")]
+Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8 | onnx-int8-fused | "
+                                           "onnx-int8-static | openvino | openvino-int8 (calibrated int8: built "
+                                           "first by benchmarks/runtimes.py)")]
 TransferSetOpt = Annotated[Optional[str], typer.Option(
     "--transfer-set", help="Unlabelled text for the teacher to label: a CSV (--transfer-text-col) or one text per line.")]
 TransferTextCol = Annotated[Optional[str], typer.Option(help="Text column of a CSV transfer set (default: text).")]

@@ -504,15 +504,12 @@ class Grid:
 
 
 def _machine() -> str:
-    """CPU model, core count and torch threads (plus the GPU when one is used)."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    """CPU model with its instruction sets (what bf16/int8 rows can use), core count and torch threads
+    (plus the GPU when one is used)."""
+    from .hardware import describe
+
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads{gpu}"
+    return f"{describe()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads{gpu}"
 
 
 def _version(package: str) -> str:
