@@ -27,6 +27,7 @@ from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
 from .models import load_classifier, load_tokenizer, save_classifier
+from .pruning.structure import layer_list, set_layer_list
 from .train import fit
 from .transfer import TransferSet
 
@@ -154,32 +155,20 @@ def layer_student(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
     The first and last layers are always kept (spacing by linspace), so the student starts with the
     teacher's embeddings, its top layer and its classification head, and a sensible function.
     """
-    layers = _encoder_layers(teacher)
+    layers = layer_list(teacher)
     total = len(layers)
     if not 1 <= n_layers <= total:
         raise MahaError(f"layers:{n_layers}: the teacher has {total} layers; choose 1..{total}")
     keep = evenly_spaced(n_layers, total)
     student = copy.deepcopy(teacher)
-    _set_encoder_layers(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
+    set_layer_list(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
     student.config.num_hidden_layers = len(keep)
     student.config.distilled_from_layers = keep
-    for i, layer in enumerate(_encoder_layers(student)):  # attention modules know their index in v5
+    for i, layer in enumerate(layer_list(student)):  # attention modules know their index in v5
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = i
     return student
-
-
-def _encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    base = getattr(model, model.base_model_prefix, model)
-    try:
-        return base.encoder.layer
-    except AttributeError:
-        raise MahaError(f"{model.config.model_type}: layer students need a BERT-style encoder.layer list") from None
-
-
-def _set_encoder_layers(model: PreTrainedModel, layers: torch.nn.ModuleList) -> None:
-    getattr(model, model.base_model_prefix, model).encoder.layer = layers
 
 
 def describe(student_spec: str) -> dict:
