@@ -56,7 +56,7 @@ def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
 def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, monkeypatch):
     import mahacompress.grid as grid
 
-    monkeypatch.setattr(grid, "unsupported", lambda spec, precision: "needs AVX512-BF16" if spec.mp else None)
+    monkeypatch.setattr(grid, "unsupported", lambda spec: "needs AVX512-BF16" if spec.mp else None)
     g = Grid("teacher", GridConfig(rows=["baseline", "mp"]), "x", "d", tmp_path)
     assert g._build_and_score(parse_row("mp")) == {"name": "mp", "status": "skipped", "reason": "needs AVX512-BF16"}
 

@@ -35,8 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import MahaError
 from .batching import length_sorted_batches
+from .errors import MahaError
 from .files import staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
