@@ -56,7 +56,7 @@ def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
 def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, monkeypatch):
     import mahacompress.grid as grid
 
-    monkeypatch.setattr(grid, "unsupported", lambda backend, train: "needs AVX512-BF16" if train == "bf16" else None)
+    monkeypatch.setattr(grid, "unsupported", lambda spec: "needs AVX512-BF16" if spec.mp else None)
     g = Grid("teacher", GridConfig(rows=["baseline", "mp"]), "x", "d", tmp_path)
     assert g._build_and_score(parse_row("mp")) == {"name": "mp", "status": "skipped", "reason": "needs AVX512-BF16"}
 
@@ -248,3 +248,32 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
     resumed = Grid("teacher", three, "x", "mahanews-shc", tmp_path)
     assert resumed.partial == {"kd": [{"seed": 42}]} and resumed.rows["kd"]["status"] == "partial"
+
+
+def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_splits, tmp_path):
+    data = tmp_path / "data"
+    _toy_csvs(data, toy_splits)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
+    transfer = tmp_path / "unlabelled.txt"  # one toy text of each split: the test one must be dropped
+    transfer.write_text(f"{toy_splits.train.texts[0]} नवीन\n{toy_splits.test.texts[0]}\n", encoding="utf-8")
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET.format(data=data) + f"transfer: {{path: {transfer}, ngram: 8}}\n")
+    cfg, _ = load_preset(preset)
+    cfg = replace(cfg, rows=["baseline", "kd1", "kd1+tr"])
+    Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    assert rows["kd1+tr"]["status"] == "done", rows["kd1+tr"]
+    assert rows["kd1+tr"]["transfer"]["kept"] == 1 and rows["kd1+tr"]["transfer"]["dropped_overlap"] == 1
+    assert rows["kd1+tr"]["settings"]["transfer"]["path"] == str(transfer) and "transfer" not in rows["kd1"]["settings"]
+    assert "Rows marked `+tr`" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_tr_rows_need_a_teacher_and_a_named_transfer_set(tmp_path):
+    assert parse_row("kd4+tr").tr and parse_row("p50+kd+tr").tr and not parse_row("p50+kd").tr
+    with pytest.raises(MahaError, match="row 'p50\\+tr'"):
+        parse_row("p50+tr")  # pruning without a teacher has nothing to label the transfer set
+    preset = tmp_path / "p.yaml"
+    preset.write_text("rows: [baseline, kd2+tr]\n")
+    with pytest.raises(MahaError, match="names none"):
+        load_preset(preset)

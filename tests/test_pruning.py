@@ -230,6 +230,90 @@ def test_onnx_export_matches(pruned_dir, tmp_path):
     assert abs(torch.from_numpy(got) - logits).max() <= 1e-4
 
 
+def _masked_and_pruned(family: str):
+    """A model with hand-made masks (layer 0: no heads; layer 1: no FFN neurons) and its compacted form."""
+    if family == "bert":
+        model = _bert()
+    else:
+        torch.manual_seed(0)
+        model = XLMRobertaForSequenceClassification(XLMRobertaConfig(**TINY, max_position_embeddings=40)).eval()
+    _zero_out(model, MASKS)
+    return model, compact(model, structure_of(model))
+
+
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
+def test_compacted_model_is_the_stock_class_with_the_dense_kernel(family):
+    model, pruned = _masked_and_pruned(family)
+    assert isinstance(pruned, type(model))  # the stock forward code runs, only Linear sizes differ
+    assert pruned.config._attn_implementation == model.config._attn_implementation == "sdpa"
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[1])  # heads of the layer
+        return real(*args, **kwargs)
+
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+        pruned(**_inputs())
+    assert calls == [3]  # layer 0 has no heads left; layer 1 keeps 3 of 4
+
+
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
+def test_compacted_model_returns_hidden_states_like_the_masked_one(family):
+    model, pruned = _masked_and_pruned(family)
+    with torch.no_grad():
+        want = model(**_inputs(), output_hidden_states=True).hidden_states
+        got = pruned(**_inputs(), output_hidden_states=True).hidden_states
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        assert (g - w).abs().max() <= 1e-4
+
+
+def test_compacted_model_returns_attentions_under_eager(tmp_path):
+    _, pruned = _masked_and_pruned("bert")
+    save_pruned(pruned, tmp_path / "p")
+    from transformers import AutoModelForSequenceClassification
+
+    eager = AutoModelForSequenceClassification.from_pretrained(tmp_path / "p", trust_remote_code=True,
+                                                               attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = eager(**_inputs(), output_attentions=True)
+    assert [tuple(a.shape) for a in out.attentions] == [(3, 0, 11, 11), (3, 3, 11, 11)]
+    assert torch.allclose(out.attentions[1].sum(-1), torch.ones(3, 3, 11))  # rows are softmax weights
+    assert (out.logits - pruned(**_inputs()).logits).abs().max() <= 1e-4
+
+
+def test_compacted_model_honours_problem_type(tmp_path):
+    model = _bert(problem_type="multi_label_classification")
+    _zero_out(model, MASKS)
+    save_pruned(compact(model, structure_of(model)), tmp_path / "p")
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "p", trust_remote_code=True)
+    assert loaded.config.problem_type == "multi_label_classification"
+    targets = torch.tensor([[1.0, 0.0, 1.0]] * 3)
+    with torch.no_grad():
+        out = loaded(**_inputs(), labels=targets)
+    want = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, targets)
+    assert torch.isclose(out.loss, want)
+
+
+def test_compacted_folder_exports_with_the_grid_exporter(pruned_dir, tmp_path):
+    """precision's exporter (dynamo, dynamic axes) on a folder holding an empty attention and an empty FFN."""
+    pytest.importorskip("onnxscript")
+    from mahacompress.precision import load_backend
+
+    folder, _ = pruned_dir
+    texts = ["नमस्कार, आज पुण्यात पाऊस पडला", "आणि वाहतूक मंदावली.", "नमस्कार"]
+    tok = tiny_tokenizer(texts * 3, vocab_size=100)
+    assert len(tok) <= 100  # the tiny model's vocabulary
+    tok.save_pretrained(folder)
+    ref = load_backend(str(folder), "fp32", device="cpu", max_length=16).logits(texts)
+    got = load_backend(str(folder), "onnx", max_length=16, cache_dir=tmp_path / "onnx").logits(texts)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def toy_tok(toy_splits):
     return tiny_tokenizer(toy_splits.train.texts + toy_splits.dev.texts, vocab_size=200)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .config import DataConfig, PruneConfig, TrainConfig
+from .config import DataConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
 
 app = typer.Typer(help="Make Marathi text classifiers small, fast and cheap.", no_args_is_help=True,
@@ -36,7 +36,17 @@ DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated tes
 MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
 HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8")]
+Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8 | onnx-int8-fused | "
+                                           "onnx-int8-static | openvino | openvino-int8 (calibrated int8: built "
+                                           "first by benchmarks/runtimes.py)")]
+TransferSetOpt = Annotated[Optional[str], typer.Option(
+    "--transfer-set", help="Unlabelled text for the teacher to label: a CSV (--transfer-text-col) or one text per line.")]
+TransferTextCol = Annotated[Optional[str], typer.Option(help="Text column of a CSV transfer set (default: text).")]
+TransferLabelCol = Annotated[Optional[str], typer.Option(
+    help="Label column of the transfer set: reports teacher agreement; with --transfer-use-labels, trains on it.")]
+TransferWindow = Annotated[int, typer.Option(help="Cut transfer texts into windows of this many words.")]
+TransferMax = Annotated[Optional[int], typer.Option(help="Keep a seeded random sample of at most this many pieces.")]
+TransferUseLabels = Annotated[bool, typer.Option(help="Also train on the transfer set's own labels.")]
 
 
 def _splits(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
@@ -45,6 +55,23 @@ def _splits(dataset: str, data_dir: str | None, text_col: str | None, label_col:
 
     return load_splits(DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
                                   dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed))
+
+
+def _transfer(splits, path: str | None, text_col: str | None, label_col: str | None, window: int,
+              max_pieces: int | None, use_labels: bool, data_dir: str | None):
+    """The transfer set named on the command line (None without --transfer-set), its counts printed."""
+    if path is None:
+        return None
+    from .transfer import build_transfer
+
+    cfg = TransferConfig(path=path, text_col=text_col, label_col=label_col, window_words=window,
+                         max_pieces=max_pieces, use_labels=use_labels)
+    transfer = build_transfer(cfg, splits.dev.texts + splits.test.texts, data_dir=data_dir)
+    c = transfer.counts
+    console.print(f"transfer set {c['file']}: {c['kept']} pieces kept of {c['pieces']} "
+                  f"({c['dropped_overlap']} overlapping dev/test texts, {c['dropped_duplicate']} duplicates, "
+                  f"{c['dropped_by_cap']} over the cap dropped)", markup=False, highlight=False)
+    return transfer
 
 
 def _print_json(obj: object) -> None:
@@ -133,6 +160,9 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
             alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
             temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
             hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
+            transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
+            transfer_label_col: TransferLabelCol = None, transfer_window: TransferWindow = TransferConfig.window_words,
+            transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
             mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
     """Knowledge distillation into a shallower student, an existing student, or a pruned teacher."""
     from .distill import describe
@@ -142,12 +172,15 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     spec = describe(student)
+    transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
+                         transfer_max, transfer_use_labels, data_dir)
     if spec["kind"] == "pruned":
         from .pruning.prune import prune
 
-        prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher)
+        prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher,
+              transfer=transfer)
     else:
-        run(teacher, student, splits, cfg, out, resume=resume)
+        run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer)
     console.print(f"wrote {out}")
 
 
@@ -166,6 +199,9 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
           distill_from: Annotated[Optional[str], typer.Option(help="Teacher folder: prune with KD.")] = None,
           alpha: float = TrainConfig.kd_alpha, temperature: float = TrainConfig.kd_temperature,
           hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
+          transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
+          transfer_label_col: TransferLabelCol = None, transfer_window: TransferWindow = TransferConfig.window_words,
+          transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
           mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
     """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
     from .pruning.prune import prune as run
@@ -175,7 +211,9 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
                        penalty=penalty)
-    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from)
+    transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
+                         transfer_max, transfer_use_labels, data_dir)
+    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer)
     table = Table(title=f"{out}: {summary['reached_sparsity']:.2%} of encoder Linear weights removed "
                         f"(target {sparsity:.0%})")
     for col in ("layer", "sparsity", "heads kept", "removed heads", "FFN width"):

@@ -72,6 +72,23 @@ class MeasureConfig:
     texts: int = 256  # test texts timed per row (batch 1 uses the first 32 of them)
     threads: int = 2
     country: str = "IND"  # ISO code for CodeCarbon's grid carbon intensity
+    # Run rows that need what this CPU lacks (bf16 rows without AVX512-BF16/AMX: hardware.unsupported_reason)
+    # instead of marking them skipped; they may take hours.
+    force_unsupported: bool = False
+
+
+@dataclass
+class TransferConfig:
+    """Unlabelled text the teacher labels for distillation (see transfer.py); off while `path` is None."""
+
+    path: str | None = None  # a CSV (column `text_col`) or a text file with one text per line
+    text_col: str | None = None
+    label_col: str | None = None  # optional: only to report how often the teacher agrees with it
+    window_words: int = 12  # pieces of about a headline's length (MahaNews headlines: median 12 words)
+    ngram: int = 8  # a piece sharing this many consecutive words with a dev/test text is dropped
+    max_pieces: int | None = None  # a seeded random sample of at most this many pieces
+    use_labels: bool = False  # train on the file's labels too (hard labels), not only the teacher's
+    seed: int = 42
 
 
 ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd",
@@ -93,6 +110,7 @@ class GridConfig:
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
     seeds: int = 1  # trained rows are built with seeds seed, seed+1, ...: shown as mean and spread
     served_blocks: bool = True  # score and time every compressed row in ONNX Runtime int8 too
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
@@ -139,4 +157,4 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
     return value
 
 
-__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "GridConfig", "ROWS", "from_dict"]
+__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict"]

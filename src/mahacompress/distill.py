@@ -14,7 +14,7 @@ import copy
 import hashlib
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,14 @@ import torch
 from transformers import PreTrainedModel
 
 from .config import TrainConfig
-from .data import Splits
-from .distill_loss import evenly_spaced
+from .data import Splits, TextSet
+from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
 from .models import load_classifier, load_tokenizer, save_classifier
+from .pruning.structure import layer_list, set_layer_list
 from .train import fit
+from .transfer import TransferSet
 
 
 def default_cache() -> Path:
@@ -91,6 +93,50 @@ def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig)
                                              labels=splits.labels)}
 
 
+def with_transfer(splits: Splits, transfer: TransferSet | None) -> Splits:
+    """`splits` whose training texts are followed by the transfer pieces, labelled UNLABELLED.
+
+    With `transfer.use_labels` the pieces carry the file's own labels instead (hard labels too).
+    Dev and test are untouched: the transfer set only ever adds training inputs.
+    """
+    if transfer is None:
+        return splits
+    if transfer.use_labels:
+        ids = {name: i for i, name in enumerate(splits.labels)}
+        unknown = sorted(set(transfer.source_labels) - set(ids))
+        if unknown:
+            raise MahaError(f"{transfer.counts.get('file')}: labels {unknown} are not the dataset's "
+                            f"({', '.join(splits.labels)}); set use_labels off or fix the file")
+        extra = [ids[label] for label in transfer.source_labels]
+    else:
+        extra = [UNLABELLED] * len(transfer.texts)
+    train = TextSet(splits.train.texts + transfer.texts, splits.train.labels + extra)
+    return replace(splits, train=train)
+
+
+def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig,
+                        transfer: TransferSet | None = None) -> tuple[Splits, dict, dict | None]:
+    """What `fit` needs to distil: the training splits (plus transfer pieces), the teacher arguments, and
+    a record of the transfer set (its counts, and how often the teacher's label agrees with the file's).
+    """
+    if transfer is not None and isinstance(teacher, np.ndarray):
+        raise MahaError("a transfer set needs the teacher model to label it, not precomputed logits")
+    train_splits = with_transfer(splits, transfer)
+    teacher_args = teacher_for_fit(teacher, train_splits, cfg)
+    if transfer is None:
+        return train_splits, teacher_args, None
+    record = {**transfer.counts, "use_labels": transfer.use_labels}
+    logits = teacher_args.get("teacher_logits")
+    if transfer.source_labels is not None and logits is not None:
+        ids = {name: i for i, name in enumerate(splits.labels)}
+        predicted = logits[len(splits.train):].argmax(-1)
+        known = [(p, ids[label]) for p, label in zip(predicted, transfer.source_labels) if label in ids]
+        record["teacher_agreement_with_file_labels"] = (sum(int(p == y) for p, y in known) / len(known)
+                                                        if known else None)
+        record["pieces_with_known_label"] = len(known)
+    return train_splits, teacher_args, record
+
+
 def check_compatible(teacher: str, student: str, splits: Splits) -> None:
     """Teacher and student must share the label set (by name and order) and the tokenizer vocabulary."""
     t_model, s_model = load_classifier(teacher), load_classifier(student)
@@ -109,32 +155,20 @@ def layer_student(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
     The first and last layers are always kept (spacing by linspace), so the student starts with the
     teacher's embeddings, its top layer and its classification head, and a sensible function.
     """
-    layers = _encoder_layers(teacher)
+    layers = layer_list(teacher)
     total = len(layers)
     if not 1 <= n_layers <= total:
         raise MahaError(f"layers:{n_layers}: the teacher has {total} layers; choose 1..{total}")
     keep = evenly_spaced(n_layers, total)
     student = copy.deepcopy(teacher)
-    _set_encoder_layers(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
+    set_layer_list(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
     student.config.num_hidden_layers = len(keep)
     student.config.distilled_from_layers = keep
-    for i, layer in enumerate(_encoder_layers(student)):  # attention modules know their index in v5
+    for i, layer in enumerate(layer_list(student)):  # attention modules know their index in v5
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = i
     return student
-
-
-def _encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    base = getattr(model, model.base_model_prefix, model)
-    try:
-        return base.encoder.layer
-    except AttributeError:
-        raise MahaError(f"{model.config.model_type}: layer students need a BERT-style encoder.layer list") from None
-
-
-def _set_encoder_layers(model: PreTrainedModel, layers: torch.nn.ModuleList) -> None:
-    getattr(model, model.base_model_prefix, model).encoder.layer = layers
 
 
 def describe(student_spec: str) -> dict:
@@ -153,7 +187,7 @@ def describe(student_spec: str) -> dict:
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
-            resume: bool = False) -> dict:
+            resume: bool = False, transfer: TransferSet | None = None) -> dict:
     """Distil `teacher` into a `layers:N` student or an existing student folder; save it to `out_dir`.
 
     `pruned:S` students are pruned and distilled in one run by `pruning.prune(..., distill_from=...)`;
@@ -173,10 +207,10 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
         student = load_classifier(spec["path"])
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
-    result = fit(student, tokenizer, splits, cfg, work, resume=resume, desc="distil",
-                 **teacher_for_fit(teacher, splits, cfg))
+    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
+    result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
     info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "train_config": asdict(cfg),
-            "result": asdict(result)}
+            "transfer": transfer_record, "result": asdict(result)}
     save_classifier(student, tokenizer, out_dir, info)
     shutil.rmtree(work, ignore_errors=True)
     return info

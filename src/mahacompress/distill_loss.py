@@ -12,18 +12,24 @@ import torch.nn.functional as F
 
 from .errors import MahaError
 
+UNLABELLED = -100  # label id of a transfer-set text: the KD term uses it, cross-entropy skips it
+
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
             temperature: float) -> torch.Tensor:
     """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy.
 
     T^2 keeps the soft-target gradients on the scale of the hard-label ones (Hinton et al. 2015), so
-    alpha means the same thing at every temperature.
+    alpha means the same thing at every temperature. Rows labelled UNLABELLED (transfer-set text)
+    count in the KL term only; the cross-entropy averages over the labelled rows of the batch (zero
+    when it has none, instead of the NaN of an empty mean).
     """
     t = temperature
     kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
                   log_target=True, reduction="batchmean")
-    return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student, labels)
+    labelled = (labels != UNLABELLED).sum().clamp(min=1)
+    ce = F.cross_entropy(student, labels, ignore_index=UNLABELLED, reduction="sum") / labelled
+    return alpha * t * t * kl + (1 - alpha) * ce
 
 
 def hidden_state_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],

@@ -4,7 +4,8 @@ A row name says how its model is made; each kind of row is one entry of `KINDS` 
 takes, which preset settings shape its model, how it is built): `baseline` (the fine-tuned teacher),
 `mp` (the teacher fine-tuned and run in bf16), `kd` / `kdN` (a layer-subset student of
 `student_layers` / N layers distilled from the teacher), `pNN` (pruned to NN% encoder sparsity and
-compacted), `+kd` (pruned while distilling), `+mp` (trained and run in bf16), and `baseline+X` /
+compacted), `+kd` (pruned while distilling), `+tr` (distilled on the preset's transfer set too:
+unlabelled text the teacher labels), `+mp` (trained and run in bf16), and `baseline+X` /
 `best+X` (the teacher, or the fastest compressed model within 1 dev-accuracy point of it, served with
 bf16, dynamic int8 in PyTorch, or int8 in ONNX Runtime). Trained rows are built once per seed
 (`seeds`), and the compressed ones also get a `served` block (the same model in ONNX Runtime int8).
@@ -43,18 +44,21 @@ from .files import write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
 from .models import check_model_dir, load_classifier
 from .precision import load_backend, training_precision
+from .hardware import unsupported_reason
+from .pruning.compact import PRUNED_FORMAT_VERSION
 from .pruning.prune import prune
 from .report import write_report
 from .stats import correctness, paired_difference
 from .train import finetune
+from .transfer import TransferSet, build_transfer
 
 _console = Console(stderr=True)
 ACCURACY_SLACK = 0.01  # "best" = the fastest compressed row within 1 dev-accuracy point of the teacher
 SERVED_BACKEND = "onnx-int8"  # how the `served` block of a compressed row runs it
 SERVING = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8"}  # modifier -> inference backend
-# What identifies the modelling code of pruned folders (e.g. {"format": FORMAT_VERSION} from the pruning
-# package): part of every pruned row's settings, so folders made by older code are rebuilt, not re-timed.
-PRUNED_MODEL_SETTINGS: dict = {}
+# What identifies the modelling code of pruned folders: part of every pruned row's settings, so folders
+# made by older code are rebuilt, not re-timed.
+PRUNED_MODEL_SETTINGS = {"format": PRUNED_FORMAT_VERSION}
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class RowSpec:
     number: int | None = None  # the number in the name: pNN's sparsity in percent, kdN's layers
     kd: bool = False
     mp: bool = False
+    tr: bool = False  # distilled on the preset's transfer set too
     backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
     served_from_another: bool = False
 
@@ -97,12 +102,18 @@ def _mp_settings(grid: Grid, spec: RowSpec) -> dict:
     return {"finetune": asdict(grid.cfg.finetune), "base_model": grid.cfg.base_model}
 
 
+def _transfer_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"transfer": asdict(grid.cfg.transfer)} if spec.tr else {}
+
+
 def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"distill": asdict(grid.cfg.distill), "student_layers": spec.number or grid.cfg.student_layers}
+    return {"distill": asdict(grid.cfg.distill), "student_layers": spec.number or grid.cfg.student_layers,
+            **_transfer_settings(grid, spec)}
 
 
 def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"prune_train": asdict(grid.cfg.prune_train), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS}
+    return {"prune_train": asdict(grid.cfg.prune_train), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
+            **_transfer_settings(grid, spec)}
 
 
 def _best_settings(grid: Grid, spec: RowSpec) -> dict:
@@ -124,13 +135,15 @@ def _build_mp(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision
 
 def _build_layers(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     layers = spec.number or grid.cfg.student_layers
-    return _timed(out, distill, grid.teacher_dir, f"layers:{layers}", grid.splits, tcfg, out, resume=True)
+    return _timed(out, distill, grid.teacher_dir, f"layers:{layers}", grid.splits, tcfg, out, resume=True,
+                  transfer=grid.transfer_set() if spec.tr else None)
 
 
 def _build_prune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
     return _timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
-                  out, resume=True, distill_from=grid.teacher_dir if spec.kd else None)
+                  out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
+                  transfer=grid.transfer_set() if spec.tr else None)
 
 
 def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
@@ -140,8 +153,8 @@ def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
 KINDS: dict[str, Kind] = {
     "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source),
     "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset(), _layers_settings, _build_layers, seeded=True, compressed=True),
-    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp"}), _prune_settings, _build_prune, seeded=True,
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr"}), _layers_settings, _build_layers, seeded=True, compressed=True),
+    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True,
                   compressed=True),
     "best": Kind(r"best", frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
 }
@@ -159,14 +172,15 @@ def parse_row(name: str) -> RowSpec:
         serving = [m for m in mods if m in SERVING]
         # a serving modifier stands alone (the row is another row's model served so); others need a build
         if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
-                and (len(mods) == 1 if serving else kind.build is not None)):
+                and (len(mods) == 1 if serving else kind.build is not None)
+                and ("tr" not in mods or "kd" in mods or kind_name == "kd")):  # a transfer set needs a teacher
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name, int(number) if number else None, kd="kd" in mods or kind_name == "kd",
-                           mp=mp, backend=SERVING[serving[0]] if serving else "bf16" if mp else "fp32",
+                           mp=mp, tr="tr" in mods, backend=SERVING[serving[0]] if serving else "bf16" if mp else "fp32",
                            served_from_another=bool(serving))
         break
-    raise MahaError(f"row '{name}': expected baseline[+bf16|+int8|+onnx], mp, kd, kdN, pNN[+kd][+mp], "
+    raise MahaError(f"row '{name}': expected baseline[+bf16|+int8|+onnx], mp, kd[N][+tr], pNN[+kd[+tr]][+mp], "
                     "best+bf16, best+int8 or best+onnx")
 
 
@@ -175,11 +189,11 @@ def _is_candidate(spec: RowSpec) -> bool:
     return KINDS[spec.kind].compressed and not spec.mp and not spec.served_from_another
 
 
-def unsupported(backend: str, train_precision: str) -> str | None:
-    """Why this machine cannot run a row natively (its inference `backend` or its training precision
-    needs a CPU or GPU feature missing here), or None. Such a row is recorded as skipped with this reason
-    instead of running for hours on an emulated path; the hardware check of `precision` plugs in here."""
-    return None
+def unsupported(spec: RowSpec) -> str | None:
+    """Why this machine cannot run `spec` natively (its backend or training precision needs a CPU or GPU
+    feature that is missing here), or None. Such a row is recorded as skipped with this reason instead of
+    running for hours on an emulated path (bf16 on an AVX2-only CPU runs 8-95x slower than fp32)."""
+    return unsupported_reason(spec.name) or unsupported_reason(spec.backend)
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -198,7 +212,8 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
         raise MahaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     cfg = from_dict(GridConfig, values, str(path))
     for row in cfg.rows:
-        parse_row(row)
+        if parse_row(row).tr and cfg.transfer.path is None:
+            raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
     return cfg, path.stem
 
 
@@ -214,6 +229,7 @@ class Grid:
         self.rows: dict[str, dict] = {}
         self.stale: list[str] = []  # finished rows whose settings have changed since: built again
         self.partial: dict[str, list[dict]] = {}  # finished seeds of rows that were interrupted
+        self._transfer: TransferSet | None = None  # read on first use (transfer_set)
         if self.results_path.exists():
             saved = json.loads(self.results_path.read_text(encoding="utf-8"))
             for row in saved.get("rows", []):
@@ -238,6 +254,8 @@ class Grid:
         self.splits = load_splits(DataConfig(self.dataset, max_train_rows=self.cfg.max_train_rows))
         self.unlearnable = unlearnable_classes(self.splits)
         self.teacher_dir = self._resolve_teacher()
+        if any(parse_row(n).tr for n in self.cfg.rows if self.rows.get(n, {}).get("status") != "done"):
+            self.transfer_set()  # a bad transfer file stops here, before any row is trained
         if self.stale:
             _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
         for i, name in enumerate(self.cfg.rows, 1):
@@ -264,6 +282,16 @@ class Grid:
             return self.teacher
         return str(self.models / "baseline")
 
+    def transfer_set(self) -> TransferSet:
+        """The preset's transfer set, read once; pieces overlapping a dev or test text are dropped and counted."""
+        if self._transfer is None:
+            self._transfer = build_transfer(self.cfg.transfer, self.splits.dev.texts + self.splits.test.texts)
+            c = self._transfer.counts
+            _console.print(f"transfer set {c['file']}: {c['kept']} pieces of {c['pieces']} used ({c['dropped_overlap']} "
+                           f"overlapping dev/test texts and {c['dropped_duplicate']} duplicates dropped, "
+                           f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
+        return self._transfer
+
     def _base_model(self) -> str:
         """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
         teacher = self.teacher_dir
@@ -279,9 +307,12 @@ class Grid:
 
     def _build_and_score(self, spec: RowSpec) -> dict:
         kind, start = KINDS[spec.kind], time.time()
-        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
+        device, force = "cuda" if torch.cuda.is_available() else "cpu", self.cfg.measure.force_unsupported
+        precision = training_precision("auto", device)
+        if precision == "no" and force:  # a CPU that emulates bf16: the preset asked to run `mp` rows anyway
+            precision = training_precision("bf16", device, force=True)
         backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
-        reason = unsupported(backend, precision if spec.mp else "no")
+        reason = None if force else unsupported(spec)
         if reason:
             return {"name": spec.name, "status": "skipped", "reason": reason}
         row = {"name": spec.name, "status": "done", "settings": self._settings(spec), "backend": backend,
@@ -339,6 +370,8 @@ class Grid:
         row = {"model_dir": first["model_dir"], "train_seconds": first["train_seconds"],
                "dev_accuracy": first["dev_accuracy"], "test_rows": len(first["test_predictions"]),
                "per_class_f1": first["per_class_f1"], **self._structure(first["model_dir"])}
+        if first.get("transfer"):
+            row["transfer"] = first["transfer"]  # its counts and the teacher's agreement with the file's labels
         for key in ("accuracy", "macro_f1", "accuracy_learnable", "macro_f1_learnable"):
             values = [r[key] for r in runs if r[key] is not None]
             row[key] = float(np.mean(values)) if values else None
@@ -476,15 +509,12 @@ class Grid:
 
 
 def _machine() -> str:
-    """CPU model, core count and torch threads (plus the GPU when one is used)."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    """CPU model with its instruction sets (what bf16/int8 rows can use), core count and torch threads
+    (plus the GPU when one is used)."""
+    from .hardware import describe
+
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads{gpu}"
+    return f"{describe()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads{gpu}"
 
 
 def _version(package: str) -> str:
@@ -504,8 +534,10 @@ def _timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
     """Run a builder; the model folder and its training seconds (as the trainer recorded them, else wall time)."""
     t0 = time.time()
     info = fn(*args, **kwargs)
-    seconds = info.get("result", {}).get("seconds") if isinstance(info, dict) else None
-    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0}
+    info = info if isinstance(info, dict) else {}
+    seconds = info.get("result", {}).get("seconds")
+    transfer = {"transfer": info["transfer"]} if info.get("transfer") else {}
+    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0, **transfer}
 
 
 def _served_key(name: str) -> str:

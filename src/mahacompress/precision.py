@@ -1,14 +1,17 @@
 """Which numeric precision to train in, and the inference backends every results row is measured with.
 
 Training: `training_precision` turns "auto" / "no" / "bf16" / "fp16" into the value Accelerate's
-`mixed_precision` takes, refusing (one line, with alternatives) what the hardware cannot run.
+`mixed_precision` takes, refusing (one line, with alternatives) what the hardware cannot run or only
+emulates (bf16 on a CPU without AVX512-BF16/AMX; hardware.py says what the CPU has).
 
-Inference: `load_backend(model_dir, name)` gives one small interface (`Backend`) over six ways to run
+Inference: `load_backend(model_dir, name)` gives one small interface (`Backend`) over ten ways to run
 the same checkpoint, so `measure.latency` can time them side by side on identical batches:
 
 - fp32 / bf16 / fp16: the PyTorch model cast to that dtype (fp16 only on CUDA);
-- int8: PyTorch dynamic quantisation of every nn.Linear (int8 weights, activations quantised per batch);
-- onnx / onnx-int8: an ONNX export run by onnxruntime on the CPU, the second with int8 weights.
+- int8: PyTorch dynamic quantisation of every nn.Linear (int8 weights, activations quantised per batch
+  with 7-bit range, which torch's dynamic Linear always uses: no saturation without VNNI either);
+- onnx / onnx-int8: an ONNX export run by onnxruntime on the CPU, the second with int8 weights;
+- onnx-int8-fused / onnx-int8-static / openvino / openvino-int8: other runtimes (runtimes.py).
 
 Measured on this project's 2-core AMD EPYC (avx512_bf16, avx512_vnni) with e5-small (12 layers, hidden
 384), batch 32, median of 3, while a training job shared the two cores (absolute numbers inflated;
@@ -32,16 +35,18 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from .batching import length_sorted_batches
 from .errors import MahaError
+from .hardware import cpu_bf16_gap, native_bf16, ort_int8_options
 from .models import load_classifier, load_tokenizer
 
-BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8")
+RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
+BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS)
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
 INT8_ENGINE = "x86"  # x86 ~ fbgemm (within noise), onednn slower (module docstring); x86 dispatches per op
 ONNX_OPSET = 18
@@ -53,28 +58,31 @@ _EXAMPLE_TEXTS = ["नमस्कार, आज पुण्यात पाऊ
 
 # ---------------------------------------------------------------- training
 
-def training_precision(requested: str, device: torch.device | str) -> str:
+def training_precision(requested: str, device: torch.device | str, *, force: bool = False) -> str:
     """Accelerate's `mixed_precision` value for `requested` on `device`.
 
-    "auto" picks bf16 on CPUs and on GPUs with native bfloat16 (same exponent range as fp32, so no
-    loss scaling is needed), else fp16, for which Accelerate adds a gradient scaler. "no" is fp32.
+    "auto" picks bf16 where it is native (GPUs from Ampere on; CPUs with AVX512-BF16 or AMX), else
+    fp16 on a GPU (Accelerate adds a gradient scaler) and fp32 ("no") on a CPU. bf16 asked for on a
+    CPU that only emulates it is refused unless `force`: there it runs many times slower than fp32.
     """
     if requested not in TRAINING_PRECISIONS:
         raise MahaError(f"unknown precision {requested!r}: choose one of {', '.join(TRAINING_PRECISIONS)}")
     device = torch.device(device)
     if requested == "auto":
-        return "bf16" if _native_bf16(device) else "fp16"
+        if native_bf16(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "no"
     if requested == "fp16" and device.type != "cuda":
         raise MahaError(f"fp16 training needs a CUDA GPU; {_hardware(device)}: use bf16 or no")
-    if requested == "bf16" and not _native_bf16(device):
-        raise MahaError(f"bf16 training needs a GPU with native bfloat16 (Ampere or newer); {_hardware(device)}: "
-                        "use fp16 or no")
+    if requested == "bf16" and not native_bf16(device) and not force:
+        raise MahaError(_bf16_refusal("training", device, "fp16 or no" if device.type == "cuda" else "no (fp32)"))
     return requested
 
 
-def _native_bf16(device: torch.device) -> bool:
-    """CPUs run bf16 everywhere (fast with AVX512-BF16/AMX); older GPUs only emulate it, slowly."""
-    return device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False)
+def _bf16_refusal(what: str, device: torch.device, instead: str) -> str:
+    if device.type == "cpu":
+        return f"bf16 {what} {cpu_bf16_gap()}: use {instead}, or force it"
+    return f"bf16 {what} needs a GPU with native bfloat16 (Ampere or newer); {_hardware(device)}: use {instead}"
 
 
 def _hardware(device: torch.device) -> str:
@@ -155,16 +163,24 @@ class OnnxBackend(_Batched):
 
 
 def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads: int | None = None,
-                 device: str | None = None, cache_dir: str | Path | None = None) -> Backend:
+                 device: str | None = None, cache_dir: str | Path | None = None,
+                 calibration_texts: Sequence[str] | None = None, force: bool = False) -> Backend:
     """Load `model_dir` to run with `backend` (one of BACKENDS).
 
-    fp32/bf16/fp16 run on `device` (default: CUDA when present, else CPU); int8 and the ONNX backends
-    run on the CPU. `threads` sets torch's (process-wide) thread count for torch backends and
-    onnxruntime's intra-op threads for ONNX ones. ONNX files are cached beside the model, or under
-    `cache_dir`, and rebuilt when the checkpoint is newer.
+    fp32/bf16/fp16 run on `device` (default: CUDA when present, else CPU); int8, the ONNX and the
+    OpenVINO backends run on the CPU. `threads` sets torch's (process-wide) thread count for torch
+    backends and the runtime's intra-op threads for the others. ONNX and OpenVINO files are cached
+    beside the model, or under `cache_dir`, and rebuilt when the checkpoint is newer. The calibrated
+    int8 backends (onnx-int8-static, openvino-int8) need `calibration_texts` (training texts) the first
+    time (runtimes.py). bf16 on a CPU that only emulates it is refused unless `force`.
     """
     if backend not in BACKENDS:
         raise MahaError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend in RUNTIME_BACKENDS:
+        from .runtimes import load_runtime  # imports precision: loaded here, not at module level
+
+        return load_runtime(model_dir, backend, max_length=max_length, threads=threads, cache_dir=cache_dir,
+                            calibration_texts=calibration_texts)
     tokenizer = load_tokenizer(str(model_dir))
     if backend.startswith("onnx"):
         path = ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir)
@@ -179,9 +195,8 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if backend == "fp16" and dev.type != "cuda":
         raise MahaError(f"fp16 inference needs a CUDA GPU; {_hardware(dev)}: use bf16, int8 or onnx-int8")
-    if backend == "bf16" and not _native_bf16(dev):
-        raise MahaError(f"bf16 inference needs a GPU with native bfloat16 (Ampere or newer); {_hardware(dev)}: "
-                        "use fp16 or fp32")
+    if backend == "bf16" and not native_bf16(dev) and not force:
+        raise MahaError(_bf16_refusal("inference", dev, "fp16 or fp32" if dev.type == "cuda" else "fp32, int8 or onnx-int8"))
     # bf16 casts the weights instead of using torch.autocast: autocast re-casts every weight on every
     # call; the cast model was faster in both measurements (module docstring), by 7% to 30%.
     model = load_classifier(str(model_dir)).to(dev, _TORCH_DTYPES[backend])
@@ -214,7 +229,9 @@ def onnx_path(model_dir: str | Path, *, quantized: bool = False, cache_dir: str 
     if cache_dir is not None:
         resolved = str(model_dir.resolve())
         folder = Path(cache_dir) / f"{model_dir.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
-    return folder / ("model-int8.onnx" if quantized else "model.onnx")
+    if not quantized:
+        return folder / "model.onnx"
+    return folder / ("model-int8-r7.onnx" if ort_int8_options()["reduce_range"] else "model-int8.onnx")
 
 
 def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: str | Path | None = None) -> Path:
@@ -233,9 +250,10 @@ def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: st
 
         # Skips onnxruntime's suggested pre-processing: its symbolic shape inference fails on the
         # dynamo export ("unsupported broadcast between Min(128, sequence) sequence"), and only
-        # quantised weights are needed, so its warning about it is silenced.
+        # quantised weights are needed, so its warning about it is silenced. Without VNNI, weights
+        # get 7 bits against U8S8 saturation (hardware.ort_int8_options); the file name says so.
         with _staged_file(int8) as tmp, _quiet_logs(logging.WARNING):
-            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8, reduce_range=ort_int8_options()["reduce_range"])
     return int8
 
 

@@ -206,6 +206,15 @@ def _findings(rows: list[dict]) -> list[str]:
     for r in rows:
         if r.get("chosen_by"):
             lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
+    transfer = next((r["transfer"] for r in rows if r.get("transfer")), None)
+    if transfer:
+        agree = transfer.get("teacher_agreement_with_file_labels")
+        lines.append(f"- Rows marked `+tr` also distil on a transfer set: `{Path(transfer['file']).name}`, "
+                     f"{transfer['texts_read']} texts cut into {transfer['pieces']} word windows; "
+                     f"{transfer['dropped_overlap']} shared a word run with a dev or test text and "
+                     f"{transfer['dropped_duplicate']} were duplicates (both dropped); {transfer['kept']} used"
+                     + (f". The teacher's label agrees with the file's own label on {agree:.1%} of them"
+                        if agree is not None else "") + ".")
     return lines + ([""] if lines and lines[-1] else [])
 
 

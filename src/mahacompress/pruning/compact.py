@@ -26,18 +26,20 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 
+from ..errors import MahaError
 from . import modeling_pruned
 from .masks import MaskedModel
-from .modeling_pruned import PrunedBertConfig, PrunedBertForSequenceClassification
-from .structure import Structure, encoder_layers, linears, role_paths
+from .modeling_pruned import PRUNED_CLASSES
+from .structure import Structure, encoder_layers, layer_list, linears, role_paths
 
-_BERT_ROLE_PATHS = role_paths(Structure(base="bert", head="pooler", position_offset=False))
-_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-                "type_vocab_size", "layer_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id",
-                "classifier_dropout", "id2label", "label2id")
+# Recorded in each pruned grid row's settings: folders made by another format are rebuilt, not re-timed.
+# 1: a hand-written BERT re-implementation (eager attention); 2: the stock classes with resized Linears.
+PRUNED_FORMAT_VERSION = 2
+# Config entries that belong to the dense source, not to its compacted form.
+_NOT_COPIED = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path")
 
 
 @dataclass
@@ -92,12 +94,15 @@ def natural_sparsity(masked: MaskedModel) -> float:
     return removed / dense_count(masked.model, masked.structure)
 
 
-def compact(model: nn.Module, structure: Structure) -> PrunedBertForSequenceClassification:
-    """Slice a baked (plain, zero-holding) classifier into a PrunedBertForSequenceClassification."""
+def compact(model: PreTrainedModel, structure: Structure) -> PreTrainedModel:
+    """Slice a baked (plain, zero-holding) classifier into its family's pruned class (modeling_pruned.py)."""
     cfg = model.config
+    if cfg.model_type not in PRUNED_CLASSES:
+        raise MahaError(f"compaction does not support model type '{cfg.model_type}' "
+                        f"(supported: {', '.join(sorted(PRUNED_CLASSES))})")
     heads_total, act = cfg.num_attention_heads, ACT2FN[cfg.hidden_act]
-    src = model.state_dict()
-    layer_keys: dict[str, torch.Tensor] = {}
+    paths = role_paths(structure)
+    state = model.state_dict()
     heads_per_layer, widths = [], []
     for i, layer in enumerate(encoder_layers(model, structure)):
         lin = {role: (m.weight.detach().clone(), m.bias.detach().clone())  # biases get folded constants
@@ -121,43 +126,34 @@ def compact(model: nn.Module, structure: Structure) -> PrunedBertForSequenceClas
         r = torch.tensor(keep_rows, dtype=torch.long)
         sliced = {"q": (wq[r], bq[r]), "k": (wk[r], bk[r]), "v": (wv[r], bv[r]), "o": (wo[:, r], bo),
                   "ffn_in": (wi[keep_n], bi[keep_n]), "ffn_out": (wf[:, keep_n], bf)}
-        prefix = f"bert.encoder.layer.{i}."
+        prefix = f"{structure.base}.{structure.layers}.{i}."
         for role, (w, b) in sliced.items():
-            layer_keys[f"{prefix}{_BERT_ROLE_PATHS[role]}.weight"] = w
-            layer_keys[f"{prefix}{_BERT_ROLE_PATHS[role]}.bias"] = b
+            state[f"{prefix}{paths[role]}.weight"] = w
+            state[f"{prefix}{paths[role]}.bias"] = b
         heads_per_layer.append(len(keep_rows) // dim)
         widths.append(len(keep_n))
 
-    config = PrunedBertConfig(**{k: getattr(cfg, k) for k in _CONFIG_KEYS}, heads_per_layer=heads_per_layer,
-                              intermediate_sizes=widths, head_dim=dim, position_offset=structure.position_offset,
-                              classifier_head=structure.head, tie_word_embeddings=False)
-    pruned = PrunedBertForSequenceClassification(config)
-    state = {}
-    for key in pruned.state_dict():
-        if key in layer_keys:
-            state[key] = layer_keys[key]
-        else:  # embeddings, LayerNorms, pooler, classifier: same name under the source's base prefix
-            src_key = structure.base + key[len("bert"):] if key.startswith("bert.") else key
-            state[key] = src[src_key]
-    pruned.load_state_dict(state, strict=True)
+    config_class, _, model_class = PRUNED_CLASSES[cfg.model_type]
+    values = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_COPIED}
+    config = config_class(**values, heads_per_layer=heads_per_layer, intermediate_sizes=widths)
+    pruned = model_class(config)
+    # Same parameter names as the source; an empty sub-layer has no weight left, only its output bias.
+    pruned.load_state_dict({k: state[k] for k in pruned.state_dict()}, strict=True)
     return pruned.eval()
 
 
 def encoder_linear_count(model: nn.Module, structure: Structure | None = None) -> list[int]:
     """Weights per encoder layer in its Linears (of a compacted or an original model)."""
-    layers = model.bert.encoder.layer if structure is None else encoder_layers(model, structure)
+    layers = layer_list(model, "weight counts") if structure is None else encoder_layers(model, structure)
     return [sum(m.weight.numel() for m in layer.modules() if isinstance(m, nn.Linear)) for layer in layers]
 
 
-AUTO_MAP = {"AutoConfig": "modeling_pruned.PrunedBertConfig",
-            "AutoModel": "modeling_pruned.PrunedBertModel",
-            "AutoModelForSequenceClassification": "modeling_pruned.PrunedBertForSequenceClassification"}
-
-
-def save_pruned(model: PrunedBertForSequenceClassification, out_dir: Path, tokenizer=None) -> None:
+def save_pruned(model: PreTrainedModel, out_dir: Path, tokenizer=None) -> None:
     """Write weights, config (with auto_map) and the modelling code, so the folder loads without mahacompress."""
     out_dir = Path(out_dir)
-    model.config.auto_map = dict(AUTO_MAP)
+    classes = next(c for c in PRUNED_CLASSES.values() if isinstance(model, c[2]))
+    model.config.auto_map = {auto: f"modeling_pruned.{cls.__name__}" for auto, cls in
+                             zip(("AutoConfig", "AutoModel", "AutoModelForSequenceClassification"), classes)}
     model.save_pretrained(out_dir)
     shutil.copyfile(modeling_pruned.__file__, out_dir / "modeling_pruned.py")
     if tokenizer is not None:

@@ -1,33 +1,31 @@
-"""A BERT-family classifier whose layers each have their own head count and feed-forward width.
+"""Stock BERT-family classifiers whose layers each have their own head count and feed-forward width.
 
 This file is copied beside every compacted checkpoint and named in its config's `auto_map`, so
 `AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)` loads the model
-anywhere: it imports only torch and transformers (never mahacompress). It is plain tensor code
-(explicit attention, no fused kernels) so it exports to ONNX. Parameter names follow BERT's, so a
-compacted state dict is the original one with rows and columns sliced away.
+anywhere: it imports only torch and transformers (never mahacompress). The forward code is the
+stock transformers code, unchanged: in transformers 5 self-attention infers its head count from
+the size of its projections (`view(..., -1, head_size)`), so resizing the Linears is all a pruned
+layer needs; the attention kernel (SDPA, eager, ...), hidden states, attentions, `problem_type`
+and ONNX export behave as for the dense model. The config only adds the per-layer sizes, which a
+stock config cannot express (transformers 5 removed `pruned_heads`).
 
-A layer with no heads (or no neurons) keeps only its output bias: the sub-layer then adds a
-constant before the residual LayerNorm, exactly what the masked model computed.
+A layer left with no heads (or no neurons) has nothing to project: its attention (or intermediate)
+module becomes an empty one and the sub-layer's output dense keeps only its bias, so the sub-layer
+adds a constant before the residual LayerNorm, exactly what the masked model computed.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import BertConfig, PreTrainedModel
-from transformers.activations import ACT2FN
-from transformers.modeling_outputs import SequenceClassifierOutput
-
-
-class PrunedBertConfig(BertConfig):
-    """BertConfig plus the per-layer sizes and the family's embedding/head conventions."""
-
-    model_type = "pruned_bert"
-    heads_per_layer: list[int] | None = None
-    intermediate_sizes: list[int] | None = None
-    head_dim: int | None = None
-    position_offset: bool = False  # RoBERTa/XLM-R: positions start at pad_token_id + 1, padding skipped
-    classifier_head: str = "pooler"  # "pooler" (BERT) | "roberta" (dense + tanh + out_proj on <s>)
+from transformers import (BertConfig, BertForSequenceClassification, BertModel, CamembertConfig,
+                          CamembertForSequenceClassification, CamembertModel, RobertaConfig,
+                          RobertaForSequenceClassification, RobertaModel, XLMRobertaConfig,
+                          XLMRobertaForSequenceClassification, XLMRobertaModel)
+from transformers.models.bert.modeling_bert import BertSelfAttention
+from transformers.models.camembert.modeling_camembert import CamembertSelfAttention
+from transformers.models.roberta.modeling_roberta import RobertaSelfAttention
+from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaSelfAttention
 
 
 class BiasOnly(nn.Module):
@@ -37,165 +35,168 @@ class BiasOnly(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(size))
 
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])
 
-class Embeddings(nn.Module):
-    def __init__(self, config: PrunedBertConfig) -> None:
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.pad, self.offset = config.pad_token_id, config.position_offset
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        if self.offset:
-            not_pad = input_ids.ne(self.pad).long()
-            positions = torch.cumsum(not_pad, dim=1) * not_pad + self.pad
+class NoNeurons(nn.Module):
+    """The intermediate module of a layer with no feed-forward neurons: passes its input to BiasOnly."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states
+
+
+class NoHeadsMixin:
+    """Self-attention with no heads left. Subclasses the family's attention class (below) so that
+    `output_attentions` records it like the other layers, with an empty (batch, 0, seq, seq) map."""
+
+    def __init__(self, config) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs):
+        batch, seq = hidden_states.shape[:2]
+        weights = (hidden_states.new_zeros(batch, 0, seq, seq)
+                   if self.config._attn_implementation == "eager" else None)
+        return hidden_states, weights  # the output dense (BiasOnly) ignores its input
+
+
+class BertNoHeads(NoHeadsMixin, BertSelfAttention):
+    pass
+
+
+class RobertaNoHeads(NoHeadsMixin, RobertaSelfAttention):
+    pass
+
+
+class XLMRobertaNoHeads(NoHeadsMixin, XLMRobertaSelfAttention):
+    pass
+
+
+class CamembertNoHeads(NoHeadsMixin, CamembertSelfAttention):
+    pass
+
+
+def resize_layers(encoder: nn.Module, config, no_heads: type) -> None:
+    """Give each encoder layer the head count and FFN width the config lists for it."""
+    hidden, head_size = config.hidden_size, config.hidden_size // config.num_attention_heads
+    for layer, heads, width in zip(encoder.layer, config.heads_per_layer, config.intermediate_sizes):
+        attention = layer.attention
+        if heads:
+            for name in ("query", "key", "value"):
+                setattr(attention.self, name, nn.Linear(hidden, heads * head_size))
+            attention.output.dense = nn.Linear(heads * head_size, hidden)
         else:
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        return self.dropout(self.LayerNorm(x + self.position_embeddings(positions)))
+            attention.self = no_heads(config)
+            attention.output.dense = BiasOnly(hidden)
+        if width:
+            layer.intermediate.dense = nn.Linear(hidden, width)
+            layer.output.dense = nn.Linear(width, hidden)
+        else:
+            layer.intermediate = NoNeurons()
+            layer.output.dense = BiasOnly(hidden)
 
 
-class SelfAttention(nn.Module):
-    def __init__(self, config: PrunedBertConfig, heads: int) -> None:
-        super().__init__()
-        self.heads, self.dim = heads, config.head_dim
-        width = heads * config.head_dim
-        self.query = nn.Linear(config.hidden_size, width)
-        self.key = nn.Linear(config.hidden_size, width)
-        self.value = nn.Linear(config.hidden_size, width)
-        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(b, n, self.heads, self.dim).transpose(1, 2)
-
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.dim ** -0.5 + additive_mask
-        probs = self.dropout(torch.softmax(scores, dim=-1))
-        return torch.matmul(probs, v).transpose(1, 2).reshape(b, n, self.heads * self.dim)
+class PrunedBertConfig(BertConfig):
+    model_type = "pruned_bert"
+    heads_per_layer: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
 
 
-class SubLayerOutput(nn.Module):
-    """dense -> dropout -> LayerNorm(. + residual); `dense` is BiasOnly for an empty sub-layer."""
-
-    def __init__(self, config: PrunedBertConfig, width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(width, config.hidden_size) if width else BiasOnly(config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, h: torch.Tensor | None, residual: torch.Tensor) -> torch.Tensor:
-        out = self.dense(h) if h is not None else self.dense.bias
-        return self.LayerNorm(self.dropout(out) + residual)
-
-
-class Attention(nn.Module):
-    def __init__(self, config: PrunedBertConfig, heads: int) -> None:
-        super().__init__()
-        self.self = SelfAttention(config, heads) if heads else None
-        self.output = SubLayerOutput(config, heads * config.head_dim)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self.self(x, additive_mask) if self.self is not None else None, x)
-
-
-class Intermediate(nn.Module):
-    def __init__(self, config: PrunedBertConfig, width: int) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, width)
-        self.act = ACT2FN[config.hidden_act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(x))
-
-
-class Layer(nn.Module):
-    def __init__(self, config: PrunedBertConfig, heads: int, width: int) -> None:
-        super().__init__()
-        self.attention = Attention(config, heads)
-        self.intermediate = Intermediate(config, width) if width else None
-        self.output = SubLayerOutput(config, width)
-
-    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention(x, additive_mask)
-        return self.output(self.intermediate(x) if self.intermediate is not None else None, x)
-
-
-class Encoder(nn.Module):
-    def __init__(self, config: PrunedBertConfig) -> None:
-        super().__init__()
-        self.layer = nn.ModuleList(Layer(config, h, w) for h, w in zip(config.heads_per_layer,
-                                                                       config.intermediate_sizes))
-
-
-class PrunedBertPreTrainedModel(PreTrainedModel):
+class PrunedBertModel(BertModel):
     config_class = PrunedBertConfig
-    base_model_prefix = "bert"
+
+    def __init__(self, config: PrunedBertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        resize_layers(self.encoder, config, BertNoHeads)
+        self.post_init()
 
 
-class PrunedBertModel(PrunedBertPreTrainedModel):
-    """Embeddings + encoder (+ BERT's pooler when the classifier uses it); returns the hidden states."""
+class PrunedBertForSequenceClassification(BertForSequenceClassification):
+    config_class = PrunedBertConfig
 
     def __init__(self, config: PrunedBertConfig) -> None:
         super().__init__(config)
-        self.embeddings = Embeddings(config)
-        self.encoder = Encoder(config)
-        self.pooler = nn.Module() if config.classifier_head == "pooler" else None
-        if self.pooler is not None:
-            self.pooler.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        resize_layers(self.bert.encoder, config, BertNoHeads)
         self.post_init()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embeddings(input_ids, token_type_ids)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        additive = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        for layer in self.encoder.layer:
-            x = layer(x, additive)
-        return x
+
+class PrunedRobertaConfig(RobertaConfig):
+    model_type = "pruned_roberta"
+    heads_per_layer: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
 
 
-class RobertaHead(nn.Module):
-    def __init__(self, config: PrunedBertConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob if config.classifier_dropout is None
-                                  else config.classifier_dropout)
+class PrunedRobertaModel(RobertaModel):
+    config_class = PrunedRobertaConfig
 
-    def forward(self, first_token: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(first_token)))))
+    def __init__(self, config: PrunedRobertaConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        resize_layers(self.encoder, config, RobertaNoHeads)
+        self.post_init()
 
 
-class PrunedBertForSequenceClassification(PrunedBertPreTrainedModel):
-    """Sequence classifier on the pruned encoder; BERT or RoBERTa head as the source model had."""
+class PrunedRobertaForSequenceClassification(RobertaForSequenceClassification):
+    config_class = PrunedRobertaConfig
 
-    def __init__(self, config: PrunedBertConfig) -> None:
+    def __init__(self, config: PrunedRobertaConfig) -> None:
         super().__init__(config)
-        self.bert = PrunedBertModel(config)
-        if config.classifier_head == "pooler":
-            self.dropout = nn.Dropout(config.hidden_dropout_prob if config.classifier_dropout is None
-                                      else config.classifier_dropout)
-            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        else:
-            self.classifier = RobertaHead(config)
+        resize_layers(self.roberta.encoder, config, RobertaNoHeads)
         self.post_init()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **kwargs) -> SequenceClassifierOutput:
-        first = self.bert(input_ids, attention_mask, token_type_ids)[:, 0]
-        if self.config.classifier_head == "pooler":
-            logits = self.classifier(self.dropout(torch.tanh(self.bert.pooler.dense(first))))
-        else:
-            logits = self.classifier(first)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+class PrunedXLMRobertaConfig(XLMRobertaConfig):
+    model_type = "pruned_xlm-roberta"
+    heads_per_layer: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+
+
+class PrunedXLMRobertaModel(XLMRobertaModel):
+    config_class = PrunedXLMRobertaConfig
+
+    def __init__(self, config: PrunedXLMRobertaConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        resize_layers(self.encoder, config, XLMRobertaNoHeads)
+        self.post_init()
+
+
+class PrunedXLMRobertaForSequenceClassification(XLMRobertaForSequenceClassification):
+    config_class = PrunedXLMRobertaConfig
+
+    def __init__(self, config: PrunedXLMRobertaConfig) -> None:
+        super().__init__(config)
+        resize_layers(self.roberta.encoder, config, XLMRobertaNoHeads)
+        self.post_init()
+
+
+class PrunedCamembertConfig(CamembertConfig):
+    model_type = "pruned_camembert"
+    heads_per_layer: list[int] | None = None
+    intermediate_sizes: list[int] | None = None
+
+
+class PrunedCamembertModel(CamembertModel):
+    config_class = PrunedCamembertConfig
+
+    def __init__(self, config: PrunedCamembertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        resize_layers(self.encoder, config, CamembertNoHeads)
+        self.post_init()
+
+
+class PrunedCamembertForSequenceClassification(CamembertForSequenceClassification):
+    config_class = PrunedCamembertConfig
+
+    def __init__(self, config: PrunedCamembertConfig) -> None:
+        super().__init__(config)
+        resize_layers(self.roberta.encoder, config, CamembertNoHeads)
+        self.post_init()
+
+
+# model_type of the dense source -> (config, AutoModel, AutoModelForSequenceClassification) of its pruned form
+PRUNED_CLASSES = {
+    "bert": (PrunedBertConfig, PrunedBertModel, PrunedBertForSequenceClassification),
+    "roberta": (PrunedRobertaConfig, PrunedRobertaModel, PrunedRobertaForSequenceClassification),
+    "xlm-roberta": (PrunedXLMRobertaConfig, PrunedXLMRobertaModel, PrunedXLMRobertaForSequenceClassification),
+    "camembert": (PrunedCamembertConfig, PrunedCamembertModel, PrunedCamembertForSequenceClassification),
+}

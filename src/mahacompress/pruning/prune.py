@@ -19,7 +19,7 @@ from transformers import AutoConfig
 
 from ..config import PruneConfig, TrainConfig
 from ..data import Splits
-from ..distill import teacher_for_fit
+from ..distill import distillation_inputs
 from ..errors import MahaError
 from ..files import staged_dir, write_json
 from ..train import TrainHooks, fit
@@ -122,17 +122,21 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
 
 
 def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg: PruneConfig, out_dir: Path, *,
-          resume: bool = False, distill_from=None, tokenizer=None) -> dict:
+          resume: bool = False, distill_from=None, tokenizer=None, transfer=None) -> dict:
     """Prune a fine-tuned classifier to `prune_cfg.sparsity` and save the compacted folder to `out_dir`.
 
-    `distill_from` (a teacher folder or precomputed train-split logits) adds the KD loss. Returns
+    `distill_from` (a teacher folder or precomputed train-split logits) adds the KD loss, and
+    `transfer` (a `transfer.TransferSet`) adds unlabelled text for that teacher to label. Returns
     the dict written to `out_dir/pruning.json`. Checkpoints live in `<out_dir>.work/` until success.
     """
     validate_prune_config(prune_cfg)
     model, tokenizer = _load(model_dir_or_model, tokenizer, splits)
     structure = structure_of(model)
     _check_block_size(model, prune_cfg.block_size)
-    teacher = teacher_for_fit(distill_from, splits, train_cfg) if distill_from is not None else {}
+    if transfer is not None and distill_from is None:
+        raise MahaError("a transfer set is only used for distillation: give distill_from (the teacher) too")
+    train_splits, teacher, transfer_record = (distillation_inputs(distill_from, splits, train_cfg, transfer)
+                                              if distill_from is not None else (splits, {}, None))
 
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".work")
@@ -140,7 +144,7 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
     binarizer = make_binarizer(prune_cfg.binarizer, prune_cfg.sparsity, prune_cfg.penalty)
     masked = MaskedModel(model, structure, prune_cfg.block_size, binarizer)
     hooks = PruningHooks(masked, CubicSchedule(prune_cfg.initial_warmup, prune_cfg.final_warmup), prune_cfg)
-    result = fit(model, tokenizer, splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune",
+    result = fit(model, tokenizer, train_splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune",
                  **teacher)
     if hooks.plan is None:  # training ended before the final warm-up: fix the structure now
         hooks.freeze()
@@ -163,6 +167,7 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
         "source_model": str(model_dir_or_model) if not isinstance(model_dir_or_model, nn.Module) else None,
         "distilled_from": "logits" if isinstance(distill_from, np.ndarray) else distill_from and str(distill_from),
         "dataset": splits.summary(),
+        "transfer": transfer_record,
         "prune_config": asdict(prune_cfg),
         "train_config": asdict(train_cfg),
         "result": asdict(result),

@@ -56,6 +56,27 @@ def encoder_layers(model: nn.Module, structure: Structure) -> list[nn.Module]:
     return list(model.get_submodule(f"{structure.base}.{structure.layers}"))
 
 
+def _family(model: nn.Module, purpose: str) -> Structure:
+    """The table row of a dense or a compacted (`pruned_<type>`) model of a supported family."""
+    model_type = str(getattr(getattr(model, "config", None), "model_type", None))
+    structure = ARCHITECTURES.get(model_type.removeprefix("pruned_"))
+    if structure is None:
+        raise MahaError(f"{purpose} need a BERT-family encoder; model type '{model_type}' is not one "
+                        f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+    return structure
+
+
+def layer_list(model: nn.Module, purpose: str = "layer students") -> nn.ModuleList:
+    """The encoder's ModuleList of layers, of a dense or a compacted classifier."""
+    return model.get_submodule(f"{(s := _family(model, purpose)).base}.{s.layers}")
+
+
+def set_layer_list(model: nn.Module, layers: nn.ModuleList) -> None:
+    """Replace the encoder's layers (a shallower student keeps a subset of them)."""
+    s = _family(model, "layer students")
+    replace_module(model, f"{s.base}.{s.layers}", layers)
+
+
 def role_paths(structure: Structure) -> dict[str, str]:
     """Path of each prunable Linear inside a layer, keyed by role."""
     return {"q": structure.query, "k": structure.key, "v": structure.value, "o": structure.attn_out,

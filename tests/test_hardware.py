@@ -1,0 +1,93 @@
+"""Precision decisions follow the CPU: simulated AVX2-only, AVX-512 without bf16, AVX512-BF16 and Arm CPUs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnxruntime.quantization import QuantType
+
+from mahacompress import hardware
+from mahacompress.errors import MahaError
+from mahacompress.hardware import CpuFeatures
+from mahacompress.precision import ensure_onnx, load_backend, onnx_path, training_precision
+
+ZEN3 = CpuFeatures("AMD EPYC 7B13", "x86_64", "AVX2", frozenset({"sse4_2", "avx", "avx2", "fma"}), False)
+SKYLAKE = CpuFeatures("Intel Xeon Gold 6148", "x86_64", "AVX512", frozenset({"avx2", "avx512f", "avx512bw"}), True)
+COOPER_LAKE = CpuFeatures("Intel Xeon 8380H", "x86_64", "AVX512",
+                          frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), True)
+GRAVITON3 = CpuFeatures("Neoverse-V1", "aarch64", "SVE256", frozenset({"asimddp", "i8mm", "bf16", "sve"}), True)
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Pretend to be another CPU (no GPU)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def use(features: CpuFeatures) -> None:
+        monkeypatch.setattr(hardware, "cpu_features", lambda: features)
+    return use
+
+
+@pytest.mark.parametrize("features", [ZEN3, SKYLAKE])
+def test_cpu_that_emulates_bf16(cpu, features):
+    cpu(features)
+    isa = "AVX512F" if features is SKYLAKE else "AVX2"
+    assert training_precision("auto", "cpu") == "no"
+    with pytest.raises(MahaError, match=rf"bf16 training needs AVX512-BF16 or AMX \(this CPU: {isa}\).*use no \(fp32\)"):
+        training_precision("bf16", "cpu")
+    assert training_precision("bf16", "cpu", force=True) == "bf16"
+    for row in ("mp", "baseline+bf16", "p25+kd+mp", "bf16"):
+        assert hardware.unsupported_reason(row).startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
+    for row in ("baseline", "int8", "onnx-int8", "onnx-int8-static", "p50+kd"):
+        assert hardware.unsupported_reason(row) is None
+    assert hardware.ort_int8_options() == {"reduce_range": True, "activation_type": QuantType.QUInt8,
+                                           "weight_type": QuantType.QInt8}
+    line = hardware.describe()
+    assert isa in line and "bf16 emulated" in line and "without VNNI" in line
+
+
+@pytest.mark.parametrize("features", [COOPER_LAKE, GRAVITON3])
+def test_cpu_with_native_bf16(cpu, features):
+    cpu(features)
+    assert training_precision("auto", "cpu") == "bf16"
+    assert training_precision("bf16", "cpu") == "bf16"
+    assert hardware.unsupported_reason("mp") is None and hardware.unsupported_reason("baseline+bf16") is None
+    options = hardware.ort_int8_options()
+    assert options["reduce_range"] is False
+    # onnxruntime's guidance: asymmetric u8 activations on x86, symmetric s8 on Arm
+    assert options["activation_type"] == (QuantType.QUInt8 if features.x86 else QuantType.QInt8)
+    assert "native bf16" in hardware.describe()
+
+
+def test_fp16_and_missing_packages_are_reasons(cpu, monkeypatch):
+    cpu(COOPER_LAKE)
+    assert hardware.unsupported_reason("fp16") == "needs a CUDA GPU (this machine has CPU only)"
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None if name == "nncf" else object())
+    assert hardware.unsupported_reason("openvino") is None
+    assert "needs the nncf package" in hardware.unsupported_reason("best+openvino-int8")
+
+
+def test_bf16_inference_refused_on_avx2_unless_forced(cpu, tiny_model_dir, shc_splits):
+    cpu(ZEN3)
+    with pytest.raises(MahaError, match=r"bf16 inference needs AVX512-BF16 or AMX \(this CPU: AVX2\)"):
+        load_backend(str(tiny_model_dir), "bf16", device="cpu")
+    backend = load_backend(str(tiny_model_dir), "bf16", device="cpu", force=True)
+    assert backend.logits(shc_splits.test.texts[:4]).shape == (4, len(shc_splits.labels))
+
+
+def test_onnx_int8_uses_7_bit_weights_without_vnni(cpu, tiny_model_dir, shc_splits, tmp_path):
+    """ONNX Runtime's U8S8 kernels can saturate without VNNI: weights then stay within 7 bits."""
+    cpu(ZEN3)
+    path = ensure_onnx(tiny_model_dir, quantized=True, cache_dir=tmp_path)
+    assert path == onnx_path(tiny_model_dir, quantized=True, cache_dir=tmp_path) and path.name == "model-int8-r7.onnx"
+    weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    cpu(COOPER_LAKE)
+    full = ensure_onnx(tiny_model_dir, quantized=True, cache_dir=tmp_path)
+    assert full.name == "model-int8.onnx"
+    wide = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(full)).graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in wide) > 64
