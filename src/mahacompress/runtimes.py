@@ -40,7 +40,7 @@ from .evaluate import length_sorted_batches
 from .files import staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
-from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, RUNTIME_BACKENDS, OnnxBackend, _Batched, _quiet_logs, \
+from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, OnnxBackend, _Batched, _quiet_logs, \
     _staged_file, _stale, ensure_onnx, onnx_path
 
 CALIBRATION_BATCH = 8
