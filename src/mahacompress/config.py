@@ -72,9 +72,6 @@ class MeasureConfig:
     texts: int = 256  # test texts timed per row (batch 1 uses the first 32 of them)
     threads: int = 2
     country: str = "IND"  # ISO code for CodeCarbon's grid carbon intensity
-    # Run rows that need what this CPU lacks (bf16 rows without AVX512-BF16/AMX: hardware.unsupported_reason)
-    # instead of marking them skipped; they may take hours.
-    force_unsupported: bool = False
 
 
 @dataclass

@@ -307,12 +307,9 @@ class Grid:
 
     def _build_and_score(self, spec: RowSpec) -> dict:
         kind, start = KINDS[spec.kind], time.time()
-        device, force = "cuda" if torch.cuda.is_available() else "cpu", self.cfg.measure.force_unsupported
-        precision = training_precision("auto", device)
-        if precision == "no" and force:  # a CPU that emulates bf16: the preset asked to run `mp` rows anyway
-            precision = training_precision("bf16", device, force=True)
+        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
         backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
-        reason = None if force else unsupported(spec)
+        reason = unsupported(spec)
         if reason:
             return {"name": spec.name, "status": "skipped", "reason": reason}
         row = {"name": spec.name, "status": "done", "settings": self._settings(spec), "backend": backend,

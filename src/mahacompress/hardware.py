@@ -87,7 +87,7 @@ def cpu_features() -> CpuFeatures:
 def describe() -> str:
     """One line for reports: the CPU, its vector/matrix instruction sets and what they mean for precision."""
     cpu = cpu_features()
-    isa = " ".join(cpu.instruction_sets) or "none of AVX2/AVX-512/VNNI/AMX"
+    isa = " ".join(cpu.instruction_sets) or ("none of AVX2/AVX-512/VNNI/AMX" if cpu.flags else "CPU flags unreadable")
     bf16 = "native bf16" if cpu.native_bf16 else "bf16 emulated (slow)"
     int8 = "int8 VNNI" if cpu.vnni else "int8 without VNNI (7-bit weights)"
     return f"{cpu.model} ({cpu.arch}; {isa}; torch kernels {cpu.capability}; {bf16}; {int8})"

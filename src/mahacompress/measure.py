@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .errors import MahaError
 from .models import load_classifier
-from .precision import Backend, ensure_onnx, load_backend, quantize_int8
+from .precision import RUNTIME_BACKENDS, Backend, ensure_onnx, load_backend, quantize_int8
 
 DEFAULT_THREADS = 2  # the development machine's core count; fixed so rows are comparable across runs
 MIB = 2**20
@@ -127,8 +127,12 @@ def peak_memory_mb(model_dir: str | Path, backend: str, texts: Sequence[str], ba
                    max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None) -> float:
     """Peak resident memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and
     runs `texts` through it: the model plus the interpreter, torch and transformers (~the same few
-    hundred MiB in every row). ONNX files are exported here first, so export memory is not counted."""
-    if backend.startswith("onnx"):
+    hundred MiB in every row). ONNX and OpenVINO files are built here first, so export memory is not counted."""
+    if backend in RUNTIME_BACKENDS:  # calibrated int8 files must exist already (built when loaded for timing)
+        from .runtimes import ensure_runtime
+
+        ensure_runtime(model_dir, backend, max_length=max_length, cache_dir=cache_dir)
+    elif backend.startswith("onnx"):
         ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"

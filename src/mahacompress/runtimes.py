@@ -40,10 +40,9 @@ from .errors import MahaError
 from .files import staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
-from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, RUNTIME_BACKENDS, OnnxBackend, _Batched, _quiet_logs, \
+from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, OnnxBackend, _Batched, _quiet_logs, \
     _staged_file, _stale, ensure_onnx, onnx_path
 
-CALIBRATED = ("onnx-int8-static", "openvino-int8")
 CALIBRATION_BATCH = 8
 _FILES = {"onnx-int8-fused": "model-fused-int8.onnx", "onnx-int8-static": "model-int8-static.onnx",
           "openvino": "model.onnx", "openvino-int8": "openvino-int8/model.xml"}
@@ -62,30 +61,37 @@ def served_files(model_dir: str | Path, backend: str, cache_dir: str | Path | No
     return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
-def load_runtime(model_dir: str | Path, backend: str, *, max_length: int, threads: int | None,
-                 cache_dir: str | Path | None = None, calibration_texts: Sequence[str] | None = None):
-    """A Backend for one of RUNTIME_BACKENDS, building (or reusing) its cached file first."""
-    tokenizer = load_tokenizer(str(model_dir))
+def ensure_runtime(model_dir: str | Path, backend: str, *, max_length: int = 128, cache_dir: str | Path | None = None,
+                   calibration_texts: Sequence[str] | None = None) -> Path:
+    """The file `backend` (one of RUNTIME_BACKENDS) serves `model_dir` from, built first if missing or
+    stale; the calibrated ones also when `calibration_texts` differ from those they were built with."""
     fp32 = ensure_onnx(model_dir, cache_dir=cache_dir)
     if backend == "onnx-int8-fused":
-        return OnnxBackend(backend, ensure_fused_int8(model_dir, cache_dir), tokenizer, max_length, threads)
+        return ensure_fused_int8(model_dir, cache_dir)
     if backend == "openvino":
-        return OpenVinoBackend(backend, fp32, tokenizer, max_length, threads)
+        return fp32
     target = runtime_file(model_dir, backend, cache_dir)
     stamp = _calibration_stamp(calibration_texts, max_length) if calibration_texts else None
     if _stale(target, [fp32]) or (stamp and _recorded_stamp(target) != stamp):
         if not calibration_texts:
             raise MahaError(f"{model_dir}: {backend} calibrates activation ranges on training texts and none "
                             "are cached: pass calibration_texts (or build it once with benchmarks/runtimes.py)")
-        batches = _calibration_batches(tokenizer, calibration_texts, max_length)
+        batches = _calibration_batches(load_tokenizer(str(model_dir)), calibration_texts, max_length)
         if backend == "onnx-int8-static":
             _quantize_static(fp32, target, batches)
         else:
             _quantize_openvino(fp32, target, batches)
         write_json(target.with_suffix(".json"), stamp)
-    if backend == "onnx-int8-static":
-        return OnnxBackend(backend, target, tokenizer, max_length, threads)
-    return OpenVinoBackend(backend, target, tokenizer, max_length, threads)
+    return target
+
+
+def load_runtime(model_dir: str | Path, backend: str, *, max_length: int, threads: int | None,
+                 cache_dir: str | Path | None = None, calibration_texts: Sequence[str] | None = None):
+    """A Backend for one of RUNTIME_BACKENDS, building (or reusing) its cached file first."""
+    path = ensure_runtime(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
+                          calibration_texts=calibration_texts)
+    runner = OnnxBackend if backend.startswith("onnx") else OpenVinoBackend
+    return runner(backend, path, load_tokenizer(str(model_dir)), max_length, threads)
 
 
 class OpenVinoBackend(_Batched):
