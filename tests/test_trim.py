@@ -115,3 +115,31 @@ def test_trim_needs_a_fast_tokenizer(model_dir, tmp_path):
     (model_dir / "tokenizer.json").unlink()
     with pytest.raises(MahaError, match="tokenizer"):
         trim(model_dir, MARATHI, tmp_path / "trimmed")
+
+
+def test_cli_trim_with_a_bad_corpus_prints_one_line_and_exits_2(model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    latin1 = tmp_path / "corpus.txt"
+    latin1.write_bytes("café\n".encode("latin-1"))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-m", "mahacompress", "trim", str(model_dir), "--out", str(tmp_path / "t"),
+                           "--corpus", str(latin1)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": src, "COLUMNS": "400"})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and str(latin1) in done.stderr and "UTF-8" in done.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_cli_trim_writes_the_folder(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(MARATHI[:4]), encoding="utf-8")
+    result = CliRunner().invoke(app, ["trim", str(model_dir), "--out", str(tmp_path / "t"), "--corpus", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t" / "trim.json").read_text())["corpus"] == [str(corpus)]
