@@ -94,7 +94,7 @@ def kept_ids(spec: dict, tokenizer, texts: Iterable[str]) -> list[int]:
     keep = {t["id"] for t in spec.get("added_tokens", [])}
     keep |= {tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
     scripts: set[str] = set()
-    for enc in tokenizer._tokenizer.encode_batch(list(texts), add_special_tokens=True):
+    for enc in tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True):
         keep.update(enc.ids)
     for text in texts:
         scripts |= _scripts(text)
@@ -182,7 +182,7 @@ def texts_with_removed_pieces(tokenizer, keep: Sequence[int], texts: Sequence[st
     """How many texts the untrimmed tokenizer splits into at least one piece that trimming removed."""
     kept = set(keep)
     return sum(any(i not in kept for i in enc.ids)
-               for enc in tokenizer._tokenizer.encode_batch(list(texts), add_special_tokens=True))
+               for enc in tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True))
 
 
 def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: Sequence[str] = ()) -> dict:
