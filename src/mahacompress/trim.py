@@ -78,12 +78,16 @@ def _scripts(text: str) -> set[str]:
 
 
 def _fast_tokenizer(model_dir: Path):
+    """The folder's tokenizer, refused unless it is a fast one backed by a tokenizer.json file."""
     from .models import load_tokenizer
 
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise MahaError(f"{path}: not found; trimming needs a fast tokenizer (save the tokenizer with "
+                        "transformers' fast tokenizer class first)")
     tokenizer = load_tokenizer(str(model_dir))
-    if not getattr(tokenizer, "is_fast", False) or not (Path(model_dir) / "tokenizer.json").is_file():
-        raise MahaError(f"{Path(model_dir) / 'tokenizer.json'}: trimming needs a fast tokenizer (tokenizer.json); "
-                        "convert the tokenizer with transformers first")
+    if not getattr(tokenizer, "is_fast", False):
+        raise MahaError(f"{path}: the folder's tokenizer loads as a slow tokenizer; trimming needs a fast one")
     return tokenizer
 
 
