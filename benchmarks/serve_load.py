@@ -122,10 +122,12 @@ def _in_process(folder: Path, texts: list[str], threads: int | None) -> float:
 
 def run(args) -> dict:
     splits = load_splits(DataConfig(dataset=args.dataset))
-    work, out = Path(args.work), Path(args.out)
+    work = Path(args.work)
     trimmed, full = work / "export-trimmed", work / "export-full"
-    manifest = export(Path(args.model), trimmed, corpus=splits.train.texts,
-                      corpus_names=[f"{args.dataset} training split"], splits=splits)
+    corpus_sets = args.corpus_datasets.split(",") if args.corpus_datasets else [args.dataset]
+    corpus = [t for name in corpus_sets for t in load_splits(DataConfig(dataset=name)).train.texts]
+    manifest = export(Path(args.model), trimmed, corpus=corpus,
+                      corpus_names=[f"{name} training split" for name in corpus_sets], splits=splits)
     untrimmed = export(Path(args.model), full, splits=splits)
     test = splits.test.texts
     port = _free_port()
@@ -160,7 +162,8 @@ def report(r: dict) -> str:
     t, u, s, load = r["trimmed"], r["untrimmed"], r["server"], r["load"]
     return "\n".join([
         "# Serving the exported model", "",
-        f"Model `{r['model']}`, dataset {r['dataset']}, {r['cpus']} CPUs shared by server and client. Made with:", "",
+        f"Model `{r['model']}`, dataset {r['dataset']}, {r['cpus']} CPUs shared by server and client; vocabulary "
+        f"trimmed to {', '.join(t['pieces']['corpus'])}. Made with:", "",
         f"    {r['command']}", "",
         "| folder | disk | test accuracy | macro-F1 | test texts with a removed piece |",
         "| --- | --- | --- | --- | --- |",
@@ -191,6 +194,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="trained classifier folder (e.g. runs/cpu-quick/models/p25_kd)")
     p.add_argument("--dataset", default="mahanews-shc")
+    p.add_argument("--corpus-datasets", default=None,
+                   help="comma-separated datasets whose training texts the vocabulary is trimmed to "
+                        "(default: --dataset; e.g. mahanews-shc,mahanews-lpc keeps more pieces)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--texts-per-request", type=int, default=1)

@@ -156,7 +156,7 @@ def test_bad_requests_get_a_one_line_4xx(server, body, status, reason):
     assert httpx.get(f"{url}/health").status_code == 200
 
 
-def test_a_flood_gets_503_with_retry_after_and_health_still_answers(server):
+def test_a_flood_gets_429_with_retry_after_and_health_still_answers(server):
     url, _ = server
 
     async def flood():
@@ -167,8 +167,8 @@ def test_a_flood_gets_503_with_retry_after_and_health_still_answers(server):
     *answers, health = asyncio.run(flood())
     assert health.status_code == 200
     codes = [r.status_code for r in answers]
-    assert set(codes) == {200, 503} and codes.count(200) >= 2
-    busy = next(r for r in answers if r.status_code == 503)
+    assert set(codes) == {200, 429} and codes.count(200) >= 2
+    busy = next(r for r in answers if r.status_code == 429)
     assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
     assert all(len(r.json()["predictions"]) == len(MARATHI) for r in answers if r.status_code == 200)
 
@@ -182,3 +182,17 @@ def test_sigterm_shuts_down_cleanly(server):
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     log = proc.stdout.read()
     assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+def test_cli_export_with_trimming(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(MARATHI[:4]), encoding="utf-8")
+    result = CliRunner().invoke(app, ["export", str(model_dir), "--out", str(tmp_path / "e"), "--backend", "onnx",
+                                      "--trim-vocab", "--corpus", str(corpus)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert manifest["backend"] == "onnx" and manifest["trim"]["corpus"] == [str(corpus)]

@@ -380,7 +380,7 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
           max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
           max_texts: Annotated[int, typer.Option(help="Most texts in one request (413 above).")] = 64,
           max_text_chars: Annotated[int, typer.Option(help="Longest text in characters (413 above).")] = 10_000,
-          max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (503 above).")] = 512) -> None:
+          max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (429 above).")] = 512) -> None:
     """Serve an exported folder over HTTP: POST /predict, GET /health, GET /info."""
     from .serve import Limits
     from .serve import serve as run

@@ -9,8 +9,8 @@ requests from many clients are small, so a single worker task collects whatever 
 `max_batch` texts, waiting at most `max_wait_ms` for more) and runs it in one call on a worker thread
 (onnxruntime releases the GIL, so the event loop keeps answering). Every limit is checked before any
 tokenising, each refusal is one line of JSON: a body or text too large or too many texts -> 413; not
-UTF-8 or not JSON -> 400; the wrong shape -> 422; more texts queued than `max_queued_texts` -> 503
-with Retry-After. uvicorn shuts the process down cleanly on SIGTERM (in-flight requests finish).
+UTF-8 or not JSON -> 400; the wrong shape -> 422; more texts queued than `max_queued_texts` -> 429
+with Retry-After (a 4xx: the client should slow down; the service itself is fine and /health says so). uvicorn shuts the process down cleanly on SIGTERM (in-flight requests finish).
 
 Only onnxruntime, tokenizers and numpy are loaded for the model (runtime.py): no torch in the process.
 """
@@ -40,7 +40,7 @@ class Limits:
     max_texts: int = 64  # texts in one request (413 above)
     max_text_chars: int = 10_000  # characters in one text (413 above)
     max_body_bytes: int = 2 * 2**20  # request body (413 above; checked on Content-Length and while reading)
-    max_queued_texts: int = 512  # texts admitted and not yet answered (503 + Retry-After above)
+    max_queued_texts: int = 512  # texts admitted and not yet answered (429 + Retry-After above)
     max_batch: int = 32  # texts run together in one model call
     max_wait_ms: float = 5.0  # how long the first queued request waits for others to join its batch
     retry_after_s: int = 1
@@ -65,7 +65,7 @@ class Batcher:
 
     async def submit(self, texts: list[str]) -> list[dict]:
         if self.pending + len(texts) > self.limits.max_queued_texts:
-            raise _Refused(503, f"busy: {self.pending} texts queued (limit {self.limits.max_queued_texts}); retry later",
+            raise _Refused(429, f"busy: {self.pending} texts queued (limit {self.limits.max_queued_texts}); retry later",
                            {"Retry-After": str(self.limits.retry_after_s)})
         self.pending += len(texts)
         future = asyncio.get_running_loop().create_future()
