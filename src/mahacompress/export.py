@@ -64,25 +64,14 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8", corpus: Se
             if splits is not None:
                 manifest["test"] = _score(tmp, splits)
                 if trim_record is not None:
-                    kept = trim_record_ids(source)
                     manifest["test"]["texts_with_removed_pieces"] = texts_with_removed_pieces(
-                        load_tokenizer(str(model_dir)), kept, splits.test.texts)
+                        load_tokenizer(str(model_dir)), tokenizer, splits.test.texts)
             if trim_record is not None:
                 shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
             manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
             write_json(tmp / "export.json", manifest)
             write_text(tmp / "README.md", model_card(manifest))
     return manifest
-
-
-def trim_record_ids(trimmed_dir: Path) -> list[int]:
-    """Old ids of the kept pieces, read back from the trimmed tokenizer's pieces (in new-id order)."""
-    from .models import load_tokenizer
-
-    record = json.loads((trimmed_dir / "trim.json").read_text(encoding="utf-8"))
-    old = load_tokenizer(record["source"])
-    new = load_tokenizer(str(trimmed_dir))
-    return old.convert_tokens_to_ids(new.convert_ids_to_tokens(list(range(len(new)))))
 
 
 def _training_record(model_dir: Path) -> dict:

@@ -21,7 +21,7 @@ import json
 import shutil
 import unicodedata
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -91,7 +91,7 @@ def _fast_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def kept_ids(spec: dict, tokenizer, texts: Iterable[str]) -> list[int]:
+def kept_ids(spec: dict, tokenizer, texts: Sequence[str]) -> list[int]:
     """Sorted ids of the pieces to keep: specials, single characters of the scripts seen, pieces used."""
     model = spec["model"]
     pieces = _pieces(model)
@@ -182,11 +182,11 @@ def _set_input_embeddings(model: torch.nn.Module, old: torch.nn.Embedding, new: 
         parent.word_embeddings = new
 
 
-def texts_with_removed_pieces(tokenizer, keep: Sequence[int], texts: Sequence[str]) -> int:
-    """How many texts the untrimmed tokenizer splits into at least one piece that trimming removed."""
-    kept = set(keep)
-    return sum(any(i not in kept for i in enc.ids)
-               for enc in tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True))
+def texts_with_removed_pieces(original, trimmed, texts: Sequence[str]) -> int:
+    """How many texts the `original` tokenizer splits into at least one piece that `trimmed` lacks."""
+    kept = set(trimmed.get_vocab())
+    return sum(any(piece not in kept for piece in enc.tokens)
+               for enc in original.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True))
 
 
 def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: Sequence[str] = ()) -> dict:
