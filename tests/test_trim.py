@@ -144,3 +144,20 @@ def test_cli_trim_writes_the_folder(model_dir, tmp_path):
     result = CliRunner().invoke(app, ["trim", str(model_dir), "--out", str(tmp_path / "t"), "--corpus", str(corpus)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "t" / "trim.json").read_text())["corpus"] == [str(corpus)]
+
+
+def test_default_corpus_is_training_split_plus_transfer_set_never_test_texts(tmp_path, shc_splits):
+    from mahacompress.trim import training_corpus
+
+    test_text = shc_splits.test.texts[0]
+    transfer = tmp_path / "transfer.txt"
+    transfer.write_text(f"{test_text}\nएक दोन तीन चार पाच सहा सात आठ नऊ दहा\n", encoding="utf-8")
+    folder = tmp_path / "pruned"
+    folder.mkdir()
+    (folder / "pruning.json").write_text(json.dumps({"dataset": {"dataset": "mahanews-shc"},
+                                                     "transfer": {"file": str(transfer)}}), encoding="utf-8")
+    corpus = training_corpus(folder)
+    assert corpus[-1] == "एक दोन तीन चार पाच सहा सात आठ नऊ दहा" and test_text not in corpus
+    assert set(shc_splits.train.texts) <= set(corpus)
+    with pytest.raises(MahaError, match="training.json"):
+        training_corpus(tmp_path)

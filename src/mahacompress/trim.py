@@ -58,18 +58,28 @@ def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
 
 
 def training_corpus(model_dir: Path) -> list[str]:
-    """The training texts of the dataset recorded in `model_dir/training.json` (never test texts)."""
-    from .config import DataConfig
+    """What the model was trained on, never dev or test texts: the training split of the dataset named
+    in its training.json (pruned folders: pruning.json) plus the transfer set it records, if any,
+    rebuilt with every window that does not overlap a dev or test text."""
+    from .config import DataConfig, TransferConfig
     from .data import load_splits
+    from .transfer import build_transfer
 
-    record = Path(model_dir) / "training.json"
-    if not record.is_file():
-        raise MahaError(f"{record}: not found, so the training corpus is unknown; name one with --corpus")
-    name = json.loads(record.read_text(encoding="utf-8")).get("dataset", {}).get("dataset")
+    records = [Path(model_dir) / name for name in ("training.json", "pruning.json")]
+    record = next((p for p in records if p.is_file()), None)
+    if record is None:
+        raise MahaError(f"{records[0]}: not found (nor pruning.json), so the training corpus is unknown; "
+                        "name one with --corpus")
+    info = json.loads(record.read_text(encoding="utf-8"))
+    name = (info.get("dataset") or {}).get("dataset")
     if not name:
         raise MahaError(f"{record}: names no dataset; name a corpus with --corpus")
     splits = load_splits(DataConfig(dataset=name))
-    return list(splits.train.texts)
+    texts = list(splits.train.texts)
+    transfer = info.get("transfer") or {}
+    if transfer.get("file"):
+        texts += build_transfer(TransferConfig(path=transfer["file"]), splits.dev.texts + splits.test.texts).texts
+    return texts
 
 
 def _scripts(text: str) -> set[str]:
