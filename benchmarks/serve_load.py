@@ -1,6 +1,7 @@
 """What deploying a model costs: folder size, memory, start-up, and throughput under load over HTTP.
 
-Given a trained classifier folder, this trims its vocabulary to the training texts and exports it as
+Given a trained classifier folder, this trims its vocabulary to its training corpus (as `mahacompress
+export --trim-vocab` does: training split plus recorded transfer set) and exports it as
 int8 ONNX (and, for comparison, exports it untrimmed), scores both on the test split, starts
 `mahacompress serve` on a free loopback port, and drives it with `--clients` concurrent asynchronous
 httpx clients (one process) for `--seconds`, each request carrying `--texts-per-request` test texts.
@@ -36,6 +37,7 @@ from mahacompress.data import load_splits
 from mahacompress.export import export
 from mahacompress.files import write_json, write_text
 from mahacompress.runtime import Classifier
+from mahacompress.trim import training_corpus
 
 
 def _free_port() -> int:
@@ -124,10 +126,11 @@ def run(args) -> dict:
     splits = load_splits(DataConfig(dataset=args.dataset))
     work = Path(args.work)
     trimmed, full = work / "export-trimmed", work / "export-full"
-    corpus_sets = args.corpus_datasets.split(",") if args.corpus_datasets else [args.dataset]
-    corpus = [t for name in corpus_sets for t in load_splits(DataConfig(dataset=name)).train.texts]
-    manifest = export(Path(args.model), trimmed, corpus=corpus,
-                      corpus_names=[f"{name} training split" for name in corpus_sets], splits=splits)
+    extra = args.extra_corpus_datasets.split(",") if args.extra_corpus_datasets else []
+    corpus = training_corpus(Path(args.model))  # what `export --trim-vocab` uses by default
+    corpus += [t for name in extra for t in load_splits(DataConfig(dataset=name)).train.texts]
+    names = ["the model's training corpus"] + [f"{name} training split" for name in extra]
+    manifest = export(Path(args.model), trimmed, corpus=corpus, corpus_names=names, splits=splits)
     untrimmed = export(Path(args.model), full, splits=splits)
     test = splits.test.texts
     port = _free_port()
@@ -194,9 +197,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="trained classifier folder (e.g. runs/cpu-quick/models/p25_kd)")
     p.add_argument("--dataset", default="mahanews-shc")
-    p.add_argument("--corpus-datasets", default=None,
-                   help="comma-separated datasets whose training texts the vocabulary is trimmed to "
-                        "(default: --dataset; e.g. mahanews-shc,mahanews-lpc keeps more pieces)")
+    p.add_argument("--extra-corpus-datasets", default=None,
+                   help="comma-separated datasets whose training splits are added to the trimming corpus "
+                        "(default corpus: the model's training split and transfer set)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--texts-per-request", type=int, default=1)
