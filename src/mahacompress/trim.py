@@ -172,26 +172,6 @@ def _renumber_processor(node, by_piece: dict[str, int]) -> None:
             _renumber_processor(item, by_piece)
 
 
-def _input_embeddings(model: torch.nn.Module) -> torch.nn.Embedding:
-    """The word embedding: through transformers' API, or by its BERT name for custom models (e.g. pruned
-    checkpoints written before their base model implemented `get_input_embeddings`)."""
-    try:
-        return model.get_input_embeddings()
-    except NotImplementedError:
-        found = [m for n, m in model.named_modules() if n.endswith("embeddings.word_embeddings")]
-        if len(found) != 1:
-            raise MahaError(f"{type(model).__name__}: cannot find its word embedding to trim") from None
-        return found[0]
-
-
-def _set_input_embeddings(model: torch.nn.Module, old: torch.nn.Embedding, new: torch.nn.Embedding) -> None:
-    try:
-        model.set_input_embeddings(new)
-    except NotImplementedError:
-        parent = next(m for m in model.modules() if getattr(m, "word_embeddings", None) is old)
-        parent.word_embeddings = new
-
-
 def texts_with_removed_pieces(original, trimmed, texts: Sequence[str]) -> int:
     """How many texts the `original` tokenizer splits into at least one piece that `trimmed` lacks."""
     kept = set(trimmed.get_vocab())
@@ -222,7 +202,7 @@ def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: 
                                    **{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)})
 
     model = load_classifier(str(model_dir)).eval()
-    old = _input_embeddings(model)
+    old = model.get_input_embeddings()
     if old.weight.shape[0] < len(_pieces(spec["model"])):
         raise MahaError(f"{model_dir}: embedding has {old.weight.shape[0]} rows but the tokenizer "
                         f"{len(_pieces(spec['model']))} pieces")
@@ -231,7 +211,7 @@ def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: 
     new = torch.nn.Embedding(len(keep), old.weight.shape[1], padding_idx=pad)
     with torch.no_grad():
         new.weight.copy_(old.weight[index])
-    _set_input_embeddings(model, old, new)
+    model.set_input_embeddings(new)
     model.config.vocab_size = len(keep)
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         old_id = getattr(model.config, name, None)
