@@ -328,8 +328,8 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
 # ---------------------------------------------------------------- deployment: trim, export, serve
 
 Corpus = Annotated[Optional[list[Path]], typer.Option(
-    "--corpus", help="Text (one per line) or CSV files to keep pieces for; default: the training texts "
-                     "of the dataset in MODEL/training.json.")]
+    "--corpus", help="Text (one per line) or CSV files to keep pieces for; default: the training split and "
+                     "transfer set recorded in MODEL/training.json (or pruning.json).")]
 
 
 def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list[str], list[str]]:
@@ -337,7 +337,7 @@ def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list
 
     if corpus:
         return read_corpus(corpus, text_col), [str(p) for p in corpus]
-    return training_corpus(model), ["training texts of training.json's dataset"]
+    return training_corpus(model), ["the model's training split and transfer set"]
 
 
 @app.command()
@@ -357,7 +357,7 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
 def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
            out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")],
            backend: Annotated[str, typer.Option(help="onnx-int8 | onnx")] = "onnx-int8",
-           trim_vocab: Annotated[bool, typer.Option(help="Trim the vocabulary to --corpus first.")] = False,
+           trim_vocab: Annotated[bool, typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")] = False,
            corpus: Corpus = None, text_col: str = "text",
            dataset: Annotated[Optional[str], typer.Option(help="Score the export on this dataset's test "
                                                               "split (for the model card).")] = None,

@@ -4,6 +4,8 @@ The folder needs only onnxruntime, tokenizers and numpy to run (listed in its `r
 `runtime.py` inside it loads `export.json` (labels, sequence length, padding), `tokenizer.json` and
 `model.onnx`. The ONNX file comes from the same export and int8 quantisation as the `onnx` /
 `onnx-int8` benchmark backends (precision.ensure_onnx), so the served model is the measured one.
+onnxruntime's dynamic quantisation covers Gather as well as MatMul, so the (trimmed) embedding rows are
+stored in 8 bits too (checked in the exported graph: `word_embeddings.weight_quantized`, uint8).
 Optionally the vocabulary is trimmed first (trim.py), which is what makes the multilingual e5 small.
 """
 
