@@ -105,10 +105,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(int8_dir):
     """A real `mahacompress serve` process on a free loopback port, small limits so tests can hit them.
-    A long batch wait (300 ms) makes the flood test deterministic: requests pile up while the first waits."""
+    A long batch wait (1 s) makes the flood test deterministic: requests pile up while the first waits."""
     port = _free_port()
     cmd = [sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--port", str(port), "--max-texts", "8",
-           "--max-text-chars", "1000", "--max-queued-texts", "16", "--max-batch", "64", "--max-wait-ms", "300"]
+           "--max-text-chars", "1000", "--max-queued-texts", "16", "--max-batch", "64", "--max-wait-ms", "1000"]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
