@@ -325,6 +325,71 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
     console.print(f"wrote {write_report(out)}")
 
 
+# ---------------------------------------------------------------- deployment: trim, export, serve
+
+Corpus = Annotated[Optional[list[Path]], typer.Option(
+    "--corpus", help="Text (one per line) or CSV files to keep pieces for; default: the training split and "
+                     "transfer set recorded in MODEL/training.json (or pruning.json).")]
+
+
+def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list[str], list[str]]:
+    from .trim import read_corpus, training_corpus
+
+    if corpus:
+        return read_corpus(corpus, text_col), [str(p) for p in corpus]
+    return training_corpus(model), ["the model's training split and transfer set"]
+
+
+@app.command()
+def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tokenizer.json).")],
+         out: Annotated[Path, typer.Option(help="Folder for the trimmed classifier.")],
+         corpus: Corpus = None, text_col: Annotated[str, typer.Option(help="Text column of CSV corpora.")] = "text",
+         ) -> None:
+    """Keep only the vocabulary pieces a corpus needs (and their embedding rows)."""
+    from .trim import trim as run
+
+    texts, names = _corpus(model, corpus, text_col)
+    record = run(model, texts, out, corpus_names=names)
+    console.print(f"wrote {out}: kept {record['pieces_kept']} of {record['pieces_before']} pieces")
+
+
+@app.command()
+def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
+           out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")],
+           backend: Annotated[str, typer.Option(help="onnx-int8 | onnx")] = "onnx-int8",
+           trim_vocab: Annotated[bool, typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")] = False,
+           corpus: Corpus = None, text_col: str = "text",
+           dataset: Annotated[Optional[str], typer.Option(help="Score the export on this dataset's test "
+                                                              "split (for the model card).")] = None,
+           data_dir: DataDir = None, max_length: int = 128) -> None:
+    """Write a folder that runs with onnxruntime, tokenizers and numpy only, with a model card."""
+    from .export import export as run
+
+    texts, names = _corpus(model, corpus, text_col) if trim_vocab else (None, [])
+    splits = _splits(dataset, data_dir, None, None) if dataset else None
+    manifest = run(model, out, backend=backend, corpus=texts, corpus_names=names, splits=splits,
+                   max_length=max_length)
+    console.print(f"wrote {out} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
+
+
+@app.command()
+def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `mahacompress export`.")],
+          host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+          port: int = 8000, threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads.")] = None,
+          max_batch: Annotated[int, typer.Option(help="Most texts run together in one model call.")] = 32,
+          max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
+          max_texts: Annotated[int, typer.Option(help="Most texts in one request (413 above).")] = 64,
+          max_text_chars: Annotated[int, typer.Option(help="Longest text in characters (413 above).")] = 10_000,
+          max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (429 above).")] = 512) -> None:
+    """Serve an exported folder over HTTP: POST /predict, GET /health, GET /info."""
+    from .serve import Limits
+    from .serve import serve as run
+
+    run(folder, host, port, Limits(max_texts=max_texts, max_text_chars=max_text_chars,
+                                   max_queued_texts=max_queued_texts, max_batch=max_batch,
+                                   max_wait_ms=max_wait_ms), threads)
+
+
 def main() -> None:
     """Console entry point: one clear line and exit status 2 for every input problem."""
     try:

@@ -1,0 +1,139 @@
+"""A deployable folder: the model in ONNX, its tokenizer, labels, a model card and a torch-free runtime.
+
+The folder needs only onnxruntime, tokenizers and numpy to run (listed in its `requirements.txt`):
+`runtime.py` inside it loads `export.json` (labels, sequence length, padding), `tokenizer.json` and
+`model.onnx`. The ONNX file comes from the same export and int8 quantisation as the `onnx` /
+`onnx-int8` benchmark backends (precision.ensure_onnx), so the served model is the measured one.
+onnxruntime's dynamic quantisation covers Gather as well as MatMul, so the (trimmed) embedding rows are
+stored in 8 bits too (checked in the exported graph: `word_embeddings.weight_quantized`, uint8).
+Optionally the vocabulary is trimmed first (trim.py), which is what makes the multilingual e5 small.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .errors import MahaError
+from .files import staged_dir, write_json, write_text
+
+EXPORT_BACKENDS = ("onnx-int8", "onnx")
+REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n"
+_LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"}
+
+
+def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8", corpus: Sequence[str] | None = None,
+           corpus_names: Sequence[str] = (), splits=None, max_length: int = 128) -> dict:
+    """Write the deployable folder `out` for classifier `model_dir`; returns its manifest (export.json).
+
+    With `corpus`, the vocabulary is trimmed to it first. With `splits`, the exported model is scored
+    on the test split through the runtime itself, and the figures go into the manifest and model card.
+    """
+    from .models import load_tokenizer
+    from .precision import ensure_onnx
+    from .trim import TRIM_RECORD, texts_with_removed_pieces, trim
+
+    if backend not in EXPORT_BACKENDS:
+        raise MahaError(f"unknown export backend {backend!r}: choose one of {', '.join(EXPORT_BACKENDS)}")
+    model_dir, out = Path(model_dir), Path(out)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as work:
+        source, trim_record = model_dir, None
+        if corpus is not None:
+            source = Path(work) / "trimmed"
+            trim_record = trim(model_dir, corpus, source, corpus_names=corpus_names)
+        tokenizer = load_tokenizer(str(source))
+        if not (source / "tokenizer.json").is_file():
+            raise MahaError(f"{source / 'tokenizer.json'}: export needs a fast tokenizer (tokenizer.json)")
+        onnx_file = ensure_onnx(source, quantized=backend == "onnx-int8")
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        manifest = {"labels": labels, "max_length": max_length, "pad_id": tokenizer.pad_token_id,
+                    "pad_token": tokenizer.pad_token, "model_file": "model.onnx", "backend": backend,
+                    "source": str(model_dir), "made_with": _training_record(model_dir),
+                    "needs": REQUIREMENTS.split()}
+        if trim_record is not None:
+            manifest["trim"] = trim_record
+        with staged_dir(out) as tmp:
+            shutil.copyfile(onnx_file, tmp / "model.onnx")
+            shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
+            shutil.copyfile(Path(__file__).with_name("runtime.py"), tmp / "runtime.py")
+            write_text(tmp / "requirements.txt", REQUIREMENTS)
+            write_json(tmp / "export.json", manifest)  # the runtime reads it: must exist before scoring
+            if splits is not None:
+                manifest["test"] = _score(tmp, splits)
+                if trim_record is not None:
+                    manifest["test"]["texts_with_removed_pieces"] = texts_with_removed_pieces(
+                        load_tokenizer(str(model_dir)), tokenizer, splits.test.texts)
+            if trim_record is not None:
+                shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
+            manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
+            write_json(tmp / "export.json", manifest)
+            write_text(tmp / "README.md", model_card(manifest))
+    return manifest
+
+
+def _training_record(model_dir: Path) -> dict:
+    """The facts of training.json worth a model card: what it was made from and on which data."""
+    path = model_dir / "training.json"
+    if not path.is_file():
+        return {}
+    info = json.loads(path.read_text(encoding="utf-8"))
+    keep = ("base_model", "teacher", "student")
+    made = {k: info[k] for k in keep if k in info}
+    if "dataset" in info:
+        made["dataset"] = info["dataset"].get("dataset")
+    return made
+
+
+def _score(folder: Path, splits) -> dict:
+    """Accuracy and macro-F1 of the exported folder on the test split, run through its own runtime."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from .runtime import Classifier
+
+    clf = Classifier(folder)
+    index = {lab: i for i, lab in enumerate(clf.labels)}
+    order = [index[lab] for lab in splits.labels]  # model label ids may be ordered unlike the dataset
+    start = time.perf_counter()
+    pred = clf.logits(splits.test.texts, batch_size=32).argmax(-1)
+    seconds = time.perf_counter() - start
+    truth = [order[y] for y in splits.test.labels]
+    return {"dataset": splits.name, "rows": len(truth), "accuracy": float(accuracy_score(truth, pred)),
+            "macro_f1": float(f1_score(truth, pred, average="macro")),
+            "texts_per_s_batch32": len(truth) / seconds}
+
+
+def model_card(manifest: dict) -> str:
+    """README.md of an exported folder: what it is, how it was made, how well it does, how to run it."""
+    made = manifest.get("made_with", {})
+    dataset = made.get("dataset") or (manifest.get("test") or {}).get("dataset") or "unknown"
+    licence = next((v for k, v in _LICENCES.items() if str(dataset).startswith(k)), "see the dataset's source")
+    lines = [f"# Marathi text classifier ({len(manifest['labels'])} labels)", "",
+             f"An {manifest['backend']} ONNX model exported by mahacompress from `{manifest['source']}`.", "",
+             "## How it was made", ""]
+    lines += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in made.items()] or ["- no training record found"]
+    if "trim" in manifest:
+        t = manifest["trim"]
+        lines.append(f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
+                     f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})")
+    lines += ["", "## Data and licence", "", f"- data: {dataset}; licence: {licence}", "", "## Measured", ""]
+    test = manifest.get("test")
+    if test:
+        lines.append(f"- test split ({test['rows']} texts): accuracy {test['accuracy']:.4f}, "
+                     f"macro-F1 {test['macro_f1']:.4f}")
+        lines.append(f"- {test['texts_per_s_batch32']:.1f} texts/s at batch 32 on the exporting machine")
+        if "texts_with_removed_pieces" in test:
+            lines.append(f"- test texts that needed a removed piece: {test['texts_with_removed_pieces']}")
+    else:
+        lines.append("- not scored at export (run `mahacompress export --dataset NAME` to score it)")
+    lines.append(f"- folder size: {manifest['disk_bytes'] / 2**20:.1f} MiB")
+    lines += ["", "## How to run it", "", "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt).", "",
+              "```python", "from runtime import Classifier  # runtime.py in this folder",
+              "clf = Classifier('.')", "print(clf.predict(['आज पुण्यात पाऊस पडला']))", "```", "",
+              "Or serve it over HTTP: `mahacompress serve FOLDER --port 8000`.", "",
+              "Labels: " + ", ".join(manifest["labels"]), ""]
+    return "\n".join(lines)

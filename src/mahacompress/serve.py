@@ -1,0 +1,187 @@
+"""HTTP service for an exported folder: Starlette on uvicorn, with concurrent requests batched together.
+
+    POST /predict  {"texts": ["...", ...]} -> {"predictions": [{"label", "probabilities"}, ...]}
+    GET  /health   -> {"status": "ok"}       (answered by the event loop, even while the model is busy)
+    GET  /info     -> labels, limits and the folder's manifest facts (source, trim, test accuracy)
+
+Why this shape: one ONNX session runs far more texts per second at batch 32 than at batch 1, and
+requests from many clients are small, so a single worker task collects whatever is queued (up to
+`max_batch` texts, waiting at most `max_wait_ms` for more) and runs it in one call on a worker thread
+(onnxruntime releases the GIL, so the event loop keeps answering). Every limit is checked before any
+tokenising, each refusal is one line of JSON: a body or text too large or too many texts -> 413; not
+UTF-8 or not JSON -> 400; the wrong shape -> 422; more texts queued than `max_queued_texts` -> 429
+with Retry-After (a 4xx: the client should slow down; the service itself is fine and /health says so). uvicorn shuts the process down cleanly on SIGTERM (in-flight requests finish).
+
+Only onnxruntime, tokenizers and numpy are loaded for the model (runtime.py): no torch in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .errors import MahaError
+from .runtime import MANIFEST, Classifier
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request and the whole service may ask for; all enforced before tokenising."""
+
+    max_texts: int = 64  # texts in one request (413 above)
+    max_text_chars: int = 10_000  # characters in one text (413 above)
+    max_body_bytes: int = 2 * 2**20  # request body (413 above; checked on Content-Length and while reading)
+    max_queued_texts: int = 512  # texts admitted and not yet answered (429 + Retry-After above)
+    max_batch: int = 32  # texts run together in one model call
+    max_wait_ms: float = 5.0  # how long the first queued request waits for others to join its batch
+    retry_after_s: int = 1
+
+
+class _Refused(Exception):
+    """A request refused with `status` and a one-line reason."""
+
+    def __init__(self, status: int, reason: str, headers: dict | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers
+
+
+class Batcher:
+    """Queue of (texts, future); one task runs queued texts together, up to `max_batch` per call."""
+
+    def __init__(self, classifier: Classifier, limits: Limits):
+        self.classifier, self.limits = classifier, limits
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending = 0  # texts admitted and not yet answered
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    async def submit(self, texts: list[str]) -> list[dict]:
+        if self.pending + len(texts) > self.limits.max_queued_texts:
+            raise _Refused(429, f"busy: {self.pending} texts queued (limit {self.limits.max_queued_texts}); retry later",
+                           {"Retry-After": str(self.limits.retry_after_s)})
+        self.pending += len(texts)
+        future = asyncio.get_running_loop().create_future()
+        try:
+            await self.queue.put((texts, future))
+            return await future
+        finally:
+            self.pending -= len(texts)
+
+    def _count(self, items: list) -> int:
+        return sum(len(texts) for texts, _ in items)
+
+    def _drain(self, items: list) -> None:
+        """Move queued requests into `items` until it holds `max_batch` texts (no await: nothing is lost
+        to a cancelled get)."""
+        while self._count(items) < self.limits.max_batch and not self.queue.empty():
+            items.append(self.queue.get_nowait())
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            self._drain(items)
+            if self._count(items) < self.limits.max_batch:  # give other requests a moment to join
+                await asyncio.sleep(self.limits.max_wait_ms / 1000)
+                self._drain(items)
+            texts = [t for batch, _ in items for t in batch]
+            try:
+                results = await loop.run_in_executor(self.executor, self.classifier.predict, texts,
+                                                     self.limits.max_batch)
+            except Exception as exc:  # the service stays up; these requests get a 500 with the reason
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for batch, future in items:
+                if not future.done():  # a client that went away leaves a cancelled future
+                    future.set_result(results[start:start + len(batch)])
+                start += len(batch)
+
+
+async def _read_texts(request: Request, limits: Limits) -> list[str]:
+    """The request's texts, or _Refused with the first limit or format rule it breaks."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise _Refused(413, f"body of {declared} bytes exceeds the limit of {limits.max_body_bytes}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise _Refused(413, f"body exceeds the limit of {limits.max_body_bytes} bytes")
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Refused(400, f"body is not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise _Refused(400, f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(payload, dict) or "texts" not in payload:
+        raise _Refused(422, 'expected a JSON object {"texts": [...]}')
+    texts = payload["texts"]
+    if not isinstance(texts, list):
+        raise _Refused(422, f'"texts" must be a list of strings, not {type(texts).__name__}')
+    if len(texts) > limits.max_texts:
+        raise _Refused(413, f"{len(texts)} texts in one request (limit {limits.max_texts})")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise _Refused(422, f"text {i} is {type(text).__name__}, not a string")
+        if len(text) > limits.max_text_chars:
+            raise _Refused(413, f"text {i} has {len(text)} characters (limit {limits.max_text_chars})")
+    return texts
+
+
+def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None) -> Starlette:
+    """The ASGI app serving the exported `folder` (the model is loaded here, before the first request)."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise MahaError(f"{folder / MANIFEST}: not found (make the folder with `mahacompress export`)")
+    classifier = Classifier(folder, threads=threads)
+    batcher = Batcher(classifier, limits)
+    manifest = classifier.manifest
+    info = {"labels": classifier.labels, "limits": asdict(limits),
+            **{k: manifest[k] for k in ("backend", "source", "made_with", "trim", "test", "disk_bytes")
+               if k in manifest}}
+
+    async def predict(request: Request) -> JSONResponse:
+        try:
+            texts = await _read_texts(request, limits)
+            return JSONResponse({"predictions": await batcher.submit(texts) if texts else []})
+        except _Refused as refused:
+            return JSONResponse({"error": refused.reason}, refused.status, headers=refused.headers)
+        except Exception as exc:  # noqa: BLE001 - a failing model call must not take the service down
+            return JSONResponse({"error": f"model failed: {str(exc).splitlines()[0] if str(exc) else type(exc)}"},
+                                500)
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "queued_texts": batcher.pending})
+
+    async def describe(_: Request) -> JSONResponse:
+        return JSONResponse(info)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette):
+        worker = asyncio.create_task(batcher.run())
+        yield
+        worker.cancel()
+        batcher.executor.shutdown(wait=True)
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
+                             Route("/info", describe)], lifespan=lifespan)
+
+
+def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
+          threads: int | None = None) -> None:
+    """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0)."""
+    import uvicorn
+
+    uvicorn.run(create_app(folder, limits, threads), host=host, port=port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=10)

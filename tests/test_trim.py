@@ -1,0 +1,163 @@
+"""Vocabulary trimming: same logits for kept texts, fallback for removed pieces, both tokenizer families."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mahacompress.errors import MahaError
+from mahacompress.evaluate import predict_logits
+from mahacompress.models import load_classifier, load_tokenizer, tiny_bert, tiny_tokenizer
+from mahacompress.trim import read_corpus, texts_with_removed_pieces, trim
+
+MARATHI = [
+    "आज पुण्यात जोरदार पाऊस पडला आणि वाहतूक मंदावली",
+    "मुंबईत क्रिकेट सामना रंगला, भारताने विजय मिळवला",
+    "नवीन मोबाईल फोन बाजारात दाखल झाला",
+    "राज्य सरकारने शेतकऱ्यांसाठी नवी योजना जाहीर केली",
+    "नाशिकमध्ये द्राक्षांचे उत्पादन वाढले",
+    "पुणे महानगरपालिकेची निवडणूक जाहीर झाली",
+    "चित्रपटाच्या प्रदर्शनाला प्रेक्षकांचा मोठा प्रतिसाद",
+    "शाळांना दिवाळीची सुट्टी जाहीर",
+]
+
+
+def unigram_tokenizer(texts: list[str], vocab_size: int = 200):
+    """An XLM-R-style tokenizer: SentencePiece Unigram, Metaspace, <s> A </s>, no byte fallback."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                           unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+                                   model_max_length=128)
+
+
+def save_model(tok, out: Path) -> Path:
+    torch.manual_seed(0)
+    model = tiny_bert(3, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(params=["unigram", "wordpiece"])
+def model_dir(request, tmp_path) -> Path:
+    tok = unigram_tokenizer(MARATHI) if request.param == "unigram" else tiny_tokenizer(MARATHI, vocab_size=300)
+    return save_model(tok, tmp_path / request.param)
+
+
+def logits(folder: Path, texts: list[str]) -> np.ndarray:
+    return predict_logits(load_classifier(str(folder)), load_tokenizer(str(folder)), texts)
+
+
+def test_trim_keeps_logits_of_corpus_texts_and_falls_back_for_the_rest(model_dir, tmp_path):
+    corpus = MARATHI[:4]
+    record = trim(model_dir, corpus, tmp_path / "trimmed")
+    out = tmp_path / "trimmed"
+    assert record["pieces_kept"] < record["pieces_before"]
+    assert json.loads((out / "trim.json").read_text())["pieces_kept"] == record["pieces_kept"]
+    assert load_classifier(str(out)).config.vocab_size == record["pieces_kept"]
+    np.testing.assert_allclose(logits(out, corpus), logits(model_dir, corpus), atol=1e-5)
+
+    unseen = MARATHI[4:]
+    old_tok, new_tok = load_tokenizer(str(model_dir)), load_tokenizer(str(out))
+    assert texts_with_removed_pieces(old_tok, new_tok, unseen) > 0
+    assert texts_with_removed_pieces(old_tok, new_tok, corpus) == 0
+    for text in unseen:  # Devanagari was seen: every character still has a piece, nothing becomes unknown
+        assert new_tok.unk_token_id not in new_tok(text)["input_ids"]
+        pieces = new_tok.tokenize(text)
+        assert "".join(pieces).replace("▁", "").replace("##", "") == text.replace(" ", "")
+    assert logits(out, unseen).shape == (len(unseen), 3)
+
+
+def test_trim_a_pruned_model_with_its_own_code(tmp_path):
+    """A compacted pruned model (loaded with trust_remote_code) trims like a stock one."""
+    from mahacompress.pruning.compact import compact, save_pruned
+    from mahacompress.pruning.structure import structure_of
+
+    tok = tiny_tokenizer(MARATHI, vocab_size=300)
+    torch.manual_seed(0)
+    model = tiny_bert(3, vocab_size=len(tok)).eval()
+    with torch.no_grad():
+        model.bert.encoder.layer[0].intermediate.dense.weight[:64] = 0  # something for compaction to remove
+        model.bert.encoder.layer[0].output.dense.weight[:, :64] = 0
+    save_pruned(compact(model, structure_of(model)), tmp_path / "pruned", tok)
+    trim(tmp_path / "pruned", MARATHI[:3], tmp_path / "trimmed")
+    assert (tmp_path / "trimmed" / "modeling_pruned.py").is_file()
+    np.testing.assert_allclose(logits(tmp_path / "trimmed", MARATHI[:3]), logits(tmp_path / "pruned", MARATHI[:3]),
+                               atol=1e-5)
+
+
+def test_bad_corpus_files_name_the_file(tmp_path):
+    empty, latin1 = tmp_path / "empty.txt", tmp_path / "latin1.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    latin1.write_bytes("café\n".encode("latin-1"))
+    for path, message in ((empty, "empty"), (latin1, "not UTF-8"), (tmp_path / "missing.txt", "not found")):
+        with pytest.raises(MahaError, match=message) as info:
+            read_corpus([path])
+        assert str(path) in str(info.value)
+    with pytest.raises(MahaError, match="no corpus"):
+        read_corpus([])
+
+
+def test_trim_needs_a_fast_tokenizer(model_dir, tmp_path):
+    (model_dir / "tokenizer.json").unlink()
+    with pytest.raises(MahaError, match="fast tokenizer") as info:
+        trim(model_dir, MARATHI, tmp_path / "trimmed")
+    assert str(model_dir / "tokenizer.json") in str(info.value)
+
+
+def test_cli_trim_with_a_bad_corpus_prints_one_line_and_exits_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    latin1 = tmp_path / "corpus.txt"
+    latin1.write_bytes("café\n".encode("latin-1"))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-m", "mahacompress", "trim", str(tmp_path), "--out", str(tmp_path / "t"),
+                           "--corpus", str(latin1)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": src, "COLUMNS": "400"})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and str(latin1) in done.stderr and "UTF-8" in done.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_cli_trim_writes_the_folder(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(MARATHI[:4]), encoding="utf-8")
+    result = CliRunner().invoke(app, ["trim", str(model_dir), "--out", str(tmp_path / "t"), "--corpus", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "t" / "trim.json").read_text())["corpus"] == [str(corpus)]
+
+
+def test_default_corpus_is_training_split_plus_transfer_set_never_test_texts(tmp_path, shc_splits):
+    from mahacompress.trim import training_corpus
+
+    test_text = shc_splits.test.texts[0]
+    transfer = tmp_path / "transfer.txt"
+    transfer.write_text(f"{test_text}\nएक दोन तीन चार पाच सहा सात आठ नऊ दहा\n", encoding="utf-8")
+    folder = tmp_path / "pruned"
+    folder.mkdir()
+    (folder / "pruning.json").write_text(json.dumps({"dataset": {"dataset": "mahanews-shc"},
+                                                     "transfer": {"file": str(transfer)}}), encoding="utf-8")
+    corpus = training_corpus(folder)
+    assert corpus[-1] == "एक दोन तीन चार पाच सहा सात आठ नऊ दहा" and test_text not in corpus
+    assert set(shc_splits.train.texts) <= set(corpus)
+    with pytest.raises(MahaError, match="training.json"):
+        training_corpus(tmp_path)
