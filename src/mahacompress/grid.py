@@ -38,6 +38,7 @@ from .precision import load_backend, onnx_path, quantize_int8, training_precisio
 from .pruning.prune import prune
 from .report import write_report
 from .train import finetune
+from .validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
 ACCURACY_SLACK = 0.01  # "best" = the fastest pruned+KD row within 1 accuracy point of the baseline
@@ -121,7 +122,8 @@ class Grid:
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
-        self.splits = load_splits(DataConfig(self.dataset, max_train_rows=self.cfg.max_train_rows))
+        self.splits = load_splits(DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
+                                             max_train_rows=self.cfg.max_train_rows))
         self.teacher_dir = self._resolve_teacher()
         if self.stale:
             _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
@@ -337,14 +339,22 @@ def _disk_mb(model_dir: Path, backend: str) -> float:
     return size_on_disk_mb(model_dir)
 
 
-def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None) -> list[Path]:
+def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None, *,
+              text_col: str | None = None, label_col: str | None = None) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns the reports.
 
-    One dataset writes into `out`; several write into `out/<dataset>/`, one report each.
+    One dataset writes into `out`; several write into `out/<dataset>/`, one report each. `text_col` and
+    `label_col` override the preset's column names. The preset's settings, the teacher and the output
+    folder are all checked before the first row is built.
     """
     cfg, name = load_preset(preset)
+    cfg = replace(cfg, text_col=text_col or cfg.text_col, label_col=label_col or cfg.label_col)
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
-    out = Path(out)
+    for tcfg in (cfg.finetune, cfg.distill, cfg.prune_train):
+        check_train_config(tcfg)
+    check_model(teacher)
+    check_max_length(teacher, cfg.finetune.max_length)
+    out = check_output_dir(out)
     return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .files import write_text  # noqa: E402
+from .files import atomic_path, write_text  # noqa: E402
 
 # (field, header, format) of the Markdown table, in the order a user reads them when choosing a model
 COLUMNS = [
@@ -134,8 +134,9 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
