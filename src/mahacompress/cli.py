@@ -9,6 +9,7 @@ User-supplied strings are printed without rich markup or emoji codes (`[x]`, `:n
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import sys
 from pathlib import Path
@@ -34,8 +35,11 @@ console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 out_console = Console(markup=False, emoji=False, highlight=False)
 
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 class OneLineErrors(TyperGroup):
-    """Turn a MahaError or a usage error anywhere below into one line on stderr and exit status 2."""
+    """Turn a MahaError, a usage error or a full/read-only disk anywhere below into one line and exit status 2."""
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -45,6 +49,14 @@ class OneLineErrors(TyperGroup):
         except (MahaError, UsageError) as exc:
             message = exc.format_message() if isinstance(exc, UsageError) else str(exc)
             console.print(Text.assemble(("error:", "red"), " " + " ".join(message.split("\n"))), soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            hint = "; free some space and run the command again (finished work is kept)" \
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            console.print(Text.assemble(("error:", "red"), f" {exc.filename or 'output'}: {exc.strerror}{hint}"),
+                          soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -226,6 +238,7 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
     pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
                        penalty=penalty)
     validate_prune_config(pcfg)
+    check.check_block_size(model, block_size)
     _check_training(cfg, out, model, distill_from)
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from)

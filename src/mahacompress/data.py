@@ -33,6 +33,7 @@ csv.field_size_limit(max(csv.field_size_limit(), 8 * MAX_TEXT_CHARS))
 _MOJIBAKE_RE = re.compile("[\u0400-\u04ff\u2500-\u257f]")
 _CP866_RUN_RE = re.compile("[\u0080-\uffff]+")
 _DEVANAGARI_RE = re.compile("[\u0900-\u097f]")
+_RECORD_END_RE = re.compile(r',[^,\s"]{1,40}\s*$')  # a line ending in ",Label": the end of a CSV record
 
 _SHC = "https://raw.githubusercontent.com/l3cube-pune/MarathiNLP/main/L3Cube-MahaNews/SHC/"
 _LPC = "https://raw.githubusercontent.com/l3cube-pune/indic-nlp/main/L3Cube-IndicNews/Marathi/LPC/"
@@ -174,9 +175,9 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
         if len(rec) <= max(ti, li):
             raise MahaError(f"{path}, row {row}: {len(rec)} field(s), expected at least {max(ti, li) + 1}")
         t, lab = rec[ti], (rec[li].strip() if label_col else "-")
-        if "\n" in t and '"' in t:
-            raise MahaError(f"{path}, row {row}: a text holds a line break and a quote, so records look merged "
-                            f"by an unbalanced quote; fix the quoting at or above this row")
+        if _looks_merged(t):
+            raise MahaError(f"{path}, row {row}: a text spans several lines that look like records of their own "
+                            f"(an unbalanced quote merged them); fix the quoting at or above this row")
         if len(t) > MAX_TEXT_CHARS:
             raise MahaError(f"{path}, row {row}: text of {len(t)} characters (limit {MAX_TEXT_CHARS})")
         repeated_header = lab.lower() in header_labels if label_col else t.strip() == header[ti].strip()
@@ -192,6 +193,16 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
     if label_col is not None:
         _check_text_like_labels(path, rows)
     return rows, stats
+
+
+def _looks_merged(text: str) -> bool:
+    """A multi-line text holding a quote, or an inner line ending like a record (",Label"): merged records.
+
+    The shipped files hold no line breaks inside fields at all, so neither rule fires on them.
+    """
+    if "\n" not in text:
+        return False
+    return '"' in text or any(_RECORD_END_RE.search(line) for line in text.split("\n")[:-1])
 
 
 def _check_encoding(path: Path, raw: bytes) -> None:
@@ -213,7 +224,7 @@ def _check_text_like_labels(path: Path, rows: list[tuple[int, str, str]]) -> Non
         if counts[lab] == 1 and (len(lab) > 40 or len(lab.split()) > 3):
             shown = lab if len(lab) <= 40 else lab[:37] + "..."
             raise MahaError(f"{path}, row {row}: label '{shown}' occurs once and looks like text; "
-                            f"records may be merged by an unbalanced quote above this row")
+                            f"an unquoted comma in a text, or records merged by an unbalanced quote above this row?")
 
 
 def read_labeled_csv(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str], dict]:
@@ -307,8 +318,8 @@ def _folder_files(folder: Path) -> dict[str, Path]:
 
     train, test = pick(("train", "valid", "dev"), "training"), pick(("test",), "test")
     if train is None or test is None:
-        missing = "a training CSV (name containing train/valid/dev)" if train is None else \
-            "a test CSV (name containing test)"
+        missing = "training CSV (name containing train/valid/dev)" if train is None else \
+            "test CSV (name containing test)"
         raise MahaError(f"{folder}: no {missing}; CSVs here: {', '.join(p.name for p in csvs) or 'none'}")
     files = {"train": train, "test": test}
     if "train" in train.name.lower() and (dev := pick(("valid", "val", "dev"), "validation")) is not None:

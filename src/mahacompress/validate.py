@@ -216,5 +216,19 @@ def check_max_length(name: str, max_length: int) -> None:
                         f"use at most {limit}")
 
 
+def check_block_size(name: str, block: int) -> None:
+    """Pruning blocks must tile the attention matrices (known without loading when `name` is a folder)."""
+    check_range("--block-size", block, 1)
+    if not Path(name).is_dir():
+        return
+    cfg = model_config(name)
+    hidden, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        width = heads * (hidden // heads)
+        if hidden % block or width % block:
+            raise MahaError(f"--block-size {block} does not divide the attention matrices ({width}x{hidden}) "
+                            f"of {name}")
+
+
 __all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_choice", "check_input_file",
-           "check_output_dir", "check_output_file", "check_model", "model_config", "check_max_length"]
+           "check_output_dir", "check_output_file", "check_model", "model_config", "check_max_length", "check_block_size"]
