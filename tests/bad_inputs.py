@@ -175,9 +175,9 @@ def _data_cases() -> list[Case]:
             cases.append(Case(f"{defect}/{cmd}", "data", what, args, expect, setup))
     cases += [
         Case("missing-data-folder/data inspect", "data", "a data folder that does not exist",
-             ("data", "inspect", "--dataset", "{R}/nodata"), "unknown dataset"),
+             ("data", "inspect", "--dataset", "{R}/nodata"), "no such folder of CSVs"),
         Case("data-is-a-file/data inspect", "data", "a CSV file given where a folder is expected",
-             ("data", "inspect", "--dataset", "{D}/x_Train.csv"), "not a folder"),
+             ("data", "inspect", "--dataset", "{D}/x_Train.csv"), "a file, not a folder of CSVs"),
         Case("predict-csv-missing/predict", "data", "predict --csv with a missing file",
              ("predict", "--model", "{M}", "--csv", "{R}/none.csv"), "not found"),
         Case("predict-csv-folder/predict", "data", "predict --csv given a folder",
@@ -217,7 +217,7 @@ def _option_cases() -> list[Case]:
         ("preset-bad-key", "a preset with an unknown key",
          ("reproduce", "--teacher", "{M}", "--preset", "{R}/bad.yaml", "--out", "{O}"), "unknown key 'epochz'"),
         ("preset-bad-alpha", "a preset with distill.kd_alpha 2",
-         ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"), "--alpha 2"),
+         ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"), "distill.kd_alpha 2"),
         ("report-no-results", "report on a folder without results.json", ("report", "--out", "{R}"),
          "results.json: not found"),
     ]

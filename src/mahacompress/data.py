@@ -337,6 +337,10 @@ def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
     if spec is None:
         if Path(dataset).is_dir():
             return _folder_files(Path(dataset))
+        if Path(dataset).exists():
+            raise MahaError(f"{dataset}: a file, not a folder of CSVs; pass the folder that holds it")
+        if data_dir is None and ("/" in dataset or dataset.startswith(".")):
+            raise MahaError(f"{dataset}: no such folder of CSVs")
         if data_dir is None:
             raise MahaError(f"unknown dataset '{dataset}': not a folder and not one of "
                             f"{', '.join(NAMED)}; pass a folder of CSVs or --data-dir")

@@ -352,8 +352,8 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
-    for tcfg in (cfg.finetune, cfg.distill, cfg.prune_train):
-        check_train_config(tcfg)
+    for key in ("finetune", "distill", "prune_train"):
+        check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
     check_model(teacher)
     check_max_length(teacher, cfg.finetune.max_length)
     out = check_output_dir(out)

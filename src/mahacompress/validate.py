@@ -2,8 +2,8 @@
 
 Why a module of its own: every command (and the library calls behind them) must refuse bad input
 *before* weights are loaded or anything is trained or written, with one `MahaError` line naming what
-is wrong and where. The CLI calls these first; library entry points call the same functions so that
-a script gets the same answer. Nothing here creates a file or folder.
+is wrong and where. The CLI calls these first (and `grid.reproduce` before its first row), so a script
+calling `reproduce` gets the same answer. Nothing here creates a file or folder.
 """
 
 from __future__ import annotations
@@ -34,27 +34,36 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
     if bad_lo or bad_hi or value != value:  # value != value: NaN
-        left = "any" if lo is None else f"{'(' if lo_open else '['}{lo:g}"
-        right = "any" if hi is None else f"{hi:g}{')' if hi_open else ']'}"
-        raise MahaError(f"{name} {value:g}: expected a value in {left}, {right}")
+        if hi is None:
+            wanted = f"above {lo:g}" if lo_open else f"at least {lo:g}"
+        elif lo is None:
+            wanted = f"below {hi:g}" if hi_open else f"at most {hi:g}"
+        else:
+            wanted = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise MahaError(f"{name} {value:g}: expected a value {wanted}")
 
 
-def check_train_config(cfg: TrainConfig) -> None:
-    """The training loop's settings: sizes positive, KD weight a fraction, temperature above zero."""
-    check_range("--epochs", cfg.epochs, 0, lo_open=True)
-    check_range("--batch-size", cfg.batch_size, 1)
-    check_range("--lr", cfg.lr, 0, lo_open=True)
-    check_range("--max-length", cfg.max_length, 1)
-    check_range("--alpha", cfg.kd_alpha, 0, 1)
-    check_range("--temperature", cfg.kd_temperature, 0, lo_open=True)
-    check_range("--hidden-weight", cfg.kd_hidden_weight, 0)
-    check_range("--patience", cfg.early_stopping_patience, 0)
-    check_range("--evals-per-epoch", cfg.evals_per_epoch, 1)
-    check_range("--checkpoint-every", cfg.checkpoint_every, 1)
-    check_range("weight_decay", cfg.weight_decay, 0)
-    check_range("warmup_ratio", cfg.warmup_ratio, 0, 1)
+# TrainConfig field -> (command-line option, lower bound, upper bound, lower bound excluded)
+_TRAIN_RANGES = {
+    "epochs": ("--epochs", 0, None, True), "batch_size": ("--batch-size", 1, None, False),
+    "lr": ("--lr", 0, None, True), "max_length": ("--max-length", 1, None, False),
+    "kd_alpha": ("--alpha", 0, 1, False), "kd_temperature": ("--temperature", 0, None, True),
+    "kd_hidden_weight": ("--hidden-weight", 0, None, False), "early_stopping_patience": ("--patience", 0, None, False),
+    "evals_per_epoch": ("--evals-per-epoch", 1, None, False), "checkpoint_every": ("--checkpoint-every", 1, None, False),
+    "weight_decay": ("--weight-decay", 0, None, False), "warmup_ratio": ("--warmup-ratio", 0, 1, False),
+}
+
+
+def check_train_config(cfg: TrainConfig, where: str | None = None) -> None:
+    """The training loop's settings: sizes positive, KD weight a fraction, temperature above zero.
+
+    Errors name the command-line option, or `where.field` for a preset (e.g. "tiny.yaml: distill.kd_alpha").
+    """
+    for field, (option, lo, hi, lo_open) in _TRAIN_RANGES.items():
+        check_range(f"{where}.{field}" if where else option, getattr(cfg, field), lo, hi, lo_open=lo_open)
     if cfg.mixed_precision not in ("no", "bf16", "fp16", "auto"):
-        raise MahaError(f"--mixed-precision {cfg.mixed_precision}: expected no, bf16 or fp16")
+        name = f"{where}.mixed_precision" if where else "--mixed-precision"
+        raise MahaError(f"{name} {cfg.mixed_precision}: expected no, bf16 or fp16")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
