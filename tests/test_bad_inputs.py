@@ -198,3 +198,21 @@ def test_a_full_disk_is_one_line_from_the_cli(template, tmp_path, monkeypatch):
                                           "--text-col", "marathi_sentence", "--label-col", "label"])
     assert result.exit_code == 2 and "No space left on device" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_reproduce_and_presets_take_the_column_names(template, tmp_path, monkeypatch):
+    import mahacompress.grid as grid
+    from mahacompress.cli import app
+    from typer.testing import CliRunner
+
+    seen = []
+    monkeypatch.setattr(grid.Grid, "run", lambda self: seen.append((self.cfg.text_col, self.cfg.label_col))
+                        or self.out / "report.md")
+    preset = tmp_path / "cols.yaml"
+    preset.write_text("text_col: marathi_sentence\nlabel_col: label\nrows: [baseline]\n", encoding="utf-8")
+    grid.reproduce(str(template / "model"), preset, tmp_path / "a", dataset=str(template / "data"))
+    result = CliRunner().invoke(app, ["reproduce", "--teacher", str(template / "model"), "--preset", "cpu-quick",
+                                      "--out", str(tmp_path / "b"), "--dataset", str(template / "data"),
+                                      "--text-col", "marathi_sentence", "--label-col", "label"])
+    assert result.exit_code == 0, result.output
+    assert seen == [("marathi_sentence", "label")] * 2

@@ -352,9 +352,9 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
+    check_model(teacher)
     for key in ("finetune", "distill", "prune_train"):
         check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
-    check_model(teacher)
-    check_max_length(teacher, cfg.finetune.max_length)
+        check_max_length(teacher, getattr(cfg, key).max_length)
     out = check_output_dir(out)
     return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]
