@@ -146,7 +146,7 @@ def test_disk_full_while_checkpointing_then_rerun_completes(toy_splits, tmp_path
     assert info.value.errno == errno.ENOSPC
     monkeypatch.undo()
     work = tmp_path / "out.work"
-    assert not out.exists() and sorted(p.name for p in work.iterdir() if p.name.startswith("."))  == []
+    assert not out.exists() and sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []
     state = torch.load(work / "checkpoint.pt", map_location="cpu", weights_only=False)  # the last good one
     assert state["step"] > 0
     summary = train.finetune(str(tmp_path / "base"), toy_splits, cfg, out, resume=True)
