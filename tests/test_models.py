@@ -62,13 +62,22 @@ def test_rebuilt_e5_takes_a_classification_head(e5_dir):
     assert model.config.num_labels == 3 and model.config.id2label[2] == "c"
 
 
-def test_model_folder_errors(tmp_path):
-    with pytest.raises(MahaError, match="model folder not found"):
+def test_model_folder_errors(tmp_path, monkeypatch):
+    import mahacompress.validate as validate
+    from safetensors.torch import save_file
+
+    with pytest.raises(MahaError, match="no such model folder"):
         check_model_dir(str(tmp_path / "nothing"))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(MahaError, match="no model weights"):
         check_model_dir(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(MahaError, match="corrupt weights"):
+        check_model_dir(str(tmp_path))
+    save_file({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
     with pytest.raises(MahaError, match="no tokenizer files"):
         check_model_dir(str(tmp_path))
-    check_model_dir("l3cube-pune/marathi-topic-all-doc-v2")  # a hub id is left to transformers
+    # a hub id: the hub must answer within HUB_TIMEOUT_S (no network here, so it is refused at once)
+    monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    with pytest.raises(MahaError, match=r"l3cube-pune/marathi-topic-all-doc-v2: .*cannot be reached within 10 s"):
+        check_model_dir("l3cube-pune/marathi-topic-all-doc-v2")

@@ -76,6 +76,14 @@ def test_bad_transfer_files_stop_with_one_line_naming_the_file(tmp_path, content
     assert str(f) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_transfer_settings_out_of_range_are_refused(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("एक दोन\n", encoding="utf-8")
+    for bad in ({"window_words": 0}, {"ngram": 0}, {"max_pieces": 0}):
+        with pytest.raises(MahaError, match=f"{next(iter(bad))} must be at least 1"):
+            build_transfer(TransferConfig(path=str(f), **bad), [])
+
+
 def test_kd_loss_uses_unlabelled_rows_for_the_soft_term_only():
     student, teacher = torch.randn(4, 3), torch.randn(4, 3)
     labels = torch.tensor([0, 2, UNLABELLED, UNLABELLED])

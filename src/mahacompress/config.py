@@ -97,6 +97,8 @@ class GridConfig:
     """A preset: the study's grid of rows and the settings each kind of row trains with."""
 
     datasets: list[str] = field(default_factory=lambda: ["mahanews-shc"])  # one grid (and report) each
+    text_col: str | None = None  # column names for folders of CSVs; named datasets know theirs
+    label_col: str | None = None
     max_train_rows: int | None = None
     base_model: str | None = None  # what an already fine-tuned teacher came from (the `mp` row repeats that)
     rows: list[str] = field(default_factory=lambda: list(ROWS))

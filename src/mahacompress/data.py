@@ -9,11 +9,11 @@ input problem raises `MahaError` naming the file and row, so the CLI prints one 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -22,6 +22,8 @@ from pathlib import Path
 
 from .config import DataConfig
 from .errors import MahaError
+from .files import atomic_path
+from .validate import check_input_file
 
 MAX_TEXT_CHARS = 1_000_000
 # A field longer than MAX_TEXT_CHARS is rejected by our own check with a clear message; the
@@ -31,6 +33,7 @@ csv.field_size_limit(max(csv.field_size_limit(), 8 * MAX_TEXT_CHARS))
 _MOJIBAKE_RE = re.compile("[\u0400-\u04ff\u2500-\u257f]")
 _CP866_RUN_RE = re.compile("[\u0080-\uffff]+")
 _DEVANAGARI_RE = re.compile("[\u0900-\u097f]")
+_RECORD_END_RE = re.compile(r',[^,\s"]{1,40}\s*$')  # a line ending in ",Label": the end of a CSV record
 
 _SHC = "https://raw.githubusercontent.com/l3cube-pune/MarathiNLP/main/L3Cube-MahaNews/SHC/"
 _LPC = "https://raw.githubusercontent.com/l3cube-pune/indic-nlp/main/L3Cube-IndicNews/Marathi/LPC/"
@@ -135,9 +138,9 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
     a user sees in a spreadsheet. Bytes are decoded with surrogateescape so that a non-UTF-8
     byte can be pinned to its row instead of failing the whole file anonymously.
     """
-    if not path.is_file():
-        raise MahaError(f"{path}: file not found")
+    check_input_file(path, "CSV file")
     raw = path.read_bytes()
+    _check_encoding(path, raw)
     text = raw.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -172,6 +175,9 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
         if len(rec) <= max(ti, li):
             raise MahaError(f"{path}, row {row}: {len(rec)} field(s), expected at least {max(ti, li) + 1}")
         t, lab = rec[ti], (rec[li].strip() if label_col else "-")
+        if _looks_merged(t):
+            raise MahaError(f"{path}, row {row}: a text spans several lines that look like records of their own "
+                            f"(an unbalanced quote merged them); fix the quoting at or above this row")
         if len(t) > MAX_TEXT_CHARS:
             raise MahaError(f"{path}, row {row}: text of {len(t)} characters (limit {MAX_TEXT_CHARS})")
         repeated_header = lab.lower() in header_labels if label_col else t.strip() == header[ti].strip()
@@ -184,7 +190,41 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
         else:
             stats["mojibake_rows"] += is_mojibake(t)
             rows.append((row, t, lab))
+    if label_col is not None:
+        _check_text_like_labels(path, rows)
     return rows, stats
+
+
+def _looks_merged(text: str) -> bool:
+    """A multi-line text holding a quote, or an inner line ending like a record (",Label"): merged records.
+
+    The shipped files hold no line breaks inside fields at all, so neither rule fires on them.
+    """
+    if "\n" not in text:
+        return False
+    return '"' in text or any(_RECORD_END_RE.search(line) for line in text.split("\n")[:-1])
+
+
+def _check_encoding(path: Path, raw: bytes) -> None:
+    """Name UTF-16/32 files (by their byte-order mark, or NUL bytes without one) instead of misreading them."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if raw.startswith(bom):
+            raise MahaError(f"{path}: this file is {name} (byte-order mark); re-save it as UTF-8")
+    if b"\x00" in raw[:4096]:
+        raise MahaError(f"{path}: NUL bytes (a UTF-16 file without byte-order mark?); re-save it as UTF-8")
+
+
+def _check_text_like_labels(path: Path, rows: list[tuple[int, str, str]]) -> None:
+    """A label seen once that reads like text is a record swallowed by an unbalanced quote, not a class."""
+    counts = Counter(lab for _, _, lab in rows)
+    if len(counts) < 2:
+        return
+    for row, _, lab in rows:
+        if counts[lab] == 1 and (len(lab) > 40 or len(lab.split()) > 3):
+            shown = lab if len(lab) <= 40 else lab[:37] + "..."
+            raise MahaError(f"{path}, row {row}: label '{shown}' occurs once and looks like text; "
+                            f"an unquoted comma in a text, or records merged by an unbalanced quote above this row?")
 
 
 def read_labeled_csv(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str], dict]:
@@ -203,17 +243,10 @@ def read_text_column(path: Path, text_col: str) -> list[str]:
 # ---------------------------------------------------------------------------- file lookup
 
 def _download(url: str, dest: Path) -> None:
-    """Fetch `url` to `dest` atomically (temp file + os.replace) so a broken fetch leaves no half file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Fetch `url` to `dest` atomically so a broken fetch leaves no half file."""
+    with atomic_path(dest) as tmp, tmp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+        while chunk := resp.read(1 << 20):
+            out.write(chunk)
 
 
 def _search_roots() -> list[Path]:
@@ -266,7 +299,11 @@ def _fetch_named(dataset: str, spec: _Named) -> dict[str, Path]:
 
 
 def _folder_files(folder: Path) -> dict[str, Path]:
-    """Train/test CSVs of an arbitrary folder: 'train' in the name, else 'valid'/'dev'; 'test'."""
+    """Train/test CSVs of an arbitrary folder: 'train' in the name, else 'valid'/'dev'; 'test'.
+
+    When there is a train file *and* a validation file ('valid'/'val'/'dev'), the latter is returned
+    as "dev": the folder's own development split is used instead of one carved out of train.
+    """
     csvs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
 
     def pick(keys: tuple[str, ...], role: str) -> Path | None:
@@ -281,10 +318,13 @@ def _folder_files(folder: Path) -> dict[str, Path]:
 
     train, test = pick(("train", "valid", "dev"), "training"), pick(("test",), "test")
     if train is None or test is None:
-        missing = "a training CSV (name containing train/valid/dev)" if train is None else \
-            "a test CSV (name containing test)"
+        missing = "training CSV (name containing train/valid/dev)" if train is None else \
+            "test CSV (name containing test)"
         raise MahaError(f"{folder}: no {missing}; CSVs here: {', '.join(p.name for p in csvs) or 'none'}")
-    return {"train": train, "test": test}
+    files = {"train": train, "test": test}
+    if "train" in train.name.lower() and (dev := pick(("valid", "val", "dev"), "validation")) is not None:
+        files["dev"] = dev
+    return files
 
 
 def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
@@ -297,6 +337,10 @@ def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
     if spec is None:
         if Path(dataset).is_dir():
             return _folder_files(Path(dataset))
+        if Path(dataset).exists():
+            raise MahaError(f"{dataset}: a file, not a folder of CSVs; pass the folder that holds it")
+        if data_dir is None and ("/" in dataset or dataset.startswith(".")):
+            raise MahaError(f"{dataset}: no such folder of CSVs")
         if data_dir is None:
             raise MahaError(f"unknown dataset '{dataset}': not a folder and not one of "
                             f"{', '.join(NAMED)}; pass a folder of CSVs or --data-dir")
@@ -369,6 +413,7 @@ def load_splits(cfg: DataConfig) -> Splits:
 
     tr_rows, tr_stats = _read_rows(files["train"], text_col, label_col)
     te_rows, te_stats = _read_rows(files["test"], text_col, label_col)
+    dv_rows, dv_stats = _read_rows(files["dev"], text_col, label_col) if "dev" in files else ([], {})
 
     # Duplicates in the training source: keep the first copy; a text with two labels is
     # unusable evidence either way, so every copy goes.
@@ -388,6 +433,16 @@ def load_splits(cfg: DataConfig) -> Splits:
             seen.add(k)
             kept.append(r)
     test_keys = {normalize(t) for _, t, _ in te_rows}
+    if dv_rows:  # the folder's validation file: de-duplicated, disjoint from test, and train disjoint from it
+        dv_seen: set[str] = set()
+        dv_kept = []
+        for r in dv_rows:
+            if (k := normalize(r[1])) not in dv_seen and k not in test_keys:
+                dv_seen.add(k)
+                dv_kept.append(r)
+        dv_stats.update(dropped_duplicates_or_in_test=len(dv_rows) - len(dv_kept), final_rows=len(dv_kept))
+        dv_rows = dv_kept
+        test_keys = test_keys | dv_seen
     train_rows = [r for r in kept if normalize(r[1]) not in test_keys]
     tr_stats.update(duplicates_dropped=dup, conflicting_dropped=conflict,
                     overlap_with_test_dropped=len(kept) - len(train_rows), final_rows=len(train_rows))
@@ -399,6 +454,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     # training rows left, yet it is a real test label. It is kept (scored, never predicted)
     # and listed in cleaning["labels_without_training_rows"] so reports can exclude it.
     label_names = sorted({lab for _, _, lab in tr_rows})
+    if len(label_names) < 2:
+        raise MahaError(f"{files['train']}: every row has the label '{label_names[0]}'; "
+                        f"a classifier needs at least two classes (wrong --label-col?)")
     ids = {n: i for i, n in enumerate(label_names)}
     left = {lab for _, _, lab in train_rows}
     starved = [n for n in label_names if n not in left]
@@ -415,14 +473,20 @@ def load_splits(cfg: DataConfig) -> Splits:
                     final_rows=len(te_rows))
     if not te_rows:
         raise MahaError(f"{files['test']}: no usable rows after cleaning")
-    for row, _, lab in te_rows:
-        if lab not in ids:
-            raise MahaError(f"{files['test']}, row {row}: label '{lab}' never occurs in the training "
-                            f"file {files['train'].name} (labels: {', '.join(label_names)})")
+    for role, role_rows in (("test", te_rows), ("dev", dv_rows)):
+        for row, _, lab in role_rows:
+            if lab not in ids:
+                raise MahaError(f"{files[role]}, row {row}: label '{lab}' never occurs in the training "
+                                f"file {files['train'].name} (labels: {', '.join(label_names)})")
 
     texts = [t for _, t, _ in train_rows]
     y = [ids[lab] for _, _, lab in train_rows]
-    tr_idx, dev_idx = _stratified_pick(y, float(cfg.dev_fraction), cfg.seed)
+    if dv_rows:
+        tr_idx, dev_idx = list(range(len(y))), []
+        dev_source = f"the folder's validation file {files['dev'].name}"
+    else:
+        tr_idx, dev_idx = _stratified_pick(y, float(cfg.dev_fraction), cfg.seed)
+        dev_source = f"a stratified {cfg.dev_fraction:.0%} of the training source (seed {cfg.seed})"
     if cfg.max_train_rows is not None and cfg.max_train_rows < len(tr_idx):
         # Pick the rows to drop, so the subsample is `kept` and keeps singleton classes.
         sub_y = [y[i] for i in tr_idx]
@@ -430,9 +494,11 @@ def load_splits(cfg: DataConfig) -> Splits:
         tr_idx = [tr_idx[i] for i in keep]
 
     cleaning = {
-        "files": {"train": str(files["train"]), "test": str(files["test"])},
+        "files": {role: str(path) for role, path in files.items()},
         "train_source": tr_stats,
         "test": te_stats,
+        "dev_source": dev_source,
+        **({"dev": dv_stats} if dv_rows else {}),
         "dev_fraction": cfg.dev_fraction,
         "seed": cfg.seed,
         "dedup_test": cfg.dedup_test,
@@ -445,7 +511,8 @@ def load_splits(cfg: DataConfig) -> Splits:
            f"conflicting or also in the test file): the model cannot predict it" for n in starved],
     }
     return Splits(name=name, labels=label_names, train=_subset(texts, y, tr_idx),
-                  dev=_subset(texts, y, dev_idx),
+                  dev=TextSet([t for _, t, _ in dv_rows], [ids[lab] for _, _, lab in dv_rows]) if dv_rows
+                  else _subset(texts, y, dev_idx),
                   test=TextSet([t for _, t, _ in te_rows], [ids[lab] for _, _, lab in te_rows]),
                   cleaning=cleaning)
 

@@ -26,6 +26,7 @@ from .data import Splits, TextSet
 from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
+from .files import atomic_path
 from .models import load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
 from .train import fit
@@ -69,10 +70,8 @@ def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: l
     if labels is not None:
         _check_labels(teacher, model, labels)
     logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, logits)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, logits)
     return logits
 
 

@@ -51,6 +51,7 @@ from .report import write_report
 from .stats import correctness, paired_difference
 from .train import finetune
 from .transfer import TransferSet, build_transfer
+from .validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
 ACCURACY_SLACK = 0.01  # "best" = the fastest compressed row within 1 dev-accuracy point of the teacher
@@ -251,7 +252,8 @@ class Grid:
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
-        self.splits = load_splits(DataConfig(self.dataset, max_train_rows=self.cfg.max_train_rows))
+        self.splits = load_splits(DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
+                                             max_train_rows=self.cfg.max_train_rows))
         self.unlearnable = unlearnable_classes(self.splits)
         self.teacher_dir = self._resolve_teacher()
         if any(parse_row(n).tr for n in self.cfg.rows if self.rows.get(n, {}).get("status") != "done"):
@@ -548,20 +550,27 @@ def _recorded_seconds(model_dir: Path) -> float | None:
     return None
 
 
-def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None,
-              seeds: int | None = None) -> list[Path]:
+def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None, *,
+              seeds: int | None = None, text_col: str | None = None, label_col: str | None = None) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns the reports.
 
     One dataset writes into `out`; several write into `out/<dataset>/`, one report each. `seeds`
-    overrides the preset's number of seeds per trained row.
+    overrides the preset's number of seeds per trained row, `text_col` and `label_col` its column
+    names. The preset's settings, the teacher and the output folder are all checked before the first
+    row is built.
     """
     cfg, name = load_preset(preset)
     if seeds is not None:
         if seeds < 1:
             raise MahaError(f"--seeds {seeds}: expected 1 or more")
         cfg = replace(cfg, seeds=seeds)
+    cfg = replace(cfg, text_col=text_col or cfg.text_col, label_col=label_col or cfg.label_col)
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
-    out = Path(out)
+    check_model(teacher)
+    for key in ("finetune", "distill", "prune_train"):
+        check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
+        check_max_length(teacher, getattr(cfg, key).max_length)
+    out = check_output_dir(out)
     return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -27,6 +28,7 @@ from transformers import (
 
 from .errors import MahaError
 from .files import staged_dir
+from .validate import check_model
 
 E5_MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
@@ -175,20 +177,8 @@ def build_e5(out_dir: Path) -> Path:
 
 
 def check_model_dir(name: str) -> None:
-    """Fail with one line when a local model folder lacks weights, config or tokenizer files."""
-    path = Path(name)
-    if not path.exists():
-        if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not "owner/name" or "name"
-            raise MahaError(f"{name}: model folder not found")
-        return  # a hub id: transformers resolves it (and names it in its own error)
-    if not path.is_dir():
-        raise MahaError(f"{name}: expected a model folder, found a file")
-    if not (path / "config.json").is_file():
-        raise MahaError(f"{path / 'config.json'}: missing (not a Hugging Face model folder)")
-    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise MahaError(f"{path}: no model weights (*.safetensors or *.bin) in the folder")
-    if not ((path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()):
-        raise MahaError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in the folder")
+    """Fail with one line when a model source cannot be loaded (see `validate.check_model`)."""
+    check_model(name)
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
@@ -196,7 +186,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     check_model_dir(name)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         raise MahaError(f"{name}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
 
 
@@ -217,7 +207,7 @@ def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_
                 kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                               label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
         return AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise MahaError(f"{name}: cannot load model ({str(exc).splitlines()[0]})") from None
 
 

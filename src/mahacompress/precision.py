@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +40,7 @@ import torch
 
 from .batching import length_sorted_batches
 from .errors import MahaError
+from .files import atomic_path
 from .hardware import cpu_bf16_gap, native_bf16, ort_int8_options
 from .models import load_classifier, load_tokenizer
 
@@ -252,8 +251,9 @@ def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: st
         # dynamo export ("unsupported broadcast between Min(128, sequence) sequence"), and only
         # quantised weights are needed, so its warning about it is silenced. Without VNNI, weights
         # get 7 bits against U8S8 saturation (hardware.ort_int8_options); the file name says so.
-        with _staged_file(int8) as tmp, _quiet_logs(logging.WARNING):
-            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8, reduce_range=ort_int8_options()["reduce_range"])
+        with atomic_path(int8) as tmp, _quiet_logs(logging.WARNING):
+            quantize_dynamic(fp32, str(tmp), weight_type=QuantType.QInt8,
+                             reduce_range=ort_int8_options()["reduce_range"])
     return int8
 
 
@@ -268,9 +268,9 @@ def export_onnx(model_dir: str | Path, out: Path) -> Path:
     model = load_classifier(str(model_dir)).float().eval()
     example = dict(load_tokenizer(str(model_dir))(_EXAMPLE_TEXTS, padding=True, return_tensors="pt"))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with _staged_file(out) as tmp, warnings.catch_warnings(), _quiet_logs(logging.WARNING):
+    with atomic_path(out) as tmp, warnings.catch_warnings(), _quiet_logs(logging.WARNING):
         warnings.simplefilter("ignore")  # tracer chatter about transformers internals, not about the result
-        torch.onnx.export(model, (), tmp, kwargs=example, dynamo=True, external_data=False, verbose=False,
+        torch.onnx.export(model, (), str(tmp), kwargs=example, dynamo=True, external_data=False, verbose=False,
                           input_names=list(example), output_names=["logits"], opset_version=ONNX_OPSET,
                           dynamic_shapes={k: {0: batch, 1: seq} for k in example})
     return out
@@ -278,21 +278,6 @@ def export_onnx(model_dir: str | Path, out: Path) -> Path:
 
 def _stale(target: Path, sources: list[Path]) -> bool:
     return not target.is_file() or any(s.stat().st_mtime > target.stat().st_mtime for s in sources)
-
-
-@contextmanager
-def _staged_file(path: Path) -> Iterator[str]:
-    """Yield a temporary file name beside `path`, renamed into place on success: a killed export
-    leaves no truncated model.onnx that a later run would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @contextmanager

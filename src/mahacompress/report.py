@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .errors import MahaError  # noqa: E402
-from .files import write_text  # noqa: E402
+from .files import atomic_path, write_text  # noqa: E402
 
 SLACK_POINTS = 1.0  # "within 1 point of the baseline"
 MIB_PER_MB = 1e6 / 2**20
@@ -255,8 +255,9 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path

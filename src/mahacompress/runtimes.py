@@ -37,11 +37,11 @@ import numpy as np
 
 from .batching import length_sorted_batches
 from .errors import MahaError
-from .files import staged_dir, write_json
+from .files import atomic_path, staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
 from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, OnnxBackend, _Batched, _quiet_logs, \
-    _staged_file, _stale, ensure_onnx, onnx_path
+    _stale, ensure_onnx, onnx_path
 
 CALIBRATION_BATCH = 8
 _FILES = {"onnx-int8-fused": "model-fused-int8.onnx", "onnx-int8-static": "model-int8-static.onnx",
@@ -145,8 +145,8 @@ def ensure_fused_int8(model_dir: str | Path, cache_dir: str | Path | None = None
     fused.save_model_to_file(str(fused_path))
     exported.unlink()
     # Shape inference cannot type the outputs of fused (com.microsoft) operators; they are float.
-    with _staged_file(target) as tmp, _quiet_logs(logging.WARNING):
-        quantize_dynamic(fused_path, tmp, weight_type=QuantType.QInt8, reduce_range=ort_int8_options()["reduce_range"],
+    with atomic_path(target) as tmp, _quiet_logs(logging.WARNING):
+        quantize_dynamic(fused_path, str(tmp), weight_type=QuantType.QInt8, reduce_range=ort_int8_options()["reduce_range"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     fused_path.unlink()
     record = {"fused_operators": stats, "num_heads": num_heads, "hidden_size": hidden,
@@ -205,8 +205,8 @@ def _quantize_static(fp32: Path, target: Path, batches: list[dict[str, np.ndarra
         def get_next(self):
             return next(self.items, None)
 
-    with _staged_file(target) as tmp, _quiet_logs(logging.WARNING):
-        quantize_static(str(fp32), tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    with atomic_path(target) as tmp, _quiet_logs(logging.WARNING):
+        quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         op_types_to_quantize=["MatMul", "Gemm"], **ort_int8_options())
 
 

@@ -14,7 +14,6 @@ and `resume=True` continues from there on the same batch order.
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 import time
@@ -34,6 +33,7 @@ from .data import Splits
 from .distill_loss import hidden_state_loss, kd_loss, layer_map
 from .errors import MahaError
 from .evaluate import predict_logits
+from .files import atomic_path
 from .precision import training_precision
 
 
@@ -94,9 +94,8 @@ def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -115,6 +115,9 @@ def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, data_dir: s
 
     The cap keeps a seeded random sample (so a small cap still spans the whole file's topics).
     """
+    for name, value in (("window_words", cfg.window_words), ("ngram", cfg.ngram), ("max_pieces", cfg.max_pieces)):
+        if value is not None and value < 1:
+            raise MahaError(f"transfer set {cfg.path}: {name} must be at least 1, got {value}")
     path = resolve(cfg.path, data_dir)
     texts, labels = read_texts(path, cfg.text_col, cfg.label_col)
     overlap = OverlapFilter(protected, cfg.ngram)

@@ -1,0 +1,243 @@
+"""Checks that run before any work: option ranges, input files, output paths, model sources.
+
+Why a module of its own: every command (and the library calls behind them) must refuse bad input
+*before* weights are loaded or anything is trained or written, with one `MahaError` line naming what
+is wrong and where. The CLI calls these first (and `grid.reproduce` before its first row), so a script
+calling `reproduce` gets the same answer. Nothing here creates a file or folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import struct
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .config import TrainConfig
+from .errors import MahaError
+
+HUB_TIMEOUT_S = 10.0  # how long a hub id may take to prove the hub reachable before we give up
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# Models whose position ids start after the padding index (the first 2 positions are unusable).
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
+
+
+# ---------------------------------------------------------------------------- options
+
+def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """Refuse `value` outside [lo, hi] (open ends where asked), naming the option the user typed."""
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi or value != value:  # value != value: NaN
+        if hi is None:
+            wanted = f"above {lo:g}" if lo_open else f"at least {lo:g}"
+        elif lo is None:
+            wanted = f"below {hi:g}" if hi_open else f"at most {hi:g}"
+        else:
+            wanted = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise MahaError(f"{name} {value:g}: expected a value {wanted}")
+
+
+# TrainConfig field -> (command-line option, lower bound, upper bound, lower bound excluded)
+_TRAIN_RANGES = {
+    "epochs": ("--epochs", 0, None, True), "batch_size": ("--batch-size", 1, None, False),
+    "lr": ("--lr", 0, None, True), "max_length": ("--max-length", 1, None, False),
+    "kd_alpha": ("--alpha", 0, 1, False), "kd_temperature": ("--temperature", 0, None, True),
+    "kd_hidden_weight": ("--hidden-weight", 0, None, False), "early_stopping_patience": ("--patience", 0, None, False),
+    "evals_per_epoch": ("--evals-per-epoch", 1, None, False), "checkpoint_every": ("--checkpoint-every", 1, None, False),
+    "weight_decay": ("--weight-decay", 0, None, False), "warmup_ratio": ("--warmup-ratio", 0, 1, False),
+}
+
+
+def check_train_config(cfg: TrainConfig, where: str | None = None) -> None:
+    """The training loop's settings: sizes positive, KD weight a fraction, temperature above zero.
+
+    Errors name the command-line option, or `where.field` for a preset (e.g. "tiny.yaml: distill.kd_alpha").
+    """
+    for field, (option, lo, hi, lo_open) in _TRAIN_RANGES.items():
+        check_range(f"{where}.{field}" if where else option, getattr(cfg, field), lo, hi, lo_open=lo_open)
+    if cfg.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+        name = f"{where}.mixed_precision" if where else "--mixed-precision"
+        raise MahaError(f"{name} {cfg.mixed_precision}: expected no, bf16 or fp16")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse a value that is not one of `choices`."""
+    if value not in choices:
+        raise MahaError(f"{name} {value}: expected one of {', '.join(choices)}")
+
+
+# ---------------------------------------------------------------------------- files
+
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """An existing, readable regular file (a folder or an unreadable file is named as such)."""
+    path = Path(path)
+    if not path.exists():
+        raise MahaError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise MahaError(f"{path}: expected a {what}, found a folder")
+    _readable(path)
+    return path
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """A folder we may create or fill: not an existing file, and its nearest existing parent writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MahaError(f"{path}: is an existing file; the output must be a folder (choose another name)")
+    _writable_parent(path if path.exists() else path.parent)
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """A file we may write: not an existing folder, and its nearest existing parent writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise MahaError(f"{path}: is an existing folder; the output must be a file name")
+    _writable_parent(path.parent)
+    return path
+
+
+def _writable_parent(path: Path) -> None:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MahaError(f"{probe}: is a file, so nothing can be written below it")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise MahaError(f"{probe}: permission denied (cannot write there; choose another output folder)")
+
+
+def _readable(path: Path) -> None:
+    if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
+        raise MahaError(f"{path}: permission denied (the file exists but cannot be read)")
+
+
+# ---------------------------------------------------------------------------- model sources
+
+def check_model(name: str) -> None:
+    """A model source that can be loaded: a sound local folder, or a reachable hub id.
+
+    Local folders are checked without loading weights: config.json valid JSON, every weights file
+    readable with an intact header, tokenizer files present. A name that is neither a folder nor
+    shaped like `owner/name` fails at once; a hub id fails within HUB_TIMEOUT_S when the hub cannot
+    be reached, instead of a traceback after transformers' retries.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        _check_model_folder(path)
+    elif not _HUB_ID.fullmatch(name):
+        raise MahaError(f"{name}: no such model folder, and not a Hugging Face hub id (owner/name)")
+    else:
+        _check_hub_id(name)
+
+
+def _check_model_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise MahaError(f"{path}: expected a model folder, found a file")
+    _readable(path)
+    model_config(path)
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    if not weights:
+        raise MahaError(f"{path}: no model weights (*.safetensors or *.bin) in the folder")
+    for w in weights:
+        _readable(w)
+        _check_weights(w)
+    tok = [path / n for n in ("tokenizer.json", "tokenizer_config.json") if (path / n).is_file()]
+    if not tok:
+        raise MahaError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in the folder")
+    for t in tok:
+        _readable(t)
+
+
+def model_config(path: str | Path) -> dict:
+    """config.json of a local model folder as a dict, with one-line errors for missing or broken JSON."""
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.is_file():
+        raise MahaError(f"{cfg_path}: missing (not a Hugging Face model folder)")
+    _readable(cfg_path)
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MahaError(f"{cfg_path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(cfg, dict):
+        raise MahaError(f"{cfg_path}: expected a JSON object, found {type(cfg).__name__}")
+    return cfg
+
+
+def _check_weights(path: Path) -> None:
+    """A cheap integrity check: a safetensors header that fits the file, or a complete zip (torch.save)."""
+    size = path.stat().st_size
+    if path.suffix == ".bin":
+        if not zipfile.is_zipfile(path):
+            raise MahaError(f"{path}: corrupt or truncated weights (not a complete PyTorch archive)")
+        return
+    try:
+        with path.open("rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, UnicodeDecodeError, KeyError, TypeError, IndexError) as exc:
+        raise MahaError(f"{path}: corrupt weights (not a safetensors file: {str(exc).splitlines()[0]})") from None
+    if 8 + n + end > size:
+        raise MahaError(f"{path}: truncated weights ({size} bytes, the header promises {8 + n + end})")
+
+
+def _check_hub_id(name: str) -> None:
+    """A hub id in the local cache passes; otherwise the hub must answer within HUB_TIMEOUT_S."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import ENDPOINT, HF_HUB_OFFLINE
+    except ImportError:  # pragma: no cover - a transformers dependency
+        return
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    advice = "download it where there is network and pass its local folder instead"
+    if HF_HUB_OFFLINE:
+        raise MahaError(f"{name}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {advice}")
+    host = urlparse(ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
+    except OSError as exc:
+        raise MahaError(f"{name}: the Hugging Face hub ({host}) cannot be reached within {HUB_TIMEOUT_S:g} s "
+                        f"({exc.strerror or exc}); {advice}") from None
+
+
+def check_max_length(name: str, max_length: int) -> None:
+    """--max-length within the model's position embeddings (known without loading when `name` is a folder)."""
+    check_range("--max-length", max_length, 1)
+    if not Path(name).is_dir():
+        return  # a hub id: its config is not at hand without downloading
+    cfg = model_config(name)
+    limit = cfg.get("max_position_embeddings")
+    if not isinstance(limit, int):
+        return
+    limit -= 2 if cfg.get("model_type") in _OFFSET_POSITIONS else 0
+    if max_length > limit:
+        raise MahaError(f"--max-length {max_length}: {name} has {limit} position embeddings; "
+                        f"use at most {limit}")
+
+
+def check_block_size(name: str, block: int) -> None:
+    """Pruning blocks must tile the attention matrices (known without loading when `name` is a folder)."""
+    check_range("--block-size", block, 1)
+    if not Path(name).is_dir():
+        return
+    cfg = model_config(name)
+    hidden, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
+        width = heads * (hidden // heads)
+        if hidden % block or width % block:
+            raise MahaError(f"--block-size {block} does not divide the attention matrices ({width}x{hidden}) "
+                            f"of {name}")
+
+
+__all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_choice", "check_input_file",
+           "check_output_dir", "check_output_file", "check_model", "model_config", "check_max_length", "check_block_size"]
