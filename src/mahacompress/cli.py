@@ -111,7 +111,7 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
     summary = run(model, splits, cfg, out, resume=resume)
-    console.print(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
+    _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
 
 
 def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freeze_embeddings: bool, patience: int,
@@ -147,7 +147,7 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
         prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher)
     else:
         run(teacher, student, splits, cfg, out, resume=resume)
-    console.print(f"wrote {out}")
+    _say_once(f"wrote {out}")
 
 
 @app.command()
@@ -182,7 +182,15 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
     for i, layer in enumerate(summary["layers"]):
         table.add_row(str(i), f"{layer['sparsity']:.1%}", str(layer["heads"]), str(layer["removed_heads"]),
                       str(layer["ffn_width"]))
-    Console().print(table)
+    _say_once(table, Console())
+
+
+def _say_once(message, to: Console = console) -> None:
+    """Print on the main process only: launched with torchrun / accelerate, every process runs the command."""
+    from .train import is_main_process
+
+    if is_main_process():
+        to.print(message)
 
 
 @app.command()
