@@ -276,7 +276,11 @@ def reproduce(teacher: Annotated[str, typer.Option(help="Teacher folder or hub i
               dataset: Annotated[Optional[str], typer.Option(help="Overrides the preset's datasets.")] = None) -> None:
     """Run (or resume) the study's whole grid and write a report with a table and plots."""
     from .grid import reproduce as run
+    from .train import process_count
 
+    if process_count() > 1:  # every process would time every row and write the same results
+        raise MahaError("reproduce runs as one process (it times rows on one device); start it without "
+                        "torchrun / accelerate launch")
     for report in run(teacher, preset, out, dataset):
         console.print(f"wrote {report}")
 

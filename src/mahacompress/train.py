@@ -127,13 +127,18 @@ def freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
+def process_count() -> int:
+    """How many processes torchrun / accelerate launch started for this run (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def cpu_processes() -> bool:
     """Whether this is one of several processes on a machine without a CUDA GPU.
 
     Accelerate joins CPU processes (gloo) only when told the run is on CPU; without it, each
     process that torchrun starts would train alone on all the data and write the same folder.
     """
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return process_count() > 1 and not torch.cuda.is_available()
 
 
 def process_state() -> PartialState:
