@@ -118,3 +118,14 @@ def test_bad_input_ends_every_process_with_one_line(workdir, args, message):
     lines = _our_lines(out)
     assert len(lines) == 2 and all(line.startswith(message) for line in lines), lines
     assert not (workdir / "bad").exists()
+
+
+def test_the_grid_refuses_to_run_as_several_processes(tmp_path, monkeypatch, capsys):
+    from mahacompress import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["mahacompress", "reproduce", "--teacher", "t", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2 and "reproduce runs as one process" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
