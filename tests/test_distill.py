@@ -116,3 +116,21 @@ def test_hidden_state_distillation_pulls_student_states_to_the_teacher(teacher_d
         fit(kd.layer_student(teacher, 2), tok, toy_splits, cfg, tmp_path / "c")
     with pytest.raises(MahaError, match="not only its logits"):
         kd.teacher_for_fit(np.zeros((len(toy_splits.train), 3)), toy_splits, cfg)
+
+
+def test_a_pruned_folder_is_a_student_with_hidden_state_distillation(teacher_dir, toy_splits, tmp_path):
+    """Compacted models are the stock class: they return hidden states, so `--hidden-weight` works on them."""
+    from mahacompress.pruning.compact import compact, save_pruned
+    from mahacompress.pruning.structure import structure_of
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    with torch.no_grad():
+        teacher.bert.encoder.layer[1].attention.self.value.weight[:16] = 0  # one head less
+        teacher.bert.encoder.layer[2].intermediate.dense.weight[:] = 0  # no FFN neurons left
+    student_dir = tmp_path / "pruned"
+    save_pruned(compact(teacher, structure_of(teacher)), student_dir, load_tokenizer(str(teacher_dir)))
+    info = kd.distill(str(teacher_dir), str(student_dir), toy_splits, replace(CFG, epochs=1, kd_hidden_weight=1.0),
+                      tmp_path / "out")
+    assert info["result"]["steps"] == 6
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", trust_remote_code=True)
+    assert loaded.config.heads_per_layer == [4, 3, 4, 4] and loaded.config.intermediate_sizes[2] == 0

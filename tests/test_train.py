@@ -86,3 +86,55 @@ def test_fp16_training_on_cpu_is_refused(toy_splits, tmp_path):
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     with pytest.raises(MahaError, match="fp16 training needs a CUDA GPU"):
         fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, replace(CFG, mixed_precision="fp16"), tmp_path)
+
+
+class _NaNAt(TrainHooks):
+    """Adds a NaN to the loss of step `at` (counted from 0)."""
+
+    def __init__(self, at: int):
+        self.at, self.step = at, -1
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        self.step = step
+
+    def extra_loss(self, model):
+        return torch.tensor(float("nan")) if self.step == self.at else None
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(toy_splits, tmp_path):
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    with pytest.raises(MahaError, match=r"step 5: the training loss is not finite .*checkpoint.pt"):
+        fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, CFG, tmp_path, hooks=_NaNAt(4))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_non_finite_loss_writes_no_model_folder(tiny_model_dir, shc_splits, tmp_path, monkeypatch):
+    import mahacompress.train as train
+
+    calls, real = [], train.F.cross_entropy
+
+    def nan_on_third_step(logits, y):
+        calls.append(1)
+        return real(logits, y) * (float("inf") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr(train.F, "cross_entropy", nan_on_third_step)
+    with pytest.raises(MahaError, match="step 3: the training loss is not finite"):
+        finetune(str(tiny_model_dir), shc_splits, replace(CFG, checkpoint_every=2), tmp_path / "ft")
+    assert not (tmp_path / "ft").exists() and (tmp_path / "ft.work" / "checkpoint.pt").is_file()
+
+
+def test_gradients_are_clipped(toy_splits, tmp_path, monkeypatch):
+    import mahacompress.train as train
+
+    seen = []
+    real = train.Accelerator.clip_grad_norm_
+
+    def record(self, parameters, max_norm, *args, **kwargs):
+        seen.append(max_norm)
+        return real(self, parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(train.Accelerator, "clip_grad_norm_", record)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, replace(CFG, epochs=1, max_grad_norm=0.5), tmp_path)
+    assert seen == [0.5] * 6

@@ -191,7 +191,7 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
     _check_training(cfg, out, model)
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     summary = run(model, splits, cfg, out, resume=resume)
-    console.print(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
+    _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
 
 
 def _check_training(cfg: TrainConfig, out: Path, *models: str | None) -> None:
@@ -245,7 +245,7 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
               transfer=transfer)
     else:
         run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer)
-    console.print(f"wrote {out}")
+    _say_once(f"wrote {out}")
 
 
 @app.command()
@@ -289,7 +289,15 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
     for i, layer in enumerate(summary["layers"]):
         table.add_row(str(i), f"{layer['sparsity']:.1%}", str(layer["heads"]), str(layer["removed_heads"]),
                       str(layer["ffn_width"]))
-    out_console.print(table)
+    _say_once(table, out_console)
+
+
+def _say_once(message, to: Console = console) -> None:
+    """Print on the main process only: launched with torchrun / accelerate, every process runs the command."""
+    from .train import is_main_process
+
+    if is_main_process():
+        to.print(message)
 
 
 @app.command()
@@ -383,7 +391,11 @@ def reproduce(teacher: Annotated[str, typer.Option(help="Teacher folder or hub i
               ) -> None:
     """Run (or resume) the study's whole grid and write a report with a table and plots."""
     from .grid import reproduce as run
+    from .train import process_count
 
+    if process_count() > 1:  # every process would time every row and write the same results
+        raise MahaError("reproduce runs as one process (it times rows on one device); start it without "
+                        "torchrun / accelerate launch")
     for report in run(teacher, preset, out, dataset, seeds=seeds, text_col=text_col, label_col=label_col):
         console.print(f"wrote {report}")
 

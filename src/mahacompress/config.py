@@ -36,6 +36,7 @@ class TrainConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0  # gradient clipping (as transformers' Trainer); 0 disables
     max_length: int = 64
     # On CPU the 96M-row embedding matrix dominates the optimizer step; freezing it costs
     # little accuracy on a small training set.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel
 
 from .config import TrainConfig
@@ -29,7 +30,7 @@ from .evaluate import predict_logits
 from .files import atomic_path
 from .models import load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
-from .train import fit
+from .train import fit, is_main_process, process_state
 from .transfer import TransferSet
 
 
@@ -64,8 +65,28 @@ def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: l
     """
     cache_dir = Path(cache_dir or default_cache())
     path = cache_dir / f"{_fingerprint(teacher, texts, max_length)}.npy"
-    if path.exists():
-        return np.load(path)
+    state = process_state()
+    if state.num_processes == 1:
+        return np.load(path) if path.exists() else _compute_logits(teacher, texts, max_length, labels, path,
+                                                                    batch_size)
+    # Several processes (torchrun): the main one computes and writes the cache, the others then read
+    # it; a failure on the main process is sent to all, so every process stops with the same line.
+    failure = [None]
+    if state.is_main_process:
+        try:
+            if not path.exists():
+                _compute_logits(teacher, texts, max_length, labels, path, batch_size)
+        except Exception as exc:
+            failure = [str(exc) if isinstance(exc, MahaError) else
+                       f"{teacher}: computing teacher logits failed on the main process ({type(exc).__name__})"]
+    broadcast_object_list(failure)
+    if failure[0] is not None:
+        raise MahaError(failure[0])
+    return np.load(path)
+
+
+def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: list[str] | None, path: Path,
+                    batch_size: int) -> np.ndarray:
     model, tokenizer = load_classifier(teacher), load_tokenizer(teacher)
     if labels is not None:
         _check_labels(teacher, model, labels)
@@ -210,8 +231,9 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
     info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "train_config": asdict(cfg),
             "transfer": transfer_record, "result": asdict(result)}
-    save_classifier(student, tokenizer, out_dir, info)
-    shutil.rmtree(work, ignore_errors=True)
+    if is_main_process():
+        save_classifier(student, tokenizer, out_dir, info)
+        shutil.rmtree(work, ignore_errors=True)
     return info
 
 

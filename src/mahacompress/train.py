@@ -14,19 +14,22 @@ and `resume=True` continues from there on the same batch order.
 from __future__ import annotations
 
 import math
-import random
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sklearn.metrics import f1_score
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup, set_seed
 
 from .config import TrainConfig
 from .data import Splits
@@ -68,12 +71,6 @@ class FitResult:
     steps: int
     seconds: float
     stopped_early: bool
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -130,6 +127,41 @@ def freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
+def process_count() -> int:
+    """How many processes torchrun / accelerate launch started for this run (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def cpu_processes() -> bool:
+    """Whether this is one of several processes on a machine without a CUDA GPU.
+
+    Accelerate joins CPU processes (gloo) only when told the run is on CPU; without it, each
+    process that torchrun starts would train alone on all the data and write the same folder.
+    """
+    return process_count() > 1 and not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """Accelerate's (process-wide) view of the processes this run was launched as."""
+    return PartialState(cpu=cpu_processes())
+
+
+def is_main_process() -> bool:
+    """Whether this process writes outputs (the only one when not launched with torchrun / accelerate)."""
+    return process_state().is_main_process
+
+
+def _local_rows(batch: np.ndarray, process: int, processes: int) -> np.ndarray:
+    """This process's contiguous share of a global batch.
+
+    A batch with fewer rows than processes repeats rows from its start (as Accelerate's
+    `even_batches` does), so every process takes part in every step and none waits for ever.
+    """
+    if len(batch) < processes:
+        batch = np.resize(batch, processes)
+    return np.array_split(batch, processes)[process]
+
+
 def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
         hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None,
         teacher_model: torch.nn.Module | None = None, resume: bool = False, desc: str = "fine-tune") -> FitResult:
@@ -138,10 +170,14 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     A teacher turns on the KD loss: `teacher_logits` ([len(train), num_labels], aligned with
     `splits.train`, computed once), or `teacher_model`, run on every batch; the live teacher is what
     `cfg.kd_hidden_weight > 0` needs, since its hidden states are too big to cache.
+
+    Launched as several processes (torchrun, accelerate launch), `cfg.batch_size` stays the global
+    batch: each process takes its share of every batch and DDP averages the gradients, so the run
+    follows the same steps, schedule and checkpoints as a single-process one. Dev evaluation is
+    split across processes and gathered; only the main process writes checkpoints.
     """
     hooks = hooks or TrainHooks()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if len(splits.train) == 0 or len(splits.dev) == 0:
         raise MahaError(f"{splits.name}: empty train or dev split, nothing to train on")
     if teacher_logits is not None and teacher_logits.shape != (len(splits.train), len(splits.labels)):
@@ -152,20 +188,27 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     if cfg.kd_hidden_weight > 0 and teacher_model is None:
         raise MahaError(f"kd_hidden_weight {cfg.kd_hidden_weight}: hidden-state distillation needs a teacher model")
     hidden_map = layer_map(model.config, teacher_model.config) if cfg.kd_hidden_weight > 0 else None
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     if cfg.freeze_embeddings:
         freeze_word_embeddings(model)
 
     # Mixed precision is one torch.autocast context plus a GradScaler for fp16, not Accelerate's
     # `mixed_precision`: Accelerate's state is a process-wide singleton that refuses a second precision,
     # and the grid trains fp32 and bf16 rows in one process.
-    accelerator = Accelerator()
+    optimizer = _optimizer(model, cfg, hooks)
+    # Mask scores stop receiving gradients once pruning fixes the structure: DDP must be told.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(hooks.param_groups(model)))
+    accelerator = Accelerator(cpu=cpu_processes(), kwargs_handlers=[ddp])
+    rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if cfg.batch_size < processes:
+        raise MahaError(f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
+                        f"{processes} processes; use --batch-size {processes} or more, or fewer processes")
     precision = training_precision(cfg.mixed_precision, accelerator.device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
-    optimizer = _optimizer(model, cfg, hooks)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    # Not prepared: a prepared scheduler steps once per process, and every process runs every step here.
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
@@ -179,9 +222,12 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     cached_logits = torch.from_numpy(teacher_logits).float() if teacher_logits is not None else None
 
     ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
-    if not resume:  # a fresh run must not pick up another run's best weights
-        ckpt_path.unlink(missing_ok=True)
-        best_path.unlink(missing_ok=True)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run must not pick up another run's best weights
+            ckpt_path.unlink(missing_ok=True)
+            best_path.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
     step, best_f1, bad_evals, stopped_early, elapsed = 0, -1.0, 0, False, 0.0
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -194,24 +240,38 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint() -> None:
-        _atomic_save({"model": _trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                      "hooks": hooks.state_dict(), "step": step,
-                      "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
-                      "torch_rng": torch.get_rng_state()}, ckpt_path)
+        if main:
+            _atomic_save({"model": _trainable_state(accelerator.unwrap_model(model)),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "scaler": scaler.state_dict(), "hooks": hooks.state_dict(), "step": step,
+                          "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
+                          "torch_rng": torch.get_rng_state()}, ckpt_path)
+
+    def check_finite(loss: torch.Tensor) -> None:
+        """Stop on a loss that is NaN or infinite in any process (all processes agree, none hangs)."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if processes > 1:
+            bad = accelerator.reduce(bad, reduction="sum")
+        if bad.item():
+            kept = f"the last good checkpoint stays in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
+            raise MahaError(f"step {step + 1}: the training loss is not finite ({loss.item()}); stopped, {kept}, "
+                            f"no model written (check the learning rate, temperature and data)")
 
     start = time.time()
     model.train()
     columns = (TextColumn(f"[bold]{desc}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as progress:
+    with Progress(*columns, disable=not main) as progress, _failures_named(rank, processes, step_of=lambda: step):
         task = progress.add_task(desc, total=total_steps, completed=step, info="")
         while step < total_steps and not stopped_early:
             epoch, offset = divmod(step, steps_per_epoch)
-            for batch_idx in _batches(lengths, cfg.batch_size, cfg.seed, epoch)[offset:]:
+            for global_idx in _batches(lengths, cfg.batch_size, cfg.seed, epoch)[offset:]:
                 if step >= total_steps:
                     break
                 hooks.on_step(step, total_steps)
+                batch_idx = _local_rows(global_idx, rank, processes)
+                # each process's mean loss, weighted by its share: DDP's average is then the global batch's mean
+                share = len(batch_idx) * processes / max(len(global_idx), processes)
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
                 y = labels[batch_idx].to(device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -228,10 +288,15 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                     if hidden_map is not None:
                         loss = loss + cfg.kd_hidden_weight * hidden_state_loss(
                             out.hidden_states, taught.hidden_states, batch["attention_mask"], hidden_map)
+                    loss = loss * share
                     extra = hooks.extra_loss(model)
                     if extra is not None:
                         loss = loss + extra
-                scaler.scale(loss).backward()
+                check_finite(loss)
+                accelerator.backward(scaler.scale(loss))
+                if cfg.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -241,31 +306,56 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
 
                 if step % eval_every == 0 or step == total_steps:
                     if hooks.may_select_best(step, total_steps):
-                        dev_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
+                        dev_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
                         if dev_f1 > best_f1:
                             best_f1, bad_evals = dev_f1, 0
-                            _atomic_save(_trainable_state(accelerator.unwrap_model(model)), best_path)
+                            if main:
+                                _atomic_save(_trainable_state(accelerator.unwrap_model(model)), best_path)
                         else:
                             bad_evals += 1
-                        if cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
-                            stopped_early = True
+                        if main and cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                            accelerator.set_trigger()
+                        stopped_early = accelerator.check_trigger()  # the main process decides for all
                     model.train()
                 if step % cfg.checkpoint_every == 0 or stopped_early:
                     save_checkpoint()
                 if stopped_early:
                     break
+    accelerator.wait_for_everyone()  # best.pt is complete before anyone reads it
     unwrapped = accelerator.unwrap_model(model)
     if best_path.exists():
         _load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
     else:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
-        best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, device)
+        best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
     return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
                      stopped_early=stopped_early)
 
 
-def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, device) -> float:
-    logits = predict_logits(model, tokenizer, splits.dev.texts, batch_size=2 * cfg.batch_size,
-                            max_length=cfg.max_length, device=device)
+@contextmanager
+def _failures_named(rank: int, processes: int, step_of) -> Iterator[None]:
+    """Out of memory, or a peer process gone, becomes one line that names the process and the step."""
+    where = f"process {rank} of {processes}, " if processes > 1 else ""
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError):
+        raise MahaError(f"{where}step {step_of() + 1}: out of memory; use a smaller --batch-size or "
+                        f"--max-length (checkpoints so far are kept, no model written)") from None
+    except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: a DistBackendError
+        gone = isinstance(exc, torch.distributed.DistError) or "closed by peer" in str(exc)
+        if processes == 1 or not gone:
+            raise
+        raise MahaError(f"{where}step {step_of() + 1}: another process stopped (its message says why); "
+                        f"no model written") from None
+
+
+def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig,
+                  accelerator: Accelerator) -> float:
+    """Dev macro-F1: each process scores a contiguous share of the dev texts, all get the same gathered figure."""
+    unwrapped = accelerator.unwrap_model(model)
+    with accelerator.split_between_processes(list(splits.dev.texts)) as texts:
+        logits = predict_logits(unwrapped, tokenizer, texts, batch_size=2 * cfg.batch_size,
+                                max_length=cfg.max_length, device=accelerator.device)
+    logits = np.concatenate(gather_object([logits]))
     return float(f1_score(splits.dev.labels, logits.argmax(-1), average="macro"))
 
 
@@ -284,6 +374,7 @@ def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *
     result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
     summary = {"base_model": model_name, "dataset": splits.summary(), "train_config": asdict(cfg),
                "result": asdict(result)}
-    save_classifier(model, tokenizer, out_dir, summary)
-    shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
+    if is_main_process():
+        save_classifier(model, tokenizer, out_dir, summary)
+        shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
     return summary

@@ -22,7 +22,7 @@ from ..data import Splits
 from ..distill import distillation_inputs
 from ..errors import MahaError
 from ..files import staged_dir, write_json
-from ..train import TrainHooks, fit
+from ..train import TrainHooks, fit, is_main_process
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
 from .masks import BINARIZERS, MaskedModel, make_binarizer
 from .schedule import CubicSchedule
@@ -172,8 +172,9 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
         "train_config": asdict(train_cfg),
         "result": asdict(result),
     }
-    with staged_dir(out_dir) as tmp:
-        save_pruned(pruned, tmp, tokenizer)
-        write_json(tmp / "pruning.json", summary)
-    shutil.rmtree(work, ignore_errors=True)
+    if is_main_process():
+        with staged_dir(out_dir) as tmp:
+            save_pruned(pruned, tmp, tokenizer)
+            write_json(tmp / "pruning.json", summary)
+        shutil.rmtree(work, ignore_errors=True)
     return summary

@@ -1,9 +1,10 @@
 """WHICH modules are pruned: a table of module names per architecture.
 
 Kept apart from HOW masks are computed (masks.py), as in huggingface/nn_pruning: supporting a new
-BERT-like family means adding one row here. Every supported family shares BERT's layer anatomy
-(Q/K/V -> attention output dense -> FFN in -> FFN out, post-LayerNorm); only the names of the base
-model and of the classification head differ.
+BERT-like family means adding one row here (and its pruned classes to modeling_pruned.py, the
+standalone file saved beside checkpoints). Every supported family shares BERT's layer anatomy
+(Q/K/V -> attention output dense -> FFN in -> FFN out, post-LayerNorm); only the name of the base
+model differs. Code outside pruning/ reaches encoder layers through `layer_list` / `set_layer_list`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ class Structure:
     """Where the prunable Linears of one architecture live (paths relative to one encoder layer)."""
 
     base: str  # attribute of the *ForSequenceClassification model holding the encoder
-    head: str  # "pooler": BERT (pooler + classifier Linear); "roberta": classifier.dense + classifier.out_proj
-    position_offset: bool  # RoBERTa/XLM-R count positions from pad_token_id + 1, skipping padding
     layers: str = "encoder.layer"
     query: str = "attention.self.query"
     key: str = "attention.self.key"
@@ -31,8 +30,8 @@ class Structure:
     ffn_out: str = "output.dense"
 
 
-_BERT = Structure(base="bert", head="pooler", position_offset=False)
-_ROBERTA = Structure(base="roberta", head="roberta", position_offset=True)
+_BERT = Structure(base="bert")
+_ROBERTA = Structure(base="roberta")
 
 ARCHITECTURES: dict[str, Structure] = {
     "bert": _BERT,
