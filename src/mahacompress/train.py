@@ -254,7 +254,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
             bad = accelerator.reduce(bad, reduction="sum")
         if bad.item():
             kept = f"the last good checkpoint stays in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
-            raise MahaError(f"step {step + 1}: the training loss is not finite ({loss.item()}); stopped, {kept}, "
+            raise MahaError(f"step {step + 1}: the training loss is not finite (NaN or infinite); stopped, {kept}, "
                             f"no model written (check the learning rate, temperature and data)")
 
     start = time.time()
