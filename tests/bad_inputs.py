@@ -93,6 +93,12 @@ def _remove(*rels: str) -> Callable[[Path], None]:
     return setup
 
 
+def _exported(root: Path) -> None:
+    """A folder that looks exported (only its manifest: the options are refused before it is read)."""
+    (root / "exported").mkdir()
+    (root / "exported" / "export.json").write_text("{}", encoding="utf-8")
+
+
 def _train_lines(root: Path) -> list[str]:
     return (root / "data" / "x_Train.csv").read_text(encoding="utf-8").splitlines()
 
@@ -114,6 +120,8 @@ MODEL_COMMANDS: dict[str, tuple[str, ...]] = {
     "predict": ("predict", "--model", "{M}", "एक बातमी"),
     "compare": ("compare", "--model", "{M}", "--out", "{O}/metrics.json", "--dataset", "{D}", *COLS),
     "reproduce": ("reproduce", "--teacher", "{M}", "--preset", "{P}", "--out", "{O}", "--dataset", "{D}", *COLS),
+    "trim": ("trim", "{M}", "--out", "{O}", "--corpus", "{D}/x_Train.csv", "--text-col", "marathi_sentence"),
+    "export": ("export", "{M}", "--out", "{O}"),
 }
 DATA_COMMANDS: dict[str, tuple[str, ...]] = {
     "data inspect": ("data", "inspect", "--dataset", "{D}", *COLS),
@@ -220,9 +228,26 @@ def _option_cases() -> list[Case]:
          ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"), "distill.kd_alpha 2"),
         ("report-no-results", "report on a folder without results.json", ("report", "--out", "{R}"),
          "results.json: not found"),
+        ("transfer-set-missing", "distill --transfer-set naming a missing file",
+         dist + ("--transfer-set", "{R}/none.csv"), "none.csv"),
+        ("transfer-set-no-column", "distill --transfer-set CSV without the named column",
+         dist + ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "text"), "no column 'text'"),
+        ("transfer-window-0", "distill --transfer-window 0", dist + ("--transfer-set", "{D}/x_Test.csv",
+                                                                   "--transfer-text-col", "marathi_sentence",
+                                                                   "--transfer-window", "0"), "window_words"),
+        ("corpus-missing", "trim --corpus naming a missing file",
+         ("trim", "{M}", "--out", "{O}", "--corpus", "{R}/none.txt"), "none.txt"),
+        ("corpus-not-utf8", "trim --corpus that is not UTF-8",
+         ("trim", "{M}", "--out", "{O}", "--corpus", "{R}/latin1.txt"), "UTF-8"),
+        ("export-backend-typo", "export --backend onnx-int4", ("export", "{M}", "--out", "{O}", "--backend",
+                                                              "onnx-int4"), "--backend onnx-int4"),
+        ("serve-not-exported", "serve a folder that export did not write", ("serve", "{M}"), "export.json"),
+        ("serve-port-0", "serve --port 0", ("serve", "{R}/exported", "--port", "0"), "--port 0"),
     ]
     setups = {"preset-bad-key": _write("bad.yaml", "finetune: {epochz: 1}\n"),
-              "preset-bad-alpha": _write("alpha.yaml", "distill: {kd_alpha: 2}\n")}
+              "preset-bad-alpha": _write("alpha.yaml", "distill: {kd_alpha: 2}\n"),
+              "corpus-not-utf8": _write("latin1.txt", "caf\xe9\n".encode("latin-1")),
+              "serve-port-0": _exported}
     cmd_of = {"split-typo": "evaluate", "backend-typo": "evaluate", "eval-max-length-0": "evaluate"}
     return [Case(f"{cid}/{cmd_of.get(cid, args[0])}", "option", what, args, expect, setups.get(cid))
             for cid, what, args, expect in table]

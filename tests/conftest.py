@@ -63,3 +63,22 @@ def tiny_model_dir(tmp_path_factory, shc_splits) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(toy_splits, tmp_path_factory) -> Path:
+    """A 4-layer tiny teacher trained on the toy task (the teacher of the distillation tests)."""
+    from mahacompress.config import TrainConfig
+    from mahacompress.models import save_classifier
+    from mahacompress.train import fit
+
+    root = tmp_path_factory.mktemp("kd")
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    labels = toy_splits.labels
+    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4, id2label=dict(enumerate(labels)),
+                      label2id={lab: i for i, lab in enumerate(labels)})
+    cfg = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
+                      early_stopping_patience=0, evals_per_epoch=1, checkpoint_every=50)
+    fit(model, tok, toy_splits, cfg, root / "work")
+    save_classifier(model, tok, root / "teacher", {})
+    return root / "teacher"

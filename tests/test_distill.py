@@ -20,19 +20,6 @@ CFG = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embed
                   early_stopping_patience=0, evals_per_epoch=1, checkpoint_every=50)
 
 
-@pytest.fixture(scope="module")
-def teacher_dir(toy_splits, tmp_path_factory):
-    """A 4-layer tiny teacher trained on the toy task."""
-    root = tmp_path_factory.mktemp("kd")
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    labels = toy_splits.labels
-    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4, id2label=dict(enumerate(labels)),
-                      label2id={lab: i for i, lab in enumerate(labels)})
-    fit(model, tok, toy_splits, CFG, root / "work")
-    save_classifier(model, tok, root / "teacher", {})
-    return root / "teacher"
-
-
 def test_layer_student_keeps_first_and_last_layers(teacher_dir):
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = kd.layer_student(teacher, 2)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -13,8 +11,6 @@ from mahacompress.cli import app
 from mahacompress.config import TrainConfig, TransferConfig
 from mahacompress.distill_loss import UNLABELLED, kd_loss
 from mahacompress.errors import MahaError
-from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.train import fit
 from mahacompress.transfer import OverlapFilter, build_transfer, windows, words
 
 from conftest import SHARED
@@ -94,26 +90,14 @@ def test_kd_loss_uses_unlabelled_rows_for_the_soft_term_only():
     assert torch.isfinite(kd_loss(student, teacher, torch.full((4,), UNLABELLED), 0.5, 2.0))
 
 
-@pytest.fixture(scope="module")
-def toy_teacher(toy_splits, tmp_path_factory):
-    root = tmp_path_factory.mktemp("transfer")
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    labels = toy_splits.labels
-    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2, id2label=dict(enumerate(labels)),
-                      label2id={lab: i for i, lab in enumerate(labels)})
-    fit(model, tok, toy_splits, replace(CFG, epochs=10), root / "work")
-    save_classifier(model, tok, root / "teacher", {})
-    return root / "teacher"
-
-
-def test_distillation_trains_on_the_transfer_set_and_reports_agreement(toy_teacher, toy_splits, tmp_path):
+def test_distillation_trains_on_the_transfer_set_and_reports_agreement(teacher_dir, toy_splits, tmp_path):
     # Unlabelled toy texts that carry the keyword of their class: the teacher should label them right.
     lines = [text for text in toy_splits.train.texts[:30]]
     f = tmp_path / "transfer.csv"
     f.write_text("text,topic\n" + "".join(f"{t} नवीन,{toy_splits.labels[y]}\n" for t, y in
                                           zip(lines, toy_splits.train.labels[:30])), encoding="utf-8")
     transfer = build_transfer(TransferConfig(path=str(f), text_col="text", label_col="topic"), toy_splits.test.texts)
-    info = kd.distill(str(toy_teacher), "layers:1", toy_splits, CFG, tmp_path / "student", transfer=transfer)
+    info = kd.distill(str(teacher_dir), "layers:1", toy_splits, CFG, tmp_path / "student", transfer=transfer)
     record = info["transfer"]
     assert record["kept"] == len(transfer.texts) > 0
     assert record["teacher_agreement_with_file_labels"] > 0.9

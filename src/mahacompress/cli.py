@@ -418,6 +418,14 @@ Corpus = Annotated[Optional[list[Path]], typer.Option(
                      "transfer set recorded in MODEL/training.json (or pruning.json).")]
 
 
+def _check_deploy(model: Path, out: Path, corpus: list[Path] | None) -> None:
+    """A trim/export command's model folder, corpus files and output folder, before any work."""
+    check.check_model(str(model))
+    for path in corpus or []:
+        check.check_input_file(path, "corpus file")
+    check.check_output_dir(out)
+
+
 def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list[str], list[str]]:
     from .trim import read_corpus, training_corpus
 
@@ -434,6 +442,7 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
     """Keep only the vocabulary pieces a corpus needs (and their embedding rows)."""
     from .trim import trim as run
 
+    _check_deploy(model, out, corpus)
     texts, names = _corpus(model, corpus, text_col)
     record = run(model, texts, out, corpus_names=names)
     console.print(f"wrote {out}: kept {record['pieces_kept']} of {record['pieces_before']} pieces")
@@ -451,6 +460,10 @@ def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
     """Write a folder that runs with onnxruntime, tokenizers and numpy only, with a model card."""
     from .export import export as run
 
+    check.check_choice("--backend", backend, ("onnx-int8", "onnx"))
+    check.check_range("--max-length", max_length, 1)
+    _check_deploy(model, out, corpus if trim_vocab else None)
+    check.check_max_length(str(model), max_length)
     texts, names = _corpus(model, corpus, text_col) if trim_vocab else (None, [])
     splits = _splits(dataset, data_dir, None, None) if dataset else None
     manifest = run(model, out, backend=backend, corpus=texts, corpus_names=names, splits=splits,
@@ -471,6 +484,12 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
     from .serve import Limits
     from .serve import serve as run
 
+    check.check_input_file(folder / "export.json", "export.json (a folder written by `mahacompress export`)")
+    check.check_range("--port", port, 1, 65535)
+    for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-text-chars", max_text_chars),
+                        ("--max-queued-texts", max_queued_texts)):
+        check.check_range(name, value, 1)
+    check.check_range("--max-wait-ms", max_wait_ms, 0)
     run(folder, host, port, Limits(max_texts=max_texts, max_text_chars=max_text_chars,
                                    max_queued_texts=max_queued_texts, max_batch=max_batch,
                                    max_wait_ms=max_wait_ms), threads)
