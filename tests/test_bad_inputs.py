@@ -159,7 +159,7 @@ def test_disk_full_while_writing_results_keeps_the_finished_rows(toy_splits, tmp
     from mahacompress.grid import Grid, parse_row
 
     grid = Grid("teacher", GridConfig(rows=["baseline", "kd"]), "x", "mahanews-shc", tmp_path)
-    grid.splits = toy_splits
+    grid.splits, grid.unlearnable = toy_splits, []
     grid.rows["baseline"] = {"name": "baseline", "status": "done", "settings": grid._settings(parse_row("baseline"))}
     grid._save()
     first = (tmp_path / "results.json").read_text()
@@ -179,7 +179,7 @@ def test_disk_full_while_writing_results_keeps_the_finished_rows(toy_splits, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
     again = Grid("teacher", GridConfig(rows=["baseline", "kd"]), "x", "mahanews-shc", tmp_path)
     assert set(again.rows) == {"baseline"}  # the finished row survived; the re-run builds only kd
-    again.splits = toy_splits
+    again.splits, again.unlearnable = toy_splits, []
     again.rows["kd"] = grid.rows["kd"]
     again._save()
     assert {r["name"] for r in json.loads((tmp_path / "results.json").read_text())["rows"]} == {"baseline", "kd"}

@@ -123,10 +123,11 @@ def test_cli_trim_with_a_bad_corpus_prints_one_line_and_exits_2(tmp_path):
     import subprocess
     import sys
 
+    model = save_model(unigram_tokenizer(MARATHI), tmp_path / "model")  # a good model, so the corpus is what fails
     latin1 = tmp_path / "corpus.txt"
     latin1.write_bytes("café\n".encode("latin-1"))
     src = str(Path(__file__).resolve().parents[1] / "src")
-    done = subprocess.run([sys.executable, "-m", "mahacompress", "trim", str(tmp_path), "--out", str(tmp_path / "t"),
+    done = subprocess.run([sys.executable, "-m", "mahacompress", "trim", str(model), "--out", str(tmp_path / "t"),
                            "--corpus", str(latin1)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": src, "COLUMNS": "400"})
     assert done.returncode == 2
