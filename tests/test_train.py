@@ -35,6 +35,9 @@ def test_fit_learns_a_toy_task(toy_splits, tmp_path):
     model = tiny_bert(3, vocab_size=len(tok))
     result = fit(model, tok, toy_splits, replace(CFG, epochs=10), tmp_path)
     assert result.best_dev_macro_f1 > 0.9  # chance is 0.33
+    steps = [s for s, _ in result.dev_history]  # the curve: one point per evaluation, in order
+    assert len(steps) >= 10 and steps == sorted(steps) and steps[-1] <= result.steps
+    assert max(f1 for _, f1 in result.dev_history) == pytest.approx(result.best_dev_macro_f1, abs=1e-5)
 
 
 class _Crash(TrainHooks):
@@ -51,13 +54,14 @@ class _Crash(TrainHooks):
 def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, shc_splits, tmp_path):
     torch.manual_seed(0)
     full, tok = _load(tiny_model_dir)
-    fit(full, tok, shc_splits, CFG, tmp_path / "a")
+    first = fit(full, tok, shc_splits, CFG, tmp_path / "a")
     interrupted, _ = _load(tiny_model_dir)
     with pytest.raises(KeyboardInterrupt):
         fit(interrupted, tok, shc_splits, CFG, tmp_path / "b", hooks=_Crash(at=20))
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["step"] == 18
     resumed, _ = _load(tiny_model_dir)
-    fit(resumed, tok, shc_splits, CFG, tmp_path / "b", resume=True)
+    again = fit(resumed, tok, shc_splits, CFG, tmp_path / "b", resume=True)
+    assert [s for s, _ in again.dev_history] == [s for s, _ in first.dev_history]  # the curve survives resume
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
 

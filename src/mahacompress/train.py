@@ -71,6 +71,8 @@ class FitResult:
     steps: int
     seconds: float
     stopped_early: bool
+    # every dev evaluation as (step, dev macro-F1): the curve that says whether training had converged
+    dev_history: list[tuple[int, float]]
 
 
 def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -228,7 +230,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
             ckpt_path.unlink(missing_ok=True)
             best_path.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
-    step, best_f1, bad_evals, stopped_early, elapsed = 0, -1.0, 0, False, 0.0
+    step, best_f1, bad_evals, stopped_early, elapsed, history = 0, -1.0, 0, False, 0.0, []
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         _load_trainable_state(accelerator.unwrap_model(model), state["model"])
@@ -237,6 +239,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         scaler.load_state_dict(state["scaler"])
         hooks.load_state_dict(state["hooks"])
         step, best_f1, bad_evals, elapsed = state["step"], state["best_f1"], state["bad_evals"], state["elapsed"]
+        history = state.get("dev_history", [])
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint() -> None:
@@ -245,6 +248,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "scaler": scaler.state_dict(), "hooks": hooks.state_dict(), "step": step,
                           "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
+                          "dev_history": history,
                           "torch_rng": torch.get_rng_state()}, ckpt_path)
 
     def check_finite(loss: torch.Tensor) -> None:
@@ -307,6 +311,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                 if step % eval_every == 0 or step == total_steps:
                     if hooks.may_select_best(step, total_steps):
                         dev_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
+                        history.append((step, round(dev_f1, 5)))
                         if dev_f1 > best_f1:
                             best_f1, bad_evals = dev_f1, 0
                             if main:
@@ -328,7 +333,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     else:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
         best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
     return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
-                     stopped_early=stopped_early)
+                     stopped_early=stopped_early, dev_history=history)
 
 
 @contextmanager
