@@ -1,12 +1,16 @@
 """Which distillation settings work on MahaNews headlines: the measurement behind the KD defaults.
 
-Trains the grid's two kinds of student with several (alpha, T, hidden-weight) settings, with the
-same training settings as the `cpu-quick` preset (6-layer student as the `kd` row; 50% pruning as the
-`p50`/`p50+kd` rows, whose gap from the teacher is large enough to show what KD recovers), and scores
-every one on dev (used to choose) and test (reported). Each finished setting is written at once, so
-an interrupted sweep resumes where it stopped. Accuracy only: nothing here is timed.
+Trains the grid's kinds of student with several (alpha, T, hidden-weight, transfer set, epochs)
+settings, with the same training settings as the `cpu-quick` preset (6-layer student as the `kd` row;
+the 4- and 2-layer students of `kd4+tr` / `kd2+tr`, distilled on the preset's transfer set too; 50%
+pruning as the `p50`/`p50+kd` rows, whose gap from the teacher is large enough to show what KD
+recovers), and scores every one on dev (used to choose) and test (reported). Each run records its dev
+curve (one macro-F1 per epoch), which says whether it had converged. Each finished setting is written
+at once, so an interrupted sweep resumes where it stopped. Accuracy only: nothing here is timed.
 
     .venv/bin/python benchmarks/kd_sweep.py --teacher runs/cpu-quick/models/baseline --out reports/kd-sweep
+    .venv/bin/python benchmarks/kd_sweep.py --teacher runs/cpu-quick/models/baseline --out reports/kd-students \
+        --only "layers2 CE only" "layers2+tr a0.5 T2" ...
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from mahacompress.evaluate import evaluate_model
 from mahacompress.files import write_json, write_text
 from mahacompress.grid import load_preset
 from mahacompress.pruning.prune import prune
+from mahacompress.transfer import build_transfer
 
-# (name, student, KD settings); alpha 0 is the no-KD control of each student.
+# (name, student, settings); student is "layers" (the preset's depth), "layers:N" or "p50"; alpha 0 is the
+# no-KD control of each student; "transfer": True adds the preset's transfer set; "epochs" overrides.
 SETTINGS = [
     ("layers6 CE only", "layers", {"kd_alpha": 0.0}),
     ("layers6 a0.5 T2", "layers", {"kd_alpha": 0.5, "kd_temperature": 2.0}),
@@ -41,6 +47,15 @@ SETTINGS = [
     ("p50 a0.5 T2 hidden1", "p50", {"kd_alpha": 0.5, "kd_temperature": 2.0, "kd_hidden_weight": 1.0}),
     ("p50 CE only, 4 epochs", "p50", {"kd_alpha": 0.0, "epochs": 4.0}),
     ("p50 a0.5 T2, 4 epochs", "p50", {"kd_alpha": 0.5, "kd_temperature": 2.0, "epochs": 4.0}),
+    # the small students of the kd4+tr / kd2+tr rows: does the transfer set help, had 3 epochs converged,
+    # and does hidden-state distillation help a student this shallow?
+    ("layers2 CE only", "layers:2", {"kd_alpha": 0.0}),
+    ("layers2+tr a0.5 T2", "layers:2", {"kd_alpha": 0.5, "transfer": True}),
+    ("layers2+tr a0.5 T2, 6 epochs", "layers:2", {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0}),
+    ("layers2+tr a0.5 T2 hidden1, 6 epochs", "layers:2",
+     {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0, "kd_hidden_weight": 1.0}),
+    ("layers4+tr a0.5 T2", "layers:4", {"kd_alpha": 0.5, "transfer": True}),
+    ("layers4+tr a0.5 T2, 6 epochs", "layers:4", {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0}),
 ]
 
 
@@ -48,14 +63,20 @@ def run_setting(teacher: str, student: str, kd: dict, preset: GridConfig, splits
     """Train one student with the KD settings `kd` and score it on dev and test."""
     out = work / "model"
     shutil.rmtree(out, ignore_errors=True)
-    if student == "layers":
-        cfg = replace(preset.distill, **kd)
-        info = distill(teacher, f"layers:{preset.student_layers}", splits, cfg, out)
+    train = {k: v for k, v in kd.items() if k != "transfer"}
+    transfer = (build_transfer(preset.transfer, splits.dev.texts + splits.test.texts) if kd.get("transfer")
+                else None)
+    if student.startswith("layers"):
+        cfg = replace(preset.distill, **train)
+        spec = student if ":" in student else f"layers:{preset.student_layers}"
+        info = distill(teacher, spec, splits, cfg, out, transfer=transfer)
     else:
-        cfg = replace(preset.prune_train, **kd)
+        cfg = replace(preset.prune_train, **train)
         info = prune(teacher, splits, cfg, replace(preset.prune, sparsity=0.5), out,
-                     distill_from=teacher if kd["kd_alpha"] > 0 or kd.get("kd_hidden_weight") else None)
+                     distill_from=teacher if kd["kd_alpha"] > 0 or kd.get("kd_hidden_weight") else None,
+                     transfer=transfer)
     result = {"student": student, "kd": kd, "train_config": asdict(cfg), "train_seconds": info["result"]["seconds"],
+              "dev_history": info["result"].get("dev_history"), "transfer": info.get("transfer"),
               **scores(str(out), splits, cfg.max_length)}
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -92,20 +113,20 @@ def report(results: dict, teacher: dict) -> str:
              f"{(0.21 / teacher['test_rows']) ** 0.5:.1%}).", "",
              f"Teacher: test accuracy {teacher['test']['accuracy']:.2%}, macro-F1 {teacher['test']['macro_f1']:.2%}; "
              f"dev macro-F1 {teacher['dev']['macro_f1']:.2%}.", ""]
-    for student in ("layers", "p50"):
+    titles = {"layers": "6-layer student", "p50": "50% block pruning"}
+    for student in dict.fromkeys(r["student"] for r in results.values()):
         rows = {n: r for n, r in results.items() if r["student"] == student}
-        if not rows:
-            continue
         best = max(rows, key=lambda n: rows[n]["dev"]["macro_f1"])
-        lines += [f"## {'6-layer student' if student == 'layers' else '50% block pruning'}", "",
+        lines += [f"## {titles.get(student, student.replace('layers:', '') + '-layer student')}", "",
                   "| setting | dev macro-F1 | dev acc. | test acc. | test macro-F1 | test acc. w/o untrained classes "
-                  "| share of the loss KD recovers (test acc.) | train s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| share of the loss KD recovers (test acc.) | dev macro-F1 per evaluation | train s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
             mark = " **(best dev)**" if name == best else ""
+            curve = " ".join(f"{f1:.3f}" for _, f1 in r.get("dev_history") or [])
             lines.append(f"| {name}{mark} | {r['dev']['macro_f1']:.2%} | {r['dev']['accuracy']:.2%} | "
                          f"{r['test']['accuracy']:.2%} | {r['test']['macro_f1']:.2%} | "
-                         f"{r['test']['accuracy_learnable']:.2%} | {recovered(r, results, teacher)} | "
+                         f"{r['test']['accuracy_learnable']:.2%} | {recovered(r, results, teacher)} | {curve} | "
                          f"{r['train_seconds']:.0f} |")
         lines.append("")
     return "\n".join(lines)
