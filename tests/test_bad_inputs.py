@@ -109,10 +109,12 @@ def test_outputs_get_the_normal_file_mode(tmp_path):
             torch.save({"x": 1}, tmp)
         with staged_dir(tmp_path / "model") as folder:
             (folder / "config.json").write_text("{}")
+            (folder / "model.safetensors").write_text("")  # as transformers leaves its shards: private
+            (folder / "model.safetensors").chmod(0o600)
     finally:
         os.umask(old)
     for path, mode in ((tmp_path / "results.json", 0o644), (tmp_path / "w.pt", 0o644), (tmp_path / "model", 0o755),
-                       (tmp_path / "model" / "config.json", 0o644)):
+                       (tmp_path / "model" / "config.json", 0o644), (tmp_path / "model" / "model.safetensors", 0o644)):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "results.json", "w.pt"]
 

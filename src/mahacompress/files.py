@@ -68,6 +68,11 @@ def staged_dir(out_dir: Path) -> Iterator[Path]:
     tmp.chmod(normal_mode(directory=True))
     try:
         yield tmp
+        # what libraries wrote inside keeps their modes too (transformers writes weight shards through a
+        # private 0600 temporary file): give every entry the mode a plain open()/mkdir() would have
+        for entry in tmp.rglob("*"):
+            if not entry.is_symlink():
+                entry.chmod(normal_mode(directory=entry.is_dir()))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
