@@ -47,6 +47,7 @@ SETTINGS = [
     ("p50 a0.5 T2 hidden1", "p50", {"kd_alpha": 0.5, "kd_temperature": 2.0, "kd_hidden_weight": 1.0}),
     ("p50 CE only, 4 epochs", "p50", {"kd_alpha": 0.0, "epochs": 4.0}),
     ("p50 a0.5 T2, 4 epochs", "p50", {"kd_alpha": 0.5, "kd_temperature": 2.0, "epochs": 4.0}),
+    ("p50 a0.5 T2, 6 epochs", "p50", {"kd_alpha": 0.5, "kd_temperature": 2.0, "epochs": 6.0}),
     # the small students of the kd4+tr / kd2+tr rows: does the transfer set help, had 3 epochs converged,
     # and does hidden-state distillation help a student this shallow?
     ("layers2 CE only", "layers:2", {"kd_alpha": 0.0}),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import time
 from importlib import metadata
 from pathlib import Path
@@ -32,7 +31,7 @@ from mahacompress.files import write_json, write_text
 from mahacompress.hardware import describe, unsupported_reason
 from mahacompress.measure import latency, size_on_disk_mb, speedups
 from mahacompress.precision import load_backend
-from mahacompress.runtimes import fusion_record, served_files
+from mahacompress.runtimes import CALIBRATION_TEXTS, calibration_sample, fusion_record, served_files
 
 MODES = ("fp32", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")
 PACKAGES = ("torch", "transformers", "onnxruntime", "openvino", "nncf")
@@ -40,9 +39,7 @@ PACKAGES = ("torch", "transformers", "onnxruntime", "openvino", "nncf")
 
 def build(models: list[str], modes: list[str], splits, args) -> tuple[dict, dict]:
     """Load every (model, mode), score it on the test texts; returns rows and the loaded backends."""
-    rng = random.Random(0)
-    train = splits.train.texts
-    calibration = rng.sample(train, min(args.calibration, len(train)))
+    calibration = calibration_sample(splits.train.texts, args.calibration)
     test = splits.test if args.test_rows is None else type(splits.test)(splits.test.texts[:args.test_rows],
                                                                        splits.test.labels[:args.test_rows])
     rows, backends = {}, {}
@@ -138,7 +135,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--texts", type=int, default=256, help="test texts timed per repeat")
     ap.add_argument("--test-rows", type=int, help="score only the first N test rows (default: all)")
-    ap.add_argument("--calibration", type=int, default=512, help="training texts for static int8 calibration")
+    ap.add_argument("--calibration", type=int, default=CALIBRATION_TEXTS, help="training texts for static int8 calibration")
     ap.add_argument("--cache-dir", type=Path, help="where exported files go (default: beside each model)")
     args = ap.parse_args()
     if "fp32" not in args.modes:

@@ -78,11 +78,16 @@ def test_trimmed_fp32_export_runs_without_torch_and_matches_pytorch(model_dir, t
     np.testing.assert_allclose(np.array(got["logits"]), expected, atol=1e-4)
 
 
-def test_int8_export_runs_without_torch_close_to_pytorch(model_dir, int8_dir):
+def test_int8_export_runs_without_torch_close_to_pytorch(model_dir, int8_dir, tmp_path):
+    """The default export (fused graph, int8) and plain dynamic int8 both run torch-free, close to PyTorch."""
     texts = MARATHI
     expected = predict_logits(load_classifier(str(model_dir)), load_tokenizer(str(model_dir)), texts)
-    got = np.array(_torch_free(int8_dir, texts)["logits"])
-    assert np.abs(got - expected).max() < 0.05  # int8 weights and embedding rows: close, not equal
+    assert json.loads((int8_dir / "export.json").read_text())["backend"] == "onnx-int8-fused"
+    plain = tmp_path / "plain"
+    export(model_dir, plain, backend="onnx-int8", corpus=MARATHI[:4])
+    for folder in (int8_dir, plain):
+        got = np.array(_torch_free(folder, texts)["logits"])
+        assert np.abs(got - expected).max() < 0.05  # int8 weights and embedding rows: close, not equal
     assert "## How to run it" in (int8_dir / "README.md").read_text()
 
 

@@ -15,6 +15,7 @@ import pytest
 from mahacompress.config import GridConfig
 from mahacompress.errors import MahaError
 from mahacompress.grid import Grid, load_preset, parse_row
+from mahacompress.hardware import unsupported_reason
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.report import pareto_front, write_report
 
@@ -24,6 +25,7 @@ def test_row_names():
     assert (row.kind, row.sparsity, row.kd, row.mp, row.backend) == ("prune", 0.25, True, True, "bf16")
     assert parse_row("best+onnx").backend == "onnx-int8" and parse_row("best+int8").backend == "int8"
     assert parse_row("baseline+onnx").served_from_another and parse_row("baseline+onnx").backend == "onnx-int8"
+    assert parse_row("best+fused").backend == "onnx-int8-fused" and parse_row("best+openvino").backend == "openvino-int8"
     assert parse_row("kd").kind == "kd" and parse_row("kd").number is None and parse_row("mp").backend == "bf16"
     assert parse_row("kd4").number == 4 and parse_row("kd12").kind == "kd"
     for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp"):
@@ -190,10 +192,14 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     preset = tmp_path / "tiny.yaml"
     preset.write_text(TINY_PRESET.format(data=data))
     cfg, _ = load_preset(preset)
-    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx"], seeds=2, served_blocks=True)
+    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"], seeds=2,
+                  served_blocks=True)
     Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
+    openvino = rows.pop("best+openvino")  # runs where the optional openvino extra is installed, else says why not
+    missing = unsupported_reason("openvino-int8")
+    assert (openvino["status"], openvino.get("reason")) == (("skipped", missing) if missing else ("done", None))
     assert all(r["status"] == "done" for r in rows.values()), rows
 
     kd = rows["kd1"]  # kdN: a 1-layer student, built with seeds 42 and 43 into two folders
@@ -201,8 +207,8 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     assert json.loads((tmp_path / "out/models/kd1_seed43/config.json").read_text())["num_hidden_layers"] == 1
     assert kd["accuracy"] == pytest.approx(sum(s["accuracy"] for s in kd["seeds"]) / 2) and "accuracy_sd" in kd
     assert len(kd["seeds"][1]["test_predictions"]) == len(toy_splits.test) == len(results["meta"]["test_labels"])
-    served = kd["served"]  # the same (first-seed) model in ONNX Runtime int8, timed in the same session
-    assert served["backend"] == "onnx-int8" and served["speedup_b32"] > 0 and served["disk_mb"] > 0
+    served = kd["served"]  # the same (first-seed) model in fused ONNX Runtime int8, timed in the same session
+    assert served["backend"] == "onnx-int8-fused" and served["speedup_b32"] > 0 and served["disk_mb"] > 0
     assert "served" not in rows["baseline"] and rows["best+onnx"]["backend"] == "onnx-int8"
     base = rows["baseline"]["vs_baseline"]
     assert base["difference"] == base["ci_low"] == base["ci_high"] == 0 and base["resamples"] >= 1000
@@ -211,6 +217,7 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     assert rows["best+onnx"]["source_row"] == "kd1" and "dev accuracy" in rows["best+onnx"]["chosen_by"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Within 1 point of the baseline?" in report and "**kd1 (served)**" in report
+    assert "Fastest serving of `kd1` at batch 32: **best+" in report and "Fastest serving of `kd1` at batch 1" in report
     assert "± " in report and "max_length 32" in report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from mahacompress.models import load_tokenizer, tiny_bert
 from mahacompress.precision import load_backend
 from mahacompress.pruning.compact import compact, save_pruned
 from mahacompress.pruning.structure import structure_of
-from mahacompress.runtimes import fusion_record, runtime_file
+from mahacompress.hardware import unsupported_reason
+from mahacompress.runtimes import ensure_runtime, fusion_record, runtime_file
 
 # Same scale as tests/test_precision.py: max |logit - fp32| over the largest |fp32 logit|. Observed on
 # the tiny model: fused 1.6%, static 1.3%, openvino 2e-7, openvino-int8 2.5%.
@@ -79,3 +81,18 @@ def test_calibrated_int8_needs_texts_once(tiny_model_dir, shc_splits, tmp_path):
     assert path.stat().st_mtime_ns == stamp
     load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:8])
     assert path.stat().st_mtime_ns != stamp  # other texts: recalibrated
+
+
+def test_files_cached_beside_the_model_stay_fresh(tiny_model_dir, shc_splits, tmp_path):
+    """Records the caches write beside the model (fusion.json, calibration stamps) must not make the
+    model's own exports stale: a second load rebuilds nothing (the grid times what it scored)."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    texts = shc_splits.train.texts[:16]
+    names = [n for n in ("onnx-int8-fused", "onnx-int8-static", "openvino-int8") if not unsupported_reason(n)]
+    for name in names:
+        ensure_runtime(model_dir, name, calibration_texts=texts)
+    built = {p: p.stat().st_mtime_ns for p in model_dir.rglob("*") if p.is_file()}
+    for name in names:
+        ensure_runtime(model_dir, name)
+    assert {p: p.stat().st_mtime_ns for p in model_dir.rglob("*") if p.is_file()} == built

@@ -451,16 +451,16 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
 @app.command()
 def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
            out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")],
-           backend: Annotated[str, typer.Option(help="onnx-int8 | onnx")] = "onnx-int8",
+           backend: Annotated[str, typer.Option(help="onnx-int8-fused | onnx-int8 | onnx")] = "onnx-int8-fused",
            trim_vocab: Annotated[bool, typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")] = False,
            corpus: Corpus = None, text_col: str = "text",
            dataset: Annotated[Optional[str], typer.Option(help="Score the export on this dataset's test "
                                                               "split (for the model card).")] = None,
            data_dir: DataDir = None, max_length: int = 128) -> None:
     """Write a folder that runs with onnxruntime, tokenizers and numpy only, with a model card."""
-    from .export import export as run
+    from .export import EXPORT_BACKENDS, export as run
 
-    check.check_choice("--backend", backend, ("onnx-int8", "onnx"))
+    check.check_choice("--backend", backend, EXPORT_BACKENDS)
     check.check_range("--max-length", max_length, 1)
     _check_deploy(model, out, corpus if trim_vocab else None)
     check.check_max_length(str(model), max_length)

@@ -109,7 +109,7 @@ class GridConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
     seeds: int = 1  # trained rows are built with seeds seed, seed+1, ...: shown as mean and spread
-    served_blocks: bool = True  # score and time every compressed row in ONNX Runtime int8 too
+    served_blocks: bool = True  # score and time every compressed row as grid.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 

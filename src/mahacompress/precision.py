@@ -238,8 +238,7 @@ def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: st
     if not Path(model_dir).is_dir():
         raise MahaError(f"{model_dir}: ONNX export needs a local model folder")
     fp32 = onnx_path(model_dir, cache_dir=cache_dir)
-    sources = [p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".py")]
-    if _stale(fp32, sources):
+    if _stale(fp32, checkpoint_files(model_dir)):
         export_onnx(model_dir, fp32)
     if not quantized:
         return fp32
@@ -274,6 +273,13 @@ def export_onnx(model_dir: str | Path, out: Path) -> Path:
                           input_names=list(example), output_names=["logits"], opset_version=ONNX_OPSET,
                           dynamic_shapes={k: {0: batch, 1: seq} for k in example})
     return out
+
+
+def checkpoint_files(model_dir: str | Path) -> list[Path]:
+    """The files an export is made from (config, weights, modelling code): a served file older than one
+    of them is stale. Not every .json: the caches' own records (fusion.json, calibration stamps) are
+    written beside the model after its files, and must not make them stale."""
+    return [p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".py") or p.name == "config.json"]
 
 
 def _stale(target: Path, sources: list[Path]) -> bool:

@@ -23,7 +23,7 @@ SLACK_POINTS = 1.0  # "within 1 point of the baseline"
 MIB_PER_MB = 1e6 / 2**20
 
 # (field, header, format) of the Markdown table, in the order a user reads them when choosing a model.
-# A dotted field reads a nested block (`served.x`: the row's model in ONNX Runtime int8).
+# A dotted field reads a nested block (`served.x`: the row's model as the grid serves it, `served.backend`).
 COLUMNS = [
     ("name", "row", "{}"),
     ("accuracy", "acc.", "{:.2%}"),
@@ -39,9 +39,11 @@ COLUMNS = [
     ("latency_ms_b32_p95", "b32 p95 ms", "{:.0f}"),
     ("throughput_b32", "texts/s", "{:.0f}"),
     ("speedup_b32", "speedup b32", "{:.2f}x"),
+    ("speedup_b1", "speedup b1", "{:.2f}x"),
     ("served.accuracy", "served acc.", "{:.2%}"),
     ("served.vs_baseline", "served Δ acc. [95% CI]", "{}"),
     ("served.speedup_b32", "served speedup b32", "{:.2f}x"),
+    ("served.speedup_b1", "served speedup b1", "{:.2f}x"),
     ("served.disk_mb", "served disk MiB", "{:.0f}"),
     ("peak_rss_mb", "peak MiB", "{:.0f}"),
     ("train_seconds", "train s", "{:.0f}"),
@@ -153,8 +155,8 @@ def write_report(out_dir: Path) -> Path:
           + "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
           "with a 95% bootstrap interval. Latencies are milliseconds per batch, without tokenisation (texts are "
           "tokenised before timing); `speedup b32` = the baseline's batch-32 latency / the row's, both measured in "
-          "the same process, interleaved, median of the repeats below. `served` = the same model in ONNX Runtime "
-          "int8, timed in the same session. "
+          "the same process, interleaved, median of the repeats below. `served` = the same model run by "
+          f"`{_served_backend(done)}`, timed in the same session. "
           + (f"Every row is scored and timed with max_length {max_length} (the baseline's) on the same test texts. "
              if max_length else "")
           + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
@@ -206,6 +208,7 @@ def _findings(rows: list[dict]) -> list[str]:
     for r in rows:
         if r.get("chosen_by"):
             lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
+    lines += _fastest_serving(rows)
     transfer = next((r["transfer"] for r in rows if r.get("transfer")), None)
     if transfer:
         agree = transfer.get("teacher_agreement_with_file_labels")
@@ -218,6 +221,35 @@ def _findings(rows: list[dict]) -> list[str]:
     return lines + ([""] if lines and lines[-1] else [])
 
 
+def _fastest_serving(rows: list[dict]) -> list[str]:
+    """Which runtime serves the `best` model fastest at each batch size, among the `best+X` rows whose dev
+    accuracy stays within 1 point of the model they serve (dev, as `best` itself is chosen; never test)."""
+    dev = {r["name"]: r.get("dev_accuracy") for r in rows}
+    served = [r for r in rows if r["name"].startswith("best+") and r.get("dev_accuracy") is not None
+              and dev.get(r.get("source_row")) is not None]
+    equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - SLACK_POINTS / 100]
+    lines = []
+    for batch in (32, 1):
+        timed = [r for r in equal if r.get(f"speedup_b{batch}") is not None]
+        if timed:
+            win = max(timed, key=lambda r: r[f"speedup_b{batch}"])
+            others = ", ".join(f"{r['name']} {r[f'speedup_b{batch}']:.2f}x" for r in timed if r is not win)
+            lines.append(f"- Fastest serving of `{win['source_row']}` at batch {batch}: **{win['name']}** "
+                         f"(`{win['backend']}`), {win[f'speedup_b{batch}']:.2f}x the baseline"
+                         + (f" (others within 1 dev point of the model: {others})" if others else "") + ".")
+    dropped = [r["name"] for r in served if r not in equal]
+    if dropped:
+        lines.append(f"- Not considered for speed (dev accuracy more than 1 point below the model they serve): "
+                     f"{', '.join(dropped)}.")
+    return lines
+
+
+def _served_backend(rows: list[dict]) -> str:
+    """The backend of the rows' `served` blocks (one per grid run)."""
+    names = sorted({r["served"]["backend"] for r in rows if isinstance(r.get("served"), dict) and "backend" in r["served"]})
+    return ", ".join(names) or "ONNX Runtime int8"
+
+
 def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
     paths = []
     points = [(r["name"], r["speedup_b32"], r["accuracy"]) for r in rows
@@ -228,7 +260,7 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
         front = set(pareto_front(points + served))
         fig, ax = plt.subplots(figsize=(8, 5))
         for group, marker, label in ((points, "o", "PyTorch (as the row is built)"),
-                                     (served, "s", "served: ONNX Runtime int8")):
+                                     (served, "s", f"served: {_served_backend(rows)}")):
             for name, s, a in group:
                 ax.scatter(s, 100 * a, color="tab:red" if name in front else "tab:blue", marker=marker, zorder=3)
                 ax.annotate(name, (s, 100 * a), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -41,11 +42,18 @@ from .files import atomic_path, staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
 from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, OnnxBackend, _Batched, _quiet_logs, \
-    _stale, ensure_onnx, onnx_path
+    _stale, checkpoint_files, ensure_onnx, onnx_path
 
 CALIBRATION_BATCH = 8
+CALIBRATION_TEXTS = 512  # training texts that calibrate activation ranges (benchmarks/runtimes.py's default)
+CALIBRATED_BACKENDS = ("onnx-int8-static", "openvino-int8")
 _FILES = {"onnx-int8-fused": "model-fused-int8.onnx", "onnx-int8-static": "model-int8-static.onnx",
           "openvino": "model.onnx", "openvino-int8": "openvino-int8/model.xml"}
+
+
+def calibration_sample(texts: Sequence[str], n: int = CALIBRATION_TEXTS, seed: int = 0) -> list[str]:
+    """A seeded sample of `n` training texts: the same texts every run, so a calibrated file is reused."""
+    return random.Random(seed).sample(list(texts), min(n, len(texts)))
 
 
 def runtime_file(model_dir: str | Path, backend: str, cache_dir: str | Path | None = None) -> Path:
@@ -126,8 +134,7 @@ def ensure_fused_int8(model_dir: str | Path, cache_dir: str | Path | None = None
     from onnxruntime.transformers.optimizer import optimize_model
 
     target = runtime_file(model_dir, "onnx-int8-fused", cache_dir)
-    sources = [p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".json", ".py")]
-    if not _stale(target, sources):
+    if not _stale(target, checkpoint_files(model_dir)):
         return target
     config = load_classifier(str(model_dir)).config
     heads = getattr(config, "heads_per_layer", None)
