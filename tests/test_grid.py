@@ -14,7 +14,7 @@ import pytest
 
 from mahacompress.config import GridConfig
 from mahacompress.errors import MahaError
-from mahacompress.grid import Grid, load_preset, parse_row
+from mahacompress.grid import Grid, load_preset, parse_row, train_config
 from mahacompress.hardware import unsupported_reason
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.report import pareto_front, write_report
@@ -79,6 +79,26 @@ def test_presets_load_and_bad_keys_are_named(tmp_path):
         load_preset(bad)
     with pytest.raises(MahaError, match="not one of"):
         load_preset("no-such-preset")
+
+
+def test_train_overrides_change_one_row_only(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("rows: [baseline, p50, p50+kd]\nprune_train: {epochs: 4}\n"
+                      "train_overrides: {p50+kd: {epochs: 6, lr: 3.0e-5}}\n")
+    cfg, _ = load_preset(preset)
+    assert train_config(cfg, parse_row("p50+kd")).epochs == 6 and train_config(cfg, parse_row("p50")).epochs == 4
+    assert train_config(cfg, parse_row("p50+kd")).lr == 3.0e-5 and cfg.prune_train.epochs == 4
+    grid = Grid("teacher", cfg, "p", "d", tmp_path)
+    assert grid._settings(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
+    assert grid._settings(parse_row("p50"))["prune_train"]["epochs"] == 4
+    for text, match in (("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
+                        ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
+                        ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
+                        ("train_overrides: {p50: {epochs: six}}", r"train_overrides.p50.epochs: bad value 'six'"),
+                        ("train_overrides: [p50]", "train_overrides: bad value")):
+        preset.write_text(f"rows: [baseline, p50]\n{text}\n")
+        with pytest.raises(MahaError, match=match):
+            load_preset(preset)
 
 
 def test_old_results_render_with_todays_names(tmp_path):

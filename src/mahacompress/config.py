@@ -109,6 +109,9 @@ class GridConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
     seeds: int = 1  # trained rows are built with seeds seed, seed+1, ...: shown as mean and spread
+    # per-row changes to the training section a trained row uses, e.g. {"p50+kd": {"epochs": 6}}: deeper
+    # compression may need longer training to converge than the section's other rows
+    train_overrides: dict[str, dict] = field(default_factory=dict)
     served_blocks: bool = True  # score and time every compressed row as grid.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -149,6 +152,8 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items())
     else:
         ok = isinstance(value, type(default)) and not isinstance(value, bool)
     if not ok:

@@ -107,7 +107,7 @@ def _teacher_settings(grid: Grid, spec: RowSpec) -> dict:
 
 
 def _mp_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"finetune": asdict(grid.cfg.finetune), "base_model": grid.cfg.base_model}
+    return {"finetune": asdict(train_config(grid.cfg, spec)), "base_model": grid.cfg.base_model}
 
 
 def _transfer_settings(grid: Grid, spec: RowSpec) -> dict:
@@ -115,12 +115,12 @@ def _transfer_settings(grid: Grid, spec: RowSpec) -> dict:
 
 
 def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"distill": asdict(grid.cfg.distill), "student_layers": spec.number or grid.cfg.student_layers,
+    return {"distill": asdict(train_config(grid.cfg, spec)), "student_layers": spec.number or grid.cfg.student_layers,
             **_transfer_settings(grid, spec)}
 
 
 def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"prune_train": asdict(grid.cfg.prune_train), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
+    return {"prune_train": asdict(train_config(grid.cfg, spec)), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
             **_transfer_settings(grid, spec)}
 
 
@@ -219,11 +219,30 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
     except yaml.YAMLError as exc:
         raise MahaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     cfg = from_dict(GridConfig, values, str(path))
+    _check_overrides(cfg, str(path))
     for row in cfg.rows:
         if parse_row(row).tr and cfg.transfer.path is None:
             raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
     return cfg, path.stem
 
+
+
+def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
+    """The training settings of a trained row: its kind's preset section with the row's overrides."""
+    base = getattr(cfg, _TRAIN_SECTION[spec.kind])
+    values = cfg.train_overrides.get(spec.name, {})
+    checked = from_dict(TrainConfig, values, f"train_overrides.{spec.name}")
+    return replace(base, **{key: getattr(checked, key) for key in values})
+
+
+def _check_overrides(cfg: GridConfig, where: str) -> None:
+    """Each `train_overrides` entry names a trained row of the preset and valid training settings."""
+    for row, values in cfg.train_overrides.items():
+        if row not in cfg.rows or not KINDS[parse_row(row).kind].seeded:
+            trained = [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]
+            raise MahaError(f"{where}: train_overrides names '{row}', not a trained row of this preset "
+                            f"({', '.join(trained)})")
+        from_dict(TrainConfig, values, f"{where}: train_overrides.{row}")
 
 
 class Grid:
@@ -351,7 +370,7 @@ class Grid:
         for i in range(len(runs), self.cfg.seeds if kind.seeded else 1):
             tcfg = None
             if kind.seeded:
-                base = getattr(self.cfg, _TRAIN_SECTION[spec.kind])
+                base = train_config(self.cfg, spec)
                 tcfg = replace(base, seed=base.seed + i)
             folder = spec.name.replace("+", "_") + (f"_seed{tcfg.seed}" if i else "")  # module names: identifiers
             build = kind.build(self, spec, self.models / folder, tcfg, precision)
@@ -591,5 +610,9 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     for key in ("finetune", "distill", "prune_train"):
         check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
         check_max_length(teacher, getattr(cfg, key).max_length)
+    for row in cfg.train_overrides:
+        tcfg = train_config(cfg, parse_row(row))
+        check_train_config(tcfg, where=f"preset {name}: train_overrides.{row}")
+        check_max_length(teacher, tcfg.max_length)
     out = check_output_dir(out)
     return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]
