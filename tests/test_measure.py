@@ -13,6 +13,7 @@ from mahacompress.measure import (MIB, Energy, count_params, latency, peak_memor
                                   speedups)
 from mahacompress.models import load_classifier
 from mahacompress.precision import load_backend
+from mahacompress.runtimes import runtime_file
 
 
 class FakeBackend:
@@ -98,6 +99,14 @@ def test_size_and_params(tiny_model_dir):
     weights = (tiny_model_dir / "model.safetensors").stat().st_size / MIB
     assert served_size_mb(tiny_model_dir, "fp32") == size_on_disk_mb(tiny_model_dir) == weights  # MiB, one unit
     assert 0 < served_size_mb(tiny_model_dir, "int8") < weights
+
+
+def test_runtime_sizes_are_their_own_files(tiny_model_dir, tmp_path):
+    """A fused or OpenVINO int8 row's size is the file that runtime loads, not the checkpoint."""
+    fused = runtime_file(tiny_model_dir, "onnx-int8-fused", tmp_path)
+    assert served_size_mb(tiny_model_dir, "onnx-int8-fused", cache_dir=tmp_path) == fused.stat().st_size / MIB
+    assert served_size_mb(tiny_model_dir, "openvino", cache_dir=tmp_path) == served_size_mb(
+        tiny_model_dir, "onnx", cache_dir=tmp_path)  # OpenVINO fp32 compiles the plain ONNX export
     model = load_classifier(str(tiny_model_dir))
     counts = count_params(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())

@@ -174,8 +174,14 @@ def size_on_disk_mb(path: str | Path) -> float:
 
 
 def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None) -> float:
-    """MiB of what serving `model_dir` with `backend` loads: the (int8) ONNX file, the int8-quantised
-    state dict (as torch.save writes it), or the checkpoint's weight files for fp32/bf16/fp16."""
+    """MiB of what serving `model_dir` with `backend` loads: the runtime's own file(s) (fused or
+    calibrated ONNX, OpenVINO IR), the (int8) ONNX file, the int8-quantised state dict (as torch.save
+    writes it), or the checkpoint's weight files for fp32/bf16/fp16."""
+    if backend in RUNTIME_BACKENDS:
+        from .runtimes import ensure_runtime, served_files
+
+        ensure_runtime(model_dir, backend, cache_dir=cache_dir)  # calibrated files must exist already
+        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir))
     if backend.startswith("onnx"):
         return size_on_disk_mb(ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir))
     if backend == "int8":
