@@ -59,7 +59,8 @@ def _memory(pid: int) -> dict:
 def _start(folder: Path, port: int, args) -> tuple[subprocess.Popen, float]:
     """Start the server; seconds from start until its first answered /predict."""
     cmd = [sys.executable, "-m", "mahacompress", "serve", str(folder), "--port", str(port),
-           "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+           "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+           "--memory-arena" if args.memory_arena else "--no-memory-arena"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = start + 120
@@ -150,7 +151,9 @@ def run(args) -> dict:
     return {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "model": args.model, "dataset": args.dataset, "cpus": os.cpu_count(),
-        "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "first_answer_s": first_answer_s,
+        "backend": manifest["backend"],
+        "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "memory_arena": args.memory_arena,
+                   "first_answer_s": first_answer_s,
                    "memory_after_warmup_mib": warm, "memory_at_end_mib": end, "health_after_load": health,
                    "exit_code_after_sigterm": exit_code},
         "load": load,
@@ -170,13 +173,14 @@ def report(r: dict) -> str:
         f"    {r['command']}", "",
         "| folder | disk | test accuracy | macro-F1 | test texts with a removed piece |",
         "| --- | --- | --- | --- | --- |",
-        f"| int8, trimmed ({t['pieces']['pieces_kept']} of {t['pieces']['pieces_before']} pieces) | "
+        f"| {r['backend']}, trimmed ({t['pieces']['pieces_kept']} of {t['pieces']['pieces_before']} pieces) | "
         f"{t['disk_mib']:.1f} MiB | {t['test']['accuracy']:.4f} | {t['test']['macro_f1']:.4f} | "
         f"{t['test']['texts_with_removed_pieces']} of {t['test']['rows']} |",
-        f"| int8, untrimmed | {u['disk_mib']:.1f} MiB | {u['test']['accuracy']:.4f} | {u['test']['macro_f1']:.4f} | - |",
+        f"| {r['backend']}, untrimmed | {u['disk_mib']:.1f} MiB | {u['test']['accuracy']:.4f} | {u['test']['macro_f1']:.4f} | - |",
         "",
         f"Load: {load['clients']} concurrent clients for {load['seconds']:.0f} s, {load['texts_per_request']} "
-        f"text(s) per request, server max batch {s['max_batch']}, max wait {s['max_wait_ms']} ms.", "",
+        f"text(s) per request, server max batch {s['max_batch']}, max wait {s['max_wait_ms']} ms, onnxruntime memory "
+        f"arena {'on' if s['memory_arena'] else 'off'}.", "",
         "| measure | value |", "| --- | --- |",
         f"| throughput | {load['texts_per_s']:.1f} texts/s ({load['requests']} requests) |",
         f"| latency p50 / p99 | {load['latency_ms_p50']:.1f} / {load['latency_ms_p99']:.1f} ms |",
@@ -206,6 +210,8 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=1_000_000, help="upper bound on requests sent")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--no-memory-arena", dest="memory_arena", action="store_false",
+                   help="serve with onnxruntime's CPU memory arena off")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads of the in-process comparison")
     p.add_argument("--work", default="runs/serve", help="where the exported folders are written")
     p.add_argument("--out", default="reports/serve")

@@ -91,6 +91,14 @@ def test_int8_export_runs_without_torch_close_to_pytorch(model_dir, int8_dir, tm
     assert "## How to run it" in (int8_dir / "README.md").read_text()
 
 
+def test_memory_arena_off_gives_the_same_logits(int8_dir):
+    from mahacompress.runtime import Classifier
+
+    on, off = Classifier(int8_dir), Classifier(int8_dir, memory_arena=False)
+    assert off.session.get_session_options().enable_cpu_mem_arena is False
+    np.testing.assert_array_equal(on.logits(MARATHI), off.logits(MARATHI))
+
+
 def test_export_scores_the_test_split_for_the_model_card(model_dir, tmp_path, toy_splits):
     manifest = export(model_dir, tmp_path / "scored", corpus=toy_splits.train.texts, splits=toy_splits)
     test = manifest["test"]

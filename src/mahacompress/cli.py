@@ -479,7 +479,10 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
           max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
           max_texts: Annotated[int, typer.Option(help="Most texts in one request (413 above).")] = 64,
           max_text_chars: Annotated[int, typer.Option(help="Longest text in characters (413 above).")] = 10_000,
-          max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (429 above).")] = 512) -> None:
+          max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (429 above).")] = 512,
+          memory_arena: Annotated[bool, typer.Option(help="onnxruntime's CPU memory arena: off returns memory "
+                                                          "after each batch instead of keeping the largest "
+                                                          "batch shape's.")] = True) -> None:
     """Serve an exported folder over HTTP: POST /predict, GET /health, GET /info."""
     from .serve import Limits
     from .serve import serve as run
@@ -492,7 +495,7 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
     check.check_range("--max-wait-ms", max_wait_ms, 0)
     run(folder, host, port, Limits(max_texts=max_texts, max_text_chars=max_text_chars,
                                    max_queued_texts=max_queued_texts, max_batch=max_batch,
-                                   max_wait_ms=max_wait_ms), threads)
+                                   max_wait_ms=max_wait_ms), threads, memory_arena)
 
 
 def main() -> None:

@@ -259,7 +259,7 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
     if points or served:
         front = set(pareto_front(points + served))
         fig, ax = plt.subplots(figsize=(8, 5))
-        for group, marker, label in ((points, "o", "PyTorch (as the row is built)"),
+        for group, marker, label in ((points, "o", "each row with its own backend"),
                                      (served, "s", f"served: {_served_backend(rows)}")):
             for name, s, a in group:
                 ax.scatter(s, 100 * a, color="tab:red" if name in front else "tab:blue", marker=marker, zorder=3)

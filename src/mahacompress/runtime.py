@@ -23,7 +23,9 @@ MANIFEST = "export.json"
 class Classifier:
     """Tokeniser + ONNX session of one exported folder; `predict` returns a label and probabilities per text."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None):
+    def __init__(self, folder: str | Path, threads: int | None = None, memory_arena: bool = True):
+        """`memory_arena=False` turns off onnxruntime's CPU arena: without it, memory is returned after each
+        call instead of kept at the largest (batch, length) shape seen; see benchmarks/serve_load.py."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -36,6 +38,7 @@ class Classifier:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (one per physical core)
         opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = memory_arena
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.folder / self.manifest["model_file"]), opts,
                                             providers=["CPUExecutionProvider"])

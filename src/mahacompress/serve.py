@@ -139,12 +139,13 @@ async def _read_texts(request: Request, limits: Limits) -> list[str]:
     return texts
 
 
-def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None) -> Starlette:
+def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None,
+               memory_arena: bool = True) -> Starlette:
     """The ASGI app serving the exported `folder` (the model is loaded here, before the first request)."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise MahaError(f"{folder / MANIFEST}: not found (make the folder with `mahacompress export`)")
-    classifier = Classifier(folder, threads=threads)
+    classifier = Classifier(folder, threads=threads, memory_arena=memory_arena)
     batcher = Batcher(classifier, limits)
     manifest = classifier.manifest
     info = {"labels": classifier.labels, "limits": asdict(limits),
@@ -179,9 +180,9 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
 
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          threads: int | None = None) -> None:
+          threads: int | None = None, memory_arena: bool = True) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0)."""
     import uvicorn
 
-    uvicorn.run(create_app(folder, limits, threads), host=host, port=port, log_level="info", access_log=False,
+    uvicorn.run(create_app(folder, limits, threads, memory_arena), host=host, port=port, log_level="info", access_log=False,
                 timeout_graceful_shutdown=10)
