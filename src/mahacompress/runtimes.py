@@ -73,9 +73,9 @@ def ensure_runtime(model_dir: str | Path, backend: str, *, max_length: int = 128
                    calibration_texts: Sequence[str] | None = None) -> Path:
     """The file `backend` (one of RUNTIME_BACKENDS) serves `model_dir` from, built first if missing or
     stale; the calibrated ones also when `calibration_texts` differ from those they were built with."""
-    fp32 = ensure_onnx(model_dir, cache_dir=cache_dir)
-    if backend == "onnx-int8-fused":
+    if backend == "onnx-int8-fused":  # made from its own TorchScript export, not from the fp32 ONNX file
         return ensure_fused_int8(model_dir, cache_dir)
+    fp32 = ensure_onnx(model_dir, cache_dir=cache_dir)
     if backend == "openvino":
         return fp32
     target = runtime_file(model_dir, backend, cache_dir)
