@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +15,14 @@ from mahacompress.config import TrainConfig
 from mahacompress.distill_loss import hidden_state_loss, layer_map
 from mahacompress.errors import MahaError
 from mahacompress.models import load_classifier, load_tokenizer, save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.train import fit
+from mahacompress.train import TrainHooks, fit
+
+
+class LastStepIsBest(TrainHooks):
+    """Keeps the weights of the last step, so two runs are compared after equal training."""
+
+    def may_select_best(self, step: int, total_steps: int) -> bool:
+        return step >= total_steps
 
 CFG = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
                   early_stopping_patience=0, evals_per_epoch=1, checkpoint_every=50)
@@ -94,10 +102,16 @@ def test_hidden_state_distillation_pulls_student_states_to_the_teacher(teacher_d
             t = teacher(**batch, output_hidden_states=True).hidden_states
         return float(hidden_state_loss(s, t, batch["attention_mask"], layer_map(student.config, teacher.config)))
 
-    cfg = replace(CFG, epochs=4, kd_hidden_weight=5.0)
-    plain, taught = (kd.layer_student(teacher, 2) for _ in range(2))
-    fit(plain, tok, toy_splits, replace(cfg, kd_hidden_weight=0.0), tmp_path / "a")
-    fit(taught, tok, toy_splits, cfg, tmp_path / "b", teacher_model=load_classifier(str(teacher_dir)))
+    # Students start from random weights (the same for both), so their states owe nothing to the teacher's
+    # unless the hidden-state term puts it there; a copied-layer student starts too close to tell.
+    torch.manual_seed(0)
+    start = tiny_bert(3, vocab_size=teacher.config.vocab_size, num_hidden_layers=2,
+                      id2label=teacher.config.id2label, label2id=teacher.config.label2id)
+    plain, taught = copy.deepcopy(start), copy.deepcopy(start)
+    cfg = replace(CFG, epochs=10, kd_hidden_weight=5.0)
+    last = LastStepIsBest()  # both compared after the same steps, not at whichever epoch dev F1 first hit 1.0
+    fit(plain, tok, toy_splits, replace(cfg, kd_hidden_weight=0.0), tmp_path / "a", hooks=last)
+    fit(taught, tok, toy_splits, cfg, tmp_path / "b", teacher_model=load_classifier(str(teacher_dir)), hooks=last)
     assert distance(taught) < 0.5 * distance(plain)
     with pytest.raises(MahaError, match="needs a teacher model"):
         fit(kd.layer_student(teacher, 2), tok, toy_splits, cfg, tmp_path / "c")

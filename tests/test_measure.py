@@ -70,6 +70,14 @@ def test_latency_reuses_texts_to_fill_batches():
     assert set(results["a"]) >= {"latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"}
 
 
+def test_latency_takes_a_batch_count_per_batch_size():
+    """The grid times batch 1 on fewer texts than batch 32 (`measure.batch1_texts`)."""
+    calls: list[str] = []
+    latency({"a": FakeBackend("a", calls)}, ["x"] * 64, batch_sizes=(1, 32), repeats=2, warmup=0,
+            batches_per_repeat={1: 5}, progress=False)
+    assert len(calls) == 2 * (5 + 2)  # per repeat: 5 single texts, and the 2 batches of 32 that 64 texts fill
+
+
 def test_speedups_are_ratios_of_stored_medians():
     results = {"baseline": {"latency_ms_b1_p50": 10.0, "latency_ms_b32_p50": 300.0, "latency_ms_b1_p95": 99.0},
                "int8": {"latency_ms_b1_p50": 4.0, "latency_ms_b32_p50": 120.0, "latency_ms_b1_p95": 5.0}}

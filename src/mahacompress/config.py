@@ -70,7 +70,9 @@ class MeasureConfig:
 
     repeats: int = 5
     warmup: int = 2
-    texts: int = 256  # test texts timed per row (batch 1 uses the first 32 of them)
+    texts: int = 256  # test texts timed per row at batch 32 (8 batches per repeat)
+    batch1_texts: int = 64  # the first N of them timed one by one: 64 calls per repeat give a stable
+    # median, and all 256 made batch 1 two thirds of the grid's timing session (512 s of 754 s in cpu-quick)
     threads: int = 2
     country: str = "IND"  # ISO code for CodeCarbon's grid carbon intensity
 

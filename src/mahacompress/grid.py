@@ -500,8 +500,9 @@ class Grid:
                     for r in done}
         backends |= {key: load_backend(r["model_dir"], r["served"]["backend"], max_length=self.max_length,
                                        threads=threads) for key, r in served.items()}
-        timing = speedups(latency(backends, texts, repeats=self.cfg.measure.repeats, warmup=self.cfg.measure.warmup,
-                                  threads=threads))
+        m = self.cfg.measure
+        timing = speedups(latency(backends, texts, repeats=m.repeats, warmup=m.warmup, threads=threads,
+                                  batches_per_repeat={1: min(m.batch1_texts, len(texts))}))
         del backends
         for row in done:
             row.update(timing.get(row["name"], {}))

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,12 +47,13 @@ _METERED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi"}
 # ---------------------------------------------------------------- latency
 
 def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Sequence[int] = (1, 32),
-            repeats: int = 5, warmup: int = 2, batches_per_repeat: int | None = None,
+            repeats: int = 5, warmup: int = 2, batches_per_repeat: int | Mapping[int, int] | None = None,
             threads: int = DEFAULT_THREADS, progress: bool = True) -> dict[str, dict]:
     """Per backend: `latency_ms_b{B}_p50/_p95` and `throughput_b{B}` (texts/s) for each batch size B.
 
-    Every repeat times `batches_per_repeat` full batches per batch size (default: as many as `texts`
-    fills, at least one; texts are reused cyclically to fill the last). p50 is the median over repeats
+    Every repeat times `batches_per_repeat` full batches per batch size (one count for all, or a count
+    per batch size; default: as many as `texts` fills, at least one; texts are reused cyclically to
+    fill the last). p50 is the median over repeats
     of each repeat's mean batch time, which is robust to a disturbed repeat; p95 is over every single
     batch timing, the tail a user would see. (With 10+ batches per repeat a few long stalls can put
     p95 below p50, since they raise means but stay under 5% of timings.) Tokenisation is done once,
@@ -64,7 +65,9 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
     if not texts:
         raise MahaError("latency needs at least one text")
     names = list(backends)
-    batches = {name: {bs: [backends[name].encode(chunk) for chunk in _chunks(texts, bs, batches_per_repeat)]
+    counts = batches_per_repeat if isinstance(batches_per_repeat, Mapping) else {}
+    default = None if isinstance(batches_per_repeat, Mapping) else batches_per_repeat
+    batches = {name: {bs: [backends[name].encode(chunk) for chunk in _chunks(texts, bs, counts.get(bs, default))]
                       for bs in batch_sizes} for name in names}
     timings: dict[str, dict[int, list[list[float]]]] = {name: {bs: [] for bs in batch_sizes} for name in names}
     previous_threads = torch.get_num_threads()
