@@ -19,6 +19,7 @@ import torch
 
 from mahacompress.evaluate import predict_logits
 from mahacompress.export import export
+from mahacompress.hardware import ort_int8_options
 from mahacompress.models import load_classifier, load_tokenizer, tiny_bert, tiny_tokenizer
 
 from test_trim import MARATHI
@@ -72,6 +73,7 @@ def test_trimmed_fp32_export_runs_without_torch_and_matches_pytorch(model_dir, t
             "trim.json"} <= {p.name for p in (tmp_path / "fp32").iterdir()}
     assert manifest["labels"] == LABELS and manifest["trim"]["pieces_kept"] < manifest["trim"]["pieces_before"]
     assert (tmp_path / "fp32" / "requirements.txt").read_text().split() == manifest["needs"]
+    assert "int8_weight_bits" not in manifest
     texts = MARATHI[:4]
     expected = predict_logits(load_classifier(str(model_dir)), load_tokenizer(str(model_dir)), texts)
     got = _torch_free(tmp_path / "fp32", texts)
@@ -88,7 +90,11 @@ def test_int8_export_runs_without_torch_close_to_pytorch(model_dir, int8_dir, tm
     for folder in (int8_dir, plain):
         got = np.array(_torch_free(folder, texts)["logits"])
         assert np.abs(got - expected).max() < 0.05  # int8 weights and embedding rows: close, not equal
-    assert "## How to run it" in (int8_dir / "README.md").read_text()
+    card = (int8_dir / "README.md").read_text()
+    assert "## How to run it" in card
+    bits = 7 if ort_int8_options()["reduce_range"] else 8  # this CPU's choice, named in the manifest and card
+    assert json.loads((int8_dir / "export.json").read_text())["int8_weight_bits"] == bits
+    assert f"int8 weights use {bits} bits" in card
 
 
 def test_memory_arena_off_gives_the_same_logits(int8_dir):

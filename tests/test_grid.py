@@ -131,10 +131,13 @@ def test_report_is_made_from_results_json_alone(tmp_path):
                                                                                   "ci_low": -0.03, "ci_high": -0.012}}}
     rows.append({"name": "p75", "status": "skipped", "reason": "needs VNNI"})
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"preset": "x", "size_unit": "MiB",
-                                                                 "unlearnable_classes": ["Film"]},
+                                                                 "unlearnable_classes": ["Film"],
+                                                                 "config": {"measure": {"texts": 256,
+                                                                                        "batch1_texts": 64}}},
                                                         "rows": rows, "caveats": ["c1"]}))
     report = write_report(tmp_path).read_text()
     assert "| mp | not run: bf16 unsupported |" in report and "1.80x" in report and "- c1" in report
+    assert "batch 32 on the first 256 test texts and batch 1 on the first 64 of them" in report
     assert "| p75 | not run: needs VNNI |" in report and "disk MiB" in report and "2.50x" in report
     assert "-0.50 [-2.00, +1.00]" in report and "but the interval reaches below -1 point" in report
     assert "**p50 (served)**: -2.00 [-3.00, -1.20] points: no, and the interval agrees" in report

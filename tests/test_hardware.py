@@ -77,17 +77,30 @@ def test_bf16_inference_refused_on_avx2_unless_forced(cpu, tiny_model_dir, shc_s
     assert backend.logits(shc_splits.test.texts[:4]).shape == (4, len(shc_splits.labels))
 
 
-def test_onnx_int8_uses_7_bit_weights_without_vnni(cpu, tiny_model_dir, shc_splits, tmp_path):
-    """ONNX Runtime's U8S8 kernels can saturate without VNNI: weights then stay within 7 bits."""
-    cpu(ZEN3)
-    path = ensure_onnx(tiny_model_dir, quantized=True, cache_dir=tmp_path)
-    assert path == onnx_path(tiny_model_dir, quantized=True, cache_dir=tmp_path) and path.name == "model-int8-r7.onnx"
+def _largest_int8_weight(path) -> int:
     weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
                if t.data_type == onnx.TensorProto.INT8 and t.dims]
-    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+    assert weights
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "onnx-int8-fused"])
+def test_onnx_int8_uses_7_bit_weights_without_vnni(cpu, tiny_model_dir, tmp_path, backend):
+    """ONNX Runtime's U8S8 kernels can saturate without VNNI: weights then stay within 7 bits, and the
+    file's name says so, so a model folder moved to a CPU with VNNI gets its own full-range file."""
+    from mahacompress.runtimes import ensure_fused_int8
+
+    def build():
+        if backend == "onnx-int8-fused":
+            return ensure_fused_int8(tiny_model_dir, cache_dir=tmp_path)
+        path = ensure_onnx(tiny_model_dir, quantized=True, cache_dir=tmp_path)
+        assert path == onnx_path(tiny_model_dir, quantized=True, cache_dir=tmp_path)
+        return path
+
+    stem = "model-int8" if backend == "onnx-int8" else "model-fused-int8"
+    cpu(ZEN3)
+    narrow = build()
+    assert narrow.name == f"{stem}-r7.onnx" and _largest_int8_weight(narrow) <= 64
     cpu(COOPER_LAKE)
-    full = ensure_onnx(tiny_model_dir, quantized=True, cache_dir=tmp_path)
-    assert full.name == "model-int8.onnx"
-    wide = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(full)).graph.initializer
-            if t.data_type == onnx.TensorProto.INT8 and t.dims]
-    assert max(int(np.abs(w.astype(np.int32)).max()) for w in wide) > 64
+    full = build()
+    assert full.name == f"{stem}.onnx" and _largest_int8_weight(full) > 64

@@ -60,6 +60,8 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
                     "pad_token": tokenizer.pad_token, "model_file": "model.onnx", "backend": backend,
                     "source": str(model_dir), "made_with": _training_record(model_dir),
                     "needs": REQUIREMENTS.split()}
+        if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
+            manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith("-r7") else 8
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out) as tmp:
@@ -125,6 +127,12 @@ def model_card(manifest: dict) -> str:
         t = manifest["trim"]
         lines.append(f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
                      f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})")
+    if manifest.get("int8_weight_bits") == 8:
+        lines.append("- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI ONNX Runtime's "
+                     "U8S8 kernels can saturate: re-export there, which builds 7-bit weights")
+    elif manifest.get("int8_weight_bits") == 7:
+        lines.append("- int8 weights use 7 bits (built on a CPU without VNNI, against U8S8 saturation); they run on "
+                     "any CPU")
     lines += ["", "## Data and licence", "", f"- data: {dataset}; licence: {licence}", "", "## Measured", ""]
     test = manifest.get("test")
     if test:

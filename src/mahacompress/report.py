@@ -157,6 +157,7 @@ def write_report(out_dir: Path) -> Path:
           "tokenised before timing); `speedup b32` = the baseline's batch-32 latency / the row's, both measured in "
           "the same process, interleaved, median of the repeats below. `served` = the same model run by "
           f"`{_served_backend(done)}`, timed in the same session. "
+          + _timed_texts(meta.get("config", {}).get("measure", {}))
           + (f"Every row is scored and timed with max_length {max_length} (the baseline's) on the same test texts. "
              if max_length else "")
           + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
@@ -242,6 +243,15 @@ def _fastest_serving(rows: list[dict]) -> list[str]:
         lines.append(f"- Not considered for speed (dev accuracy more than 1 point below the model they serve): "
                      f"{', '.join(dropped)}.")
     return lines
+
+
+def _timed_texts(measure: dict) -> str:
+    """Which test texts each batch size was timed on (older results name no batch-1 count)."""
+    if "texts" not in measure:
+        return ""
+    b1 = min(measure.get("batch1_texts", measure["texts"]), measure["texts"])
+    return (f"Each repeat times batch 32 on the first {measure['texts']} test texts and batch 1 on the first "
+            f"{b1} of them. ")
 
 
 def _served_backend(rows: list[dict]) -> str:

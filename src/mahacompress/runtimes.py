@@ -57,8 +57,14 @@ def calibration_sample(texts: Sequence[str], n: int = CALIBRATION_TEXTS, seed: i
 
 
 def runtime_file(model_dir: str | Path, backend: str, cache_dir: str | Path | None = None) -> Path:
-    """Where `backend`'s served file of `model_dir` is cached (openvino serves the plain ONNX export)."""
-    return onnx_path(model_dir, cache_dir=cache_dir).parent / _FILES[backend]
+    """Where `backend`'s served file of `model_dir` is cached (openvino serves the plain ONNX export).
+
+    The fused int8 file's name says when its weights have 7 bits (a CPU without VNNI), like the plain
+    int8 file's: a model folder copied to another CPU then builds the file that CPU needs."""
+    name = _FILES[backend]
+    if backend == "onnx-int8-fused" and ort_int8_options()["reduce_range"]:
+        name = name.replace(".onnx", "-r7.onnx")
+    return onnx_path(model_dir, cache_dir=cache_dir).parent / name
 
 
 def served_files(model_dir: str | Path, backend: str, cache_dir: str | Path | None = None) -> list[Path]:
