@@ -20,7 +20,7 @@ ensure_onnx) and caches it beside it, rebuilt when that export is newer:
   on `calibration_texts`.
 
 int8 settings follow the CPU (hardware.py): without VNNI, 7-bit weights (ONNX Runtime's reduce_range,
-NNCF's overflow fix on every layer). Calibrated files record a hash of their texts in a sidecar
+and then the fused file's name ends in -r7; NNCF's overflow fix on every layer). Calibrated files record a hash of their texts in a sidecar
 `.json`: given other texts they are rebuilt; given none, the cached file is used.
 """
 
