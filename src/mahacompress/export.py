@@ -37,7 +37,7 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
     on the test split through the runtime itself, and the figures go into the manifest and model card.
     """
     from .models import load_tokenizer
-    from .precision import ensure_onnx
+    from .precision import SEVEN_BIT_SUFFIX, ensure_onnx
     from .runtimes import ensure_fused_int8
     from .trim import TRIM_RECORD, texts_with_removed_pieces, trim
 
@@ -61,7 +61,7 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
                     "source": str(model_dir), "made_with": _training_record(model_dir),
                     "needs": REQUIREMENTS.split()}
         if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
-            manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith("-r7") else 8
+            manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith(SEVEN_BIT_SUFFIX) else 8
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out) as tmp:

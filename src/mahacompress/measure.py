@@ -53,8 +53,8 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
 
     Every repeat times `batches_per_repeat` full batches per batch size (one count for all, or a count
     per batch size; default: as many as `texts` fills, at least one; texts are reused cyclically to
-    fill the last). p50 is the median over repeats
-    of each repeat's mean batch time, which is robust to a disturbed repeat; p95 is over every single
+    fill the last). p50 is the median over repeats of each repeat's mean batch time, which is robust
+    to a disturbed repeat; p95 is over every single
     batch timing, the tail a user would see. (With 10+ batches per repeat a few long stalls can put
     p95 below p50, since they raise means but stay under 5% of timings.) Tokenisation is done once,
     before timing. torch runs with `threads` threads; onnxruntime backends keep the thread count they
@@ -65,9 +65,9 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
     if not texts:
         raise MahaError("latency needs at least one text")
     names = list(backends)
-    counts = batches_per_repeat if isinstance(batches_per_repeat, Mapping) else {}
-    default = None if isinstance(batches_per_repeat, Mapping) else batches_per_repeat
-    batches = {name: {bs: [backends[name].encode(chunk) for chunk in _chunks(texts, bs, counts.get(bs, default))]
+    counts = (batches_per_repeat if isinstance(batches_per_repeat, Mapping)
+              else dict.fromkeys(batch_sizes, batches_per_repeat))
+    batches = {name: {bs: [backends[name].encode(chunk) for chunk in _chunks(texts, bs, counts.get(bs))]
                       for bs in batch_sizes} for name in names}
     timings: dict[str, dict[int, list[list[float]]]] = {name: {bs: [] for bs in batch_sizes} for name in names}
     previous_threads = torch.get_num_threads()

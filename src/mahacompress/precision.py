@@ -44,6 +44,7 @@ from .files import atomic_path
 from .hardware import cpu_bf16_gap, native_bf16, ort_int8_options
 from .models import load_classifier, load_tokenizer
 
+SEVEN_BIT_SUFFIX = "-r7"  # int8 ONNX files with 7-bit weights (int8_file_name)
 RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS)
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -230,7 +231,13 @@ def onnx_path(model_dir: str | Path, *, quantized: bool = False, cache_dir: str 
         folder = Path(cache_dir) / f"{model_dir.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
     if not quantized:
         return folder / "model.onnx"
-    return folder / ("model-int8-r7.onnx" if ort_int8_options()["reduce_range"] else "model-int8.onnx")
+    return folder / int8_file_name("model-int8")
+
+
+def int8_file_name(stem: str) -> str:
+    """`stem`.onnx, or `stem`-r7.onnx when this CPU gets 7-bit weights (x86 without VNNI): files built for
+    different CPUs never share a name, so a model folder moved to another CPU builds the one it needs."""
+    return f"{stem}{SEVEN_BIT_SUFFIX if ort_int8_options()['reduce_range'] else ''}.onnx"
 
 
 def ensure_onnx(model_dir: str | Path, *, quantized: bool = False, cache_dir: str | Path | None = None) -> Path:

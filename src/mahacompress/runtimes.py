@@ -20,8 +20,8 @@ ensure_onnx) and caches it beside it, rebuilt when that export is newer:
   on `calibration_texts`.
 
 int8 settings follow the CPU (hardware.py): without VNNI, 7-bit weights (ONNX Runtime's reduce_range,
-and then the fused file's name ends in -r7; NNCF's overflow fix on every layer). Calibrated files record a hash of their texts in a sidecar
-`.json`: given other texts they are rebuilt; given none, the cached file is used.
+named -r7 like the plain int8 file; NNCF's overflow fix on every layer). Calibrated files record a hash
+of their texts in a sidecar `.json`: given other texts they are rebuilt; given none, the cached file is used.
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ from .files import atomic_path, staged_dir, write_json
 from .hardware import cpu_features, ort_int8_options
 from .models import load_classifier, load_tokenizer
 from .precision import _EXAMPLE_TEXTS, ONNX_OPSET, OnnxBackend, _Batched, _quiet_logs, \
-    _stale, checkpoint_files, ensure_onnx, onnx_path
+    _stale, checkpoint_files, ensure_onnx, int8_file_name, onnx_path
 
 CALIBRATION_BATCH = 8
 CALIBRATION_TEXTS = 512  # training texts that calibrate activation ranges (benchmarks/runtimes.py's default)
 CALIBRATED_BACKENDS = ("onnx-int8-static", "openvino-int8")
-_FILES = {"onnx-int8-fused": "model-fused-int8.onnx", "onnx-int8-static": "model-int8-static.onnx",
+_FILES = {"onnx-int8-static": "model-int8-static.onnx",
           "openvino": "model.onnx", "openvino-int8": "openvino-int8/model.xml"}
 
 
@@ -57,13 +57,9 @@ def calibration_sample(texts: Sequence[str], n: int = CALIBRATION_TEXTS, seed: i
 
 
 def runtime_file(model_dir: str | Path, backend: str, cache_dir: str | Path | None = None) -> Path:
-    """Where `backend`'s served file of `model_dir` is cached (openvino serves the plain ONNX export).
-
-    The fused int8 file's name says when its weights have 7 bits (a CPU without VNNI), like the plain
-    int8 file's: a model folder copied to another CPU then builds the file that CPU needs."""
-    name = _FILES[backend]
-    if backend == "onnx-int8-fused" and ort_int8_options()["reduce_range"]:
-        name = name.replace(".onnx", "-r7.onnx")
+    """Where `backend`'s served file of `model_dir` is cached (openvino serves the plain ONNX export;
+    the fused int8 file is named by precision.int8_file_name, as the plain int8 file is)."""
+    name = int8_file_name("model-fused-int8") if backend == "onnx-int8-fused" else _FILES[backend]
     return onnx_path(model_dir, cache_dir=cache_dir).parent / name
 
 

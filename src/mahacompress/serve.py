@@ -184,5 +184,5 @@ def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0)."""
     import uvicorn
 
-    uvicorn.run(create_app(folder, limits, threads, memory_arena), host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(create_app(folder, limits, threads, memory_arena), host=host, port=port, log_level="info",
+                access_log=False, timeout_graceful_shutdown=10)
