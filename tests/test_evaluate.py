@@ -35,3 +35,23 @@ def test_tfidf_baseline_beats_chance_on_a_slice(shc_splits):
     assert result["rows"] == len(shc_splits.test)
     assert result["accuracy"] > 0.3  # 12 classes: chance ~0.08
     assert result["latency_ms_b1_p50"] > 0 and result["latency_ms_b32_p50"] > 0
+    assert result["e2e_ms_b32_p50"] > result["latency_ms_b32_p50"]  # featurisation is part of end to end
+
+
+def test_a_saved_tfidf_folder_predicts_what_its_pipeline_does(shc_splits, tmp_path):
+    """The grid's `tfidf` row: a label without training rows gets a column that is never chosen."""
+    import numpy as np
+
+    from mahacompress.baseline import fit_tfidf, save_tfidf
+    from mahacompress.evaluate import model_labels, predict_ids
+
+    starved = Splits(shc_splits.name, shc_splits.labels,
+                     TextSet(*zip(*[(t, y) for t, y in zip(shc_splits.train.texts, shc_splits.train.labels) if y != 0])),
+                     shc_splits.dev, shc_splits.test, {})
+    starved.train.texts, starved.train.labels = list(starved.train.texts), list(starved.train.labels)
+    record = save_tfidf(starved, tmp_path / "tfidf")
+    assert model_labels(str(tmp_path / "tfidf")) == shc_splits.labels and record["C"] in (1.0, 10.0, 100.0)
+    pipeline, _, _ = fit_tfidf(starved)
+    pred = predict_ids(str(tmp_path / "tfidf"), starved, "test", backend="tfidf")
+    np.testing.assert_array_equal(pred, pipeline.predict(starved.test.texts))
+    assert 0 not in set(pred.tolist())

@@ -64,7 +64,7 @@ def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, mo
 
 
 def test_presets_load_and_bad_keys_are_named(tmp_path):
-    for name in ("cpu-quick", "cpu-full", "paper"):
+    for name in ("cpu-quick", "cpu-full", "paper", "sentiment-quick"):
         cfg, stem = load_preset(name)
         assert stem == name and "p25+kd" in cfg.rows
     bad = tmp_path / "bad.yaml"
@@ -308,3 +308,44 @@ def test_tr_rows_need_a_teacher_and_a_named_transfer_set(tmp_path):
     preset.write_text("rows: [baseline, kd2+tr]\n")
     with pytest.raises(MahaError, match="names none"):
         load_preset(preset)
+
+
+def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits, tmp_path):
+    data = tmp_path / "data"
+    _toy_csvs(data, toy_splits)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
+    transfer = tmp_path / "unlabelled.txt"  # a labelled training text (dropped and counted) and a new one
+    transfer.write_text(f"{toy_splits.train.texts[0]}\n{toy_splits.train.texts[1]} नवीन\n", encoding="utf-8")
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET.format(data=data) + f"transfer: {{path: {transfer}, ngram: 8}}\n"
+                      "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, freeze_embeddings: false}\n"
+                      "static_dim: 16\n")
+    cfg, _ = load_preset(preset)
+    cfg = replace(cfg, rows=["baseline", "tfidf", "static", "static+tr"])
+    Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    assert all(r["status"] == "done" for r in rows.values()), rows
+    assert rows["tfidf"]["backend"] == "tfidf" and rows["static"]["backend"] == "static"
+    assert rows["static+tr"]["transfer"]["dropped_labelled"] == 1 and rows["static+tr"]["transfer"]["kept"] == 1
+    for row in rows.values():  # model-only and end-to-end timings, arrival order and length-sorted
+        assert row["latency_ms_b32_p50"] > 0 and row["e2e_ms_b32_p50"] > 0 and row["e2e_ms_b32_sorted_p50"] > 0
+        assert row["e2e_ms_b1_p50"] > 0 and row["e2e_speedup_b32"] > 0 and row["disk_mb"] > 0
+        assert row["peak_rss_mb"] > 0 and "served" not in row
+    assert rows["tfidf"]["vs_baseline"]["ci_low"] <= rows["tfidf"]["vs_baseline"]["difference"]
+    assert rows["static"]["encoder_linear_weights"] == 0 and rows["tfidf"]["params_total"] > 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## The frontier" in report and "The reference `tfidf`" in report and "e2e b32 ms" in report
+
+
+def test_student_shapes_are_checked_before_any_work(tmp_path, tiny_model_dir):
+    import mahacompress.grid as grid
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("rows: [baseline, kd3]\n")
+    with pytest.raises(MahaError, match="3-layer student; the teacher .* has 2 layers"):
+        grid.reproduce(str(tiny_model_dir), preset, tmp_path / "out")
+    preset.write_text("rows: [baseline, static]\nstatic_dim: 65\n")
+    with pytest.raises(MahaError, match="static_dim 65: choose 1..64"):
+        grid.reproduce(str(tiny_model_dir), preset, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -55,17 +55,36 @@ def test_latency_fields_on_tiny_model(tiny_model_dir, shc_splits):
 def test_latency_interleaves_and_rotates_order():
     calls: list[str] = []
     backends = {name: FakeBackend(name, calls) for name in "abc"}
-    latency(backends, ["x"] * 4, batch_sizes=(1, 2), repeats=3, warmup=0, batches_per_repeat=2, progress=False)
+    latency(backends, ["x"] * 4, batch_sizes=(1, 2), repeats=3, warmup=0, batches_per_repeat=2, progress=False,
+            modes={1: ("model",), 2: ("model",)})
     per_backend = 2 * 2  # two batch sizes, two batches each
     blocks = [calls[i] for i in range(0, len(calls), per_backend)]  # who ran each block of calls
     assert blocks == list("abc" "bca" "cab")
     assert all(calls[i:i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
 
 
+def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by_length():
+    class Recorder(FakeBackend):
+        def encode(self, texts):
+            self.calls.append(("encode", tuple(texts)))
+            return list(texts)
+
+    calls: list = []
+    texts = ["ccc", "a", "bb", "dddd"]
+    results = latency({"a": Recorder("a", calls)}, texts, batch_sizes=(2,), repeats=1, warmup=0, progress=False)
+    row = results["a"]
+    assert {"latency_ms_b2_p50", "e2e_ms_b2_p50", "e2e_ms_b2_sorted_p50", "e2e_throughput_b2"} <= set(row)
+    encodes = [c[1] for c in calls if isinstance(c, tuple)]
+    # model-only batches are encoded once before timing; e2e batches are encoded again inside every timed call
+    assert encodes[:2] == [("ccc", "a"), ("bb", "dddd")]
+    assert encodes[2:4] == [("ccc", "a"), ("bb", "dddd")] and encodes[4:] == [("a", "bb"), ("ccc", "dddd")]
+    assert speedups({"baseline": dict(row), "x": dict(row)})["x"]["e2e_speedup_b2_sorted"] == pytest.approx(1.0)
+
+
 def test_latency_reuses_texts_to_fill_batches():
     calls: list[str] = []
     results = latency({"a": FakeBackend("a", calls)}, ["x"] * 3, batch_sizes=(32,), repeats=2, warmup=1,
-                      progress=False)
+                      progress=False, modes={32: ("model",)})
     assert len(calls) == 1 + 2  # one warm-up, then one full batch of 32 per repeat from 3 texts
     assert set(results["a"]) >= {"latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"}
 
@@ -74,7 +93,7 @@ def test_latency_takes_a_batch_count_per_batch_size():
     """The grid times batch 1 on fewer texts than batch 32 (`measure.batch1_texts`)."""
     calls: list[str] = []
     latency({"a": FakeBackend("a", calls)}, ["x"] * 64, batch_sizes=(1, 32), repeats=2, warmup=0,
-            batches_per_repeat={1: 5}, progress=False)
+            batches_per_repeat={1: 5}, progress=False, modes={1: ("model",), 32: ("model",)})
     assert len(calls) == 2 * (5 + 2)  # per repeat: 5 single texts, and the 2 batches of 32 that 64 texts fill
 
 

@@ -31,7 +31,7 @@ from .config import DataConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
 
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino",
-            "openvino-int8")  # precision.BACKENDS, without importing torch (tests/test_cli.py checks they agree)
+            "openvino-int8", "static", "tfidf")  # precision.BACKENDS, without importing torch (tests/test_cli.py checks they agree)
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 out_console = Console(markup=False, emoji=False, highlight=False)
 
@@ -108,7 +108,8 @@ def _transfer(splits, path: str | None, text_col: str | None, label_col: str | N
 
     cfg = TransferConfig(path=path, text_col=text_col, label_col=label_col, window_words=window,
                          max_pieces=max_pieces, use_labels=use_labels)
-    transfer = build_transfer(cfg, splits.dev.texts + splits.test.texts, data_dir=data_dir)
+    transfer = build_transfer(cfg, splits.dev.texts + splits.test.texts, labelled=splits.train.texts,
+                              data_dir=data_dir)
     c = transfer.counts
     console.print(f"transfer set {c['file']}: {c['kept']} pieces kept of {c['pieces']} "
                   f"({c['dropped_overlap']} overlapping dev/test texts, {c['dropped_duplicate']} duplicates, "

@@ -110,6 +110,10 @@ class GridConfig:
     prune_train: TrainConfig = field(default_factory=TrainConfig)  # pN and pN+kd rows
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
+    # the static-embedding student (`static` rows): its table trains too unless freeze_embeddings
+    static: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, freeze_embeddings=False,
+                                                                    early_stopping_patience=3))
+    static_dim: int = 256  # dimensions its piece vectors keep after PCA (at most the teacher's hidden size)
     seeds: int = 1  # trained rows are built with seeds seed, seed+1, ...: shown as mean and spread
     # per-row changes to the training section a trained row uses, e.g. {"p50+kd": {"epochs": 6}}: deeper
     # compression may need longer training to converge than the section's other rows

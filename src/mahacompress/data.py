@@ -37,6 +37,7 @@ _RECORD_END_RE = re.compile(r',[^,\s"]{1,40}\s*$')  # a line ending in ",Label":
 
 _SHC = "https://raw.githubusercontent.com/l3cube-pune/MarathiNLP/main/L3Cube-MahaNews/SHC/"
 _LPC = "https://raw.githubusercontent.com/l3cube-pune/indic-nlp/main/L3Cube-IndicNews/Marathi/LPC/"
+_MAHASENT = "https://raw.githubusercontent.com/l3cube-pune/MarathiNLP/main/L3Cube-MahaSent-MD/MahaSent_MR/"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class _Named:
     text_col: str
     label_col: str
     base_url: str | None  # None: no public download; the user must pass --data-dir
+    dev_file: str | None = None  # the dataset's own validation split, used as dev when present
 
 
 NAMED: dict[str, _Named] = {
@@ -61,6 +63,9 @@ NAMED: dict[str, _Named] = {
                            "Marathi_LPC_Test.csv", "text", "labels", _LPC),
     "mahanews-ldc": _Named("mahanews-ldc", ("LDC_Train.csv", "LDC_Valid.csv"), "LDC_Test.csv",
                            "Text", "Label", None),
+    # The sentiment track: a whole training split, its own validation file as dev, a clean test file.
+    "mahasent-mr": _Named("mahasent-mr", ("MahaSent_MR_Train.csv",), "MahaSent_MR_Test.csv",
+                          "marathi_sentence", "label", _MAHASENT, dev_file="MahaSent_MR_Val.csv"),
 }
 
 
@@ -268,9 +273,10 @@ def _named_in(folder: Path, spec: _Named) -> dict[str, Path] | None:
     test = folder / spec.test_file
     if not test.is_file():
         return None
+    dev = {"dev": folder / spec.dev_file} if spec.dev_file and (folder / spec.dev_file).is_file() else {}
     for name in spec.train_files:
         if (folder / name).is_file():
-            return {"train": folder / name, "test": test}
+            return {"train": folder / name, "test": test, **dev}
     return None
 
 
@@ -280,19 +286,19 @@ def _fetch_named(dataset: str, spec: _Named) -> dict[str, Path]:
         raise MahaError(f"{dataset}: files not found locally and no public download is known; "
                         f"pass --data-dir (folder holding {spec.test_file})")
     cache = _cache_dir(dataset)
-    test = cache / spec.test_file
-    if not test.is_file():
-        try:
-            _download(spec.base_url + spec.test_file, test)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise MahaError(f"could not download {spec.base_url + spec.test_file} ({e}); "
-                            f"pass --data-dir with the CSV files") from None
+    for name in filter(None, (spec.test_file, spec.dev_file)):
+        if not (cache / name).is_file():
+            try:
+                _download(spec.base_url + name, cache / name)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                raise MahaError(f"could not download {spec.base_url + name} ({e}); "
+                                f"pass --data-dir with the CSV files") from None
     last_err = ""
     for name in spec.train_files:  # Train may not be published: fall back to Valid
         url = spec.base_url + name
         try:
             _download(url, cache / name)
-            return {"train": cache / name, "test": test}
+            return _named_in(cache, spec)
         except (urllib.error.URLError, OSError, ValueError) as e:
             last_err = f"{url} ({e})"
     raise MahaError(f"could not download {last_err}; pass --data-dir with the CSV files")

@@ -74,6 +74,10 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: lis
 
 def model_labels(model_name: str) -> list[str]:
     """The label names of a classifier folder or hub id, in id order (read from its config only)."""
+    from .baseline import is_tfidf, tfidf_labels
+
+    if is_tfidf(model_name):
+        return tfidf_labels(model_name)
     check_model_dir(model_name)
     config = AutoConfig.from_pretrained(model_name, trust_remote_code=True)
     return [config.id2label[i] for i in range(config.num_labels)]

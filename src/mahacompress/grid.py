@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import re
 import time
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +38,7 @@ import yaml
 from rich.console import Console
 from transformers import AutoConfig
 
+from .baseline import C_GRID, VECTORIZER, is_tfidf, load_tfidf, save_tfidf
 from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import load_splits
 from .distill import distill
@@ -51,6 +53,7 @@ from .hardware import unsupported_reason
 from .pruning.compact import PRUNED_FORMAT_VERSION
 from .pruning.prune import prune
 from .report import write_report
+from .static import distill_static, is_static
 from .stats import correctness, paired_difference
 from .train import finetune
 from .transfer import TransferSet, build_transfer
@@ -98,6 +101,8 @@ class Kind:
     source: Callable[[Grid, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
     seeded: bool = False  # trained: built once per seed, shown as mean and spread
     compressed: bool = False  # a candidate for `best` and given a `served` block
+    backend: str = "fp32"  # how its model runs when no modifier says otherwise
+    distils: bool = False  # always learns from the teacher, so it may take the transfer set (`+tr`)
 
 
 # ---------------------------------------------------------------- the recipes
@@ -122,6 +127,15 @@ def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
 def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
     return {"prune_train": asdict(train_config(grid.cfg, spec)), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
             **_transfer_settings(grid, spec)}
+
+
+def _static_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"static": asdict(train_config(grid.cfg, spec)), "static_dim": grid.cfg.static_dim,
+            **_transfer_settings(grid, spec)}
+
+
+def _tfidf_settings(grid: Grid, spec: RowSpec) -> dict:
+    return {"tfidf": {"C_grid": list(C_GRID), "vectorizer": VECTORIZER}}
 
 
 def _best_settings(grid: Grid, spec: RowSpec) -> dict:
@@ -154,6 +168,15 @@ def _build_prune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precis
                   transfer=grid.transfer_set() if spec.tr else None)
 
 
+def _build_static(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+    return _timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
+                  resume=True, transfer=grid.transfer_set() if spec.tr else None)
+
+
+def _build_tfidf(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
+    return _timed(out, save_tfidf, grid.splits, out)
+
+
 def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
     return "baseline", "the teacher"
 
@@ -161,13 +184,19 @@ def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
 KINDS: dict[str, Kind] = {
     "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source),
     "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr"}), _layers_settings, _build_layers, seeded=True, compressed=True),
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr"}), _layers_settings, _build_layers, seeded=True, compressed=True,
+               distils=True),
     "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True,
                   compressed=True),
     "best": Kind(r"best", frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
+    # below every transformer: a static-embedding student of the teacher, and the reference a user would
+    # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
+    "static": Kind(r"static", frozenset({"tr"}), _static_settings, _build_static, seeded=True, backend="static",
+                   distils=True),
+    "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, _build_tfidf, backend="tfidf"),
 }
 # which section of a preset trains each seeded kind (its seed is varied per run)
-_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train"}
+_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train", "static": "static"}
 
 
 def parse_row(name: str) -> RowSpec:
@@ -181,15 +210,16 @@ def parse_row(name: str) -> RowSpec:
         # a serving modifier stands alone (the row is another row's model served so); others need a build
         if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
                 and (len(mods) == 1 if serving else kind.build is not None)
-                and ("tr" not in mods or "kd" in mods or kind_name == "kd")):  # a transfer set needs a teacher
+                and ("tr" not in mods or "kd" in mods or kind.distils)):  # a transfer set needs a teacher
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name, int(number) if number else None, kd="kd" in mods or kind_name == "kd",
-                           mp=mp, tr="tr" in mods, backend=SERVING[serving[0]] if serving else "bf16" if mp else "fp32",
+                           mp=mp, tr="tr" in mods,
+                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
-    raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+tr], pNN[+kd[+tr]][+mp] "
-                    f"or best+{'|best+'.join(SERVING)}")
+    raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+tr], pNN[+kd[+tr]][+mp], "
+                    f"static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
 
 
 def _is_candidate(spec: RowSpec) -> bool:
@@ -316,10 +346,12 @@ class Grid:
     def transfer_set(self) -> TransferSet:
         """The preset's transfer set, read once; pieces overlapping a dev or test text are dropped and counted."""
         if self._transfer is None:
-            self._transfer = build_transfer(self.cfg.transfer, self.splits.dev.texts + self.splits.test.texts)
+            self._transfer = build_transfer(self.cfg.transfer, self.splits.dev.texts + self.splits.test.texts,
+                                            labelled=self.splits.train.texts)
             c = self._transfer.counts
             _console.print(f"transfer set {c['file']}: {c['kept']} pieces of {c['pieces']} used ({c['dropped_overlap']} "
-                           f"overlapping dev/test texts and {c['dropped_duplicate']} duplicates dropped, "
+                           f"overlapping dev/test texts, {c['dropped_labelled']} labelled training texts and "
+                           f"{c['dropped_duplicate']} duplicates dropped, "
                            f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
         return self._transfer
 
@@ -410,6 +442,14 @@ class Grid:
         return row
 
     def _structure(self, model_dir: str) -> dict:
+        """Parameters and encoder Linear weights; a model with no encoder (static, tfidf) has no sparsity."""
+        if is_tfidf(model_dir):
+            linear = load_tfidf(model_dir).classifier
+            return {"params_total": int(linear.coef_.size + linear.intercept_.size), "params_encoder": 0,
+                    "encoder_linear_weights": 0}
+        if is_static(model_dir):
+            return {"params_total": sum(p.numel() for p in load_classifier(str(model_dir)).parameters()),
+                    "params_encoder": 0, "encoder_linear_weights": 0}
         model = load_classifier(str(model_dir))
         params, weights = count_params(model), encoder_linear_weights(model)
         return {"params_total": params["total"], "params_encoder": params["encoder"],
@@ -493,7 +533,7 @@ class Grid:
         done = [r for r in self.rows.values() if r.get("status") == "done"]
         if not done:
             return
-        texts = self.splits.test.texts[: self.cfg.measure.texts]
+        texts = timing_texts(self.splits.test.texts, self.cfg.measure.texts)
         threads = self.cfg.measure.threads
         served = {_served_key(r["name"]): r for r in done if "served" in r}
         backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads)
@@ -525,6 +565,7 @@ class Grid:
                 "test_rows": summary["splits"]["test"]["rows"], "max_length": self.max_length,
                 "seeds": self.cfg.seeds, "size_unit": "MiB", "machine": _machine(),
                 "timing_session_seconds": self.timing_seconds,
+                "timing_texts": "a seeded random sample of {n} test texts, in random order (arrival order)",
                 "unlearnable_classes": self.unlearnable,
                 "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
                 | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},
@@ -544,6 +585,12 @@ class Grid:
                 notes.append(f"Rows that {what} stay in the table with their reason: {', '.join(names)}.")
         notes.append("Timings are ratios from one process on this machine; absolute milliseconds depend on it.")
         return notes
+
+
+def timing_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
+    """A seeded random sample of `n` texts in random order: batches in arrival order, as a service gets
+    them (a file's own order can group texts by label or length, which flatters padding)."""
+    return random.Random(seed).sample(list(texts), min(n, len(texts)))
 
 
 def _machine() -> str:
@@ -589,6 +636,20 @@ def _recorded_seconds(model_dir: Path) -> float | None:
     return None
 
 
+def _check_student_shapes(cfg: GridConfig, teacher: str, preset: str) -> None:
+    """Layer students within the teacher's depth and a static table within its width, before any work."""
+    config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
+    layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
+    for row in cfg.rows:
+        spec = parse_row(row)
+        if spec.kind == "kd" and layers is not None and not 1 <= (spec.number or cfg.student_layers) <= layers:
+            raise MahaError(f"preset {preset}: row '{row}' asks for a {spec.number or cfg.student_layers}-layer "
+                            f"student; the teacher {teacher} has {layers} layers (choose 1..{layers})")
+        if spec.kind == "static" and hidden is not None and not 1 <= cfg.static_dim <= hidden:
+            raise MahaError(f"preset {preset}: static_dim {cfg.static_dim}: choose 1..{hidden} (the hidden size "
+                            f"of the teacher {teacher})")
+
+
 def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None, *,
               seeds: int | None = None, text_col: str | None = None, label_col: str | None = None) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns the reports.
@@ -608,12 +669,13 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
     check_model(teacher)
-    for key in ("finetune", "distill", "prune_train"):
+    for key in ("finetune", "distill", "prune_train", "static"):
         check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
         check_max_length(teacher, getattr(cfg, key).max_length)
     for row in cfg.train_overrides:
         tcfg = train_config(cfg, parse_row(row))
         check_train_config(tcfg, where=f"preset {name}: train_overrides.{row}")
         check_max_length(teacher, tcfg.max_length)
+    _check_student_shapes(cfg, teacher, name)
     out = check_output_dir(out)
     return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]

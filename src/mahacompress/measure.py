@@ -46,30 +46,46 @@ _METERED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi"}
 
 # ---------------------------------------------------------------- latency
 
+MODES = ("model", "e2e", "e2e_sorted")  # what a timing covers, and how its batches are formed (latency)
+
+
 def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Sequence[int] = (1, 32),
             repeats: int = 5, warmup: int = 2, batches_per_repeat: int | Mapping[int, int] | None = None,
-            threads: int = DEFAULT_THREADS, progress: bool = True) -> dict[str, dict]:
-    """Per backend: `latency_ms_b{B}_p50/_p95` and `throughput_b{B}` (texts/s) for each batch size B.
+            threads: int = DEFAULT_THREADS, progress: bool = True,
+            modes: Mapping[int, Sequence[str]] | None = None) -> dict[str, dict]:
+    """Per backend and batch size B, for each timing mode: p50/p95 milliseconds and texts/s.
+
+    Modes (default: all three at every B > 1, `model` and `e2e` at B = 1):
+    - `model`: the model alone, on batches tokenised before timing, in the order `texts` come
+      (`latency_ms_b{B}_p50/_p95`, `throughput_b{B}`);
+    - `e2e`: raw strings in, labels out: tokenisation (or TF-IDF featurisation), the model and the
+      argmax, the way `serve` and `predict` run; same batches (`e2e_ms_b{B}_p50/_p95`, `e2e_throughput_b{B}`);
+    - `e2e_sorted`: end to end on batches of texts sorted by length first, so each batch pads to
+      similar lengths, as offline scoring of a whole file does (`e2e_ms_b{B}_sorted_p50/_p95`). A
+      service sees arrival order (`e2e`), so the gap between the two is what padding costs.
 
     Every repeat times `batches_per_repeat` full batches per batch size (one count for all, or a count
     per batch size; default: as many as `texts` fills, at least one; texts are reused cyclically to
     fill the last). p50 is the median over repeats of each repeat's mean batch time, which is robust
-    to a disturbed repeat; p95 is over every single
-    batch timing, the tail a user would see. (With 10+ batches per repeat a few long stalls can put
-    p95 below p50, since they raise means but stay under 5% of timings.) Tokenisation is done once,
-    before timing. torch runs with `threads` threads; onnxruntime backends keep the thread count they
-    were loaded with, so load them with the same number. Give it no more threads than there are idle
-    cores: threads spin-wait for each other, and with 2 threads on 2 cores shared with a training job
-    e5-small's batch-1 fp32 latency went from 47 ms (1 thread) to 1450 ms.
+    to a disturbed repeat; p95 is over every single batch timing, the tail a user would see. torch runs
+    with `threads` threads; onnxruntime backends keep the thread count they were loaded with, so load
+    them with the same number. Give it no more threads than there are idle cores: threads spin-wait for
+    each other, and with 2 threads on 2 cores shared with a training job e5-small's batch-1 fp32 latency
+    went from 47 ms (1 thread) to 1450 ms.
     """
     if not texts:
         raise MahaError("latency needs at least one text")
     names = list(backends)
     counts = (batches_per_repeat if isinstance(batches_per_repeat, Mapping)
               else dict.fromkeys(batch_sizes, batches_per_repeat))
-    batches = {name: {bs: [backends[name].encode(chunk) for chunk in _chunks(texts, bs, counts.get(bs))]
-                      for bs in batch_sizes} for name in names}
-    timings: dict[str, dict[int, list[list[float]]]] = {name: {bs: [] for bs in batch_sizes} for name in names}
+    modes = modes or {bs: MODES if bs > 1 else MODES[:2] for bs in batch_sizes}
+    by_length = sorted(texts, key=len)
+    plans = [(bs, mode) for bs in batch_sizes for mode in modes[bs]]
+    raw = {(bs, mode): _chunks(by_length if mode == "e2e_sorted" else texts, bs, counts.get(bs))
+           for bs, mode in plans}
+    batches = {name: {plan: [backends[name].encode(c) for c in raw[plan]] if plan[1] == "model" else raw[plan]
+                      for plan in plans} for name in names}
+    timings: dict[str, dict[tuple, list[list[float]]]] = {name: {plan: [] for plan in plans} for name in names}
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     columns = (TextColumn("latency {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -77,14 +93,14 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
         with Progress(*columns, transient=True, disable=not progress) as bar:
             task = bar.add_task("warm-up", total=repeats * len(names))
             for name in names:
-                for bs in batch_sizes:
+                for plan in plans:
                     for i in range(warmup):
-                        backends[name].forward(batches[name][bs][i % len(batches[name][bs])])
+                        _timed(backends[name], batches[name][plan][i % len(batches[name][plan])], plan[1])
             for r in range(repeats):
                 for name in names[r % len(names):] + names[:r % len(names)]:
                     bar.update(task, description=f"repeat {r + 1}/{repeats}: {name}")
-                    for bs in batch_sizes:
-                        timings[name][bs].append([_timed(backends[name], batch) for batch in batches[name][bs]])
+                    for plan in plans:
+                        timings[name][plan].append([_timed(backends[name], b, plan[1]) for b in batches[name][plan]])
                     bar.advance(task)
     finally:
         torch.set_num_threads(previous_threads)
@@ -96,31 +112,43 @@ def _chunks(texts: Sequence[str], batch_size: int, count: int | None) -> list[li
     return [[texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)] for i in range(count)]
 
 
-def _timed(backend: Backend, batch) -> float:
+def _timed(backend: Backend, batch, mode: str) -> float:
     start = time.perf_counter()
-    backend.forward(batch)  # returns host-side numpy logits, so GPU work has finished too
+    if mode == "model":
+        backend.forward(batch)  # returns host-side numpy logits, so GPU work has finished too
+    else:
+        backend.forward(backend.encode(batch)).argmax(-1)
     return time.perf_counter() - start
 
 
-def _summarise(per_bs: dict[int, list[list[float]]], repeats: int, threads: int) -> dict:
+def _key(mode: str, bs: int) -> str:
+    """The result keys' stem of one timing mode at batch size `bs` (see `latency`)."""
+    return {"model": f"latency_ms_b{bs}", "e2e": f"e2e_ms_b{bs}", "e2e_sorted": f"e2e_ms_b{bs}_sorted"}[mode]
+
+
+def _summarise(per_plan: dict[tuple, list[list[float]]], repeats: int, threads: int) -> dict:
     row: dict = {}
-    for bs, per_repeat in per_bs.items():
+    for (bs, mode), per_repeat in per_plan.items():
         p50 = float(np.median([np.mean(times) for times in per_repeat])) * 1000
-        row[f"latency_ms_b{bs}_p50"] = p50
-        row[f"latency_ms_b{bs}_p95"] = float(np.percentile(np.concatenate(per_repeat), 95)) * 1000
-        row[f"throughput_b{bs}"] = bs * 1000 / p50
+        row[f"{_key(mode, bs)}_p50"] = p50
+        row[f"{_key(mode, bs)}_p95"] = float(np.percentile(np.concatenate(per_repeat), 95)) * 1000
+        row[{"model": f"throughput_b{bs}", "e2e": f"e2e_throughput_b{bs}",
+             "e2e_sorted": f"e2e_throughput_b{bs}_sorted"}[mode]] = bs * 1000 / p50
     row.update(repeats=repeats, threads=threads)
     return row
 
 
 def speedups(results: dict[str, dict], baseline: str = "baseline") -> dict[str, dict]:
-    """Add `speedup_b{B}` = baseline p50 latency / row p50 latency to every row (in place; returned)."""
+    """Add a speedup per timing (baseline p50 / row p50, in place; returned): `speedup_b{B}` (model only),
+    `e2e_speedup_b{B}` (end to end) and `e2e_speedup_b{B}_sorted` (end to end, length-sorted batches)."""
     if baseline not in results:
         raise MahaError(f"no row named {baseline!r} to compute speedups against (rows: {', '.join(results)})")
     base = results[baseline]
     for row in results.values():
-        for key in [k for k in row if re.fullmatch(r"latency_ms_b\d+_p50", k)]:
-            row[f"speedup_b{key.split('_')[2][1:]}"] = base[key] / row[key]
+        for key in [k for k in row if re.fullmatch(r"(latency|e2e)_ms_b\d+(_sorted)?_p50", k) and k in base]:
+            stem = key.removesuffix("_p50")
+            name = stem.replace("latency_ms_b", "speedup_b").replace("e2e_ms_b", "e2e_speedup_b")
+            row[name] = base[key] / row[key]
     return results
 
 
@@ -187,6 +215,10 @@ def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path
         return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir))
     if backend.startswith("onnx"):
         return size_on_disk_mb(ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir))
+    if backend == "tfidf":
+        from .baseline import PIPELINE
+
+        return size_on_disk_mb(Path(model_dir) / PIPELINE)
     if backend == "int8":
         buf = io.BytesIO()
         torch.save(quantize_int8(load_classifier(str(model_dir))).state_dict(), buf)

@@ -11,7 +11,8 @@ the same checkpoint, so `measure.latency` can time them side by side on identica
 - int8: PyTorch dynamic quantisation of every nn.Linear (int8 weights, activations quantised per batch
   with 7-bit range, which torch's dynamic Linear always uses: no saturation without VNNI either);
 - onnx / onnx-int8: an ONNX export run by onnxruntime on the CPU, the second with int8 weights;
-- onnx-int8-fused / onnx-int8-static / openvino / openvino-int8: other runtimes (runtimes.py).
+- onnx-int8-fused / onnx-int8-static / openvino / openvino-int8: other runtimes (runtimes.py);
+- static / tfidf: the models that are no transformer, run with numpy (static.py, baseline.py).
 
 Measured on this project's 2-core AMD EPYC (avx512_bf16, avx512_vnni) with e5-small (12 layers, hidden
 384), batch 32, median of 3, while a training job shared the two cores (absolute numbers inflated;
@@ -46,7 +47,8 @@ from .models import load_classifier, load_tokenizer
 
 SEVEN_BIT_SUFFIX = "-r7"  # int8 ONNX files with 7-bit weights (int8_file_name)
 RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
-BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS)
+NUMPY_BACKENDS = ("static", "tfidf")  # models that are no transformer: static.py, baseline.py
+BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS, *NUMPY_BACKENDS)
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
 INT8_ENGINE = "x86"  # x86 ~ fbgemm (within noise), onednn slower (module docstring); x86 dispatches per op
 ONNX_OPSET = 18
@@ -176,6 +178,14 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
     """
     if backend not in BACKENDS:
         raise MahaError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "static":
+        from .static import StaticBackend  # imports training code: loaded only when asked for
+
+        return StaticBackend(model_dir, max_length)
+    if backend == "tfidf":
+        from .baseline import load_tfidf
+
+        return load_tfidf(model_dir)
     if backend in RUNTIME_BACKENDS:
         from .runtimes import load_runtime  # imports precision: loaded here, not at module level
 

@@ -20,6 +20,8 @@ from .errors import MahaError  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
 
 SLACK_POINTS = 1.0  # "within 1 point of the baseline"
+BUDGETS = (1.0, 2.0, 3.0)  # accuracy points below the teacher the frontier findings look at
+REFERENCE = "tfidf"  # the row a user would pick instead of any transformer
 MIB_PER_MB = 1e6 / 2**20
 
 # (field, header, format) of the Markdown table, in the order a user reads them when choosing a model.
@@ -34,16 +36,24 @@ COLUMNS = [
     ("encoder_sparsity", "enc. sparsity", "{:.1%}"),
     ("params_total", "params", "{:,}"),
     ("disk_mb", "disk MiB", "{:.0f}"),
-    ("latency_ms_b1_p50", "b1 p50 ms", "{:.1f}"),
-    ("latency_ms_b32_p50", "b32 p50 ms", "{:.0f}"),
-    ("latency_ms_b32_p95", "b32 p95 ms", "{:.0f}"),
+    ("latency_ms_b1_p50", "b1 p50 ms", "{:.2f}"),
+    ("latency_ms_b32_p50", "b32 p50 ms", "{:.1f}"),
+    ("latency_ms_b32_p95", "b32 p95 ms", "{:.1f}"),
     ("throughput_b32", "texts/s", "{:.0f}"),
     ("speedup_b32", "speedup b32", "{:.2f}x"),
     ("speedup_b1", "speedup b1", "{:.2f}x"),
+    ("e2e_ms_b1_p50", "e2e b1 ms", "{:.2f}"),
+    ("e2e_ms_b32_p50", "e2e b32 ms", "{:.1f}"),
+    ("e2e_ms_b32_sorted_p50", "e2e b32 sorted ms", "{:.1f}"),
+    ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"),
+    ("e2e_speedup_b32", "e2e speedup b32", "{:.2f}x"),
+    ("e2e_speedup_b1", "e2e speedup b1", "{:.2f}x"),
     ("served.accuracy", "served acc.", "{:.2%}"),
     ("served.vs_baseline", "served Δ acc. [95% CI]", "{}"),
     ("served.speedup_b32", "served speedup b32", "{:.2f}x"),
     ("served.speedup_b1", "served speedup b1", "{:.2f}x"),
+    ("served.e2e_speedup_b32", "served e2e speedup b32", "{:.2f}x"),
+    ("served.e2e_speedup_b1", "served e2e speedup b1", "{:.2f}x"),
     ("served.disk_mb", "served disk MiB", "{:.0f}"),
     ("peak_rss_mb", "peak MiB", "{:.0f}"),
     ("train_seconds", "train s", "{:.0f}"),
@@ -153,11 +163,15 @@ def write_report(out_dir: Path) -> Path:
           "Accuracy and macro-F1 are fractions of the test split"
           + (f" (mean ± SD over {meta['seeds']} seeds for trained rows)" if meta.get("seeds", 1) > 1 else "")
           + "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
-          "with a 95% bootstrap interval. Latencies are milliseconds per batch, without tokenisation (texts are "
-          "tokenised before timing); `speedup b32` = the baseline's batch-32 latency / the row's, both measured in "
-          "the same process, interleaved, median of the repeats below. `served` = the same model run by "
+          "with a 95% bootstrap interval. Two kinds of latency, in milliseconds per batch: **model-only** (`b1`, "
+          "`b32`, `speedup`: texts tokenised before timing, the model alone) and **end-to-end** (`e2e`: raw strings "
+          "in, labels out, tokenisation or TF-IDF featurisation included, as `serve` and `predict` run). Batches "
+          "are in arrival order (as a service gets them); `e2e b32 sorted` sorts the timed texts by length first "
+          "(less padding, as offline scoring of a file does). A speedup is the baseline's latency / the row's in "
+          "the same mode, both measured in the same process, interleaved, median of the repeats below. "
+          "`served` = the same model run by "
           f"`{_served_backend(done)}`, timed in the same session. "
-          + _timed_texts(meta.get("config", {}).get("measure", {}))
+          + _timed_texts(meta)
           + (f"Every row is scored and timed with max_length {max_length} (the baseline's) on the same test texts. "
              if max_length else "")
           + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
@@ -210,6 +224,7 @@ def _findings(rows: list[dict]) -> list[str]:
         if r.get("chosen_by"):
             lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
     lines += _fastest_serving(rows)
+    lines += _frontier(rows)
     transfer = next((r["transfer"] for r in rows if r.get("transfer")), None)
     if transfer:
         agree = transfer.get("teacher_agreement_with_file_labels")
@@ -245,13 +260,63 @@ def _fastest_serving(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _timed_texts(measure: dict) -> str:
-    """Which test texts each batch size was timed on (older results name no batch-1 count)."""
+def _frontier(rows: list[dict]) -> list[str]:
+    """Per accuracy budget and batch size, the fastest model end to end whose 95% interval excludes a loss
+    larger than the budget (rows and served blocks alike), and where it stands against the reference."""
+    entries = [(label, block, row) for row in rows if row["name"] not in ("baseline", REFERENCE)
+               for label, block in ((row["name"], row), (f"{row['name']} (served)", row.get("served")))
+               if isinstance(block, dict) and block.get("vs_baseline")]
+    base = next((r for r in rows if r["name"] == "baseline"), None)
+    ref = next((r for r in rows if r["name"] == REFERENCE), None)
+    if not entries or base is None or not any(e[1].get("e2e_speedup_b32") for e in entries):
+        return []
+    lines = ["", "## The frontier: the fastest model end to end within an accuracy budget", ""]
+    if ref and ref.get("vs_baseline"):
+        d = ref["vs_baseline"]
+        lines.append(f"- The reference `{REFERENCE}`: {ref['accuracy']:.2%} accuracy, {ref['macro_f1']:.2%} macro-F1 "
+                     f"against the teacher's {base['accuracy']:.2%} / {base['macro_f1']:.2%} "
+                     f"({_difference(d)} points), {_ratio(ref, base, 32)} the teacher end to end at batch 32.")
+    for budget in BUDGETS:
+        ok = [e for e in entries if 100 * e[1]["vs_baseline"]["ci_low"] >= -budget]
+        for batch in (32, 1):
+            key = f"e2e_speedup_b{batch}"
+            timed = [e for e in ok if e[1].get(key) is not None]
+            head = f"- **Within {budget:g} point{'s' if budget != 1 else ''}, batch {batch}**: "
+            if not timed:
+                lines.append(head + "no model whose interval excludes a larger loss.")
+                continue
+            label, block, row = max(timed, key=lambda e: e[1][key])
+            size = f", {block['disk_mb']:.0f} MiB on disk" if block.get("disk_mb") is not None else ""
+            peak = f", peak {row['peak_rss_mb']:.0f} MiB" if block is row and row.get("peak_rss_mb") else ""
+            lines.append(head + f"`{label}`, {block[key]:.1f}x the teacher end to end"
+                         + (f" ({block[f'speedup_b{batch}']:.1f}x model-only)" if block.get(f"speedup_b{batch}") else "")
+                         + f", {block['accuracy']:.2%} ({_difference(block['vs_baseline'])} points){size}{peak}"
+                         + (_versus_reference(block, ref, batch) if ref else "") + ".")
+    return lines
+
+
+def _ratio(row: dict, other: dict, batch: int) -> str:
+    """'N.Nx faster than' / 'N.Nx slower than' from end-to-end latencies at `batch`."""
+    a, b = row.get(f"e2e_ms_b{batch}_p50"), other.get(f"e2e_ms_b{batch}_p50")
+    if not a or not b:
+        return "not timed against"
+    return f"{b / a:.1f}x faster than" if a <= b else f"{a / b:.1f}x slower than"
+
+
+def _versus_reference(block: dict, ref: dict, batch: int) -> str:
+    return (f"; against `{REFERENCE}`: {100 * (block['accuracy'] - ref['accuracy']):+.2f} accuracy and "
+            f"{100 * (block['macro_f1'] - ref['macro_f1']):+.2f} macro-F1 points, {_ratio(block, ref, batch)} it")
+
+
+def _timed_texts(meta: dict) -> str:
+    """Which test texts each batch size was timed on (older results name no batch-1 count, and timed the
+    test file's first texts in its own order)."""
+    measure = meta.get("config", {}).get("measure", {})
     if "texts" not in measure:
         return ""
     b1 = min(measure.get("batch1_texts", measure["texts"]), measure["texts"])
-    return (f"Each repeat times batch 32 on the first {measure['texts']} test texts and batch 1 on the first "
-            f"{b1} of them. ")
+    which = meta.get("timing_texts", "the first {n} test texts").format(n=measure["texts"])
+    return f"Each repeat times batch 32 on {which} and batch 1 on the first {b1} of them. "
 
 
 def _served_backend(rows: list[dict]) -> str:
@@ -260,28 +325,48 @@ def _served_backend(rows: list[dict]) -> str:
     return ", ".join(names) or "ONNX Runtime int8"
 
 
+def _speed_key(rows: list[dict]) -> str:
+    """The plot's speed: end to end at batch 32 where measured (results from older versions: model-only)."""
+    return "e2e_speedup_b32" if any(r.get("e2e_speedup_b32") for r in rows) else "speedup_b32"
+
+
 def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
     paths = []
-    points = [(r["name"], r["speedup_b32"], r["accuracy"]) for r in rows
-              if r.get("speedup_b32") is not None and r.get("accuracy") is not None]
-    served = [(f"{r['name']} (served)", r["served"]["speedup_b32"], r["served"]["accuracy"]) for r in rows
-              if isinstance(r.get("served"), dict) and r["served"].get("speedup_b32") is not None]
-    if points or served:
-        front = set(pareto_front(points + served))
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for group, marker, label in ((points, "o", "each row with its own backend"),
-                                     (served, "s", f"served: {_served_backend(rows)}")):
-            for name, s, a in group:
-                ax.scatter(s, 100 * a, color="tab:red" if name in front else "tab:blue", marker=marker, zorder=3)
-                ax.annotate(name, (s, 100 * a), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            if group:
-                ax.scatter([], [], color="gray", marker=marker, label=label)
-        line = sorted((s, 100 * a) for n, s, a in points + served if n in front)
+    key = _speed_key(rows)
+    base = next((r for r in rows if r["name"] == "baseline"), {})
+    points = [(r["name"], r, "o") for r in rows if r.get(key) is not None and r.get("accuracy") is not None]
+    points += [(f"{r['name']} (served)", r["served"], "s") for r in rows
+               if isinstance(r.get("served"), dict) and r["served"].get(key) is not None]
+    if points:
+        front = set(pareto_front([(n, b[key], b["accuracy"]) for n, b, _ in points]))
+        fig, ax = plt.subplots(figsize=(10, 6))
+        for name, block, marker in points:
+            marker = "*" if name == REFERENCE else marker
+            color = "tab:green" if name == REFERENCE else "tab:red" if name in front else "tab:blue"
+            d = block.get("vs_baseline")
+            yerr = None
+            if d and base.get("accuracy") is not None:  # the paired interval, placed on the teacher's accuracy
+                low, high = 100 * (base["accuracy"] + d["ci_low"]), 100 * (base["accuracy"] + d["ci_high"])
+                y = 100 * block["accuracy"]
+                yerr = [[max(0.0, y - low)], [max(0.0, high - y)]]
+            ax.errorbar(block[key], 100 * block["accuracy"], yerr=yerr, fmt=marker, color=color, ms=9 if marker == "*" else 6,
+                        elinewidth=0.8, capsize=2, zorder=3)
+        if base.get("accuracy") is not None:
+            ax.axhline(100 * base["accuracy"], color="gray", ls="--", lw=0.8, label="teacher's test accuracy")
+            ax.axhline(100 * base["accuracy"] - SLACK_POINTS, color="gray", ls=":", lw=0.8, label="1 point below it")
+        line = sorted((b[key], 100 * b["accuracy"]) for n, b, _ in points if n in front)
         ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", lw=1, label="Pareto front")
-        ax.set_xlabel("speedup at batch 32 (x, vs baseline, same run)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        for marker, label in (("o", "each row with its own backend"), ("s", f"served: {_served_backend(rows)}"),
+                              ("*", f"{REFERENCE} (the reference)")):
+            if any((m if n != REFERENCE else "*") == marker for n, _, m in points):
+                ax.scatter([], [], color="gray", marker=marker, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel(("end-to-end speedup at batch 32 (x, tokenisation included" if key.startswith("e2e")
+                       else "model-only speedup at batch 32 (x") + ", vs the fp32 teacher, same run; log scale)")
+        ax.set_ylabel("test accuracy (%), bars: 95% paired interval vs the teacher")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="lower left")
+        _place_labels(ax, [(n, b[key], 100 * b["accuracy"]) for n, b, _ in points])
         paths.append(_save(fig, out_dir / "accuracy_vs_speedup.png"))
     for key, label, name in (("disk_mb", "size on disk (MiB)", "size.png"), ("co2_kg", "CO2 (kg)", "co2.png")):
         have = [r for r in rows if r.get(key) is not None]
@@ -293,6 +378,28 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
             ax.grid(axis="y", alpha=0.3)
             paths.append(_save(fig, out_dir / name))
     return paths
+
+
+def _place_labels(ax, points: list[tuple[str, float, float]]) -> None:
+    """Name every point without two names overlapping: each takes the first of a ring of offsets whose
+    box is free (in display coordinates), with a thin leader line when it had to move away."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    taken = []
+    offsets = [(4, 4), (4, -10), (-4, 6), (-4, -12)] + [(dx, dy) for r in (14, 24, 36, 50)
+                                                       for dx, dy in ((r, 0), (0, r), (0, -r), (-r, 0), (r, r),
+                                                                      (r, -r), (-r, r), (-r, -r))]
+    for name, x, y in sorted(points, key=lambda p: (-p[2], p[1])):
+        for i, (dx, dy) in enumerate(offsets):
+            ha = "left" if dx >= 0 else "right"
+            text = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, ha=ha,
+                               arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray"} if i >= 4 else None)
+            box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+            if not any(box.overlaps(other) for other in taken) or i == len(offsets) - 1:
+                taken.append(box)
+                break
+            text.remove()
 
 
 def _save(fig, path: Path) -> Path:

@@ -110,10 +110,13 @@ class OverlapFilter:
                    for i in range(len(ws) - k + 1))
 
 
-def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, data_dir: str | None = None) -> TransferSet:
+def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, labelled: Sequence[str] = (),
+                   data_dir: str | None = None) -> TransferSet:
     """Read `cfg.path`, cut it into windows, drop pieces overlapping `protected` texts, dedupe, cap.
 
-    The cap keeps a seeded random sample (so a small cap still spans the whole file's topics).
+    `labelled` are the training texts the student already sees with their labels: a piece that repeats
+    one is dropped and counted (the training file beyond a row cap is a transfer set; its labelled part
+    is not). The cap keeps a seeded random sample (so a small cap still spans the whole file's topics).
     """
     for name, value in (("window_words", cfg.window_words), ("ngram", cfg.ngram), ("max_pieces", cfg.max_pieces)):
         if value is not None and value < 1:
@@ -122,15 +125,18 @@ def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, data_dir: s
     texts, labels = read_texts(path, cfg.text_col, cfg.label_col)
     overlap = OverlapFilter(protected, cfg.ngram)
     protected_keys = {normalize(t) for t in protected}
+    labelled_keys = {normalize(t) for t in labelled}
     seen: set[str] = set()
     pieces: list[tuple[str, str | None]] = []
     counts = {"file": str(path), "texts_read": len(texts), "pieces": 0, "dropped_overlap": 0,
-              "dropped_duplicate": 0}
+              "dropped_labelled": 0, "dropped_duplicate": 0}
     for i, text in enumerate(texts):
         for piece in windows(text, cfg.window_words):
             counts["pieces"] += 1
             if piece in protected_keys or overlap.hits(piece):
                 counts["dropped_overlap"] += 1
+            elif piece in labelled_keys:
+                counts["dropped_labelled"] += 1
             elif piece in seen:
                 counts["dropped_duplicate"] += 1
             else:
@@ -141,7 +147,9 @@ def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, data_dir: s
     counts["dropped_by_cap"] = len(seen) - len(pieces)
     counts["kept"] = len(pieces)
     if not pieces:
-        raise MahaError(f"{path}: no transfer piece is left after dropping overlap with the dev/test texts")
+        raise MahaError(f"{path}: no transfer piece is left after dropping overlap with the dev/test texts "
+                        f"({counts['dropped_overlap']}) and repeats of labelled training texts "
+                        f"({counts['dropped_labelled']})")
     if cfg.use_labels and labels is None:
         raise MahaError(f"{path}: use_labels needs label_col, the column that holds the labels")
     return TransferSet([p for p, _ in pieces], [lab for _, lab in pieces] if labels else None, cfg.use_labels,

@@ -179,6 +179,21 @@ def texts_with_removed_pieces(original, trimmed, texts: Sequence[str]) -> int:
                for enc in original.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True))
 
 
+def trimmed_tokenizer(model_dir: Path, texts: Sequence[str]):
+    """The folder's tokenizer cut to the pieces `texts` need (kept_ids), the kept old ids in new-id order,
+    and the original tokenizer.json spec."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = _fast_tokenizer(model_dir)
+    spec = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+    keep = kept_ids(spec, tokenizer, texts)
+    new_tok = Tokenizer.from_str(json.dumps(trimmed_spec(spec, keep), ensure_ascii=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=new_tok, model_max_length=tokenizer.model_max_length,
+                                   **{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)})
+    return fast, keep, spec
+
+
 def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: Sequence[str] = ()) -> dict:
     """Write a trimmed copy of the classifier folder `model_dir` to `out_dir`; returns the trim record.
 
@@ -186,21 +201,12 @@ def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: 
     their own code): the input embedding is replaced through `set_input_embeddings` and
     `config.vocab_size` updated, so nothing model-specific is needed.
     """
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
     from .models import load_classifier
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not texts:
         raise MahaError(f"{', '.join(corpus_names) or model_dir}: the corpus holds no text")
-    tokenizer = _fast_tokenizer(model_dir)
-    spec = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    keep = kept_ids(spec, tokenizer, texts)
-    new_tok = Tokenizer.from_str(json.dumps(trimmed_spec(spec, keep), ensure_ascii=False))
-    fast = PreTrainedTokenizerFast(tokenizer_object=new_tok, model_max_length=tokenizer.model_max_length,
-                                   **{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)})
-
+    fast, keep, spec = trimmed_tokenizer(model_dir, texts)
     model = load_classifier(str(model_dir)).eval()
     old = model.get_input_embeddings()
     if old.weight.shape[0] < len(_pieces(spec["model"])):

@@ -1,0 +1,155 @@
+"""The static-embedding student: a table of piece vectors made from the fine-tuned teacher, then a linear
+head trained on the teacher's soft labels. It runs as one table lookup and a mean: no attention, no layers.
+
+How the table is made (Model2Vec's recipe, Tulkens & van Dongen 2024, applied to a *fine-tuned* teacher):
+1. the pieces: the teacher's tokenizer cut to the pieces the training corpus (labelled split plus the
+   transfer set) uses, with `trim.trimmed_tokenizer` (so the table is ~10k rows, not XLM-R's 250k);
+2. each piece's vector: the teacher's last hidden states over `[CLS] piece [SEP]`, mean-pooled;
+3. PCA down to `dim` dimensions (sklearn);
+4. SIF weighting by corpus frequency, a / (a + p(piece)) with a = 1e-3 (Arora et al. 2017), folded into
+   the rows, so frequent function pieces count less in a text's mean.
+The `model2vec` package does steps 2-4 for a whole vocabulary; it was not used because it embeds every
+one of the tokenizer's 250k pieces (17x the work of the corpus pieces on 2 cores) and builds its own
+tokenizer, not the trimmed one whose ids the table is indexed by.
+
+The student then trains in the project's one loop (`train.fit`) with the KD loss on the labelled split
+plus the transfer set, so what it learns is the teacher's function on unlabelled text. Whether the
+table trains too is the training section's `freeze_embeddings`.
+
+Serving (`StaticBackend`): the head is linear, so it is folded into the table once at load time
+(per-piece logits = table @ W.T): a text's logits are then the mean of its pieces' rows plus the bias,
+exactly the model's output, computed with numpy alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import Splits
+from .distill import distillation_inputs
+from .errors import MahaError
+from .models import load_classifier, save_classifier
+from .modeling_static import StaticConfig, StaticForSequenceClassification
+from .train import fit, is_main_process
+from .transfer import TransferSet
+from .trim import trimmed_tokenizer
+
+SIF_A = 1e-3  # Arora et al.'s smoothing constant; pieces rarer than this keep about their whole weight
+STATIC_KIND = "static-embedding"  # config.json's model_type is the class's; this names the student in records
+
+
+@torch.inference_mode()
+def piece_vectors(teacher: torch.nn.Module, template: list[int], ids: Sequence[int], batch_size: int = 256) -> np.ndarray:
+    """Mean last hidden state of `[CLS] piece [SEP]` (the tokenizer's own `template`) for each piece id."""
+    teacher.eval()
+    rows = []
+    for start in range(0, len(ids), batch_size):
+        chunk = torch.tensor([template[:1] + [i] + template[1:] for i in ids[start:start + batch_size]])
+        hidden = teacher(input_ids=chunk, attention_mask=torch.ones_like(chunk), output_hidden_states=True)
+        rows.append(hidden.hidden_states[-1].float().mean(1).numpy())
+    return np.concatenate(rows)
+
+
+def build_table(teacher_dir: str, corpus: Sequence[str], dim: int) -> tuple[StaticForSequenceClassification, object, dict]:
+    """An untrained static student (table from the teacher, fresh head) with its trimmed tokenizer."""
+    from sklearn.decomposition import PCA
+
+    teacher = load_classifier(teacher_dir)
+    hidden = teacher.config.hidden_size
+    if not 1 <= dim <= hidden:
+        raise MahaError(f"static_dim {dim}: choose 1..{hidden} (the teacher's hidden size)")
+    tokenizer, keep, _ = trimmed_tokenizer(Path(teacher_dir), corpus)
+    special = sorted({tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens})
+    template = tokenizer("")["input_ids"]  # [CLS] [SEP] in the trimmed ids; the teacher needs its own
+    old_template = [keep[i] for i in template]
+    vectors = piece_vectors(teacher, old_template, keep)
+    n_components = min(dim, len(keep) - 1)
+    table = PCA(n_components=n_components, svd_solver="full", random_state=0).fit_transform(vectors)
+    counts = Counter(i for enc in tokenizer.backend_tokenizer.encode_batch(list(corpus), add_special_tokens=False)
+                     for i in enc.ids)
+    total = max(1, sum(counts.values()))
+    freq = np.array([counts.get(i, 0) / total for i in range(len(keep))])
+    table *= (SIF_A / (SIF_A + freq))[:, None]
+    table[special] = 0.0
+    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    config = StaticConfig(vocab_size=len(keep), hidden_size=n_components, special_ids=special,
+                          num_labels=len(labels), id2label=dict(enumerate(labels)),
+                          label2id={lab: i for i, lab in enumerate(labels)}, pad_token_id=tokenizer.pad_token_id)
+    model = StaticForSequenceClassification(config)
+    with torch.no_grad():
+        model.embeddings.weight.copy_(torch.from_numpy(table).float())
+    record = {"pieces_before": int(teacher.config.vocab_size),
+              "pieces_kept": len(keep), "dim": n_components, "teacher_hidden": hidden,
+              "corpus_texts": len(corpus), "sif_a": SIF_A}
+    return model, tokenizer, record
+
+
+def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, dim: int = 256,
+                   resume: bool = False, transfer: TransferSet | None = None) -> dict:
+    """Build the static student of `teacher` and train its head (and table, unless frozen) by KD; save it."""
+    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
+    model, tokenizer, record = build_table(teacher, train_splits.train.texts, dim)
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work")
+    result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static", **teacher_args)
+    info = {"teacher": teacher, "student": STATIC_KIND, "static": record, "dataset": splits.summary(),
+            "train_config": asdict(cfg), "transfer": transfer_record, "result": asdict(result)}
+    if is_main_process():
+        save_classifier(model, tokenizer, out_dir, info)
+        shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+def is_static(model_dir: str | Path) -> bool:
+    """Whether a folder holds a static-embedding student (its config names the class's model type)."""
+    config = Path(model_dir) / "config.json"
+    return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == StaticConfig.model_type
+
+
+class StaticBackend:
+    """A static student run with numpy and the `tokenizers` library: a lookup in the per-piece logit table
+    (table @ W.T, folded at load) and a mean. `encode` is tokenisation, `forward` the rest."""
+
+    device = "cpu"
+
+    def __init__(self, model_dir: str | Path, max_length: int):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        if not is_static(model_dir):
+            raise MahaError(f"{model_dir}: not a static-embedding student (config.json model_type is not "
+                            f"{StaticConfig.model_type})")
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        weights = load_file(str(model_dir / "model.safetensors"))
+        table = weights["embeddings.weight"].astype(np.float32)
+        self.piece_logits = table @ weights["classifier.weight"].astype(np.float32).T
+        self.bias = weights["classifier.bias"].astype(np.float32)
+        self.counted = np.ones(len(table), dtype=np.float32)
+        self.counted[config.get("special_ids", [])] = 0.0
+        self.piece_logits *= self.counted[:, None]
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.no_padding()
+        self.name, self.num_labels = "static", len(self.bias)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [enc.ids for enc in self.tokenizer.encode_batch(list(texts))]
+
+    def forward(self, batch: list[list[int]]) -> np.ndarray:
+        out = np.empty((len(batch), self.num_labels), dtype=np.float32)
+        for row, ids in enumerate(batch):
+            out[row] = self.piece_logits[ids].sum(0) / max(1.0, float(self.counted[ids].sum())) + self.bias
+        return out
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.forward(self.encode(texts)) if texts else np.zeros((0, self.num_labels), dtype=np.float32)
