@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -215,3 +216,82 @@ def test_cli_export_with_trimming(model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "e" / "export.json").read_text())
     assert manifest["backend"] == "onnx" and manifest["trim"]["corpus"] == [str(corpus)]
+
+
+# ---------------------------------------------------------------- the service in process (httpx over ASGI)
+
+@pytest.fixture(scope="module")
+def fp32_dir(model_dir) -> Path:
+    """An fp32 export: its probabilities do not depend on batch-mates (dynamic int8 scales per batch)."""
+    export(model_dir, model_dir.parent / "fp32-serve", backend="onnx")
+    return model_dir.parent / "fp32-serve"
+
+
+@asynccontextmanager
+async def _asgi(app):
+    """A client of `app` in this process, with the app's lifespan (its batching task) running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as client:
+            yield client
+
+
+def _assert_answers(response: httpx.Response, texts: list[str], expected: dict) -> None:
+    assert response.status_code == 200, response.text
+    for text, got in zip(texts, response.json()["predictions"], strict=True):
+        assert got["probabilities"] == pytest.approx(expected[text]["probabilities"], abs=1e-4)
+        assert got["label"] == max(got["probabilities"], key=got["probabilities"].get)
+
+
+def _post_together(app, bodies: list) -> list[httpx.Response]:
+    async def go():
+        async with _asgi(app) as client:
+            return await asyncio.gather(*(client.post("/predict", content=b, headers={"content-type": "application/json"})
+                                          if isinstance(b, bytes) else client.post("/predict", json=b) for b in bodies))
+    return asyncio.run(go())
+
+
+def test_bad_requests_among_good_ones_fail_alone(fp32_dir):
+    """8 good requests and 3 bad ones sent together (a long batch wait puts them in one batch): every good
+    one gets its predictions; a lone surrogate is a 422 naming the text, deep nesting a one-line 400."""
+    from mahacompress.runtime import Classifier
+    from mahacompress.serve import Limits, create_app
+
+    expected = dict(zip(MARATHI, Classifier(fp32_dir).predict(MARATHI)))
+    good = [{"texts": [MARATHI[i % len(MARATHI)], MARATHI[(i + 3) % len(MARATHI)]]} for i in range(8)]
+    bad = [b'{"texts": ["\\udfff\\ud800"]}', b'{"texts": ["ok", "\\ud800x"]}', b"[" * 100_000 + b"]" * 100_000]
+    app = create_app(fp32_dir, Limits(max_wait_ms=300, max_body_bytes=2**20))
+    *answers, surrogate, second, deep = _post_together(app, good[:4] + good[4:] + bad)
+    for body, r in zip(good, answers):
+        _assert_answers(r, body["texts"], expected)
+    assert surrogate.status_code == 422 and surrogate.json()["error"].startswith("text 0 is not valid Unicode")
+    assert second.status_code == 422 and second.json()["error"].startswith("text 1 ")
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
+    assert all("\n" not in r.json()["error"] for r in (surrogate, second, deep))
+
+
+def test_a_failing_model_call_is_split_so_only_its_request_fails(fp32_dir, monkeypatch):
+    """The model fails on one request's text: the batch is re-run in halves, that request alone gets a 500."""
+    from mahacompress import serve
+    from mahacompress.runtime import Classifier
+
+    calls: list[int] = []
+
+    class Poisoned(Classifier):
+        def predict(self, texts, batch_size=32):
+            calls.append(len(texts))
+            if "POISON" in texts:
+                raise ValueError("cannot encode POISON\nsecond line")
+            return super().predict(texts, batch_size)
+
+    monkeypatch.setattr(serve, "Classifier", Poisoned)
+    expected = dict(zip(MARATHI, Classifier(fp32_dir).predict(MARATHI)))
+    bodies = [{"texts": [t]} for t in MARATHI[:8]]
+    bodies.insert(5, {"texts": ["POISON"]})
+    answers = _post_together(serve.create_app(fp32_dir, serve.Limits(max_wait_ms=300)), bodies)
+    assert calls[0] == 9  # all nine were batched together, and that call failed
+    for body, r in zip(bodies, answers):
+        if body["texts"] == ["POISON"]:
+            assert r.status_code == 500 and r.json() == {"error": "model failed: cannot encode POISON"}
+        else:
+            _assert_answers(r, body["texts"], expected)

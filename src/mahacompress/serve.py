@@ -9,8 +9,11 @@ requests from many clients are small, so a single worker task collects whatever 
 `max_batch` texts, waiting at most `max_wait_ms` for more) and runs it in one call on a worker thread
 (onnxruntime releases the GIL, so the event loop keeps answering). Every limit is checked before any
 tokenising, each refusal is one line of JSON: a body or text too large or too many texts -> 413; not
-UTF-8 or not JSON -> 400; the wrong shape -> 422; more texts queued than `max_queued_texts` -> 429
-with Retry-After (a 4xx: the client should slow down; the service itself is fine and /health says so). uvicorn shuts the process down cleanly on SIGTERM (in-flight requests finish).
+UTF-8, not JSON, or JSON too deep for the parser -> 400; the wrong shape or a text with a lone surrogate
+-> 422; more texts queued than `max_queued_texts` -> 429 with Retry-After (a 4xx: the client should slow
+down; the service itself is fine and /health says so). A request is never failed by its batch-mates: a
+failing model call is split and re-run until only the request that fails it gets the 500. uvicorn shuts
+the process down cleanly on SIGTERM (in-flight requests finish).
 
 Only onnxruntime, tokenizers and numpy are loaded for the model (runtime.py): no torch in the process.
 """
@@ -85,27 +88,36 @@ class Batcher:
             items.append(self.queue.get_nowait())
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
             self._drain(items)
             if self._count(items) < self.limits.max_batch:  # give other requests a moment to join
                 await asyncio.sleep(self.limits.max_wait_ms / 1000)
                 self._drain(items)
-            texts = [t for batch, _ in items for t in batch]
-            try:
-                results = await loop.run_in_executor(self.executor, self.classifier.predict, texts,
-                                                     self.limits.max_batch)
-            except Exception as exc:  # the service stays up; these requests get a 500 with the reason
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for batch, future in items:
-                if not future.done():  # a client that went away leaves a cancelled future
-                    future.set_result(results[start:start + len(batch)])
-                start += len(batch)
+            await self._answer(items)
+
+    async def _answer(self, items: list) -> None:
+        """Run `items` in one model call. If it fails, run each half of the requests on its own (and so on),
+        so only a request whose own texts make the model fail gets the error (a 500), never its batch-mates;
+        one bad request among n costs about 2*log2(n) extra calls, a good batch none."""
+        texts = [t for batch, _ in items for t in batch]
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.classifier.predict, texts, self.limits.max_batch)
+        except Exception as exc:  # noqa: BLE001 - the service stays up; the failing request gets a 500
+            if len(items) == 1:
+                if not items[0][1].done():
+                    items[0][1].set_exception(exc)
+                return
+            half = len(items) // 2
+            await self._answer(items[:half])
+            await self._answer(items[half:])
+            return
+        start = 0
+        for batch, future in items:
+            if not future.done():  # a client that went away leaves a cancelled future
+                future.set_result(results[start:start + len(batch)])
+            start += len(batch)
 
 
 async def _read_texts(request: Request, limits: Limits) -> list[str]:
@@ -118,12 +130,7 @@ async def _read_texts(request: Request, limits: Limits) -> list[str]:
         body += chunk
         if len(body) > limits.max_body_bytes:
             raise _Refused(413, f"body exceeds the limit of {limits.max_body_bytes} bytes")
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _Refused(400, f"body is not UTF-8 (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise _Refused(400, f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+    payload = _parse(bytes(body))
     if not isinstance(payload, dict) or "texts" not in payload:
         raise _Refused(422, 'expected a JSON object {"texts": [...]}')
     texts = payload["texts"]
@@ -136,7 +143,32 @@ async def _read_texts(request: Request, limits: Limits) -> list[str]:
             raise _Refused(422, f"text {i} is {type(text).__name__}, not a string")
         if len(text) > limits.max_text_chars:
             raise _Refused(413, f"text {i} has {len(text)} characters (limit {limits.max_text_chars})")
+        _check_unicode(i, text)
     return texts
+
+
+def _parse(body: bytes) -> object:
+    """The body as JSON, or a 400 naming why not: not UTF-8, not JSON, or JSON this parser cannot hold
+    (nested deeper than the recursion limit, an integer beyond Python's digit limit)."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Refused(400, f"body is not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise _Refused(400, f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise _Refused(400, "body is JSON nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer literal over sys.get_int_max_str_digits()
+        raise _Refused(400, f"body is JSON this server cannot read ({str(exc).splitlines()[0]})") from None
+
+
+def _check_unicode(index: int, text: str) -> None:
+    """Refuse a text the tokenizer cannot take: JSON escapes can spell lone surrogates ("\\udfff"), which are
+    not Unicode scalar values; checked here so the request gets a 422 instead of failing its batch."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Refused(422, f"text {index} is not valid Unicode (lone surrogate at character {exc.start})") from None
 
 
 def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None,
