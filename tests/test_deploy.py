@@ -295,3 +295,17 @@ def test_a_failing_model_call_is_split_so_only_its_request_fails(fp32_dir, monke
             assert r.status_code == 500 and r.json() == {"error": "model failed: cannot encode POISON"}
         else:
             _assert_answers(r, body["texts"], expected)
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "127.0.0.1"])
+def test_a_bind_failure_is_one_line_naming_host_and_port(int8_dir, host):
+    """An address that does not resolve, or a port already in use: `error: ...` naming both, exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--host", host,
+                               "--port", str(port)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot listen on {host}:{port}: ") and done.stderr.count("\n") == 1

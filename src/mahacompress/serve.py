@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -213,8 +214,29 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
           threads: int | None = None, memory_arena: bool = True) -> None:
-    """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0)."""
+    """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0).
+
+    The socket is bound before the model is loaded, so a bad address fails at once."""
     import uvicorn
 
-    uvicorn.run(create_app(folder, limits, threads, memory_arena), host=host, port=port, log_level="info",
-                access_log=False, timeout_graceful_shutdown=10)
+    sock = _listen(host, port)
+    config = uvicorn.Config(create_app(folder, limits, threads, memory_arena), host=host, port=port,
+                            log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port. Bound here, not by uvicorn, so an address that does not resolve or a port
+    in use is one MahaError line naming both (uvicorn logs several lines and exits 3)."""
+    sock = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+        sock.bind(address)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise MahaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
