@@ -309,3 +309,47 @@ def test_a_bind_failure_is_one_line_naming_host_and_port(int8_dir, host):
                               text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: cannot listen on {host}:{port}: ") and done.stderr.count("\n") == 1
+
+
+def test_an_api_key_guards_predict_and_info_but_not_health(fp32_dir):
+    from mahacompress.serve import create_app
+
+    async def go():
+        async with _asgi(create_app(fp32_dir, api_key="s3cret")) as client:
+            body = {"texts": MARATHI[:1]}
+            return {"health": await client.get("/health"),
+                    "none": await client.post("/predict", json=body),
+                    "wrong": await client.post("/predict", json=body, headers={"Authorization": "Bearer s3cre"}),
+                    "basic": await client.post("/predict", json=body, headers={"Authorization": "Basic s3cret"}),
+                    "bearer": await client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret"}),
+                    "header": await client.post("/predict", json=body, headers={"X-API-Key": "s3cret"}),
+                    "info": await client.get("/info"),
+                    "info_key": await client.get("/info", headers={"X-API-Key": "s3cret"})}
+
+    r = asyncio.run(go())
+    assert {k: v.status_code for k, v in r.items()} == {"health": 200, "none": 401, "wrong": 401, "basic": 401,
+                                                       "bearer": 200, "header": 200, "info": 401, "info_key": 200}
+    assert r["none"].headers["www-authenticate"] == "Bearer" and "API key" in r["none"].json()["error"]
+
+
+def test_a_non_loopback_address_without_a_key_is_warned_about():
+    from mahacompress.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", 8000, None) is None and exposure_warning("::1", 8000, None) is None
+    assert exposure_warning("0.0.0.0", 8000, "k") is None
+    warning = exposure_warning("0.0.0.0", 8000, None)
+    assert warning.startswith("warning: serving on 0.0.0.0:8000 without an API key") and "\n" not in warning
+
+
+def test_the_cli_reads_the_api_key_from_the_environment(int8_dir, monkeypatch):
+    """MAHACOMPRESS_API_KEY reaches the service (the server itself is not started: serve is replaced)."""
+    from typer.testing import CliRunner
+
+    from mahacompress import serve
+    from mahacompress.cli import app
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda *args: seen.setdefault("api_key", args[-1]))
+    result = CliRunner().invoke(app, ["serve", str(int8_dir)], env={"MAHACOMPRESS_API_KEY": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert seen == {"api_key": "from-env"}

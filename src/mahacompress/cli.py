@@ -482,7 +482,10 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
           max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (429 above).")] = 512,
           memory_arena: Annotated[bool, typer.Option(help="onnxruntime's CPU memory arena: off returns memory "
                                                           "after each batch instead of keeping the largest "
-                                                          "batch shape's.")] = True) -> None:
+                                                          "batch shape's.")] = True,
+          api_key: Annotated[Optional[str], typer.Option(envvar="MAHACOMPRESS_API_KEY", show_envvar=True,
+                                                         help="Key /predict and /info require (Authorization: "
+                                                              "Bearer KEY or X-API-Key).")] = None) -> None:
     """Serve an exported folder over HTTP: POST /predict, GET /health, GET /info."""
     from .serve import Limits
     from .serve import serve as run
@@ -495,7 +498,7 @@ def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `maha
     check.check_range("--max-wait-ms", max_wait_ms, 0)
     run(folder, host, port, Limits(max_texts=max_texts, max_text_chars=max_text_chars,
                                    max_queued_texts=max_queued_texts, max_batch=max_batch,
-                                   max_wait_ms=max_wait_ms), threads, memory_arena)
+                                   max_wait_ms=max_wait_ms), threads, memory_arena, api_key)
 
 
 def main() -> None:

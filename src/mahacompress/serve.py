@@ -21,10 +21,14 @@ Only onnxruntime, tokenizers and numpy are loaded for the model (runtime.py): no
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -172,9 +176,31 @@ def _check_unicode(index: int, text: str) -> None:
         raise _Refused(422, f"text {index} is not valid Unicode (lone surrogate at character {exc.start})") from None
 
 
+Handler = Callable[[Request], Awaitable[JSONResponse]]
+
+
+def _guarded(handler: Handler, api_key: str | None) -> Handler:
+    """`handler`, answering 401 unless the request carries `api_key` (Authorization: Bearer KEY or X-API-Key:
+    KEY), compared in constant time so response timing does not leak how much of a guess was right."""
+    if api_key is None:
+        return handler
+    wanted = api_key.encode()
+
+    async def checked(request: Request) -> JSONResponse:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = request.headers.get("x-api-key") or (token.strip() if scheme.lower() == "bearer" else "")
+        if not hmac.compare_digest(given.encode(), wanted):
+            return JSONResponse({"error": "missing or wrong API key (send Authorization: Bearer KEY or X-API-Key)"},
+                                401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return checked
+
+
 def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None,
-               memory_arena: bool = True) -> Starlette:
-    """The ASGI app serving the exported `folder` (the model is loaded here, before the first request)."""
+               memory_arena: bool = True, api_key: str | None = None) -> Starlette:
+    """The ASGI app serving the exported `folder` (the model is loaded here, before the first request).
+    With `api_key`, /predict and /info need it; /health stays open for load balancers and probes."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise MahaError(f"{folder / MANIFEST}: not found (make the folder with `mahacompress export`)")
@@ -208,19 +234,23 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
         worker.cancel()
         batcher.executor.shutdown(wait=True)
 
-    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
-                             Route("/info", describe)], lifespan=lifespan)
+    return Starlette(routes=[Route("/predict", _guarded(predict, api_key), methods=["POST"]),
+                             Route("/health", health), Route("/info", _guarded(describe, api_key))],
+                     lifespan=lifespan)
 
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          threads: int | None = None, memory_arena: bool = True) -> None:
+          threads: int | None = None, memory_arena: bool = True, api_key: str | None = None) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0).
 
     The socket is bound before the model is loaded, so a bad address fails at once."""
     import uvicorn
 
     sock = _listen(host, port)
-    config = uvicorn.Config(create_app(folder, limits, threads, memory_arena), host=host, port=port,
+    warning = exposure_warning(sock.getsockname()[0], port, api_key)
+    if warning:
+        print(warning, file=sys.stderr)
+    config = uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key), host=host, port=port,
                             log_level="info", access_log=False, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -240,3 +270,12 @@ def _listen(host: str, port: int) -> socket.socket:
             sock.close()
         raise MahaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
+
+
+def exposure_warning(address: str, port: int, api_key: str | None) -> str | None:
+    """One line when the service is reachable from other machines and needs no key: a stray `--host 0.0.0.0`
+    should be visible, not silent."""
+    if api_key is not None or ipaddress.ip_address(address.split("%")[0]).is_loopback:
+        return None
+    return (f"warning: serving on {address}:{port} without an API key: anyone who can reach it can use the "
+            "model (set --api-key or MAHACOMPRESS_API_KEY)")
