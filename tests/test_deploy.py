@@ -353,3 +353,30 @@ def test_the_cli_reads_the_api_key_from_the_environment(int8_dir, monkeypatch):
     result = CliRunner().invoke(app, ["serve", str(int8_dir)], env={"MAHACOMPRESS_API_KEY": "from-env"})
     assert result.exit_code == 0, result.output
     assert seen == {"api_key": "from-env"}
+
+
+def test_metrics_count_requests_batches_and_queue_in_prometheus_text(fp32_dir):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mahacompress.serve import Limits, create_app
+
+    async def go(app, headers):
+        async with _asgi(app) as client:
+            await asyncio.gather(*(client.post("/predict", json={"texts": MARATHI[:2]}, headers=headers)
+                                   for _ in range(3)))
+            await client.post("/predict", content=b"{", headers=headers)
+            return await client.get("/metrics"), await client.get("/metrics", headers=headers)
+
+    apps = [create_app(fp32_dir, Limits(max_wait_ms=200)), create_app(fp32_dir, api_key="k")]  # no clash
+    plain, _ = asyncio.run(go(apps[0], {}))
+    assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(plain.text) for s in family.samples}
+    assert samples[("mahacompress_requests_total", (("path", "/predict"), ("status", "200")))] == 3
+    assert samples[("mahacompress_requests_total", (("path", "/predict"), ("status", "400")))] == 1
+    assert samples[("mahacompress_request_seconds_count", (("path", "/predict"),))] == 4
+    assert samples[("mahacompress_batch_texts_count", ())] == 1  # the three requests ran as one call
+    assert samples[("mahacompress_batch_texts_sum", ())] == 6
+    assert samples[("mahacompress_queued_texts", ())] == 0
+    refused, allowed = asyncio.run(go(apps[1], {"X-API-Key": "k"}))
+    assert refused.status_code == 401 and allowed.status_code == 200

@@ -3,6 +3,13 @@
     POST /predict  {"texts": ["...", ...]} -> {"predictions": [{"label", "probabilities"}, ...]}
     GET  /health   -> {"status": "ok"}       (answered by the event loop, even while the model is busy)
     GET  /info     -> labels, limits and the folder's manifest facts (source, trim, test accuracy)
+    GET  /metrics  -> Prometheus text: requests by path and status, latency and batch-size histograms,
+                      queued texts
+
+With an API key, every path but /health needs it, /metrics included: its counts tell an outsider how the
+service is used, and Prometheus scrapes with a bearer token as easily as without (`authorization:` in the
+scrape config). Without a key everything is open, which is what loopback-only serving (the default) wants;
+any other address without a key is warned about at start.
 
 Why this shape: one ONNX session runs far more texts per second at batch 32 than at batch 1, and
 requests from many clients are small, so a single worker task collects whatever is queued (up to
@@ -26,6 +33,7 @@ import ipaddress
 import json
 import socket
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Awaitable, Callable
@@ -34,7 +42,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import MahaError
@@ -65,8 +73,9 @@ class _Refused(Exception):
 class Batcher:
     """Queue of (texts, future); one task runs queued texts together, up to `max_batch` per call."""
 
-    def __init__(self, classifier: Classifier, limits: Limits):
-        self.classifier, self.limits = classifier, limits
+    def __init__(self, classifier: Classifier, limits: Limits, on_call: Callable[[int], None] = lambda n: None):
+        """`on_call(n)` is told the number of texts of every model call (the batch-size metric)."""
+        self.classifier, self.limits, self.on_call = classifier, limits, on_call
         self.queue: asyncio.Queue = asyncio.Queue()
         self.pending = 0  # texts admitted and not yet answered
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -106,6 +115,7 @@ class Batcher:
         so only a request whose own texts make the model fail gets the error (a 500), never its batch-mates;
         one bad request among n costs about 2*log2(n) extra calls, a good batch none."""
         texts = [t for batch, _ in items for t in batch]
+        self.on_call(len(texts))
         try:
             results = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.classifier.predict, texts, self.limits.max_batch)
@@ -176,7 +186,42 @@ def _check_unicode(index: int, text: str) -> None:
         raise _Refused(422, f"text {index} is not valid Unicode (lone surrogate at character {exc.start})") from None
 
 
-Handler = Callable[[Request], Awaitable[JSONResponse]]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Metrics:
+    """The service's Prometheus series, in a registry of the app's own: the global registry would refuse a
+    second app's series of the same name (tests, several apps in one process)."""
+
+    def __init__(self, max_batch: int):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mahacompress_requests", "HTTP requests answered, by path and status",
+                                ["path", "status"], registry=self.registry)
+        self.seconds = Histogram("mahacompress_request_seconds", "Time to answer an HTTP request, by path",
+                                 ["path"], registry=self.registry)
+        buckets = sorted({2**k for k in range(max_batch.bit_length())} | {max_batch})
+        self.batch_texts = Histogram("mahacompress_batch_texts", "Texts run together in one model call",
+                                     buckets=buckets, registry=self.registry)
+        self.queued = Gauge("mahacompress_queued_texts", "Texts admitted and not yet answered",
+                            registry=self.registry)
+
+    def measured(self, path: str, handler: Handler) -> Handler:
+        """`handler`, counted by status and timed."""
+        async def timed(request: Request) -> Response:
+            start = time.perf_counter()
+            response = await handler(request)
+            self.seconds.labels(path).observe(time.perf_counter() - start)
+            self.requests.labels(path, str(response.status_code)).inc()
+            return response
+
+        return timed
+
+    async def exposition(self, _: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _guarded(handler: Handler, api_key: str | None) -> Handler:
@@ -186,7 +231,7 @@ def _guarded(handler: Handler, api_key: str | None) -> Handler:
         return handler
     wanted = api_key.encode()
 
-    async def checked(request: Request) -> JSONResponse:
+    async def checked(request: Request) -> Response:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = request.headers.get("x-api-key") or (token.strip() if scheme.lower() == "bearer" else "")
         if not hmac.compare_digest(given.encode(), wanted):
@@ -200,12 +245,14 @@ def _guarded(handler: Handler, api_key: str | None) -> Handler:
 def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None,
                memory_arena: bool = True, api_key: str | None = None) -> Starlette:
     """The ASGI app serving the exported `folder` (the model is loaded here, before the first request).
-    With `api_key`, /predict and /info need it; /health stays open for load balancers and probes."""
+    With `api_key`, /predict, /info and /metrics need it; /health stays open for load balancers and probes."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise MahaError(f"{folder / MANIFEST}: not found (make the folder with `mahacompress export`)")
     classifier = Classifier(folder, threads=threads, memory_arena=memory_arena)
-    batcher = Batcher(classifier, limits)
+    metrics = Metrics(limits.max_batch)
+    batcher = Batcher(classifier, limits, metrics.batch_texts.observe)
+    metrics.queued.set_function(lambda: batcher.pending)
     manifest = classifier.manifest
     info = {"labels": classifier.labels, "limits": asdict(limits),
             **{k: manifest[k] for k in ("backend", "source", "made_with", "trim", "test", "disk_bytes")
@@ -234,9 +281,10 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
         worker.cancel()
         batcher.executor.shutdown(wait=True)
 
-    return Starlette(routes=[Route("/predict", _guarded(predict, api_key), methods=["POST"]),
-                             Route("/health", health), Route("/info", _guarded(describe, api_key))],
-                     lifespan=lifespan)
+    handlers = {"/predict": _guarded(predict, api_key), "/health": health, "/info": _guarded(describe, api_key),
+                "/metrics": _guarded(metrics.exposition, api_key)}
+    return Starlette(routes=[Route(path, metrics.measured(path, handler), methods=["POST"] if path == "/predict"
+                                   else ["GET"]) for path, handler in handlers.items()], lifespan=lifespan)
 
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
