@@ -41,6 +41,16 @@ texts = json.loads(sys.argv[2])
 print(json.dumps({"logits": clf.logits(texts).tolist(), "labels": [p["label"] for p in clf.predict(texts)]}))
 """
 
+# Runs the folder's own server.py (`python server.py ARGS` in the folder), with the same modules unimportable.
+_TORCH_FREE_SERVER = """
+import runpy, sys
+for name in ("torch", "transformers", "mahacompress"):
+    sys.modules[name] = None
+sys.path.insert(0, ".")
+sys.argv = ["server.py", *sys.argv[1:]]
+runpy.run_path("server.py", run_name="__main__")
+"""
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
@@ -70,8 +80,8 @@ def _torch_free(folder: Path, texts: list[str]) -> dict:
 
 def test_trimmed_fp32_export_runs_without_torch_and_matches_pytorch(model_dir, tmp_path):
     manifest = export(model_dir, tmp_path / "fp32", backend="onnx", corpus=MARATHI[:4])
-    assert {"model.onnx", "tokenizer.json", "runtime.py", "export.json", "README.md", "requirements.txt",
-            "trim.json"} <= {p.name for p in (tmp_path / "fp32").iterdir()}
+    assert {"model.onnx", "tokenizer.json", "runtime.py", "server.py", "export.json", "README.md",
+            "requirements.txt", "trim.json"} <= {p.name for p in (tmp_path / "fp32").iterdir()}
     assert manifest["labels"] == LABELS and manifest["trim"]["pieces_kept"] < manifest["trim"]["pieces_before"]
     assert (tmp_path / "fp32" / "requirements.txt").read_text().split() == manifest["needs"]
     assert "int8_weight_bits" not in manifest
@@ -349,7 +359,7 @@ def test_the_cli_reads_the_api_key_from_the_environment(int8_dir, monkeypatch):
     from mahacompress.cli import app
 
     seen = {}
-    monkeypatch.setattr(serve, "serve", lambda *args: seen.setdefault("api_key", args[-1]))
+    monkeypatch.setattr(serve, "serve", lambda *args, **kwargs: seen.setdefault("api_key", kwargs["api_key"]))
     result = CliRunner().invoke(app, ["serve", str(int8_dir)], env={"MAHACOMPRESS_API_KEY": "from-env"})
     assert result.exit_code == 0, result.output
     assert seen == {"api_key": "from-env"}
@@ -380,3 +390,36 @@ def test_metrics_count_requests_batches_and_queue_in_prometheus_text(fp32_dir):
     assert samples[("mahacompress_queued_texts", ())] == 0
     refused, allowed = asyncio.run(go(apps[1], {"X-API-Key": "k"}))
     assert refused.status_code == 401 and allowed.status_code == 200
+
+
+
+def test_the_exported_folder_serves_itself_without_torch_or_mahacompress(int8_dir):
+    """`python server.py` in the folder, with torch, transformers and mahacompress unimportable and the
+    source tree off the path: it answers /predict and stops cleanly on SIGTERM."""
+    from mahacompress.runtime import Classifier
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAHACOMPRESS_API_KEY")}
+    proc = subprocess.Popen([sys.executable, "-c", _TORCH_FREE_SERVER, "--port", str(port)], cwd=int8_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        answer = _wait_and_post(f"http://127.0.0.1:{port}", proc, {"texts": MARATHI[:2]})
+        _assert_answers(answer, MARATHI[:2], dict(zip(MARATHI[:2], Classifier(int8_dir).predict(MARATHI[:2]))))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    log = proc.stdout.read()
+    assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+def _wait_and_post(url: str, proc: subprocess.Popen, body: dict) -> httpx.Response:
+    """POST `body` to url/predict once the server answers /health (failing if the process exits first)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return httpx.post(f"{url}/predict", json=body, timeout=30)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("server did not answer within 60 s")

@@ -22,31 +22,46 @@ down; the service itself is fine and /health says so). A request is never failed
 failing model call is split and re-run until only the request that fails it gets the 500. uvicorn shuts
 the process down cleanly on SIGTERM (in-flight requests finish).
 
-Only onnxruntime, tokenizers and numpy are loaded for the model (runtime.py): no torch in the process.
+This file is the one implementation of the service, run two ways: `mahacompress serve FOLDER ...` (the CLI
+hands its arguments to `main`), and, copied by `mahacompress export` into every exported folder as
+`server.py`, `python server.py --port 8000` there. So it imports nothing from mahacompress but runtime.py
+(the folder's copy beside it): the folder serves with its requirements.txt alone (onnxruntime, tokenizers,
+numpy, starlette, uvicorn, prometheus_client), no torch, no transformers, no mahacompress.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hmac
 import ipaddress
 import json
+import os
 import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .errors import MahaError
-from .runtime import MANIFEST, Classifier
+try:
+    from .runtime import MANIFEST, Classifier
+except ImportError:  # the copy in an exported folder (server.py), beside that folder's runtime.py
+    from runtime import MANIFEST, Classifier
+
+API_KEY_ENV = "MAHACOMPRESS_API_KEY"
+
+
+class ServeError(Exception):
+    """How the service was asked to run is wrong (folder, option, address): printed as one `error:` line,
+    exit 2; the mahacompress CLI re-raises it as its own one-line error."""
 
 
 @dataclass(frozen=True)
@@ -246,9 +261,7 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
                memory_arena: bool = True, api_key: str | None = None) -> Starlette:
     """The ASGI app serving the exported `folder` (the model is loaded here, before the first request).
     With `api_key`, /predict, /info and /metrics need it; /health stays open for load balancers and probes."""
-    folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise MahaError(f"{folder / MANIFEST}: not found (make the folder with `mahacompress export`)")
+    folder = _check_folder(Path(folder))
     classifier = Classifier(folder, threads=threads, memory_arena=memory_arena)
     metrics = Metrics(limits.max_batch)
     batcher = Batcher(classifier, limits, metrics.batch_texts.observe)
@@ -305,7 +318,7 @@ def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits:
 
 def _listen(host: str, port: int) -> socket.socket:
     """A socket bound to host:port. Bound here, not by uvicorn, so an address that does not resolve or a port
-    in use is one MahaError line naming both (uvicorn logs several lines and exits 3)."""
+    in use is one ServeError line naming both (uvicorn logs several lines and exits 3)."""
     sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
@@ -316,7 +329,7 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         if sock is not None:
             sock.close()
-        raise MahaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -327,3 +340,70 @@ def exposure_warning(address: str, port: int, api_key: str | None) -> str | None
         return None
     return (f"warning: serving on {address}:{port} without an API key: anyone who can reach it can use the "
             "model (set --api-key or MAHACOMPRESS_API_KEY)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a ServeError (one line, exit 2) instead of usage text and a message."""
+
+    def error(self, message: str):
+        raise ServeError(message)
+
+
+def _parser(prog: str, folder: Path | None) -> _Parser:
+    d = Limits()
+    p = _Parser(prog=prog, description="Serve an exported folder over HTTP: POST /predict, GET /health, "
+                                       "GET /info, GET /metrics.")
+    p.add_argument("folder", type=Path, nargs="?" if folder else None, default=folder,
+                   help="a folder written by `mahacompress export`" + (" (default: this file's)" if folder else ""))
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="most texts in one model call")
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait for a batch to fill")
+    p.add_argument("--max-texts", type=int, default=d.max_texts, help="most texts in one request (413 above)")
+    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longest text (413 above)")
+    p.add_argument("--max-queued-texts", type=int, default=d.max_queued_texts, help="most texts waiting (429 above)")
+    p.add_argument("--memory-arena", action=argparse.BooleanOptionalAction, default=True,
+                   help="onnxruntime's CPU memory arena: off returns memory after each batch instead of keeping "
+                        "the largest batch shape's")
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                   help=f"key /predict, /info and /metrics require (default: ${API_KEY_ENV})")
+    return p
+
+
+def _check_folder(folder: Path) -> Path:
+    """`folder`, if it holds an export manifest (checked before binding and loading, for a one-line error)."""
+    if not (folder / MANIFEST).is_file():
+        raise ServeError(f"{folder / MANIFEST}: not found (make the folder with `mahacompress export`)")
+    return folder
+
+
+def _check_range(name: str, value: float, lo: float, hi: float | None = None) -> None:
+    """Refuse an option outside [lo, hi], worded like mahacompress's own checks."""
+    if value < lo or (hi is not None and value > hi) or value != value:
+        wanted = f"at least {lo:g}" if hi is None else f"in [{lo:g}, {hi:g}]"
+        raise ServeError(f"{name} {value:g}: expected a value {wanted}")
+
+
+def main(argv: list[str] | None = None, prog: str = "server.py", folder: Path | None = None) -> None:
+    """Parse the command line, check it before anything is loaded, and serve. `folder` is the default model
+    folder (the exported copy passes its own, so `python server.py` needs no argument)."""
+    args = _parser(prog, folder).parse_args(argv)
+    _check_folder(args.folder)
+    _check_range("--port", args.port, 1, 65535)
+    for name in ("max_batch", "max_texts", "max_text_chars", "max_queued_texts", "threads"):
+        if getattr(args, name) is not None:
+            _check_range("--" + name.replace("_", "-"), getattr(args, name), 1)
+    _check_range("--max-wait-ms", args.max_wait_ms, 0)
+    limits = Limits(max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                    max_queued_texts=args.max_queued_texts, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    serve(args.folder, args.host, args.port, limits, threads=args.threads, memory_arena=args.memory_arena,
+          api_key=args.api_key)
+
+
+if __name__ == "__main__":
+    try:
+        main(folder=Path(__file__).resolve().parent)
+    except ServeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
