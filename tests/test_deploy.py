@@ -423,3 +423,39 @@ def _wait_and_post(url: str, proc: subprocess.Popen, body: dict) -> httpx.Respon
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError("server did not answer within 60 s")
+
+
+def test_workers_share_one_port_and_the_cores(int8_dir):
+    """--workers 2: two server processes under one parent, each with cores // 2 onnxruntime threads, both
+    answering; SIGTERM to the parent stops them all."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert _wait_and_post(url, proc, {"texts": MARATHI[:2]}).status_code == 200
+        deadline = time.monotonic() + 60
+        while len(children := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(children) == 2
+        info = httpx.get(f"{url}/info", timeout=30).json()
+        assert info["intra_op_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+        assert all(httpx.post(f"{url}/predict", json={"texts": MARATHI[:1]}, timeout=30).status_code == 200
+                   for _ in range(4))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert "Traceback" not in proc.stdout.read()
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` that are uvicorn workers (not multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"resource_tracker" not in cmdline:
+                found.append(int(child))
+    return found

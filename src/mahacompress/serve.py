@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -268,6 +269,7 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
     metrics.queued.set_function(lambda: batcher.pending)
     manifest = classifier.manifest
     info = {"labels": classifier.labels, "limits": asdict(limits),
+            "intra_op_threads": classifier.session.get_session_options().intra_op_num_threads,
             **{k: manifest[k] for k in ("backend", "source", "made_with", "trim", "test", "disk_bytes")
                if k in manifest}}
 
@@ -301,19 +303,35 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
 
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
-          threads: int | None = None, memory_arena: bool = True, api_key: str | None = None) -> None:
+          threads: int | None = None, memory_arena: bool = True, api_key: str | None = None,
+          workers: int = 1) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0).
 
-    The socket is bound before the model is loaded, so a bad address fails at once."""
+    The socket is bound before the model is loaded, so a bad address fails at once. With `workers` > 1,
+    uvicorn's supervisor runs that many processes on the one socket, each loading its own model with
+    cores // workers onnxruntime threads (unless `threads` says otherwise), so they do not oversubscribe
+    the cores; each has its own batch queue, limits and /metrics."""
     import uvicorn
 
     sock = _listen(host, port)
     warning = exposure_warning(sock.getsockname()[0], port, api_key)
     if warning:
         print(warning, file=sys.stderr)
-    config = uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key), host=host, port=port,
-                            log_level="info", access_log=False, timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=[sock])
+    options = dict(host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    if workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key), **options)).run(
+            sockets=[sock])
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    threads = threads or max(1, _cores() // workers)
+    factory = functools.partial(create_app, folder, limits, threads, memory_arena, api_key)  # pickled to each
+    Multiprocess(uvicorn.Config(factory, factory=True, workers=workers, **options), sockets=[sock]).run()
+
+
+def _cores() -> int:
+    """CPUs this process may run on (its affinity mask: a container's cpuset, taskset), else all of them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -357,7 +375,9 @@ def _parser(prog: str, folder: Path | None) -> _Parser:
                    help="a folder written by `mahacompress export`" + (" (default: this file's)" if folder else ""))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: one per core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads per worker (default: one per core, shared out among --workers)")
+    p.add_argument("--workers", type=int, default=1, help="server processes on the one port (default: 1)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most texts in one model call")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait for a batch to fill")
     p.add_argument("--max-texts", type=int, default=d.max_texts, help="most texts in one request (413 above)")
@@ -391,14 +411,14 @@ def main(argv: list[str] | None = None, prog: str = "server.py", folder: Path | 
     args = _parser(prog, folder).parse_args(argv)
     _check_folder(args.folder)
     _check_range("--port", args.port, 1, 65535)
-    for name in ("max_batch", "max_texts", "max_text_chars", "max_queued_texts", "threads"):
+    for name in ("max_batch", "max_texts", "max_text_chars", "max_queued_texts", "threads", "workers"):
         if getattr(args, name) is not None:
             _check_range("--" + name.replace("_", "-"), getattr(args, name), 1)
     _check_range("--max-wait-ms", args.max_wait_ms, 0)
     limits = Limits(max_texts=args.max_texts, max_text_chars=args.max_text_chars,
                     max_queued_texts=args.max_queued_texts, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     serve(args.folder, args.host, args.port, limits, threads=args.threads, memory_arena=args.memory_arena,
-          api_key=args.api_key)
+          api_key=args.api_key, workers=args.workers)
 
 
 if __name__ == "__main__":
