@@ -478,6 +478,8 @@ def serve(ctx: typer.Context) -> None:
     [--host --port --api-key ...]; `mahacompress serve --help` lists them)."""
     from . import serve as service
 
+    # serve.py parses and checks its own options: it also runs as an exported folder's server.py, without
+    # mahacompress (so without validate)
     try:
         service.main(ctx.args, prog="mahacompress serve")
     except service.ServeError as exc:
