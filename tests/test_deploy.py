@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,16 @@ from runtime import Classifier
 clf = Classifier(folder)
 texts = json.loads(sys.argv[2])
 print(json.dumps({"logits": clf.logits(texts).tolist(), "labels": [p["label"] for p in clf.predict(texts)]}))
+"""
+
+# Runs the folder's own server.py (`python server.py ARGS` in the folder), with the same modules unimportable.
+_TORCH_FREE_SERVER = """
+import runpy, sys
+for name in ("torch", "transformers", "mahacompress"):
+    sys.modules[name] = None
+sys.path.insert(0, ".")
+sys.argv = ["server.py", *sys.argv[1:]]
+runpy.run_path("server.py", run_name="__main__")
 """
 
 
@@ -69,8 +80,8 @@ def _torch_free(folder: Path, texts: list[str]) -> dict:
 
 def test_trimmed_fp32_export_runs_without_torch_and_matches_pytorch(model_dir, tmp_path):
     manifest = export(model_dir, tmp_path / "fp32", backend="onnx", corpus=MARATHI[:4])
-    assert {"model.onnx", "tokenizer.json", "runtime.py", "export.json", "README.md", "requirements.txt",
-            "trim.json"} <= {p.name for p in (tmp_path / "fp32").iterdir()}
+    assert {"model.onnx", "tokenizer.json", "runtime.py", "server.py", "export.json", "README.md",
+            "requirements.txt", "trim.json"} <= {p.name for p in (tmp_path / "fp32").iterdir()}
     assert manifest["labels"] == LABELS and manifest["trim"]["pieces_kept"] < manifest["trim"]["pieces_before"]
     assert (tmp_path / "fp32" / "requirements.txt").read_text().split() == manifest["needs"]
     assert "int8_weight_bits" not in manifest
@@ -215,3 +226,236 @@ def test_cli_export_with_trimming(model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "e" / "export.json").read_text())
     assert manifest["backend"] == "onnx" and manifest["trim"]["corpus"] == [str(corpus)]
+
+
+# ---------------------------------------------------------------- the service in process (httpx over ASGI)
+
+@pytest.fixture(scope="module")
+def fp32_dir(model_dir) -> Path:
+    """An fp32 export: its probabilities do not depend on batch-mates (dynamic int8 scales per batch)."""
+    export(model_dir, model_dir.parent / "fp32-serve", backend="onnx")
+    return model_dir.parent / "fp32-serve"
+
+
+@asynccontextmanager
+async def _asgi(app):
+    """A client of `app` in this process, with the app's lifespan (its batching task) running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", timeout=30) as client:
+            yield client
+
+
+def _assert_answers(response: httpx.Response, texts: list[str], expected: dict) -> None:
+    assert response.status_code == 200, response.text
+    for text, got in zip(texts, response.json()["predictions"], strict=True):
+        assert got["probabilities"] == pytest.approx(expected[text]["probabilities"], abs=1e-4)
+        assert got["label"] == max(got["probabilities"], key=got["probabilities"].get)
+
+
+def _post_together(app, bodies: list) -> list[httpx.Response]:
+    async def go():
+        async with _asgi(app) as client:
+            return await asyncio.gather(*(client.post("/predict", content=b, headers={"content-type": "application/json"})
+                                          if isinstance(b, bytes) else client.post("/predict", json=b) for b in bodies))
+    return asyncio.run(go())
+
+
+def test_bad_requests_among_good_ones_fail_alone(fp32_dir):
+    """8 good requests and 3 bad ones sent together (a long batch wait puts them in one batch): every good
+    one gets its predictions; a lone surrogate is a 422 naming the text, deep nesting a one-line 400."""
+    from mahacompress.runtime import Classifier
+    from mahacompress.serve import Limits, create_app
+
+    expected = dict(zip(MARATHI, Classifier(fp32_dir).predict(MARATHI)))
+    good = [{"texts": [MARATHI[i % len(MARATHI)], MARATHI[(i + 3) % len(MARATHI)]]} for i in range(8)]
+    bad = [b'{"texts": ["\\udfff\\ud800"]}', b'{"texts": ["ok", "\\ud800x"]}', b"[" * 100_000 + b"]" * 100_000]
+    app = create_app(fp32_dir, Limits(max_wait_ms=300, max_body_bytes=2**20))
+    *answers, surrogate, second, deep = _post_together(app, good[:4] + good[4:] + bad)
+    for body, r in zip(good, answers):
+        _assert_answers(r, body["texts"], expected)
+    assert surrogate.status_code == 422 and surrogate.json()["error"].startswith("text 0 is not valid Unicode")
+    assert second.status_code == 422 and second.json()["error"].startswith("text 1 ")
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
+    assert all("\n" not in r.json()["error"] for r in (surrogate, second, deep))
+
+
+def test_a_failing_model_call_is_split_so_only_its_request_fails(fp32_dir, monkeypatch):
+    """The model fails on one request's text: the batch is re-run in halves, that request alone gets a 500."""
+    from mahacompress import serve
+    from mahacompress.runtime import Classifier
+
+    calls: list[int] = []
+
+    class Poisoned(Classifier):
+        def predict(self, texts, batch_size=32):
+            calls.append(len(texts))
+            if "POISON" in texts:
+                raise ValueError("cannot encode POISON\nsecond line")
+            return super().predict(texts, batch_size)
+
+    monkeypatch.setattr(serve, "Classifier", Poisoned)
+    expected = dict(zip(MARATHI, Classifier(fp32_dir).predict(MARATHI)))
+    bodies = [{"texts": [t]} for t in MARATHI[:8]]
+    bodies.insert(5, {"texts": ["POISON"]})
+    answers = _post_together(serve.create_app(fp32_dir, serve.Limits(max_wait_ms=300)), bodies)
+    assert calls[0] == 9  # all nine were batched together, and that call failed
+    for body, r in zip(bodies, answers):
+        if body["texts"] == ["POISON"]:
+            assert r.status_code == 500 and r.json() == {"error": "model failed: cannot encode POISON"}
+        else:
+            _assert_answers(r, body["texts"], expected)
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "127.0.0.1"])
+def test_a_bind_failure_is_one_line_naming_host_and_port(int8_dir, host):
+    """An address that does not resolve, or a port already in use: `error: ...` naming both, exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--host", host,
+                               "--port", str(port)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True,
+                              text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot listen on {host}:{port}: ") and done.stderr.count("\n") == 1
+
+
+def test_an_api_key_guards_predict_and_info_but_not_health(fp32_dir):
+    from mahacompress.serve import create_app
+
+    async def go():
+        async with _asgi(create_app(fp32_dir, api_key="s3cret")) as client:
+            body = {"texts": MARATHI[:1]}
+            return {"health": await client.get("/health"),
+                    "none": await client.post("/predict", json=body),
+                    "wrong": await client.post("/predict", json=body, headers={"Authorization": "Bearer s3cre"}),
+                    "basic": await client.post("/predict", json=body, headers={"Authorization": "Basic s3cret"}),
+                    "bearer": await client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret"}),
+                    "header": await client.post("/predict", json=body, headers={"X-API-Key": "s3cret"}),
+                    "info": await client.get("/info"),
+                    "info_key": await client.get("/info", headers={"X-API-Key": "s3cret"})}
+
+    r = asyncio.run(go())
+    assert {k: v.status_code for k, v in r.items()} == {"health": 200, "none": 401, "wrong": 401, "basic": 401,
+                                                       "bearer": 200, "header": 200, "info": 401, "info_key": 200}
+    assert r["none"].headers["www-authenticate"] == "Bearer" and "API key" in r["none"].json()["error"]
+
+
+def test_a_non_loopback_address_without_a_key_is_warned_about():
+    from mahacompress.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1", 8000, None) is None and exposure_warning("::1", 8000, None) is None
+    assert exposure_warning("0.0.0.0", 8000, "k") is None
+    warning = exposure_warning("0.0.0.0", 8000, None)
+    assert warning.startswith("warning: serving on 0.0.0.0:8000 without an API key") and "\n" not in warning
+
+
+def test_the_cli_reads_the_api_key_from_the_environment(int8_dir, monkeypatch):
+    """MAHACOMPRESS_API_KEY reaches the service (the server itself is not started: serve is replaced)."""
+    from typer.testing import CliRunner
+
+    from mahacompress import serve
+    from mahacompress.cli import app
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda *args, **kwargs: seen.setdefault("api_key", kwargs["api_key"]))
+    result = CliRunner().invoke(app, ["serve", str(int8_dir)], env={"MAHACOMPRESS_API_KEY": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert seen == {"api_key": "from-env"}
+
+
+def test_metrics_count_requests_batches_and_queue_in_prometheus_text(fp32_dir):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mahacompress.serve import Limits, create_app
+
+    async def go(app, headers):
+        async with _asgi(app) as client:
+            await asyncio.gather(*(client.post("/predict", json={"texts": MARATHI[:2]}, headers=headers)
+                                   for _ in range(3)))
+            await client.post("/predict", content=b"{", headers=headers)
+            return await client.get("/metrics"), await client.get("/metrics", headers=headers)
+
+    apps = [create_app(fp32_dir, Limits(max_wait_ms=200)), create_app(fp32_dir, api_key="k")]  # no clash
+    plain, _ = asyncio.run(go(apps[0], {}))
+    assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(plain.text) for s in family.samples}
+    assert samples[("mahacompress_requests_total", (("path", "/predict"), ("status", "200")))] == 3
+    assert samples[("mahacompress_requests_total", (("path", "/predict"), ("status", "400")))] == 1
+    assert samples[("mahacompress_request_seconds_count", (("path", "/predict"),))] == 4
+    assert samples[("mahacompress_batch_texts_count", ())] == 1  # the three requests ran as one call
+    assert samples[("mahacompress_batch_texts_sum", ())] == 6
+    assert samples[("mahacompress_queued_texts", ())] == 0
+    refused, allowed = asyncio.run(go(apps[1], {"X-API-Key": "k"}))
+    assert refused.status_code == 401 and allowed.status_code == 200
+
+
+
+def test_the_exported_folder_serves_itself_without_torch_or_mahacompress(int8_dir):
+    """`python server.py` in the folder, with torch, transformers and mahacompress unimportable and the
+    source tree off the path: it answers /predict and stops cleanly on SIGTERM."""
+    from mahacompress.runtime import Classifier
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAHACOMPRESS_API_KEY")}
+    proc = subprocess.Popen([sys.executable, "-c", _TORCH_FREE_SERVER, "--port", str(port)], cwd=int8_dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        answer = _wait_and_post(f"http://127.0.0.1:{port}", proc, {"texts": MARATHI[:2]})
+        _assert_answers(answer, MARATHI[:2], dict(zip(MARATHI[:2], Classifier(int8_dir).predict(MARATHI[:2]))))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    log = proc.stdout.read()
+    assert "Application shutdown complete" in log and "Traceback" not in log
+
+
+def _wait_and_post(url: str, proc: subprocess.Popen, body: dict) -> httpx.Response:
+    """POST `body` to url/predict once the server answers /health (failing if the process exits first)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return httpx.post(f"{url}/predict", json=body, timeout=30)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("server did not answer within 60 s")
+
+
+def test_workers_share_one_port_and_the_cores(int8_dir):
+    """--workers 2: two server processes under one parent, each with cores // 2 onnxruntime threads, both
+    answering; SIGTERM to the parent stops them all."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert _wait_and_post(url, proc, {"texts": MARATHI[:2]}).status_code == 200
+        deadline = time.monotonic() + 60
+        while len(children := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(children) == 2
+        info = httpx.get(f"{url}/info", timeout=30).json()
+        assert info["intra_op_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+        assert all(httpx.post(f"{url}/predict", json={"texts": MARATHI[:1]}, timeout=30).status_code == 200
+                   for _ in range(4))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+    assert "Traceback" not in proc.stdout.read()
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` that are uvicorn workers (not multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"resource_tracker" not in cmdline:
+                found.append(int(child))
+    return found

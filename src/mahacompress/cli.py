@@ -472,31 +472,19 @@ def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
     console.print(f"wrote {out} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
 
 
-@app.command()
-def serve(folder: Annotated[Path, typer.Argument(help="A folder written by `mahacompress export`.")],
-          host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-          port: int = 8000, threads: Annotated[Optional[int], typer.Option(help="onnxruntime threads.")] = None,
-          max_batch: Annotated[int, typer.Option(help="Most texts run together in one model call.")] = 32,
-          max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
-          max_texts: Annotated[int, typer.Option(help="Most texts in one request (413 above).")] = 64,
-          max_text_chars: Annotated[int, typer.Option(help="Longest text in characters (413 above).")] = 10_000,
-          max_queued_texts: Annotated[int, typer.Option(help="Most texts waiting (429 above).")] = 512,
-          memory_arena: Annotated[bool, typer.Option(help="onnxruntime's CPU memory arena: off returns memory "
-                                                          "after each batch instead of keeping the largest "
-                                                          "batch shape's.")] = True) -> None:
-    """Serve an exported folder over HTTP: POST /predict, GET /health, GET /info."""
-    from .serve import Limits
-    from .serve import serve as run
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def serve(ctx: typer.Context) -> None:
+    """Serve an exported folder over HTTP: POST /predict, GET /health, GET /info, GET /metrics (FOLDER
+    [--host --port --api-key ...]; `mahacompress serve --help` lists them)."""
+    from . import serve as service
 
-    check.check_input_file(folder / "export.json", "export.json (a folder written by `mahacompress export`)")
-    check.check_range("--port", port, 1, 65535)
-    for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-text-chars", max_text_chars),
-                        ("--max-queued-texts", max_queued_texts)):
-        check.check_range(name, value, 1)
-    check.check_range("--max-wait-ms", max_wait_ms, 0)
-    run(folder, host, port, Limits(max_texts=max_texts, max_text_chars=max_text_chars,
-                                   max_queued_texts=max_queued_texts, max_batch=max_batch,
-                                   max_wait_ms=max_wait_ms), threads, memory_arena)
+    # serve.py parses and checks its own options: it also runs as an exported folder's server.py, without
+    # mahacompress (so without validate)
+    try:
+        service.main(ctx.args, prog="mahacompress serve")
+    except service.ServeError as exc:
+        raise MahaError(str(exc)) from None
 
 
 def main() -> None:

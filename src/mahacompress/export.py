@@ -1,8 +1,9 @@
-"""A deployable folder: the model in ONNX, its tokenizer, labels, a model card and a torch-free runtime.
+"""A deployable folder: the model in ONNX, its tokenizer, labels, a model card, a torch-free runtime and server.
 
-The folder needs only onnxruntime, tokenizers and numpy to run (listed in its `requirements.txt`):
-`runtime.py` inside it loads `export.json` (labels, sequence length, padding), `tokenizer.json` and
-`model.onnx`. The ONNX file is the very file the benchmark backend of the same name times (the
+The folder needs only onnxruntime, tokenizers and numpy to run (and starlette, uvicorn and
+prometheus_client to serve it over HTTP; all six in its `requirements.txt`): `runtime.py` inside it loads
+`export.json` (labels, sequence length, padding), `tokenizer.json` and `model.onnx`; `server.py` is a copy
+of serve.py, the very service `mahacompress serve` runs. The ONNX file is the very file the benchmark backend of the same name times (the
 `onnx-int8-fused` / `onnx-int8` / `onnx` backends), so the served model is the measured one. The
 default is `onnx-int8-fused` (ONNX Runtime's transformer graph fusion, then dynamic int8): the fastest
 runtime at batch 1 on every model measured, at the accuracy of plain dynamic int8 (reports/runtimes);
@@ -25,7 +26,9 @@ from .errors import MahaError
 from .files import staged_dir, write_json, write_text
 
 EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx")
-REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n"
+# runtime.py needs the first three; server.py (serve.py) the rest too, in the serve extra's ranges
+REQUIREMENTS = ("onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n"
+                "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n")
 _LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"}
 
 
@@ -68,6 +71,7 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
             shutil.copyfile(onnx_file, tmp / "model.onnx")
             shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
             shutil.copyfile(Path(__file__).with_name("runtime.py"), tmp / "runtime.py")
+            shutil.copyfile(Path(__file__).with_name("serve.py"), tmp / "server.py")
             write_text(tmp / "requirements.txt", REQUIREMENTS)
             write_json(tmp / "export.json", manifest)  # the runtime reads it: must exist before scoring
             if splits is not None:
@@ -144,9 +148,11 @@ def model_card(manifest: dict) -> str:
     else:
         lines.append("- not scored at export (run `mahacompress export --dataset NAME` to score it)")
     lines.append(f"- folder size: {manifest['disk_bytes'] / 2**20:.1f} MiB")
-    lines += ["", "## How to run it", "", "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt).", "",
+    lines += ["", "## How to run it", "", "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt; "
+              "the first three are enough for runtime.py).", "",
               "```python", "from runtime import Classifier  # runtime.py in this folder",
               "clf = Classifier('.')", "print(clf.predict(['आज पुण्यात पाऊस पडला']))", "```", "",
-              "Or serve it over HTTP: `mahacompress serve FOLDER --port 8000`.", "",
+              "Or serve it over HTTP from this folder: `python server.py --port 8000` (POST /predict, GET /health, "
+              "/info, /metrics; `python server.py --help` for the limits and `--api-key`).", "",
               "Labels: " + ", ".join(manifest["labels"]), ""]
     return "\n".join(lines)
