@@ -28,10 +28,10 @@ from test_trim import MARATHI
 LABELS = ["Auto", "Sports", "Tech"]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
-# Runs the folder's own runtime.py with torch, transformers and mahacompress made unimportable.
+# Runs the folder's own runtime.py with torch, transformers and mahacompress (and any of argv[3]) made unimportable.
 _TORCH_FREE = """
 import json, sys
-for name in ("torch", "transformers", "mahacompress"):
+for name in ("torch", "transformers", "mahacompress", *json.loads(sys.argv[3])):
     sys.modules[name] = None
 folder = sys.argv[1]
 sys.path.insert(0, folder)
@@ -70,10 +70,10 @@ def int8_dir(model_dir) -> Path:
     return model_dir.parent / "int8"
 
 
-def _torch_free(folder: Path, texts: list[str]) -> dict:
+def _torch_free(folder: Path, texts: list[str], also_unimportable: tuple[str, ...] = ()) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", _TORCH_FREE, str(folder), json.dumps(texts)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", _TORCH_FREE, str(folder), json.dumps(texts),
+                           json.dumps(also_unimportable)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -78,9 +78,10 @@ DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated tes
 MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
 HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Backend = Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8 | onnx-int8-fused | "
-                                           "onnx-int8-static | openvino | openvino-int8 (calibrated int8: built "
-                                           "first by benchmarks/runtimes.py)")]
+Backend = Annotated[Optional[str], typer.Option(
+    help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8 | onnx-int8-fused | onnx-int8-static | openvino | "
+         "openvino-int8 (calibrated int8: built first by benchmarks/runtimes.py) | static; default: static for a "
+         "static-embedding student, else fp32")]
 TransferSetOpt = Annotated[Optional[str], typer.Option(
     "--transfer-set", help="Unlabelled text for the teacher to label: a CSV (--transfer-text-col) or one text per line.")]
 TransferTextCol = Annotated[Optional[str], typer.Option(help="Text column of a CSV transfer set (default: text).")]
@@ -305,12 +306,15 @@ def _say_once(message, to: Console = console) -> None:
 def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
              dataset: Dataset = "mahanews-shc", split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
              data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
-             dedup_test: DedupTest = False, backend: Backend = "fp32", max_length: int = 128,
+             dedup_test: DedupTest = False, backend: Backend = None, max_length: int = 128,
              as_json: AsJson = False) -> None:
     """Accuracy, macro-F1, per-class figures and confusion matrix (also without classes no training row has)."""
     from .evaluate import evaluate_model
 
+    from .precision import default_backend
+
     check.check_choice("--split", split, ("train", "dev", "test"))
+    backend = backend or default_backend(model)
     _check_inference(model, backend, max_length)
     result = evaluate_model(model, _splits(dataset, data_dir, text_col, label_col, dedup_test), split,
                             backend=backend, max_length=max_length)
@@ -338,10 +342,12 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
             texts: Annotated[Optional[list[str]], typer.Argument(help="Texts; none = one per line on stdin.")] = None,
             csv_file: Annotated[Optional[Path], typer.Option("--csv", help="CSV file with a text column.")] = None,
             text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text",
-            backend: Backend = "fp32", max_length: int = 128, as_json: AsJson = False) -> None:
+            backend: Backend = None, max_length: int = 128, as_json: AsJson = False) -> None:
     """Label and probability for each text."""
+    from .precision import default_backend
     from .predict import predict_texts, read_text_column
 
+    backend = backend or default_backend(model)
     _check_inference(model, backend, max_length)
     if csv_file is not None:
         items = read_text_column(csv_file, text_col)
@@ -452,19 +458,24 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
 @app.command()
 def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
            out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")],
-           backend: Annotated[str, typer.Option(help="onnx-int8-fused | onnx-int8 | onnx")] = "onnx-int8-fused",
+           backend: Annotated[Optional[str], typer.Option(
+               help="onnx-int8-fused (default) | onnx-int8 | onnx; static, the default and only one, for a "
+                    "static-embedding student")] = None,
            trim_vocab: Annotated[bool, typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")] = False,
            corpus: Corpus = None, text_col: str = "text",
            dataset: Annotated[Optional[str], typer.Option(help="Score the export on this dataset's test "
                                                               "split (for the model card).")] = None,
            data_dir: DataDir = None, max_length: int = 128) -> None:
-    """Write a folder that runs with onnxruntime, tokenizers and numpy only, with a model card."""
-    from .export import EXPORT_BACKENDS, export as run
+    """Write a folder that runs with onnxruntime, tokenizers and numpy only (a static-embedding student:
+    tokenizers and numpy), with a model card."""
+    from .export import EXPORT_BACKENDS, export as run, export_backend
 
-    check.check_choice("--backend", backend, EXPORT_BACKENDS)
+    if backend is not None:
+        check.check_choice("--backend", backend, EXPORT_BACKENDS)
     check.check_range("--max-length", max_length, 1)
     _check_deploy(model, out, corpus if trim_vocab else None)
     check.check_max_length(str(model), max_length)
+    backend = export_backend(model, backend, trimming=trim_vocab)
     texts, names = _corpus(model, corpus, text_col) if trim_vocab else (None, [])
     splits = _splits(dataset, data_dir, None, None) if dataset else None
     manifest = run(model, out, backend=backend, corpus=texts, corpus_names=names, splits=splits,

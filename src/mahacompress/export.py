@@ -11,6 +11,14 @@ its fused operators are onnxruntime's own, so the folder still needs onnxruntime
 onnxruntime's dynamic quantisation covers Gather as well as MatMul, so the (trimmed) embedding rows are
 stored in 8 bits too (checked in the exported graph: `word_embeddings.weight_quantized`, uint8).
 Optionally the vocabulary is trimmed first (trim.py), which is what makes the multilingual e5 small.
+
+A static-embedding student (static.py) ships the same way but without ONNX: its folder holds the table
+with the head folded in (`piece_logits.npy`, pieces x labels, float32, special rows zeroed; the bias and
+the special ids in export.json), written from `static.StaticBackend`'s own `runtime.StaticTable`, so the
+folder computes exactly what the benchmarked `static` backend does; `runtime.py` runs it with tokenizers
+and numpy, and its requirements.txt has no onnxruntime. `--backend` defaults to `static` for it and any
+ONNX backend is refused. The table is left in float32: at pieces x labels it is a few hundred KiB, smaller
+than the tokenizer.json beside it, so int8 would save little of the folder.
 """
 
 from __future__ import annotations
@@ -24,55 +32,60 @@ from typing import Sequence
 
 from .errors import MahaError
 from .files import staged_dir, write_json, write_text
+from .runtime import STATIC_KIND
 
-EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx")
-# runtime.py needs the first three; server.py (serve.py) the rest too, in the serve extra's ranges
-REQUIREMENTS = ("onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n"
-                "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n")
+EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "static")
+ONNX_BACKENDS = EXPORT_BACKENDS[:3]
+# runtime.py needs the runtime's packages; server.py (serve.py) the server's too, in the serve extra's ranges
+_SERVER_NEEDS = "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n"
+REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
+STATIC_REQUIREMENTS = "tokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS  # a table lookup: no onnxruntime
+STATIC_TABLE = "piece_logits.npy"
 _LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"}
 
 
-def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corpus: Sequence[str] | None = None,
+def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Sequence[str] | None = None,
            corpus_names: Sequence[str] = (), splits=None, max_length: int = 128) -> dict:
     """Write the deployable folder `out` for classifier `model_dir`; returns its manifest (export.json).
 
-    With `corpus`, the vocabulary is trimmed to it first. With `splits`, the exported model is scored
-    on the test split through the runtime itself, and the figures go into the manifest and model card.
+    `backend` defaults to `static` for a static-embedding student (the only one it has: an ONNX graph of
+    a lookup and a mean would only add onnxruntime to the folder) and `onnx-int8-fused` for the rest.
+    With `corpus`, the vocabulary is trimmed to it first (not for a static student: its tokenizer was
+    trimmed when its table was built). With `splits`, the exported model is scored on the test split
+    through the runtime itself, and the figures go into the manifest and model card.
     """
     from .models import load_tokenizer
-    from .precision import SEVEN_BIT_SUFFIX, ensure_onnx
-    from .runtimes import ensure_fused_int8
     from .trim import TRIM_RECORD, texts_with_removed_pieces, trim
 
-    if backend not in EXPORT_BACKENDS:
-        raise MahaError(f"unknown export backend {backend!r}: choose one of {', '.join(EXPORT_BACKENDS)}")
     model_dir, out = Path(model_dir), Path(out)
+    backend = export_backend(model_dir, backend, trimming=corpus is not None)
+    static = backend == "static"
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as work:
         source, trim_record = model_dir, None
         if corpus is not None:
             source = Path(work) / "trimmed"
             trim_record = trim(model_dir, corpus, source, corpus_names=corpus_names)
-        tokenizer = load_tokenizer(str(source))
         if not (source / "tokenizer.json").is_file():
             raise MahaError(f"{source / 'tokenizer.json'}: export needs a fast tokenizer (tokenizer.json)")
-        onnx_file = (ensure_fused_int8(source) if backend == "onnx-int8-fused"
-                     else ensure_onnx(source, quantized=backend == "onnx-int8"))
         config = json.loads((source / "config.json").read_text(encoding="utf-8"))
         labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        manifest = {"labels": labels, "max_length": max_length, "pad_id": tokenizer.pad_token_id,
-                    "pad_token": tokenizer.pad_token, "model_file": "model.onnx", "backend": backend,
-                    "source": str(model_dir), "made_with": _training_record(model_dir),
-                    "needs": REQUIREMENTS.split()}
-        if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
-            manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith(SEVEN_BIT_SUFFIX) else 8
+        info = _training_info(model_dir)
+        manifest = {"labels": labels, "max_length": max_length, "backend": backend, "source": str(model_dir),
+                    "made_with": _training_record(info)}
+        if static:
+            model_file = _static_table(source, Path(work), max_length, manifest, info)
+        else:
+            model_file = _onnx_model(source, backend, manifest)
+            tokenizer = load_tokenizer(str(source))
+            manifest.update(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out) as tmp:
-            shutil.copyfile(onnx_file, tmp / "model.onnx")
+            shutil.copyfile(model_file, tmp / manifest["model_file"])
             shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
             shutil.copyfile(Path(__file__).with_name("runtime.py"), tmp / "runtime.py")
             shutil.copyfile(Path(__file__).with_name("serve.py"), tmp / "server.py")
-            write_text(tmp / "requirements.txt", REQUIREMENTS)
+            write_text(tmp / "requirements.txt", "\n".join(manifest["needs"]) + "\n")
             write_json(tmp / "export.json", manifest)  # the runtime reads it: must exist before scoring
             if splits is not None:
                 manifest["test"] = _score(tmp, splits)
@@ -87,12 +100,67 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
     return manifest
 
 
-def _training_record(model_dir: Path) -> dict:
-    """The facts of training.json worth a model card: what it was made from and on which data."""
+def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = False) -> str:
+    """The backend `model_dir` exports with (`backend`, or the default for its kind of model), refusing in one
+    line a backend or a trim that does not fit it; the CLI asks before it reads a corpus."""
+    from .static import is_static
+
+    static = is_static(model_dir)
+    backend = backend or ("static" if static else "onnx-int8-fused")
+    if backend not in EXPORT_BACKENDS:
+        raise MahaError(f"unknown export backend {backend!r}: choose one of {', '.join(EXPORT_BACKENDS)}")
+    if static and backend != "static":
+        raise MahaError(f"{model_dir}: a static-embedding student exports as its table (--backend static, its "
+                        f"default); {backend} does not apply")
+    if not static and backend == "static":
+        raise MahaError(f"{model_dir}: --backend static is for static-embedding students; choose one of "
+                        f"{', '.join(ONNX_BACKENDS)}")
+    if static and trimming:
+        raise MahaError(f"{model_dir}: a static-embedding student's tokenizer was trimmed when its table was built; "
+                        "export it without --trim-vocab")
+    return backend
+
+
+def _onnx_model(source: Path, backend: str, manifest: dict) -> Path:
+    """The ONNX file `backend` names for `source` (built and cached beside it); its facts go into `manifest`."""
+    from .precision import SEVEN_BIT_SUFFIX, ensure_onnx
+    from .runtimes import ensure_fused_int8
+
+    onnx_file = (ensure_fused_int8(source) if backend == "onnx-int8-fused"
+                 else ensure_onnx(source, quantized=backend == "onnx-int8"))
+    manifest.update(kind="transformer", model_file="model.onnx", needs=REQUIREMENTS.split())
+    if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
+        manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith(SEVEN_BIT_SUFFIX) else 8
+    return onnx_file
+
+
+def _static_table(source: Path, work: Path, max_length: int, manifest: dict, info: dict) -> Path:
+    """The static student's table with the head folded in, exactly as `static.StaticBackend` folds it (the
+    backend builds it), saved in `work`; the bias, special ids and counts go into `manifest`."""
+    import numpy as np
+
+    from .static import StaticBackend
+
+    table = StaticBackend(source, max_length).table
+    path = work / STATIC_TABLE
+    np.save(path, table.piece_logits)
+    built = info.get("static", {})
+    manifest.update(kind=STATIC_KIND, model_file=STATIC_TABLE, bias=table.bias.tolist(),
+                    special_ids=table.special_ids, needs=STATIC_REQUIREMENTS.split(),
+                    static={"pieces": len(table.piece_logits), "counted_pieces": int(table.counted.sum()),
+                            "labels": len(table.bias), **{k: built[k] for k in ("pieces_before", "dim", "teacher_hidden")
+                                                          if k in built}})
+    return path
+
+
+def _training_info(model_dir: Path) -> dict:
+    """training.json of `model_dir` (empty when there is none)."""
     path = model_dir / "training.json"
-    if not path.is_file():
-        return {}
-    info = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _training_record(info: dict) -> dict:
+    """The facts of training.json worth a model card: what it was made from and on which data."""
     keep = ("base_model", "teacher", "student")
     made = {k: info[k] for k in keep if k in info}
     if "dataset" in info:
@@ -118,15 +186,32 @@ def _score(folder: Path, splits) -> dict:
             "texts_per_s_batch32": len(truth) / seconds}
 
 
+def _what_it_is(manifest: dict) -> str:
+    """The model card's first sentence: which kind of model the folder runs, and from where."""
+    source = f"exported by mahacompress from `{manifest['source']}`"
+    if manifest.get("kind") != STATIC_KIND:
+        return f"An {manifest['backend']} ONNX model {source}."
+    teacher = manifest.get("made_with", {}).get("teacher")
+    return (f"A static-embedding student {source}" + (f", distilled from the teacher `{teacher}`" if teacher else "")
+            + ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "
+            f"so `{manifest['model_file']}` holds each piece's logits and a text's logits are the mean of its "
+            "pieces' rows plus the bias (numpy and tokenizers only, no onnxruntime).")
+
+
 def model_card(manifest: dict) -> str:
     """README.md of an exported folder: what it is, how it was made, how well it does, how to run it."""
     made = manifest.get("made_with", {})
     dataset = made.get("dataset") or (manifest.get("test") or {}).get("dataset") or "unknown"
     licence = next((v for k, v in _LICENCES.items() if str(dataset).startswith(k)), "see the dataset's source")
-    lines = [f"# Marathi text classifier ({len(manifest['labels'])} labels)", "",
-             f"An {manifest['backend']} ONNX model exported by mahacompress from `{manifest['source']}`.", "",
+    lines = [f"# Marathi text classifier ({len(manifest['labels'])} labels)", "", _what_it_is(manifest), "",
              "## How it was made", ""]
     lines += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in made.items()] or ["- no training record found"]
+    if "static" in manifest:
+        t = manifest["static"]
+        before = f" of the teacher's {t['pieces_before']}" if "pieces_before" in t else ""
+        width = f", {t['dim']}-dimensional before the head was folded in" if "dim" in t else ""
+        lines.append(f"- pieces kept: {t['pieces']}{before} (those of its training corpus; {t['counted_pieces']} "
+                     f"count in the mean, the rest are special tokens){width}")
     if "trim" in manifest:
         t = manifest["trim"]
         lines.append(f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
@@ -148,8 +233,9 @@ def model_card(manifest: dict) -> str:
     else:
         lines.append("- not scored at export (run `mahacompress export --dataset NAME` to score it)")
     lines.append(f"- folder size: {manifest['disk_bytes'] / 2**20:.1f} MiB")
+    runtime_needs = len(manifest["needs"]) - len(_SERVER_NEEDS.split())
     lines += ["", "## How to run it", "", "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt; "
-              "the first three are enough for runtime.py).", "",
+              f"the first {runtime_needs} are enough for runtime.py).", "",
               "```python", "from runtime import Classifier  # runtime.py in this folder",
               "clf = Classifier('.')", "print(clf.predict(['आज पुण्यात पाऊस पडला']))", "```", "",
               "Or serve it over HTTP from this folder: `python server.py --port 8000` (POST /predict, GET /health, "

@@ -164,6 +164,14 @@ class OnnxBackend(_Batched):
         return self.session.run(None, batch)[0].astype(np.float32)
 
 
+def default_backend(model_dir: str) -> str:
+    """The backend `predict` and `evaluate` run a model with when none is named: `static` for a
+    static-embedding student (numpy, as it is served; torch would run the same logits slower), else fp32."""
+    from .static import is_static  # imports training code: loaded only when asked for
+
+    return "static" if is_static(model_dir) else "fp32"
+
+
 def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads: int | None = None,
                  device: str | None = None, cache_dir: str | Path | None = None,
                  calibration_texts: Sequence[str] | None = None, force: bool = False) -> Backend:

@@ -1,12 +1,18 @@
 """Run an exported mahacompress classifier folder with onnxruntime, tokenizers and numpy only.
 
 This file is copied into every folder written by `mahacompress export`, so it must import nothing
-else (no torch, no transformers, no mahacompress): a deployment installs the three packages in the
+else (no torch, no transformers, no mahacompress): a deployment installs the packages in the
 folder's `requirements.txt` and runs
 
     from runtime import Classifier
     clf = Classifier("path/to/folder")
     clf.predict(["आज पुण्यात पाऊस पडला"])  # [{"label": ..., "probabilities": {label: p, ...}}]
+
+A static-embedding student's folder (export.json's `kind` is "static-embedding") holds no ONNX graph but
+its per-piece logit table (`StaticTable`), run with numpy and tokenizers alone: onnxruntime is not imported
+for it, and `threads` / `memory_arena` do not apply (a lookup and a mean, on the calling thread).
+`StaticTable` is also what mahacompress's own `static.StaticBackend` computes with, so the exported
+folder and the benchmarked backend share one formulation of the math.
 """
 
 from __future__ import annotations
@@ -18,15 +24,36 @@ from typing import Sequence
 import numpy as np
 
 MANIFEST = "export.json"
+STATIC_KIND = "static-embedding"  # export.json's `kind` for a static-embedding student
+
+
+class StaticTable:
+    """A static student with its linear head folded into the table: row i is piece i's logits (embedding_i @ W.T),
+    so a text's logits are the mean of its counted pieces' rows plus the bias, exactly the model's output.
+    Special pieces are zero rows and do not count in the mean (the model leaves them out)."""
+
+    def __init__(self, piece_logits: np.ndarray, bias: np.ndarray, special_ids: Sequence[int]):
+        self.special_ids = sorted({int(i) for i in special_ids})
+        self.counted = np.ones(len(piece_logits), dtype=np.float32)
+        self.counted[self.special_ids] = 0.0
+        self.piece_logits = np.asarray(piece_logits, dtype=np.float32) * self.counted[:, None]
+        self.bias = np.asarray(bias, dtype=np.float32)
+
+    def logits(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """Logits [n, labels] of the texts given as piece ids (unpadded; a text with no counted piece gets the bias)."""
+        out = np.empty((len(batch), len(self.bias)), dtype=np.float32)
+        for row, ids in enumerate(batch):
+            out[row] = self.piece_logits[ids].sum(0) / max(1.0, float(self.counted[ids].sum())) + self.bias
+        return out
 
 
 class Classifier:
-    """Tokeniser + ONNX session of one exported folder; `predict` returns a label and probabilities per text."""
+    """Tokeniser + ONNX session (or static table) of one exported folder; `predict` returns a label and
+    probabilities per text. `threads` is the intra-op thread count the model runs with (1 for a static table)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, memory_arena: bool = True):
         """`memory_arena=False` turns off onnxruntime's CPU arena: without it, memory is returned after each
         call instead of kept at the largest (batch, length) shape seen; see benchmarks/serve_load.py."""
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.folder = Path(folder)
@@ -34,6 +61,15 @@ class Classifier:
         self.labels: list[str] = self.manifest["labels"]
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.manifest["max_length"])
+        self.static: StaticTable | None = None
+        if self.manifest.get("kind") == STATIC_KIND:
+            self.tokenizer.no_padding()
+            self.static = StaticTable(np.load(self.folder / self.manifest["model_file"]), self.manifest["bias"],
+                                      self.manifest["special_ids"])
+            self.threads = 1
+            return
+        import onnxruntime as ort
+
         self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (one per physical core)
@@ -43,6 +79,7 @@ class Classifier:
         self.session = ort.InferenceSession(str(self.folder / self.manifest["model_file"]), opts,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.threads = self.session.get_session_options().intra_op_num_threads
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Logits [n, labels] in input order; batches are length-sorted so each pads to similar lengths."""
@@ -55,6 +92,8 @@ class Classifier:
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         encs = self.tokenizer.encode_batch(texts)
+        if self.static is not None:
+            return self.static.logits([e.ids for e in encs])
         arrays = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs],
                   "token_type_ids": [e.type_ids for e in encs]}
         feed = {name: np.asarray(arrays[name], dtype=np.int64) for name in self.inputs}

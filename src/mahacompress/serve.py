@@ -26,7 +26,8 @@ This file is the one implementation of the service, run two ways: `mahacompress 
 hands its arguments to `main`), and, copied by `mahacompress export` into every exported folder as
 `server.py`, `python server.py --port 8000` there. So it imports nothing from mahacompress but runtime.py
 (the folder's copy beside it): the folder serves with its requirements.txt alone (onnxruntime, tokenizers,
-numpy, starlette, uvicorn, prometheus_client), no torch, no transformers, no mahacompress.
+numpy, starlette, uvicorn, prometheus_client; a static-embedding student's folder needs no onnxruntime),
+no torch, no transformers, no mahacompress. Which model kind the folder holds is runtime.py's business.
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
     metrics.queued.set_function(lambda: batcher.pending)
     manifest = classifier.manifest
     info = {"labels": classifier.labels, "limits": asdict(limits),
-            "intra_op_threads": classifier.session.get_session_options().intra_op_num_threads,
+            "intra_op_threads": classifier.threads,
             **{k: manifest[k] for k in ("backend", "source", "made_with", "trim", "test", "disk_bytes")
                if k in manifest}}
 

@@ -18,7 +18,9 @@ table trains too is the training section's `freeze_embeddings`.
 
 Serving (`StaticBackend`): the head is linear, so it is folded into the table once at load time
 (per-piece logits = table @ W.T): a text's logits are then the mean of its pieces' rows plus the bias,
-exactly the model's output, computed with numpy alone.
+exactly the model's output, computed with numpy alone. The folded table and the mean are
+`runtime.StaticTable`, the very code an exported static folder runs (export.py writes this backend's
+table), so the benchmarked backend and the shipped folder cannot drift apart.
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ from .distill import distillation_inputs
 from .errors import MahaError
 from .models import load_classifier, save_classifier
 from .modeling_static import StaticConfig, StaticForSequenceClassification
+from .runtime import STATIC_KIND, StaticTable
 from .train import fit, is_main_process
 from .transfer import TransferSet
 from .trim import trimmed_tokenizer
 
 SIF_A = 1e-3  # Arora et al.'s smoothing constant; pieces rarer than this keep about their whole weight
-STATIC_KIND = "static-embedding"  # config.json's model_type is the class's; this names the student in records
 
 
 @torch.inference_mode()
@@ -117,7 +119,8 @@ def is_static(model_dir: str | Path) -> bool:
 
 class StaticBackend:
     """A static student run with numpy and the `tokenizers` library: a lookup in the per-piece logit table
-    (table @ W.T, folded at load) and a mean. `encode` is tokenisation, `forward` the rest."""
+    (table @ W.T, folded at load into a `runtime.StaticTable`) and a mean. `encode` is tokenisation,
+    `forward` the rest."""
 
     device = "cpu"
 
@@ -132,24 +135,18 @@ class StaticBackend:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         weights = load_file(str(model_dir / "model.safetensors"))
         table = weights["embeddings.weight"].astype(np.float32)
-        self.piece_logits = table @ weights["classifier.weight"].astype(np.float32).T
-        self.bias = weights["classifier.bias"].astype(np.float32)
-        self.counted = np.ones(len(table), dtype=np.float32)
-        self.counted[config.get("special_ids", [])] = 0.0
-        self.piece_logits *= self.counted[:, None]
+        self.table = StaticTable(table @ weights["classifier.weight"].astype(np.float32).T,
+                                 weights["classifier.bias"], config.get("special_ids", []))
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
-        self.name, self.num_labels = "static", len(self.bias)
+        self.name, self.num_labels = "static", len(self.table.bias)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [enc.ids for enc in self.tokenizer.encode_batch(list(texts))]
 
     def forward(self, batch: list[list[int]]) -> np.ndarray:
-        out = np.empty((len(batch), self.num_labels), dtype=np.float32)
-        for row, ids in enumerate(batch):
-            out[row] = self.piece_logits[ids].sum(0) / max(1.0, float(self.counted[ids].sum())) + self.bias
-        return out
+        return self.table.logits(batch)
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self.forward(self.encode(texts)) if texts else np.zeros((0, self.num_labels), dtype=np.float32)
