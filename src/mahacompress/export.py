@@ -17,8 +17,9 @@ with the head folded in (`piece_logits.npy`, pieces x labels, float32, special r
 the special ids in export.json), written from `static.StaticBackend`'s own `runtime.StaticTable`, so the
 folder computes exactly what the benchmarked `static` backend does; `runtime.py` runs it with tokenizers
 and numpy, and its requirements.txt has no onnxruntime. `--backend` defaults to `static` for it and any
-ONNX backend is refused. The table is left in float32: at pieces x labels it is a few hundred KiB, smaller
-than the tokenizer.json beside it, so int8 would save little of the folder.
+ONNX backend is refused. The table is left in float32: e5-small's tokenizer trimmed to mahanews-shc's
+training split keeps 6529 pieces, so the table is 6529 x 12 x 4 bytes = 0.30 MiB beside a 0.72 MiB
+tokenizer.json (measured), and int8 would save 0.22 MiB of a folder of about 1.05 MiB.
 """
 
 from __future__ import annotations
