@@ -186,6 +186,15 @@ def test_dev_split_stratified_seeded_rare_class_kept(tmp_path: Path) -> None:
     assert small.dev.texts == load_splits(DataConfig(str(d))).dev.texts
     with pytest.raises(MahaError, match="dev_fraction"):
         load_splits(DataConfig(str(d), dev_fraction=1.0))
+    with pytest.raises(MahaError, match=r"max_train_rows 500 is more than the 55 training rows left after cleaning "
+                                        r"and the dev split"):
+        load_splits(DataConfig(str(d), max_train_rows=500))
+
+
+def test_mahasent_is_named_and_uses_its_validation_file_as_dev() -> None:
+    s = load_splits(DataConfig("mahasent-mr", max_train_rows=300))
+    assert s.labels == ["-1", "0", "1"] and len(s.train) == 300 and len(s.dev) == 1500 and len(s.test) == 1500
+    assert "MahaSent_MR_Val.csv" in s.cleaning["dev_source"]
 
 
 def test_folder_custom_columns_bom_case(tmp_path: Path) -> None:

@@ -493,6 +493,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     else:
         tr_idx, dev_idx = _stratified_pick(y, float(cfg.dev_fraction), cfg.seed)
         dev_source = f"a stratified {cfg.dev_fraction:.0%} of the training source (seed {cfg.seed})"
+    if cfg.max_train_rows is not None and cfg.max_train_rows > len(tr_idx):
+        raise MahaError(f"{files['train']}: max_train_rows {cfg.max_train_rows} is more than the {len(tr_idx)} training "
+                        f"rows left after cleaning{' and the dev split' if dev_idx else ''}; lower the cap or drop it")
     if cfg.max_train_rows is not None and cfg.max_train_rows < len(tr_idx):
         # Pick the rows to drop, so the subsample is `kept` and keeps singleton classes.
         sub_y = [y[i] for i in tr_idx]
