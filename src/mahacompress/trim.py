@@ -26,9 +26,7 @@ from typing import Sequence
 import torch
 
 from .errors import MahaError
-from .files import staged_dir, write_json
-
-TRIM_RECORD = "trim.json"
+from .files import TRIM_RECORD, staged_dir, write_json
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx")
 
@@ -221,7 +219,7 @@ def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: 
     record = {"source": str(model_dir), "pieces_before": len(_pieces(spec["model"])), "pieces_kept": len(keep),
               "embedding_rows_before": int(old.weight.shape[0]), "corpus": list(corpus_names),
               "corpus_texts": len(texts), "tokenizer_model": spec["model"]["type"]}
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, TRIM_RECORD) as tmp:
         for path in model_dir.iterdir():  # records and modelling code (training.json, pruning.json, *.py)
             if path.is_file() and not path.name.startswith(".") and path.suffix not in _WEIGHT_SUFFIXES \
                     and path.name not in _TOKENIZER_FILES and path.name != "config.json":

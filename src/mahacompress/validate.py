@@ -14,6 +14,7 @@ import re
 import socket
 import struct
 import zipfile
+from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -85,13 +86,56 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def check_output_dir(path: str | Path) -> Path:
-    """A folder we may create or fill: not an existing file, and its nearest existing parent writable."""
+# What mahacompress itself puts in the folders it writes, and the runtimes later cache beside a model (ONNX
+# files and their records, the OpenVINO folder); anything else in a folder means the user put it there.
+_OUTPUT_ENTRIES = ("*.json", "*.safetensors", "*.bin", "*.onnx", "*.onnx.data", "*.py", "*.md", "*.model",
+                   "vocab.txt", "merges.txt", "requirements.txt", "openvino-int8", "__pycache__")
+
+
+def check_output_dir(path: str | Path, marker: str, *, inputs: tuple[str | Path | None, ...] = (),
+                     grows: bool = False) -> Path:
+    """A folder we may create, replace or (`grows`: the grid's out folder) add to, checked before any work.
+
+    Replacing a folder deletes what it held, so an existing non-empty folder must be a previous output of
+    the same kind: it holds `marker` (the record the command writes) and nothing mahacompress does not
+    write. A folder that grows in place (and resumes) needs only its marker. The current folder, the home
+    folder, a filesystem root, an input (model, data, corpus) or a folder holding one are refused whatever
+    they hold, as is an existing file. The nearest existing parent must be writable.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MahaError(f"{path}: is an existing file; the output must be a folder (choose another name)")
+    _refuse_precious(path, inputs)
+    entries = sorted(path.iterdir()) if path.is_dir() else []
+    if entries and not (path / marker).is_file():
+        raise MahaError(f"{path}: holds files but no {marker}, so it is not an output of this command; "
+                        f"writing there could destroy them (choose a new or empty folder)")
+    unexpected = [e.name for e in entries if not any(fnmatch(e.name, p) for p in _OUTPUT_ENTRIES)]
+    if unexpected and not grows:
+        raise MahaError(f"{path}: holds {unexpected[0]}, which mahacompress did not write; replacing the folder "
+                        f"would delete it (move it away or choose another folder)")
     _writable_parent(path if path.exists() else path.parent)
     return path
+
+
+def _refuse_precious(path: Path, inputs: tuple[str | Path | None, ...]) -> None:
+    """Folders no output may be: replacing them would take the user's other files or the inputs with them."""
+    where = path.expanduser().resolve()
+    special = {Path.cwd().resolve(): "the current folder", Path.home().resolve(): "the home folder",
+               Path(where.anchor): "a filesystem root"}
+    if where in special:
+        raise MahaError(f"{path}: is {special[where]}; an output folder is replaced as a whole, so name a new "
+                        f"folder for it")
+    for given in filter(None, inputs):
+        source = Path(given).expanduser()
+        if not source.exists():
+            continue  # a hub id or a named dataset: nothing local to protect
+        source = source.resolve()
+        if where == source:
+            raise MahaError(f"{path}: is the input {given} itself; write the output to another folder")
+        if where in source.parents:
+            raise MahaError(f"{path}: holds the input {given}, which writing the output there would delete; "
+                            f"choose another folder")
 
 
 def check_output_file(path: str | Path) -> Path:

@@ -21,7 +21,7 @@ from ..config import PruneConfig, TrainConfig
 from ..data import Splits
 from ..distill import distillation_inputs
 from ..errors import MahaError
-from ..files import staged_dir, write_json
+from ..files import PRUNING_RECORD, staged_dir, write_json
 from ..train import TrainHooks, fit, is_main_process
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
 from .masks import BINARIZERS, MaskedModel, make_binarizer
@@ -173,8 +173,8 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
         "result": asdict(result),
     }
     if is_main_process():
-        with staged_dir(out_dir) as tmp:
+        with staged_dir(out_dir, PRUNING_RECORD) as tmp:
             save_pruned(pruned, tmp, tokenizer)
-            write_json(tmp / "pruning.json", summary)
+            write_json(tmp / PRUNING_RECORD, summary)
         shutil.rmtree(work, ignore_errors=True)
     return summary
