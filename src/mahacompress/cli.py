@@ -92,12 +92,22 @@ TransferMax = Annotated[Optional[int], typer.Option(help="Keep a seeded random s
 TransferUseLabels = Annotated[bool, typer.Option(help="Also train on the transfer set's own labels.")]
 
 
-def _splits(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
-            dedup_test: bool = False, max_train_rows: int | None = None, seed: int = 42):
+def _data_config(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
+                 dedup_test: bool = False, max_train_rows: int | None = None, seed: int = 42) -> DataConfig:
+    """The data the options name (training commands record it, so trim/export can rebuild the corpus)."""
+    return DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
+                      dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed)
+
+
+def _load(data: DataConfig):
     from .data import load_splits
 
-    return load_splits(DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
-                                  dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed))
+    return load_splits(data)
+
+
+def _splits(*options, **keywords):
+    """The splits of `_data_config(*options, **keywords)`."""
+    return _load(_data_config(*options, **keywords))
 
 
 def _transfer(splits, path: str | None, text_col: str | None, label_col: str | None, window: int,
@@ -190,8 +200,8 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
     _check_training(cfg, out, TRAINING_RECORD, (model,), (dataset, data_dir))
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
-    summary = run(model, splits, cfg, out, resume=resume)
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    summary = run(model, _load(data), cfg, out, resume=resume, data=data)
     _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
 
 
@@ -238,16 +248,17 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
                     (teacher, spec.get("path")), (dataset, data_dir, transfer_set))
     if spec["kind"] == "pruned":
         check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    splits = _load(data)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
     if spec["kind"] == "pruned":
         from .pruning.prune import prune
 
         prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher,
-              transfer=transfer)
+              transfer=transfer, data=data)
     else:
-        run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer)
+        run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer, data=data)
     _say_once(f"wrote {out}")
 
 
@@ -281,10 +292,12 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
     validate_prune_config(pcfg)
     check.check_block_size(model, block_size)
     _check_training(cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set))
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    splits = _load(data)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
-    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer)
+    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer,
+                  data=data)
     table = Table(title=f"{out}: {summary['reached_sparsity']:.2%} of encoder Linear weights removed "
                         f"(target {sparsity:.0%})")
     for col in ("layer", "sparsity", "heads kept", "removed heads", "FFN width"):

@@ -58,7 +58,11 @@ def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
 def training_corpus(model_dir: Path) -> list[str]:
     """What the model was trained on, never dev or test texts: the training split of the dataset named
     in its training.json (pruned folders: pruning.json) plus the transfer set it records, if any,
-    rebuilt with every window that does not overlap a dev or test text."""
+    rebuilt with every window that does not overlap a dev or test text. The split is rebuilt from the
+    recorded data configuration (folder, columns, seed, cap, dev fraction); records written before it
+    existed name only the dataset."""
+    from dataclasses import fields
+
     from .config import DataConfig, TransferConfig
     from .data import load_splits
     from .transfer import build_transfer
@@ -69,10 +73,11 @@ def training_corpus(model_dir: Path) -> list[str]:
         raise MahaError(f"{records[0]}: not found (nor pruning.json), so the training corpus is unknown; "
                         "name one with --corpus")
     info = json.loads(record.read_text(encoding="utf-8"))
-    name = (info.get("dataset") or {}).get("dataset")
-    if not name:
+    given = info.get("data_config") or {"dataset": (info.get("dataset") or {}).get("dataset")}
+    if not given.get("dataset"):
         raise MahaError(f"{record}: names no dataset; name a corpus with --corpus")
-    splits = load_splits(DataConfig(dataset=name))
+    known = {f.name for f in fields(DataConfig)}
+    splits = load_splits(DataConfig(**{k: v for k, v in given.items() if k in known}))
     texts = list(splits.train.texts)
     transfer = info.get("transfer") or {}
     if transfer.get("file"):
