@@ -141,6 +141,8 @@ _MODEL_DEFECTS = [
      "{M}", "no tokenizer files"),
     ("mistyped-folder", "a mistyped local folder name", None, "{R}/modle", "not a Hugging Face hub id"),
     ("hub-unreachable", "a hub id with no network", None, HUB_ID, "cannot be reached"),
+    ("missing-relative-path", "a two-part relative path that does not exist (shaped like a hub id)", None,
+     "no-such-run/model", "no-such-run/model: no such model folder here"),
 ]
 
 
