@@ -332,6 +332,10 @@ def _other_cases() -> list[Case]:
              _write("data/x_Test.csv", "marathi_sentence,label\nआज गाडी,[red]:fire:\n")),
         Case("validation-file/data inspect", "fine", "a folder with x_Train, x_Val and x_Test (columns named)",
              DATA_COMMANDS["data inspect"] + ("--json",), "x_Val.csv", ok=True),
+        Case("quoted-line-breaks/data inspect", "fine", "quoted texts holding line breaks and quotes (\"\")",
+             DATA_COMMANDS["data inspect"] + ("--json",), "x_Train.csv", ok=True,
+             setup=_edit_train(lambda ls: [ls[0], '"आज बातमी\nती म्हणाली ""गाडी नवी"", शहर\nलोक",Auto',
+                                           '"""क्रिकेट"" सामना\nउद्या",Sports', *ls[1:]])),
     ]
 
 
