@@ -282,6 +282,7 @@ class Grid:
         self.splits = load_splits(DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
                                              max_train_rows=self.cfg.max_train_rows))
         self.unlearnable = unlearnable_classes(self.splits)
+        self._save()  # results.json marks the folder as this grid's before any model is in it: an early kill resumes
         self.teacher_dir = self._resolve_teacher()
         if any(parse_row(n).tr for n in self.cfg.rows if self.rows.get(n, {}).get("status") != "done"):
             self.transfer_set()  # a bad transfer file stops here, before any row is trained

@@ -122,7 +122,8 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
 
 
 def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg: PruneConfig, out_dir: Path, *,
-          resume: bool = False, distill_from=None, tokenizer=None, transfer=None, data: DataConfig | None = None) -> dict:
+          resume: bool = False, distill_from=None, tokenizer=None, transfer=None,
+          data: DataConfig | None = None) -> dict:
     """Prune a fine-tuned classifier to `prune_cfg.sparsity` and save the compacted folder to `out_dir`.
 
     `distill_from` (a teacher folder or precomputed train-split logits) adds the KD loss, and
