@@ -23,8 +23,8 @@ from mahacompress.files import aside_name, staged_dir
 
 WRITERS = ("finetune", "distill", "prune", "trim", "export", "reproduce")
 # what makes each command quick on the template's tiny model
-QUICK = {"finetune": ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--max-train-rows", "24"],
-         "export": ["--backend", "onnx"], "trim": []}
+_TRAIN = ["--epochs", "1", "--batch-size", "16", "--max-length", "32", "--max-train-rows", "24"]
+QUICK = {"finetune": _TRAIN, "distill": _TRAIN, "prune": _TRAIN, "export": ["--backend", "onnx"], "trim": []}
 
 
 @pytest.fixture(scope="module")
