@@ -130,7 +130,7 @@ def _transfer(splits, path: str | None, text_col: str | None, label_col: str | N
 def _check_inference(model: str, backend: str, max_length: int) -> None:
     """Options and model source of a command that only runs a model (an exported folder runs as deployed)."""
     check.check_choice("--backend", backend, BACKENDS)
-    manifest = check.exported_manifest(model) if Path(model).is_dir() else None
+    manifest = check.exported_manifest(model)
     if manifest is not None:
         if backend != "fp32":
             raise MahaError(f"--backend {backend}: {model} is an exported folder; it runs with its own runtime "

@@ -97,7 +97,7 @@ def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
     writes): `validate.check_output_dir` refuses other folders before any work, and this refuses them
     again here, so no caller can delete a folder the toolkit did not write.
     """
-    out_dir = Path(out_dir).absolute()
+    out_dir = Path(os.path.abspath(out_dir))  # '..' resolved too: the folder is renamed by its real name
     aside = aside_name(out_dir)
     _settle_aside(out_dir, aside)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
