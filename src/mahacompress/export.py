@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import MahaError
-from .files import staged_dir, write_json, write_text
+from .files import EXPORT_RECORD, staged_dir, write_json, write_text
 
 EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx")
 # runtime.py needs the first three; server.py (serve.py) the rest too, in the serve extra's ranges
@@ -67,13 +67,13 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
             manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith(SEVEN_BIT_SUFFIX) else 8
         if trim_record is not None:
             manifest["trim"] = trim_record
-        with staged_dir(out) as tmp:
+        with staged_dir(out, EXPORT_RECORD) as tmp:
             shutil.copyfile(onnx_file, tmp / "model.onnx")
             shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
             shutil.copyfile(Path(__file__).with_name("runtime.py"), tmp / "runtime.py")
             shutil.copyfile(Path(__file__).with_name("serve.py"), tmp / "server.py")
             write_text(tmp / "requirements.txt", REQUIREMENTS)
-            write_json(tmp / "export.json", manifest)  # the runtime reads it: must exist before scoring
+            write_json(tmp / EXPORT_RECORD, manifest)  # the runtime reads it: must exist before scoring
             if splits is not None:
                 manifest["test"] = _score(tmp, splits)
                 if trim_record is not None:
@@ -82,7 +82,7 @@ def export(model_dir: Path, out: Path, *, backend: str = "onnx-int8-fused", corp
             if trim_record is not None:
                 shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
             manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
-            write_json(tmp / "export.json", manifest)
+            write_json(tmp / EXPORT_RECORD, manifest)
             write_text(tmp / "README.md", model_card(manifest))
     return manifest
 
