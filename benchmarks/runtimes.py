@@ -26,7 +26,7 @@ import numpy as np
 
 from mahacompress.config import DataConfig
 from mahacompress.data import load_splits
-from mahacompress.evaluate import classification_metrics, model_labels
+from mahacompress.evaluate import classification_metrics, model_labels, unlearnable_classes
 from mahacompress.files import write_json, write_text
 from mahacompress.hardware import describe, unsupported_reason
 from mahacompress.measure import latency, size_on_disk_mb, speedups
@@ -64,10 +64,11 @@ def build(models: list[str], modes: list[str], splits, args) -> tuple[dict, dict
             except Exception as exc:  # a runtime that cannot handle this model is a result, not a crash
                 row.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
                 continue
-            metrics = classification_metrics(test.labels, to_dataset[predicted], splits.labels)
+            metrics = classification_metrics(test.labels, to_dataset[predicted], splits.labels,
+                                             unlearnable_classes(splits))
             reference = predicted if mode == "fp32" else reference
             row.update(status="done", accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"],
-                       accuracy_wo_manoranjan=metrics.get("without_manoranjan", {}).get("accuracy"),
+                       accuracy_learnable=metrics.get("learnable", {}).get("accuracy"),
                        agreement_with_fp32=None if reference is None else float((predicted == reference).mean()),
                        disk_mb=_disk_mb(model, mode, args.cache_dir), test_rows=len(test))
             if mode == "onnx-int8-fused":

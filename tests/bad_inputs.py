@@ -141,6 +141,8 @@ _MODEL_DEFECTS = [
      "{M}", "no tokenizer files"),
     ("mistyped-folder", "a mistyped local folder name", None, "{R}/modle", "not a Hugging Face hub id"),
     ("hub-unreachable", "a hub id with no network", None, HUB_ID, "cannot be reached"),
+    ("missing-relative-path", "a two-part relative path that does not exist (shaped like a hub id)", None,
+     "no-such-run/model", "no-such-run/model: no such model folder here"),
 ]
 
 
@@ -226,8 +228,8 @@ def _option_cases() -> list[Case]:
          ("reproduce", "--teacher", "{M}", "--preset", "{R}/bad.yaml", "--out", "{O}"), "unknown key 'epochz'"),
         ("preset-bad-alpha", "a preset with distill.kd_alpha 2",
          ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"), "distill.kd_alpha 2"),
-        ("report-no-results", "report on a folder without results.json", ("report", "--out", "{R}"),
-         "results.json: not found"),
+        ("report-no-results", "report on a folder without results.json", ("report", "--out", "{R}/model"),
+         "no results.json"),
         ("transfer-set-missing", "distill --transfer-set naming a missing file",
          dist + ("--transfer-set", "{R}/none.csv"), "none.csv"),
         ("transfer-set-no-column", "distill --transfer-set CSV without the named column",
@@ -272,6 +274,52 @@ def _output_cases() -> list[Case]:
         Case("out-unwritable/reproduce", "output", "the grid's --out in a folder the user cannot write",
              MODEL_COMMANDS["reproduce"], "permission denied", deny="{R}"),
     ]
+    return cases + _destructive_out_cases()
+
+
+def _user_folder(rel: str, previous: bool = False) -> Callable[[Path], None]:
+    """A folder of the user's (or, `previous`, a finetune output) holding a file mahacompress did not write."""
+    def setup(root: Path) -> None:
+        if previous:
+            shutil.copytree(root / "model", root / rel)
+        (root / rel / "sub").mkdir(parents=True, exist_ok=True)
+        (root / rel / "notes.txt").write_text("mine\n", encoding="utf-8")
+        (root / rel / "sub" / "y.txt").write_text("mine too\n", encoding="utf-8")
+    return setup
+
+
+def _data_in_mine(root: Path) -> None:
+    (root / "mine").mkdir()
+    shutil.move(root / "data", root / "mine" / "data")
+
+
+# what each folder-writing command records in its folder (the marker a replaceable folder must hold)
+_WRITERS = {"finetune": "training.json", "distill": "training.json", "prune": "pruning.json", "trim": "trim.json",
+            "export": "export.json", "reproduce": "results.json"}
+
+
+def _destructive_out_cases() -> list[Case]:
+    """--out naming a folder whose replacement would delete the user's files or the command's inputs."""
+    def at(cmd: str, out: str) -> tuple[str, ...]:
+        return tuple(a.replace("{O}", out) for a in MODEL_COMMANDS[cmd])
+
+    cases = [Case(f"out-holds-user-files/{cmd}", "output", "--out a folder holding the user's own files",
+                  at(cmd, "{R}/mine"), f"mine: holds files but no {marker}", _user_folder("mine"))
+             for cmd, marker in _WRITERS.items()]
+    cases += [Case(f"out-is-the-model/{cmd}", "output", "--out the input model folder itself", at(cmd, "{M}"),
+                   "is the input") for cmd in _WRITERS if cmd != "reproduce"]
+    cases += [Case(f"out-holds-the-model/{cmd}", "output", "--out a parent of the input model", at(cmd, "{R}"),
+                   "holds the input") for cmd in _WRITERS if cmd != "reproduce"]
+    cases += [
+        Case("out-holds-the-data/finetune", "output", "--out a parent of the data folder",
+             tuple(a.replace("{D}", "{R}/mine/data") for a in at("finetune", "{R}/mine")), "holds the input",
+             _data_in_mine),
+        Case("out-previous-with-user-file/finetune", "output", "--out a previous finetune output the user added to",
+             at("finetune", "{R}/prev"), "holds notes.txt, which mahacompress did not write",
+             _user_folder("prev", previous=True)),
+        Case("out-holds-user-files/models build-e5", "output", "build-e5 OUT a folder holding the user's files",
+             ("models", "build-e5", "{R}/mine"), "mine: holds files but no SOURCE.md", _user_folder("mine")),
+    ]
     return cases
 
 
@@ -284,6 +332,10 @@ def _other_cases() -> list[Case]:
              _write("data/x_Test.csv", "marathi_sentence,label\nआज गाडी,[red]:fire:\n")),
         Case("validation-file/data inspect", "fine", "a folder with x_Train, x_Val and x_Test (columns named)",
              DATA_COMMANDS["data inspect"] + ("--json",), "x_Val.csv", ok=True),
+        Case("quoted-line-breaks/data inspect", "fine", "quoted texts holding line breaks and quotes (\"\")",
+             DATA_COMMANDS["data inspect"] + ("--json",), "x_Train.csv", ok=True,
+             setup=_edit_train(lambda ls: [ls[0], '"आज बातमी\nती म्हणाली ""गाडी नवी"", शहर\nलोक",Auto',
+                                           '"""क्रिकेट"" सामना\nउद्या",Sports', *ls[1:]])),
     ]
 
 

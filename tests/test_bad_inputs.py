@@ -107,7 +107,7 @@ def test_outputs_get_the_normal_file_mode(tmp_path):
         write_json(tmp_path / "results.json", {"a": 1})
         with atomic_path(tmp_path / "w.pt") as tmp:
             torch.save({"x": 1}, tmp)
-        with staged_dir(tmp_path / "model") as folder:
+        with staged_dir(tmp_path / "model", "config.json") as folder:
             (folder / "config.json").write_text("{}")
             (folder / "model.safetensors").write_text("")  # as transformers leaves its shards: private
             (folder / "model.safetensors").chmod(0o600)

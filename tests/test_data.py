@@ -186,6 +186,15 @@ def test_dev_split_stratified_seeded_rare_class_kept(tmp_path: Path) -> None:
     assert small.dev.texts == load_splits(DataConfig(str(d))).dev.texts
     with pytest.raises(MahaError, match="dev_fraction"):
         load_splits(DataConfig(str(d), dev_fraction=1.0))
+    with pytest.raises(MahaError, match=r"max_train_rows 500 is more than the 55 training rows left after cleaning "
+                                        r"and the dev split"):
+        load_splits(DataConfig(str(d), max_train_rows=500))
+
+
+def test_mahasent_is_named_and_uses_its_validation_file_as_dev() -> None:
+    s = load_splits(DataConfig("mahasent-mr", max_train_rows=300))
+    assert s.labels == ["-1", "0", "1"] and len(s.train) == 300 and len(s.dev) == 1500 and len(s.test) == 1500
+    assert "MahaSent_MR_Val.csv" in s.cleaning["dev_source"]
 
 
 def test_folder_custom_columns_bom_case(tmp_path: Path) -> None:
@@ -272,3 +281,51 @@ def test_download_failure_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         resolve_files("mahanews-lpc")
     with pytest.raises(MahaError, match="--data-dir"):
         resolve_files("mahanews-ldc")
+
+
+# Properly quoted fields holding line breaks and quotes (written "" by the csv module): a valid public file.
+QUOTED_MULTILINE = [
+    ("पुण्यात पाऊस.\nवाहतूक \"ठप्प\" झाली, लोक अडकले", "Weather"),
+    ("सामना रंगला", "Sports"),
+    ("कर्णधार म्हणाला, \"आम्ही जिंकू\"\nदुसरी ओळ\nतिसरी ओळ, शेवटची", "Sports"),
+    ("नवीन \"स्मार्ट\" फोन", "Tech"),
+    ("पाऊस थांबला\n\"हवामान\" खात्याचा अंदाज", "Weather"),
+    ("नवे अ‍ॅप बाजारात", "Tech"),
+]
+
+
+def test_quoted_fields_with_line_breaks_and_quotes_are_read_as_the_csv_module_reads_them(tmp_path):
+    import csv
+
+    path = tmp_path / "news_train.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(QUOTED_MULTILINE)
+    assert '""' in path.read_text(encoding="utf-8")
+    texts, labels, stats = read_labeled_csv(path, "text", "label")
+    assert list(zip(texts, labels)) == QUOTED_MULTILINE and stats["rows_read"] == len(QUOTED_MULTILINE)
+
+
+def test_records_merged_by_a_quote_are_still_refused(tmp_path):
+    lines = ["text,label", '"आज पाऊस,Weather', "सामना रंगला,Sports", 'नवीन "फोन" बाजारात,Tech', "उद्या ऊन,Weather"]
+    path = tmp_path / "merged.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(MahaError, match=r"merged.csv, row 2: a text spans several lines"):
+        read_labeled_csv(path, "text", "label")
+    open_at_end = tmp_path / "open.csv"  # an unlabelled file: the last quote is never closed
+    open_at_end.write_text('text\nपहिली बातमी\n"दुसरी बातमी\nतिसरी बातमी\n', encoding="utf-8")
+    with pytest.raises(MahaError, match=r"open.csv, row 3: a text spans several lines"):
+        data.read_text_column(open_at_end, "text")
+
+
+def test_a_quote_that_swallows_the_file_is_named_as_a_merge_not_as_a_long_text_or_a_short_record(tmp_path):
+    rows = [f"बातमी क्रमांक {i} {'शब्द ' * 40},{('Auto', 'Tech')[i % 2]}" for i in range(5000)]
+    path = tmp_path / "long.csv"
+    path.write_text("text,label\n\"" + "\n".join(rows[:-1] + ['शेवटची "बातमी,Auto']) + "\n", encoding="utf-8")
+    assert len(path.read_text(encoding="utf-8")) > data.MAX_TEXT_CHARS  # one record over the limit: merged, not long
+    with pytest.raises(MahaError, match=r"long.csv, row 2: a text spans several lines"):
+        read_labeled_csv(path, "text", "label")
+    path.write_text("text,label\n\"" + "\n".join(rows[:50]) + "\n", encoding="utf-8")  # never closed: 1 field
+    with pytest.raises(MahaError, match=r"long.csv, row 2: a text spans several lines"):
+        read_labeled_csv(path, "text", "label")

@@ -459,3 +459,31 @@ def _children(pid: int) -> list[int]:
             if b"resource_tracker" not in cmdline:
                 found.append(int(child))
     return found
+
+
+def test_predict_and_evaluate_run_an_exported_folder_with_its_own_runtime(int8_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+    from mahacompress.runtime import Classifier
+
+    runner = CliRunner()
+    texts = MARATHI[:3]
+    result = runner.invoke(app, ["predict", "--model", str(int8_dir), "--json", *texts])
+    assert result.exit_code == 0, result.output
+    assert [r["label"] for r in json.loads(result.stdout)] == [p["label"] for p in Classifier(int8_dir).predict(texts)]
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, extra in (("my_train.csv", " बातमी"), ("my_test.csv", "")):  # train texts unlike the test's
+        rows = [f"{text}{extra},{LABELS[i % 3]}" for i, text in enumerate(t.replace(",", "") for t in MARATHI)]
+        (data / name).write_text("\n".join(["text,label", *rows]) + "\n", encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", "--model", str(int8_dir), "--dataset", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["rows"] == len(MARATHI) and scored["backend"] == "exported onnx-int8-fused"
+    for argv, expect in ((["predict", "--model", str(int8_dir), "--backend", "int8", "x"], "--backend int8"),
+                         (["finetune", "--model", str(int8_dir), "--out", str(tmp_path / "ft"), "--dataset",
+                           str(data)], "written by `mahacompress export`")):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2 and expect in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1

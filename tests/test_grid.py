@@ -147,6 +147,32 @@ def test_report_is_made_from_results_json_alone(tmp_path):
     assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("name,")
 
 
+def test_frontier_findings_name_the_fastest_model_per_budget_against_tfidf(tmp_path):
+    def d(diff, low, high):
+        return {"difference": diff, "ci_low": low, "ci_high": high}
+
+    def row(name, acc, e2e_ms, **extra):
+        return {"name": name, "status": "done", "accuracy": acc, "macro_f1": acc - 0.01, "e2e_ms_b32_p50": e2e_ms,
+                "e2e_ms_b1_p50": e2e_ms / 10, "e2e_speedup_b32": 100 / e2e_ms, "e2e_speedup_b1": 10 / e2e_ms,
+                "vs_baseline": d(acc - 0.80, acc - 0.81, acc - 0.79), **extra}
+
+    rows = [row("baseline", 0.80, 100.0), row("kd", 0.805, 20.0, disk_mb=100.0, peak_rss_mb=500.0),
+            row("kd2", 0.785, 8.0), row("static", 0.77, 1.0), row("tfidf", 0.76, 2.0),
+            row("best+fused", 0.80, 10.0, source_row="kd")]
+    rows[0]["vs_baseline"] = d(0, 0, 0)
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.0}}, "rows": rows}))
+    report = write_report(tmp_path).read_text()
+    assert "- The reference `tfidf`: 76.00% accuracy" in report and "50.0x faster than the teacher" in report
+    assert ("- **Within 1 point, batch 32**: `best+fused`, 10.0x the teacher end to end, 80.00% (+0.00 [-1.00, +1.00]"
+            " points); against `tfidf`: +4.00 accuracy and +4.00 macro-F1 points, 5.0x slower than it.") in report
+    assert "- **Within 2 points, batch 32**: `best+fused`" in report  # kd2's interval reaches -2.5
+    assert ("- **Within 3 points, batch 32**: `kd2`, 12.5x the teacher end to end, 78.50% (-1.50 [-2.50, -0.50] "
+            "points); against `tfidf`: +2.50 accuracy and +2.50 macro-F1 points, 4.0x slower than it.") in report
+    assert "`static`" not in report.split("## The frontier")[1]  # its interval reaches 4 points below the teacher
+    assert "**kd**: +0.50 [-0.50, +1.50] points: yes, and the interval says so too *(within run-to-run spread)*" in report
+    assert "**best+fused**: +0.00 [-1.00, +1.00] points: yes, and the interval says so too." in report  # not retrained
+
+
 TINY_PRESET = """
 datasets: [{data}]
 rows: [baseline, kd, p50, p50+kd, best+int8]

@@ -81,3 +81,22 @@ def test_model_folder_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
     with pytest.raises(MahaError, match=r"l3cube-pune/marathi-topic-all-doc-v2: .*cannot be reached within 10 s"):
         check_model_dir("l3cube-pune/marathi-topic-all-doc-v2")
+
+
+@pytest.mark.parametrize("name", ["./out/model", "/no/such/model", "out/run/model", ".cache/model", "~/no-such"])
+def test_a_missing_path_that_is_no_hub_id_never_asks_the_hub(name, monkeypatch):
+    import mahacompress.validate as validate
+
+    monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: pytest.fail("the hub was asked"))
+    with pytest.raises(MahaError, match="no such model folder, and not a Hugging Face hub id"):
+        check_model_dir(name)
+
+
+def test_a_missing_two_part_path_says_first_that_no_such_folder_exists(tmp_path, monkeypatch):
+    import mahacompress.validate as validate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    with pytest.raises(MahaError, match=r"^out/model: no such model folder here, and no hub model of that name "
+                                        r"could be had \(.*cannot be reached"):
+        check_model_dir("out/model")

@@ -155,15 +155,18 @@ def test_static_export_refusals_are_one_line(static_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(static_dir, toy_splits, tmp_path):
+def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(static_dir, static_export, toy_splits,
+                                                                        tmp_path):
+    """The checkpoint (default backend: static) and its exported folder (its own runtime) predict alike."""
     from typer.testing import CliRunner
 
     from mahacompress.cli import app
 
-    result = CliRunner().invoke(app, ["predict", "--model", str(static_dir), "--max-length", "32", "--json", *TEXTS[:3]])
-    assert result.exit_code == 0, result.output
     expected = load_backend(str(static_dir), "static", max_length=32).logits(TEXTS[:3]).argmax(-1)
-    assert [row["label"] for row in json.loads(result.stdout)] == [toy_splits.labels[k] for k in expected]
+    for model, length in ((static_dir, ["--max-length", "32"]), (static_export, [])):
+        result = CliRunner().invoke(app, ["predict", "--model", str(model), *length, "--json", *TEXTS[:3]])
+        assert result.exit_code == 0, result.output
+        assert [row["label"] for row in json.loads(result.stdout)] == [toy_splits.labels[k] for k in expected]
     data = tmp_path / "data"
     data.mkdir()
     for name, ts in (("toy_train.csv", toy_splits.train), ("toy_test.csv", toy_splits.test)):

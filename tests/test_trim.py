@@ -162,3 +162,52 @@ def test_default_corpus_is_training_split_plus_transfer_set_never_test_texts(tmp
     assert set(shc_splits.train.texts) <= set(corpus)
     with pytest.raises(MahaError, match="training.json"):
         training_corpus(tmp_path)
+
+
+def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_split(tmp_path, monkeypatch):
+    """training.json records the whole data configuration (folder made absolute, custom columns, cap, seed):
+    trim and export --trim-vocab rebuild the split from it, from any working folder."""
+    import random
+
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+    from mahacompress.config import DataConfig
+    from mahacompress.data import load_splits
+    from mahacompress.models import save_classifier
+
+    rng = random.Random(1)
+    words = {"Auto": "गाडी", "Sports": "क्रिकेट", "Tech": "मोबाईल"}
+    filler = "आज उद्या शहर राज्य देश लोक नवीन मोठा बातमी सरकार".split()
+    data = tmp_path / "work" / "my-news"
+    data.mkdir(parents=True)
+    for name, n in (("news_train.csv", 36), ("news_test.csv", 9)):
+        rows = [f"{' '.join(rng.sample(filler, 4))} {words[lab]} {i},{lab}"
+                for i, lab in enumerate(sorted(words) * (n // 3))]
+        (data / name).write_text("\n".join(["sentence,topic", *rows]) + "\n", encoding="utf-8")
+    tok = tiny_tokenizer([line for line in (data / "news_train.csv").read_text(encoding="utf-8").splitlines()],
+                         vocab_size=200)
+    labels = sorted(words)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=dict(enumerate(labels)),
+                              label2id={lab: i for i, lab in enumerate(labels)}), tok, tmp_path / "base", {})
+    monkeypatch.chdir(tmp_path / "work")
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", "--model", str(tmp_path / "base"), "--out", str(tmp_path / "ft"),
+                                 "--dataset", "my-news", "--text-col", "sentence", "--label-col", "topic",
+                                 "--max-train-rows", "24", "--seed", "7", "--epochs", "1", "--batch-size", "8",
+                                 "--max-length", "32"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "ft" / "training.json").read_text(encoding="utf-8"))["data_config"]
+    assert record["dataset"] == str(data) and (record["text_col"], record["label_col"]) == ("sentence", "topic")
+    assert (record["max_train_rows"], record["seed"]) == (24, 7)
+
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative "my-news" no longer names the folder
+    result = runner.invoke(app, ["trim", str(tmp_path / "ft"), "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    expected = load_splits(DataConfig(dataset=str(data), text_col="sentence", label_col="topic", max_train_rows=24,
+                                      seed=7))
+    assert json.loads((tmp_path / "t" / "trim.json").read_text())["corpus_texts"] == len(expected.train.texts)
+    result = runner.invoke(app, ["export", str(tmp_path / "ft"), "--out", str(tmp_path / "e"), "--trim-vocab",
+                                 "--backend", "onnx", "--max-length", "32"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "export.json").read_text())["trim"]["corpus_texts"] == len(expected.train.texts)

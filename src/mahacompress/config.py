@@ -118,6 +118,9 @@ class GridConfig:
     # per-row changes to the training section a trained row uses, e.g. {"p50+kd": {"epochs": 6}}: deeper
     # compression may need longer training to converge than the section's other rows
     train_overrides: dict[str, dict] = field(default_factory=dict)
+    # how far one row moved between two runs of this preset (points), when measured: the report marks smaller
+    # differences as noise instead of findings
+    run_to_run_points: float | None = None
     served_blocks: bool = True  # score and time every compressed row as grid.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -144,7 +147,7 @@ def from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
 def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
     """The value if it has the default's type (ints pass as floats; optional fields take their annotation's type)."""
     if default is None:
-        wanted = {"int": int, "str": str}[annotation.split("|")[0].strip()]
+        wanted = {"int": int, "str": str, "float": (int, float)}[annotation.split("|")[0].strip()]
         ok = value is None or (isinstance(value, wanted) and not isinstance(value, bool))
     elif isinstance(default, bool):
         ok = isinstance(value, bool)

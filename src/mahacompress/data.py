@@ -162,6 +162,7 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
     stats = {"file": str(path), "rows_read": 0, "header_rows_dropped": 0, "empty_dropped": 0,
              "empty_label_dropped": 0, "mojibake_rows": 0}
     rows: list[tuple[int, str, str]] = []
+    multiline: list[tuple[int, str]] = []  # judged once the file's labels are known (_looks_merged)
     row = 1
     while True:
         row += 1
@@ -178,12 +179,15 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
             stats["empty_dropped"] += 1
             continue
         if len(rec) <= max(ti, li):
+            if "\n" in rec[-1] and _quote_left_open(text):  # the rest of the file, swallowed by an open quote
+                raise _merged(path, row)
             raise MahaError(f"{path}, row {row}: {len(rec)} field(s), expected at least {max(ti, li) + 1}")
         t, lab = rec[ti], (rec[li].strip() if label_col else "-")
-        if _looks_merged(t):
-            raise MahaError(f"{path}, row {row}: a text spans several lines that look like records of their own "
-                            f"(an unbalanced quote merged them); fix the quoting at or above this row")
-        if len(t) > MAX_TEXT_CHARS:
+        if "\n" in t:
+            multiline.append((row, t))
+        if len(t) > MAX_TEXT_CHARS:  # a quote that swallowed the file: say so (the file's labels are not known yet)
+            if "\n" in t and _looks_merged(t, len(header), li, set()):
+                raise _merged(path, row)
             raise MahaError(f"{path}, row {row}: text of {len(t)} characters (limit {MAX_TEXT_CHARS})")
         repeated_header = lab.lower() in header_labels if label_col else t.strip() == header[ti].strip()
         if repeated_header:  # a header line repeated inside the data
@@ -195,19 +199,45 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
         else:
             stats["mojibake_rows"] += is_mojibake(t)
             rows.append((row, t, lab))
+    labels = {lab for _, _, lab in rows} if label_col else set()
+    for at, t in multiline:
+        if _looks_merged(t, len(header), li, labels) or (at == row - 1 and _quote_left_open(text)):
+            raise _merged(path, at)
     if label_col is not None:
         _check_text_like_labels(path, rows)
     return rows, stats
 
 
-def _looks_merged(text: str) -> bool:
-    """A multi-line text holding a quote, or an inner line ending like a record (",Label"): merged records.
+def _merged(path: Path, row: int) -> MahaError:
+    return MahaError(f"{path}, row {row}: a text spans several lines that look like records of their own "
+                     f"(an unbalanced quote merged them); fix the quoting at or above this row")
 
-    The shipped files hold no line breaks inside fields at all, so neither rule fires on them.
+
+def _looks_merged(text: str, fields: int, label_at: int, labels: set[str]) -> bool:
+    """A multi-line text with an inner line that reads as a record of the file: merged records.
+
+    Judged by what a merge leaves behind, not by a quote: properly quoted fields may hold line breaks
+    and quotes (written `""`), but an unbalanced quote swallows whole lines of the file, each one
+    `fields` wide with a label the file uses at `label_at` (`labels` empty, for unlabelled files or before
+    the labels are known: any line of that width ending like a record, ",Label"). A quote left open until
+    the end of the file is `_quote_left_open`'s.
     """
-    if "\n" not in text:
-        return False
-    return '"' in text or any(_RECORD_END_RE.search(line) for line in text.split("\n")[:-1])
+    for line in text.split("\n")[:-1]:  # the last line ends the field: a record's end is its own
+        rec = next(csv.reader([line]), [])
+        if len(rec) == fields and (rec[label_at] in labels if labels else _RECORD_END_RE.search(line)):
+            return True
+    return False
+
+
+def _quote_left_open(text: str) -> bool:
+    """The file ends inside a quoted field: a quote was opened and never closed (the last record swallowed
+    the rest of the file). Only the strict reader says so; the lenient one returns the rest as one text."""
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _check_encoding(path: Path, raw: bytes) -> None:
@@ -493,6 +523,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     else:
         tr_idx, dev_idx = _stratified_pick(y, float(cfg.dev_fraction), cfg.seed)
         dev_source = f"a stratified {cfg.dev_fraction:.0%} of the training source (seed {cfg.seed})"
+    if cfg.max_train_rows is not None and cfg.max_train_rows > len(tr_idx):
+        raise MahaError(f"{files['train']}: max_train_rows {cfg.max_train_rows} is more than the {len(tr_idx)} training "
+                        f"rows left after cleaning{' and the dev split' if dev_idx else ''}; lower the cap or drop it")
     if cfg.max_train_rows is not None and cfg.max_train_rows < len(tr_idx):
         # Pick the rows to drop, so the subsample is `kept` and keeps singleton classes.
         sub_y = [y[i] for i in tr_idx]

@@ -22,7 +22,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from transformers import PreTrainedModel
 
-from .config import TrainConfig
+from .config import DataConfig, TrainConfig
 from .data import Splits, TextSet
 from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
@@ -30,7 +30,7 @@ from .evaluate import predict_logits
 from .files import atomic_path
 from .models import load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
-from .train import fit, is_main_process, process_state
+from .train import data_record, fit, is_main_process, process_state
 from .transfer import TransferSet
 
 
@@ -207,8 +207,10 @@ def describe(student_spec: str) -> dict:
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
-            resume: bool = False, transfer: TransferSet | None = None) -> dict:
+            resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None) -> dict:
     """Distil `teacher` into a `layers:N` student or an existing student folder; save it to `out_dir`.
+
+    `data` (the configuration `splits` was loaded with) goes into training.json for trim and export.
 
     `pruned:S` students are pruned and distilled in one run by `pruning.prune(..., distill_from=...)`;
     the CLI routes them there.
@@ -229,8 +231,8 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     work = out_dir.with_name(out_dir.name + ".work")
     train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
     result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
-    info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "train_config": asdict(cfg),
-            "transfer": transfer_record, "result": asdict(result)}
+    info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "data_config": data_record(data),
+            "train_config": asdict(cfg), "transfer": transfer_record, "result": asdict(result)}
     if is_main_process():
         save_classifier(student, tokenizer, out_dir, info)
         shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,7 @@ from .batching import length_sorted_batches
 from .errors import MahaError
 from .models import check_model_dir
 from .precision import load_backend
+from .validate import exported_manifest
 
 
 def unlearnable_classes(splits) -> list[str]:
@@ -73,14 +74,29 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: lis
 
 
 def model_labels(model_name: str) -> list[str]:
-    """The label names of a classifier folder or hub id, in id order (read from its config only)."""
+    """The label names of a classifier folder or hub id, in id order (read from its config, a TF-IDF
+    folder's record, or an exported folder's manifest, only)."""
     from .baseline import is_tfidf, tfidf_labels
 
     if is_tfidf(model_name):
         return tfidf_labels(model_name)
+    manifest = exported_manifest(model_name)
+    if manifest is not None:
+        return list(manifest["labels"])
     check_model_dir(model_name)
     config = AutoConfig.from_pretrained(model_name, trust_remote_code=True)
     return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def model_logits(model_name: str, texts: Sequence[str], *, backend: str = "fp32", max_length: int = 128,
+                 batch_size: int = 64) -> np.ndarray:
+    """Logits on `texts` in `model_labels` order: an exported folder (export.json) runs with its own
+    runtime, as deployed, at the sequence length it was exported with; any other model with `backend`."""
+    if exported_manifest(model_name) is not None:
+        from .runtime import Classifier
+
+        return Classifier(model_name).logits(texts, batch_size=batch_size)
+    return load_backend(model_name, backend, max_length=max_length).logits(texts, batch_size=batch_size)
 
 
 def predict_ids(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
@@ -94,8 +110,8 @@ def predict_ids(model_name: str, splits, split: str = "test", *, backend: str = 
     unknown = sorted(set(splits.labels) - set(labels))
     if unknown:
         raise MahaError(f"{model_name}: the model does not know the dataset labels {unknown} (it knows {labels})")
-    texts = getattr(splits, split).texts
-    logits = load_backend(model_name, backend, max_length=max_length).logits(texts, batch_size=batch_size)
+    logits = model_logits(model_name, getattr(splits, split).texts, backend=backend, max_length=max_length,
+                          batch_size=batch_size)
     to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in labels])
     return to_dataset[logits.argmax(-1)]
 
@@ -105,5 +121,7 @@ def evaluate_model(model_name: str, splits, split: str = "test", *, backend: str
     """Score a classifier folder (or hub id), run with `backend`, on one split of `splits` (see predict_ids)."""
     pred = predict_ids(model_name, splits, split, backend=backend, batch_size=batch_size, max_length=max_length)
     result = classification_metrics(getattr(splits, split).labels, pred, splits.labels, unlearnable_classes(splits))
-    result.update(model=str(model_name), split=split, backend=backend)
+    manifest = exported_manifest(model_name)
+    result.update(model=str(model_name), split=split,
+                  backend=f"exported {manifest.get('backend', 'onnx')}" if manifest else backend)
     return result

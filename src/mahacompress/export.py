@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import MahaError
-from .files import staged_dir, write_json, write_text
+from .files import EXPORT_RECORD, staged_dir, write_json, write_text
 from .runtime import STATIC_KIND
 
 EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "static")
@@ -71,23 +71,22 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
         config = json.loads((source / "config.json").read_text(encoding="utf-8"))
         labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
         info = _training_info(model_dir)
-        manifest = {"labels": labels, "max_length": max_length, "backend": backend, "source": str(model_dir),
+        tokenizer = load_tokenizer(str(source))
+        # padding recorded for every kind (validate.exported_manifest checks it); a static table pads nothing
+        manifest = {"labels": labels, "max_length": max_length, "pad_id": tokenizer.pad_token_id,
+                    "pad_token": tokenizer.pad_token, "backend": backend, "source": str(model_dir),
                     "made_with": _training_record(info)}
-        if static:
-            model_file = _static_table(source, Path(work), max_length, manifest, info)
-        else:
-            model_file = _onnx_model(source, backend, manifest)
-            tokenizer = load_tokenizer(str(source))
-            manifest.update(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+        model_file = (_static_table(source, Path(work), max_length, manifest, info) if static
+                      else _onnx_model(source, backend, manifest))
         if trim_record is not None:
             manifest["trim"] = trim_record
-        with staged_dir(out) as tmp:
+        with staged_dir(out, EXPORT_RECORD) as tmp:
             shutil.copyfile(model_file, tmp / manifest["model_file"])
             shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
             shutil.copyfile(Path(__file__).with_name("runtime.py"), tmp / "runtime.py")
             shutil.copyfile(Path(__file__).with_name("serve.py"), tmp / "server.py")
             write_text(tmp / "requirements.txt", "\n".join(manifest["needs"]) + "\n")
-            write_json(tmp / "export.json", manifest)  # the runtime reads it: must exist before scoring
+            write_json(tmp / EXPORT_RECORD, manifest)  # the runtime reads it: must exist before scoring
             if splits is not None:
                 manifest["test"] = _score(tmp, splits)
                 if trim_record is not None:
@@ -96,7 +95,7 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
             if trim_record is not None:
                 shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
             manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
-            write_json(tmp / "export.json", manifest)
+            write_json(tmp / EXPORT_RECORD, manifest)
             write_text(tmp / "README.md", model_card(manifest))
     return manifest
 
@@ -146,11 +145,10 @@ def _static_table(source: Path, work: Path, max_length: int, manifest: dict, inf
     path = work / STATIC_TABLE
     np.save(path, table.piece_logits)
     built = info.get("static", {})
+    counts = {"pieces": len(table.piece_logits), "counted_pieces": int(table.counted.sum()), "labels": len(table.bias),
+              **{k: built[k] for k in ("pieces_before", "dim", "teacher_hidden") if k in built}}
     manifest.update(kind=STATIC_KIND, model_file=STATIC_TABLE, bias=table.bias.tolist(),
-                    special_ids=table.special_ids, needs=STATIC_REQUIREMENTS.split(),
-                    static={"pieces": len(table.piece_logits), "counted_pieces": int(table.counted.sum()),
-                            "labels": len(table.bias), **{k: built[k] for k in ("pieces_before", "dim", "teacher_hidden")
-                                                          if k in built}})
+                    special_ids=table.special_ids, needs=STATIC_REQUIREMENTS.split(), static=counts)
     return path
 
 

@@ -4,6 +4,10 @@ Every file the toolkit writes goes through `atomic_path` (or `staged_dir` for a 
 under a hidden temporary name beside its destination and renamed into place only when complete. The
 rename keeps the temporary file's mode, and `mkstemp`/`mkdtemp` create 0600/0700 entries; so outputs are
 given the mode a plain `open()` would have given them under the user's umask, and others can read them.
+
+A folder is replaced only when it is a previous output of the same kind: it holds that kind's record
+(the `*_RECORD` names below). The old folder is renamed aside before the new one is renamed in, so a
+crash at any point leaves one complete folder (the aside one is put back or removed by the next run).
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from .errors import MahaError
+
+# The record each folder-writing command puts in its folder: a folder holding it is a previous output of that kind.
+TRAINING_RECORD = "training.json"  # finetune, distill
+PRUNING_RECORD = "pruning.json"  # prune (and distill into a pruned teacher)
+TRIM_RECORD = "trim.json"
+EXPORT_RECORD = "export.json"
+RESULTS_RECORD = "results.json"  # the grid's out folder (grown in place, never replaced)
+E5_RECORD = "SOURCE.md"  # models build-e5
+TFIDF_RECORD = "tfidf.json"  # the grid's tfidf row (baseline.save_tfidf)
 
 
 def _umask() -> int:
@@ -59,10 +74,33 @@ def write_json(path: Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def aside_name(out_dir: Path) -> Path:
+    """Where `staged_dir` parks the previous folder during a swap (hidden, beside it, named by us alone)."""
+    return out_dir.with_name(f".{out_dir.name}.old")
+
+
+def _settle_aside(out_dir: Path, aside: Path) -> None:
+    """Finish a swap a crash interrupted: without `out_dir` the aside folder is the complete old one and goes
+    back; beside a new `out_dir` it is the replaced one and goes. Only our own aside folder is touched."""
+    if not aside.is_dir():
+        return
+    if out_dir.exists():
+        shutil.rmtree(aside)
+    else:
+        os.rename(aside, out_dir)
+
+
 @contextmanager
-def staged_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; on success it replaces `out_dir`, on error it is removed."""
-    out_dir = Path(out_dir)
+def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces `out_dir`, on error it is removed.
+
+    An existing `out_dir` is replaced only when it is empty or holds `marker` (the record the caller
+    writes): `validate.check_output_dir` refuses other folders before any work, and this refuses them
+    again here, so no caller can delete a folder the toolkit did not write.
+    """
+    out_dir = Path(os.path.abspath(out_dir))  # '..' resolved too: the folder is renamed by its real name
+    aside = aside_name(out_dir)
+    _settle_aside(out_dir, aside)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(normal_mode(directory=True))
@@ -73,9 +111,25 @@ def staged_dir(out_dir: Path) -> Iterator[Path]:
         for entry in tmp.rglob("*"):
             if not entry.is_symlink():
                 entry.chmod(normal_mode(directory=entry.is_dir()))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        _swap_in(tmp, out_dir, aside, marker)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, out_dir: Path, aside: Path, marker: str) -> None:
+    """Rename the old folder aside, the new one in, then delete the old: never a moment without a whole folder."""
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    if not out_dir.is_dir() or not (out_dir / marker).is_file():
+        raise MahaError(f"{out_dir}: not replaced: it holds no {marker}, so mahacompress did not write it")
+    os.rename(out_dir, aside)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        os.rename(aside, out_dir)
+        raise
+    shutil.rmtree(aside)

@@ -44,7 +44,7 @@ from .data import load_splits
 from .distill import distill
 from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
-from .files import write_json
+from .files import RESULTS_RECORD, write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
 from .models import check_model_dir, load_classifier
 from .precision import load_backend, training_precision
@@ -312,6 +312,7 @@ class Grid:
         self.splits = load_splits(DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
                                              max_train_rows=self.cfg.max_train_rows))
         self.unlearnable = unlearnable_classes(self.splits)
+        self._save()  # results.json marks the folder as this grid's before any model is in it: an early kill resumes
         self.teacher_dir = self._resolve_teacher()
         if any(parse_row(n).tr for n in self.cfg.rows if self.rows.get(n, {}).get("status") != "done"):
             self.transfer_set()  # a bad transfer file stops here, before any row is trained
@@ -677,5 +678,7 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
         check_train_config(tcfg, where=f"preset {name}: train_overrides.{row}")
         check_max_length(teacher, tcfg.max_length)
     _check_student_shapes(cfg, teacher, name)
-    out = check_output_dir(out)
-    return [Grid(teacher, cfg, name, d, out if len(datasets) == 1 else out / Path(d).name).run() for d in datasets]
+    outs = [Path(out)] if len(datasets) == 1 else [Path(out) / Path(d).name for d in datasets]
+    for folder in outs:  # each grows in place and resumes: refused only when it holds files but no results.json
+        check_output_dir(folder, RESULTS_RECORD, grows=True)
+    return [Grid(teacher, cfg, name, d, folder).run() for d, folder in zip(datasets, outs)]

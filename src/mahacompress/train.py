@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import f1_score
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from .config import TrainConfig
+from .config import DataConfig, TrainConfig
 from .data import Splits
 from .distill_loss import hidden_state_loss, kd_loss, layer_map
 from .errors import MahaError
@@ -364,11 +364,30 @@ def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainC
     return float(f1_score(splits.dev.labels, logits.argmax(-1), average="macro"))
 
 
-def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False) -> dict:
+def data_record(data: DataConfig | None) -> dict | None:
+    """The data configuration as given (columns, seed, cap, dev fraction), its folders made absolute.
+
+    Written into training.json / pruning.json so that trim and export rebuild the very training split
+    later, from any working folder: the summary's dataset name alone is a folder's last component for a
+    user's folder of CSVs, which names nothing.
+    """
+    if data is None:
+        return None
+    record = asdict(data)
+    for key in ("dataset", "data_dir"):
+        path = Path(record[key]).expanduser() if record[key] else None
+        if path is not None and path.exists():
+            record[key] = str(path.resolve())
+    return record
+
+
+def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
+             data: DataConfig | None = None) -> dict:
     """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
 
     Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
-    atomically with `id2label`/`label2id` set and a `training.json` that says how it was made.
+    atomically with `id2label`/`label2id` set and a `training.json` that says how it was made
+    (`data`, the configuration `splits` was loaded with, included).
     """
     from .models import load_classifier, load_tokenizer, save_classifier
 
@@ -377,8 +396,8 @@ def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *
     tokenizer = load_tokenizer(model_name)
     model = load_classifier(model_name, splits.labels)
     result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
-    summary = {"base_model": model_name, "dataset": splits.summary(), "train_config": asdict(cfg),
-               "result": asdict(result)}
+    summary = {"base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),
+               "train_config": asdict(cfg), "result": asdict(result)}
     if is_main_process():
         save_classifier(model, tokenizer, out_dir, summary)
         shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed

@@ -26,9 +26,7 @@ from typing import Sequence
 import torch
 
 from .errors import MahaError
-from .files import staged_dir, write_json
-
-TRIM_RECORD = "trim.json"
+from .files import TRIM_RECORD, staged_dir, write_json
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx")
 
@@ -60,7 +58,11 @@ def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
 def training_corpus(model_dir: Path) -> list[str]:
     """What the model was trained on, never dev or test texts: the training split of the dataset named
     in its training.json (pruned folders: pruning.json) plus the transfer set it records, if any,
-    rebuilt with every window that does not overlap a dev or test text."""
+    rebuilt with every window that does not overlap a dev or test text. The split is rebuilt from the
+    recorded data configuration (folder, columns, seed, cap, dev fraction); records written before it
+    existed name only the dataset."""
+    from dataclasses import fields
+
     from .config import DataConfig, TransferConfig
     from .data import load_splits
     from .transfer import build_transfer
@@ -71,10 +73,11 @@ def training_corpus(model_dir: Path) -> list[str]:
         raise MahaError(f"{records[0]}: not found (nor pruning.json), so the training corpus is unknown; "
                         "name one with --corpus")
     info = json.loads(record.read_text(encoding="utf-8"))
-    name = (info.get("dataset") or {}).get("dataset")
-    if not name:
+    given = info.get("data_config") or {"dataset": (info.get("dataset") or {}).get("dataset")}
+    if not given.get("dataset"):
         raise MahaError(f"{record}: names no dataset; name a corpus with --corpus")
-    splits = load_splits(DataConfig(dataset=name))
+    known = {f.name for f in fields(DataConfig)}
+    splits = load_splits(DataConfig(**{k: v for k, v in given.items() if k in known}))
     texts = list(splits.train.texts)
     transfer = info.get("transfer") or {}
     if transfer.get("file"):
@@ -227,7 +230,7 @@ def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: 
     record = {"source": str(model_dir), "pieces_before": len(_pieces(spec["model"])), "pieces_kept": len(keep),
               "embedding_rows_before": int(old.weight.shape[0]), "corpus": list(corpus_names),
               "corpus_texts": len(texts), "tokenizer_model": spec["model"]["type"]}
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, TRIM_RECORD) as tmp:
         for path in model_dir.iterdir():  # records and modelling code (training.json, pruning.json, *.py)
             if path.is_file() and not path.name.startswith(".") and path.suffix not in _WEIGHT_SUFFIXES \
                     and path.name not in _TOKENIZER_FILES and path.name != "config.json":

@@ -14,11 +14,13 @@ import re
 import socket
 import struct
 import zipfile
+from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import TrainConfig
 from .errors import MahaError
+from .files import EXPORT_RECORD
 
 HUB_TIMEOUT_S = 10.0  # how long a hub id may take to prove the hub reachable before we give up
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -85,13 +87,56 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def check_output_dir(path: str | Path) -> Path:
-    """A folder we may create or fill: not an existing file, and its nearest existing parent writable."""
+# What mahacompress itself puts in the folders it writes, and the runtimes later cache beside a model (ONNX
+# files and their records, the OpenVINO folder); anything else in a folder means the user put it there.
+_OUTPUT_ENTRIES = ("*.json", "*.safetensors", "*.bin", "*.onnx", "*.onnx.data", "*.py", "*.md", "*.model",
+                   "*.joblib", "vocab.txt", "merges.txt", "requirements.txt", "openvino-int8", "__pycache__")
+
+
+def check_output_dir(path: str | Path, marker: str, *, inputs: tuple[str | Path | None, ...] = (),
+                     grows: bool = False) -> Path:
+    """A folder we may create, replace or (`grows`: the grid's out folder) add to, checked before any work.
+
+    Replacing a folder deletes what it held, so an existing non-empty folder must be a previous output of
+    the same kind: it holds `marker` (the record the command writes) and nothing mahacompress does not
+    write. A folder that grows in place (and resumes) needs only its marker. The current folder, the home
+    folder, a filesystem root, an input (model, data, corpus) or a folder holding one are refused whatever
+    they hold, as is an existing file. The nearest existing parent must be writable.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MahaError(f"{path}: is an existing file; the output must be a folder (choose another name)")
+    _refuse_precious(path, inputs)
+    entries = sorted(path.iterdir()) if path.is_dir() else []
+    if entries and not (path / marker).is_file():
+        raise MahaError(f"{path}: holds files but no {marker}, so it is not an output of this command; "
+                        f"writing there could destroy them (choose a new or empty folder)")
+    unexpected = [e.name for e in entries if not any(fnmatch(e.name, p) for p in _OUTPUT_ENTRIES)]
+    if unexpected and not grows:
+        raise MahaError(f"{path}: holds {unexpected[0]}, which mahacompress did not write; replacing the folder "
+                        f"would delete it (move it away or choose another folder)")
     _writable_parent(path if path.exists() else path.parent)
     return path
+
+
+def _refuse_precious(path: Path, inputs: tuple[str | Path | None, ...]) -> None:
+    """Folders no output may be: replacing them would take the user's other files or the inputs with them."""
+    where = path.expanduser().resolve()
+    special = {Path.cwd().resolve(): "the current folder", Path.home().resolve(): "the home folder",
+               Path(where.anchor): "a filesystem root"}
+    if where in special:
+        raise MahaError(f"{path}: is {special[where]}; an output folder is replaced as a whole, so name a new "
+                        f"folder for it")
+    for given in filter(None, inputs):
+        source = Path(given).expanduser()
+        if not source.exists():
+            continue  # a hub id or a named dataset: nothing local to protect
+        source = source.resolve()
+        if where == source:
+            raise MahaError(f"{path}: is the input {given} itself; write the output to another folder")
+        if where in source.parents:
+            raise MahaError(f"{path}: holds the input {given}, which writing the output there would delete; "
+                            f"choose another folder")
 
 
 def check_output_file(path: str | Path) -> Path:
@@ -125,8 +170,10 @@ def check_model(name: str) -> None:
 
     Local folders are checked without loading weights: config.json valid JSON, every weights file
     readable with an intact header, tokenizer files present. A name that is neither a folder nor
-    shaped like `owner/name` fails at once; a hub id fails within HUB_TIMEOUT_S when the hub cannot
-    be reached, instead of a traceback after transformers' retries.
+    shaped like `owner/name` (one `/`, not starting with `.`, `/` or `~`) fails at once, never asking
+    the hub; an `owner/name` with no local folder fails within HUB_TIMEOUT_S when the hub cannot be
+    reached, instead of a traceback after transformers' retries, and its message says first that no
+    such local folder exists (a mistyped `out/model` is far likelier than a hub id).
     """
     path = Path(name).expanduser()
     if path.exists():
@@ -141,6 +188,10 @@ def _check_model_folder(path: Path) -> None:
     if not path.is_dir():
         raise MahaError(f"{path}: expected a model folder, found a file")
     _readable(path)
+    if exported_manifest(path) is not None:
+        raise MahaError(f"{path}: a deployable folder written by `mahacompress export` (ONNX, no PyTorch weights); "
+                        f"predict, evaluate and serve run it, other commands need the classifier folder it was "
+                        f"exported from")
     model_config(path)
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     if not weights:
@@ -153,6 +204,32 @@ def _check_model_folder(path: Path) -> None:
         raise MahaError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in the folder")
     for t in tok:
         _readable(t)
+
+
+def exported_manifest(name: str | Path) -> dict | None:
+    """export.json of a folder `mahacompress export` wrote (no config.json beside it), checked; else None.
+
+    Such a folder runs with its own runtime (runtime.Classifier: onnxruntime, its tokenizer.json, the
+    labels and sequence length of its manifest), so predict and evaluate run it as it runs deployed.
+    """
+    folder = Path(name).expanduser()
+    path = folder / EXPORT_RECORD
+    if not path.is_file() or (folder / "config.json").is_file():
+        return None
+    _readable(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MahaError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in ("labels", "model_file", "max_length", "pad_id", "pad_token")
+               if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise MahaError(f"{path}: not a manifest written by `mahacompress export` (no {missing[0]}); export again")
+    for file in (manifest["model_file"], "tokenizer.json"):
+        if not (folder / file).is_file():
+            raise MahaError(f"{folder / file}: missing from the exported folder; export again")
+        _readable(folder / file)
+    return manifest
 
 
 def model_config(path: str | Path) -> dict:
@@ -199,15 +276,16 @@ def _check_hub_id(name: str) -> None:
         return
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return
-    advice = "download it where there is network and pass its local folder instead"
+    missing = f"{name}: no such model folder here, and no hub model of that name could be had"
+    advice = "check the path, or download the hub model where there is network and pass its folder"
     if HF_HUB_OFFLINE:
-        raise MahaError(f"{name}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {advice}")
+        raise MahaError(f"{missing} (not in the local Hugging Face cache, and HF_HUB_OFFLINE is set); {advice}")
     host = urlparse(ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
     except OSError as exc:
-        raise MahaError(f"{name}: the Hugging Face hub ({host}) cannot be reached within {HUB_TIMEOUT_S:g} s "
-                        f"({exc.strerror or exc}); {advice}") from None
+        raise MahaError(f"{missing} (the Hugging Face hub, {host}, cannot be reached within {HUB_TIMEOUT_S:g} s: "
+                        f"{exc.strerror or exc}); {advice}") from None
 
 
 def check_max_length(name: str, max_length: int) -> None:
@@ -240,4 +318,5 @@ def check_block_size(name: str, block: int) -> None:
 
 
 __all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_choice", "check_input_file",
-           "check_output_dir", "check_output_file", "check_model", "model_config", "check_max_length", "check_block_size"]
+           "check_output_dir", "check_output_file", "check_model", "exported_manifest", "model_config",
+           "check_max_length", "check_block_size"]

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from transformers import AutoConfig
 
-from ..config import PruneConfig, TrainConfig
+from ..config import DataConfig, PruneConfig, TrainConfig
 from ..data import Splits
 from ..distill import distillation_inputs
 from ..errors import MahaError
-from ..files import staged_dir, write_json
-from ..train import TrainHooks, fit, is_main_process
+from ..files import PRUNING_RECORD, staged_dir, write_json
+from ..train import TrainHooks, data_record, fit, is_main_process
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
 from .masks import BINARIZERS, MaskedModel, make_binarizer
 from .schedule import CubicSchedule
@@ -122,12 +122,14 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
 
 
 def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg: PruneConfig, out_dir: Path, *,
-          resume: bool = False, distill_from=None, tokenizer=None, transfer=None) -> dict:
+          resume: bool = False, distill_from=None, tokenizer=None, transfer=None,
+          data: DataConfig | None = None) -> dict:
     """Prune a fine-tuned classifier to `prune_cfg.sparsity` and save the compacted folder to `out_dir`.
 
     `distill_from` (a teacher folder or precomputed train-split logits) adds the KD loss, and
     `transfer` (a `transfer.TransferSet`) adds unlabelled text for that teacher to label. Returns
-    the dict written to `out_dir/pruning.json`. Checkpoints live in `<out_dir>.work/` until success.
+    the dict written to `out_dir/pruning.json`, which records `data` (the configuration `splits` was
+    loaded with) for trim and export. Checkpoints live in `<out_dir>.work/` until success.
     """
     validate_prune_config(prune_cfg)
     model, tokenizer = _load(model_dir_or_model, tokenizer, splits)
@@ -167,14 +169,15 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
         "source_model": str(model_dir_or_model) if not isinstance(model_dir_or_model, nn.Module) else None,
         "distilled_from": "logits" if isinstance(distill_from, np.ndarray) else distill_from and str(distill_from),
         "dataset": splits.summary(),
+        "data_config": data_record(data),
         "transfer": transfer_record,
         "prune_config": asdict(prune_cfg),
         "train_config": asdict(train_cfg),
         "result": asdict(result),
     }
     if is_main_process():
-        with staged_dir(out_dir) as tmp:
+        with staged_dir(out_dir, PRUNING_RECORD) as tmp:
             save_pruned(pruned, tmp, tokenizer)
-            write_json(tmp / "pruning.json", summary)
+            write_json(tmp / PRUNING_RECORD, summary)
         shutil.rmtree(work, ignore_errors=True)
     return summary
