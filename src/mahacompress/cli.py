@@ -129,17 +129,22 @@ def _transfer(splits, path: str | None, text_col: str | None, label_col: str | N
     return transfer
 
 
-def _check_inference(model: str, backend: str, max_length: int) -> None:
-    """Options and model source of a command that only runs a model (an exported folder runs as deployed)."""
-    check.check_choice("--backend", backend, BACKENDS)
+def _check_inference(model: str, backend: str | None, max_length: int) -> str:
+    """Options and model source of a command that only runs a model (an exported folder runs as deployed);
+    returns the backend to run it with (none named: static for a static-embedding student, else fp32)."""
+    from .precision import default_backend
+
+    if backend is not None:
+        check.check_choice("--backend", backend, BACKENDS)
     manifest = check.exported_manifest(model)
     if manifest is not None:
-        if backend != "fp32":
+        if backend not in (None, "fp32"):
             raise MahaError(f"--backend {backend}: {model} is an exported folder; it runs with its own runtime "
                             f"({manifest.get('backend', 'its model.onnx')}), so leave --backend out")
-        return  # its sequence length is the one it was exported with
+        return "fp32"  # unused: it runs with its runtime, at the sequence length it was exported with
     check.check_model(model)
     check.check_max_length(model, max_length)
+    return backend or default_backend(model)  # after check_model: the folder's config.json is sound
 
 
 def _print_json(obj: object) -> None:
@@ -333,11 +338,8 @@ def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")]
     """Accuracy, macro-F1, per-class figures and confusion matrix (also without classes no training row has)."""
     from .evaluate import evaluate_model
 
-    from .precision import default_backend
-
     check.check_choice("--split", split, ("train", "dev", "test"))
-    backend = backend or default_backend(model)
-    _check_inference(model, backend, max_length)
+    backend = _check_inference(model, backend, max_length)
     result = evaluate_model(model, _splits(dataset, data_dir, text_col, label_col, dedup_test), split,
                             backend=backend, max_length=max_length)
     _print_json(result) if as_json else _print_metrics(f"{model} on {dataset}/{split}", result)
@@ -366,11 +368,9 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
             text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text",
             backend: Backend = None, max_length: int = 128, as_json: AsJson = False) -> None:
     """Label and probability for each text."""
-    from .precision import default_backend
     from .predict import predict_texts, read_text_column
 
-    backend = backend or default_backend(model)
-    _check_inference(model, backend, max_length)
+    backend = _check_inference(model, backend, max_length)
     if csv_file is not None:
         items = read_text_column(csv_file, text_col)
     elif texts:
