@@ -35,6 +35,12 @@ SETTINGS = [
     ("table+head a0.5 dim128", {"dim": 128}),
     ("table+head a0.5 +tr", {"transfer": True}),
     ("head only a0.5 +tr", {"freeze_embeddings": True, "lr": 2e-2, "transfer": True}),
+    # the table overfits within 1-2 epochs at lr 5e-3: slower learning, and more weight on the teacher
+    ("table+head a0.5 +tr lr1e-3", {"transfer": True, "lr": 1e-3}),
+    ("table+head a0.9 +tr lr1e-3", {"transfer": True, "lr": 1e-3, "kd_alpha": 0.9}),
+    ("table+head a0.5 +tr lr3e-4", {"transfer": True, "lr": 3e-4}),
+    ("table+head a0.9 +tr lr3e-4", {"transfer": True, "lr": 3e-4, "kd_alpha": 0.9}),
+    ("table+head a0.5 lr1e-3", {"lr": 1e-3}),
 ]
 
 

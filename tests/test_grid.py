@@ -275,6 +275,7 @@ def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
 
     runs = []
     monkeypatch.setattr(grid, "check_model", lambda name: None)  # "teacher" stands for a model folder here
+    monkeypatch.setattr(grid, "_check_student_shapes", lambda cfg, teacher, preset: None)
     monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append((self.dataset, self.out)) or self.out / "report.md")
     grid.reproduce("teacher", "cpu-full", tmp_path)
     assert runs == [("mahanews-shc", tmp_path / "mahanews-shc"), ("mahanews-lpc", tmp_path / "mahanews-lpc")]

@@ -62,8 +62,13 @@ def test_runtime_agrees_with_fp32(name, which, tiny_model_dir, pruned_model_dir,
     assert logits.shape == reference.shape and logits.dtype == np.float32
     rel = np.abs(logits - reference).max() / np.abs(reference).max()
     assert rel < TOLERANCE[name], f"{name}: max |diff| is {rel:.2%} of the largest fp32 logit"
-    flipped = int((logits.argmax(1) != reference.argmax(1)).sum())
-    assert flipped <= MAX_FLIPPED[name] * len(texts), f"{name}: {flipped}/{len(texts)} predictions differ from fp32"
+    # The tiny models are untrained (random weights each process): many texts are near-ties that any rounding
+    # flips (40/240 once for static int8). Only texts whose fp32 top-2 margin exceeds 2% of the largest logit
+    # are decided; int8 must keep those.
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 0.02 * np.abs(reference).max()
+    flipped = int((logits.argmax(1) != reference.argmax(1))[decided].sum())
+    assert flipped <= MAX_FLIPPED[name] * decided.sum(), f"{name}: {flipped}/{decided.sum()} decided predictions differ"
     if name == "onnx-int8-fused":
         # Attention fuses only where every layer has the same head count (module docstring).
         assert fusion_record(model_dir, tmp_path)["attention_fused"] is (which == "dense")
