@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mahacompress.cli import app
+from mahacompress.config import TrainConfig
 
 runner = CliRunner()
 
@@ -44,6 +46,22 @@ def test_predict_and_evaluate_on_a_tiny_model(tiny_model_dir, shc_splits, tmp_pa
     csv_file.write_text("text\nएक\nदोन\n", encoding="utf-8")
     result = _run("predict", "--model", str(tiny_model_dir), "--csv", str(csv_file))
     assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2
+    result = _run("evaluate", "--model", str(tiny_model_dir), "--dataset", "mahanews-shc", "--split", "dev", "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["split"] == "dev" and set(metrics["per_class"]) == set(shc_splits.labels)
+    assert metrics["rows"] == sum(c["support"] for c in metrics["per_class"].values()) > 0
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
+    assert metrics["max_length"] == TrainConfig.max_length  # no training record: the training default
+
+
+def test_evaluate_scores_a_model_at_the_length_it_was_trained_with(tiny_model_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "pruning.json").write_text(json.dumps({"train_config": {"max_length": 24}}))
+    args = ["evaluate", "--model", str(model), "--split", "dev", "--json"]
+    assert json.loads(_run(*args).stdout)["max_length"] == 24
+    assert json.loads(_run(*args, "--max-length", "40").stdout)["max_length"] == 40
 
 
 @pytest.mark.parametrize("case", ["missing-file", "bad-columns", "unknown-label", "not-utf8", "no-weights"])
@@ -95,7 +113,10 @@ def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_lists_the_same_backends_as_precision():
-    from mahacompress import cli, precision
-
-    assert cli.BACKENDS == precision.BACKENDS
+def test_a_bad_option_is_refused_before_torch_is_imported(tmp_path):
+    """A usage error costs a fraction of a second, not the seconds torch and transformers take to import."""
+    code = ("import sys; from typer.testing import CliRunner; from mahacompress.cli import app; "
+            f"r = CliRunner().invoke(app, ['prune', '--model', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
+            "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.startswith("2 False error: sparsity 0.0"), proc.stdout + proc.stderr

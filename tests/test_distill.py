@@ -56,6 +56,41 @@ def test_distilled_layer_student_learns_from_the_teacher(teacher_dir, toy_splits
     assert student.config.num_hidden_layers == 2
 
 
+def test_the_kd_term_pulls_the_student_to_the_teachers_soft_targets(toy_splits, teacher_dir, tmp_path):
+    """The control the test above lacks: its toy label is given away by a keyword, so a student learns it with
+    alpha 0 as well. What only the KD term can teach is the teacher's soft targets; these rank the class after
+    the label well above the third (which no hard label says, and which a confident real teacher's nearly
+    one-hot targets would not show). Same start (a layer student of the confident toy teacher), seed and steps:
+    with alpha 0.9 the student's softened outputs end far closer to them than with alpha 0."""
+    tok = load_tokenizer(str(teacher_dir))
+
+    def soft_logits(labels: list[int]) -> np.ndarray:  # the label 2, the class after it 1, the last 0
+        rows = np.arange(len(labels))
+        out = np.zeros((len(labels), 3), dtype=np.float32)
+        out[rows, labels] = 2.0
+        out[rows, (np.asarray(labels) + 1) % 3] = 1.0
+        return out
+
+    cfg = replace(CFG, kd_temperature=2.0)
+    batch = tok(toy_splits.dev.texts, padding=True, return_tensors="pt")
+    targets = torch.log_softmax(torch.from_numpy(soft_logits(toy_splits.dev.labels)) / cfg.kd_temperature, -1)
+
+    def distance(student) -> float:
+        """KL(soft targets || the student's softened outputs) on dev."""
+        with torch.no_grad():
+            logits = student.eval()(**batch).logits
+        return float(torch.nn.functional.kl_div(torch.log_softmax(logits / cfg.kd_temperature, -1), targets,
+                                                log_target=True, reduction="batchmean"))
+
+    start = kd.layer_student(AutoModelForSequenceClassification.from_pretrained(teacher_dir), 2)
+    plain, taught = copy.deepcopy(start), copy.deepcopy(start)
+    teacher = soft_logits(toy_splits.train.labels)
+    last = LastStepIsBest()
+    fit(plain, tok, toy_splits, replace(cfg, kd_alpha=0.0), tmp_path / "a", teacher_logits=teacher, hooks=last)
+    fit(taught, tok, toy_splits, replace(cfg, kd_alpha=0.9), tmp_path / "b", teacher_logits=teacher, hooks=last)
+    assert distance(taught) < 0.2 * distance(plain)  # measured: 0.001 against 0.077
+
+
 def test_teacher_and_student_must_match(teacher_dir, toy_splits, tmp_path):
     other_tok = tiny_tokenizer(["पूर्णपणे वेगळा मजकूर इथे आहे"] * 5, vocab_size=60)
     labels = toy_splits.labels

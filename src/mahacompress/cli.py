@@ -27,12 +27,10 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click.exceptions import NoArgsIsHelpError, UsageError
 
 from . import validate as check
-from .config import DataConfig, PruneConfig, TrainConfig, TransferConfig
+from .config import BACKENDS, DataConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
 from .files import E5_RECORD, EXPORT_RECORD, PRUNING_RECORD, RESULTS_RECORD, TRAINING_RECORD, TRIM_RECORD
 
-BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino",
-            "openvino-int8", "static", "tfidf")  # precision.BACKENDS, without importing torch (tests/test_cli.py checks they agree)
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 out_console = Console(markup=False, emoji=False, highlight=False)
 
@@ -78,6 +76,12 @@ LabelCol = Annotated[Optional[str], typer.Option(help="Label column (folder of C
 DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated test split.")]
 MaxTrainRows = Annotated[Optional[int], typer.Option(help="Stratified slice of the training split (quick runs).")]
 HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
+Patience = Annotated[int, typer.Option(help="Early-stopping patience in evaluations; 0 = off.")]
+FreezeEmbeddings = Annotated[bool, typer.Option(help="Freeze word embeddings (fast on CPU).")]
+MixedPrecision = Annotated[str, typer.Option(help="no | bf16 | fp16")]
+MaxLength = Annotated[Optional[int], typer.Option(
+    help="Tokens per text; default: the length the model was trained with (its training.json or pruning.json), "
+         f"else {TrainConfig.max_length}.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Backend = Annotated[Optional[str], typer.Option(
     help="fp32 | bf16 | fp16 (GPU) | int8 | onnx | onnx-int8 | onnx-int8-fused | onnx-int8-static | openvino | "
@@ -94,7 +98,8 @@ TransferUseLabels = Annotated[bool, typer.Option(help="Also train on the transfe
 
 
 def _data_config(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
-                 dedup_test: bool = False, max_train_rows: int | None = None, seed: int = 42) -> DataConfig:
+                 dedup_test: bool = False, max_train_rows: int | None = None,
+                 seed: int = DataConfig.seed) -> DataConfig:
     """The data the options name (training commands record it, so trim/export can rebuild the corpus)."""
     return DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col,
                       dedup_test=dedup_test, max_train_rows=max_train_rows, seed=seed)
@@ -129,22 +134,27 @@ def _transfer(splits, path: str | None, text_col: str | None, label_col: str | N
     return transfer
 
 
-def _check_inference(model: str, backend: str | None, max_length: int) -> str:
+def _check_inference(model: str, backend: str | None, max_length: int | None) -> tuple[str, int]:
     """Options and model source of a command that only runs a model (an exported folder runs as deployed);
-    returns the backend to run it with (none named: static for a static-embedding student, else fp32)."""
-    from .precision import default_backend
-
+    returns the backend to run it with (none named: static for a static-embedding student, else fp32) and
+    the sequence length (none named: the one the model was trained with, so a grid row scores as in the grid)."""
     if backend is not None:
         check.check_choice("--backend", backend, BACKENDS)
+    if max_length is not None:
+        check.check_range("--max-length", max_length, 1)
     manifest = check.exported_manifest(model)
     if manifest is not None:
         if backend not in (None, "fp32"):
             raise MahaError(f"--backend {backend}: {model} is an exported folder; it runs with its own runtime "
                             f"({manifest.get('backend', 'its model.onnx')}), so leave --backend out")
-        return "fp32"  # unused: it runs with its runtime, at the sequence length it was exported with
+        return "fp32", manifest["max_length"]  # unused: it runs with its runtime, at its exported length
     check.check_model(model)
+    if max_length is None:
+        max_length = check.recorded_max_length(model) or TrainConfig.max_length
     check.check_max_length(model, max_length)
-    return backend or default_backend(model)  # after check_model: the folder's config.json is sound
+    from .precision import default_backend  # imports torch: only once the options are known to be sound
+
+    return backend or default_backend(model), max_length  # after check_model: the folder's config.json is sound
 
 
 def _print_json(obj: object) -> None:
@@ -201,18 +211,19 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
              label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
              epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = TrainConfig.lr,
              max_length: int = TrainConfig.max_length,
-             freeze_embeddings: Annotated[bool, typer.Option(help="Freeze word embeddings (fast on CPU).")] = True,
-             patience: Annotated[int, typer.Option(help="Early-stopping patience in evaluations; 0 = off.")] = 2,
+             freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
+             patience: Patience = TrainConfig.early_stopping_patience,
              evals_per_epoch: int = TrainConfig.evals_per_epoch, checkpoint_every: int = TrainConfig.checkpoint_every,
-             mixed_precision: Annotated[str, typer.Option(help="no | bf16 | fp16")] = "no",
-             seed: int = 42, resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+             mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
+             resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
              ) -> None:
     """Fine-tune a classifier; the output folder loads with AutoModelForSequenceClassification."""
-    from .train import finetune as run
-
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
+    check.check_train_config(cfg)
     _check_training(cfg, out, TRAINING_RECORD, (model,), (dataset, data_dir))
+    from .train import finetune as run
+
     data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     summary = run(model, _load(data), cfg, out, resume=resume, data=data)
     _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
@@ -220,8 +231,8 @@ def finetune(model: Annotated[str, typer.Option(help="Hub id or folder of the mo
 
 def _check_training(cfg: TrainConfig, out: Path, marker: str, models: tuple[str | None, ...],
                     data: tuple[str | None, ...]) -> None:
-    """Options, model sources and the output folder (a previous `marker` output, holding no input) before any work."""
-    check.check_train_config(cfg)
+    """Model sources and the output folder (a previous `marker` output, holding no input) before any work
+    (the command has checked `cfg` itself, before importing its training code)."""
     for model in filter(None, models):
         check.check_model(model)
         check.check_max_length(model, cfg.max_length)
@@ -241,21 +252,25 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
             out: Annotated[Path, typer.Option(help="Output model folder.")],
             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
             label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
-            epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = 1e-4,
-            max_length: int = TrainConfig.max_length, freeze_embeddings: bool = True, patience: int = 2,
+            epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = TrainConfig.lr,
+            max_length: int = TrainConfig.max_length,
+            freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
+            patience: Patience = TrainConfig.early_stopping_patience,
             alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
             temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
             hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
             transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
             transfer_label_col: TransferLabelCol = None, transfer_window: TransferWindow = TransferConfig.window_words,
             transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
-            mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
+            mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
+            resume: bool = False) -> None:
     """Knowledge distillation into a shallower student, an existing student, or a pruned teacher."""
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
+    check.check_train_config(cfg)
     from .distill import describe
     from .distill import distill as run
 
-    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
-                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     spec = describe(student)
     _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
                     (teacher, spec.get("path")), (dataset, data_dir, transfer_set))
@@ -282,29 +297,33 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
           dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
           label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
           binarizer: Annotated[str, typer.Option(help="topk | sigmoid")] = PruneConfig.binarizer,
-          block_size: Annotated[int, typer.Option(help="Square block size of attention matrices.")] = 32,
+          block_size: Annotated[int, typer.Option(
+              help="Square block size of attention matrices.")] = PruneConfig.block_size,
           score_lr: Annotated[float, typer.Option(help="Learning rate of the mask scores.")] = PruneConfig.score_lr,
           penalty: Annotated[float, typer.Option(help="L1 weight (sigmoid binariser).")] = PruneConfig.penalty,
-          epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = 1e-4,
-          max_length: int = TrainConfig.max_length, freeze_embeddings: bool = True,
+          epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = TrainConfig.lr,
+          max_length: int = TrainConfig.max_length,
+          freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
+          patience: Patience = TrainConfig.early_stopping_patience,
           distill_from: Annotated[Optional[str], typer.Option(help="Teacher folder: prune with KD.")] = None,
           alpha: float = TrainConfig.kd_alpha, temperature: float = TrainConfig.kd_temperature,
           hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
           transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
           transfer_label_col: TransferLabelCol = None, transfer_window: TransferWindow = TransferConfig.window_words,
           transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
-          mixed_precision: str = "no", seed: int = 42, resume: bool = False) -> None:
+          mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
+          resume: bool = False) -> None:
     """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
-    from .pruning.prune import prune as run
-    from .pruning.prune import validate_prune_config
-
-    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, 0, mixed_precision, seed,
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
                        penalty=penalty)
-    validate_prune_config(pcfg)
+    check.check_prune_config(pcfg)
+    check.check_train_config(cfg)
     check.check_block_size(model, block_size)
     _check_training(cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set))
+    from .pruning.prune import prune as run
+
     data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed)
     splits = _load(data)
     transfer = _transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window,
@@ -333,13 +352,13 @@ def _say_once(message, to: Console = console) -> None:
 def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
              dataset: Dataset = "mahanews-shc", split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
              data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
-             dedup_test: DedupTest = False, backend: Backend = None, max_length: int = 128,
+             dedup_test: DedupTest = False, backend: Backend = None, max_length: MaxLength = None,
              as_json: AsJson = False) -> None:
     """Accuracy, macro-F1, per-class figures and confusion matrix (also without classes no training row has)."""
+    check.check_choice("--split", split, ("train", "dev", "test"))
+    backend, max_length = _check_inference(model, backend, max_length)
     from .evaluate import evaluate_model
 
-    check.check_choice("--split", split, ("train", "dev", "test"))
-    backend = _check_inference(model, backend, max_length)
     result = evaluate_model(model, _splits(dataset, data_dir, text_col, label_col, dedup_test), split,
                             backend=backend, max_length=max_length)
     _print_json(result) if as_json else _print_metrics(f"{model} on {dataset}/{split}", result)
@@ -366,11 +385,11 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
             texts: Annotated[Optional[list[str]], typer.Argument(help="Texts; none = one per line on stdin.")] = None,
             csv_file: Annotated[Optional[Path], typer.Option("--csv", help="CSV file with a text column.")] = None,
             text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text",
-            backend: Backend = None, max_length: int = 128, as_json: AsJson = False) -> None:
+            backend: Backend = None, max_length: MaxLength = None, as_json: AsJson = False) -> None:
     """Label and probability for each text."""
+    backend, max_length = _check_inference(model, backend, max_length)
     from .predict import predict_texts, read_text_column
 
-    backend = _check_inference(model, backend, max_length)
     if csv_file is not None:
         items = read_text_column(csv_file, text_col)
     elif texts:
@@ -390,14 +409,14 @@ def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
 def compare(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder.")],
             out: Annotated[Path, typer.Option(help="metrics.json to write.")],
             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
-            label_col: LabelCol = None, max_length: int = 128) -> None:
+            label_col: LabelCol = None, max_length: MaxLength = None) -> None:
     """Score a fine-tuned teacher and the TF-IDF baseline on the same test split, in one run."""
+    _, max_length = _check_inference(model, "fp32", max_length)
+    check.check_output_file(out)
     from .baseline import tfidf_baseline
     from .evaluate import evaluate_model
     from .files import write_json
 
-    _check_inference(model, "fp32", max_length)
-    check.check_output_file(out)
     splits = _splits(dataset, data_dir, text_col, label_col)
     teacher = evaluate_model(model, splits, "test", max_length=max_length)
     with console.status("fitting TF-IDF + logistic regression"):

@@ -1,14 +1,15 @@
-"""The dataclasses every step takes.
+"""The dataclasses every step takes, and the names and ranges their settings accept.
 
-One object per step, plain defaults, no magic: the CLI builds them from options, presets
-(YAML) load into them, and `dataclasses.asdict` writes them beside every output so a run
-says how it was made.
+One object per step, plain defaults, no magic: the CLI builds them from options (its defaults are these
+defaults), presets (YAML) load into them, and `dataclasses.asdict` writes them beside every output so a
+run says how it was made. The module imports nothing heavy, so the CLI can check options with it before
+torch is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import MahaError
 
@@ -51,6 +52,28 @@ class TrainConfig:
     seed: int = 42
 
 
+class Bounds(NamedTuple):
+    """The range a numeric setting must lie in (None: unbounded), and the option that sets it on the CLI."""
+
+    option: str
+    lo: float | None
+    hi: float | None = None
+    lo_open: bool = False  # the lower bound itself is refused
+
+
+# TrainConfig field -> its range (validate.check_train_config names the option, or the preset key)
+TRAIN_RANGES = {
+    "epochs": Bounds("--epochs", 0, lo_open=True), "batch_size": Bounds("--batch-size", 1),
+    "lr": Bounds("--lr", 0, lo_open=True), "max_length": Bounds("--max-length", 1),
+    "kd_alpha": Bounds("--alpha", 0, 1), "kd_temperature": Bounds("--temperature", 0, lo_open=True),
+    "kd_hidden_weight": Bounds("--hidden-weight", 0), "early_stopping_patience": Bounds("--patience", 0),
+    "evals_per_epoch": Bounds("--evals-per-epoch", 1), "checkpoint_every": Bounds("--checkpoint-every", 1),
+    "weight_decay": Bounds("--weight-decay", 0), "warmup_ratio": Bounds("--warmup-ratio", 0, 1),
+}
+# TrainConfig.mixed_precision; "auto": what the hardware runs natively (hardware.py)
+TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
 @dataclass
 class PruneConfig:
     """Block movement pruning (Sanh et al. 2020; Lagunas et al. 2021)."""
@@ -90,6 +113,13 @@ class TransferConfig:
     use_labels: bool = False  # train on the file's labels too (hard labels), not only the teacher's
     seed: int = 42
 
+
+BINARIZERS = ("topk", "sigmoid")  # PruneConfig.binarizer (pruning/masks.py implements them)
+# Inference backends (precision.load_backend runs them); named here, without torch, so the CLI checks
+# `--backend` before loading anything
+RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
+NUMPY_BACKENDS = ("static", "tfidf")  # models that are no transformer: static.py, baseline.py
+BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS, *NUMPY_BACKENDS)
 
 ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd",
         "p75+kd", "p25+kd+mp", "best+int8", "best+onnx")
@@ -171,4 +201,5 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
     return value
 
 
-__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict"]
+__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict",
+           "Bounds", "TRAIN_RANGES", "TRAINING_PRECISIONS", "BINARIZERS", "RUNTIME_BACKENDS", "NUMPY_BACKENDS", "BACKENDS"]

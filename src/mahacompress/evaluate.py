@@ -123,5 +123,6 @@ def evaluate_model(model_name: str, splits, split: str = "test", *, backend: str
     result = classification_metrics(getattr(splits, split).labels, pred, splits.labels, unlearnable_classes(splits))
     manifest = exported_manifest(model_name)
     result.update(model=str(model_name), split=split,
-                  backend=f"exported {manifest.get('backend', 'onnx')}" if manifest else backend)
+                  backend=f"exported {manifest.get('backend', 'onnx')}" if manifest else backend,
+                  max_length=manifest["max_length"] if manifest else max_length)
     return result

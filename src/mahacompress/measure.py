@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .config import RUNTIME_BACKENDS
 from .errors import MahaError
 from .models import load_classifier
-from .precision import RUNTIME_BACKENDS, Backend, ensure_onnx, load_backend, quantize_int8
+from .precision import Backend, ensure_onnx, load_backend, quantize_int8
 
 DEFAULT_THREADS = 2  # the development machine's core count; fixed so rows are comparable across runs
 MIB = 2**20

@@ -40,16 +40,13 @@ import numpy as np
 import torch
 
 from .batching import length_sorted_batches
+from .config import BACKENDS, RUNTIME_BACKENDS, TRAINING_PRECISIONS
 from .errors import MahaError
 from .files import atomic_path
 from .hardware import cpu_bf16_gap, native_bf16, ort_int8_options
 from .models import load_classifier, load_tokenizer
 
 SEVEN_BIT_SUFFIX = "-r7"  # int8 ONNX files with 7-bit weights (int8_file_name)
-RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
-NUMPY_BACKENDS = ("static", "tfidf")  # models that are no transformer: static.py, baseline.py
-BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS, *NUMPY_BACKENDS)
-TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
 INT8_ENGINE = "x86"  # x86 ~ fbgemm (within noise), onednn slower (module docstring); x86 dispatches per op
 ONNX_OPSET = 18
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -18,9 +18,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import TrainConfig
+from .config import BINARIZERS, TRAIN_RANGES, TRAINING_PRECISIONS, PruneConfig, TrainConfig
 from .errors import MahaError
-from .files import EXPORT_RECORD
+from .files import EXPORT_RECORD, PRUNING_RECORD, TRAINING_RECORD
 
 HUB_TIMEOUT_S = 10.0  # how long a hub id may take to prove the hub reachable before we give up
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -45,27 +45,29 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         raise MahaError(f"{name} {value:g}: expected a value {wanted}")
 
 
-# TrainConfig field -> (command-line option, lower bound, upper bound, lower bound excluded)
-_TRAIN_RANGES = {
-    "epochs": ("--epochs", 0, None, True), "batch_size": ("--batch-size", 1, None, False),
-    "lr": ("--lr", 0, None, True), "max_length": ("--max-length", 1, None, False),
-    "kd_alpha": ("--alpha", 0, 1, False), "kd_temperature": ("--temperature", 0, None, True),
-    "kd_hidden_weight": ("--hidden-weight", 0, None, False), "early_stopping_patience": ("--patience", 0, None, False),
-    "evals_per_epoch": ("--evals-per-epoch", 1, None, False), "checkpoint_every": ("--checkpoint-every", 1, None, False),
-    "weight_decay": ("--weight-decay", 0, None, False), "warmup_ratio": ("--warmup-ratio", 0, 1, False),
-}
-
-
 def check_train_config(cfg: TrainConfig, where: str | None = None) -> None:
-    """The training loop's settings: sizes positive, KD weight a fraction, temperature above zero.
+    """The training loop's settings within `config.TRAIN_RANGES`, and a known mixed precision.
 
     Errors name the command-line option, or `where.field` for a preset (e.g. "tiny.yaml: distill.kd_alpha").
     """
-    for field, (option, lo, hi, lo_open) in _TRAIN_RANGES.items():
-        check_range(f"{where}.{field}" if where else option, getattr(cfg, field), lo, hi, lo_open=lo_open)
-    if cfg.mixed_precision not in ("no", "bf16", "fp16", "auto"):
+    for field, bounds in TRAIN_RANGES.items():
+        check_range(f"{where}.{field}" if where else bounds.option, getattr(cfg, field), bounds.lo, bounds.hi,
+                    lo_open=bounds.lo_open)
+    if cfg.mixed_precision not in TRAINING_PRECISIONS:
         name = f"{where}.mixed_precision" if where else "--mixed-precision"
         raise MahaError(f"{name} {cfg.mixed_precision}: expected no, bf16 or fp16")
+
+
+def check_prune_config(cfg: PruneConfig) -> None:
+    """Pruning settings, checked here (no torch) so a bad `prune` option is refused before anything loads."""
+    if not 0.0 < cfg.sparsity < 1.0:
+        raise MahaError(f"sparsity {cfg.sparsity}: expected a fraction strictly between 0 and 1")
+    if cfg.binarizer not in BINARIZERS:
+        raise MahaError(f"binarizer '{cfg.binarizer}': expected one of {', '.join(BINARIZERS)}")
+    if cfg.block_size < 1:
+        raise MahaError(f"block size {cfg.block_size}: expected a positive integer")
+    if not (0 <= cfg.initial_warmup and 0 <= cfg.final_warmup and cfg.initial_warmup + cfg.final_warmup <= 1):
+        raise MahaError(f"warm-up fractions {cfg.initial_warmup} + {cfg.final_warmup}: expected >= 0, summing to <= 1")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -216,11 +218,7 @@ def exported_manifest(name: str | Path) -> dict | None:
     path = folder / EXPORT_RECORD
     if not path.is_file() or (folder / "config.json").is_file():
         return None
-    _readable(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MahaError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    manifest = _read_json(path)
     missing = [k for k in ("labels", "model_file", "max_length", "pad_id", "pad_token")
                if not isinstance(manifest, dict) or k not in manifest]
     if missing:
@@ -237,14 +235,32 @@ def model_config(path: str | Path) -> dict:
     cfg_path = Path(path) / "config.json"
     if not cfg_path.is_file():
         raise MahaError(f"{cfg_path}: missing (not a Hugging Face model folder)")
-    _readable(cfg_path)
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MahaError(f"{cfg_path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    cfg = _read_json(cfg_path)
     if not isinstance(cfg, dict):
         raise MahaError(f"{cfg_path}: expected a JSON object, found {type(cfg).__name__}")
     return cfg
+
+
+def recorded_max_length(name: str | Path) -> int | None:
+    """The sequence length a model folder was trained with (`train_config.max_length` of its training.json
+    or pruning.json), so evaluate and predict score a model as its training and the grid did; None for a hub
+    id or a folder without such a record."""
+    for record in (TRAINING_RECORD, PRUNING_RECORD):
+        path = Path(name).expanduser() / record
+        if path.is_file():
+            info = _read_json(path)
+            length = (info.get("train_config") or {}).get("max_length") if isinstance(info, dict) else None
+            return length if isinstance(length, int) and not isinstance(length, bool) else None
+    return None
+
+
+def _read_json(path: Path) -> object:
+    """A readable JSON file's content; unreadable or broken JSON is a one-line error naming the file."""
+    _readable(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MahaError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
 
 
 def _check_weights(path: Path) -> None:
@@ -317,6 +333,6 @@ def check_block_size(name: str, block: int) -> None:
                             f"of {name}")
 
 
-__all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_choice", "check_input_file",
-           "check_output_dir", "check_output_file", "check_model", "exported_manifest", "model_config",
+__all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_prune_config", "check_choice", "check_input_file",
+           "check_output_dir", "check_output_file", "check_model", "exported_manifest", "model_config", "recorded_max_length",
            "check_max_length", "check_block_size"]

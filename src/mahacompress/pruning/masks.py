@@ -111,11 +111,8 @@ class SigmoidThresholdBinarizer(Binarizer):
 
 
 def make_binarizer(name: str, target: float, penalty: float) -> Binarizer:
-    """The binariser called `name` (validated by prune.validate)."""
+    """The binariser called `name` (one of config.BINARIZERS, checked by validate.check_prune_config)."""
     return TopKBinarizer(target) if name == "topk" else SigmoidThresholdBinarizer(penalty)
-
-
-BINARIZERS = ("topk", "sigmoid")
 
 
 class MaskedLinear(nn.Linear):

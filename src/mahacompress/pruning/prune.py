@@ -23,8 +23,9 @@ from ..distill import distillation_inputs
 from ..errors import MahaError
 from ..files import PRUNING_RECORD, staged_dir, write_json
 from ..train import TrainHooks, data_record, fit, is_main_process
+from ..validate import check_prune_config
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
-from .masks import BINARIZERS, MaskedModel, make_binarizer
+from .masks import MaskedModel, make_binarizer
 from .schedule import CubicSchedule
 from .structure import ARCHITECTURES, structure_of
 
@@ -64,17 +65,6 @@ class PruningHooks(TrainHooks):
         if state.get("plan"):
             self.plan, self.natural = Plan(**state["plan"]), state["natural"]
             self.masked.freeze(self.plan.removed_heads, self.plan.removed_neurons)
-
-
-def validate_prune_config(cfg: PruneConfig) -> None:
-    if not 0.0 < cfg.sparsity < 1.0:
-        raise MahaError(f"sparsity {cfg.sparsity}: expected a fraction strictly between 0 and 1")
-    if cfg.binarizer not in BINARIZERS:
-        raise MahaError(f"binarizer '{cfg.binarizer}': expected one of {', '.join(BINARIZERS)}")
-    if cfg.block_size < 1:
-        raise MahaError(f"block size {cfg.block_size}: expected a positive integer")
-    if not (0 <= cfg.initial_warmup and 0 <= cfg.final_warmup and cfg.initial_warmup + cfg.final_warmup <= 1):
-        raise MahaError(f"warm-up fractions {cfg.initial_warmup} + {cfg.final_warmup}: expected >= 0, summing to <= 1")
 
 
 def _check_model_config(config, where: str) -> None:
@@ -131,7 +121,7 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
     the dict written to `out_dir/pruning.json`, which records `data` (the configuration `splits` was
     loaded with) for trim and export. Checkpoints live in `<out_dir>.work/` until success.
     """
-    validate_prune_config(prune_cfg)
+    check_prune_config(prune_cfg)
     model, tokenizer = _load(model_dir_or_model, tokenizer, splits)
     structure = structure_of(model)
     _check_block_size(model, prune_cfg.block_size)
