@@ -376,3 +376,33 @@ def test_student_shapes_are_checked_before_any_work(tmp_path, tiny_model_dir):
     with pytest.raises(MahaError, match="static_dim 65: choose 1..64"):
         grid.reproduce(str(tiny_model_dir), preset, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path):
+    """Depth, then width: `kdp50` prunes the `kd` row's student of the same seed, distilling from the teacher."""
+    assert (parse_row("kdp50").kind, parse_row("kdp50").sparsity, parse_row("kdp50").kd) == ("kdprune", 0.5, True)
+    assert parse_row("kdp50+tr").tr
+    order = tmp_path / "order.yaml"
+    order.write_text("rows: [baseline, kdp50, kd]\n")
+    with pytest.raises(MahaError, match="list that row before it"):
+        load_preset(order)
+    data = tmp_path / "data"
+    _toy_csvs(data, toy_splits)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET.format(data=data))
+    cfg, _ = load_preset(preset)
+    Grid(str(tmp_path / "base"), replace(cfg, rows=["baseline", "kd", "kdp50"], seeds=2), "tiny", str(data),
+         tmp_path / "out").run()
+    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    kdp = rows["kdp50"]
+    assert kdp["status"] == "done", kdp
+    assert [s["seed"] for s in kdp["seeds"]] == [42, 43] and kdp["settings"]["pruned_student"]["kd"]
+    for folder in ("kdp50", "kdp50_seed43"):  # each seed pruned from the 1-layer student, not the 2-layer teacher
+        pruning = json.loads((tmp_path / "out/models" / folder / "pruning.json").read_text())
+        assert json.loads((tmp_path / "out/models" / folder / "config.json").read_text())["num_hidden_layers"] == 1
+        assert pruning["reached_sparsity"] == pytest.approx(0.5, abs=0.05)
+    # half of one of the teacher's two layers is left: about 75% sparsity against the teacher
+    assert kdp["encoder_sparsity"] == pytest.approx(0.75, abs=0.05)
+    assert kdp["dev_history"] and rows["kd"]["dev_history"]

@@ -4,7 +4,8 @@ A row name says how its model is made; each kind of row is one entry of `KINDS` 
 takes, which preset settings shape its model, how it is built): `baseline` (the fine-tuned teacher),
 `mp` (the teacher fine-tuned and run in bf16), `kd` / `kdN` (a layer-subset student of
 `student_layers` / N layers distilled from the teacher), `pNN` (pruned to NN% encoder sparsity and
-compacted), `+kd` (pruned while distilling), `+tr` (distilled on the preset's transfer set too:
+compacted), `+kd` (pruned while distilling), `kdpNN` (depth, then width: the `kd` row's student pruned
+to NN% while distilling), `+tr` (distilled on the preset's transfer set too:
 unlabelled text the teacher labels), `+mp` (trained and run in bf16), and `baseline+X` /
 `best+X` (the teacher, or the fastest compressed model within 1 dev-accuracy point of it, served with
 bf16, dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`) or with transformer graph fusion
@@ -87,7 +88,7 @@ class RowSpec:
 
     @property
     def sparsity(self) -> float | None:
-        return self.number / 100 if self.kind == "prune" else None
+        return self.number / 100 if self.kind in ("prune", "kdprune") else None
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,16 @@ def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
             **_transfer_settings(grid, spec)}
 
 
+def _kdprune_source(spec: RowSpec) -> str:
+    """The layer-student row a `kdpNN` row prunes: `kd`, or `kd+tr` when the transfer set is used."""
+    return "kd+tr" if spec.tr else "kd"
+
+
+def _kdprune_settings(grid: Grid, spec: RowSpec) -> dict:
+    source = parse_row(_kdprune_source(spec))
+    return {**_prune_settings(grid, spec), "pruned_student": {source.name: grid._settings(source)}}
+
+
 def _static_settings(grid: Grid, spec: RowSpec) -> dict:
     return {"static": asdict(train_config(grid.cfg, spec)), "static_dim": grid.cfg.static_dim,
             **_transfer_settings(grid, spec)}
@@ -168,6 +179,18 @@ def _build_prune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precis
                   transfer=grid.transfer_set() if spec.tr else None)
 
 
+def _build_kdprune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+    """Depth, then width: the layer student of the `kd` row (its seed of the same index when it has one)
+    pruned to NN% of its own encoder weights while distilling from the teacher."""
+    source = grid.rows.get(_kdprune_source(spec), {})
+    if source.get("status") != "done":
+        raise MahaError(f"row '{spec.name}' prunes row '{_kdprune_source(spec)}', which has not finished")
+    index = tcfg.seed - train_config(grid.cfg, spec).seed  # which of this row's seeds is being built
+    student = source["seeds"][index]["model_dir"] if index < len(source["seeds"]) else source["model_dir"]
+    return _timed(out, prune, student, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity), out,
+                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set() if spec.tr else None)
+
+
 def _build_static(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return _timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
                   resume=True, transfer=grid.transfer_set() if spec.tr else None)
@@ -188,6 +211,9 @@ KINDS: dict[str, Kind] = {
                distils=True),
     "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True,
                   compressed=True),
+    # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
+    "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr"}), _kdprune_settings, _build_kdprune, seeded=True,
+                    compressed=True, distils=True),
     "best": Kind(r"best", frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
@@ -196,7 +222,8 @@ KINDS: dict[str, Kind] = {
     "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, _build_tfidf, backend="tfidf"),
 }
 # which section of a preset trains each seeded kind (its seed is varied per run)
-_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train", "static": "static"}
+_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
+                  "static": "static"}
 
 
 def parse_row(name: str) -> RowSpec:
@@ -213,13 +240,14 @@ def parse_row(name: str) -> RowSpec:
                 and ("tr" not in mods or "kd" in mods or kind.distils)):  # a transfer set needs a teacher
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
-            return RowSpec(name, kind_name, int(number) if number else None, kd="kd" in mods or kind_name == "kd",
+            return RowSpec(name, kind_name, int(number) if number else None,
+                           kd="kd" in mods or kind_name in ("kd", "kdprune"),
                            mp=mp, tr="tr" in mods,
                            backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
     raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+tr], pNN[+kd[+tr]][+mp], "
-                    f"static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
+                    f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
 
 
 def _is_candidate(spec: RowSpec) -> bool:
@@ -250,9 +278,13 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
         raise MahaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     cfg = from_dict(GridConfig, values, str(path))
     _check_overrides(cfg, str(path))
-    for row in cfg.rows:
-        if parse_row(row).tr and cfg.transfer.path is None:
+    for i, row in enumerate(cfg.rows):
+        spec = parse_row(row)
+        if spec.tr and cfg.transfer.path is None:
             raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
+        if spec.kind == "kdprune" and _kdprune_source(spec) not in cfg.rows[:i]:
+            raise MahaError(f"{path}: row '{row}' prunes the student of row '{_kdprune_source(spec)}': list that "
+                            "row before it")
     return cfg, path.stem
 
 
@@ -434,6 +466,8 @@ class Grid:
                "per_class_f1": first["per_class_f1"], **self._structure(first["model_dir"])}
         if first.get("transfer"):
             row["transfer"] = first["transfer"]  # its counts and the teacher's agreement with the file's labels
+        if first.get("dev_history"):
+            row["dev_history"] = first["dev_history"]  # to choose epochs from: still rising at the end?
         for key in ("accuracy", "macro_f1", "accuracy_learnable", "macro_f1_learnable"):
             values = [r[key] for r in runs if r[key] is not None]
             row[key] = float(np.mean(values)) if values else None
@@ -488,7 +522,7 @@ class Grid:
         teacher = self.rows.get("baseline", {})
         candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and _is_candidate(parse_row(n))]
         if teacher.get("status") != "done" or not candidates:
-            raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd)")
+            raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd, kdpNN)")
         for row in [teacher, *candidates]:
             if "dev_accuracy" not in row:  # written by an older version
                 self._complete(row)
@@ -623,7 +657,9 @@ def _timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
     info = info if isinstance(info, dict) else {}
     seconds = info.get("result", {}).get("seconds")
     transfer = {"transfer": info["transfer"]} if info.get("transfer") else {}
-    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0, **transfer}
+    history = info.get("result", {}).get("dev_history")  # (step, dev macro-F1): did training converge?
+    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0, **transfer,
+            **({"dev_history": history} if history else {})}
 
 
 def _served_key(name: str) -> str:
