@@ -28,7 +28,9 @@ def test_row_names():
     assert parse_row("best+fused").backend == "onnx-int8-fused" and parse_row("best+openvino").backend == "openvino-int8"
     assert parse_row("kd").kind == "kd" and parse_row("kd").number is None and parse_row("mp").backend == "bf16"
     assert parse_row("kd4").number == 4 and parse_row("kd12").kind == "kd"
-    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp"):
+    assert parse_row("kd3+ends+tr").ends and parse_row("kd3+ends+tr").tr and not parse_row("kd3").ends
+    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp",
+                "p25+ends", "kd+ends+ends"):
         with pytest.raises(MahaError, match="row"):
             parse_row(bad)
 
@@ -37,6 +39,8 @@ def test_kd_rows_take_their_depth_from_the_name(tmp_path):
     grid = Grid("teacher", GridConfig(student_layers=6), "x", "d", tmp_path)
     assert grid._settings(parse_row("kd"))["student_layers"] == 6
     assert grid._settings(parse_row("kd2"))["student_layers"] == 2
+    assert "layer_choice" not in grid._settings(parse_row("kd2"))  # evenly spaced: settings as before
+    assert grid._settings(parse_row("kd2+ends"))["layer_choice"] == "ends"
     assert "seeds" not in grid._settings(parse_row("kd"))  # one seed: settings as before, no rebuild
     assert Grid("t", GridConfig(seeds=3), "x", "d", tmp_path)._settings(parse_row("kd"))["seeds"] == 3
 

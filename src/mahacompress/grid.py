@@ -3,7 +3,8 @@
 A row name says how its model is made; each kind of row is one entry of `KINDS` (which names it
 takes, which preset settings shape its model, how it is built): `baseline` (the fine-tuned teacher),
 `mp` (the teacher fine-tuned and run in bf16), `kd` / `kdN` (a layer-subset student of
-`student_layers` / N layers distilled from the teacher), `pNN` (pruned to NN% encoder sparsity and
+`student_layers` / N layers distilled from the teacher; evenly spaced layers, or with `+ends` the bottom
+and top ones), `pNN` (pruned to NN% encoder sparsity and
 compacted), `+kd` (pruned while distilling), `kdpNN` (depth, then width: the `kd` row's student pruned
 to NN% while distilling), `+tr` (distilled on the preset's transfer set too:
 unlabelled text the teacher labels), `+mp` (trained and run in bf16), and `baseline+X` /
@@ -83,6 +84,7 @@ class RowSpec:
     kd: bool = False
     mp: bool = False
     tr: bool = False  # distilled on the preset's transfer set too
+    ends: bool = False  # a layer student of the teacher's bottom and top layers, not evenly spaced ones
     backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
     served_from_another: bool = False
 
@@ -122,7 +124,7 @@ def _transfer_settings(grid: Grid, spec: RowSpec) -> dict:
 
 def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
     return {"distill": asdict(train_config(grid.cfg, spec)), "student_layers": spec.number or grid.cfg.student_layers,
-            **_transfer_settings(grid, spec)}
+            **({"layer_choice": "ends"} if spec.ends else {}), **_transfer_settings(grid, spec)}
 
 
 def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
@@ -168,7 +170,7 @@ def _build_mp(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision
 
 def _build_layers(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     layers = spec.number or grid.cfg.student_layers
-    return _timed(out, distill, grid.teacher_dir, f"layers:{layers}", grid.splits, tcfg, out, resume=True,
+    return _timed(out, distill, grid.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), grid.splits, tcfg, out, resume=True,
                   transfer=grid.transfer_set() if spec.tr else None)
 
 
@@ -207,7 +209,7 @@ def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
 KINDS: dict[str, Kind] = {
     "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source),
     "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr"}), _layers_settings, _build_layers, seeded=True, compressed=True,
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends"}), _layers_settings, _build_layers, seeded=True, compressed=True,
                distils=True),
     "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True,
                   compressed=True),
@@ -242,11 +244,11 @@ def parse_row(name: str) -> RowSpec:
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name, int(number) if number else None,
                            kd="kd" in mods or kind_name in ("kd", "kdprune"),
-                           mp=mp, tr="tr" in mods,
+                           mp=mp, tr="tr" in mods, ends="ends" in mods,
                            backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
-    raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+tr], pNN[+kd[+tr]][+mp], "
+    raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr], pNN[+kd[+tr]][+mp], "
                     f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
 
 
