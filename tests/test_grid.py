@@ -416,3 +416,21 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
     # half of one of the teacher's two layers is left: about 75% sparsity against the teacher
     assert kdp["encoder_sparsity"] == pytest.approx(0.75, abs=0.05)
     assert kdp["dev_history"] and rows["kd"]["dev_history"]
+
+
+def test_the_accuracy_budget_is_one_setting_for_best_and_the_report(tmp_path):
+    grid = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"], best_within_points=3.0), "x", "d", tmp_path)
+    row = lambda name, dev, weights: {"name": name, "status": "done", "dev_accuracy": dev,  # noqa: E731
+                                      "encoder_linear_weights": weights}
+    grid.rows = {"baseline": row("baseline", 0.90, 100), "kd": row("kd", 0.885, 50), "kd2": row("kd2", 0.875, 20)}
+    assert grid.pick_best()[0] == "kd2" and "within 3 points" in grid.pick_best()[1]  # 2.5 points down: within 3
+    one = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"]), "x", "d", tmp_path)
+    one.rows = grid.rows
+    assert one.pick_best()[0] == "kd"  # the default budget: 1 point
+    d = {"difference": -0.02, "ci_low": -0.025, "ci_high": -0.015}
+    rows = [{"name": "baseline", "status": "done", "accuracy": 0.9, "macro_f1": 0.9,
+             "vs_baseline": {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}},
+            {"name": "kd2", "status": "done", "accuracy": 0.88, "macro_f1": 0.88, "vs_baseline": d}]
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"best_within_points": 3.0}}, "rows": rows}))
+    report = write_report(tmp_path).read_text()
+    assert "## Within 3 points of the baseline?" in report and "**kd2**: -2.00 [-2.50, -1.50] points: yes" in report

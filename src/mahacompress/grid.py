@@ -62,7 +62,6 @@ from .transfer import TransferSet, build_transfer
 from .validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
-ACCURACY_SLACK = 0.01  # "best" = the fastest compressed row within 1 dev-accuracy point of the teacher
 # How the `served` block of a compressed row runs it: fused ONNX Runtime int8 was the fastest runtime at
 # batch 1 and within the noise of OpenVINO int8 at batch 32 on every model measured, at equal accuracy
 # (reports/runtimes), and needs no package beyond onnxruntime.
@@ -154,7 +153,8 @@ def _tfidf_settings(grid: Grid, spec: RowSpec) -> dict:
 def _best_settings(grid: Grid, spec: RowSpec) -> dict:
     """A `best` row depends on every row it may be served from."""
     candidates = [parse_row(n) for n in grid.cfg.rows if _is_candidate(parse_row(n))]
-    return {"candidates": {c.name: grid._settings(c) for c in candidates}}
+    within = {"within_points": grid.cfg.best_within_points} if grid.cfg.best_within_points != 1.0 else {}
+    return {"candidates": {c.name: grid._settings(c) for c in candidates}, **within}
 
 
 def _build_teacher(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
@@ -518,8 +518,8 @@ class Grid:
             row["served"] = self._serve(row["model_dir"])
 
     def pick_best(self) -> tuple[str, str]:
-        """The fastest compressed row within 1 point of the teacher's DEV accuracy (never test), and how
-        it was chosen. Rows are chosen before the timing session, so "fastest" is its proxy: fewest
+        """The fastest compressed row within `best_within_points` of the teacher's DEV accuracy (never
+        test), and how it was chosen. Rows are chosen before the timing session, so "fastest" is its proxy: fewest
         encoder Linear weights (FLOPs per token); ties go to higher dev accuracy."""
         teacher = self.rows.get("baseline", {})
         candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and _is_candidate(parse_row(n))]
@@ -528,17 +528,19 @@ class Grid:
         for row in [teacher, *candidates]:
             if "dev_accuracy" not in row:  # written by an older version
                 self._complete(row)
-        floor = teacher["dev_accuracy"] - ACCURACY_SLACK
+        points = self.cfg.best_within_points
+        floor = teacher["dev_accuracy"] - points / 100
+        within = f"{points:g} point{'s' if points != 1 else ''}"
         close = [r for r in candidates if r["dev_accuracy"] >= floor]
         listed = ", ".join(f"{r['name']} {r['dev_accuracy']:.2%}" for r in sorted(
             candidates, key=lambda r: r["encoder_linear_weights"]))
         if close:
             pick = min(close, key=lambda r: (r["encoder_linear_weights"], -r["dev_accuracy"]))
-            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within 1 point "
+            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within {within} "
                    f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})")
         else:
             pick = max(candidates, key=lambda r: r["dev_accuracy"])
-            how = (f"no row within 1 point of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
+            how = (f"no row within {within} of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
                    f"accurate on dev (dev accuracy: {listed})")
         return pick["name"], how
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .errors import MahaError  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
 
-SLACK_POINTS = 1.0  # "within 1 point of the baseline"
+DEFAULT_WITHIN_POINTS = 1.0  # the accuracy budget of results that do not record theirs (best_within_points)
 BUDGETS = (1.0, 2.0, 3.0)  # accuracy points below the teacher the frontier findings look at
 REFERENCE = "tfidf"  # the row a user would pick instead of any transformer
 MIB_PER_MB = 1e6 / 2**20
@@ -193,7 +193,8 @@ def write_report(out_dir: Path) -> Path:
     writer.writerows(flat)
     write_text(out_dir / "results.csv", buf.getvalue())
 
-    plots = _plots(done, out_dir)
+    within = meta.get("config", {}).get("best_within_points", DEFAULT_WITHIN_POINTS)
+    plots = _plots(done, out_dir, within)
     max_length = meta.get("max_length")
     choice = choice_table(rows)
     md = [f"# mahacompress grid: preset `{meta.get('preset', '?')}` on `{meta.get('dataset', '?')}`", ""]
@@ -218,7 +219,7 @@ def write_report(out_dir: Path) -> Path:
              if max_length else "")
           + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
           "Sizes are MiB (2^20 bytes). Energy and CO2 cover building the row (training) and scoring it.", ""]
-    md += _findings(done, meta.get("config", {}).get("run_to_run_points"))
+    md += _findings(done, within, meta.get("config", {}).get("run_to_run_points"))
     for plot in plots:
         md.append(f"![{plot.stem}]({plot.name})")
     md += ["", "## Setup", ""]
@@ -245,8 +246,12 @@ def _flat(row: dict) -> dict:
     return flat
 
 
-def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
-    """Which rows are within 1 point of the baseline (and whether the interval agrees); how `best` chose.
+def _points(n: float) -> str:
+    return f"{n:g} point{'s' if n != 1 else ''}"
+
+
+def _findings(rows: list[dict], within: float, spread: float | None = None) -> list[str]:
+    """Which rows are within `within` points of the baseline (and whether the interval agrees); how `best` chose.
     With `spread` (the run-to-run spread of one row measured for this preset, in points), differences
     smaller than it are marked as such."""
     lines = []
@@ -261,14 +266,14 @@ def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
     compared += [(f"{r['name']} (served)", r["served"]["vs_baseline"], True) for r in rows
                  if isinstance(r.get("served"), dict) and r["served"].get("vs_baseline")]
     if compared:
-        lines += ["## Within 1 point of the baseline?", ""]
+        lines += [f"## Within {_points(within)} of the baseline?", ""]
         for name, d, trained in compared:
-            close = d["difference"] * 100 >= -SLACK_POINTS - 1e-9  # 1e-9: float noise of differences
-            sure = d["ci_low"] * 100 >= -SLACK_POINTS - 1e-9
+            close = d["difference"] * 100 >= -within - 1e-9  # 1e-9: float noise of differences
+            sure = d["ci_low"] * 100 >= -within - 1e-9
             verdict = ("yes, and the interval says so too" if close and sure else
-                       "yes by its point estimate, but the interval reaches below -1 point" if close else
-                       "no, and the interval agrees" if d["ci_high"] * 100 < -SLACK_POINTS else
-                       "no by its point estimate, but the interval reaches above -1 point")
+                       f"yes by its point estimate, but the interval reaches below -{_points(within)}" if close else
+                       "no, and the interval agrees" if d["ci_high"] * 100 < -within else
+                       f"no by its point estimate, but the interval reaches above -{_points(within)}")
             noise = (" *(within run-to-run spread)*" if trained and spread and abs(100 * d["difference"]) < spread
                      else "")
             lines.append(f"- **{name}**: {_difference(d)} points: {verdict}{noise}.")
@@ -276,7 +281,7 @@ def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
     for r in rows:
         if r.get("chosen_by"):
             lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
-    lines += _fastest_serving(rows)
+    lines += _fastest_serving(rows, within)
     lines += _frontier(rows)
     transfer = next((r["transfer"] for r in rows if r.get("transfer")), None)
     if transfer:
@@ -290,13 +295,13 @@ def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
     return lines + ([""] if lines and lines[-1] else [])
 
 
-def _fastest_serving(rows: list[dict]) -> list[str]:
+def _fastest_serving(rows: list[dict], within: float) -> list[str]:
     """Which runtime serves the `best` model fastest at each batch size, among the `best+X` rows whose dev
-    accuracy stays within 1 point of the model they serve (dev, as `best` itself is chosen; never test)."""
+    accuracy stays within `within` points of the model they serve (dev, as `best` itself is chosen; never test)."""
     dev = {r["name"]: r.get("dev_accuracy") for r in rows}
     served = [r for r in rows if r["name"].startswith("best+") and r.get("dev_accuracy") is not None
               and dev.get(r.get("source_row")) is not None]
-    equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - SLACK_POINTS / 100]
+    equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - within / 100]
     lines = []
     for batch in (32, 1):
         timed = [r for r in equal if r.get(f"speedup_b{batch}") is not None]
@@ -305,10 +310,11 @@ def _fastest_serving(rows: list[dict]) -> list[str]:
             others = ", ".join(f"{r['name']} {r[f'speedup_b{batch}']:.2f}x" for r in timed if r is not win)
             lines.append(f"- Fastest serving of `{win['source_row']}` at batch {batch}: **{win['name']}** "
                          f"(`{win['backend']}`), {win[f'speedup_b{batch}']:.2f}x the baseline"
-                         + (f" (others within 1 dev point of the model: {others})" if others else "") + ".")
+                         + (f" (others within {_points(within)} on dev of the model: {others})" if others else "")
+                         + ".")
     dropped = [r["name"] for r in served if r not in equal]
     if dropped:
-        lines.append(f"- Not considered for speed (dev accuracy more than 1 point below the model they serve): "
+        lines.append(f"- Not considered for speed (dev accuracy more than {_points(within)} below the model they serve): "
                      f"{', '.join(dropped)}.")
     return lines
 
@@ -392,7 +398,7 @@ def _speed_key(rows: list[dict]) -> str:
     return "e2e_speedup_b32" if any(r.get("e2e_speedup_b32") for r in rows) else "speedup_b32"
 
 
-def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
+def _plots(rows: list[dict], out_dir: Path, within: float) -> list[Path]:
     paths = []
     key = _speed_key(rows)
     base = next((r for r in rows if r["name"] == "baseline"), {})
@@ -415,7 +421,8 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
                         elinewidth=0.8, capsize=2, zorder=3)
         if base.get("accuracy") is not None:
             ax.axhline(100 * base["accuracy"], color="gray", ls="--", lw=0.8, label="teacher's test accuracy")
-            ax.axhline(100 * base["accuracy"] - SLACK_POINTS, color="gray", ls=":", lw=0.8, label="1 point below it")
+            ax.axhline(100 * base["accuracy"] - within, color="gray", ls=":", lw=0.8,
+                       label=f"{_points(within)} below it")
         line = sorted((b[key], 100 * b["accuracy"]) for n, b, _ in points if n in front)
         ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", lw=1, label="Pareto front")
         for marker, label in (("o", "each row with its own backend"), ("s", f"served: {_served_backend(rows)}"),
