@@ -14,7 +14,8 @@ import pytest
 
 from mahacompress.config import GridConfig
 from mahacompress.errors import MahaError
-from mahacompress.grid import Grid, load_preset, parse_row, train_config
+from mahacompress.grid import Grid, load_preset
+from mahacompress.recipes import parse_row, train_config
 from mahacompress.hardware import unsupported_reason
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.report import pareto_front, write_report
@@ -37,12 +38,12 @@ def test_row_names():
 
 def test_kd_rows_take_their_depth_from_the_name(tmp_path):
     grid = Grid("teacher", GridConfig(student_layers=6), "x", "d", tmp_path)
-    assert grid._settings(parse_row("kd"))["student_layers"] == 6
-    assert grid._settings(parse_row("kd2"))["student_layers"] == 2
-    assert "layer_choice" not in grid._settings(parse_row("kd2"))  # evenly spaced: settings as before
-    assert grid._settings(parse_row("kd2+ends"))["layer_choice"] == "ends"
-    assert "seeds" not in grid._settings(parse_row("kd"))  # one seed: settings as before, no rebuild
-    assert Grid("t", GridConfig(seeds=3), "x", "d", tmp_path)._settings(parse_row("kd"))["seeds"] == 3
+    assert grid.settings_of(parse_row("kd"))["student_layers"] == 6
+    assert grid.settings_of(parse_row("kd2"))["student_layers"] == 2
+    assert "layer_choice" not in grid.settings_of(parse_row("kd2"))  # evenly spaced: settings as before
+    assert grid.settings_of(parse_row("kd2+ends"))["layer_choice"] == "ends"
+    assert "seeds" not in grid.settings_of(parse_row("kd"))  # one seed: settings as before, no rebuild
+    assert Grid("t", GridConfig(seeds=3), "x", "d", tmp_path).settings_of(parse_row("kd"))["seeds"] == 3
 
 
 def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
@@ -93,8 +94,8 @@ def test_train_overrides_change_one_row_only(tmp_path):
     assert train_config(cfg, parse_row("p50+kd")).epochs == 6 and train_config(cfg, parse_row("p50")).epochs == 4
     assert train_config(cfg, parse_row("p50+kd")).lr == 3.0e-5 and cfg.prune_train.epochs == 4
     grid = Grid("teacher", cfg, "p", "d", tmp_path)
-    assert grid._settings(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
-    assert grid._settings(parse_row("p50"))["prune_train"]["epochs"] == 4
+    assert grid.settings_of(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
+    assert grid.settings_of(parse_row("p50"))["prune_train"]["epochs"] == 4
     for text, match in (("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
                         ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
                         ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
@@ -297,7 +298,7 @@ def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
 def test_rows_whose_settings_changed_are_built_again(tmp_path):
     cfg = GridConfig(rows=["baseline", "kd", "p50", "best+int8"])
     first = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
-    rows = [{"name": n, "status": "done", "settings": first._settings(parse_row(n))} for n in cfg.rows]
+    rows = [{"name": n, "status": "done", "settings": first.settings_of(parse_row(n))} for n in cfg.rows]
     (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
     same = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
     assert set(same.rows) == set(cfg.rows) and not same.stale
@@ -308,7 +309,7 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     assert pruning_changed.stale == ["p50", "best+int8"]  # best+X may be served from a pruned row
     # an interrupted row with several seeds keeps its finished seeds when its settings still hold
     three = replace(cfg, seeds=3)
-    partial = {"name": "kd", "status": "partial", "settings": Grid("t", three, "x", "d", tmp_path)._settings(
+    partial = {"name": "kd", "status": "partial", "settings": Grid("t", three, "x", "d", tmp_path).settings_of(
         parse_row("kd")), "seeds": [{"seed": 42}]}
     (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
     assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {}  # other dataset: settings differ

@@ -154,7 +154,7 @@ class GridConfig:
     # the accuracy budget, in points below the teacher: `best` is the fastest compressed row within it on dev,
     # and the report's "within N points?" verdicts and runtime choice use the same number
     best_within_points: float = 1.0
-    served_blocks: bool = True  # score and time every compressed row as grid.SERVED_BACKEND runs it too
+    served_blocks: bool = True  # score and time every compressed row as recipes.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
