@@ -28,7 +28,7 @@ from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
 from .files import atomic_path
-from .models import load_classifier, load_tokenizer, save_classifier
+from .models import config_labels, load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
 from .train import data_record, fit, is_main_process, process_state
 from .transfer import TransferSet
@@ -160,8 +160,8 @@ def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainCon
 def check_compatible(teacher: str, student: str, splits: Splits) -> None:
     """Teacher and student must share the label set (by name and order) and the tokenizer vocabulary."""
     t_model, s_model = load_classifier(teacher), load_classifier(student)
-    t_labels = [t_model.config.id2label[i] for i in range(t_model.config.num_labels)]
-    s_labels = [s_model.config.id2label[i] for i in range(s_model.config.num_labels)]
+    t_labels = config_labels(t_model.config)
+    s_labels = config_labels(s_model.config)
     if t_labels != s_labels:
         raise MahaError(f"{student}: labels {s_labels} differ from the teacher's {t_labels} ({teacher})")
     _check_labels(teacher, t_model, splits.labels)
@@ -253,6 +253,6 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
 
 
 def _check_labels(teacher: str, model: PreTrainedModel, labels: list[str]) -> None:
-    have = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    have = config_labels(model.config)
     if have != list(labels):
         raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")

@@ -34,8 +34,9 @@ from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
 from .files import RESULTS_RECORD, write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
-from .models import check_model_dir, load_classifier
+from .models import check_model_dir, config_labels, load_classifier
 from .precision import load_backend, training_precision
+from .pruning.compact import encoder_linear_count
 from .recipes import KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config, unsupported
 from .report import write_report
 from .runtimes import CALIBRATED_BACKENDS, calibration_sample, ensure_runtime
@@ -146,7 +147,7 @@ class Grid:
         """The fine-tuned teacher: the given model if it already knows the labels, else fine-tuned here."""
         check_model_dir(self.teacher)
         config = AutoConfig.from_pretrained(self.teacher, trust_remote_code=True)
-        labels = [config.id2label[i] for i in range(config.num_labels)]
+        labels = config_labels(config)
         if labels == self.splits.labels:
             return self.teacher
         return str(self.models / "baseline")
@@ -261,7 +262,7 @@ class Grid:
             return {"params_total": sum(p.numel() for p in load_classifier(str(model_dir)).parameters()),
                     "params_encoder": 0, "encoder_linear_weights": 0}
         model = load_classifier(str(model_dir))
-        params, weights = count_params(model), encoder_linear_weights(model)
+        params, weights = count_params(model), sum(encoder_linear_count(model))
         return {"params_total": params["total"], "params_encoder": params["encoder"],
                 "encoder_linear_weights": weights, "encoder_sparsity": 1 - weights / self._teacher_weights()}
 
@@ -320,7 +321,7 @@ class Grid:
     def _teacher_weights(self) -> int:
         """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
         if not hasattr(self, "_dense_weights"):
-            self._dense_weights = encoder_linear_weights(load_classifier(self.teacher_dir))
+            self._dense_weights = sum(encoder_linear_count(load_classifier(self.teacher_dir)))
         return self._dense_weights
 
     # ------------------------------------------------------------------ comparing and measuring
@@ -419,12 +420,6 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def encoder_linear_weights(model: torch.nn.Module) -> int:
-    """Weights of the encoder's Linear layers that physically exist (masked zeros in kept blocks count)."""
-    return sum(m.weight.numel() for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}.")
 
 
 def _served_key(name: str) -> str:
