@@ -39,7 +39,11 @@ import yaml
 from rich.console import Console
 from transformers import AutoConfig
 
-from .baseline import C_GRID, VECTORIZER, is_tfidf, load_tfidf, save_tfidf
+from .backends import CALIBRATED_BACKENDS, load_backend
+from .backends.build import served_file
+from .backends.calibration import calibration_sample
+from .backends.numpy_engine import is_static, is_tfidf, load_tfidf
+from .baseline import C_GRID, VECTORIZER, save_tfidf
 from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import load_splits
 from .distill import distill
@@ -48,13 +52,12 @@ from .evaluate import classification_metrics, predict_ids, unlearnable_classes
 from .files import RESULTS_RECORD, write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
 from .models import check_model_dir, load_classifier
-from .precision import load_backend, training_precision
-from .runtimes import CALIBRATED_BACKENDS, calibration_sample, ensure_runtime
 from .hardware import unsupported_reason
+from .precision import training_precision
 from .pruning.compact import PRUNED_FORMAT_VERSION
 from .pruning.prune import prune
 from .report import write_report
-from .static import distill_static, is_static
+from .static import distill_static
 from .stats import correctness, paired_difference
 from .train import finetune
 from .transfer import TransferSet, build_transfer
@@ -494,8 +497,8 @@ class Grid:
         """Calibrated int8 backends learn activation ranges from training texts (never dev or test): their
         file is built here once, so every later load (scoring, timing, peak memory) serves the same file."""
         if backend in CALIBRATED_BACKENDS:
-            ensure_runtime(model_dir, backend, max_length=self.max_length,
-                           calibration_texts=calibration_sample(self.splits.train.texts))
+            served_file(model_dir, backend, max_length=self.max_length,
+                        calibration_texts=calibration_sample(self.splits.train.texts))
 
     def _wants_served(self, spec: RowSpec) -> bool:
         return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another
