@@ -30,8 +30,9 @@ from mahacompress.evaluate import classification_metrics, model_labels, unlearna
 from mahacompress.files import write_json, write_text
 from mahacompress.hardware import describe, unsupported_reason
 from mahacompress.measure import latency, size_on_disk_mb, speedups
-from mahacompress.precision import load_backend
-from mahacompress.runtimes import CALIBRATION_TEXTS, calibration_sample, fusion_record, served_files
+from mahacompress.backends import load_backend
+from mahacompress.backends.build import fusion_record, served_files
+from mahacompress.backends.calibration import CALIBRATION_TEXTS, calibration_sample
 
 MODES = ("fp32", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")
 PACKAGES = ("torch", "transformers", "onnxruntime", "openvino", "nncf")
@@ -137,7 +138,7 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=256, help="test texts timed per repeat")
     ap.add_argument("--test-rows", type=int, help="score only the first N test rows (default: all)")
     ap.add_argument("--calibration", type=int, default=CALIBRATION_TEXTS, help="training texts for static int8 calibration")
-    ap.add_argument("--cache-dir", type=Path, help="where exported files go (default: beside each model)")
+    ap.add_argument("--cache-dir", type=Path, help="where served files go (default: the derived-file cache, $MAHACOMPRESS_CACHE/derived)")
     args = ap.parse_args()
     if "fp32" not in args.modes:
         ap.error("--modes must include fp32: speedups and agreement are measured against it")

@@ -17,7 +17,7 @@ needs_shared = pytest.mark.skipif(not (SHARED / "mahanews-shc").is_dir(),
 
 LABELS = ["Auto", "Sports", "Tech"]
 real_download = data._download
-real_roots = data._search_roots
+real_roots = data.search_roots
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +234,7 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_download_only_when_nothing_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_search_roots", lambda: [tmp_path / "nothing"])
+    monkeypatch.setattr(data, "search_roots", lambda: [tmp_path / "nothing"])
     fetched: list[str] = []
 
     def fake(url: str, dest: Path) -> None:
@@ -253,7 +253,7 @@ def test_download_only_when_nothing_local(tmp_path: Path, monkeypatch: pytest.Mo
     resolve_files("mahanews-shc")  # cached now: no second download
     assert fetched == []
     # with local files present (env var, real search order), no download at all
-    monkeypatch.setattr(data, "_search_roots", real_roots)
+    monkeypatch.setattr(data, "search_roots", real_roots)
     monkeypatch.setenv("HOME", str(tmp_path / "fresh_home"))
     monkeypatch.setenv("MAHACOMPRESS_DATA", str(named_files(tmp_path / "local", "l")))
     assert resolve_files("mahanews-shc")["train"].parents[1] == tmp_path / "local"
@@ -271,7 +271,7 @@ def test_real_downloader_is_atomic(tmp_path: Path) -> None:
 
 
 def test_download_failure_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_search_roots", lambda: [])
+    monkeypatch.setattr(data, "search_roots", lambda: [])
 
     def down(url: str, dest: Path) -> None:
         raise OSError("network unreachable")

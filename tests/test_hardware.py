@@ -11,7 +11,9 @@ from onnxruntime.quantization import QuantType
 from mahacompress import hardware
 from mahacompress.errors import MahaError
 from mahacompress.hardware import CpuFeatures
-from mahacompress.precision import ensure_onnx, load_backend, onnx_path, training_precision
+from mahacompress.backends import load_backend
+from mahacompress.backends.build import served_file
+from mahacompress.precision import training_precision
 from mahacompress.recipes import parse_row, unsupported
 
 ZEN3 = CpuFeatures("AMD EPYC 7B13", "x86_64", "AVX2", frozenset({"sse4_2", "avx", "avx2", "fma"}), False)
@@ -92,14 +94,8 @@ def _largest_int8_weight(path) -> int:
 def test_onnx_int8_uses_7_bit_weights_without_vnni(cpu, tiny_model_dir, tmp_path, backend):
     """ONNX Runtime's U8S8 kernels can saturate without VNNI: weights then stay within 7 bits, and the
     file's name says so, so a model folder moved to a CPU with VNNI gets its own full-range file."""
-    from mahacompress.runtimes import ensure_fused_int8
-
     def build():
-        if backend == "onnx-int8-fused":
-            return ensure_fused_int8(tiny_model_dir, cache_dir=tmp_path)
-        path = ensure_onnx(tiny_model_dir, quantized=True, cache_dir=tmp_path)
-        assert path == onnx_path(tiny_model_dir, quantized=True, cache_dir=tmp_path)
-        return path
+        return served_file(tiny_model_dir, backend, cache_dir=tmp_path)
 
     stem = "model-int8" if backend == "onnx-int8" else "model-fused-int8"
     cpu(ZEN3)

@@ -12,8 +12,8 @@ from mahacompress.errors import MahaError
 from mahacompress.measure import (MIB, Energy, count_params, latency, peak_memory_mb, served_size_mb, size_on_disk_mb,
                                   speedups)
 from mahacompress.models import load_classifier
-from mahacompress.precision import load_backend
-from mahacompress.runtimes import runtime_file
+from mahacompress.backends import load_backend
+from mahacompress.backends.build import served_file
 
 
 class FakeBackend:
@@ -129,8 +129,9 @@ def test_size_and_params(tiny_model_dir):
 
 
 def test_runtime_sizes_are_their_own_files(tiny_model_dir, tmp_path):
-    """A fused or OpenVINO int8 row's size is the file that runtime loads, not the checkpoint."""
-    fused = runtime_file(tiny_model_dir, "onnx-int8-fused", tmp_path)
+    """A fused or OpenVINO int8 row's size is the file that runtime loads (in the cache), not the checkpoint."""
+    fused = served_file(tiny_model_dir, "onnx-int8-fused", cache_dir=tmp_path)
+    assert tiny_model_dir not in fused.parents
     assert served_size_mb(tiny_model_dir, "onnx-int8-fused", cache_dir=tmp_path) == fused.stat().st_size / MIB
     assert served_size_mb(tiny_model_dir, "openvino", cache_dir=tmp_path) == served_size_mb(
         tiny_model_dir, "onnx", cache_dir=tmp_path)  # OpenVINO fp32 compiles the plain ONNX export

@@ -300,9 +300,9 @@ def test_compacted_model_honours_problem_type(tmp_path):
 
 
 def test_compacted_folder_exports_with_the_grid_exporter(pruned_dir, tmp_path):
-    """precision's exporter (dynamo, dynamic axes) on a folder holding an empty attention and an empty FFN."""
-    pytest.importorskip("onnxscript")
-    from mahacompress.precision import load_backend
+    """The one ONNX exporter (backends/onnx_export.py), plain and fused int8, on a folder holding an empty
+    attention and an empty FFN."""
+    from mahacompress.backends import load_backend
 
     folder, _ = pruned_dir
     texts = ["नमस्कार, आज पुण्यात पाऊस पडला", "आणि वाहतूक मंदावली.", "नमस्कार"]
@@ -312,6 +312,8 @@ def test_compacted_folder_exports_with_the_grid_exporter(pruned_dir, tmp_path):
     ref = load_backend(str(folder), "fp32", device="cpu", max_length=16).logits(texts)
     got = load_backend(str(folder), "onnx", max_length=16, cache_dir=tmp_path / "onnx").logits(texts)
     np.testing.assert_allclose(got, ref, atol=1e-4)
+    fused = load_backend(str(folder), "onnx-int8-fused", max_length=16, cache_dir=tmp_path / "onnx").logits(texts)
+    assert np.abs(fused - ref).max() < 0.1 * np.abs(ref).max()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 
 import numpy as np
@@ -10,12 +11,12 @@ import pytest
 import torch
 
 from mahacompress.errors import MahaError
-from mahacompress.models import load_tokenizer, tiny_bert
-from mahacompress.precision import load_backend
+from mahacompress.models import load_classifier, load_tokenizer, tiny_bert
+from mahacompress.backends import load_backend
+from mahacompress.backends.build import fusion_record, served_file
 from mahacompress.pruning.compact import compact, save_pruned
 from mahacompress.pruning.structure import structure_of
 from mahacompress.hardware import unsupported_reason
-from mahacompress.runtimes import ensure_runtime, fusion_record, runtime_file
 
 # Same scale as tests/test_precision.py: max |logit - fp32| over the largest |fp32 logit|. Observed on
 # the tiny model: fused 1.6%, static 1.3%, openvino 2e-7, openvino-int8 2.5%.
@@ -79,25 +80,52 @@ def test_calibrated_int8_needs_texts_once(tiny_model_dir, shc_splits, tmp_path):
     with pytest.raises(MahaError, match="onnx-int8-static calibrates .* pass calibration_texts"):
         load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path)
     load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:16])
-    path = runtime_file(tiny_model_dir, "onnx-int8-static", tmp_path)
+    path = served_file(tiny_model_dir, "onnx-int8-static", cache_dir=tmp_path)  # cached: no texts needed
     stamp = path.stat().st_mtime_ns
-    load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path)  # cached: no texts needed
-    load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:16])
+    assert load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path,
+                        calibration_texts=shc_splits.train.texts[:16]).path == path
     assert path.stat().st_mtime_ns == stamp
-    load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:8])
-    assert path.stat().st_mtime_ns != stamp  # other texts: recalibrated
+    other = load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path,
+                         calibration_texts=shc_splits.train.texts[:8]).path
+    assert other != path and path.stat().st_mtime_ns == stamp  # other texts: another file, the first one kept
+    assert load_backend(str(tiny_model_dir), "onnx-int8-static", max_length=64, cache_dir=tmp_path,
+                        calibration_texts=shc_splits.train.texts[:8]).path not in (path, other)  # another length too
 
 
-def test_files_cached_beside_the_model_stay_fresh(tiny_model_dir, shc_splits, tmp_path):
-    """Records the caches write beside the model (fusion.json, calibration stamps) must not make the
-    model's own exports stale: a second load rebuilds nothing (the grid times what it scored)."""
+def test_read_only_model_folder(tiny_model_dir, shc_splits, tmp_path):
+    """A model folder is only read: every served file goes to the cache, so a read-only folder (a hub
+    snapshot, a shared volume) runs with every ONNX and OpenVINO backend, and gains no file (checked
+    by listing too: root may write into a folder whatever its mode)."""
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
-    texts = shc_splits.train.texts[:16]
-    names = [n for n in ("onnx-int8-fused", "onnx-int8-static", "openvino-int8") if not unsupported_reason(n)]
-    for name in names:
-        ensure_runtime(model_dir, name, calibration_texts=texts)
-    built = {p: p.stat().st_mtime_ns for p in model_dir.rglob("*") if p.is_file()}
-    for name in names:
-        ensure_runtime(model_dir, name)
-    assert {p: p.stat().st_mtime_ns for p in model_dir.rglob("*") if p.is_file()} == built
+    before = {p: p.stat().st_mtime_ns for p in [model_dir, *model_dir.rglob("*")]}
+    model_dir.chmod(0o555)
+    try:
+        for name in ("onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8"):
+            if not unsupported_reason(name):
+                backend = load_backend(str(model_dir), name, threads=1, calibration_texts=shc_splits.train.texts[:16])
+                assert backend.logits(shc_splits.test.texts[:4]).shape == (4, len(shc_splits.labels))
+                assert model_dir not in backend.path.parents
+    finally:
+        model_dir.chmod(0o755)
+    assert {p: p.stat().st_mtime_ns for p in [model_dir, *model_dir.rglob("*")]} == before
+
+
+def test_changed_checkpoint_gets_new_files(tiny_model_dir, shc_splits, tmp_path):
+    """Served files are keyed by the checkpoint's bytes: changed weights get a new file (no stale one is
+    served), unchanged ones the same file whatever their modification time."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    first = served_file(model_dir, "onnx-int8-fused")
+    weights = model_dir / "model.safetensors"
+    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))
+    assert served_file(model_dir, "onnx-int8-fused") == first  # same bytes: same key
+    model = load_classifier(str(model_dir))
+    with torch.no_grad():
+        model.classifier.bias += 1.0
+    model.save_pretrained(model_dir)
+    second = served_file(model_dir, "onnx-int8-fused")
+    assert second != first and second.parent != first.parent and first.is_file()
+    fp32 = load_backend(str(model_dir), "fp32", device="cpu").logits(shc_splits.test.texts[:8])
+    fused = load_backend(str(model_dir), "onnx-int8-fused").logits(shc_splits.test.texts[:8])
+    assert np.abs(fused - fp32).max() < 0.1 * np.abs(fp32).max()  # the new file is the changed model

@@ -16,8 +16,9 @@ from mahacompress.config import TrainConfig
 from mahacompress.errors import MahaError
 from mahacompress.evaluate import predict_ids
 from mahacompress.models import load_classifier, load_tokenizer
-from mahacompress.precision import load_backend
-from mahacompress.static import build_table, distill_static, is_static
+from mahacompress.backends import load_backend
+from mahacompress.backends.numpy_engine import is_static
+from mahacompress.static import build_table, distill_static
 
 CFG = TrainConfig(epochs=15, batch_size=16, lr=5e-2, max_length=32, freeze_embeddings=False,
                   early_stopping_patience=0, checkpoint_every=50)

@@ -2,30 +2,28 @@
 
 Same splits and metrics as the transformers. It is also a grid row (`tfidf`): `fit_tfidf` chooses C on
 dev, `save_tfidf` writes it as a folder (the fitted pipeline plus `tfidf.json` with its labels), and
-`TfidfBackend` runs that folder with the same `encode` (featurisation: the analogue of tokenisation) /
-`forward` (the linear model) split as every other backend, so it is timed in the grid's one session.
+the `tfidf` backend (backends/numpy_engine.py) runs that folder with the same `encode` (featurisation: the
+analogue of tokenisation) / `forward` (the linear model) split as every other backend, so it is timed in
+the grid's one session.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import joblib
-import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
+from .backends.numpy_engine import PIPELINE, TfidfBackend
 from .data import Splits
-from .errors import MahaError
 from .evaluate import classification_metrics, unlearnable_classes
 from .files import TFIDF_RECORD, atomic_path, staged_dir, write_json
 
 C_GRID = (1.0, 10.0, 100.0)  # inverse regularisation strengths tried, chosen on dev macro-F1
-PIPELINE = "tfidf.joblib"
 # What the vectoriser is (part of the grid row's settings: a change refits the row).
 VECTORIZER = {"analyzer": "char_wb", "ngram_range": [2, 5], "sublinear_tf": True, "min_df": 2,
               "max_features": 300_000}
@@ -73,45 +71,3 @@ def save_tfidf(splits: Splits, out_dir: Path) -> dict:
             joblib.dump(model, path)
         write_json(tmp / TFIDF_RECORD, record)
     return record
-
-
-def is_tfidf(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / TFIDF_RECORD).is_file()
-
-
-def tfidf_labels(model_dir: str | Path) -> list[str]:
-    return json.loads((Path(model_dir) / TFIDF_RECORD).read_text(encoding="utf-8"))["labels"]
-
-
-def load_tfidf(model_dir: str | Path) -> "TfidfBackend":
-    """The backend of a folder `save_tfidf` wrote."""
-    model_dir = Path(model_dir)
-    if not is_tfidf(model_dir) or not (model_dir / PIPELINE).is_file():
-        raise MahaError(f"{model_dir}: not a TF-IDF folder ({TFIDF_RECORD} and {PIPELINE} expected)")
-    return TfidfBackend(joblib.load(model_dir / PIPELINE), len(tfidf_labels(model_dir)))
-
-
-class TfidfBackend:
-    """A fitted pipeline: `encode` = featurisation (sparse matrix), `forward` = decision scores, one column
-    per dataset label (a label with no training rows, which the regression never saw, scores -inf)."""
-
-    name, device = "tfidf", "cpu"
-
-    def __init__(self, pipeline: Pipeline, num_labels: int):
-        self.vectorizer, self.classifier = pipeline.steps[0][1], pipeline.steps[-1][1]
-        self.num_labels = num_labels
-        self.columns = np.asarray(self.classifier.classes_, dtype=int)
-
-    def encode(self, texts: list[str]):
-        return self.vectorizer.transform(texts)
-
-    def forward(self, features) -> np.ndarray:
-        scores = self.classifier.decision_function(features)
-        if scores.ndim == 1:  # two classes: sklearn gives the positive class's score alone
-            scores = np.stack([-scores, scores], axis=1)
-        out = np.full((scores.shape[0], self.num_labels), -np.inf, dtype=np.float32)
-        out[:, self.columns] = scores
-        return out
-
-    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self.forward(self.encode(texts))

@@ -1,7 +1,7 @@
-"""Length-sorted batching, shared by PyTorch inference (evaluate) and the backends (precision).
+"""Length-sorted batching, shared by PyTorch inference (evaluate) and the backends (backends/base.py).
 
 Its own module so that neither of those two imports the other for it: `evaluate` (metrics) uses
-`precision` (backends), never the reverse.
+`backends`, never the reverse.
 """
 
 from __future__ import annotations

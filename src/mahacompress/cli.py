@@ -152,7 +152,7 @@ def _check_inference(model: str, backend: str | None, max_length: int | None) ->
     if max_length is None:
         max_length = check.recorded_max_length(model) or TrainConfig.max_length
     check.check_max_length(model, max_length)
-    from .precision import default_backend  # imports torch: only once the options are known to be sound
+    from .backends import default_backend  # imports torch: only once the options are known to be sound
 
     return backend or default_backend(model), max_length  # after check_model: the folder's config.json is sound
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, NamedTuple
 
+from .backends.registry import BACKENDS  # the inference backends' names: their table, without torch
 from .errors import MahaError
 
 
@@ -115,11 +116,6 @@ class TransferConfig:
 
 
 BINARIZERS = ("topk", "sigmoid")  # PruneConfig.binarizer (pruning/masks.py implements them)
-# Inference backends (precision.load_backend runs them); named here, without torch, so the CLI checks
-# `--backend` before loading anything
-RUNTIME_BACKENDS = ("onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")  # runtimes.py
-NUMPY_BACKENDS = ("static", "tfidf")  # models that are no transformer: static.py, baseline.py
-BACKENDS = ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", *RUNTIME_BACKENDS, *NUMPY_BACKENDS)
 
 ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd",
         "p75+kd", "p25+kd+mp", "best+int8", "best+onnx")
@@ -205,4 +201,4 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
 
 
 __all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict",
-           "Bounds", "TRAIN_RANGES", "TRAINING_PRECISIONS", "BINARIZERS", "RUNTIME_BACKENDS", "NUMPY_BACKENDS", "BACKENDS"]
+           "Bounds", "TRAIN_RANGES", "TRAINING_PRECISIONS", "BINARIZERS", "BACKENDS"]

@@ -284,7 +284,7 @@ def _download(url: str, dest: Path) -> None:
             out.write(chunk)
 
 
-def _search_roots() -> list[Path]:
+def search_roots() -> list[Path]:
     """Folders that may hold dataset subfolders, in lookup order after an explicit --data-dir."""
     roots = []
     if env := os.environ.get("MAHACOMPRESS_DATA"):
@@ -391,7 +391,7 @@ def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
                 return found
         raise MahaError(f"{d}: no {spec.test_file} with {' or '.join(spec.train_files)} "
                         f"(looked in {d} and {d / spec.folder})")
-    for root in _search_roots():
+    for root in search_roots():
         if found := _named_in(root / spec.folder, spec):
             return found
     if found := _named_in(_cache_dir(dataset), spec):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from .data import Splits, TextSet
 from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
-from .files import atomic_path
+from .files import atomic_path, cache_root
 from .models import config_labels, load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
 from .train import data_record, fit, is_main_process, process_state
@@ -35,9 +34,8 @@ from .transfer import TransferSet
 
 
 def default_cache() -> Path:
-    """`$MAHACOMPRESS_CACHE/teacher-logits`, by default under ~/.cache/mahacompress."""
-    root = os.environ.get("MAHACOMPRESS_CACHE") or Path.home() / ".cache" / "mahacompress"
-    return Path(root) / "teacher-logits"
+    """`$MAHACOMPRESS_CACHE/teacher-logits`, by default under ~/.cache/mahacompress (files.cache_root)."""
+    return cache_root() / "teacher-logits"
 
 
 def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:

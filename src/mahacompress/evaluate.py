@@ -4,7 +4,7 @@ Metrics come in two flavours: over all classes, and over the classes a model can
 no training rows (after cleaning, every copy may have been a duplicate or also in the test file)
 cannot be predicted by any trained model, so its test rows cost every row the same points; reports
 give figures with and without them. Which classes those are is computed from the data, per dataset.
-This module scores; how a model is run (PyTorch, int8, ONNX) is `precision`'s job.
+This module scores; how a model is run (PyTorch, int8, ONNX) is `backends`' job.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from transformers import AutoConfig
 
 from .batching import length_sorted_batches
 from .errors import MahaError
+from .backends import load_backend
 from .models import check_model_dir, config_labels
-from .precision import load_backend
 from .validate import exported_manifest
 
 
@@ -76,7 +76,7 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: lis
 def model_labels(model_name: str) -> list[str]:
     """The label names of a classifier folder or hub id, in id order (read from its config, a TF-IDF
     folder's record, or an exported folder's manifest, only)."""
-    from .baseline import is_tfidf, tfidf_labels
+    from .backends.numpy_engine import is_tfidf, tfidf_labels
 
     if is_tfidf(model_name):
         return tfidf_labels(model_name)

@@ -77,7 +77,8 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
                     "pad_token": tokenizer.pad_token, "backend": backend, "source": str(model_dir),
                     "made_with": _training_record(info)}
         model_file = (_static_table(source, Path(work), max_length, manifest, info) if static
-                      else _onnx_model(source, backend, manifest))
+                      else _onnx_model(source, backend, manifest,
+                                       None if source == model_dir else Path(work) / "derived"))
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out, EXPORT_RECORD) as tmp:
@@ -103,7 +104,7 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
 def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = False) -> str:
     """The backend `model_dir` exports with (`backend`, or the default for its kind of model), refusing in one
     line a backend or a trim that does not fit it; the CLI asks before it reads a corpus."""
-    from .static import is_static
+    from .backends.numpy_engine import is_static
 
     static = is_static(model_dir)
     backend = backend or ("static" if static else "onnx-int8-fused")
@@ -121,13 +122,13 @@ def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = Fal
     return backend
 
 
-def _onnx_model(source: Path, backend: str, manifest: dict) -> Path:
-    """The ONNX file `backend` names for `source` (built and cached beside it); its facts go into `manifest`."""
-    from .precision import SEVEN_BIT_SUFFIX, ensure_onnx
-    from .runtimes import ensure_fused_int8
+def _onnx_model(source: Path, backend: str, manifest: dict, cache_dir: Path | None) -> Path:
+    """The ONNX file `backend` names for `source`; its facts go into `manifest`. Built once into the
+    derived-file cache (the very file the benchmark backend times), or into `cache_dir`: a trimmed copy
+    made for this export is temporary, and so are its files."""
+    from .backends.build import SEVEN_BIT_SUFFIX, served_file
 
-    onnx_file = (ensure_fused_int8(source) if backend == "onnx-int8-fused"
-                 else ensure_onnx(source, quantized=backend == "onnx-int8"))
+    onnx_file = served_file(source, backend, cache_dir=cache_dir)
     manifest.update(kind="transformer", model_file="model.onnx", needs=REQUIREMENTS.split())
     if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
         manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith(SEVEN_BIT_SUFFIX) else 8
@@ -139,7 +140,7 @@ def _static_table(source: Path, work: Path, max_length: int, manifest: dict, inf
     backend builds it), saved in `work`; the bias, special ids and counts go into `manifest`."""
     import numpy as np
 
-    from .static import StaticBackend
+    from .backends.numpy_engine import StaticBackend
 
     table = StaticBackend(source, max_length).table
     path = work / STATIC_TABLE

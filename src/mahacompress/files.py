@@ -32,6 +32,12 @@ E5_RECORD = "SOURCE.md"  # models build-e5
 TFIDF_RECORD = "tfidf.json"  # the grid's tfidf row (baseline.save_tfidf)
 
 
+def cache_root() -> Path:
+    """`$MAHACOMPRESS_CACHE`, by default ~/.cache/mahacompress: the one root of everything the toolkit can
+    rebuild (teacher logits, the files backends serve), each kind in its own subfolder."""
+    return Path(os.environ.get("MAHACOMPRESS_CACHE") or Path.home() / ".cache" / "mahacompress")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -27,7 +27,10 @@ import yaml
 from rich.console import Console
 from transformers import AutoConfig
 
-from .baseline import is_tfidf, load_tfidf
+from .backends import CALIBRATED_BACKENDS, load_backend
+from .backends.build import served_file
+from .backends.calibration import calibration_sample
+from .backends.numpy_engine import is_static, is_tfidf, load_tfidf
 from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import load_splits
 from .errors import MahaError
@@ -35,17 +38,17 @@ from .evaluate import classification_metrics, predict_ids, unlearnable_classes
 from .files import RESULTS_RECORD, write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
 from .models import check_model_dir, config_labels, load_classifier
-from .precision import load_backend, training_precision
+from .precision import training_precision
 from .pruning.compact import encoder_linear_count
 from .recipes import KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config, unsupported
 from .report import write_report
-from .runtimes import CALIBRATED_BACKENDS, calibration_sample, ensure_runtime
-from .static import is_static
 from .stats import correctness, paired_difference
 from .transfer import TransferSet, build_transfer
 from .validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
+
+
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
     """A preset by name (shipped in mahacompress/presets) or a YAML path; unknown keys stop here."""
     path = Path(preset)
@@ -270,8 +273,8 @@ class Grid:
         """Calibrated int8 backends learn activation ranges from training texts (never dev or test): their
         file is built here once, so every later load (scoring, timing, peak memory) serves the same file."""
         if backend in CALIBRATED_BACKENDS:
-            ensure_runtime(model_dir, backend, max_length=self.max_length,
-                           calibration_texts=calibration_sample(self.splits.train.texts))
+            served_file(model_dir, backend, max_length=self.max_length,
+                        calibration_texts=calibration_sample(self.splits.train.texts))
 
     def _wants_served(self, spec: RowSpec) -> bool:
         return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .backends.registry import SPECS
+
 # /proc/cpuinfo flag -> name used in reports, in the order reports list them.
 _X86_FLAGS = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
               "avx512_bf16": "AVX512-BF16", "avx512_fp16": "AVX512-FP16", "amx_bf16": "AMX-BF16",
@@ -28,7 +30,6 @@ _X86_FLAGS = {"avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI"
 # aarch64 "Features": bf16 (BFDOT/BFMMLA), i8mm and asimddp (int8 dot products).
 _ARM_FLAGS = {"asimddp": "DOTPROD", "i8mm": "I8MM", "bf16": "BF16", "sve": "SVE"}
 NATIVE_BF16_NEEDS = "AVX512-BF16 or AMX"
-_PACKAGES = {"openvino": ("openvino",), "openvino-int8": ("openvino", "nncf")}  # optional runtimes
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,27 @@ def unsupported_reason(name: str) -> str | None:
         return cpu_bf16_gap()
     if name == "fp16" and not torch.cuda.is_available():
         return "needs a CUDA GPU (this machine has CPU only)"
-    missing = [p for p in _PACKAGES.get(name, ()) if importlib.util.find_spec(p) is None]
+    spec = SPECS.get(name)
+    missing = [p for p in spec.packages if importlib.util.find_spec(p) is None] if spec else []
     if missing:
         return f"needs the {' and '.join(missing)} package (pip install 'mahacompress[openvino]')"
     return None
+
+
+def device_in_words(device: torch.device) -> str:
+    """The hardware, in words, for error messages."""
+    if device.type == "cuda":
+        return f"this GPU is a {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        return "the model runs on the CPU" if torch.cuda.is_available() else "this machine has CPU only"
+    return f"the device is {device.type}"
+
+
+def bf16_refusal(what: str, device: torch.device, instead: str) -> str:
+    """Why bf16 `what` ("training", "inference") is refused on `device`, and what to `use instead`."""
+    if device.type == "cpu":
+        return f"bf16 {what} {cpu_bf16_gap()}: use {instead}, or force it"
+    return f"bf16 {what} needs a GPU with native bfloat16 (Ampere or newer); {device_in_words(device)}: use {instead}"
 
 
 def cpu_bf16_gap() -> str:
@@ -149,5 +167,6 @@ def _best_isa() -> str:
 
 
 __all__ = ["CpuFeatures", "cpu_features", "describe", "native_bf16", "unsupported_reason", "cpu_bf16_gap",
+           "device_in_words", "bf16_refusal",
            "ort_int8_options",
            "NATIVE_BF16_NEEDS"]

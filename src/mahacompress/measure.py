@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .config import RUNTIME_BACKENDS
+from .backends import SPECS, Backend, load_backend
+from .backends.torch_engine import quantize_int8
 from .errors import MahaError
 from .models import load_classifier
-from .precision import Backend, ensure_onnx, load_backend, quantize_int8
 
 DEFAULT_THREADS = 2  # the development machine's core count; fixed so rows are comparable across runs
 MIB = 2**20
@@ -160,12 +160,10 @@ def peak_memory_mb(model_dir: str | Path, backend: str, texts: Sequence[str], ba
     """Peak resident memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and
     runs `texts` through it: the model plus the interpreter, torch and transformers (~the same few
     hundred MiB in every row). ONNX and OpenVINO files are built here first, so export memory is not counted."""
-    if backend in RUNTIME_BACKENDS:  # calibrated int8 files must exist already (built when loaded for timing)
-        from .runtimes import ensure_runtime
+    if backend in SPECS and SPECS[backend].file:  # calibrated int8 files must exist already (built when timed)
+        from .backends.build import served_file
 
-        ensure_runtime(model_dir, backend, max_length=max_length, cache_dir=cache_dir)
-    elif backend.startswith("onnx"):
-        ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir)
+        served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
@@ -206,18 +204,15 @@ def size_on_disk_mb(path: str | Path) -> float:
 
 
 def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None) -> float:
-    """MiB of what serving `model_dir` with `backend` loads: the runtime's own file(s) (fused or
-    calibrated ONNX, OpenVINO IR), the (int8) ONNX file, the int8-quantised state dict (as torch.save
+    """MiB of what serving `model_dir` with `backend` loads: the runtime's own file(s) in the derived-file
+    cache ((int8, fused or calibrated) ONNX, OpenVINO IR), the int8-quantised state dict (as torch.save
     writes it), or the checkpoint's weight files for fp32/bf16/fp16."""
-    if backend in RUNTIME_BACKENDS:
-        from .runtimes import ensure_runtime, served_files
+    if SPECS[backend].file:
+        from .backends.build import served_files
 
-        ensure_runtime(model_dir, backend, cache_dir=cache_dir)  # calibrated files must exist already
-        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir))
-    if backend.startswith("onnx"):
-        return size_on_disk_mb(ensure_onnx(model_dir, quantized=backend == "onnx-int8", cache_dir=cache_dir))
+        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir))  # calibrated: built already
     if backend == "tfidf":
-        from .baseline import PIPELINE
+        from .backends.numpy_engine import PIPELINE
 
         return size_on_disk_mb(Path(model_dir) / PIPELINE)
     if backend == "int8":

@@ -23,10 +23,11 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from .baseline import C_GRID, VECTORIZER, save_tfidf
 from .config import GridConfig, TrainConfig, from_dict
+from .data import Splits
 from .distill import distill
 from .errors import MahaError
 from .hardware import unsupported_reason
@@ -34,9 +35,7 @@ from .pruning.compact import PRUNED_FORMAT_VERSION
 from .pruning.prune import prune
 from .static import distill_static
 from .train import finetune
-
-if TYPE_CHECKING:
-    from .grid import Grid
+from .transfer import TransferSet
 
 # How the `served` block of a compressed row runs it: fused ONNX Runtime int8 was the fastest runtime at
 # batch 1 and within the noise of OpenVINO int8 at batch 32 on every model measured, at equal accuracy
@@ -47,6 +46,25 @@ SERVING = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8", "fused": "onnx-i
 # What identifies the modelling code of pruned folders: part of every pruned row's settings, so folders
 # made by older code are rebuilt, not re-timed.
 PRUNED_MODEL_SETTINGS = {"format": PRUNED_FORMAT_VERSION}
+
+
+class Runner(Protocol):
+    """What a recipe reads from the runner that builds it (`grid.Grid`; `optimize` drives one too): the
+    preset, the teacher, the data, the finished rows, and the few answers only the runner has."""
+
+    cfg: GridConfig
+    teacher: str  # as given
+    teacher_dir: str  # the fine-tuned teacher
+    splits: Splits
+    rows: dict[str, dict]
+
+    def settings_of(self, spec: RowSpec) -> dict: ...
+
+    def transfer_set(self) -> TransferSet: ...
+
+    def base_model(self) -> str: ...
+
+    def pick_best(self) -> tuple[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -74,9 +92,9 @@ class Kind:
 
     pattern: str  # full match of the name's head; an optional group captures its number
     modifiers: frozenset[str]  # what may follow `+` (serving modifiers: the row is another model served so)
-    settings: Callable[[Grid, RowSpec], dict]
-    build: Callable[[Grid, RowSpec, Path, TrainConfig | None, str], dict] | None  # None: always served
-    source: Callable[[Grid, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
+    settings: Callable[[Runner, RowSpec], dict]
+    build: Callable[[Runner, RowSpec, Path, TrainConfig | None, str], dict] | None  # None: always served
+    source: Callable[[Runner, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
     seeded: bool = False  # trained: built once per seed, shown as mean and spread
     compressed: bool = False  # a candidate for `best` and given a `served` block
     backend: str = "fp32"  # how its model runs when no modifier says otherwise
@@ -85,24 +103,24 @@ class Kind:
 
 # ---------------------------------------------------------------- the recipes
 
-def _teacher_settings(grid: Grid, spec: RowSpec) -> dict:
+def _teacher_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"teacher": grid.teacher, "finetune": asdict(grid.cfg.finetune)}
 
 
-def _mp_settings(grid: Grid, spec: RowSpec) -> dict:
+def _mp_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"finetune": asdict(train_config(grid.cfg, spec)), "base_model": grid.cfg.base_model}
 
 
-def _transfer_settings(grid: Grid, spec: RowSpec) -> dict:
+def _transfer_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"transfer": asdict(grid.cfg.transfer)} if spec.tr else {}
 
 
-def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
+def _layers_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"distill": asdict(train_config(grid.cfg, spec)), "student_layers": spec.number or grid.cfg.student_layers,
             **({"layer_choice": "ends"} if spec.ends else {}), **_transfer_settings(grid, spec)}
 
 
-def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
+def _prune_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"prune_train": asdict(train_config(grid.cfg, spec)), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
             **_transfer_settings(grid, spec)}
 
@@ -112,52 +130,52 @@ def kdprune_source(spec: RowSpec) -> str:
     return "kd+tr" if spec.tr else "kd"
 
 
-def _kdprune_settings(grid: Grid, spec: RowSpec) -> dict:
+def _kdprune_settings(grid: Runner, spec: RowSpec) -> dict:
     source = parse_row(kdprune_source(spec))
     return {**_prune_settings(grid, spec), "pruned_student": {source.name: grid.settings_of(source)}}
 
 
-def _static_settings(grid: Grid, spec: RowSpec) -> dict:
+def _static_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"static": asdict(train_config(grid.cfg, spec)), "static_dim": grid.cfg.static_dim,
             **_transfer_settings(grid, spec)}
 
 
-def _tfidf_settings(grid: Grid, spec: RowSpec) -> dict:
+def _tfidf_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"tfidf": {"C_grid": list(C_GRID), "vectorizer": VECTORIZER}}
 
 
-def _best_settings(grid: Grid, spec: RowSpec) -> dict:
+def _best_settings(grid: Runner, spec: RowSpec) -> dict:
     """A `best` row depends on every row it may be served from."""
     candidates = [parse_row(n) for n in grid.cfg.rows if is_candidate(parse_row(n))]
     within = {"within_points": grid.cfg.best_within_points} if grid.cfg.best_within_points != 1.0 else {}
     return {"candidates": {c.name: grid.settings_of(c) for c in candidates}, **within}
 
 
-def _build_teacher(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
+def _build_teacher(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
     if grid.teacher_dir == grid.teacher:
         return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
     return timed(out, finetune, grid.teacher, grid.splits, grid.cfg.finetune, out, resume=True)
 
 
-def _build_mp(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+def _build_mp(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, finetune, grid.base_model(), grid.splits, replace(tcfg, mixed_precision=precision), out,
                   resume=True)
 
 
-def _build_layers(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+def _build_layers(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     layers = spec.number or grid.cfg.student_layers
     return timed(out, distill, grid.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), grid.splits, tcfg, out, resume=True,
                   transfer=grid.transfer_set() if spec.tr else None)
 
 
-def _build_prune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+def _build_prune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
     return timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
                   out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
                   transfer=grid.transfer_set() if spec.tr else None)
 
 
-def _build_kdprune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     """Depth, then width: the layer student of the `kd` row (its seed of the same index when it has one)
     pruned to NN% of its own encoder weights while distilling from the teacher."""
     source = grid.rows.get(kdprune_source(spec), {})
@@ -169,16 +187,16 @@ def _build_kdprune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, prec
                   resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set() if spec.tr else None)
 
 
-def _build_static(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+def _build_static(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
                   resume=True, transfer=grid.transfer_set() if spec.tr else None)
 
 
-def _build_tfidf(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
+def _build_tfidf(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
     return timed(out, save_tfidf, grid.splits, out)
 
 
-def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
+def _baseline_source(grid: Runner, spec: RowSpec) -> tuple[str, str]:
     return "baseline", "the teacher"
 
 

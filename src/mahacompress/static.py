@@ -16,16 +16,12 @@ The student then trains in the project's one loop (`train.fit`) with the KD loss
 plus the transfer set, so what it learns is the teacher's function on unlabelled text. Whether the
 table trains too is the training section's `freeze_embeddings`.
 
-Serving (`StaticBackend`): the head is linear, so it is folded into the table once at load time
-(per-piece logits = table @ W.T): a text's logits are then the mean of its pieces' rows plus the bias,
-exactly the model's output, computed with numpy alone. The folded table and the mean are
-`runtime.StaticTable`, the very code an exported static folder runs (export.py writes this backend's
-table), so the benchmarked backend and the shipped folder cannot drift apart.
+Serving: the `static` backend (backends/numpy_engine.py) folds the linear head into the table and runs
+it with numpy alone, with the very code an exported static folder runs (`runtime.StaticTable`).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from dataclasses import asdict
@@ -41,7 +37,7 @@ from .distill import distillation_inputs
 from .errors import MahaError
 from .models import config_labels, load_classifier, save_classifier
 from .modeling_static import StaticConfig, StaticForSequenceClassification
-from .runtime import STATIC_KIND, StaticTable
+from .runtime import STATIC_KIND
 from .train import fit, is_main_process
 from .transfer import TransferSet
 from .trim import trimmed_tokenizer
@@ -109,44 +105,3 @@ def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path
         save_classifier(model, tokenizer, out_dir, info)
         shutil.rmtree(work, ignore_errors=True)
     return info
-
-
-def is_static(model_dir: str | Path) -> bool:
-    """Whether a folder holds a static-embedding student (its config names the class's model type)."""
-    config = Path(model_dir) / "config.json"
-    return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == StaticConfig.model_type
-
-
-class StaticBackend:
-    """A static student run with numpy and the `tokenizers` library: a lookup in the per-piece logit table
-    (table @ W.T, folded at load into a `runtime.StaticTable`) and a mean. `encode` is tokenisation,
-    `forward` the rest."""
-
-    device = "cpu"
-
-    def __init__(self, model_dir: str | Path, max_length: int):
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
-
-        model_dir = Path(model_dir)
-        if not is_static(model_dir):
-            raise MahaError(f"{model_dir}: not a static-embedding student (config.json model_type is not "
-                            f"{StaticConfig.model_type})")
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        weights = load_file(str(model_dir / "model.safetensors"))
-        table = weights["embeddings.weight"].astype(np.float32)
-        self.table = StaticTable(table @ weights["classifier.weight"].astype(np.float32).T,
-                                 weights["classifier.bias"], config.get("special_ids", []))
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length)
-        self.tokenizer.no_padding()
-        self.name, self.num_labels = "static", len(self.table.bias)
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return [enc.ids for enc in self.tokenizer.encode_batch(list(texts))]
-
-    def forward(self, batch: list[list[int]]) -> np.ndarray:
-        return self.table.logits(batch)
-
-    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self.forward(self.encode(texts)) if texts else np.zeros((0, self.num_labels), dtype=np.float32)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import TransferConfig
-from .data import _search_roots, normalize, read_labeled_csv, read_text_column
+from .data import search_roots, normalize, read_labeled_csv, read_text_column
 from .errors import MahaError
 _PUNCT = "\"'“”‘’.,;:!?()[]{}-–—।॥|/\\"
 _MIN_SHORT_WORDS = 4  # a dev/test text shorter than `ngram` blocks pieces that contain it whole, if this long
@@ -41,7 +41,7 @@ def resolve(path: str, data_dir: str | None = None) -> Path:
     given = Path(path).expanduser()
     if given.is_absolute() or given.exists():
         return given
-    roots = ([Path(data_dir)] if data_dir else []) + _search_roots()
+    roots = ([Path(data_dir)] if data_dir else []) + search_roots()
     for root in roots:
         if (root / given).exists():
             return root / given

@@ -89,8 +89,9 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-# What mahacompress itself puts in the folders it writes, and the runtimes later cache beside a model (ONNX
-# files and their records, the OpenVINO folder); anything else in a folder means the user put it there.
+# What mahacompress itself puts in the folders it writes, and what versions before the derived-file cache
+# (backends/cache.py) left beside a model (ONNX files and their records, the OpenVINO folder), so such a
+# folder can still be replaced; anything else in a folder means the user put it there.
 _OUTPUT_ENTRIES = ("*.json", "*.safetensors", "*.bin", "*.onnx", "*.onnx.data", "*.py", "*.md", "*.model",
                    "*.joblib", "vocab.txt", "merges.txt", "requirements.txt", "openvino-int8", "__pycache__")
 
