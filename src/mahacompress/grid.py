@@ -135,6 +135,11 @@ def _kdprune_source(spec: RowSpec) -> str:
     return "kd+tr" if spec.tr else "kd"
 
 
+def source_row(spec: RowSpec) -> str | None:
+    """The row whose finished model `spec`'s build starts from (`kdpNN`: its `kd` row), or None."""
+    return _kdprune_source(spec) if spec.kind == "kdprune" else None
+
+
 def _kdprune_settings(grid: Grid, spec: RowSpec) -> dict:
     source = parse_row(_kdprune_source(spec))
     return {**_prune_settings(grid, spec), "pruned_student": {source.name: grid._settings(source)}}
@@ -387,6 +392,25 @@ class Grid:
                            f"{c['dropped_duplicate']} duplicates dropped, "
                            f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
         return self._transfer
+
+    def use_splits(self, splits) -> str:
+        """Take `splits` instead of reading the preset's dataset (a caller that loaded them itself, with its
+        own data folder or columns: `optimize`); returns the fine-tuned teacher's folder, which `build` of
+        the `baseline` row makes when the teacher does not know the labels yet."""
+        self.splits, self.unlearnable = splits, unlearnable_classes(splits)
+        self.teacher_dir = self._resolve_teacher()
+        return self.teacher_dir
+
+    def build(self, spec: RowSpec, out: Path) -> dict:
+        """Build one row's model (its first seed) into `out`, unscored, resuming a checkpoint there: a recipe
+        run on its own (`optimize` trains candidates so). The row is then known as finished, so a row built
+        from it (`source_row`) finds its model."""
+        kind = KINDS[spec.kind]
+        tcfg = train_config(self.cfg, spec) if kind.seeded else None
+        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
+        built = kind.build(self, spec, Path(out), tcfg, precision)
+        self.rows[spec.name] = {"name": spec.name, "status": "done", "model_dir": built["model_dir"], "seeds": [built]}
+        return built
 
     def _base_model(self) -> str:
         """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
