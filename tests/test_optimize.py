@@ -12,7 +12,7 @@ from mahacompress.cli import app
 from mahacompress.config import DataConfig, OptimizeConfig
 from mahacompress.errors import MahaError
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.optimize import open_candidates, random_compaction, search, verdicts
+from mahacompress.optimize import open_candidates, random_compaction, resolve_candidates, search, verdicts
 
 ORDER = ["a", "b", "c", "d", "e"]
 MS = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
@@ -62,6 +62,19 @@ def test_the_time_budget_stops_the_search_between_trials():
 def test_a_trial_that_errors_proves_nothing_about_faster_ones():
     tried = {"c": {"passed": None, "ms": None, "error": "boom"}}
     assert open_candidates(ORDER, MS, 10.0, tried) == ["a", "b", "d", "e"]
+
+
+def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_depth():
+    from mahacompress.config import GridConfig
+
+    specs, left_out = resolve_candidates(["kdp50", "p50+kd", "p25", "kd8", "static"], transfer=True, teacher_layers=4,
+                                         teacher_hidden=64, grid_cfg=GridConfig(student_layers=2, static_dim=16))
+    assert [s.name for s in specs] == ["kd+tr", "kdp50+tr", "p50+kd+tr", "p25", "static+tr"]  # p25 has no teacher
+    assert left_out == {"kd8+tr": "a 8-layer student of a 4-layer teacher"}
+    for bad, match in (("best+fused", "expected a compressed row"), ("mp", "expected a compressed row"),
+                       ("tfidf", "expected a compressed row"), ("kd2+tr", "give --transfer-set")):
+        with pytest.raises(MahaError, match=match):
+            resolve_candidates([bad], transfer=False, teacher_layers=4, teacher_hidden=64, grid_cfg=GridConfig())
 
 
 def test_an_untrained_pruned_shape_has_the_target_sparsity(toy_splits):
