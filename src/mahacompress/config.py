@@ -176,7 +176,7 @@ class OptimizeConfig:
     batch_size: int = 32  # the batch every latency is measured at: the user's serving batch
     time_budget_s: float | None = None  # wall-clock seconds for the whole run (checked between trials); None: none
     # "point" by default: it is the grid's rule for `best`, and a dev split of a few hundred texts gives a
-    # bootstrap interval wider than a 1-point budget, so "interval" refuses even models as good as the teacher
+    # bootstrap interval wider than a 1-point budget, so "interval" refuses even models as accurate as the teacher
     decide: str = "point"
     candidates: list[str] = field(default_factory=lambda: list(OPTIMIZE_CANDIDATES))
     runtimes: list[str] | None = None  # None: every runtime this machine runs natively (optimize.native_runtimes)
