@@ -186,10 +186,13 @@ def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher
     assert [t.stat().st_mtime_ns for t in trials] == stamps
 
 
-def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path):
+def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path,
+                                                                               monkeypatch):
     import mahacompress.optimize as optimize
 
     data, preset = toy_data
+    ms = {"teacher": 10.0, "kd1": 1.0, "kd2": 2.0}  # both shapes faster than the teacher: only time stops them
+    monkeypatch.setattr(optimize, "time_models", lambda models, *a: {name: {"fp32": ms[name]} for name in models})
     report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0),
                                tmp_path / "out")
     assert report["winner"]["name"] == "teacher" and report["meta"]["timed_out"]

@@ -409,8 +409,12 @@ class Grid:
         tcfg = train_config(self.cfg, spec) if kind.seeded else None
         precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
         built = kind.build(self, spec, Path(out), tcfg, precision)
-        self.rows[spec.name] = {"name": spec.name, "status": "done", "model_dir": built["model_dir"], "seeds": [built]}
+        self.finished(spec.name, built["model_dir"])
         return built
+
+    def finished(self, name: str, model_dir: str) -> None:
+        """Know row `name` as finished with its model in `model_dir` (built by `build`, now or in an earlier run)."""
+        self.rows[name] = {"name": name, "status": "done", "model_dir": model_dir, "seeds": [{"model_dir": model_dir}]}
 
     def _base_model(self) -> str:
         """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""

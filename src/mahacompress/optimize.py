@@ -282,8 +282,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                 "transfer": asdict(transfer_cfg), "finetune": asdict(grid_cfg.finetune)}
     _check_claim(out, identity)
     splits = load_splits(data)
-    _check_teacher(teacher, splits.labels)
-    teacher_config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
+    teacher_config = _check_teacher(teacher, splits.labels)
     specs, left_out = resolve_candidates(cfg.candidates, transfer=transfer_cfg.path is not None,
                                          teacher_layers=getattr(teacher_config, "num_hidden_layers", None),
                                          teacher_hidden=getattr(teacher_config, "hidden_size", None), grid_cfg=grid_cfg)
@@ -295,7 +294,8 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
         grid.build(parse_row("baseline"), Path(teacher_dir))
     if transfer_cfg.path:
         grid.transfer_set()  # a bad transfer file stops here, before any shape is built
-    runtimes = [r for r in (cfg.runtimes or native_runtimes()) if unsupported_reason(r) is None]
+    # fp32 always: the teacher's fp32 dev predictions are the reference every model is judged against
+    runtimes = list(dict.fromkeys(["fp32", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)]))
     ctx = {"max_length": grid_cfg.finetune.max_length, "measure": grid_cfg.measure, "cache": out / "cache",
            "calibration": calibration_sample(splits.train.texts)}
     texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
@@ -319,8 +319,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
         trial = _saved_trial(out, grid, spec)
         if trial is not None:
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
-            grid.rows[spec.name] = {"name": spec.name, "status": "done", "model_dir": trial["model_dir"],
-                                    "seeds": [{"model_dir": trial["model_dir"]}]}  # a kdpNN row may prune it
+            grid.finished(spec.name, trial["model_dir"])  # a kdpNN trial may prune its model
     if tried:
         _console.print(f"reusing finished trials: {', '.join(tried)}")
     trials: dict[str, dict] = {}
@@ -391,15 +390,16 @@ def _check_claim(out: Path, identity: dict) -> None:
                         "run it with the same teacher, data and transfer set to resume it")
 
 
-def _check_teacher(teacher: str, labels: list[str]) -> None:
-    """A classifier trained for other labels is refused (fine-tuning it again would not be the user's teacher);
-    a model with no head for these labels (a bare encoder, or default LABEL_N names) is fine-tuned."""
+def _check_teacher(teacher: str, labels: list[str]):
+    """The teacher's config; a classifier trained for other labels is refused (fine-tuning it again would not be
+    the user's teacher), a model with no head for these labels (a bare encoder, default LABEL_N names) passes."""
     config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
     archs = getattr(config, "architectures", None) or []
     have = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else []
     named = have and have != [f"LABEL_{i}" for i in range(len(have))]
     if named and any(a.endswith("ForSequenceClassification") for a in archs) and have != list(labels):
         raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")
+    return config
 
 
 def _folder(spec: RowSpec) -> str:
