@@ -60,7 +60,8 @@ def _start(folder: Path, port: int, args) -> tuple[subprocess.Popen, float]:
     """Start the server; seconds from start until its first answered /predict."""
     cmd = [sys.executable, "-m", "mahacompress", "serve", str(folder), "--port", str(port),
            "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--memory-arena" if args.memory_arena else "--no-memory-arena"]
+           "--memory-arena" if args.memory_arena else "--no-memory-arena",
+           "--memory-pattern" if args.memory_pattern else "--no-memory-pattern"]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = start + 120
@@ -153,6 +154,7 @@ def run(args) -> dict:
         "model": args.model, "dataset": args.dataset, "cpus": os.cpu_count(),
         "backend": manifest["backend"],
         "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "memory_arena": args.memory_arena,
+                   "memory_pattern": args.memory_pattern,
                    "first_answer_s": first_answer_s,
                    "memory_after_warmup_mib": warm, "memory_at_end_mib": end, "health_after_load": health,
                    "exit_code_after_sigterm": exit_code},
@@ -180,7 +182,8 @@ def report(r: dict) -> str:
         "",
         f"Load: {load['clients']} concurrent clients for {load['seconds']:.0f} s, {load['texts_per_request']} "
         f"text(s) per request, server max batch {s['max_batch']}, max wait {s['max_wait_ms']} ms, onnxruntime memory "
-        f"arena {'on' if s['memory_arena'] else 'off'}.", "",
+        f"arena {'on' if s['memory_arena'] else 'off'}, per-shape memory patterns "
+        f"{'on' if s.get('memory_pattern', True) else 'off'}.", "",
         "| measure | value |", "| --- | --- |",
         f"| throughput | {load['texts_per_s']:.1f} texts/s ({load['requests']} requests) |",
         f"| latency p50 / p99 | {load['latency_ms_p50']:.1f} / {load['latency_ms_p99']:.1f} ms |",
@@ -212,6 +215,8 @@ def main() -> None:
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--no-memory-arena", dest="memory_arena", action="store_false",
                    help="serve with onnxruntime's CPU memory arena off")
+    p.add_argument("--memory-pattern", action="store_true",
+                   help="serve with onnxruntime's per-shape memory patterns on (the server's default is off)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads of the in-process comparison")
     p.add_argument("--work", default="runs/serve", help="where the exported folders are written")
     p.add_argument("--out", default="reports/serve")

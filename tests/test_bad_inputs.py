@@ -158,11 +158,12 @@ def test_disk_full_while_checkpointing_then_rerun_completes(toy_splits, tmp_path
 
 def test_disk_full_while_writing_results_keeps_the_finished_rows(toy_splits, tmp_path, monkeypatch):
     from mahacompress.config import GridConfig
-    from mahacompress.grid import Grid, parse_row
+    from mahacompress.grid import Grid
+    from mahacompress.recipes import parse_row
 
     grid = Grid("teacher", GridConfig(rows=["baseline", "kd"]), "x", "mahanews-shc", tmp_path)
     grid.splits, grid.unlearnable = toy_splits, []
-    grid.rows["baseline"] = {"name": "baseline", "status": "done", "settings": grid._settings(parse_row("baseline"))}
+    grid.rows["baseline"] = {"name": "baseline", "status": "done", "settings": grid.settings_of(parse_row("baseline"))}
     grid._save()
     first = (tmp_path / "results.json").read_text()
 

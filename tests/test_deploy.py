@@ -108,12 +108,18 @@ def test_int8_export_runs_without_torch_close_to_pytorch(model_dir, int8_dir, tm
     assert f"int8 weights use {bits} bits" in card
 
 
-def test_memory_arena_off_gives_the_same_logits(int8_dir):
+def test_memory_arena_off_and_memory_patterns_on_give_the_same_logits(int8_dir):
     from mahacompress.runtime import Classifier
 
     on, off = Classifier(int8_dir), Classifier(int8_dir, memory_arena=False)
     assert off.session.get_session_options().enable_cpu_mem_arena is False
     np.testing.assert_array_equal(on.logits(MARATHI), off.logits(MARATHI))
+    # a service keeps no per-shape allocation plans unless asked (they grow with the shapes it serves)
+    patterns = Classifier(int8_dir, memory_pattern=True)
+    assert on.session.get_session_options().enable_mem_pattern is False
+    assert patterns.session.get_session_options().enable_mem_pattern is True
+    for size in (1, 3, len(MARATHI)):  # several (batch, length) shapes
+        np.testing.assert_array_equal(on.logits(MARATHI[:size]), patterns.logits(MARATHI[:size]))
 
 
 def test_export_scores_the_test_split_for_the_model_card(model_dir, tmp_path, toy_splits):

@@ -40,6 +40,19 @@ def test_layer_student_keeps_first_and_last_layers(teacher_dir):
         kd.layer_student(teacher, 5)
 
 
+def test_an_ends_student_keeps_the_bottom_and_top_layers(teacher_dir):
+    assert kd.bottom_and_top(6, 12) == [0, 1, 2, 9, 10, 11] and kd.bottom_and_top(3, 12) == [0, 1, 11]
+    assert kd.bottom_and_top(1, 12) == [0] and kd.bottom_and_top(12, 12) == list(range(12))
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    student = kd.layer_student(teacher, 3, "ends")  # 4 teacher layers: even spacing would keep [0, 2, 3]
+    assert student.config.distilled_from_layers == [0, 1, 3]
+    assert torch.equal(teacher.bert.encoder.layer[1].output.dense.weight, student.bert.encoder.layer[1].output.dense.weight)
+    assert kd.describe("layers:3:ends") == {"kind": "layers", "layers": 3, "choice": "ends"}
+    assert kd.describe("layers:3")["choice"] == "even"
+    with pytest.raises(MahaError, match="expected pruned:S, layers:N"):
+        kd.describe("layers:3:middle")
+
+
 def test_teacher_logits_are_cached(teacher_dir, toy_splits, tmp_path, monkeypatch):
     first = kd.teacher_logits(str(teacher_dir), toy_splits.train.texts, max_length=32, cache_dir=tmp_path)
     monkeypatch.setattr(kd, "predict_logits", lambda *a, **k: pytest.fail("teacher ran again"))

@@ -14,7 +14,8 @@ import pytest
 
 from mahacompress.config import GridConfig
 from mahacompress.errors import MahaError
-from mahacompress.grid import Grid, load_preset, parse_row, train_config
+from mahacompress.grid import Grid, load_preset
+from mahacompress.recipes import parse_row, train_config
 from mahacompress.hardware import unsupported_reason
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.report import pareto_front, write_report
@@ -28,17 +29,21 @@ def test_row_names():
     assert parse_row("best+fused").backend == "onnx-int8-fused" and parse_row("best+openvino").backend == "openvino-int8"
     assert parse_row("kd").kind == "kd" and parse_row("kd").number is None and parse_row("mp").backend == "bf16"
     assert parse_row("kd4").number == 4 and parse_row("kd12").kind == "kd"
-    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp"):
+    assert parse_row("kd3+ends+tr").ends and parse_row("kd3+ends+tr").tr and not parse_row("kd3").ends
+    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp",
+                "p25+ends", "kd+ends+ends"):
         with pytest.raises(MahaError, match="row"):
             parse_row(bad)
 
 
 def test_kd_rows_take_their_depth_from_the_name(tmp_path):
     grid = Grid("teacher", GridConfig(student_layers=6), "x", "d", tmp_path)
-    assert grid._settings(parse_row("kd"))["student_layers"] == 6
-    assert grid._settings(parse_row("kd2"))["student_layers"] == 2
-    assert "seeds" not in grid._settings(parse_row("kd"))  # one seed: settings as before, no rebuild
-    assert Grid("t", GridConfig(seeds=3), "x", "d", tmp_path)._settings(parse_row("kd"))["seeds"] == 3
+    assert grid.settings_of(parse_row("kd"))["student_layers"] == 6
+    assert grid.settings_of(parse_row("kd2"))["student_layers"] == 2
+    assert "layer_choice" not in grid.settings_of(parse_row("kd2"))  # evenly spaced: settings as before
+    assert grid.settings_of(parse_row("kd2+ends"))["layer_choice"] == "ends"
+    assert "seeds" not in grid.settings_of(parse_row("kd"))  # one seed: settings as before, no rebuild
+    assert Grid("t", GridConfig(seeds=3), "x", "d", tmp_path).settings_of(parse_row("kd"))["seeds"] == 3
 
 
 def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
@@ -89,8 +94,8 @@ def test_train_overrides_change_one_row_only(tmp_path):
     assert train_config(cfg, parse_row("p50+kd")).epochs == 6 and train_config(cfg, parse_row("p50")).epochs == 4
     assert train_config(cfg, parse_row("p50+kd")).lr == 3.0e-5 and cfg.prune_train.epochs == 4
     grid = Grid("teacher", cfg, "p", "d", tmp_path)
-    assert grid._settings(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
-    assert grid._settings(parse_row("p50"))["prune_train"]["epochs"] == 4
+    assert grid.settings_of(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
+    assert grid.settings_of(parse_row("p50"))["prune_train"]["epochs"] == 4
     for text, match in (("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
                         ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
                         ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
@@ -163,12 +168,18 @@ def test_frontier_findings_name_the_fastest_model_per_budget_against_tfidf(tmp_p
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.0}}, "rows": rows}))
     report = write_report(tmp_path).read_text()
     assert "- The reference `tfidf`: 76.00% accuracy" in report and "50.0x faster than the teacher" in report
-    assert ("- **Within 1 point, batch 32**: `best+fused`, 10.0x the teacher end to end, 80.00% (+0.00 [-1.00, +1.00]"
-            " points); against `tfidf`: +4.00 accuracy and +4.00 macro-F1 points, 5.0x slower than it.") in report
-    assert "- **Within 2 points, batch 32**: `best+fused`" in report  # kd2's interval reaches -2.5
+    # the same winner for budgets 1 and 2 (kd2's interval reaches -2.5) is one line
+    assert ("- **Within 1 and 2 points, batch 32**: `best+fused`, 10.0x the teacher end to end, 80.00% (+0.00 "
+            "[-1.00, +1.00] points); against `tfidf`: +4.00 accuracy and +4.00 macro-F1 points, 5.0x slower than "
+            "it.") in report
     assert ("- **Within 3 points, batch 32**: `kd2`, 12.5x the teacher end to end, 78.50% (-1.50 [-2.50, -0.50] "
             "points); against `tfidf`: +2.50 accuracy and +2.50 macro-F1 points, 4.0x slower than it.") in report
     assert "`static`" not in report.split("## The frontier")[1]  # its interval reaches 4 points below the teacher
+    choice = report.split("## Choosing a model")[1].split("## All figures")[0]  # fastest end to end first
+    order = [line.split(" | ")[0].strip("| ") for line in choice.splitlines() if line.startswith("| ") and
+             not line.startswith("| model")]
+    assert order == ["static", "tfidf", "kd2", "best+fused", "kd", "baseline"]
+    assert "| kd | – | 80.50% | +0.50 [-0.50, +1.50] | 79.50% | 20.0 | 5.0x |" in choice
     assert "**kd**: +0.50 [-0.50, +1.50] points: yes, and the interval says so too *(within run-to-run spread)*" in report
     assert "**best+fused**: +0.00 [-1.00, +1.00] points: yes, and the interval says so too." in report  # not retrained
 
@@ -287,7 +298,7 @@ def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
 def test_rows_whose_settings_changed_are_built_again(tmp_path):
     cfg = GridConfig(rows=["baseline", "kd", "p50", "best+int8"])
     first = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
-    rows = [{"name": n, "status": "done", "settings": first._settings(parse_row(n))} for n in cfg.rows]
+    rows = [{"name": n, "status": "done", "settings": first.settings_of(parse_row(n))} for n in cfg.rows]
     (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
     same = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
     assert set(same.rows) == set(cfg.rows) and not same.stale
@@ -298,7 +309,7 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     assert pruning_changed.stale == ["p50", "best+int8"]  # best+X may be served from a pruned row
     # an interrupted row with several seeds keeps its finished seeds when its settings still hold
     three = replace(cfg, seeds=3)
-    partial = {"name": "kd", "status": "partial", "settings": Grid("t", three, "x", "d", tmp_path)._settings(
+    partial = {"name": "kd", "status": "partial", "settings": Grid("t", three, "x", "d", tmp_path).settings_of(
         parse_row("kd")), "seeds": [{"seed": 42}]}
     (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
     assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {}  # other dataset: settings differ
@@ -406,3 +417,21 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
     # half of one of the teacher's two layers is left: about 75% sparsity against the teacher
     assert kdp["encoder_sparsity"] == pytest.approx(0.75, abs=0.05)
     assert kdp["dev_history"] and rows["kd"]["dev_history"]
+
+
+def test_the_accuracy_budget_is_one_setting_for_best_and_the_report(tmp_path):
+    grid = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"], best_within_points=3.0), "x", "d", tmp_path)
+    row = lambda name, dev, weights: {"name": name, "status": "done", "dev_accuracy": dev,  # noqa: E731
+                                      "encoder_linear_weights": weights}
+    grid.rows = {"baseline": row("baseline", 0.90, 100), "kd": row("kd", 0.885, 50), "kd2": row("kd2", 0.875, 20)}
+    assert grid.pick_best()[0] == "kd2" and "within 3 points" in grid.pick_best()[1]  # 2.5 points down: within 3
+    one = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"]), "x", "d", tmp_path)
+    one.rows = grid.rows
+    assert one.pick_best()[0] == "kd"  # the default budget: 1 point
+    d = {"difference": -0.02, "ci_low": -0.025, "ci_high": -0.015}
+    rows = [{"name": "baseline", "status": "done", "accuracy": 0.9, "macro_f1": 0.9,
+             "vs_baseline": {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}},
+            {"name": "kd2", "status": "done", "accuracy": 0.88, "macro_f1": 0.88, "vs_baseline": d}]
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"best_within_points": 3.0}}, "rows": rows}))
+    report = write_report(tmp_path).read_text()
+    assert "## Within 3 points of the baseline?" in report and "**kd2**: -2.00 [-2.50, -1.50] points: yes" in report

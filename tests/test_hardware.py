@@ -12,6 +12,7 @@ from mahacompress import hardware
 from mahacompress.errors import MahaError
 from mahacompress.hardware import CpuFeatures
 from mahacompress.precision import ensure_onnx, load_backend, onnx_path, training_precision
+from mahacompress.recipes import parse_row, unsupported
 
 ZEN3 = CpuFeatures("AMD EPYC 7B13", "x86_64", "AVX2", frozenset({"sse4_2", "avx", "avx2", "fma"}), False)
 SKYLAKE = CpuFeatures("Intel Xeon Gold 6148", "x86_64", "AVX512", frozenset({"avx2", "avx512f", "avx512bw"}), True)
@@ -38,10 +39,12 @@ def test_cpu_that_emulates_bf16(cpu, features):
     with pytest.raises(MahaError, match=rf"bf16 training needs AVX512-BF16 or AMX \(this CPU: {isa}\).*use no \(fp32\)"):
         training_precision("bf16", "cpu")
     assert training_precision("bf16", "cpu", force=True) == "bf16"
-    for row in ("mp", "baseline+bf16", "p25+kd+mp", "bf16"):
-        assert hardware.unsupported_reason(row).startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
-    for row in ("baseline", "int8", "onnx-int8", "onnx-int8-static", "p50+kd"):
-        assert hardware.unsupported_reason(row) is None
+    assert hardware.unsupported_reason("bf16").startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
+    for row in ("mp", "baseline+bf16", "p25+kd+mp"):  # a row asks for its backend and training precision
+        assert unsupported(parse_row(row)).startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
+    for backend in ("fp32", "int8", "onnx-int8", "onnx-int8-static"):
+        assert hardware.unsupported_reason(backend) is None
+    assert unsupported(parse_row("p50+kd")) is None and unsupported(parse_row("baseline+int8")) is None
     assert hardware.ort_int8_options() == {"reduce_range": True, "activation_type": QuantType.QUInt8,
                                            "weight_type": QuantType.QInt8}
     line = hardware.describe()
@@ -53,7 +56,7 @@ def test_cpu_with_native_bf16(cpu, features):
     cpu(features)
     assert training_precision("auto", "cpu") == "bf16"
     assert training_precision("bf16", "cpu") == "bf16"
-    assert hardware.unsupported_reason("mp") is None and hardware.unsupported_reason("baseline+bf16") is None
+    assert hardware.unsupported_reason("bf16") is None and unsupported(parse_row("mp")) is None
     options = hardware.ort_int8_options()
     assert options["reduce_range"] is False
     # onnxruntime's guidance: asymmetric u8 activations on x86, symmetric s8 on Arm
@@ -66,7 +69,8 @@ def test_fp16_and_missing_packages_are_reasons(cpu, monkeypatch):
     assert hardware.unsupported_reason("fp16") == "needs a CUDA GPU (this machine has CPU only)"
     monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None if name == "nncf" else object())
     assert hardware.unsupported_reason("openvino") is None
-    assert "needs the nncf package" in hardware.unsupported_reason("best+openvino-int8")
+    assert "needs the nncf package" in hardware.unsupported_reason("openvino-int8")
+    assert "needs the nncf package" in unsupported(parse_row("best+openvino"))
 
 
 def test_bf16_inference_refused_on_avx2_unless_forced(cpu, tiny_model_dir, shc_splits):

@@ -78,12 +78,12 @@ def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_dep
 
 
 def test_an_untrained_pruned_shape_has_the_target_sparsity(toy_splits):
-    from mahacompress.grid import encoder_linear_weights
+    from mahacompress.pruning.compact import encoder_linear_count
 
     model = tiny_bert(3, vocab_size=64, num_hidden_layers=2, hidden_size=64, intermediate_size=128)
-    dense = encoder_linear_weights(model)
+    dense = sum(encoder_linear_count(model))
     pruned = random_compaction(model, 0.5, block_size=16)
-    assert encoder_linear_weights(pruned) / dense == pytest.approx(0.5, abs=0.02)
+    assert sum(encoder_linear_count(pruned)) / dense == pytest.approx(0.5, abs=0.02)
 
 
 # ---------------------------------------------------------------- whole runs on a tiny teacher

@@ -249,7 +249,7 @@ def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freez
 
 @app.command()
 def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
-            student: Annotated[str, typer.Option(help="pruned:S | layers:N | a student model folder")],
+            student: Annotated[str, typer.Option(help="pruned:S | layers:N[:even|ends] (which N teacher layers: evenly spaced, the default, or the bottom and top ones) | a student model folder")],
             out: Annotated[Path, typer.Option(help="Output model folder.")],
             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
             label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,

@@ -151,7 +151,10 @@ class GridConfig:
     # how far one row moved between two runs of this preset (points), when measured: the report marks smaller
     # differences as noise instead of findings
     run_to_run_points: float | None = None
-    served_blocks: bool = True  # score and time every compressed row as grid.SERVED_BACKEND runs it too
+    # the accuracy budget, in points below the teacher: `best` is the fastest compressed row within it on dev,
+    # and the report's "within N points?" verdicts and runtime choice use the same number
+    best_within_points: float = 1.0
+    served_blocks: bool = True  # score and time every compressed row as recipes.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 

@@ -28,7 +28,7 @@ from .distill_loss import UNLABELLED, evenly_spaced
 from .errors import MahaError
 from .evaluate import predict_logits
 from .files import atomic_path
-from .models import load_classifier, load_tokenizer, save_classifier
+from .models import config_labels, load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
 from .train import data_record, fit, is_main_process, process_state
 from .transfer import TransferSet
@@ -160,8 +160,8 @@ def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainCon
 def check_compatible(teacher: str, student: str, splits: Splits) -> None:
     """Teacher and student must share the label set (by name and order) and the tokenizer vocabulary."""
     t_model, s_model = load_classifier(teacher), load_classifier(student)
-    t_labels = [t_model.config.id2label[i] for i in range(t_model.config.num_labels)]
-    s_labels = [s_model.config.id2label[i] for i in range(s_model.config.num_labels)]
+    t_labels = config_labels(t_model.config)
+    s_labels = config_labels(s_model.config)
     if t_labels != s_labels:
         raise MahaError(f"{student}: labels {s_labels} differ from the teacher's {t_labels} ({teacher})")
     _check_labels(teacher, t_model, splits.labels)
@@ -169,17 +169,28 @@ def check_compatible(teacher: str, student: str, splits: Splits) -> None:
         raise MahaError(f"{student}: its tokenizer differs from the teacher's ({teacher}); KD needs the same inputs")
 
 
-def layer_student(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
-    """A shallower copy of `teacher` keeping `n_layers` evenly spaced layers (DistilBERT style).
+def bottom_and_top(n: int, total: int) -> list[int]:
+    """`n` layer indices out of `total`: the bottom ceil(n/2) and the top floor(n/2), the middle dropped
+    (what layer-dropping studies of BERT-style models favour over even spacing; one layer: the bottom)."""
+    return list(range((n + 1) // 2)) + list(range(total - n // 2, total))
 
-    The first and last layers are always kept (spacing by linspace), so the student starts with the
-    teacher's embeddings, its top layer and its classification head, and a sensible function.
+
+# how a `layers:N` student chooses its N teacher layers (`layers:N:ends`); the first is the default
+LAYER_CHOICES = {"even": evenly_spaced, "ends": bottom_and_top}
+
+
+def layer_student(teacher: PreTrainedModel, n_layers: int, choice: str = "even") -> PreTrainedModel:
+    """A shallower copy of `teacher` keeping `n_layers` of its layers, chosen by `LAYER_CHOICES[choice]`.
+
+    `even` (DistilBERT style) spaces them by linspace, first and last always kept, so the student
+    starts with the teacher's embeddings, its top layer and its classification head, and a sensible
+    function; `ends` keeps the bottom and the top layers and drops the middle ones.
     """
     layers = layer_list(teacher)
     total = len(layers)
     if not 1 <= n_layers <= total:
         raise MahaError(f"layers:{n_layers}: the teacher has {total} layers; choose 1..{total}")
-    keep = evenly_spaced(n_layers, total)
+    keep = LAYER_CHOICES[choice](n_layers, total)
     student = copy.deepcopy(teacher)
     set_layer_list(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
     student.config.num_hidden_layers = len(keep)
@@ -192,10 +203,11 @@ def layer_student(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
 
 
 def describe(student_spec: str) -> dict:
-    """Parse `pruned:S`, `layers:N` or a folder into a dict the CLI and the grid both understand."""
+    """Parse `pruned:S`, `layers:N[:even|ends]` or a folder into a dict the CLI and the grid both understand."""
     kind, _, value = student_spec.partition(":")
-    if kind == "layers" and value.isdigit():
-        return {"kind": "layers", "layers": int(value)}
+    count, _, choice = value.partition(":")
+    if kind == "layers" and count.isdigit() and choice in ("", *LAYER_CHOICES):
+        return {"kind": "layers", "layers": int(count), "choice": choice or next(iter(LAYER_CHOICES))}
     if kind == "pruned":
         try:
             return {"kind": "pruned", "sparsity": float(value)}
@@ -203,12 +215,13 @@ def describe(student_spec: str) -> dict:
             pass
     elif Path(student_spec).is_dir():
         return {"kind": "dir", "path": student_spec}
-    raise MahaError(f"--student {student_spec}: expected pruned:S, layers:N or an existing model folder")
+    raise MahaError(f"--student {student_spec}: expected pruned:S, layers:N[:{'|'.join(LAYER_CHOICES)}] or an "
+                    "existing model folder")
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
             resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None) -> dict:
-    """Distil `teacher` into a `layers:N` student or an existing student folder; save it to `out_dir`.
+    """Distil `teacher` into a `layers:N[:choice]` student or an existing student folder; save it to `out_dir`.
 
     `data` (the configuration `splits` was loaded with) goes into training.json for trim and export.
 
@@ -222,7 +235,7 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     if spec["kind"] == "layers":
         teacher_model = load_classifier(teacher)
         _check_labels(teacher, teacher_model, splits.labels)
-        student = layer_student(teacher_model, spec["layers"])
+        student = layer_student(teacher_model, spec["layers"], spec["choice"])
         del teacher_model
     else:
         check_compatible(teacher, spec["path"], splits)
@@ -240,6 +253,6 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
 
 
 def _check_labels(teacher: str, model: PreTrainedModel, labels: list[str]) -> None:
-    have = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    have = config_labels(model.config)
     if have != list(labels):
         raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")

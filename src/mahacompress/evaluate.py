@@ -18,7 +18,7 @@ from transformers import AutoConfig
 
 from .batching import length_sorted_batches
 from .errors import MahaError
-from .models import check_model_dir
+from .models import check_model_dir, config_labels
 from .precision import load_backend
 from .validate import exported_manifest
 
@@ -85,7 +85,7 @@ def model_labels(model_name: str) -> list[str]:
         return list(manifest["labels"])
     check_model_dir(model_name)
     config = AutoConfig.from_pretrained(model_name, trust_remote_code=True)
-    return [config.id2label[i] for i in range(config.num_labels)]
+    return config_labels(config)
 
 
 def model_logits(model_name: str, texts: Sequence[str], *, backend: str = "fp32", max_length: int = 128,

@@ -1,23 +1,13 @@
 """The study's grid: build every row, measure them all the same way, survive interruption.
 
-A row name says how its model is made; each kind of row is one entry of `KINDS` (which names it
-takes, which preset settings shape its model, how it is built): `baseline` (the fine-tuned teacher),
-`mp` (the teacher fine-tuned and run in bf16), `kd` / `kdN` (a layer-subset student of
-`student_layers` / N layers distilled from the teacher), `pNN` (pruned to NN% encoder sparsity and
-compacted), `+kd` (pruned while distilling), `kdpNN` (depth, then width: the `kd` row's student pruned
-to NN% while distilling), `+tr` (distilled on the preset's transfer set too:
-unlabelled text the teacher labels), `+mp` (trained and run in bf16), and `baseline+X` /
-`best+X` (the teacher, or the fastest compressed model within 1 dev-accuracy point of it, served with
-bf16, dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`) or with transformer graph fusion
-(`fused`), or OpenVINO's calibrated int8 (`openvino`); the report names the fastest of them at equal
-accuracy). Trained rows are built once per seed (`seeds`), and the compressed ones also get a `served`
-block (the same model as `SERVED_BACKEND` runs it).
+What each row is and how it is made is data in `recipes.py` (`KINDS`, `parse_row`); this module runs a
+preset's rows. Trained rows are built once per seed (`seeds`), and the compressed ones also get a
+`served` block (the same model as `recipes.SERVED_BACKEND` runs it).
 
 Data flows one way: rows are built and scored one at a time (each finished row, even each finished
 seed, is written to `results.json` at once and never rebuilt), then every finished row is timed in
 one interleaved session so speedups compare like with like, then `report` reads `results.json` alone.
-Every row is scored and timed with the baseline's `max_length` on the same test texts; timings leave
-tokenisation out (`measure.latency` encodes before timing).
+Every row is scored and timed with the baseline's `max_length` on the same test texts.
 """
 
 from __future__ import annotations
@@ -26,12 +16,10 @@ import json
 import os
 import platform
 import random
-import re
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,234 +27,25 @@ import yaml
 from rich.console import Console
 from transformers import AutoConfig
 
-from .baseline import C_GRID, VECTORIZER, is_tfidf, load_tfidf, save_tfidf
+from .baseline import is_tfidf, load_tfidf
 from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import load_splits
-from .distill import distill
 from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
 from .files import RESULTS_RECORD, write_json
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
-from .models import check_model_dir, load_classifier
+from .models import check_model_dir, config_labels, load_classifier
 from .precision import load_backend, training_precision
-from .runtimes import CALIBRATED_BACKENDS, calibration_sample, ensure_runtime
-from .hardware import unsupported_reason
-from .pruning.compact import PRUNED_FORMAT_VERSION
-from .pruning.prune import prune
+from .pruning.compact import encoder_linear_count
+from .recipes import KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config, unsupported
 from .report import write_report
-from .static import distill_static, is_static
+from .runtimes import CALIBRATED_BACKENDS, calibration_sample, ensure_runtime
+from .static import is_static
 from .stats import correctness, paired_difference
-from .train import finetune
 from .transfer import TransferSet, build_transfer
 from .validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
-ACCURACY_SLACK = 0.01  # "best" = the fastest compressed row within 1 dev-accuracy point of the teacher
-# How the `served` block of a compressed row runs it: fused ONNX Runtime int8 was the fastest runtime at
-# batch 1 and within the noise of OpenVINO int8 at batch 32 on every model measured, at equal accuracy
-# (reports/runtimes), and needs no package beyond onnxruntime.
-SERVED_BACKEND = "onnx-int8-fused"
-SERVING = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8", "fused": "onnx-int8-fused",
-           "openvino": "openvino-int8"}  # modifier -> inference backend
-# What identifies the modelling code of pruned folders: part of every pruned row's settings, so folders
-# made by older code are rebuilt, not re-timed.
-PRUNED_MODEL_SETTINGS = {"format": PRUNED_FORMAT_VERSION}
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """What a row name asks for."""
-
-    name: str
-    kind: str  # a key of KINDS
-    number: int | None = None  # the number in the name: pNN's sparsity in percent, kdN's layers
-    kd: bool = False
-    mp: bool = False
-    tr: bool = False  # distilled on the preset's transfer set too
-    backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
-    served_from_another: bool = False
-
-    @property
-    def sparsity(self) -> float | None:
-        return self.number / 100 if self.kind in ("prune", "kdprune") else None
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One kind of row: its names, what shapes its model (a change rebuilds it) and how it is made."""
-
-    pattern: str  # full match of the name's head; an optional group captures its number
-    modifiers: frozenset[str]  # what may follow `+` (serving modifiers: the row is another model served so)
-    settings: Callable[[Grid, RowSpec], dict]
-    build: Callable[[Grid, RowSpec, Path, TrainConfig | None, str], dict] | None  # None: always served
-    source: Callable[[Grid, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
-    seeded: bool = False  # trained: built once per seed, shown as mean and spread
-    compressed: bool = False  # a candidate for `best` and given a `served` block
-    backend: str = "fp32"  # how its model runs when no modifier says otherwise
-    distils: bool = False  # always learns from the teacher, so it may take the transfer set (`+tr`)
-
-
-# ---------------------------------------------------------------- the recipes
-
-def _teacher_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"teacher": grid.teacher, "finetune": asdict(grid.cfg.finetune)}
-
-
-def _mp_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"finetune": asdict(train_config(grid.cfg, spec)), "base_model": grid.cfg.base_model}
-
-
-def _transfer_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"transfer": asdict(grid.cfg.transfer)} if spec.tr else {}
-
-
-def _layers_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"distill": asdict(train_config(grid.cfg, spec)), "student_layers": spec.number or grid.cfg.student_layers,
-            **_transfer_settings(grid, spec)}
-
-
-def _prune_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"prune_train": asdict(train_config(grid.cfg, spec)), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
-            **_transfer_settings(grid, spec)}
-
-
-def _kdprune_source(spec: RowSpec) -> str:
-    """The layer-student row a `kdpNN` row prunes: `kd`, or `kd+tr` when the transfer set is used."""
-    return "kd+tr" if spec.tr else "kd"
-
-
-def source_row(spec: RowSpec) -> str | None:
-    """The row whose finished model `spec`'s build starts from (`kdpNN`: its `kd` row), or None."""
-    return _kdprune_source(spec) if spec.kind == "kdprune" else None
-
-
-def _kdprune_settings(grid: Grid, spec: RowSpec) -> dict:
-    source = parse_row(_kdprune_source(spec))
-    return {**_prune_settings(grid, spec), "pruned_student": {source.name: grid._settings(source)}}
-
-
-def _static_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"static": asdict(train_config(grid.cfg, spec)), "static_dim": grid.cfg.static_dim,
-            **_transfer_settings(grid, spec)}
-
-
-def _tfidf_settings(grid: Grid, spec: RowSpec) -> dict:
-    return {"tfidf": {"C_grid": list(C_GRID), "vectorizer": VECTORIZER}}
-
-
-def _best_settings(grid: Grid, spec: RowSpec) -> dict:
-    """A `best` row depends on every row it may be served from."""
-    candidates = [parse_row(n) for n in grid.cfg.rows if _is_candidate(parse_row(n))]
-    return {"candidates": {c.name: grid._settings(c) for c in candidates}}
-
-
-def _build_teacher(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
-    if grid.teacher_dir == grid.teacher:
-        return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
-    return _timed(out, finetune, grid.teacher, grid.splits, grid.cfg.finetune, out, resume=True)
-
-
-def _build_mp(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    return _timed(out, finetune, grid._base_model(), grid.splits, replace(tcfg, mixed_precision=precision), out,
-                  resume=True)
-
-
-def _build_layers(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    layers = spec.number or grid.cfg.student_layers
-    return _timed(out, distill, grid.teacher_dir, f"layers:{layers}", grid.splits, tcfg, out, resume=True,
-                  transfer=grid.transfer_set() if spec.tr else None)
-
-
-def _build_prune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
-    return _timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
-                  out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
-                  transfer=grid.transfer_set() if spec.tr else None)
-
-
-def _build_kdprune(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    """Depth, then width: the layer student of the `kd` row (its seed of the same index when it has one)
-    pruned to NN% of its own encoder weights while distilling from the teacher."""
-    source = grid.rows.get(_kdprune_source(spec), {})
-    if source.get("status") != "done":
-        raise MahaError(f"row '{spec.name}' prunes row '{_kdprune_source(spec)}', which has not finished")
-    index = tcfg.seed - train_config(grid.cfg, spec).seed  # which of this row's seeds is being built
-    student = source["seeds"][index]["model_dir"] if index < len(source["seeds"]) else source["model_dir"]
-    return _timed(out, prune, student, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity), out,
-                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set() if spec.tr else None)
-
-
-def _build_static(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    return _timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
-                  resume=True, transfer=grid.transfer_set() if spec.tr else None)
-
-
-def _build_tfidf(grid: Grid, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
-    return _timed(out, save_tfidf, grid.splits, out)
-
-
-def _baseline_source(grid: Grid, spec: RowSpec) -> tuple[str, str]:
-    return "baseline", "the teacher"
-
-
-KINDS: dict[str, Kind] = {
-    "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source),
-    "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr"}), _layers_settings, _build_layers, seeded=True, compressed=True,
-               distils=True),
-    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True,
-                  compressed=True),
-    # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
-    "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr"}), _kdprune_settings, _build_kdprune, seeded=True,
-                    compressed=True, distils=True),
-    "best": Kind(r"best", frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
-    # below every transformer: a static-embedding student of the teacher, and the reference a user would
-    # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
-    "static": Kind(r"static", frozenset({"tr"}), _static_settings, _build_static, seeded=True, backend="static",
-                   distils=True),
-    "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, _build_tfidf, backend="tfidf"),
-}
-# which section of a preset trains each seeded kind (its seed is varied per run)
-_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
-                  "static": "static"}
-
-
-def parse_row(name: str) -> RowSpec:
-    """`p25+kd+mp` -> RowSpec(kind="prune", number=25, kd=True, mp=True, backend="bf16")."""
-    head, *mods = name.split("+")
-    for kind_name, kind in KINDS.items():
-        match = re.fullmatch(kind.pattern, head)
-        if not match:
-            continue
-        serving = [m for m in mods if m in SERVING]
-        # a serving modifier stands alone (the row is another row's model served so); others need a build
-        if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
-                and (len(mods) == 1 if serving else kind.build is not None)
-                and ("tr" not in mods or "kd" in mods or kind.distils)):  # a transfer set needs a teacher
-            number = match.group(1) if match.groups() else None
-            mp = "mp" in mods or kind_name == "mp"
-            return RowSpec(name, kind_name, int(number) if number else None,
-                           kd="kd" in mods or kind_name in ("kd", "kdprune"),
-                           mp=mp, tr="tr" in mods,
-                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
-                           served_from_another=bool(serving))
-        break
-    raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+tr], pNN[+kd[+tr]][+mp], "
-                    f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
-
-
-def _is_candidate(spec: RowSpec) -> bool:
-    """Rows `best` may serve: compressed models trained and run in fp32."""
-    return KINDS[spec.kind].compressed and not spec.mp and not spec.served_from_another
-
-
-def unsupported(spec: RowSpec) -> str | None:
-    """Why this machine cannot run `spec` natively (its backend or training precision needs a CPU or GPU
-    feature that is missing here), or None. Such a row is recorded as skipped with this reason instead of
-    running for hours on an emulated path (bf16 on an AVX2-only CPU runs 8-95x slower than fp32)."""
-    return unsupported_reason(spec.name) or unsupported_reason(spec.backend)
-
-
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
     """A preset by name (shipped in mahacompress/presets) or a YAML path; unknown keys stop here."""
     path = Path(preset)
@@ -287,19 +66,11 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
         spec = parse_row(row)
         if spec.tr and cfg.transfer.path is None:
             raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
-        if spec.kind == "kdprune" and _kdprune_source(spec) not in cfg.rows[:i]:
-            raise MahaError(f"{path}: row '{row}' prunes the student of row '{_kdprune_source(spec)}': list that "
+        if spec.kind == "kdprune" and kdprune_source(spec) not in cfg.rows[:i]:
+            raise MahaError(f"{path}: row '{row}' prunes the student of row '{kdprune_source(spec)}': list that "
                             "row before it")
     return cfg, path.stem
 
-
-
-def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
-    """The training settings of a trained row: its kind's preset section with the row's overrides."""
-    base = getattr(cfg, _TRAIN_SECTION[spec.kind])
-    values = cfg.train_overrides.get(spec.name, {})
-    checked = from_dict(TrainConfig, values, f"train_overrides.{spec.name}")
-    return replace(base, **{key: getattr(checked, key) for key in values})
 
 
 def _check_overrides(cfg: GridConfig, where: str) -> None:
@@ -331,14 +102,14 @@ class Grid:
                 name, status = row["name"], row.get("status")
                 if status not in ("done", "partial") or name not in cfg.rows:
                     continue
-                if row.get("settings") != self._settings(parse_row(name)):
+                if row.get("settings") != self.settings_of(parse_row(name)):
                     self.stale += [name] if status == "done" else []
                     continue
                 self.rows[name] = row  # a partial row stays in results.json until its next seed is built
                 if status == "partial":
                     self.partial[name] = row["seeds"]
 
-    def _settings(self, spec: RowSpec) -> dict:
+    def settings_of(self, spec: RowSpec) -> dict:
         """Everything in the preset that shapes a row's model: a re-run rebuilds the row when this changes."""
         seeds = {"seeds": self.cfg.seeds} if KINDS[spec.kind].seeded and self.cfg.seeds > 1 else {}
         return {"dataset": self.dataset, "max_train_rows": self.cfg.max_train_rows,
@@ -376,7 +147,7 @@ class Grid:
         """The fine-tuned teacher: the given model if it already knows the labels, else fine-tuned here."""
         check_model_dir(self.teacher)
         config = AutoConfig.from_pretrained(self.teacher, trust_remote_code=True)
-        labels = [config.id2label[i] for i in range(config.num_labels)]
+        labels = config_labels(config)
         if labels == self.splits.labels:
             return self.teacher
         return str(self.models / "baseline")
@@ -404,7 +175,7 @@ class Grid:
     def build(self, spec: RowSpec, out: Path) -> dict:
         """Build one row's model (its first seed) into `out`, unscored, resuming a checkpoint there: a recipe
         run on its own (`optimize` trains candidates so). The row is then known as finished, so a row built
-        from it (`source_row`) finds its model."""
+        from it (`recipes.kdprune_source`) finds its model."""
         kind = KINDS[spec.kind]
         tcfg = train_config(self.cfg, spec) if kind.seeded else None
         precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
@@ -416,7 +187,7 @@ class Grid:
         """Know row `name` as finished with its model in `model_dir` (built by `build`, now or in an earlier run)."""
         self.rows[name] = {"name": name, "status": "done", "model_dir": model_dir, "seeds": [{"model_dir": model_dir}]}
 
-    def _base_model(self) -> str:
+    def base_model(self) -> str:
         """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
         teacher = self.teacher_dir
         if teacher != self.teacher:
@@ -436,7 +207,7 @@ class Grid:
         reason = unsupported(spec)
         if reason:
             return {"name": spec.name, "status": "skipped", "reason": reason}
-        row = {"name": spec.name, "status": "done", "settings": self._settings(spec), "backend": backend,
+        row = {"name": spec.name, "status": "done", "settings": self.settings_of(spec), "backend": backend,
                "train_precision": precision if spec.mp else "fp32"}
         with Energy(country_iso_code=self.cfg.measure.country) as energy:
             if spec.served_from_another:
@@ -514,7 +285,7 @@ class Grid:
             return {"params_total": sum(p.numel() for p in load_classifier(str(model_dir)).parameters()),
                     "params_encoder": 0, "encoder_linear_weights": 0}
         model = load_classifier(str(model_dir))
-        params, weights = count_params(model), encoder_linear_weights(model)
+        params, weights = count_params(model), sum(encoder_linear_count(model))
         return {"params_total": params["total"], "params_encoder": params["encoder"],
                 "encoder_linear_weights": weights, "encoder_sparsity": 1 - weights / self._teacher_weights()}
 
@@ -544,34 +315,36 @@ class Grid:
             row["served"] = self._serve(row["model_dir"])
 
     def pick_best(self) -> tuple[str, str]:
-        """The fastest compressed row within 1 point of the teacher's DEV accuracy (never test), and how
-        it was chosen. Rows are chosen before the timing session, so "fastest" is its proxy: fewest
+        """The fastest compressed row within `best_within_points` of the teacher's DEV accuracy (never
+        test), and how it was chosen. Rows are chosen before the timing session, so "fastest" is its proxy: fewest
         encoder Linear weights (FLOPs per token); ties go to higher dev accuracy."""
         teacher = self.rows.get("baseline", {})
-        candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and _is_candidate(parse_row(n))]
+        candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and is_candidate(parse_row(n))]
         if teacher.get("status") != "done" or not candidates:
             raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd, kdpNN)")
         for row in [teacher, *candidates]:
             if "dev_accuracy" not in row:  # written by an older version
                 self._complete(row)
-        floor = teacher["dev_accuracy"] - ACCURACY_SLACK
+        points = self.cfg.best_within_points
+        floor = teacher["dev_accuracy"] - points / 100
+        within = f"{points:g} point{'s' if points != 1 else ''}"
         close = [r for r in candidates if r["dev_accuracy"] >= floor]
         listed = ", ".join(f"{r['name']} {r['dev_accuracy']:.2%}" for r in sorted(
             candidates, key=lambda r: r["encoder_linear_weights"]))
         if close:
             pick = min(close, key=lambda r: (r["encoder_linear_weights"], -r["dev_accuracy"]))
-            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within 1 point "
+            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within {within} "
                    f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})")
         else:
             pick = max(candidates, key=lambda r: r["dev_accuracy"])
-            how = (f"no row within 1 point of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
+            how = (f"no row within {within} of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
                    f"accurate on dev (dev accuracy: {listed})")
         return pick["name"], how
 
     def _teacher_weights(self) -> int:
         """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
         if not hasattr(self, "_dense_weights"):
-            self._dense_weights = encoder_linear_weights(load_classifier(self.teacher_dir))
+            self._dense_weights = sum(encoder_linear_count(load_classifier(self.teacher_dir)))
         return self._dense_weights
 
     # ------------------------------------------------------------------ comparing and measuring
@@ -672,33 +445,8 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def encoder_linear_weights(model: torch.nn.Module) -> int:
-    """Weights of the encoder's Linear layers that physically exist (masked zeros in kept blocks count)."""
-    return sum(m.weight.numel() for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}.")
-
-
-def _timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
-    """Run a builder; the model folder and its training seconds (as the trainer recorded them, else wall time)."""
-    t0 = time.time()
-    info = fn(*args, **kwargs)
-    info = info if isinstance(info, dict) else {}
-    seconds = info.get("result", {}).get("seconds")
-    transfer = {"transfer": info["transfer"]} if info.get("transfer") else {}
-    history = info.get("result", {}).get("dev_history")  # (step, dev macro-F1): did training converge?
-    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0, **transfer,
-            **({"dev_history": history} if history else {})}
-
-
 def _served_key(name: str) -> str:
     return f"{name} (served)"
-
-
-def _recorded_seconds(model_dir: Path) -> float | None:
-    record = model_dir / "training.json"
-    if record.is_file():
-        return json.loads(record.read_text(encoding="utf-8")).get("result", {}).get("seconds")
-    return None
 
 
 def _check_student_shapes(cfg: GridConfig, teacher: str, preset: str) -> None:

@@ -104,21 +104,20 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def unsupported_reason(name: str) -> str | None:
-    """Why `name` (a backend, a training precision, or a grid row name such as "mp" or
-    "baseline+bf16") would crawl on this CPU, or None when it runs at full speed.
+    """Why the inference backend or training precision `name` ("bf16", "fp16", "openvino-int8", ...) would
+    crawl or cannot run on this machine, or None when it runs at full speed. (A grid row asks for its
+    backend and its training precision: `recipes.unsupported`.)
 
-    Only CPU-side gaps are reported: a row that needs bf16 on a CPU that emulates it would run for
-    hours (see the module docstring). int8 always runs (with 7-bit weights where VNNI is missing).
+    Only CPU-side gaps are reported: bf16 on a CPU that emulates it would run for hours (see the module
+    docstring). int8 always runs (with 7-bit weights where VNNI is missing).
     """
-    parts = set(name.replace("+", " ").split())
-    if parts & {"bf16", "mp"} and not torch.cuda.is_available() and not cpu_features().native_bf16:
+    if name == "bf16" and not torch.cuda.is_available() and not cpu_features().native_bf16:
         return cpu_bf16_gap()
-    if "fp16" in parts and not torch.cuda.is_available():
+    if name == "fp16" and not torch.cuda.is_available():
         return "needs a CUDA GPU (this machine has CPU only)"
-    for part in parts:
-        missing = [p for p in _PACKAGES.get(part, ()) if importlib.util.find_spec(p) is None]
-        if missing:
-            return f"needs the {' and '.join(missing)} package (pip install 'mahacompress[openvino]')"
+    missing = [p for p in _PACKAGES.get(name, ()) if importlib.util.find_spec(p) is None]
+    if missing:
+        return f"needs the {' and '.join(missing)} package (pip install 'mahacompress[openvino]')"
     return None
 
 

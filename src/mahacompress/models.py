@@ -176,6 +176,11 @@ def build_e5(out_dir: Path) -> Path:
     return out_dir
 
 
+def config_labels(config) -> list[str]:
+    """A classifier config's labels in id order (what its logits' columns mean); [] when it names none."""
+    return [config.id2label[i] for i in range(len(config.id2label))] if config.id2label else []
+
+
 def check_model_dir(name: str) -> None:
     """Fail with one line when a model source cannot be loaded (see `validate.check_model`)."""
     check_model(name)
@@ -202,8 +207,7 @@ def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
         if labels is not None:
-            current = [config.id2label[i] for i in range(len(config.id2label))] if config.id2label else []
-            if current != labels:
+            if config_labels(config) != labels:
                 kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                               label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
         return AutoModelForSequenceClassification.from_pretrained(name, **kwargs)

@@ -49,14 +49,15 @@ from .distill import layer_student, with_transfer
 from .errors import MahaError
 from .evaluate import classification_metrics, model_labels
 from .files import SEARCH_RECORD, TRAINING_RECORD, atomic_path, staged_dir, write_json, write_text
-from .grid import KINDS, Grid, RowSpec, load_preset, parse_row, source_row, timing_texts
+from .grid import Grid, load_preset, timing_texts
 from .hardware import describe, unsupported_reason
 from .measure import latency
-from .models import load_classifier, load_tokenizer, save_classifier
+from .models import config_labels, load_classifier, load_tokenizer, save_classifier
 from .precision import load_backend
 from .pruning.compact import compact, plan, save_pruned
 from .pruning.masks import MaskedModel, make_binarizer
 from .pruning.structure import structure_of
+from .recipes import KINDS, RowSpec, kdprune_source, parse_row
 from .runtimes import CALIBRATED_BACKENDS, calibration_sample
 from .static import build_table
 from .stats import correctness, paired_difference, paired_macro_f1_difference
@@ -100,7 +101,7 @@ def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int 
         if spec.kind == "static" and teacher_hidden is not None and grid_cfg.static_dim > teacher_hidden:
             left_out[spec.name] = f"static_dim {grid_cfg.static_dim} exceeds the teacher's hidden size {teacher_hidden}"
             continue
-        source = source_row(spec)
+        source = _source(spec)
         if source and source not in specs:
             specs[source] = parse_row(source)
         specs.setdefault(spec.name, spec)
@@ -109,7 +110,7 @@ def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int 
 
 def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
     """Save `spec`'s model untrained, with the shape training gives it (reused while its settings hold)."""
-    settings = grid._settings(spec)
+    settings = grid.settings_of(spec)
     record = folder / TRAINING_RECORD
     if record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("settings") == settings:
         return
@@ -121,7 +122,8 @@ def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
         return
     model, tokenizer = load_classifier(grid.teacher_dir), load_tokenizer(grid.teacher_dir)
     if spec.kind in ("kd", "kdprune"):
-        model = layer_student(model, spec.number if spec.kind == "kd" and spec.number else grid.cfg.student_layers)
+        layers = spec.number if spec.kind == "kd" and spec.number else grid.cfg.student_layers
+        model = layer_student(model, layers, "ends" if spec.ends else "even")
     if spec.kind == "kd":
         save_classifier(model, tokenizer, folder, info)
         return
@@ -326,7 +328,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
 
     def run_trial(name: str) -> dict[str, dict]:
         results = {}
-        source = source_row(by_name[name])
+        source = _source(by_name[name])
         for spec in ([by_name[source]] if source and source not in tried else []) + [by_name[name]]:
             _console.print(f"training {spec.name} ({clock() - start:.0f} s into the run)")
             try:
@@ -395,11 +397,16 @@ def _check_teacher(teacher: str, labels: list[str]):
     the user's teacher), a model with no head for these labels (a bare encoder, default LABEL_N names) passes."""
     config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
     archs = getattr(config, "architectures", None) or []
-    have = [config.id2label[i] for i in range(config.num_labels)] if getattr(config, "id2label", None) else []
+    have = config_labels(config)
     named = have and have != [f"LABEL_{i}" for i in range(len(have))]
     if named and any(a.endswith("ForSequenceClassification") for a in archs) and have != list(labels):
         raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")
     return config
+
+
+def _source(spec: RowSpec) -> str | None:
+    """The candidate whose trained model `spec`'s trial starts from (a kdpNN prunes its kd row's student)."""
+    return kdprune_source(spec) if spec.kind == "kdprune" else None
 
 
 def _folder(spec: RowSpec) -> str:
@@ -429,14 +436,14 @@ def _saved_trial(out: Path, grid: Grid, spec: RowSpec) -> dict | None:
     if not path.is_file():
         return None
     trial = json.loads(path.read_text(encoding="utf-8"))
-    return trial if trial.get("settings") == grid._settings(spec) and Path(trial["model_dir"]).is_dir() else None
+    return trial if trial.get("settings") == grid.settings_of(spec) and Path(trial["model_dir"]).is_dir() else None
 
 
 def _trial(out: Path, grid: Grid, spec: RowSpec, runtimes: list[str], splits: Splits, ctx: dict) -> dict:
     """Train `spec` with the grid's builder, score it on dev in each runtime, and record it (atomically)."""
     started = time.monotonic()
     built = grid.build(spec, out / "models" / _folder(spec))
-    trial = {"name": spec.name, "settings": grid._settings(spec), "model_dir": built["model_dir"],
+    trial = {"name": spec.name, "settings": grid.settings_of(spec), "model_dir": built["model_dir"],
              "train_seconds": built["train_seconds"], "dev_history": built.get("dev_history"),
              "dev_predictions": dev_predictions(built["model_dir"], runtimes, splits, ctx)}
     trial["seconds"] = time.monotonic() - started

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .errors import MahaError  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
 
-SLACK_POINTS = 1.0  # "within 1 point of the baseline"
+DEFAULT_WITHIN_POINTS = 1.0  # the accuracy budget of results that do not record theirs (best_within_points)
 BUDGETS = (1.0, 2.0, 3.0)  # accuracy points below the teacher the frontier findings look at
 REFERENCE = "tfidf"  # the row a user would pick instead of any transformer
 MIB_PER_MB = 1e6 / 2**20
@@ -101,6 +101,43 @@ def markdown_table(rows: list[dict], unlearnable: list[str] | None = None) -> st
     return "\n".join(lines)
 
 
+# The short table a user chooses from: one line per deployable model (each row, and each row's model as the grid
+# serves it), fastest end to end first; every figure of the long table is in results.csv and under "All figures".
+CHOICE_COLUMNS = [
+    ("accuracy", "acc.", "{:.2%}"),
+    ("vs_baseline", "Δ acc. [95% CI]", "{}"),
+    ("macro_f1", "macro-F1", "{:.2%}"),
+    ("e2e_ms_b32_p50", "e2e b32 ms", "{:.1f}"),
+    ("e2e_speedup_b32", "e2e speedup b32", "{:.1f}x"),
+    ("e2e_speedup_b1", "e2e speedup b1", "{:.1f}x"),
+    ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"),
+    ("disk_mb", "disk MiB", "{:.0f}"),
+    ("peak_rss_mb", "peak MiB", "{:.0f}"),
+    ("energy_kwh", "build kWh", "{:.4f}"),
+]
+
+
+def choice_table(rows: list[dict]) -> str:
+    """Every model a user could deploy, with the figures that decide between them, fastest end to end at
+    batch 32 first. A served block is the row's model in another runtime: its line has no peak memory or
+    energy of its own (the row's are for the row's own runtime and for training)."""
+    models = []
+    for row in rows:
+        if row.get("status") != "done":
+            continue
+        models.append((row["name"], row.get("backend", "–"), row))
+        if isinstance(row.get("served"), dict):
+            models.append((f"{row['name']} (served)", row["served"].get("backend", "–"), row["served"]))
+    if not any(block.get("e2e_speedup_b32") is not None for _, _, block in models):
+        return ""
+    models.sort(key=lambda m: -(m[2].get("e2e_speedup_b32") or 0.0))
+    lines = ["| model | runtime | " + " | ".join(h for _, h, _ in CHOICE_COLUMNS) + " |",
+             "|" + "---|" * (len(CHOICE_COLUMNS) + 2)]
+    for name, backend, block in models:
+        lines.append(f"| {name} | {backend} | " + " | ".join(_cell(block, k, f) for k, _, f in CHOICE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
 def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     """Names of rows that no other row beats on both speedup and accuracy."""
     front = []
@@ -156,10 +193,16 @@ def write_report(out_dir: Path) -> Path:
     writer.writerows(flat)
     write_text(out_dir / "results.csv", buf.getvalue())
 
-    plots = _plots(done, out_dir)
+    within = meta.get("config", {}).get("best_within_points", DEFAULT_WITHIN_POINTS)
+    plots = _plots(done, out_dir, within)
     max_length = meta.get("max_length")
-    md = [f"# mahacompress grid: preset `{meta.get('preset', '?')}` on `{meta.get('dataset', '?')}`", "",
-          markdown_table(rows, meta.get("unlearnable_classes")), "",
+    choice = choice_table(rows)
+    md = [f"# mahacompress grid: preset `{meta.get('preset', '?')}` on `{meta.get('dataset', '?')}`", ""]
+    if choice:
+        md += ["## Choosing a model", "", "Each model as it can be deployed (a row, or a row's model in the "
+               "runtime the grid serves it with), fastest end to end at batch 32 first; `e2e` = raw strings in, "
+               "labels out. All figures are below and in results.csv.", "", choice, "", "## All figures", ""]
+    md += [markdown_table(rows, meta.get("unlearnable_classes")), "",
           "Accuracy and macro-F1 are fractions of the test split"
           + (f" (mean ± SD over {meta['seeds']} seeds for trained rows)" if meta.get("seeds", 1) > 1 else "")
           + "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
@@ -176,7 +219,7 @@ def write_report(out_dir: Path) -> Path:
              if max_length else "")
           + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
           "Sizes are MiB (2^20 bytes). Energy and CO2 cover building the row (training) and scoring it.", ""]
-    md += _findings(done, meta.get("config", {}).get("run_to_run_points"))
+    md += _findings(done, within, meta.get("config", {}).get("run_to_run_points"))
     for plot in plots:
         md.append(f"![{plot.stem}]({plot.name})")
     md += ["", "## Setup", ""]
@@ -203,8 +246,12 @@ def _flat(row: dict) -> dict:
     return flat
 
 
-def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
-    """Which rows are within 1 point of the baseline (and whether the interval agrees); how `best` chose.
+def _points(n: float) -> str:
+    return f"{n:g} point{'s' if n != 1 else ''}"
+
+
+def _findings(rows: list[dict], within: float, spread: float | None = None) -> list[str]:
+    """Which rows are within `within` points of the baseline (and whether the interval agrees); how `best` chose.
     With `spread` (the run-to-run spread of one row measured for this preset, in points), differences
     smaller than it are marked as such."""
     lines = []
@@ -219,14 +266,14 @@ def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
     compared += [(f"{r['name']} (served)", r["served"]["vs_baseline"], True) for r in rows
                  if isinstance(r.get("served"), dict) and r["served"].get("vs_baseline")]
     if compared:
-        lines += ["## Within 1 point of the baseline?", ""]
+        lines += [f"## Within {_points(within)} of the baseline?", ""]
         for name, d, trained in compared:
-            close = d["difference"] * 100 >= -SLACK_POINTS - 1e-9  # 1e-9: float noise of differences
-            sure = d["ci_low"] * 100 >= -SLACK_POINTS - 1e-9
+            close = d["difference"] * 100 >= -within - 1e-9  # 1e-9: float noise of differences
+            sure = d["ci_low"] * 100 >= -within - 1e-9
             verdict = ("yes, and the interval says so too" if close and sure else
-                       "yes by its point estimate, but the interval reaches below -1 point" if close else
-                       "no, and the interval agrees" if d["ci_high"] * 100 < -SLACK_POINTS else
-                       "no by its point estimate, but the interval reaches above -1 point")
+                       f"yes by its point estimate, but the interval reaches below -{_points(within)}" if close else
+                       "no, and the interval agrees" if d["ci_high"] * 100 < -within else
+                       f"no by its point estimate, but the interval reaches above -{_points(within)}")
             noise = (" *(within run-to-run spread)*" if trained and spread and abs(100 * d["difference"]) < spread
                      else "")
             lines.append(f"- **{name}**: {_difference(d)} points: {verdict}{noise}.")
@@ -234,7 +281,7 @@ def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
     for r in rows:
         if r.get("chosen_by"):
             lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
-    lines += _fastest_serving(rows)
+    lines += _fastest_serving(rows, within)
     lines += _frontier(rows)
     transfer = next((r["transfer"] for r in rows if r.get("transfer")), None)
     if transfer:
@@ -248,13 +295,13 @@ def _findings(rows: list[dict], spread: float | None = None) -> list[str]:
     return lines + ([""] if lines and lines[-1] else [])
 
 
-def _fastest_serving(rows: list[dict]) -> list[str]:
+def _fastest_serving(rows: list[dict], within: float) -> list[str]:
     """Which runtime serves the `best` model fastest at each batch size, among the `best+X` rows whose dev
-    accuracy stays within 1 point of the model they serve (dev, as `best` itself is chosen; never test)."""
+    accuracy stays within `within` points of the model they serve (dev, as `best` itself is chosen; never test)."""
     dev = {r["name"]: r.get("dev_accuracy") for r in rows}
     served = [r for r in rows if r["name"].startswith("best+") and r.get("dev_accuracy") is not None
               and dev.get(r.get("source_row")) is not None]
-    equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - SLACK_POINTS / 100]
+    equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - within / 100]
     lines = []
     for batch in (32, 1):
         timed = [r for r in equal if r.get(f"speedup_b{batch}") is not None]
@@ -263,10 +310,11 @@ def _fastest_serving(rows: list[dict]) -> list[str]:
             others = ", ".join(f"{r['name']} {r[f'speedup_b{batch}']:.2f}x" for r in timed if r is not win)
             lines.append(f"- Fastest serving of `{win['source_row']}` at batch {batch}: **{win['name']}** "
                          f"(`{win['backend']}`), {win[f'speedup_b{batch}']:.2f}x the baseline"
-                         + (f" (others within 1 dev point of the model: {others})" if others else "") + ".")
+                         + (f" (others within {_points(within)} on dev of the model: {others})" if others else "")
+                         + ".")
     dropped = [r["name"] for r in served if r not in equal]
     if dropped:
-        lines.append(f"- Not considered for speed (dev accuracy more than 1 point below the model they serve): "
+        lines.append(f"- Not considered for speed (dev accuracy more than {_points(within)} below the model they serve): "
                      f"{', '.join(dropped)}.")
     return lines
 
@@ -287,22 +335,31 @@ def _frontier(rows: list[dict]) -> list[str]:
         lines.append(f"- The reference `{REFERENCE}`: {ref['accuracy']:.2%} accuracy, {ref['macro_f1']:.2%} macro-F1 "
                      f"against the teacher's {base['accuracy']:.2%} / {base['macro_f1']:.2%} "
                      f"({_difference(d)} points), {_ratio(ref, base, 32)} the teacher end to end at batch 32.")
-    for budget in BUDGETS:
-        ok = [e for e in entries if 100 * e[1]["vs_baseline"]["ci_low"] >= -budget - 1e-9]  # 1e-9: float noise
-        for batch in (32, 1):
-            key = f"e2e_speedup_b{batch}"
+    for batch in (32, 1):
+        key = f"e2e_speedup_b{batch}"
+        found: list[tuple[list[float], str]] = []  # (budgets, what was found): budgets with the same winner merge
+        for budget in BUDGETS:
+            ok = [e for e in entries if 100 * e[1]["vs_baseline"]["ci_low"] >= -budget - 1e-9]  # 1e-9: float noise
             timed = [e for e in ok if e[1].get(key) is not None]
-            head = f"- **Within {budget:g} point{'s' if budget != 1 else ''}, batch {batch}**: "
             if not timed:
-                lines.append(head + "no model whose interval excludes a larger loss.")
-                continue
-            label, block, row = max(timed, key=lambda e: e[1][key])
-            size = f", {block['disk_mb']:.0f} MiB on disk" if block.get("disk_mb") is not None else ""
-            peak = f", peak {row['peak_rss_mb']:.0f} MiB" if block is row and row.get("peak_rss_mb") else ""
-            lines.append(head + f"`{label}`, {block[key]:.1f}x the teacher end to end"
-                         + (f" ({block[f'speedup_b{batch}']:.1f}x model-only)" if block.get(f"speedup_b{batch}") else "")
-                         + f", {block['accuracy']:.2%} ({_difference(block['vs_baseline'])} points){size}{peak}"
-                         + (_versus_reference(block, ref, batch) if ref else "") + ".")
+                text = "no model whose interval excludes a larger loss."
+            else:
+                label, block, row = max(timed, key=lambda e: e[1][key])
+                size = f", {block['disk_mb']:.0f} MiB on disk" if block.get("disk_mb") is not None else ""
+                peak = f", peak {row['peak_rss_mb']:.0f} MiB" if block is row and row.get("peak_rss_mb") else ""
+                text = (f"`{label}`, {block[key]:.1f}x the teacher end to end"
+                        + (f" ({block[f'speedup_b{batch}']:.1f}x model-only)" if block.get(f"speedup_b{batch}") else "")
+                        + f", {block['accuracy']:.2%} ({_difference(block['vs_baseline'])} points){size}{peak}"
+                        + (_versus_reference(block, ref, batch) if ref else "") + ".")
+            if found and found[-1][1] == text:
+                found[-1][0].append(budget)
+            else:
+                found.append(([budget], text))
+        for budgets, text in found:
+            named = " and ".join([", ".join(f"{b:g}" for b in budgets[:-1]), f"{budgets[-1]:g}"]
+                                 if len(budgets) > 1 else [f"{budgets[0]:g}"])
+            plural = "s" if len(budgets) > 1 or budgets[0] != 1 else ""
+            lines.append(f"- **Within {named} point{plural}, batch {batch}**: " + text)
     return lines
 
 
@@ -341,7 +398,7 @@ def _speed_key(rows: list[dict]) -> str:
     return "e2e_speedup_b32" if any(r.get("e2e_speedup_b32") for r in rows) else "speedup_b32"
 
 
-def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
+def _plots(rows: list[dict], out_dir: Path, within: float) -> list[Path]:
     paths = []
     key = _speed_key(rows)
     base = next((r for r in rows if r["name"] == "baseline"), {})
@@ -364,7 +421,8 @@ def _plots(rows: list[dict], out_dir: Path) -> list[Path]:
                         elinewidth=0.8, capsize=2, zorder=3)
         if base.get("accuracy") is not None:
             ax.axhline(100 * base["accuracy"], color="gray", ls="--", lw=0.8, label="teacher's test accuracy")
-            ax.axhline(100 * base["accuracy"] - SLACK_POINTS, color="gray", ls=":", lw=0.8, label="1 point below it")
+            ax.axhline(100 * base["accuracy"] - within, color="gray", ls=":", lw=0.8,
+                       label=f"{_points(within)} below it")
         line = sorted((b[key], 100 * b["accuracy"]) for n, b, _ in points if n in front)
         ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:red", lw=1, label="Pareto front")
         for marker, label in (("o", "each row with its own backend"), ("s", f"served: {_served_backend(rows)}"),

@@ -51,9 +51,13 @@ class Classifier:
     """Tokeniser + ONNX session (or static table) of one exported folder; `predict` returns a label and
     probabilities per text. `threads` is the intra-op thread count the model runs with (1 for a static table)."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None, memory_arena: bool = True):
+    def __init__(self, folder: str | Path, threads: int | None = None, memory_arena: bool = True,
+                 memory_pattern: bool = False):
         """`memory_arena=False` turns off onnxruntime's CPU arena: without it, memory is returned after each
-        call instead of kept at the largest (batch, length) shape seen; see benchmarks/serve_load.py."""
+        call instead of kept at the largest (batch, length) shape seen. `memory_pattern` is onnxruntime's
+        per-shape allocation plan cache, off by default: a service sees a new (batch, length) shape with
+        nearly every batch and the cache keeps a plan for each (microsoft/onnxruntime#11118), so resident
+        memory grows with the number of shapes served; see benchmarks/serve_load.py."""
         from tokenizers import Tokenizer
 
         self.folder = Path(folder)
@@ -75,6 +79,7 @@ class Classifier:
         opts.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (one per physical core)
         opts.inter_op_num_threads = 1
         opts.enable_cpu_mem_arena = memory_arena
+        opts.enable_mem_pattern = memory_pattern
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.folder / self.manifest["model_file"]), opts,
                                             providers=["CPUExecutionProvider"])

@@ -260,11 +260,11 @@ def _guarded(handler: Handler, api_key: str | None) -> Handler:
 
 
 def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None,
-               memory_arena: bool = True, api_key: str | None = None) -> Starlette:
+               memory_arena: bool = True, api_key: str | None = None, memory_pattern: bool = False) -> Starlette:
     """The ASGI app serving the exported `folder` (the model is loaded here, before the first request).
     With `api_key`, /predict, /info and /metrics need it; /health stays open for load balancers and probes."""
     folder = _check_folder(Path(folder))
-    classifier = Classifier(folder, threads=threads, memory_arena=memory_arena)
+    classifier = Classifier(folder, threads=threads, memory_arena=memory_arena, memory_pattern=memory_pattern)
     metrics = Metrics(limits.max_batch)
     batcher = Batcher(classifier, limits, metrics.batch_texts.observe)
     metrics.queued.set_function(lambda: batcher.pending)
@@ -305,7 +305,7 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
 
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
           threads: int | None = None, memory_arena: bool = True, api_key: str | None = None,
-          workers: int = 1) -> None:
+          workers: int = 1, memory_pattern: bool = False) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0).
 
     The socket is bound before the model is loaded, so a bad address fails at once. With `workers` > 1,
@@ -320,13 +320,14 @@ def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits:
         print(warning, file=sys.stderr)
     options = dict(host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
     if workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key), **options)).run(
-            sockets=[sock])
+        uvicorn.Server(uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key, memory_pattern),
+                                      **options)).run(sockets=[sock])
         return
     from uvicorn.supervisors import Multiprocess
 
     threads = threads or max(1, _cores() // workers)
-    factory = functools.partial(create_app, folder, limits, threads, memory_arena, api_key)  # pickled to each
+    factory = functools.partial(create_app, folder, limits, threads, memory_arena, api_key,  # pickled to each
+                                memory_pattern)
     Multiprocess(uvicorn.Config(factory, factory=True, workers=workers, **options), sockets=[sock]).run()
 
 
@@ -387,6 +388,9 @@ def _parser(prog: str, folder: Path | None) -> _Parser:
     p.add_argument("--memory-arena", action=argparse.BooleanOptionalAction, default=True,
                    help="onnxruntime's CPU memory arena: off returns memory after each batch instead of keeping "
                         "the largest batch shape's")
+    p.add_argument("--memory-pattern", action=argparse.BooleanOptionalAction, default=False,
+                   help="onnxruntime's per-shape allocation plans: on keeps one per (batch, length) shape served, "
+                        "so memory grows with the shapes seen")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
                    help=f"key /predict, /info and /metrics require (default: ${API_KEY_ENV})")
     return p
@@ -419,7 +423,7 @@ def main(argv: list[str] | None = None, prog: str = "server.py", folder: Path | 
     limits = Limits(max_texts=args.max_texts, max_text_chars=args.max_text_chars,
                     max_queued_texts=args.max_queued_texts, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     serve(args.folder, args.host, args.port, limits, threads=args.threads, memory_arena=args.memory_arena,
-          api_key=args.api_key, workers=args.workers)
+          api_key=args.api_key, workers=args.workers, memory_pattern=args.memory_pattern)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from .config import TrainConfig
 from .data import Splits
 from .distill import distillation_inputs
 from .errors import MahaError
-from .models import load_classifier, save_classifier
+from .models import config_labels, load_classifier, save_classifier
 from .modeling_static import StaticConfig, StaticForSequenceClassification
 from .runtime import STATIC_KIND, StaticTable
 from .train import fit, is_main_process
@@ -82,7 +82,7 @@ def build_table(teacher_dir: str, corpus: Sequence[str], dim: int) -> tuple[Stat
     freq = np.array([counts.get(i, 0) / total for i in range(len(keep))])
     table *= (SIF_A / (SIF_A + freq))[:, None]
     table[special] = 0.0
-    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    labels = config_labels(teacher.config)
     config = StaticConfig(vocab_size=len(keep), hidden_size=n_components, special_ids=special,
                           num_labels=len(labels), id2label=dict(enumerate(labels)),
                           label2id={lab: i for i, lab in enumerate(labels)}, pad_token_id=tokenizer.pad_token_id)

@@ -87,7 +87,7 @@ def _check_block_size(model: nn.Module, block: int) -> None:
 
 def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
     """The classifier and tokenizer to prune, checked against the task's labels."""
-    from ..models import load_classifier, load_tokenizer
+    from ..models import config_labels, load_classifier, load_tokenizer
 
     if isinstance(source, nn.Module):
         if not type(source).__name__.endswith("ForSequenceClassification") or not source.config.num_labels:
@@ -105,7 +105,7 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
         _check_model_config(config, where)
         model = load_classifier(where)
         tokenizer = tokenizer or load_tokenizer(where)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    labels = config_labels(model.config)
     if labels != list(splits.labels):
         raise MahaError(f"{where}: the model's labels {labels} differ from the dataset's {list(splits.labels)}")
     return model, tokenizer
