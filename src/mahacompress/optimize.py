@@ -6,7 +6,7 @@ So the run goes, top to bottom:
 
 1. Checks (before anything loads): options, the teacher (a classifier for other labels is refused; a model
    that is no classifier for these labels yet is fine-tuned first, as the grid's `baseline` row does), the
-   candidates (rows of the grid's registry, `grid.KINDS`, built by its own builders) and the output folder (one
+   candidates (rows of the grid's registry, `recipes.KINDS`, built by its own builders) and the output folder (one
    holding another teacher's or dataset's search is refused; the same search resumes).
 2. Shapes: each candidate is built UNTRAINED with the shape its trained model will have (a layer student
    copied from the teacher, a pruned model compacted from random scores by the pruner's own plan, the static
