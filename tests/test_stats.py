@@ -1,11 +1,11 @@
-"""The paired bootstrap of accuracy differences."""
+"""The paired bootstrap of accuracy and macro-F1 differences."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mahacompress.stats import correctness, paired_difference
+from mahacompress.stats import correctness, paired_difference, paired_macro_f1_difference
 
 
 def test_identical_models_differ_by_exactly_zero():
@@ -31,3 +31,17 @@ def test_several_seeds_count_as_their_per_text_mean():
     assert correctness([1, 1], [[1, 0], [1, 1]]).tolist() == [1.0, 0.5]
     with pytest.raises(ValueError, match="paired"):
         paired_difference(np.ones(3), np.ones(4))
+
+
+def test_macro_f1_difference_matches_sklearn_and_brackets_it():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 4, 600)
+    base = np.where(rng.random(600) < 0.85, y, (y + 1) % 4)
+    other = np.where(rng.random(600) < 0.70, y, 3)  # errors all land on class 3: F1 suffers more than accuracy
+    d = paired_macro_f1_difference(y, other, base, 4, resamples=500)
+    expected = f1_score(y, other, labels=range(4), average="macro") - f1_score(y, base, labels=range(4), average="macro")
+    assert d["difference"] == pytest.approx(expected) and d["ci_low"] < d["difference"] < d["ci_high"] < 0
+    same = paired_macro_f1_difference(y, base, base, 4, resamples=200)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0

@@ -27,9 +27,10 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click.exceptions import NoArgsIsHelpError, UsageError
 
 from . import validate as check
-from .config import BACKENDS, DataConfig, PruneConfig, TrainConfig, TransferConfig
+from .config import BACKENDS, DataConfig, OptimizeConfig, PruneConfig, TrainConfig, TransferConfig
 from .errors import MahaError
-from .files import E5_RECORD, EXPORT_RECORD, PRUNING_RECORD, RESULTS_RECORD, TRAINING_RECORD, TRIM_RECORD
+from .files import E5_RECORD, EXPORT_RECORD, PRUNING_RECORD, RESULTS_RECORD, SEARCH_RECORD, TRAINING_RECORD, \
+    TRIM_RECORD
 
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 out_console = Console(markup=False, emoji=False, highlight=False)
@@ -457,6 +458,59 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
     if not (out / RESULTS_RECORD).is_file():
         raise MahaError(f"{out / RESULTS_RECORD}: not found (run `mahacompress reproduce` first)")
     console.print(f"wrote {write_report(out)}")
+
+
+@app.command()
+def optimize(teacher: Annotated[str, typer.Option(
+                 help="Teacher folder or hub id (fine-tuned first when it is no classifier for the dataset's labels).")],
+             out: Annotated[Path, typer.Option(help="Folder for the search: shapes, models, trials, the exported "
+                                                    "winner (export/), optimize.json, report.md, optimize.png.")],
+             budget: Annotated[float, typer.Option(
+                 help="Dev points of --metric the model may lose against the teacher.")] = OptimizeConfig.budget,
+             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+             label_col: LabelCol = None, max_train_rows: MaxTrainRows = None,
+             transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
+             metric: Annotated[str, typer.Option(help="accuracy | macro-f1")] = OptimizeConfig.metric,
+             batch_size: Annotated[int, typer.Option(
+                 help="The batch every latency is measured at.")] = OptimizeConfig.batch_size,
+             time_budget: Annotated[Optional[str], typer.Option(
+                 help="Wall-clock limit such as 90m, 2h or 3600s, checked before each trial: the best passing model "
+                      "so far is returned and the rest listed as not tried.")] = None,
+             decide: Annotated[str, typer.Option(
+                 help="point: the dev point estimate must be within the budget (the grid's `best` rule; default); "
+                      "interval: the paired-bootstrap interval's lower bound must be")] = OptimizeConfig.decide,
+             preset: Annotated[str, typer.Option(
+                 help="Grid preset whose training and timing settings the recipes use.")] = OptimizeConfig.preset,
+             candidates: Annotated[Optional[str], typer.Option(
+                 help="Comma-separated grid rows to consider (default: " + ",".join(OptimizeConfig().candidates)
+                      + "); +tr is added when --transfer-set is given.")] = None,
+             runtimes: Annotated[Optional[str], typer.Option(
+                 help="Comma-separated runtimes to measure (default: every one this machine runs natively).")] = None,
+             ) -> None:
+    """The fastest model within --budget dev points of the teacher, on this machine, at --batch-size: exported."""
+    def names(text: str | None) -> list[str] | None:
+        return [n.strip() for n in text.split(",") if n.strip()] if text is not None else None
+
+    cfg = OptimizeConfig(budget=budget, metric=metric, batch_size=batch_size, decide=decide, preset=preset,
+                         time_budget_s=check.parse_duration("--time-budget", time_budget) if time_budget else None,
+                         candidates=names(candidates) if candidates is not None else OptimizeConfig().candidates,
+                         runtimes=names(runtimes))
+    check.check_optimize_config(cfg)
+    check.check_model(teacher)
+    check.check_output_dir(out, SEARCH_RECORD, grows=True, inputs=(teacher, dataset, data_dir, transfer_set))
+    from .optimize import optimize as run
+    from .train import process_count
+
+    if process_count() > 1:  # it times models on one device; trials as separate workers: README
+        raise MahaError("optimize runs as one process; start it without torchrun / accelerate launch")
+    data = _data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows)
+    transfer = TransferConfig(path=transfer_set, text_col=transfer_text_col) if transfer_set else None
+    report = run(teacher, data, cfg, out, transfer=transfer)
+    w = report["winner"]
+    test = w["export"]["test"] or {}
+    console.print(f"winner {w['name']} in {w['runtime']}: {w['speedup_vs_teacher_fp32']:.1f}x the teacher (fp32) at "
+                  f"batch {cfg.batch_size}, dev {w['dev']['difference_points']:+.2f} points; test accuracy "
+                  f"{test.get('accuracy', float('nan')):.2%}; exported to {w['export']['folder']}; report {out / 'report.md'}")
 
 
 # ---------------------------------------------------------------- deployment: trim, export, serve

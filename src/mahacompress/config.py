@@ -155,6 +155,33 @@ class GridConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
+# `optimize`: how a model's dev score is compared with the teacher's, and which recipes it tries by default
+METRICS = ("accuracy", "macro-f1")
+DECISIONS = ("point", "interval")  # the pass rule: the dev point estimate, or the bootstrap interval's lower bound
+# Rows of the grid's registry, from the teacher-sized layer student down to the static table: depth, width,
+# both, and no transformer at all (each gets `+tr` when a transfer set is given)
+OPTIMIZE_CANDIDATES = ("kd", "kd4", "kd3", "kd2", "kdp50", "p25+kd", "p50+kd", "p75+kd", "static")
+# the transformer runtimes it measures, each where this machine runs it natively (hardware.unsupported_reason:
+# fp16 needs a GPU, bf16 native bf16, openvino-int8 the openvino and nncf packages); a static student runs `static`
+OPTIMIZE_RUNTIMES = ("fp32", "bf16", "fp16", "int8", "onnx-int8", "onnx-int8-fused", "openvino-int8")
+
+
+@dataclass
+class OptimizeConfig:
+    """What `optimize` looks for: the fastest model whose dev score is within `budget` points of the teacher's."""
+
+    budget: float = 1.0  # points of `metric` (0-100 scale) a model may lose against the teacher on dev
+    metric: str = "accuracy"  # "accuracy" | "macro-f1"
+    batch_size: int = 32  # the batch every latency is measured at: the user's serving batch
+    time_budget_s: float | None = None  # wall-clock seconds for the whole run (checked between trials); None: none
+    # "point" by default: it is the grid's rule for `best`, and a dev split of a few hundred texts gives a
+    # bootstrap interval wider than a 1-point budget, so "interval" refuses even models as accurate as the teacher
+    decide: str = "point"
+    candidates: list[str] = field(default_factory=lambda: list(OPTIMIZE_CANDIDATES))
+    runtimes: list[str] | None = None  # None: every runtime this machine runs natively (optimize.native_runtimes)
+    preset: str = "cpu-quick"  # the grid preset whose training and measurement settings the recipes use
+
+
 def from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     """Build dataclass `cls` from a dict, refusing unknown keys and ill-typed values (named in the error)."""
     if not isinstance(values, dict):
@@ -200,5 +227,6 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
     return value
 
 
-__all__ = ["DataConfig", "TrainConfig", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict",
+__all__ = ["DataConfig", "TrainConfig", "OptimizeConfig", "METRICS", "DECISIONS", "OPTIMIZE_CANDIDATES",
+           "OPTIMIZE_RUNTIMES", "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict",
            "Bounds", "TRAIN_RANGES", "TRAINING_PRECISIONS", "BINARIZERS", "BACKENDS"]

@@ -30,6 +30,7 @@ EXPORT_RECORD = "export.json"
 RESULTS_RECORD = "results.json"  # the grid's out folder (grown in place, never replaced)
 E5_RECORD = "SOURCE.md"  # models build-e5
 TFIDF_RECORD = "tfidf.json"  # the grid's tfidf row (baseline.save_tfidf)
+SEARCH_RECORD = "search.json"  # optimize's out folder (grown in place; names the teacher and data it searches for)
 
 
 def cache_root() -> Path:

@@ -167,6 +167,29 @@ class Grid:
                            f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
         return self._transfer
 
+    def use_splits(self, splits) -> str:
+        """Take `splits` instead of reading the preset's dataset (a caller that loaded them itself, with its
+        own data folder or columns: `optimize`); returns the fine-tuned teacher's folder, which `build` of
+        the `baseline` row makes when the teacher does not know the labels yet."""
+        self.splits, self.unlearnable = splits, unlearnable_classes(splits)
+        self.teacher_dir = self._resolve_teacher()
+        return self.teacher_dir
+
+    def build(self, spec: RowSpec, out: Path) -> dict:
+        """Build one row's model (its first seed) into `out`, unscored, resuming a checkpoint there: a recipe
+        run on its own (`optimize` trains candidates so). The row is then known as finished, so a row built
+        from it (`recipes.kdprune_source`) finds its model."""
+        kind = KINDS[spec.kind]
+        tcfg = train_config(self.cfg, spec) if kind.seeded else None
+        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
+        built = kind.build(self, spec, Path(out), tcfg, precision)
+        self.finished(spec.name, built["model_dir"])
+        return built
+
+    def finished(self, name: str, model_dir: str) -> None:
+        """Know row `name` as finished with its model in `model_dir` (built by `build`, now or in an earlier run)."""
+        self.rows[name] = {"name": name, "status": "done", "model_dir": model_dir, "seeds": [{"model_dir": model_dir}]}
+
     def base_model(self) -> str:
         """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
         teacher = self.teacher_dir

@@ -18,7 +18,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import BINARIZERS, TRAIN_RANGES, TRAINING_PRECISIONS, PruneConfig, TrainConfig
+from .config import BINARIZERS, DECISIONS, METRICS, OPTIMIZE_RUNTIMES, TRAIN_RANGES, TRAINING_PRECISIONS, OptimizeConfig, PruneConfig, \
+    TrainConfig
 from .errors import MahaError
 from .files import EXPORT_RECORD, PRUNING_RECORD, TRAINING_RECORD
 
@@ -74,6 +75,33 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     """Refuse a value that is not one of `choices`."""
     if value not in choices:
         raise MahaError(f"{name} {value}: expected one of {', '.join(choices)}")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(name: str, text: str) -> float:
+    """Seconds in a duration such as `90m`, `2h`, `3600s` or `1h30m` (a bare number is refused: minutes or
+    seconds would be a guess)."""
+    compact = text.strip().lower().replace(" ", "")
+    if not compact or _DURATION_PART.sub("", compact):
+        raise MahaError(f"{name} {text}: expected a duration such as 90m, 2h, 3600s or 1h30m")
+    return sum(float(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(compact))
+
+
+def check_optimize_config(cfg: OptimizeConfig) -> None:
+    """`optimize`'s own options (the recipes' training settings are the preset's, checked where it loads)."""
+    check_range("--budget", cfg.budget, 0)
+    check_choice("--metric", cfg.metric, METRICS)
+    check_choice("--decide", cfg.decide, DECISIONS)
+    check_range("--batch-size", cfg.batch_size, 1)
+    if cfg.time_budget_s is not None:
+        check_range("--time-budget (seconds)", cfg.time_budget_s, 0)
+    if not cfg.candidates:
+        raise MahaError("--candidates: name at least one row of the grid's registry")
+    for runtime in cfg.runtimes or ():
+        check_choice("--runtimes", runtime, OPTIMIZE_RUNTIMES)
 
 
 # ---------------------------------------------------------------------------- files
@@ -334,6 +362,7 @@ def check_block_size(name: str, block: int) -> None:
                             f"of {name}")
 
 
-__all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_prune_config", "check_choice", "check_input_file",
+__all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_prune_config", "check_choice",
+           "parse_duration", "check_optimize_config", "check_input_file",
            "check_output_dir", "check_output_file", "check_model", "exported_manifest", "model_config", "recorded_max_length",
            "check_max_length", "check_block_size"]

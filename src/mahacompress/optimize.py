@@ -1,0 +1,569 @@
+"""`optimize`: the fastest model within an accuracy budget of the user's teacher, on this machine, at their batch.
+
+The grid trains every recipe and reads `best` at the end; a user with one teacher and one question ("the fastest
+model within 1 point of it, at batch 32, here") should pay only for the training that can change the answer.
+So the run goes, top to bottom:
+
+1. Checks (before anything loads): options, the teacher (a classifier for other labels is refused; a model
+   that is no classifier for these labels yet is fine-tuned first, as the grid's `baseline` row does), the
+   candidates (rows of the grid's registry, `recipes.KINDS`, built by its own builders) and the output folder (one
+   holding another teacher's or dataset's search is refused; the same search resumes).
+2. Shapes: each candidate is built UNTRAINED with the shape its trained model will have (a layer student
+   copied from the teacher, a pruned model compacted from random scores by the pruner's own plan, the static
+   table built from the teacher) and timed end to end at the batch size in every runtime this machine runs
+   natively, interleaved with the teacher in one session. A trained model has the same shape, so it has the
+   same latency in each runtime: nothing is trained to learn how fast it will be.
+3. Search: candidates sorted by their fastest runtime. Accuracy rises with size, so the search bisects:
+   train the middle untried candidate that can still win, then look only at faster ones if it passed, or
+   only at slower ones if it failed. A candidate "can still win" while it is faster than the best passing
+   model so far (the teacher passes by definition) and no slower candidate has failed. Each trained model
+   is scored on DEV in each runtime (int8 can cost accuracy), against the teacher's fp32 dev predictions,
+   with the paired bootstrap (`stats`); the pass rule is the point estimate or the interval's lower bound
+   (`OptimizeConfig.decide`). The time budget is checked before each trial: a trial that started finishes.
+4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
+   whose dev score stays within the budget serves it. It is exported (vocabulary trimmed to its training
+   corpus) and only then is the TEST split scored, once, through the exported folder.
+5. Report: `optimize.json`, `report.md` and `optimize.png` (latency against dev difference).
+
+Resumable: each trained candidate's dev predictions are written atomically to `trials/` and reused on
+re-run (the pass rule is re-applied, so a new budget or metric costs no training); the shapes' timing is
+reused while the batch size and runtimes are the same. Trials are independent (a folder and a record
+each), which is what lets them run on several workers later (README).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from transformers import AutoConfig
+
+from .backends import CALIBRATED_BACKENDS, load_backend
+from .backends.calibration import calibration_sample
+from .backends.numpy_engine import is_static
+from .config import OPTIMIZE_RUNTIMES, DataConfig, GridConfig, MeasureConfig, OptimizeConfig, TransferConfig
+from .data import Splits, load_splits
+from .distill import layer_student, with_transfer
+from .errors import MahaError
+from .evaluate import classification_metrics, model_labels
+from .files import SEARCH_RECORD, TRAINING_RECORD, atomic_path, staged_dir, write_json, write_text
+from .grid import Grid, load_preset, timing_texts
+from .hardware import describe, unsupported_reason
+from .measure import latency
+from .models import config_labels, load_classifier, load_tokenizer, save_classifier
+from .pruning.compact import compact, plan, save_pruned
+from .pruning.masks import MaskedModel, make_binarizer
+from .pruning.structure import structure_of
+from .recipes import KINDS, RowSpec, kdprune_source, parse_row
+from .static import build_table
+from .stats import correctness, paired_difference, paired_macro_f1_difference
+from .validate import check_optimize_config, check_output_dir
+
+_console = Console(stderr=True, markup=False, highlight=False)
+# How each runtime's model ships in an exported folder (export.py: onnxruntime or numpy only); fp32 ships as
+# the fp32 ONNX graph, the same arithmetic
+EXPORTED_AS = {"onnx-int8-fused": "onnx-int8-fused", "onnx-int8": "onnx-int8", "fp32": "onnx", "static": "static"}
+_TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
+
+
+# ---------------------------------------------------------------- the candidates
+
+def native_runtimes() -> list[str]:
+    """The transformer runtimes this machine runs at full speed."""
+    return [r for r in OPTIMIZE_RUNTIMES if unsupported_reason(r) is None]
+
+
+def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int | None,
+                       teacher_hidden: int | None, grid_cfg: GridConfig) -> tuple[list[RowSpec], dict[str, str]]:
+    """The candidates' row specs (with `+tr` on every row that distils when a transfer set is given: it adds
+    training text, not latency), each kdpNN's `kd` row added, and the rows left out with why (a layer
+    student deeper than the teacher)."""
+    specs: dict[str, RowSpec] = {}
+    left_out: dict[str, str] = {}
+    for name in names:
+        spec = parse_row(name)
+        if spec.served_from_another or spec.mp or not (KINDS[spec.kind].compressed or spec.kind == "static"):
+            raise MahaError(f"candidate '{name}': expected a compressed row of the grid (kd[N], pNN[+kd], kdpNN, "
+                            "static), trained and run in fp32; the runtime is chosen by measurement")
+        if spec.tr and not transfer:
+            raise MahaError(f"candidate '{name}' uses the transfer set: give --transfer-set")
+        if transfer and not spec.tr and (spec.kd or KINDS[spec.kind].distils):
+            spec = parse_row(f"{spec.name}+tr")
+        layers = spec.number if spec.kind == "kd" and spec.number else grid_cfg.student_layers \
+            if spec.kind in ("kd", "kdprune") else None
+        if layers is not None and teacher_layers is not None and layers > teacher_layers:
+            left_out[spec.name] = f"a {layers}-layer student of a {teacher_layers}-layer teacher"
+            continue
+        if spec.kind == "static" and teacher_hidden is not None and grid_cfg.static_dim > teacher_hidden:
+            left_out[spec.name] = f"static_dim {grid_cfg.static_dim} exceeds the teacher's hidden size {teacher_hidden}"
+            continue
+        source = _source(spec)
+        if source and source not in specs:
+            specs[source] = parse_row(source)
+        specs.setdefault(spec.name, spec)
+    return list(specs.values()), left_out
+
+
+def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
+    """Save `spec`'s model untrained, with the shape training gives it (reused while its settings hold)."""
+    settings = grid.settings_of(spec)
+    record = folder / TRAINING_RECORD
+    if record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("settings") == settings:
+        return
+    info = {"untrained_shape_of": spec.name, "settings": settings}
+    if spec.kind == "static":  # the table before its training: the teacher's trimmed vocabulary, PCA, SIF
+        corpus = with_transfer(grid.splits, grid.transfer_set() if spec.tr else None).train.texts
+        model, tokenizer, _ = build_table(grid.teacher_dir, corpus, grid.cfg.static_dim)
+        save_classifier(model, tokenizer, folder, info)
+        return
+    model, tokenizer = load_classifier(grid.teacher_dir), load_tokenizer(grid.teacher_dir)
+    if spec.kind in ("kd", "kdprune"):
+        layers = spec.number if spec.kind == "kd" and spec.number else grid.cfg.student_layers
+        model = layer_student(model, layers, "ends" if spec.ends else "even")
+    if spec.kind == "kd":
+        save_classifier(model, tokenizer, folder, info)
+        return
+    pruned = random_compaction(model, spec.sparsity, grid.cfg.prune.block_size)
+    with staged_dir(folder, TRAINING_RECORD) as tmp:
+        save_pruned(pruned, tmp, tokenizer)
+        write_json(tmp / TRAINING_RECORD, info)
+
+
+def random_compaction(model: torch.nn.Module, sparsity: float, block_size: int, seed: int = 0) -> torch.nn.Module:
+    """`model` compacted to `sparsity` by the pruner's own plan (`compact.plan`) over random scores: the
+    heads and neurons a trained run keeps differ, their number (so the cost per token) does not."""
+    structure = structure_of(model)
+    masked = MaskedModel(model, structure, block_size, make_binarizer("topk", sparsity, 0.0))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for scores in masked.scores():
+            scores.copy_(torch.rand(scores.shape, generator=generator))
+    chosen = plan(masked, sparsity)
+    masked.freeze(chosen.removed_heads, chosen.removed_neurons)
+    return compact(masked.unwrap(), structure)
+
+
+# ---------------------------------------------------------------- scoring and timing
+
+def runtimes_of(model_dir: str | Path, runtimes: list[str]) -> list[str]:
+    """The runtimes a model runs with: its numpy table for a static student, else the transformer runtimes."""
+    return ["static"] if is_static(model_dir) else list(runtimes)
+
+
+def load(model_dir: str | Path, runtime: str, ctx: dict):
+    """A backend for `model_dir`, its ONNX/OpenVINO files cached under the run's folder (never beside the
+    user's teacher), calibrated ones on a seeded sample of training texts."""
+    return load_backend(str(model_dir), runtime, max_length=ctx["max_length"], threads=ctx["measure"].threads,
+                        cache_dir=ctx["cache"], calibration_texts=ctx["calibration"] if runtime in CALIBRATED_BACKENDS
+                        else None)
+
+
+def dev_predictions(model_dir: str | Path, runtimes: list[str], splits: Splits, ctx: dict) -> dict[str, list[int]]:
+    """Predicted dataset label ids on the DEV split in each runtime (the test split is never read here)."""
+    labels = model_labels(str(model_dir))
+    to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in labels])
+    out = {}
+    for runtime in runtimes_of(model_dir, runtimes):
+        logits = load(model_dir, runtime, ctx).logits(splits.dev.texts, batch_size=64)
+        out[runtime] = to_dataset[logits.argmax(-1)].tolist()
+    return out
+
+
+def judge(y: list[int], predicted: list[int], reference: list[int], cfg: OptimizeConfig, num_labels: int) -> dict:
+    """Dev score, its paired difference to the teacher (points, bootstrap interval) and the pass rule's verdict."""
+    key = "accuracy" if cfg.metric == "accuracy" else "macro_f1"
+    labels = [str(i) for i in range(num_labels)]
+    score = classification_metrics(y, predicted, labels)[key]
+    if cfg.metric == "accuracy":
+        d = paired_difference(correctness(y, [predicted]), correctness(y, [reference]))
+    else:
+        d = paired_macro_f1_difference(y, predicted, reference, num_labels)
+    decisive = d["difference"] if cfg.decide == "point" else d["ci_low"]
+    return {"dev": score, "difference_points": 100 * d["difference"], "ci_low_points": 100 * d["ci_low"],
+            "ci_high_points": 100 * d["ci_high"], "passed": decisive >= -cfg.budget / 100 - _TOLERANCE}
+
+
+def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batch_size: int, ctx: dict) -> dict:
+    """End-to-end p50 milliseconds at `batch_size` of each (name -> (model folder, runtimes)), every runtime of
+    every model interleaved in one session (so a slow spell of the machine hits them all alike)."""
+    backends = {f"{name} | {r}": load(folder, r, ctx) for name, (folder, runtimes) in models.items()
+                for r in runtimes_of(folder, runtimes)}
+    m: MeasureConfig = ctx["measure"]
+    timing = latency(backends, texts, batch_sizes=(batch_size,), repeats=m.repeats, warmup=m.warmup,
+                     threads=m.threads, modes={batch_size: ("e2e",)})
+    out: dict[str, dict[str, float]] = {}
+    for key, row in timing.items():
+        name, runtime = key.split(" | ")
+        out.setdefault(name, {})[runtime] = row[f"e2e_ms_b{batch_size}_p50"]
+    return out
+
+
+def outcome(trial: dict, ms: dict[str, float], teacher: list[int], splits: Splits, cfg: OptimizeConfig) -> dict:
+    """A trained candidate's verdict per runtime, whether any runtime passes, and its fastest passing time."""
+    y = splits.dev.labels
+    per_runtime = {r: judge(y, pred, teacher, cfg, len(splits.labels)) for r, pred in trial["dev_predictions"].items()}
+    passing = [r for r, v in per_runtime.items() if v["passed"] and r in ms]
+    best = min(passing, key=lambda r: ms[r]) if passing else None
+    fp32 = per_runtime.get("fp32") or per_runtime.get("static") or next(iter(per_runtime.values()))
+    return {"passed": best is not None, "ms": ms[best] if best else None, "runtime": best,
+            "runtimes": per_runtime, "dev": fp32}
+
+
+# ---------------------------------------------------------------- the search
+
+def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
+           run_trial, out_of_time) -> bool:
+    """Bisect `order` (candidates by their fastest time): train the middle of those that can still win
+    (`open_candidates`), add what `run_trial(name)` returns ({name: outcome}: a kdpNN trial adds its kd row
+    too) to `tried`, until none can win. Returns whether it stopped because `out_of_time()`."""
+    while True:
+        candidates = open_candidates(order, fastest_ms, teacher_ms, tried)
+        if not candidates:
+            return False
+        if out_of_time():
+            return True
+        tried.update(run_trial(candidates[len(candidates) // 2]))
+
+
+def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: float,
+                    tried: dict[str, dict]) -> list[str]:
+    """Untried candidates that could beat the best passing model: faster than it, and faster than no slower
+    candidate that failed (accuracy is assumed to rise with size). A trial that errored proves nothing."""
+    best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
+    failed = [i for i, name in enumerate(order) if tried.get(name, {}).get("passed") is False]
+    floor = max(failed, default=-1)
+    return [n for i, n in enumerate(order) if n not in tried and i > floor and fastest_ms[n] < best]
+
+
+def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
+             timed_out: bool) -> dict[str, dict]:
+    """Why each candidate was or was not trained: passed / failed / error, or not trained because it cannot
+    win, was pruned by the search, or the time ran out."""
+    best_name, best = min([("the teacher", teacher_ms)] + [(n, o["ms"]) for n, o in tried.items() if o.get("passed")],
+                          key=lambda item: item[1])
+    failed = [i for i, name in enumerate(order) if tried.get(name, {}).get("passed") is False]
+    floor = max(failed, default=-1)
+    out = {}
+    for i, name in enumerate(order):
+        if name in tried:
+            o = tried[name]
+            out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
+        elif fastest_ms[name] >= best:
+            out[name] = {"status": "cannot win", "why": f"its fastest runtime ({fastest_ms[name]:.1f} ms) is no "
+                                                         f"faster than {best_name} ({best:.1f} ms), which passed"}
+        elif i < floor:
+            out[name] = {"status": "pruned by the search", "why": f"{order[floor]} is slower and failed (accuracy is "
+                                                                  "assumed to rise with size)"}
+        else:
+            out[name] = {"status": "out of time" if timed_out else "not tried"}
+    return out
+
+
+# ---------------------------------------------------------------- the command
+
+def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, transfer: TransferConfig | None = None,
+             clock=time.monotonic) -> dict:
+    """Find, export and report the fastest model within `cfg.budget` dev points of `teacher` (see the module
+    docstring); returns the report written to `out/optimize.json`."""
+    start = clock()
+    check_optimize_config(cfg)
+    out = Path(out)
+    check_output_dir(out, SEARCH_RECORD, grows=True, inputs=(teacher, data.dataset, data.data_dir,
+                                                             transfer.path if transfer else None))
+    grid_cfg, preset = load_preset(cfg.preset)
+    transfer_cfg = replace(grid_cfg.transfer, path=transfer.path, text_col=transfer.text_col, label_col=None) \
+        if transfer and transfer.path else TransferConfig()
+    grid_cfg = replace(grid_cfg, transfer=transfer_cfg, max_train_rows=data.max_train_rows, served_blocks=False)
+    identity = {"teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher, "data": asdict(data),
+                "transfer": asdict(transfer_cfg), "finetune": asdict(grid_cfg.finetune)}
+    _check_claim(out, identity)
+    splits = load_splits(data)
+    teacher_config = _check_teacher(teacher, splits.labels)
+    specs, left_out = resolve_candidates(cfg.candidates, transfer=transfer_cfg.path is not None,
+                                         teacher_layers=getattr(teacher_config, "num_hidden_layers", None),
+                                         teacher_hidden=getattr(teacher_config, "hidden_size", None), grid_cfg=grid_cfg)
+    write_json(out / SEARCH_RECORD, identity)  # every check passed: the folder is this search's from now on
+    grid = Grid(teacher, grid_cfg, preset, data.dataset, out)
+    teacher_dir = grid.use_splits(splits)
+    if teacher_dir != teacher and not (Path(teacher_dir) / TRAINING_RECORD).is_file():
+        _console.print(f"fine-tuning the teacher {teacher} on {splits.name} first (its labels are not the dataset's)")
+        grid.build(parse_row("baseline"), Path(teacher_dir))
+    if transfer_cfg.path:
+        grid.transfer_set()  # a bad transfer file stops here, before any shape is built
+    # fp32 always: the teacher's fp32 dev predictions are the reference every model is judged against
+    runtimes = list(dict.fromkeys(["fp32", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)]))
+    ctx = {"max_length": grid_cfg.finetune.max_length, "measure": grid_cfg.measure, "cache": out / "cache",
+           "calibration": calibration_sample(splits.train.texts)}
+    texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
+
+    # 2. shapes, timed untrained beside the teacher
+    for spec in specs:
+        _console.print(f"shape of {spec.name}: building it untrained")
+        build_shape(grid, spec, out / "shapes" / _folder(spec))
+    shape_ms = _shape_timing(out, specs, teacher_dir, runtimes, texts, cfg.batch_size, ctx)
+    teacher_pred = dev_predictions(teacher_dir, runtimes, splits, ctx)
+    teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
+    fastest = {s.name: min(shape_ms[s.name].values()) for s in specs}
+    order = sorted(fastest, key=fastest.get)
+    _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order)
+                   + f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})")
+
+    # 3. the search: reuse finished trials, then bisect
+    by_name = {s.name: s for s in specs}
+    tried = {}
+    for spec in specs:
+        trial = _saved_trial(out, grid, spec)
+        if trial is not None:
+            tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
+            grid.finished(spec.name, trial["model_dir"])  # a kdpNN trial may prune its model
+    if tried:
+        _console.print(f"reusing finished trials: {', '.join(tried)}")
+    trials: dict[str, dict] = {}
+
+    def run_trial(name: str) -> dict[str, dict]:
+        results = {}
+        source = _source(by_name[name])
+        for spec in ([by_name[source]] if source and source not in tried else []) + [by_name[name]]:
+            _console.print(f"training {spec.name} ({clock() - start:.0f} s into the run)")
+            try:
+                trials[spec.name] = _trial(out, grid, spec, runtimes, splits, ctx)
+            except MahaError as exc:
+                results[spec.name] = {"passed": None, "ms": None, "error": str(exc)}
+                break
+            results[spec.name] = outcome(trials[spec.name], shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
+            o = results[spec.name]
+            _console.print(f"{spec.name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
+                           f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: "
+                           + (f"passes in {o['runtime']} ({o['ms']:.1f} ms)" if o["passed"] else "fails"))
+        return results
+
+    def out_of_time() -> bool:
+        return cfg.time_budget_s is not None and clock() - start >= cfg.time_budget_s
+
+    timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time)
+    status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out)
+
+    # 4. the winner: re-timed trained, its runtime chosen, exported, scored on test once
+    passing = {n: o for n, o in tried.items() if o.get("passed")}
+    winner = min(passing, key=lambda n: passing[n]["ms"]) if passing else "teacher"
+    winner_dir = _saved_trial(out, grid, by_name[winner])["model_dir"] if winner != "teacher" else teacher_dir
+    final_ms = time_models({"teacher": (teacher_dir, runtimes), winner: (winner_dir, runtimes)}, texts,
+                           cfg.batch_size, ctx) if winner != "teacher" else \
+        time_models({"teacher": (teacher_dir, runtimes)}, texts, cfg.batch_size, ctx)
+    teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred["fp32"], splits, cfg)
+    chosen = teacher_final if winner == "teacher" else \
+        outcome(_saved_trial(out, grid, by_name[winner]), final_ms[winner], teacher_pred["fp32"], splits, cfg)
+    exported = _export(out, winner_dir, chosen, final_ms[winner], grid, by_name.get(winner), splits, ctx)
+    report = {
+        "meta": {"teacher": teacher, "teacher_dir": teacher_dir, "dataset": splits.summary(), "machine": describe(),
+                 "config": asdict(cfg), "preset": preset, "runtimes": runtimes, "max_length": ctx["max_length"],
+                 "timing": f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
+                           f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts",
+                 "seconds": clock() - start, "timed_out": timed_out},
+        "teacher": {"ms": shape_ms["teacher"], "final_ms": final_ms["teacher"], "dev": teacher_outcome["dev"]["dev"],
+                    "runtimes": teacher_outcome["runtimes"]},
+        "candidates": [_candidate_row(name, shape_ms[name], status[name], tried.get(name),
+                                      trials.get(name) or _saved_trial(out, grid, by_name[name]))
+                       for name in order] + [{"name": n, "status": "left out", "why": why} for n, why in left_out.items()],
+        "winner": {"name": winner, "model_dir": winner_dir, "runtime": chosen["runtime"], "ms": chosen["ms"],
+                   "dev": chosen["runtimes"][chosen["runtime"]], "final_ms": final_ms[winner],
+                   "speedup_vs_teacher_fp32": final_ms["teacher"]["fp32"] / chosen["ms"],
+                   "speedup_vs_teacher_fastest": teacher_final["ms"] / chosen["ms"],
+                   "teacher_fastest_runtime": teacher_final["runtime"], "export": exported},
+        "not_tried": [n for n in order if status[n]["status"] in ("out of time", "not tried")],
+    }
+    _write_report(out, report)
+    return report
+
+
+def _check_claim(out: Path, identity: dict) -> None:
+    """Refuse an `out` that holds another search (other teacher, data, transfer set or teacher fine-tuning)."""
+    record = out / SEARCH_RECORD
+    saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else identity
+    what = next((k for k in identity if saved.get(k) != identity[k]), None)
+    if what is not None:
+        raise MahaError(f"{out}: holds a search for another {what} ({SEARCH_RECORD}); choose another --out, or "
+                        "run it with the same teacher, data and transfer set to resume it")
+
+
+def _check_teacher(teacher: str, labels: list[str]):
+    """The teacher's config; a classifier trained for other labels is refused (fine-tuning it again would not be
+    the user's teacher), a model with no head for these labels (a bare encoder, default LABEL_N names) passes."""
+    config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
+    archs = getattr(config, "architectures", None) or []
+    have = config_labels(config)
+    named = have and have != [f"LABEL_{i}" for i in range(len(have))]
+    if named and any(a.endswith("ForSequenceClassification") for a in archs) and have != list(labels):
+        raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")
+    return config
+
+
+def _source(spec: RowSpec) -> str | None:
+    """The candidate whose trained model `spec`'s trial starts from (a kdpNN prunes its kd row's student)."""
+    return kdprune_source(spec) if spec.kind == "kdprune" else None
+
+
+def _folder(spec: RowSpec) -> str:
+    return spec.name.replace("+", "_")  # module names: identifiers, as the grid names row folders
+
+
+def _shape_timing(out: Path, specs: list[RowSpec], teacher_dir: str, runtimes: list[str], texts: list[str],
+                  batch_size: int, ctx: dict) -> dict:
+    """The shapes' and the teacher's latencies, measured once per batch size, runtimes and shapes (reused on re-run)."""
+    key = {"batch_size": batch_size, "runtimes": runtimes, "candidates": sorted(s.name for s in specs),
+           "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"]}
+    path = out / "shapes" / "latency.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            return saved["ms"]
+    _console.print(f"timing {len(specs)} untrained shapes and the teacher in {', '.join(runtimes)} at batch {batch_size}")
+    models = {"teacher": (teacher_dir, runtimes)} | {s.name: (out / "shapes" / _folder(s), runtimes) for s in specs}
+    ms = time_models(models, texts, batch_size, ctx)
+    write_json(path, {"key": key, "ms": ms})
+    return ms
+
+
+def _saved_trial(out: Path, grid: Grid, spec: RowSpec) -> dict | None:
+    """The finished trial of `spec` if its settings still hold (a trained model folder and its dev predictions)."""
+    path = out / "trials" / f"{_folder(spec)}.json"
+    if not path.is_file():
+        return None
+    trial = json.loads(path.read_text(encoding="utf-8"))
+    return trial if trial.get("settings") == grid.settings_of(spec) and Path(trial["model_dir"]).is_dir() else None
+
+
+def _trial(out: Path, grid: Grid, spec: RowSpec, runtimes: list[str], splits: Splits, ctx: dict) -> dict:
+    """Train `spec` with the grid's builder, score it on dev in each runtime, and record it (atomically)."""
+    started = time.monotonic()
+    built = grid.build(spec, out / "models" / _folder(spec))
+    trial = {"name": spec.name, "settings": grid.settings_of(spec), "model_dir": built["model_dir"],
+             "train_seconds": built["train_seconds"], "dev_history": built.get("dev_history"),
+             "dev_predictions": dev_predictions(built["model_dir"], runtimes, splits, ctx)}
+    trial["seconds"] = time.monotonic() - started
+    write_json(out / "trials" / f"{_folder(spec)}.json", trial)
+    return trial
+
+
+def _export(out: Path, model_dir: str, chosen: dict, ms: dict[str, float], grid: Grid, spec: RowSpec | None,
+            splits: Splits, ctx: dict) -> dict:
+    """Export the winner in its fastest passing runtime that a folder can ship (EXPORTED_AS), vocabulary
+    trimmed to its training corpus; the exported folder is scored on TEST here, the only time test is read."""
+    from .export import export
+    passing = sorted((r for r, v in chosen["runtimes"].items() if v["passed"] and r in EXPORTED_AS), key=ms.get)
+    runtime = passing[0] if passing else "fp32"
+    static = is_static(model_dir)
+    corpus = None if static else with_transfer(splits, grid.transfer_set() if spec and spec.tr else None).train.texts
+    manifest = export(Path(model_dir), out / "export", backend=EXPORTED_AS[runtime], corpus=corpus,
+                      corpus_names=["the training split" + (" and transfer set" if spec and spec.tr else "")],
+                      splits=splits, max_length=ctx["max_length"])
+    note = None if runtime == chosen["runtime"] else (
+        f"served by {chosen['runtime']}, which a folder cannot ship; exported as {EXPORTED_AS[runtime]}, the fastest "
+        "shippable runtime within budget" if passing else "no shippable runtime passed on dev; exported as fp32 ONNX")
+    return {"folder": str(out / "export"), "backend": EXPORTED_AS[runtime], "as_runtime": runtime, "note": note,
+            "test": manifest.get("test"), "disk_mb": manifest["disk_bytes"] / 2**20}
+
+
+def _candidate_row(name: str, ms: dict[str, float], status: dict, tried: dict | None,
+                   trial: dict | None) -> dict:
+    row = {"name": name, **status, "ms": ms, "fastest_ms": min(ms.values()),
+           "fastest_runtime": min(ms, key=ms.get), "trained": tried is not None and not tried.get("error")}
+    if tried and tried.get("error"):
+        row["why"] = tried["error"]
+    if tried and not tried.get("error"):
+        row |= {"dev": tried["dev"], "runtimes": tried["runtimes"], "passing_runtime": tried["runtime"],
+                "passing_ms": tried["ms"]}
+    if trial:
+        row |= {"model_dir": trial["model_dir"], "train_seconds": trial["train_seconds"]}
+    return row
+
+
+# ---------------------------------------------------------------- the report
+
+def _write_report(out: Path, report: dict) -> None:
+    """optimize.json, report.md and optimize.png, from the report dict alone."""
+    write_json(out / "optimize.json", report)
+    _plot(out / "optimize.png", report)
+    write_text(out / "report.md", markdown(report))
+
+
+def markdown(report: dict) -> str:
+    meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
+    metric = cfg["metric"]
+    rule = ("the dev point estimate" if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% "
+            "interval") + f" at most {cfg['budget']:g} points below the teacher's dev {metric}"
+    test = w["export"]["test"] or {}
+    lines = [f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`", "",
+             f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
+             f"- pass rule: {rule}", f"- run time: {meta['seconds'] / 60:.1f} min"
+             + (" (the time budget ran out)" if meta["timed_out"] else ""), "",
+             "## Winner", "",
+             f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "
+             f"{w['speedup_vs_teacher_fp32']:.1f}x the teacher in fp32 and {w['speedup_vs_teacher_fastest']:.1f}x the "
+             f"teacher in its own fastest runtime within budget ({w['teacher_fastest_runtime']}), same session; dev "
+             f"{metric} {w['dev']['dev']:.2%} ({w['dev']['difference_points']:+.2f} points "
+             f"[{w['dev']['ci_low_points']:+.2f}, {w['dev']['ci_high_points']:+.2f}]).", "",
+             f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)"
+             + (f"; {w['export']['note']}" if w["export"]["note"] else ""),
+             f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
+             f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts", f"- checkpoint: `{w['model_dir']}`",
+             "", "## Candidates", "",
+             f"| candidate | fastest untrained (runtime) | status | dev {metric} | vs teacher, points [95% CI] | "
+             "passing runtime, ms | why |", "|---|---|---|---|---|---|---|"]
+    for c in report["candidates"]:
+        if c["status"] == "left out":
+            lines.append(f"| {c['name']} | - | left out | - | - | - | {c['why']} |")
+            continue
+        dev = c.get("dev")
+        lines.append(f"| {c['name']} | {c['fastest_ms']:.1f} ({c['fastest_runtime']}) | {c['status']} | "
+                     + (f"{dev['dev']:.2%} | {dev['difference_points']:+.2f} [{dev['ci_low_points']:+.2f}, "
+                        f"{dev['ci_high_points']:+.2f}] | " if dev else "- | - | ")
+                     + (f"{c['passing_runtime']}, {c['passing_ms']:.1f}" if c.get("passing_runtime") else "-")
+                     + f" | {c.get('why', '')} |")
+    teacher = report["teacher"]
+    lines += ["", f"The teacher: dev {metric} {teacher['dev']:.2%}; untrained-session latency "
+              + ", ".join(f"{r} {v:.1f} ms" for r, v in teacher["ms"].items()) + ".", ""]
+    if report["not_tried"]:
+        lines += [f"Not tried: {', '.join(report['not_tried'])} (run again with a larger --time-budget: finished "
+                  "trials are reused).", ""]
+    lines += ["Dev scores of trained candidates are their fp32 (or static) model's; a candidate passes when any "
+              "runtime passes, and is placed by its fastest passing runtime. Untrained candidates were timed as "
+              "untrained models of the same shape.", ""]
+    return "\n".join(lines)
+
+
+def _plot(path: Path, report: dict) -> None:
+    """Latency against dev difference: trained candidates with their interval, untried ones as ticks, the budget line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = report["meta"]["config"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"passed": "tab:green", "failed": "tab:red"}
+    for c in report["candidates"]:
+        if c.get("dev"):
+            d = c["dev"]
+            ax.errorbar(c["fastest_ms"], d["difference_points"], fmt="o", color=colours.get(c["status"], "grey"),
+                        yerr=[[d["difference_points"] - d["ci_low_points"]], [d["ci_high_points"] - d["difference_points"]]])
+            ax.annotate(c["name"], (c["fastest_ms"], d["difference_points"]), textcoords="offset points", xytext=(4, 4))
+        elif "fastest_ms" in c:
+            ax.plot(c["fastest_ms"], 0.02, "|", color="grey", markersize=12, transform=ax.get_xaxis_transform())
+    teacher_ms = min(report["teacher"]["ms"].values())
+    ax.plot(teacher_ms, 0, "s", color="black", label="teacher")
+    ax.axhline(-cfg["budget"], color="tab:orange", linestyle="--", label=f"budget (-{cfg['budget']:g} points)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"ms per batch of {cfg['batch_size']} (end to end, fastest runtime of the untrained shape)")
+    ax.set_ylabel(f"dev {cfg['metric']} minus teacher's (points)")
+    ax.set_title(f"optimize: winner {report['winner']['name']} ({report['winner']['runtime']}); ticks: not trained")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,248 @@
+"""`optimize`: the search's decisions on made-up outcomes, then whole runs on a tiny teacher (resume, the
+time budget, the test split read once at the end) and the one-line refusals of the command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mahacompress.cli import app
+from mahacompress.config import DataConfig, OptimizeConfig
+from mahacompress.errors import MahaError
+from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.optimize import open_candidates, random_compaction, resolve_candidates, search, verdicts
+
+ORDER = ["a", "b", "c", "d", "e"]
+MS = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
+
+
+def _run(passes, teacher_ms: float = 10.0, out_of_time=lambda: False, order=ORDER, ms=MS):
+    """The search over made-up candidates: `passes(name)` says whether a trained one is within budget."""
+    trained = []
+
+    def run_trial(name):
+        trained.append(name)
+        return {name: {"passed": passes(name), "ms": ms[name]}}
+
+    tried: dict = {}
+    timed_out = search(order, ms, teacher_ms, tried, run_trial, out_of_time)
+    return trained, verdicts(order, ms, teacher_ms, tried, timed_out)
+
+
+def test_when_the_fastest_passes_nothing_slower_is_trained():
+    trained, status = _run(lambda name: True)
+    assert "a" in trained and status["a"]["status"] == "passed"
+    assert {"d", "e"}.isdisjoint(trained) and len(trained) < len(ORDER)  # bisection: c, then b, then a
+    assert status["e"]["status"] == "cannot win" and "a (1.0 ms), which passed" in status["e"]["why"]
+
+
+def test_a_failure_prunes_the_faster_candidates_and_the_fastest_passing_one_wins():
+    trained, status = _run(lambda name: MS[name] >= 3)
+    assert trained == ["c", "b"]  # c passes: only a and b can beat it; b fails: a is assumed to fail too
+    assert [status[n]["status"] for n in ORDER] == ["pruned by the search", "failed", "passed", "cannot win",
+                                                    "cannot win"]
+    assert "b is slower and failed" in status["a"]["why"]
+
+
+def test_candidates_slower_than_the_teacher_are_never_trained():
+    trained, status = _run(lambda name: False, teacher_ms=2.5)
+    assert set(trained) <= {"a", "b"} and status["c"]["status"] == "cannot win" and "the teacher" in status["c"]["why"]
+    assert open_candidates(ORDER, MS, 0.5, {}) == []  # a teacher faster than every shape: nothing to train
+
+
+def test_the_time_budget_stops_the_search_between_trials():
+    calls = iter([False, True])  # time left before the first trial, none before the second
+    trained, status = _run(lambda name: MS[name] >= 3, out_of_time=lambda: next(calls))
+    assert trained == ["c"] and status["c"]["status"] == "passed"
+    assert status["a"]["status"] == status["b"]["status"] == "out of time"
+
+
+def test_a_trial_that_errors_proves_nothing_about_faster_ones():
+    tried = {"c": {"passed": None, "ms": None, "error": "boom"}}
+    assert open_candidates(ORDER, MS, 10.0, tried) == ["a", "b", "d", "e"]
+
+
+def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_depth():
+    from mahacompress.config import GridConfig
+
+    specs, left_out = resolve_candidates(["kdp50", "p50+kd", "p25", "kd8", "static"], transfer=True, teacher_layers=4,
+                                         teacher_hidden=64, grid_cfg=GridConfig(student_layers=2, static_dim=16))
+    assert [s.name for s in specs] == ["kd+tr", "kdp50+tr", "p50+kd+tr", "p25", "static+tr"]  # p25 has no teacher
+    assert left_out == {"kd8+tr": "a 8-layer student of a 4-layer teacher"}
+    for bad, match in (("best+fused", "expected a compressed row"), ("mp", "expected a compressed row"),
+                       ("tfidf", "expected a compressed row"), ("kd2+tr", "give --transfer-set")):
+        with pytest.raises(MahaError, match=match):
+            resolve_candidates([bad], transfer=False, teacher_layers=4, teacher_hidden=64, grid_cfg=GridConfig())
+
+
+def test_an_untrained_pruned_shape_has_the_target_sparsity(toy_splits):
+    from mahacompress.pruning.compact import encoder_linear_count
+
+    model = tiny_bert(3, vocab_size=64, num_hidden_layers=2, hidden_size=64, intermediate_size=128)
+    dense = sum(encoder_linear_count(model))
+    pruned = random_compaction(model, 0.5, block_size=16)
+    assert sum(encoder_linear_count(pruned)) / dense == pytest.approx(0.5, abs=0.02)
+
+
+# ---------------------------------------------------------------- whole runs on a tiny teacher
+
+PRESET = """
+finetune: {epochs: 2, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0}
+distill: {epochs: 2, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0}
+student_layers: 2
+measure: {repeats: 1, warmup: 0, texts: 8, threads: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def toy_data(toy_splits, tmp_path_factory):
+    """The toy task as a folder of CSVs, and a preset that trains in seconds."""
+    root = tmp_path_factory.mktemp("optimize")
+    data = root / "data"
+    data.mkdir()
+    for name, ts in (("toy_train.csv", toy_splits.train), ("toy_test.csv", toy_splits.test)):
+        lines = ["text,label"] + [f"{t},{toy_splits.labels[y]}" for t, y in zip(ts.texts, ts.labels)]
+        (data / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "tiny.yaml").write_text(PRESET)
+    return data, root / "tiny.yaml"
+
+
+def _config(preset, **changes) -> OptimizeConfig:
+    return OptimizeConfig(**{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["fp32"],
+                             "preset": str(preset), **changes})
+
+
+@pytest.fixture(scope="module")
+def first_run(teacher_dir, toy_data, tmp_path_factory):
+    """One search, watched: every text a model scores, and when the test split is scored."""
+    import mahacompress.export as export
+    import mahacompress.optimize as optimize
+
+    data, preset = toy_data
+    splits = __import__("mahacompress.data", fromlist=["load_splits"]).load_splits(DataConfig(str(data)))
+    test_only = set(splits.test.texts) - set(splits.train.texts) - set(splits.dev.texts)
+    events: list[str] = []
+    mp = pytest.MonkeyPatch()
+    real_load, real_score = optimize.load, export._score
+
+    def watched_load(model_dir, runtime, ctx):
+        backend = real_load(model_dir, runtime, ctx)
+        logits = backend.logits
+
+        def spy(texts, batch_size=32):
+            events.append("TEST" if test_only & set(texts) else "dev")
+            return logits(texts, batch_size)
+
+        backend.logits = spy
+        return backend
+
+    def watched_score(folder, s):
+        events.append("test scored at the end")
+        return real_score(folder, s)
+
+    mp.setattr(optimize, "load", watched_load)
+    mp.setattr(export, "_score", watched_score)
+    out = tmp_path_factory.mktemp("run") / "out"
+    try:
+        report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
+    finally:
+        mp.undo()
+    return out, report, events
+
+
+def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_at_the_end(first_run):
+    out, report, events = first_run
+    assert "TEST" not in events and events.count("test scored at the end") == 1
+    assert events[-1] == "test scored at the end"  # nothing is scored after it
+    rows = {c["name"]: c for c in report["candidates"]}
+    assert set(rows) == {"kd1", "kd2"} and all(c["fastest_ms"] > 0 for c in rows.values())
+    winner = report["winner"]
+    assert winner["name"] in rows and rows[winner["name"]]["status"] == "passed" and winner["runtime"] == "fp32"
+    assert winner["speedup_vs_teacher_fp32"] > 0 and winner["export"]["test"]["rows"] > 0
+    for name, row in rows.items():  # a candidate is trained only while it could still win
+        faster_passed = [r for r in rows.values() if r["status"] == "passed" and r["passing_ms"] <= row["fastest_ms"]
+                         and r is not row]
+        assert row["trained"] == (row["status"] in ("passed", "failed"))
+        if row["status"] == "cannot win":
+            assert faster_passed
+    assert json.loads((out / "export" / "export.json").read_text())["backend"] == "onnx"
+    assert (out / "report.md").read_text().startswith("# optimize") and (out / "optimize.png").stat().st_size > 1000
+    assert json.loads((out / "optimize.json").read_text())["winner"]["name"] == winner["name"]
+
+
+def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher_dir, toy_data, monkeypatch):
+    import mahacompress.optimize as optimize
+    from mahacompress.grid import Grid
+
+    out, report, _ = first_run
+    trials = sorted((out / "trials").glob("*.json"))
+    stamps = [t.stat().st_mtime_ns for t in trials]
+    monkeypatch.setattr(Grid, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
+    data, preset = toy_data
+    again = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
+    assert again["winner"]["name"] == report["winner"]["name"] and trials
+    assert [t.stat().st_mtime_ns for t in trials] == stamps
+
+
+def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path,
+                                                                               monkeypatch):
+    import mahacompress.optimize as optimize
+
+    data, preset = toy_data
+    ms = {"teacher": 10.0, "kd1": 1.0, "kd2": 2.0}  # both shapes faster than the teacher: only time stops them
+    monkeypatch.setattr(optimize, "time_models", lambda models, *a: {name: {"fp32": ms[name]} for name in models})
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0),
+                               tmp_path / "out")
+    assert report["winner"]["name"] == "teacher" and report["meta"]["timed_out"]
+    assert sorted(report["not_tried"]) == ["kd1", "kd2"] and not (tmp_path / "out" / "trials").exists()
+    assert "Not tried: " in (tmp_path / "out" / "report.md").read_text()
+    # the same folder asked to search other data: refused in one line, nothing trained
+    result = CliRunner().invoke(app, ["optimize", "--teacher", str(teacher_dir), "--dataset", str(data),
+                                      "--max-train-rows", "50", "--preset", str(preset), "--out",
+                                      str(tmp_path / "out"), "--candidates", "kd1", "--runtimes", "fp32"])
+    assert _error(result).startswith("error: ") and "holds a search for another data" in result.stderr
+
+
+def _error(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "-1"], "--budget -1: expected a value at least 0"),
+    (["--budget", "lots"], "Invalid value for '--budget'"),
+    (["--budget", "nan"], "--budget nan"),
+    (["--metric", "f2"], "--metric f2: expected one of accuracy, macro-f1"),
+    (["--batch-size", "0"], "--batch-size 0: expected a value at least 1"),
+    (["--time-budget", "soon"], "--time-budget soon: expected a duration"),
+    (["--time-budget", "90"], "--time-budget 90: expected a duration"),
+    (["--decide", "maybe"], "--decide maybe: expected one of point, interval"),
+    (["--runtimes", "fp32,turbo"], "--runtimes turbo"),
+])
+def test_bad_options_are_refused_in_one_line_before_anything_is_written(args, message, tmp_path):
+    result = CliRunner().invoke(app, ["optimize", "--teacher", str(tmp_path / "no-such-teacher"), "--out",
+                                      str(tmp_path / "out"), *args])
+    assert message in _error(result) and not (tmp_path / "out").exists()
+
+
+def test_durations_parse():
+    from mahacompress.validate import parse_duration
+
+    assert [parse_duration("t", d) for d in ("90m", "2h", "3600s", "1h30m", "0s")] == [5400, 7200, 3600, 5400, 0]
+    with pytest.raises(MahaError, match="expected a duration"):
+        parse_duration("--time-budget", "2 hours")
+
+
+def test_a_teacher_for_other_labels_is_refused_before_any_training(toy_splits, toy_data, tmp_path):
+    data, preset = toy_data
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    model = tiny_bert(3, vocab_size=len(tok), id2label={0: "Kh", 1: "Kr", 2: "Ra"}, label2id={"Kh": 0, "Kr": 1, "Ra": 2})
+    save_classifier(model, tok, tmp_path / "other", {})
+    result = CliRunner().invoke(app, ["optimize", "--teacher", str(tmp_path / "other"), "--dataset", str(data),
+                                      "--preset", str(preset), "--out", str(tmp_path / "out")])
+    assert "the teacher's labels ['Kh', 'Kr', 'Ra'] differ from the dataset's" in _error(result)
+    assert not (tmp_path / "out" / "models").exists()
