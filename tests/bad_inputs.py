@@ -122,6 +122,7 @@ MODEL_COMMANDS: dict[str, tuple[str, ...]] = {
     "reproduce": ("reproduce", "--teacher", "{M}", "--preset", "{P}", "--out", "{O}", "--dataset", "{D}", *COLS),
     "trim": ("trim", "{M}", "--out", "{O}", "--corpus", "{D}/x_Train.csv", "--text-col", "marathi_sentence"),
     "export": ("export", "{M}", "--out", "{O}"),
+    "optimize": ("optimize", "--teacher", "{M}", "--out", "{O}", "--dataset", "{D}", *COLS),
 }
 DATA_COMMANDS: dict[str, tuple[str, ...]] = {
     "data inspect": ("data", "inspect", "--dataset", "{D}", *COLS),
@@ -243,6 +244,12 @@ def _option_cases() -> list[Case]:
          ("trim", "{M}", "--out", "{O}", "--corpus", "{R}/latin1.txt"), "UTF-8"),
         ("export-backend-typo", "export --backend onnx-int4", ("export", "{M}", "--out", "{O}", "--backend",
                                                               "onnx-int4"), "--backend onnx-int4"),
+        ("budget-negative", "optimize --budget -1", MODEL_COMMANDS["optimize"] + ("--budget", "-1"), "--budget -1"),
+        ("metric-typo", "optimize --metric f1", MODEL_COMMANDS["optimize"] + ("--metric", "f1"), "--metric f1"),
+        ("optimize-batch-0", "optimize --batch-size 0", MODEL_COMMANDS["optimize"] + ("--batch-size", "0"),
+         "--batch-size 0"),
+        ("time-budget-text", "optimize --time-budget soon", MODEL_COMMANDS["optimize"] + ("--time-budget", "soon"),
+         "--time-budget soon"),
         ("serve-not-exported", "serve a folder that export did not write", ("serve", "{M}"), "export.json"),
         ("serve-port-0", "serve --port 0", ("serve", "{R}/exported", "--port", "0"), "--port 0"),
     ]
