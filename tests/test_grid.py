@@ -203,6 +203,16 @@ def _toy_csvs(folder, splits):
         lines = ["text,label"] + [f"{t},{splits.labels[y]}" for t, y in zip(ts.texts, ts.labels)]
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
+def _tiny_grid(toy_splits, tmp_path, extra: str = "") -> tuple[str, GridConfig, str]:
+    """A 2-layer teacher folder, the toy data as CSVs and TINY_PRESET (plus `extra` YAML): (teacher, preset, data)."""
+    data = tmp_path / "data"
+    _toy_csvs(data, toy_splits)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET.format(data=data) + extra)
+    return str(tmp_path / "base"), load_preset(preset)[0], str(data)
+
 
 def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tmp_path):
     data = tmp_path / "data"
@@ -245,16 +255,10 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
 
 
 def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
-    data = tmp_path / "data"
-    _toy_csvs(data, toy_splits)
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(TINY_PRESET.format(data=data))
-    cfg, _ = load_preset(preset)
+    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
     cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"], seeds=2,
                   served_blocks=True)
-    Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
+    Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {r["name"]: r for r in results["rows"]}
     openvino = rows.pop("best+openvino")  # runs where the optional openvino extra is installed, else says why not
@@ -320,17 +324,11 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
 
 
 def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_splits, tmp_path):
-    data = tmp_path / "data"
-    _toy_csvs(data, toy_splits)
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
     transfer = tmp_path / "unlabelled.txt"  # one toy text of each split: the test one must be dropped
     transfer.write_text(f"{toy_splits.train.texts[0]} नवीन\n{toy_splits.test.texts[0]}\n", encoding="utf-8")
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(TINY_PRESET.format(data=data) + f"transfer: {{path: {transfer}, ngram: 8}}\n")
-    cfg, _ = load_preset(preset)
+    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path, f"transfer: {{path: {transfer}, ngram: 8}}\n")
     cfg = replace(cfg, rows=["baseline", "kd1", "kd1+tr"])
-    Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
+    Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
     rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
     assert rows["kd1+tr"]["status"] == "done", rows["kd1+tr"]
     assert rows["kd1+tr"]["transfer"]["kept"] == 1 and rows["kd1+tr"]["transfer"]["dropped_overlap"] == 1
@@ -349,19 +347,13 @@ def test_tr_rows_need_a_teacher_and_a_named_transfer_set(tmp_path):
 
 
 def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits, tmp_path):
-    data = tmp_path / "data"
-    _toy_csvs(data, toy_splits)
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
     transfer = tmp_path / "unlabelled.txt"  # a labelled training text (dropped and counted) and a new one
     transfer.write_text(f"{toy_splits.train.texts[0]}\n{toy_splits.train.texts[1]} नवीन\n", encoding="utf-8")
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(TINY_PRESET.format(data=data) + f"transfer: {{path: {transfer}, ngram: 8}}\n"
-                      "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, freeze_embeddings: false}\n"
-                      "static_dim: 16\n")
-    cfg, _ = load_preset(preset)
+    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path, f"transfer: {{path: {transfer}, ngram: 8}}\n"
+                                    "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, "
+                                    "freeze_embeddings: false}\nstatic_dim: 16\n")
     cfg = replace(cfg, rows=["baseline", "tfidf", "static", "static+tr"])
-    Grid(str(tmp_path / "base"), cfg, "tiny", str(data), tmp_path / "out").run()
+    Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
     rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
     assert all(r["status"] == "done" for r in rows.values()), rows
     assert rows["tfidf"]["backend"] == "tfidf" and rows["static"]["backend"] == "static"
@@ -397,15 +389,8 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
     order.write_text("rows: [baseline, kdp50, kd]\n")
     with pytest.raises(MahaError, match="list that row before it"):
         load_preset(order)
-    data = tmp_path / "data"
-    _toy_csvs(data, toy_splits)
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2), tok, tmp_path / "base", {})
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text(TINY_PRESET.format(data=data))
-    cfg, _ = load_preset(preset)
-    Grid(str(tmp_path / "base"), replace(cfg, rows=["baseline", "kd", "kdp50"], seeds=2), "tiny", str(data),
-         tmp_path / "out").run()
+    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
+    Grid(teacher, replace(cfg, rows=["baseline", "kd", "kdp50"], seeds=2), "tiny", data, tmp_path / "out").run()
     rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
     kdp = rows["kdp50"]
     assert kdp["status"] == "done", kdp
