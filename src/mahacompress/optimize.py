@@ -11,7 +11,7 @@ So the run goes, top to bottom:
 2. Shapes: each candidate is built UNTRAINED with the shape its trained model will have (a layer student
    copied from the teacher, a pruned model compacted from random scores by the pruner's own plan, the static
    table built from the teacher) and timed end to end at the batch size in every runtime this machine runs
-   natively, interleaved with the teacher in one session. A trained model has the same shape, so it has the
+   natively, one interleaved session per runtime with the teacher in fp32 as the anchor between sessions. A trained model has the same shape, so it has the
    same latency in each runtime: nothing is trained to learn how fast it will be.
 3. Search: candidates sorted by their fastest runtime. Accuracy rises with size, so the search bisects:
    train the middle untried candidate that can still win, then look only at faster ones if it passed, or
@@ -33,6 +33,7 @@ each), which is what lets them run on several workers later (README).
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import asdict, replace
@@ -189,17 +190,34 @@ def judge(y: list[int], predicted: list[int], reference: list[int], cfg: Optimiz
 
 
 def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batch_size: int, ctx: dict) -> dict:
-    """End-to-end p50 milliseconds at `batch_size` of each (name -> (model folder, runtimes)), every runtime of
-    every model interleaved in one session (so a slow spell of the machine hits them all alike)."""
-    backends = {f"{name} | {r}": load(folder, r, ctx) for name, (folder, runtimes) in models.items()
-                for r in runtimes_of(folder, runtimes)}
+    """End-to-end p50 milliseconds at `batch_size` of each (name -> (model folder, runtimes)).
+
+    One session per runtime, each holding every model in that runtime and the first model (the teacher) in
+    fp32 as an anchor: loading every (model, runtime) pair at once costs memory in proportion to their
+    product (the default 9 candidates x 6 runtimes of the e5 teacher ran a 24 GiB machine out of memory).
+    Each session's times are scaled by the anchor's time in the first session, so a slow spell of the
+    machine between sessions does not reorder the candidates."""
+    first, (first_folder, _) = next(iter(models.items()))
+    anchor = f"{first} | fp32"
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name, (folder, runtimes) in models.items():
+        for r in runtimes_of(folder, runtimes):
+            groups.setdefault(r, []).append((name, folder))
     m: MeasureConfig = ctx["measure"]
-    timing = latency(backends, texts, batch_sizes=(batch_size,), repeats=m.repeats, warmup=m.warmup,
-                     threads=m.threads, modes={batch_size: ("e2e",)})
     out: dict[str, dict[str, float]] = {}
-    for key, row in timing.items():
-        name, runtime = key.split(" | ")
-        out.setdefault(name, {})[runtime] = row[f"e2e_ms_b{batch_size}_p50"]
+    reference: float | None = None
+    for runtime, members in groups.items():
+        backends = {anchor: load(first_folder, "fp32", ctx)}
+        backends |= {f"{name} | {runtime}": load(folder, runtime, ctx) for name, folder in members}
+        timing = latency(backends, texts, batch_sizes=(batch_size,), repeats=m.repeats, warmup=m.warmup,
+                         threads=m.threads, modes={batch_size: ("e2e",)})
+        del backends
+        gc.collect()
+        key = f"e2e_ms_b{batch_size}_p50"
+        reference = reference or timing[anchor][key]
+        scale = reference / timing[anchor][key]
+        for name, _ in members:
+            out.setdefault(name, {})[runtime] = timing[f"{name} | {runtime}"][key] * scale
     return out
 
 
