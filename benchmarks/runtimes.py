@@ -81,7 +81,7 @@ def build(models: list[str], modes: list[str], splits, args) -> tuple[dict, dict
 def _disk_mb(model: str, mode: str, cache_dir) -> float:
     if mode == "fp32":
         return size_on_disk_mb(model)
-    return sum(f.stat().st_size for f in served_files(model, mode, cache_dir)) / 2**20
+    return sum(f.stat().st_size for f in served_files(model, mode, cache_dir=cache_dir)) / 2**20
 
 
 def report(result: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -232,6 +233,53 @@ def test_cli_export_with_trimming(model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "e" / "export.json").read_text())
     assert manifest["backend"] == "onnx" and manifest["trim"]["corpus"] == [str(corpus)]
+
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None or
+                                    importlib.util.find_spec("nncf") is None,
+                                    reason="the openvino extra (openvino, nncf) is not installed")
+
+
+@needs_openvino
+def test_openvino_int8_export_runs_without_torch_or_onnxruntime_as_the_benchmarked_backend_does(model_dir, tmp_path):
+    """The folder ships the very IR the `openvino-int8` backend times: same logits, torch and onnxruntime
+    unimportable; a trimmed one stays close to PyTorch."""
+    from mahacompress.backends import load_backend
+
+    folder = tmp_path / "ov"
+    manifest = export(model_dir, folder, backend="openvino-int8", calibration_texts=MARATHI)
+    assert {"model.xml", "model.bin"} <= {p.name for p in folder.iterdir()} and manifest["engine"] == "openvino"
+    needs = (folder / "requirements.txt").read_text().split()
+    assert any(n.startswith("openvino") for n in needs) and not any(n.startswith("onnxruntime") for n in needs)
+    benchmarked = load_backend(str(model_dir), "openvino-int8", calibration_texts=MARATHI).logits(MARATHI)
+    got = np.array(_torch_free(folder, MARATHI, also_unimportable=("onnxruntime",))["logits"])
+    np.testing.assert_allclose(got, benchmarked, atol=1e-4)
+    assert "OpenVINO IR" in (folder / "README.md").read_text()
+    trimmed = tmp_path / "ov-trimmed"
+    export(model_dir, trimmed, backend="openvino-int8", corpus=MARATHI, calibration_texts=MARATHI)
+    expected = predict_logits(load_classifier(str(model_dir)), load_tokenizer(str(model_dir)), MARATHI)
+    assert np.abs(np.array(_torch_free(trimmed, MARATHI)["logits"]) - expected).max() < 0.05
+
+
+@needs_openvino
+def test_openvino_int8_export_needs_training_texts_to_calibrate_on(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+    from mahacompress.errors import MahaError
+
+    with pytest.raises(MahaError, match="calibrates activation ranges on training texts"):
+        export(model_dir, tmp_path / "a", backend="openvino-int8")
+    # the CLI calibrates on the model's training corpus; this model has no training record: one line naming --corpus
+    result = CliRunner().invoke(app, ["export", str(model_dir), "--out", str(tmp_path / "b"), "--backend",
+                                      "openvino-int8"])
+    assert result.exit_code == 2 and "--corpus" in result.output and "Traceback" not in result.output
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(MARATHI), encoding="utf-8")
+    result = CliRunner().invoke(app, ["export", str(model_dir), "--out", str(tmp_path / "c"), "--backend",
+                                      "openvino-int8", "--corpus", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert "trim" not in json.loads((tmp_path / "c" / "export.json").read_text())  # calibrated on it, not trimmed
 
 
 # ---------------------------------------------------------------- the service in process (httpx over ASGI)

@@ -3,7 +3,9 @@ time budget, the test split read once at the end) and the one-line refusals of t
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -152,6 +154,33 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
     return out, report, events
 
 
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                    reason="the openvino extra (openvino, nncf) is not installed")
+def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sample(teacher_dir, toy_data, tmp_path,
+                                                                                    monkeypatch):
+    """An int8 graph's latency does not depend on its ranges: the shapes' calibrated files are built from
+    SHAPE_CALIBRATION_TEXTS texts (2 here), every trained model's (judged on dev, exported) from the full sample."""
+    import mahacompress.backends.build as build
+    import mahacompress.optimize as optimize
+
+    seen: list[tuple[Path, int]] = []
+    real = build._calibrated
+
+    def spy(model_dir, fp32, backend, max_length, texts, name, make):
+        seen.append((Path(model_dir), len(texts or ())))
+        return real(model_dir, fp32, backend, max_length, texts, name, make)
+
+    monkeypatch.setattr(build, "_calibrated", spy)
+    monkeypatch.setattr(optimize, "SHAPE_CALIBRATION_TEXTS", 2)
+    data, preset = toy_data
+    out = tmp_path / "out"
+    optimize.optimize(str(teacher_dir), DataConfig(str(data)),
+                      _config(preset, candidates=["kd1"], runtimes=["fp32", "openvino-int8"]), out)
+    shapes = {n for d, n in seen if d.is_relative_to(out / "shapes")}
+    trained = {n for d, n in seen if d.is_relative_to(out / "models")}
+    assert shapes == {2} and trained and min(trained) > 2
+
+
 def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_at_the_end(first_run):
     out, report, events = first_run
     assert "TEST" not in events and events.count("test scored at the end") == 1
@@ -184,6 +213,26 @@ def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher
     again = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
     assert again["winner"]["name"] == report["winner"]["name"] and trials
     assert [t.stat().st_mtime_ns for t in trials] == stamps
+
+
+def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training_again(first_run, teacher_dir,
+                                                                                       toy_data, tmp_path,
+                                                                                       monkeypatch):
+    import shutil
+
+    import mahacompress.optimize as optimize
+    from mahacompress.grid import Grid
+
+    out = tmp_path / "out"
+    shutil.copytree(first_run[0], out)  # the first run's folder stays as the other tests read it
+    monkeypatch.setattr(Grid, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
+    data, preset = toy_data
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, runtimes=["fp32", "onnx-int8"]),
+                               out)
+    for trial in (out / "trials").glob("*.json"):
+        assert set(json.loads(trial.read_text())["dev_predictions"]) == {"fp32", "onnx-int8"}
+    judged = [c for c in report["candidates"] if c.get("trained")]
+    assert judged and all("onnx-int8" in c["runtimes"] for c in judged)
 
 
 def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path,

@@ -516,8 +516,9 @@ def optimize(teacher: Annotated[str, typer.Option(
 # ---------------------------------------------------------------- deployment: trim, export, serve
 
 Corpus = Annotated[Optional[list[Path]], typer.Option(
-    "--corpus", help="Text (one per line) or CSV files to keep pieces for; default: the training split and "
-                     "transfer set recorded in MODEL/training.json (or pruning.json).")]
+    "--corpus", help="Text (one per line) or CSV files: the pieces to keep (trim, --trim-vocab) and the texts "
+                     "openvino-int8 calibrates on; default: the training split and transfer set recorded in "
+                     "MODEL/training.json (or pruning.json).")]
 
 
 def _check_deploy(model: Path, out: Path, marker: str, corpus: list[Path] | None) -> None:
@@ -554,27 +555,36 @@ def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tok
 def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
            out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")],
            backend: Annotated[Optional[str], typer.Option(
-               help="onnx-int8-fused (default) | onnx-int8 | onnx; static, the default and only one, for a "
-                    "static-embedding student")] = None,
+               help="onnx-int8-fused (default) | onnx-int8 | onnx | openvino-int8 (NNCF int8 OpenVINO IR, "
+                    "calibrated on 512 texts of the model's training split, or of --corpus); static, the default and "
+                    "only one, for a static-embedding student")] = None,
            trim_vocab: Annotated[bool, typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")] = False,
            corpus: Corpus = None, text_col: str = "text",
            dataset: Annotated[Optional[str], typer.Option(help="Score the export on this dataset's test "
                                                               "split (for the model card).")] = None,
            data_dir: DataDir = None, max_length: int = 128) -> None:
-    """Write a folder that runs with onnxruntime, tokenizers and numpy only (a static-embedding student:
-    tokenizers and numpy), with a model card."""
+    """Write a folder that runs with onnxruntime (openvino-int8: OpenVINO), tokenizers and numpy only (a
+    static-embedding student: tokenizers and numpy), with a model card."""
+    from .backends.calibration import calibration_sample
+    from .backends.registry import CALIBRATED_BACKENDS
     from .export import EXPORT_BACKENDS, export as run, export_backend
+    from .trim import read_corpus, training_corpus
 
     if backend is not None:
         check.check_choice("--backend", backend, EXPORT_BACKENDS)
     check.check_range("--max-length", max_length, 1)
-    _check_deploy(model, out, EXPORT_RECORD, corpus if trim_vocab else None)
+    calibrated = backend in CALIBRATED_BACKENDS  # its corpus (or the training corpus) calibrates it
+    _check_deploy(model, out, EXPORT_RECORD, corpus if trim_vocab or calibrated else None)
     check.check_max_length(str(model), max_length)
     backend = export_backend(model, backend, trimming=trim_vocab)
     texts, names = _corpus(model, corpus, text_col) if trim_vocab else (None, [])
+    calibration = None
+    if calibrated:  # as the grid and optimize calibrate: a seeded sample of the training split (or --corpus)
+        calibration = calibration_sample(read_corpus(corpus, text_col) if corpus else
+                                         training_corpus(model, with_transfer=False))
     splits = _splits(dataset, data_dir, None, None) if dataset else None
     manifest = run(model, out, backend=backend, corpus=texts, corpus_names=names, splits=splits,
-                   max_length=max_length)
+                   max_length=max_length, calibration_texts=calibration)
     console.print(f"wrote {out} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
 
 

@@ -1,4 +1,5 @@
-"""A deployable folder: the model in ONNX, its tokenizer, labels, a model card, a torch-free runtime and server.
+"""A deployable folder: the model in ONNX (or OpenVINO IR), its tokenizer, labels, a model card, a torch-free
+runtime and server.
 
 The folder needs only onnxruntime, tokenizers and numpy to run (and starlette, uvicorn and
 prometheus_client to serve it over HTTP; all six in its `requirements.txt`): `runtime.py` inside it loads
@@ -11,6 +12,13 @@ its fused operators are onnxruntime's own, so the folder still needs onnxruntime
 onnxruntime's dynamic quantisation covers Gather as well as MatMul, so the (trimmed) embedding rows are
 stored in 8 bits too (checked in the exported graph: `word_embeddings.weight_quantized`, uint8).
 Optionally the vocabulary is trimmed first (trim.py), which is what makes the multilingual e5 small.
+
+`openvino-int8` ships NNCF's calibrated int8 OpenVINO IR (`model.xml` + `model.bin`), built as the
+benchmark's `openvino-int8` backend builds it, from the (trimmed) checkpoint, calibrated on the caller's texts
+(the CLI and `optimize`: a seeded sample of 512 training-split texts, as the grid: so it computes what the
+grid's timed file computes when the sequence length is the grid's too); the folder needs openvino, tokenizers and numpy (no onnxruntime). It is the
+fastest runtime measured at batch 32 on the AVX-512 CPUs we had (reports/cpu-quick: best+openvino), so a
+user (and `optimize`) can ship what was measured fastest rather than the fastest ONNX Runtime form.
 
 A static-embedding student (static.py) ships the same way but without ONNX: its folder holds the table
 with the head folded in (`piece_logits.npy`, pieces x labels, float32, special rows zeroed; the bias and
@@ -31,35 +39,42 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .backends.registry import CALIBRATED_BACKENDS, SPECS
 from .errors import MahaError
 from .files import EXPORT_RECORD, staged_dir, write_json, write_text
-from .runtime import STATIC_KIND
+from .runtime import OPENVINO_ENGINE, STATIC_KIND
 
-EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "static")
-ONNX_BACKENDS = EXPORT_BACKENDS[:3]
+EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "openvino-int8", "static")
+TRANSFORMER_BACKENDS = EXPORT_BACKENDS[:4]
 # runtime.py needs the runtime's packages; server.py (serve.py) the server's too, in the serve extra's ranges
 _SERVER_NEEDS = "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n"
 REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
 STATIC_REQUIREMENTS = "tokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS  # a table lookup: no onnxruntime
+OPENVINO_REQUIREMENTS = "openvino>=2025.3\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS  # the openvino extra's floor
 STATIC_TABLE = "piece_logits.npy"
 _LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"}
 
 
 def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Sequence[str] | None = None,
-           corpus_names: Sequence[str] = (), splits=None, max_length: int = 128) -> dict:
+           corpus_names: Sequence[str] = (), splits=None, max_length: int = 128,
+           calibration_texts: Sequence[str] | None = None) -> dict:
     """Write the deployable folder `out` for classifier `model_dir`; returns its manifest (export.json).
 
     `backend` defaults to `static` for a static-embedding student (the only one it has: an ONNX graph of
     a lookup and a mean would only add onnxruntime to the folder) and `onnx-int8-fused` for the rest.
     With `corpus`, the vocabulary is trimmed to it first (not for a static student: its tokenizer was
     trimmed when its table was built). With `splits`, the exported model is scored on the test split
-    through the runtime itself, and the figures go into the manifest and model card.
+    through the runtime itself, and the figures go into the manifest and model card. `calibration_texts`
+    (training texts, never dev or test) calibrate a calibrated backend's activation ranges (openvino-int8).
     """
     from .models import load_tokenizer
     from .trim import TRIM_RECORD, texts_with_removed_pieces, trim
 
     model_dir, out = Path(model_dir), Path(out)
     backend = export_backend(model_dir, backend, trimming=corpus is not None)
+    if backend in CALIBRATED_BACKENDS and not calibration_texts:
+        raise MahaError(f"--backend {backend} calibrates activation ranges on training texts: name its training "
+                        "data (a training record, or --corpus)")
     static = backend == "static"
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as work:
         source, trim_record = model_dir, None
@@ -76,13 +91,14 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
         manifest = {"labels": labels, "max_length": max_length, "pad_id": tokenizer.pad_token_id,
                     "pad_token": tokenizer.pad_token, "backend": backend, "source": str(model_dir),
                     "made_with": _training_record(info)}
-        model_file = (_static_table(source, Path(work), max_length, manifest, info) if static
-                      else _onnx_model(source, backend, manifest,
-                                       None if source == model_dir else Path(work) / "derived"))
+        model_files = ([_static_table(source, Path(work), max_length, manifest, info)] if static
+                       else _transformer_files(source, backend, manifest, max_length, calibration_texts,
+                                               None if source == model_dir else Path(work) / "derived"))
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out, EXPORT_RECORD) as tmp:
-            shutil.copyfile(model_file, tmp / manifest["model_file"])
+            for file in model_files:  # the model file, and an IR's weights beside it under the same stem
+                shutil.copyfile(file, tmp / Path(manifest["model_file"]).with_suffix(file.suffix).name)
             shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
             shutil.copyfile(Path(__file__).with_name("runtime.py"), tmp / "runtime.py")
             shutil.copyfile(Path(__file__).with_name("serve.py"), tmp / "server.py")
@@ -105,6 +121,7 @@ def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = Fal
     """The backend `model_dir` exports with (`backend`, or the default for its kind of model), refusing in one
     line a backend or a trim that does not fit it; the CLI asks before it reads a corpus."""
     from .backends.numpy_engine import is_static
+    from .hardware import unsupported_reason
 
     static = is_static(model_dir)
     backend = backend or ("static" if static else "onnx-int8-fused")
@@ -115,24 +132,34 @@ def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = Fal
                         f"default); {backend} does not apply")
     if not static and backend == "static":
         raise MahaError(f"{model_dir}: --backend static is for static-embedding students; choose one of "
-                        f"{', '.join(ONNX_BACKENDS)}")
+                        f"{', '.join(TRANSFORMER_BACKENDS)}")
+    if (why := unsupported_reason(backend)) is not None:
+        raise MahaError(f"--backend {backend}: {why}")
     if static and trimming:
         raise MahaError(f"{model_dir}: a static-embedding student's tokenizer was trimmed when its table was built; "
                         "export it without --trim-vocab")
     return backend
 
 
-def _onnx_model(source: Path, backend: str, manifest: dict, cache_dir: Path | None) -> Path:
-    """The ONNX file `backend` names for `source`; its facts go into `manifest`. Built once into the
-    derived-file cache (the very file the benchmark backend times), or into `cache_dir`: a trimmed copy
-    made for this export is temporary, and so are its files."""
-    from .backends.build import SEVEN_BIT_SUFFIX, served_file
+def _transformer_files(source: Path, backend: str, manifest: dict, max_length: int,
+                       calibration_texts: Sequence[str] | None, cache_dir: Path | None) -> list[Path]:
+    """The files `backend` serves `source` from (an ONNX graph; or OpenVINO IR, .xml then .bin); their facts go
+    into `manifest`. Built once into the derived-file cache (the very files the benchmark backend times), or
+    into `cache_dir`: a trimmed copy made for this export is temporary, and so are its files."""
+    from .backends.build import SEVEN_BIT_SUFFIX, served_files
 
-    onnx_file = served_file(source, backend, cache_dir=cache_dir)
-    manifest.update(kind="transformer", model_file="model.onnx", needs=REQUIREMENTS.split())
+    files = served_files(source, backend, max_length=max_length, cache_dir=cache_dir,
+                         calibration_texts=calibration_texts)
+    openvino = SPECS[backend].engine == "openvino"
+    manifest.update(kind="transformer", engine=OPENVINO_ENGINE if openvino else "onnxruntime",
+                    model_file="model.xml" if openvino else "model.onnx",
+                    needs=(OPENVINO_REQUIREMENTS if openvino else REQUIREMENTS).split())
+    if openvino:
+        manifest["weights_file"] = "model.bin"
     if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
-        manifest["int8_weight_bits"] = 7 if onnx_file.stem.endswith(SEVEN_BIT_SUFFIX) else 8
-    return onnx_file
+        stem = files[0].parent.name if openvino else files[0].stem  # IR: its folder's name says it
+        manifest["int8_weight_bits"] = 7 if stem.endswith(SEVEN_BIT_SUFFIX) else 8
+    return files
 
 
 def _static_table(source: Path, work: Path, max_length: int, manifest: dict, info: dict) -> Path:
@@ -190,7 +217,8 @@ def _what_it_is(manifest: dict) -> str:
     """The model card's first sentence: which kind of model the folder runs, and from where."""
     source = f"exported by mahacompress from `{manifest['source']}`"
     if manifest.get("kind") != STATIC_KIND:
-        return f"An {manifest['backend']} ONNX model {source}."
+        form = "OpenVINO IR" if manifest.get("engine") == OPENVINO_ENGINE else "ONNX"
+        return f"An {manifest['backend']} {form} model {source}."
     teacher = manifest.get("made_with", {}).get("teacher")
     return (f"A static-embedding student {source}" + (f", distilled from the teacher `{teacher}`" if teacher else "")
             + ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "
@@ -217,8 +245,8 @@ def model_card(manifest: dict) -> str:
         lines.append(f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
                      f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})")
     if manifest.get("int8_weight_bits") == 8:
-        lines.append("- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI ONNX Runtime's "
-                     "U8S8 kernels can saturate: re-export there, which builds 7-bit weights")
+        lines.append("- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI the U8S8 int8 "
+                     "kernels can saturate: re-export there, which builds 7-bit weights")
     elif manifest.get("int8_weight_bits") == 7:
         lines.append("- int8 weights use 7 bits (built on a CPU without VNNI, against U8S8 saturation); they run on "
                      "any CPU")

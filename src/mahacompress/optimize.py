@@ -11,8 +11,9 @@ So the run goes, top to bottom:
 2. Shapes: each candidate is built UNTRAINED with the shape its trained model will have (a layer student
    copied from the teacher, a pruned model compacted from random scores by the pruner's own plan, the static
    table built from the teacher) and timed end to end at the batch size in every runtime this machine runs
-   natively, one interleaved session per runtime with the teacher in fp32 as the anchor between sessions. A trained model has the same shape, so it has the
-   same latency in each runtime: nothing is trained to learn how fast it will be.
+   natively, one interleaved session per runtime with the teacher in fp32 as the anchor between sessions (calibrated
+   int8 files of shapes on a few texts: latency does not depend on the ranges). A trained model has the same
+   shape, so it has the same latency in each runtime: nothing is trained to learn how fast it will be.
 3. Search: candidates sorted by their fastest runtime. Accuracy rises with size, so the search bisects:
    train the middle untried candidate that can still win, then look only at faster ones if it passed, or
    only at slower ones if it failed. A candidate "can still win" while it is faster than the best passing
@@ -66,10 +67,15 @@ from .stats import correctness, paired_difference, paired_macro_f1_difference
 from .validate import check_optimize_config, check_output_dir
 
 _console = Console(stderr=True, markup=False, highlight=False)
-# How each runtime's model ships in an exported folder (export.py: onnxruntime or numpy only); fp32 ships as
-# the fp32 ONNX graph, the same arithmetic
-EXPORTED_AS = {"onnx-int8-fused": "onnx-int8-fused", "onnx-int8": "onnx-int8", "fp32": "onnx", "static": "static"}
+# How each runtime's model ships in an exported folder (export.py: onnxruntime, OpenVINO or numpy); fp32 ships
+# as the fp32 ONNX graph, the same arithmetic; torch's int8 and bf16 do not ship (a folder runs without torch)
+EXPORTED_AS = {"onnx-int8-fused": "onnx-int8-fused", "onnx-int8": "onnx-int8", "openvino-int8": "openvino-int8",
+               "fp32": "onnx", "static": "static"}
 _TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
+# Calibration texts of an untrained shape's int8 files: an int8 graph's latency does not depend on the ranges it
+# was calibrated to (same graph, same kernels), and NNCF calibrating 9 shapes of e5 on 512 texts each was most
+# of the shapes' timing; trained models calibrate on the full sample (calibration.CALIBRATION_TEXTS)
+SHAPE_CALIBRATION_TEXTS = 32
 
 
 # ---------------------------------------------------------------- the candidates
@@ -136,8 +142,10 @@ def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
 
 
 def random_compaction(model: torch.nn.Module, sparsity: float, block_size: int, seed: int = 0) -> torch.nn.Module:
-    """`model` compacted to `sparsity` by the pruner's own plan (`compact.plan`) over random scores: the
-    heads and neurons a trained run keeps differ, their number (so the cost per token) does not."""
+    """`model` compacted to `sparsity` by the pruner's own plan (`compact.plan`) over random scores. The plan fixes
+    how many encoder weights go, not how a trained run splits them between heads and neurons or across layers
+    (random scores spread them evenly; training may empty whole heads or layers), so a pruned shape's latency is
+    an estimate of the trained model's, unlike a layer student's, which is exact."""
     structure = structure_of(model)
     masked = MaskedModel(model, structure, block_size, make_binarizer("topk", sparsity, 0.0))
     generator = torch.Generator().manual_seed(seed)
@@ -323,7 +331,9 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(grid, spec, out / "shapes" / _folder(spec))
-    shape_ms = _shape_timing(out, specs, teacher_dir, runtimes, texts, cfg.batch_size, ctx)
+    shape_ms = _shape_timing(out, specs, [grid.settings_of(s) for s in specs], teacher_dir, runtimes, texts,
+                             cfg.batch_size,
+                             ctx | {"calibration": ctx["calibration"][:SHAPE_CALIBRATION_TEXTS]})
     teacher_pred = dev_predictions(teacher_dir, runtimes, splits, ctx)
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
     fastest = {s.name: min(shape_ms[s.name].values()) for s in specs}
@@ -337,6 +347,10 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     for spec in specs:
         trial = _saved_trial(out, grid, spec)
         if trial is not None:
+            missing = [r for r in runtimes_of(trial["model_dir"], runtimes) if r not in trial["dev_predictions"]]
+            if missing:  # a runtime this run adds (a package installed since): judge the trained model in it too
+                trial["dev_predictions"] |= dev_predictions(trial["model_dir"], missing, splits, ctx)
+                write_json(out / "trials" / f"{_folder(spec)}.json", trial)
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
             grid.finished(spec.name, trial["model_dir"])  # a kdpNN trial may prune its model
     if tried:
@@ -347,6 +361,8 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
         results = {}
         source = _source(by_name[name])
         for spec in ([by_name[source]] if source and source not in tried else []) + [by_name[name]]:
+            if results and out_of_time():  # a kdpNN's source trained: the budget is checked again before it
+                break
             _console.print(f"training {spec.name} ({clock() - start:.0f} s into the run)")
             try:
                 trials[spec.name] = _trial(out, grid, spec, runtimes, splits, ctx)
@@ -430,11 +446,13 @@ def _folder(spec: RowSpec) -> str:
     return spec.name.replace("+", "_")  # module names: identifiers, as the grid names row folders
 
 
-def _shape_timing(out: Path, specs: list[RowSpec], teacher_dir: str, runtimes: list[str], texts: list[str],
-                  batch_size: int, ctx: dict) -> dict:
-    """The shapes' and the teacher's latencies, measured once per batch size, runtimes and shapes (reused on re-run)."""
+def _shape_timing(out: Path, specs: list[RowSpec], shape_settings: list[dict], teacher_dir: str, runtimes: list[str],
+                  texts: list[str], batch_size: int, ctx: dict) -> dict:
+    """The shapes' and the teacher's latencies, measured once per batch size, runtimes, teacher and shapes (their
+    settings: another preset's layers or block size is another shape), and reused on re-run while those hold."""
     key = {"batch_size": batch_size, "runtimes": runtimes, "candidates": sorted(s.name for s in specs),
-           "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"]}
+           "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"], "teacher": str(teacher_dir),
+           "shapes": {s.name: settings for s, settings in zip(specs, shape_settings)}}
     path = out / "shapes" / "latency.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -473,13 +491,14 @@ def _export(out: Path, model_dir: str, chosen: dict, ms: dict[str, float], grid:
     """Export the winner in its fastest passing runtime that a folder can ship (EXPORTED_AS), vocabulary
     trimmed to its training corpus; the exported folder is scored on TEST here, the only time test is read."""
     from .export import export
-    passing = sorted((r for r, v in chosen["runtimes"].items() if v["passed"] and r in EXPORTED_AS), key=ms.get)
+    passing = sorted((r for r, v in chosen["runtimes"].items() if v["passed"] and r in EXPORTED_AS and r in ms),
+                     key=ms.get)  # a reused trial may hold runtimes this run neither times nor serves
     runtime = passing[0] if passing else "fp32"
     static = is_static(model_dir)
     corpus = None if static else with_transfer(splits, grid.transfer_set() if spec and spec.tr else None).train.texts
     manifest = export(Path(model_dir), out / "export", backend=EXPORTED_AS[runtime], corpus=corpus,
                       corpus_names=["the training split" + (" and transfer set" if spec and spec.tr else "")],
-                      splits=splits, max_length=ctx["max_length"])
+                      splits=splits, max_length=ctx["max_length"], calibration_texts=ctx["calibration"])
     note = None if runtime == chosen["runtime"] else (
         f"served by {chosen['runtime']}, which a folder cannot ship; exported as {EXPORTED_AS[runtime]}, the fastest "
         "shippable runtime within budget" if passing else "no shippable runtime passed on dev; exported as fp32 ONNX")

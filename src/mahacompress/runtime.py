@@ -1,4 +1,4 @@
-"""Run an exported mahacompress classifier folder with onnxruntime, tokenizers and numpy only.
+"""Run an exported mahacompress classifier folder with onnxruntime (or OpenVINO), tokenizers and numpy only.
 
 This file is copied into every folder written by `mahacompress export`, so it must import nothing
 else (no torch, no transformers, no mahacompress): a deployment installs the packages in the
@@ -7,6 +7,10 @@ folder's `requirements.txt` and runs
     from runtime import Classifier
     clf = Classifier("path/to/folder")
     clf.predict(["आज पुण्यात पाऊस पडला"])  # [{"label": ..., "probabilities": {label: p, ...}}]
+
+A folder exported as `openvino-int8` (export.json's `engine` is "openvino") holds NNCF's int8 OpenVINO IR
+(`model.xml` + `model.bin`) and runs with the `openvino` package instead of onnxruntime, compiled as
+`openvino_config` says: the very settings the benchmarked `openvino-int8` backend compiles with.
 
 A static-embedding student's folder (export.json's `kind` is "static-embedding") holds no ONNX graph but
 its per-piece logit table (`StaticTable`), run with numpy and tokenizers alone: onnxruntime is not imported
@@ -25,6 +29,17 @@ import numpy as np
 
 MANIFEST = "export.json"
 STATIC_KIND = "static-embedding"  # export.json's `kind` for a static-embedding student
+OPENVINO_ENGINE = "openvino"  # export.json's `engine` for OpenVINO IR (absent or "onnxruntime": an ONNX graph)
+
+
+def openvino_config(threads: int | None) -> dict[str, str]:
+    """OpenVINO CPU plugin settings: fp32 arithmetic outside the int8 layers (its default on a bf16-capable
+    CPU would be bf16, another model than the one measured), latency-oriented, one stream (one request at a
+    time, as the service batches them), `threads` intra-op threads (None: OpenVINO's default)."""
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return config
 
 
 class StaticTable:
@@ -48,8 +63,9 @@ class StaticTable:
 
 
 class Classifier:
-    """Tokeniser + ONNX session (or static table) of one exported folder; `predict` returns a label and
-    probabilities per text. `threads` is the intra-op thread count the model runs with (1 for a static table)."""
+    """Tokeniser + ONNX session (or compiled OpenVINO model, or static table) of one exported folder; `predict`
+    returns a label and probabilities per text. `threads` is the intra-op thread count the model runs with (1
+    for a static table)."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, memory_arena: bool = True,
                  memory_pattern: bool = False):
@@ -57,7 +73,8 @@ class Classifier:
         call instead of kept at the largest (batch, length) shape seen. `memory_pattern` is onnxruntime's
         per-shape allocation plan cache, off by default: a service sees a new (batch, length) shape with
         nearly every batch and the cache keeps a plan for each (microsoft/onnxruntime#11118), so resident
-        memory grows with the number of shapes served; see benchmarks/serve_load.py."""
+        memory grows with the number of shapes served; see benchmarks/serve_load.py. Both are onnxruntime's
+        and do not apply to an OpenVINO folder."""
         from tokenizers import Tokenizer
 
         self.folder = Path(folder)
@@ -72,9 +89,18 @@ class Classifier:
                                       self.manifest["special_ids"])
             self.threads = 1
             return
+        self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
+        self.compiled = None
+        if self.manifest.get("engine") == OPENVINO_ENGINE:
+            import openvino as ov
+
+            self.compiled = ov.Core().compile_model(str(self.folder / self.manifest["model_file"]), "CPU",
+                                                    openvino_config(threads))
+            self.inputs = [next(iter(i.get_names())) for i in self.compiled.inputs]
+            self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+            return
         import onnxruntime as ort
 
-        self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or 0  # 0 = onnxruntime's default (one per physical core)
         opts.inter_op_num_threads = 1
@@ -102,6 +128,8 @@ class Classifier:
         arrays = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs],
                   "token_type_ids": [e.type_ids for e in encs]}
         feed = {name: np.asarray(arrays[name], dtype=np.int64) for name in self.inputs}
+        if self.compiled is not None:
+            return np.asarray(self.compiled(feed)[self.compiled.output(0)], dtype=np.float32)
         return self.session.run(None, feed)[0].astype(np.float32)
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[dict]:

@@ -55,12 +55,13 @@ def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
     return texts
 
 
-def training_corpus(model_dir: Path) -> list[str]:
+def training_corpus(model_dir: Path, with_transfer: bool = True) -> list[str]:
     """What the model was trained on, never dev or test texts: the training split of the dataset named
     in its training.json (pruned folders: pruning.json) plus the transfer set it records, if any,
     rebuilt with every window that does not overlap a dev or test text. The split is rebuilt from the
     recorded data configuration (folder, columns, seed, cap, dev fraction); records written before it
-    existed name only the dataset."""
+    existed name only the dataset. `with_transfer=False`: the training split alone (what the grid and
+    `optimize` calibrate int8 files on)."""
     from dataclasses import fields
 
     from .config import DataConfig, TransferConfig
@@ -80,7 +81,7 @@ def training_corpus(model_dir: Path) -> list[str]:
     splits = load_splits(DataConfig(**{k: v for k, v in given.items() if k in known}))
     texts = list(splits.train.texts)
     transfer = info.get("transfer") or {}
-    if transfer.get("file"):
+    if transfer.get("file") and with_transfer:
         texts += build_transfer(TransferConfig(path=transfer["file"]), splits.dev.texts + splits.test.texts).texts
     return texts
 

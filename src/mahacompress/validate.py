@@ -240,8 +240,8 @@ def _check_model_folder(path: Path) -> None:
 def exported_manifest(name: str | Path) -> dict | None:
     """export.json of a folder `mahacompress export` wrote (no config.json beside it), checked; else None.
 
-    Such a folder runs with its own runtime (runtime.Classifier: onnxruntime, its tokenizer.json, the
-    labels and sequence length of its manifest), so predict and evaluate run it as it runs deployed.
+    Such a folder runs with its own runtime (runtime.Classifier: onnxruntime or OpenVINO, its tokenizer.json,
+    the labels and sequence length of its manifest), so predict and evaluate run it as it runs deployed.
     """
     folder = Path(name).expanduser()
     path = folder / EXPORT_RECORD
@@ -252,7 +252,8 @@ def exported_manifest(name: str | Path) -> dict | None:
                if not isinstance(manifest, dict) or k not in manifest]
     if missing:
         raise MahaError(f"{path}: not a manifest written by `mahacompress export` (no {missing[0]}); export again")
-    for file in (manifest["model_file"], "tokenizer.json"):
+    for file in (manifest["model_file"], *([manifest["weights_file"]] if "weights_file" in manifest else []),
+                 "tokenizer.json"):
         if not (folder / file).is_file():
             raise MahaError(f"{folder / file}: missing from the exported folder; export again")
         _readable(folder / file)

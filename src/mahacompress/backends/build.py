@@ -51,9 +51,12 @@ def served_file(model_dir: str | Path, backend: str, *, max_length: int = 128, c
     return _BUILDERS[kind](model_dir, fp32, backend, max_length, calibration_texts)
 
 
-def served_files(model_dir: str | Path, backend: str, cache_dir: str | Path | None = None) -> list[Path]:
-    """Every file `backend` loads for `model_dir` (for sizes on disk: OpenVINO IR is an .xml and a .bin)."""
-    path = served_file(model_dir, backend, cache_dir=cache_dir)
+def served_files(model_dir: str | Path, backend: str, *, max_length: int = 128, cache_dir: str | Path | None = None,
+                 calibration_texts: Sequence[str] | None = None) -> list[Path]:
+    """Every file `backend` loads for `model_dir`, the served file first (OpenVINO IR is an .xml and a .bin: sizes
+    on disk and exported folders need both)."""
+    path = served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
+                       calibration_texts=calibration_texts)
     return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 

@@ -2,7 +2,8 @@
 
 A served file (ONNX export, int8 files, OpenVINO IR) is a function of the checkpoint's own files, of the
 tools that built it and, for calibrated int8, of the calibration texts and length. Each model gets one
-folder named by a digest of its checkpoint files and those tools' versions, under `$MAHACOMPRESS_CACHE/
+folder named by a digest of its checkpoint files, those tools' versions and mahacompress's own build recipe
+(`BUILD_RECIPE`, bumped with any change to a builder), under `$MAHACOMPRESS_CACHE/
 derived` (files.cache_root) or the caller's `cache_dir`; inside it, a file's name says the rest (-r7: 7-bit
 weights for a CPU without VNNI; a calibrated file: the digest of its texts). A changed checkpoint is a
 new folder, so a stale file cannot be served and nothing checks modification times; the model folder is
@@ -27,6 +28,10 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".py")  # weights (and their index) 
 _TOKENIZER_PREFIXES = ("tokenizer", "special_tokens_map", "added_tokens", "vocab", "merges", "sentencepiece", "spm")
 # The tools whose versions change what is built (export graph, quantised weights, OpenVINO IR).
 _TOOLS = ("torch", "transformers", "onnxruntime", "onnx", "openvino", "nncf")
+# How mahacompress itself builds them (onnx_export's opset and example texts, the fusion and quantisation
+# arguments, NNCF's preset and overflow fix, the calibration batches): bump it with any change to a builder, so
+# files built by the old recipe are never served as current
+BUILD_RECIPE = 1
 
 
 def checkpoint_files(model_dir: str | Path) -> list[Path]:
@@ -65,7 +70,8 @@ def _tool_versions() -> str:
 
 def derived_dir(model_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The cache folder of `model_dir`'s served files: its folder name (for people) plus the key."""
-    key = hashlib.sha256(f"{checkpoint_digest(model_dir)}|{_tool_versions()}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{checkpoint_digest(model_dir)}|{_tool_versions()}|recipe={BUILD_RECIPE}".encode()
+                         ).hexdigest()[:20]
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "derived"
     return root / f"{Path(model_dir).resolve().name}-{key}"
 

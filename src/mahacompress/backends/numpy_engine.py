@@ -102,8 +102,8 @@ class TfidfBackend:
 
     def forward(self, features) -> np.ndarray:
         scores = self.classifier.decision_function(features)
-        if scores.ndim == 1:  # two classes: sklearn gives the positive class's score alone
-            scores = np.stack([-scores, scores], axis=1)
+        if scores.ndim == 1:  # two classes: sklearn gives the positive class's score alone; softmax of
+            scores = np.stack([np.zeros_like(scores), scores], axis=1)  # (0, s) is its sigmoid(s), as predict_proba
         out = np.full((scores.shape[0], self.num_labels), -np.inf, dtype=np.float32)
         out[:, self.columns] = scores
         return out

@@ -1,7 +1,8 @@
 """OpenVINO: the runner (the ONNX export, or NNCF int8 IR, compiled for the CPU) and the int8 file.
 
 - openvino: the ONNX export compiled by OpenVINO's CPU plugin, fp32 (its default on bf16-capable CPUs
-  would be bf16; pinned to f32 so the row means what it says).
+  would be bf16; pinned to f32 so the row means what it says: `runtime.openvino_config`, the settings an
+  exported OpenVINO folder compiles with too).
 - openvino-int8: NNCF post-training quantisation (transformer preset) of the OpenVINO model, calibrated
   on training texts; without VNNI, NNCF's overflow fix on every layer (7-bit weights, as ONNX Runtime's).
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..files import staged_dir
 from ..hardware import cpu_features
+from ..runtime import openvino_config
 from .base import TokenizedBackend, quiet_logs
 
 
@@ -23,10 +25,7 @@ class OpenVinoBackend(TokenizedBackend):
     def __init__(self, name: str, path: Path, tokenizer, max_length: int, threads: int | None):
         import openvino as ov
 
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = str(threads)
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(threads))
         self.inputs = [next(iter(i.get_names())) for i in self.compiled.inputs]
         self.output = self.compiled.output(0)
         self.name, self.path, self.tokenizer, self.max_length, self.device = name, path, tokenizer, max_length, "cpu"
