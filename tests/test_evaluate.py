@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mahacompress.baseline import tfidf_baseline
@@ -55,3 +56,18 @@ def test_a_saved_tfidf_folder_predicts_what_its_pipeline_does(shc_splits, tmp_pa
     pred = predict_ids(str(tmp_path / "tfidf"), starved, "test", backend="tfidf")
     np.testing.assert_array_equal(pred, pipeline.predict(starved.test.texts))
     assert 0 not in set(pred.tolist())
+
+
+def test_a_two_class_tfidf_backend_gives_the_regressions_own_probabilities():
+    """sklearn scores two classes with one column; softmax of the backend's two logits must be predict_proba."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from mahacompress.backends.numpy_engine import TfidfBackend
+
+    texts = ["चांगला चित्रपट", "छान कथा", "वाईट चित्रपट", "कंटाळवाणा शेवट"] * 3
+    pipeline = make_pipeline(TfidfVectorizer(analyzer="char_wb"), LogisticRegression()).fit(texts, [1, 1, 0, 0] * 3)
+    logits = TfidfBackend(pipeline, 2).logits(texts)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(probs, pipeline.predict_proba(texts), atol=1e-6)

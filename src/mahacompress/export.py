@@ -14,11 +14,11 @@ stored in 8 bits too (checked in the exported graph: `word_embeddings.weight_qua
 Optionally the vocabulary is trimmed first (trim.py), which is what makes the multilingual e5 small.
 
 `openvino-int8` ships NNCF's calibrated int8 OpenVINO IR (`model.xml` + `model.bin`), built as the
-benchmark's `openvino-int8` backend builds it, from the (trimmed) checkpoint, calibrated on the caller's texts
-(the CLI and `optimize`: a seeded sample of 512 training-split texts, as the grid: so it computes what the
-grid's timed file computes when the sequence length is the grid's too); the folder needs openvino, tokenizers and numpy (no onnxruntime). It is the
-fastest runtime measured at batch 32 on the AVX-512 CPUs we had (reports/cpu-quick: best+openvino), so a
-user (and `optimize`) can ship what was measured fastest rather than the fastest ONNX Runtime form.
+benchmark's `openvino-int8` backend builds it, from the (trimmed) checkpoint, calibrated on the caller's
+texts (the CLI and `optimize`: a seeded sample of 512 training-split texts, as the grid, so it computes what
+the grid's timed file computes when the sequence length is the grid's too). The folder needs openvino,
+tokenizers and numpy (no onnxruntime). It was the fastest runtime at batch 32 in both committed grids
+(`best+openvino` vs `best+fused`, AVX-512 CPUs), so a user (and `optimize`) can ship what measured fastest.
 
 A static-embedding student (static.py) ships the same way but without ONNX: its folder holds the table
 with the head folded in (`piece_logits.npy`, pieces x labels, float32, special rows zeroed; the bias and

@@ -210,7 +210,8 @@ def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path
     if SPECS[backend].file:
         from .backends.build import served_files
 
-        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir=cache_dir))  # calibrated: built already
+        # a calibrated file was built already (the grid builds it before it scores)
+        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir=cache_dir))
     if backend == "tfidf":
         from .backends.numpy_engine import PIPELINE
 

@@ -73,8 +73,9 @@ EXPORTED_AS = {"onnx-int8-fused": "onnx-int8-fused", "onnx-int8": "onnx-int8", "
                "fp32": "onnx", "static": "static"}
 _TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
 # Calibration texts of an untrained shape's int8 files: an int8 graph's latency does not depend on the ranges it
-# was calibrated to (same graph, same kernels), and NNCF calibrating 9 shapes of e5 on 512 texts each was most
-# of the shapes' timing; trained models calibrate on the full sample (calibration.CALIBRATION_TEXTS)
+# was calibrated to (same graph, same kernels), and NNCF running 9 shapes of e5 over 512 texts each is a large
+# part of the shapes' timing (not measured apart); trained models calibrate on the full sample
+# (calibration.CALIBRATION_TEXTS)
 SHAPE_CALIBRATION_TEXTS = 32
 
 
@@ -331,8 +332,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(grid, spec, out / "shapes" / _folder(spec))
-    shape_ms = _shape_timing(out, specs, [grid.settings_of(s) for s in specs], teacher_dir, runtimes, texts,
-                             cfg.batch_size,
+    shape_ms = _shape_timing(out, grid, specs, teacher_dir, runtimes, texts, cfg.batch_size,
                              ctx | {"calibration": ctx["calibration"][:SHAPE_CALIBRATION_TEXTS]})
     teacher_pred = dev_predictions(teacher_dir, runtimes, splits, ctx)
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
@@ -350,7 +350,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
             missing = [r for r in runtimes_of(trial["model_dir"], runtimes) if r not in trial["dev_predictions"]]
             if missing:  # a runtime this run adds (a package installed since): judge the trained model in it too
                 trial["dev_predictions"] |= dev_predictions(trial["model_dir"], missing, splits, ctx)
-                write_json(out / "trials" / f"{_folder(spec)}.json", trial)
+                write_json(_trial_path(out, spec), trial)
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
             grid.finished(spec.name, trial["model_dir"])  # a kdpNN trial may prune its model
     if tried:
@@ -446,13 +446,17 @@ def _folder(spec: RowSpec) -> str:
     return spec.name.replace("+", "_")  # module names: identifiers, as the grid names row folders
 
 
-def _shape_timing(out: Path, specs: list[RowSpec], shape_settings: list[dict], teacher_dir: str, runtimes: list[str],
+def _trial_path(out: Path, spec: RowSpec) -> Path:
+    return out / "trials" / f"{_folder(spec)}.json"
+
+
+def _shape_timing(out: Path, grid: Grid, specs: list[RowSpec], teacher_dir: str, runtimes: list[str],
                   texts: list[str], batch_size: int, ctx: dict) -> dict:
     """The shapes' and the teacher's latencies, measured once per batch size, runtimes, teacher and shapes (their
     settings: another preset's layers or block size is another shape), and reused on re-run while those hold."""
     key = {"batch_size": batch_size, "runtimes": runtimes, "candidates": sorted(s.name for s in specs),
            "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"], "teacher": str(teacher_dir),
-           "shapes": {s.name: settings for s, settings in zip(specs, shape_settings)}}
+           "shapes": {s.name: grid.settings_of(s) for s in specs}}
     path = out / "shapes" / "latency.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -467,7 +471,7 @@ def _shape_timing(out: Path, specs: list[RowSpec], shape_settings: list[dict], t
 
 def _saved_trial(out: Path, grid: Grid, spec: RowSpec) -> dict | None:
     """The finished trial of `spec` if its settings still hold (a trained model folder and its dev predictions)."""
-    path = out / "trials" / f"{_folder(spec)}.json"
+    path = _trial_path(out, spec)
     if not path.is_file():
         return None
     trial = json.loads(path.read_text(encoding="utf-8"))
@@ -482,7 +486,7 @@ def _trial(out: Path, grid: Grid, spec: RowSpec, runtimes: list[str], splits: Sp
              "train_seconds": built["train_seconds"], "dev_history": built.get("dev_history"),
              "dev_predictions": dev_predictions(built["model_dir"], runtimes, splits, ctx)}
     trial["seconds"] = time.monotonic() - started
-    write_json(out / "trials" / f"{_folder(spec)}.json", trial)
+    write_json(_trial_path(out, spec), trial)
     return trial
 
 
