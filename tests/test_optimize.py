@@ -295,3 +295,16 @@ def test_a_teacher_for_other_labels_is_refused_before_any_training(toy_splits, t
                                       "--preset", str(preset), "--out", str(tmp_path / "out")])
     assert "the teacher's labels ['Kh', 'Kr', 'Ra'] differ from the dataset's" in _error(result)
     assert not (tmp_path / "out" / "models").exists()
+
+
+def test_a_failure_prunes_only_faster_candidates_of_its_own_family():
+    family = {"a": "static", "b": "kd", "c": "kd", "d": "prune", "e": "prune"}
+    tried = {"d": {"passed": False, "ms": None}}  # a pruned model failed: faster pruned ones are assumed to fail
+    assert open_candidates(ORDER, MS, 10.0, tried, family) == ["a", "b", "c", "e"]
+    assert open_candidates(ORDER, MS, 10.0, tried) == ["e"]  # one family: everything faster is pruned
+    status = verdicts(ORDER, MS, 10.0, tried | {"e": {"passed": True, "ms": 5.0}}, False, family)
+    assert [status[n]["status"] for n in ORDER] == ["not tried"] * 3 + ["failed", "passed"]
+    family["c"] = "prune"
+    status = verdicts(ORDER, MS, 10.0, tried, False, family)
+    assert status["c"]["status"] == "pruned by the search" and "d is slower and failed" in status["c"]["why"]
+    assert status["b"]["status"] == "not tried"

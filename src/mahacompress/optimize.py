@@ -14,10 +14,12 @@ So the run goes, top to bottom:
    natively, one interleaved session per runtime with the teacher in fp32 as the anchor between sessions (calibrated
    int8 files of shapes on a few texts: latency does not depend on the ranges). A trained model has the same
    shape, so it has the same latency in each runtime: nothing is trained to learn how fast it will be.
-3. Search: candidates sorted by their fastest runtime. Accuracy rises with size, so the search bisects:
-   train the middle untried candidate that can still win, then look only at faster ones if it passed, or
-   only at slower ones if it failed. A candidate "can still win" while it is faster than the best passing
-   model so far (the teacher passes by definition) and no slower candidate has failed. Each trained model
+3. Search: candidates sorted by their fastest runtime. Within a family of recipes (layer students, pruned
+   models, depth+width, static) accuracy rises with size, so the search bisects: train the middle untried
+   candidate that can still win, then look only at faster ones if it passed, or only at slower ones of its
+   family if it failed. A candidate "can still win" while it is faster than the best passing model so far
+   (the teacher passes by definition) and no slower candidate of its family has failed (across families the
+   assumption failed on MahaNews: reports/optimize/mahanews). Each trained model
    is scored on DEV in each runtime (int8 can cost accuracy), against the teacher's fp32 dev predictions,
    with the paired bootstrap (`stats`); the pass rule is the point estimate or the interval's lower bound
    (`OptimizeConfig.decide`). The time budget is checked before each trial: a trial that started finishes.
@@ -244,12 +246,12 @@ def outcome(trial: dict, ms: dict[str, float], teacher: list[int], splits: Split
 # ---------------------------------------------------------------- the search
 
 def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
-           run_trial, out_of_time) -> bool:
+           run_trial, out_of_time, family: dict[str, str] | None = None) -> bool:
     """Bisect `order` (candidates by their fastest time): train the middle of those that can still win
     (`open_candidates`), add what `run_trial(name)` returns ({name: outcome}: a kdpNN trial adds its kd row
     too) to `tried`, until none can win. Returns whether it stopped because `out_of_time()`."""
     while True:
-        candidates = open_candidates(order, fastest_ms, teacher_ms, tried)
+        candidates = open_candidates(order, fastest_ms, teacher_ms, tried, family)
         if not candidates:
             return False
         if out_of_time():
@@ -258,34 +260,41 @@ def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tr
 
 
 def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: float,
-                    tried: dict[str, dict]) -> list[str]:
-    """Untried candidates that could beat the best passing model: faster than it, and faster than no slower
-    candidate that failed (accuracy is assumed to rise with size). A trial that errored proves nothing."""
+                    tried: dict[str, dict], family: dict[str, str] | None = None) -> list[str]:
+    """Untried candidates that could beat the best passing model: faster than it, and slower than every
+    failed candidate of their own family (accuracy is assumed to rise with size within a family: layer students,
+    pruned models, depth+width, static; MahaNews showed it does not hold across them, where a 6-layer student
+    kept the accuracy a slower 50%-pruned model lost). A trial that errored proves nothing."""
     best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
-    failed = [i for i, name in enumerate(order) if tried.get(name, {}).get("passed") is False]
-    floor = max(failed, default=-1)
-    return [n for i, n in enumerate(order) if n not in tried and i > floor and fastest_ms[n] < best]
+    return [n for i, n in enumerate(order)
+            if n not in tried and _failed_above(order, i, tried, family) is None and fastest_ms[n] < best]
+
+
+def _failed_above(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None) -> str | None:
+    """The slowest failed candidate slower than `order[i]` in its family (`family` None: one family), if any."""
+    same = (lambda n: True) if family is None else (lambda n: family[n] == family[order[i]])
+    failed = [n for n in order[i + 1:] if same(n) and tried.get(n, {}).get("passed") is False]
+    return failed[-1] if failed else None
 
 
 def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
-             timed_out: bool) -> dict[str, dict]:
+             timed_out: bool, family: dict[str, str] | None = None) -> dict[str, dict]:
     """Why each candidate was or was not trained: passed / failed / error, or not trained because it cannot
     win, was pruned by the search, or the time ran out."""
     best_name, best = min([("the teacher", teacher_ms)] + [(n, o["ms"]) for n, o in tried.items() if o.get("passed")],
                           key=lambda item: item[1])
-    failed = [i for i, name in enumerate(order) if tried.get(name, {}).get("passed") is False]
-    floor = max(failed, default=-1)
     out = {}
     for i, name in enumerate(order):
+        slower_failed = _failed_above(order, i, tried, family)
         if name in tried:
             o = tried[name]
             out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
         elif fastest_ms[name] >= best:
             out[name] = {"status": "cannot win", "why": f"its fastest runtime ({fastest_ms[name]:.1f} ms) is no "
                                                          f"faster than {best_name} ({best:.1f} ms), which passed"}
-        elif i < floor:
-            out[name] = {"status": "pruned by the search", "why": f"{order[floor]} is slower and failed (accuracy is "
-                                                                  "assumed to rise with size)"}
+        elif slower_failed is not None:
+            out[name] = {"status": "pruned by the search", "why": f"{slower_failed} is slower and failed (accuracy is "
+                                                                  "assumed to rise with size within a family)"}
         else:
             out[name] = {"status": "out of time" if timed_out else "not tried"}
     return out
@@ -379,8 +388,9 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     def out_of_time() -> bool:
         return cfg.time_budget_s is not None and clock() - start >= cfg.time_budget_s
 
-    timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time)
-    status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out)
+    family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
+    timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time, family)
+    status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out, family)
 
     # 4. the winner: re-timed trained, its runtime chosen, exported, scored on test once
     passing = {n: o for n, o in tried.items() if o.get("passed")}
