@@ -120,3 +120,10 @@ def test_a_bad_option_is_refused_before_torch_is_imported(tmp_path):
             "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.startswith("2 False error: sparsity 0.0"), proc.stdout + proc.stderr
+
+
+def test_dataset_help_names_every_named_dataset():
+    from mahacompress.data import NAMED
+
+    result = runner.invoke(app, ["finetune", "--help"], env={"COLUMNS": "400"})
+    assert all(name in result.output for name in NAMED), result.output

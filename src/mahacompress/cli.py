@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
 
 from . import validate as check
 from .config import BACKENDS, DataConfig, OptimizeConfig, PruneConfig, TrainConfig, TransferConfig
+from .data import NAMED
 from .errors import MahaError
 from .files import E5_RECORD, EXPORT_RECORD, PRUNING_RECORD, RESULTS_RECORD, SEARCH_RECORD, TRAINING_RECORD, \
     TRIM_RECORD
@@ -70,7 +71,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(baseline_app, name="baseline")
 
-Dataset = Annotated[str, typer.Option(help="mahanews-shc | mahanews-lpc | mahanews-ldc | a folder of CSVs")]
+Dataset = Annotated[str, typer.Option(help=" | ".join([*NAMED, "a folder of CSVs"]))]
 DataDir = Annotated[Optional[str], typer.Option(help="Folder holding the dataset's CSV files.")]
 TextCol = Annotated[Optional[str], typer.Option(help="Text column (folder of CSVs).")]
 LabelCol = Annotated[Optional[str], typer.Option(help="Label column (folder of CSVs).")]
