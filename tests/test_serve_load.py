@@ -9,11 +9,8 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-import torch
 
-from mahacompress.export import export
-from mahacompress.models import tiny_bert, tiny_tokenizer
-
+from test_deploy import int8_dir, model_dir  # noqa: F401  (fixtures: a tiny exported int8 folder)
 from test_trim import MARATHI
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
@@ -25,18 +22,6 @@ def serve_load():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def int8_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("serve_load")
-    tok = tiny_tokenizer(MARATHI * 3, vocab_size=300)
-    torch.manual_seed(0)
-    model = tiny_bert(2, vocab_size=len(tok), id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
-    model.save_pretrained(out / "model")
-    tok.save_pretrained(out / "model")
-    export(out / "model", out / "int8", corpus=MARATHI[:4])
-    return out / "int8"
 
 
 def _args(**kw) -> Namespace:
@@ -64,7 +49,7 @@ def test_a_bad_client_does_not_cost_a_good_request_and_memory_is_sampled(serve_l
     assert load["exit_code_after_sigterm"] in (0, -15)
 
 
-def test_the_report_has_a_column_per_worker_count(serve_load, int8_dir, tmp_path):
+def test_the_report_has_a_column_per_worker_count(serve_load, tmp_path):
     load = {"workers": 1, "first_answer_s": 0.5, "health_after_load": 200, "exit_code_after_sigterm": 0,
             "clients": 3, "bad_clients": 1, "warmup_seconds": 1.0, "seconds": 2.0, "requests": 10,
             "texts_per_request": 1, "mixed_lengths": True, "statuses": {"200": 10}, "bad_statuses": {"422": 3},
