@@ -334,6 +334,25 @@ def test_bad_requests_among_good_ones_fail_alone(fp32_dir):
     assert all("\n" not in r.json()["error"] for r in (surrogate, second, deep))
 
 
+def test_the_service_reserves_the_largest_shape_before_the_first_request(fp32_dir, monkeypatch):
+    """Memory at start-up is memory under load: the app runs one max_batch x max_length batch when it is
+    made (runtime.Classifier.reserve), so onnxruntime's arena does not keep growing as larger shapes arrive."""
+    from mahacompress import serve
+    from mahacompress.runtime import Classifier
+
+    shapes: list[tuple[int, int]] = []
+
+    class Recording(Classifier):
+        def _forward(self, texts):
+            shapes.append((len(texts), max(len(e.ids) for e in self.tokenizer.encode_batch(texts))))
+            return super()._forward(texts)
+
+    monkeypatch.setattr(serve, "Classifier", Recording)
+    max_length = json.loads((fp32_dir / "export.json").read_text(encoding="utf-8"))["max_length"]
+    serve.create_app(fp32_dir, serve.Limits(max_batch=7))
+    assert shapes == [(7, max_length)]
+
+
 def test_a_failing_model_call_is_split_so_only_its_request_fails(fp32_dir, monkeypatch):
     """The model fails on one request's text: the batch is re-run in halves, that request alone gets a 500."""
     from mahacompress import serve

@@ -19,6 +19,7 @@ from mahacompress.recipes import parse_row, train_config
 from mahacompress.hardware import unsupported_reason
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
 from mahacompress.report import pareto_front, write_report
+from mahacompress.results import Meta, Results, Row, read_results, write_results
 
 
 def test_row_names():
@@ -114,6 +115,11 @@ def test_old_results_render_with_todays_names(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "acc. w/o untrained classes: Manoranjan" in report and "| 80.00% | 75.00% |" in report
     assert "| 108 |" in report  # 113 MB = 108 MiB
+    # the grid resumes through the same reader and writes today's layout: converted once, never twice
+    write_results(tmp_path / "results.json", **{k: v for k, v in read_results(tmp_path / "results.json").items()})
+    again = read_results(tmp_path / "results.json")
+    assert again["rows"][0]["disk_mb"] == pytest.approx(113.0 * 1e6 / 2**20)
+    assert again["rows"][0]["accuracy_learnable"] == 0.8 and again["meta"]["size_unit"] == "MiB"
     (tmp_path / "results.json").write_text(json.dumps({"rows": "nope"}))
     with pytest.raises(MahaError, match="results.json: not a results.json"):
         write_report(tmp_path)
@@ -214,6 +220,14 @@ def _tiny_grid(toy_splits, tmp_path, extra: str = "") -> tuple[str, GridConfig, 
     return str(tmp_path / "base"), load_preset(preset)[0], str(data)
 
 
+def _assert_schema(results: dict) -> None:
+    """Every key the grid wrote is declared in `results.Row` / `Meta` / `Results`: the schema cannot drift."""
+    assert set(results) == set(Results.__annotations__)
+    assert set(results["meta"]) <= set(Meta.__annotations__), set(results["meta"]) - set(Meta.__annotations__)
+    undeclared = {k for row in results["rows"] for k in row} - set(Row.__annotations__)
+    assert not undeclared, f"written by the grid, not declared in results.Row: {sorted(undeclared)}"
+
+
 def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tmp_path):
     data = tmp_path / "data"
     _toy_csvs(data, toy_splits)
@@ -260,6 +274,7 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
                   served_blocks=True)
     Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
+    _assert_schema(results)
     rows = {r["name"]: r for r in results["rows"]}
     openvino = rows.pop("best+openvino")  # runs where the optional openvino extra is installed, else says why not
     missing = unsupported_reason("openvino-int8")
@@ -354,10 +369,14 @@ def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits,
                                     "freeze_embeddings: false}\nstatic_dim: 16\n")
     cfg = replace(cfg, rows=["baseline", "tfidf", "static", "static+tr"])
     Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
-    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    _assert_schema(results)
+    rows = {r["name"]: r for r in results["rows"]}
     assert all(r["status"] == "done" for r in rows.values()), rows
     assert rows["tfidf"]["backend"] == "tfidf" and rows["static"]["backend"] == "static"
     assert rows["static+tr"]["transfer"]["dropped_labelled"] == 1 and rows["static+tr"]["transfer"]["kept"] == 1
+    static_record = json.loads((tmp_path / "out/models/static_tr/training.json").read_text())
+    assert static_record["data_config"]["dataset"] == data
     for row in rows.values():  # model-only and end-to-end timings, arrival order and length-sorted
         assert row["latency_ms_b32_p50"] > 0 and row["e2e_ms_b32_p50"] > 0 and row["e2e_ms_b32_sorted_p50"] > 0
         assert row["e2e_ms_b1_p50"] > 0 and row["e2e_speedup_b32"] > 0 and row["disk_mb"] > 0
@@ -391,7 +410,9 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
         load_preset(order)
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
     Grid(teacher, replace(cfg, rows=["baseline", "kd", "kdp50"], seeds=2), "tiny", data, tmp_path / "out").run()
-    rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    _assert_schema(results)
+    rows = {r["name"]: r for r in results["rows"]}
     kdp = rows["kdp50"]
     assert kdp["status"] == "done", kdp
     assert [s["seed"] for s in kdp["seeds"]] == [42, 43] and kdp["settings"]["pruned_student"]["kd"]
@@ -402,6 +423,10 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
     # half of one of the teacher's two layers is left: about 75% sparsity against the teacher
     assert kdp["encoder_sparsity"] == pytest.approx(0.75, abs=0.05)
     assert kdp["dev_history"] and rows["kd"]["dev_history"]
+    # every row's folder records the grid's whole data configuration, which trim/export rebuild the corpus from
+    for folder, record in (("kd", "training.json"), ("kdp50", "pruning.json")):
+        recorded = json.loads((tmp_path / "out/models" / folder / record).read_text())["data_config"]
+        assert recorded["dataset"] == data and recorded["max_train_rows"] == cfg.max_train_rows
 
 
 def test_the_accuracy_budget_is_one_setting_for_best_and_the_report(tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from .evaluate import predict_logits
 from .files import atomic_path, cache_root
 from .models import config_labels, load_classifier, load_tokenizer, save_classifier
 from .pruning.structure import layer_list, set_layer_list
-from .train import data_record, fit, is_main_process, process_state
+from .train import checkpoints_for, data_record, fit, is_main_process, process_state
 from .transfer import TransferSet
 
 
@@ -238,15 +237,14 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     else:
         check_compatible(teacher, spec["path"], splits)
         student = load_classifier(spec["path"])
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".work")
     train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
-    result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
-    info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(), "data_config": data_record(data),
-            "train_config": asdict(cfg), "transfer": transfer_record, "result": asdict(result)}
-    if is_main_process():
-        save_classifier(student, tokenizer, out_dir, info)
-        shutil.rmtree(work, ignore_errors=True)
+    with checkpoints_for(out_dir) as work:
+        result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
+        info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(),
+                "data_config": data_record(data), "train_config": asdict(cfg), "transfer": transfer_record,
+                "result": asdict(result)}
+        if is_main_process():
+            save_classifier(student, tokenizer, Path(out_dir), info)
     return info
 
 

@@ -35,13 +35,14 @@ from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import load_splits
 from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
-from .files import RESULTS_RECORD, write_json
+from .files import RESULTS_RECORD
 from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
 from .models import check_model_dir, config_labels, load_classifier
 from .precision import training_precision
 from .pruning.compact import encoder_linear_count
 from .recipes import KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config, unsupported
 from .report import write_report
+from .results import read_results, write_results
 from .stats import correctness, paired_difference
 from .transfer import TransferSet, build_transfer
 from .validate import check_max_length, check_model, check_output_dir, check_train_config
@@ -100,8 +101,8 @@ class Grid:
         self._transfer: TransferSet | None = None  # read on first use (transfer_set)
         self.timing_seconds: float | None = None  # how long the timing session took (recorded in meta)
         if self.results_path.exists():
-            saved = json.loads(self.results_path.read_text(encoding="utf-8"))
-            for row in saved.get("rows", []):
+            saved = read_results(self.results_path)  # an older version's file is brought up to today's keys
+            for row in saved["rows"]:
                 name, status = row["name"], row.get("status")
                 if status not in ("done", "partial") or name not in cfg.rows:
                     continue
@@ -120,8 +121,10 @@ class Grid:
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
-        self.splits = load_splits(DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
-                                             max_train_rows=self.cfg.max_train_rows))
+        # kept whole: every row's folder records it (`data_config`), so trim/export rebuild its corpus from it
+        self.data = DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
+                               max_train_rows=self.cfg.max_train_rows)
+        self.splits = load_splits(self.data)
         self.unlearnable = unlearnable_classes(self.splits)
         self._save()  # results.json marks the folder as this grid's before any model is in it: an early kill resumes
         self.teacher_dir = self._resolve_teacher()
@@ -167,11 +170,12 @@ class Grid:
                            f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
         return self._transfer
 
-    def use_splits(self, splits) -> str:
-        """Take `splits` instead of reading the preset's dataset (a caller that loaded them itself, with its
-        own data folder or columns: `optimize`); returns the fine-tuned teacher's folder, which `build` of
-        the `baseline` row makes when the teacher does not know the labels yet."""
-        self.splits, self.unlearnable = splits, unlearnable_classes(splits)
+    def use_splits(self, splits, data: DataConfig) -> str:
+        """Take `splits` (loaded with `data`, which every built folder records) instead of reading the preset's
+        dataset (a caller that loaded them itself, with its own data folder or columns: `optimize`); returns
+        the fine-tuned teacher's folder, which `build` of the `baseline` row makes when the teacher does not
+        know the labels yet."""
+        self.data, self.splits, self.unlearnable = data, splits, unlearnable_classes(splits)
         self.teacher_dir = self._resolve_teacher()
         return self.teacher_dir
 
@@ -395,7 +399,7 @@ class Grid:
     def _save(self) -> None:
         order = {n: i for i, n in enumerate(self.cfg.rows)}
         rows = sorted(self.rows.values(), key=lambda r: order.get(r["name"], len(order)))
-        write_json(self.results_path, {"meta": self._meta(), "rows": rows, "caveats": self._caveats(rows)})
+        write_results(self.results_path, self._meta(), rows, self._caveats(rows))
 
     def _meta(self) -> dict:
         summary = self.splits.summary()

@@ -325,7 +325,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                                          teacher_hidden=getattr(teacher_config, "hidden_size", None), grid_cfg=grid_cfg)
     write_json(out / SEARCH_RECORD, identity)  # every check passed: the folder is this search's from now on
     grid = Grid(teacher, grid_cfg, preset, data.dataset, out)
-    teacher_dir = grid.use_splits(splits)
+    teacher_dir = grid.use_splits(splits, data)
     if teacher_dir != teacher and not (Path(teacher_dir) / TRAINING_RECORD).is_file():
         _console.print(f"fine-tuning the teacher {teacher} on {splits.name} first (its labels are not the dataset's)")
         grid.build(parse_row("baseline"), Path(teacher_dir))

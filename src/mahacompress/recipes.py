@@ -154,25 +154,25 @@ def _best_settings(grid: Runner, spec: RowSpec) -> dict:
 def _build_teacher(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
     if grid.teacher_dir == grid.teacher:
         return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
-    return timed(out, finetune, grid.teacher, grid.splits, grid.cfg.finetune, out, resume=True)
+    return timed(out, finetune, grid.teacher, grid.splits, grid.cfg.finetune, out, resume=True, data=grid.data)
 
 
 def _build_mp(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, finetune, grid.base_model(), grid.splits, replace(tcfg, mixed_precision=precision), out,
-                  resume=True)
+                  resume=True, data=grid.data)
 
 
 def _build_layers(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     layers = spec.number or grid.cfg.student_layers
     return timed(out, distill, grid.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), grid.splits, tcfg, out, resume=True,
-                  transfer=grid.transfer_set() if spec.tr else None)
+                  transfer=grid.transfer_set() if spec.tr else None, data=grid.data)
 
 
 def _build_prune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
     return timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
                   out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
-                  transfer=grid.transfer_set() if spec.tr else None)
+                  transfer=grid.transfer_set() if spec.tr else None, data=grid.data)
 
 
 def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
@@ -184,12 +184,13 @@ def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, pr
     index = tcfg.seed - train_config(grid.cfg, spec).seed  # which of this row's seeds is being built
     student = source["seeds"][index]["model_dir"] if index < len(source["seeds"]) else source["model_dir"]
     return timed(out, prune, student, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity), out,
-                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set() if spec.tr else None)
+                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set() if spec.tr else None,
+                  data=grid.data)
 
 
 def _build_static(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
-                  resume=True, transfer=grid.transfer_set() if spec.tr else None)
+                  resume=True, transfer=grid.transfer_set() if spec.tr else None, data=grid.data)
 
 
 def _build_tfidf(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:

@@ -1,6 +1,6 @@
 """Table and plots from `results.json` only, so a report can be re-made without re-measuring anything.
 
-Reads results written by older versions too: `_upgrade` maps their keys to today's names on read.
+Reads results written by older versions too: `results.read_results` maps their keys to today's names.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from pathlib import Path
 
 import matplotlib
@@ -16,13 +15,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .errors import MahaError  # noqa: E402
 from .files import atomic_path, write_text  # noqa: E402
+from .results import read_results  # noqa: E402
 
 DEFAULT_WITHIN_POINTS = 1.0  # the accuracy budget of results that do not record theirs (best_within_points)
 BUDGETS = (1.0, 2.0, 3.0)  # accuracy points below the teacher the frontier findings look at
 REFERENCE = "tfidf"  # the row a user would pick instead of any transformer
-MIB_PER_MB = 1e6 / 2**20
 
 # (field, header, format) of the Markdown table, in the order a user reads them when choosing a model.
 # A dotted field reads a nested block (`served.x`: the row's model as the grid serves it, `served.backend`).
@@ -148,38 +146,11 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
     return front
 
 
-def _upgrade(results: dict, path: Path) -> dict:
-    """Map results written by older versions onto today's keys, or stop with one line naming the file.
-
-    Old files named the metrics without classes that have no training rows after the one class they
-    left out (`accuracy_wo_<class>`), and measured int8/ONNX disk sizes in MB (1e6), the rest in MiB.
-    """
-    rows = results.get("rows")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
-        raise MahaError(f"{path}: not a results.json written by `mahacompress reproduce` (no list of named rows)")
-    meta = results.setdefault("meta", {})
-    old_units = "size_unit" not in meta
-    excluded: set[str] = set()
-    for row in rows:
-        for key in [k for k in row if re.fullmatch(r"(accuracy|macro_f1)_wo_\w+", k)]:
-            metric, _, cls = key.partition("_wo_")
-            row.setdefault(f"{metric}_learnable", row.pop(key))
-            excluded |= {c for c in row.get("per_class_f1", {}) if c.lower() == cls} or {cls}
-        if old_units and str(row.get("backend", "")).startswith(("int8", "onnx")) and row.get("disk_mb"):
-            row["disk_mb"] *= MIB_PER_MB
-    meta.setdefault("unlearnable_classes", sorted(excluded))
-    meta["size_unit"] = "MiB"
-    return results
-
-
 def write_report(out_dir: Path) -> Path:
     """results.json -> results.csv, report.md and three PNG plots in the same folder."""
     out_dir = Path(out_dir)
     path = out_dir / "results.json"
-    try:
-        results = _upgrade(json.loads(path.read_text(encoding="utf-8")), path)
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        raise MahaError(f"{path}: cannot be read as results ({str(exc).splitlines()[0]})") from None
+    results = read_results(path)
     rows = results["rows"]
     done = [r for r in rows if r.get("status") == "done"]
     meta = results["meta"]

@@ -112,6 +112,19 @@ class Classifier:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.threads = self.session.get_session_options().intra_op_num_threads
 
+    def reserve(self, batch_size: int) -> None:
+        """Run one batch of the largest shape this folder can be asked for (`batch_size` texts of
+        `max_length` pieces), so onnxruntime's arena is sized once, before the first request. The arena keeps
+        its largest allocation and reuses it for every smaller shape; without this a service's memory climbs
+        for as long as it meets new, larger (batch, length) shapes (minutes, on short texts with a rare long
+        one), which reads as a leak. Measured in-process on a fused int8 student (mixed lengths, random
+        batch sizes): resident memory reaches its plateau with the largest shape and stays there; with the
+        arena off it swings by hundreds of MiB instead (glibc keeps freed blocks). A static table has nothing
+        to reserve."""
+        if self.static is not None:
+            return
+        self._forward([" ".join(["a"] * self.manifest["max_length"])] * batch_size)
+
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Logits [n, labels] in input order; batches are length-sorted so each pads to similar lengths."""
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

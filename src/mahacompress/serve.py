@@ -265,6 +265,7 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
     With `api_key`, /predict, /info and /metrics need it; /health stays open for load balancers and probes."""
     folder = _check_folder(Path(folder))
     classifier = Classifier(folder, threads=threads, memory_arena=memory_arena, memory_pattern=memory_pattern)
+    classifier.reserve(limits.max_batch)  # memory at start-up is memory under load (runtime.Classifier.reserve)
     metrics = Metrics(limits.max_batch)
     batcher = Batcher(classifier, limits, metrics.batch_texts.observe)
     metrics.queued.set_function(lambda: batcher.pending)

@@ -22,7 +22,6 @@ it with numpy alone, with the very code an exported static folder runs (`runtime
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -31,14 +30,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from .config import DataConfig, TrainConfig
 from .data import Splits
 from .distill import distillation_inputs
 from .errors import MahaError
 from .models import config_labels, load_classifier, save_classifier
 from .modeling_static import StaticConfig, StaticForSequenceClassification
 from .runtime import STATIC_KIND
-from .train import fit, is_main_process
+from .train import checkpoints_for, data_record, fit, is_main_process
 from .transfer import TransferSet
 from .trim import trimmed_tokenizer
 
@@ -92,16 +91,17 @@ def build_table(teacher_dir: str, corpus: Sequence[str], dim: int) -> tuple[Stat
 
 
 def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, dim: int = 256,
-                   resume: bool = False, transfer: TransferSet | None = None) -> dict:
-    """Build the static student of `teacher` and train its head (and table, unless frozen) by KD; save it."""
+                   resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None) -> dict:
+    """Build the static student of `teacher` and train its head (and table, unless frozen) by KD; save it,
+    recording `data` (the configuration `splits` was loaded with) as every trained folder does."""
     train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
     model, tokenizer, record = build_table(teacher, train_splits.train.texts, dim)
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".work")
-    result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static", **teacher_args)
-    info = {"teacher": teacher, "student": STATIC_KIND, "static": record, "dataset": splits.summary(),
-            "train_config": asdict(cfg), "transfer": transfer_record, "result": asdict(result)}
-    if is_main_process():
-        save_classifier(model, tokenizer, out_dir, info)
-        shutil.rmtree(work, ignore_errors=True)
+    with checkpoints_for(out_dir) as work:
+        result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static",
+                     **teacher_args)
+        info = {"teacher": teacher, "student": STATIC_KIND, "static": record, "dataset": splits.summary(),
+                "data_config": data_record(data), "train_config": asdict(cfg), "transfer": transfer_record,
+                "result": asdict(result)}
+        if is_main_process():
+            save_classifier(model, tokenizer, Path(out_dir), info)
     return info

@@ -158,6 +158,12 @@ def _local_rows(batch: np.ndarray, process: int, processes: int) -> np.ndarray:
 
     A batch with fewer rows than processes repeats rows from its start (as Accelerate's
     `even_batches` does), so every process takes part in every step and none waits for ever.
+
+    Not Accelerate's `split_batches` (accelerate 1.x `BatchSamplerShard`): it refuses a global batch that is
+    not a multiple of the process count, yields a short batch only when it comes last (the length-bucketed
+    order here puts the short one anywhere) and fills the last one with repeated rows that then count twice
+    in the loss, so a run on several processes would no longer follow the single-process run's steps
+    (tests/test_multiprocess.py checks that it does).
     """
     if len(batch) < processes:
         batch = np.resize(batch, processes)
@@ -381,6 +387,19 @@ def data_record(data: DataConfig | None) -> dict | None:
     return record
 
 
+@contextmanager
+def checkpoints_for(out_dir: Path) -> Iterator[Path]:
+    """The checkpoint folder of a run that writes `out_dir`: `<out_dir>.work/`, kept while the run is
+    unfinished (so `resume` continues from it, and a crash leaves it) and removed once the block that fits
+    and saves has finished without an error. Every trained folder (fine-tune, distil, prune, static) goes
+    through here, so where checkpoints live and when they go is decided once."""
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work")
+    yield work
+    if is_main_process():
+        shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
+
+
 def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
              data: DataConfig | None = None) -> dict:
     """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
@@ -391,14 +410,12 @@ def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *
     """
     from .models import load_classifier, load_tokenizer, save_classifier
 
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".work")
     tokenizer = load_tokenizer(model_name)
     model = load_classifier(model_name, splits.labels)
-    result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
-    summary = {"base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),
-               "train_config": asdict(cfg), "result": asdict(result)}
-    if is_main_process():
-        save_classifier(model, tokenizer, out_dir, summary)
-        shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
+    with checkpoints_for(out_dir) as work:
+        result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
+        summary = {"base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),
+                   "train_config": asdict(cfg), "result": asdict(result)}
+        if is_main_process():
+            save_classifier(model, tokenizer, Path(out_dir), summary)
     return summary

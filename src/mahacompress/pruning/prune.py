@@ -8,7 +8,6 @@ structure at the start of the final warm-up, and "best" checkpoints only from th
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ..data import Splits
 from ..distill import distillation_inputs
 from ..errors import MahaError
 from ..files import PRUNING_RECORD, staged_dir, write_json
-from ..train import TrainHooks, data_record, fit, is_main_process
+from ..train import TrainHooks, checkpoints_for, data_record, fit, is_main_process
 from ..validate import check_prune_config
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
 from .masks import MaskedModel, make_binarizer
@@ -130,44 +129,42 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
     train_splits, teacher, transfer_record = (distillation_inputs(distill_from, splits, train_cfg, transfer)
                                               if distill_from is not None else (splits, {}, None))
 
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".work")
     dense, dense_layers = dense_count(model, structure), encoder_linear_count(model, structure)
     binarizer = make_binarizer(prune_cfg.binarizer, prune_cfg.sparsity, prune_cfg.penalty)
     masked = MaskedModel(model, structure, prune_cfg.block_size, binarizer)
     hooks = PruningHooks(masked, CubicSchedule(prune_cfg.initial_warmup, prune_cfg.final_warmup), prune_cfg)
-    result = fit(model, tokenizer, train_splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune",
-                 **teacher)
-    if hooks.plan is None:  # training ended before the final warm-up: fix the structure now
-        hooks.freeze()
-    pruned = compact(masked.unwrap().cpu(), structure)
+    with checkpoints_for(out_dir) as work:
+        result = fit(model, tokenizer, train_splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune",
+                     **teacher)
+        if hooks.plan is None:  # training ended before the final warm-up: fix the structure now
+            hooks.freeze()
+        pruned = compact(masked.unwrap().cpu(), structure)
 
-    kept_layers = encoder_linear_count(pruned)
-    summary = {
-        "target_sparsity": prune_cfg.sparsity,
-        "reached_sparsity": 1 - sum(kept_layers) / dense,
-        "binarizer_sparsity_before_calibration": hooks.natural,
-        "calibrated_cut_score": hooks.plan.cut,
-        "binarizer": prune_cfg.binarizer,
-        "block_size": prune_cfg.block_size,
-        "dense_encoder_linear_weights": dense,
-        "kept_encoder_linear_weights": sum(kept_layers),
-        "layers": [{"sparsity": 1 - kept / full, "removed_heads": heads, "heads": n_heads, "ffn_width": width}
-                   for kept, full, heads, n_heads, width in zip(kept_layers, dense_layers, hooks.plan.removed_heads,
-                                                               pruned.config.heads_per_layer,
-                                                               pruned.config.intermediate_sizes)],
-        "source_model": str(model_dir_or_model) if not isinstance(model_dir_or_model, nn.Module) else None,
-        "distilled_from": "logits" if isinstance(distill_from, np.ndarray) else distill_from and str(distill_from),
-        "dataset": splits.summary(),
-        "data_config": data_record(data),
-        "transfer": transfer_record,
-        "prune_config": asdict(prune_cfg),
-        "train_config": asdict(train_cfg),
-        "result": asdict(result),
-    }
-    if is_main_process():
-        with staged_dir(out_dir, PRUNING_RECORD) as tmp:
-            save_pruned(pruned, tmp, tokenizer)
-            write_json(tmp / PRUNING_RECORD, summary)
-        shutil.rmtree(work, ignore_errors=True)
+        kept_layers = encoder_linear_count(pruned)
+        summary = {
+            "target_sparsity": prune_cfg.sparsity,
+            "reached_sparsity": 1 - sum(kept_layers) / dense,
+            "binarizer_sparsity_before_calibration": hooks.natural,
+            "calibrated_cut_score": hooks.plan.cut,
+            "binarizer": prune_cfg.binarizer,
+            "block_size": prune_cfg.block_size,
+            "dense_encoder_linear_weights": dense,
+            "kept_encoder_linear_weights": sum(kept_layers),
+            "layers": [{"sparsity": 1 - kept / full, "removed_heads": heads, "heads": n_heads, "ffn_width": width}
+                       for kept, full, heads, n_heads, width in zip(kept_layers, dense_layers, hooks.plan.removed_heads,
+                                                                   pruned.config.heads_per_layer,
+                                                                   pruned.config.intermediate_sizes)],
+            "source_model": str(model_dir_or_model) if not isinstance(model_dir_or_model, nn.Module) else None,
+            "distilled_from": "logits" if isinstance(distill_from, np.ndarray) else distill_from and str(distill_from),
+            "dataset": splits.summary(),
+            "data_config": data_record(data),
+            "transfer": transfer_record,
+            "prune_config": asdict(prune_cfg),
+            "train_config": asdict(train_cfg),
+            "result": asdict(result),
+        }
+        if is_main_process():
+            with staged_dir(out_dir, PRUNING_RECORD) as tmp:
+                save_pruned(pruned, tmp, tokenizer)
+                write_json(tmp / PRUNING_RECORD, summary)
     return summary
