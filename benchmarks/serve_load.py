@@ -171,7 +171,7 @@ async def _load(url: str, texts: list[str], pid: int, args) -> dict:
     end = _memory(pid)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     ok = statuses.get(200, 0)
-    if not latencies:  # nothing to take percentiles of: say so instead of failing inside numpy
+    if not ok:  # no good answer to take percentiles of: say so instead of reporting failures as latencies
         raise SystemExit(f"error: no good request finished in the {wall:.0f} measured seconds "
                          f"(statuses {dict(statuses)}); raise --seconds or check the server")
     lat = np.array(latencies) * 1000

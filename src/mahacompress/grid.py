@@ -94,6 +94,7 @@ class Grid:
         self.teacher, self.cfg, self.preset, self.dataset, self.out = teacher, cfg, preset, dataset, Path(out)
         self.models = self.out / "models"
         self.results_path = self.out / "results.json"
+        self.data: DataConfig | None = None  # set with the splits (run, use_splits)
         self.max_length = cfg.finetune.max_length  # the baseline's: every row is scored and timed with it
         self.rows: dict[str, dict] = {}
         self.stale: list[str] = []  # finished rows whose settings have changed since: built again

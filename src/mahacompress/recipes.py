@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .baseline import C_GRID, VECTORIZER, save_tfidf
-from .config import GridConfig, TrainConfig, from_dict
+from .config import DataConfig, GridConfig, TrainConfig, from_dict
 from .data import Splits
 from .distill import distill
 from .errors import MahaError
@@ -56,6 +56,7 @@ class Runner(Protocol):
     teacher: str  # as given
     teacher_dir: str  # the fine-tuned teacher
     splits: Splits
+    data: DataConfig | None  # what `splits` was loaded with: every built folder records it
     rows: dict[str, dict]
 
     def settings_of(self, spec: RowSpec) -> dict: ...

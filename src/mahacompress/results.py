@@ -1,5 +1,6 @@
 """`results.json`, the grid's one record: what `grid` writes, what `report` reads, and the one place where
-results written by older versions are brought up to today's keys (`read_results`).
+results written by older versions are brought up to today's keys (`read_results`: every reader sees today's
+keys; the file itself takes today's layout the next time the grid saves it).
 
 The layout is `Results`: `meta` (what was run, on which machine, with which versions), `rows` (one `Row` per
 grid row, in preset order) and `caveats` (sentences the report prints). The types are `TypedDict`s, so rows
@@ -30,7 +31,7 @@ class Meta(TypedDict, total=False):
     max_length: int
     seeds: int
     size_unit: str  # "MiB"; files without it measured int8/ONNX sizes in MB (read_results converts)
-    machine: dict
+    machine: str  # the CPU and its instruction sets, in words
     timing_session_seconds: float | None
     timing_texts: str
     unlearnable_classes: list[str]
@@ -120,7 +121,8 @@ def read_results(path: Path) -> Results:
 
     Old files named the metrics without classes that have no training rows after the one class they left out
     (`accuracy_wo_<class>`), and measured int8/ONNX disk sizes in MB (1e6), the rest in MiB. Both the grid
-    (resuming) and the report read through here, so an old file is converted once, whoever reads it first.
+    (resuming) and the report read through here, so old layouts are known in this function alone; the file
+    is not rewritten here (a report only reads), the grid's next save writes it in today's layout.
     """
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
