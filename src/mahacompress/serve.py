@@ -307,7 +307,8 @@ def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | Non
 def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
           threads: int | None = None, memory_arena: bool = True, api_key: str | None = None,
           workers: int = 1, memory_pattern: bool = False) -> None:
-    """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then exits 0).
+    """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then re-raises the signal,
+    so one worker exits -15 after a clean shutdown; the `workers` supervisor exits 0).
 
     The socket is bound before the model is loaded, so a bad address fails at once. With `workers` > 1,
     uvicorn's supervisor runs that many processes on the one socket, each loading its own model with
