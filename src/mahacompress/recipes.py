@@ -33,6 +33,7 @@ from .errors import MahaError
 from .hardware import unsupported_reason
 from .pruning.compact import PRUNED_FORMAT_VERSION
 from .pruning.prune import prune
+from .results import BEST
 from .static import distill_static
 from .train import finetune
 from .transfer import TransferSet
@@ -212,7 +213,7 @@ KINDS: dict[str, Kind] = {
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
     "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr"}), _kdprune_settings, _build_kdprune, seeded=True,
                     compressed=True, distils=True),
-    "best": Kind(r"best", frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
+    BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
     "static": Kind(r"static", frozenset({"tr"}), _static_settings, _build_static, seeded=True, backend="static",

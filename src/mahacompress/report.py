@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .files import atomic_path, write_text  # noqa: E402
-from .results import read_results  # noqa: E402
+from .results import read_results, serves_best  # noqa: E402
 
 DEFAULT_WITHIN_POINTS = 1.0  # the accuracy budget of results that do not record theirs (best_within_points)
 BUDGETS = (1.0, 2.0, 3.0)  # accuracy points below the teacher the frontier findings look at
@@ -270,7 +270,7 @@ def _fastest_serving(rows: list[dict], within: float) -> list[str]:
     """Which runtime serves the `best` model fastest at each batch size, among the `best+X` rows whose dev
     accuracy stays within `within` points of the model they serve (dev, as `best` itself is chosen; never test)."""
     dev = {r["name"]: r.get("dev_accuracy") for r in rows}
-    served = [r for r in rows if r["name"].startswith("best+") and r.get("dev_accuracy") is not None
+    served = [r for r in rows if serves_best(r) and r.get("dev_accuracy") is not None
               and dev.get(r.get("source_row")) is not None]
     equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - within / 100]
     lines = []
