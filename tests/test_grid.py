@@ -116,7 +116,7 @@ def test_old_results_render_with_todays_names(tmp_path):
     assert "acc. w/o untrained classes: Manoranjan" in report and "| 80.00% | 75.00% |" in report
     assert "| 108 |" in report  # 113 MB = 108 MiB
     # the grid resumes through the same reader and writes today's layout: converted once, never twice
-    write_results(tmp_path / "results.json", **{k: v for k, v in read_results(tmp_path / "results.json").items()})
+    write_results(tmp_path / "results.json", **read_results(tmp_path / "results.json"))
     again = read_results(tmp_path / "results.json")
     assert again["rows"][0]["disk_mb"] == pytest.approx(113.0 * 1e6 / 2**20)
     assert again["rows"][0]["accuracy_learnable"] == 0.8 and again["meta"]["size_unit"] == "MiB"

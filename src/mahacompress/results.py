@@ -22,7 +22,7 @@ MIB_PER_MB = 1e6 / 2**20
 BEST = "best"  # the kind of row (recipes.KINDS) that serves the row the grid chose: named best+RUNTIME
 
 
-def serves_best(row: "Row") -> bool:
+def serves_best(row: Row) -> bool:
     """Whether `row` is a best+RUNTIME row: the chosen row's model in another runtime (`source_row` names it)."""
     return row["name"].partition("+")[0] == BEST and bool(row.get("source_row"))
 
