@@ -213,6 +213,11 @@ def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher
     again = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
     assert again["winner"]["name"] == report["winner"]["name"] and trials
     assert [t.stat().st_mtime_ns for t in trials] == stamps
+    # the report's run time counts what the first run spent on the trials and shape timings reused here
+    spent = sum(json.loads(t.read_text())["seconds"] for t in trials) \
+        + json.loads((out / "shapes" / "latency.json").read_text())["seconds"]
+    assert again["meta"]["reused_seconds"] == pytest.approx(spent) and spent > 0
+    assert "min in earlier ones" in (out / "report.md").read_text()
 
 
 def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training_again(first_run, teacher_dir,

@@ -341,7 +341,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(grid, spec, out / "shapes" / _folder(spec))
-    shape_ms = _shape_timing(out, grid, specs, teacher_dir, runtimes, texts, cfg.batch_size,
+    shape_ms, reused_seconds = _shape_timing(out, grid, specs, teacher_dir, runtimes, texts, cfg.batch_size,
                              ctx | {"calibration": ctx["calibration"][:SHAPE_CALIBRATION_TEXTS]})
     teacher_pred = dev_predictions(teacher_dir, runtimes, splits, ctx)
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
@@ -361,6 +361,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                 trial["dev_predictions"] |= dev_predictions(trial["model_dir"], missing, splits, ctx)
                 write_json(_trial_path(out, spec), trial)
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
+            reused_seconds += trial.get("seconds", 0.0)
             grid.finished(spec.name, trial["model_dir"])  # a kdpNN trial may prune its model
     if tried:
         _console.print(f"reusing finished trials: {', '.join(tried)}")
@@ -408,7 +409,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                  "config": asdict(cfg), "preset": preset, "runtimes": runtimes, "max_length": ctx["max_length"],
                  "timing": f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
                            f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts",
-                 "seconds": clock() - start, "timed_out": timed_out},
+                 "seconds": clock() - start, "reused_seconds": reused_seconds, "timed_out": timed_out},
         "teacher": {"ms": shape_ms["teacher"], "final_ms": final_ms["teacher"], "dev": teacher_outcome["dev"]["dev"],
                     "runtimes": teacher_outcome["runtimes"]},
         "candidates": [_candidate_row(name, shape_ms[name], status[name], tried.get(name),
@@ -461,9 +462,10 @@ def _trial_path(out: Path, spec: RowSpec) -> Path:
 
 
 def _shape_timing(out: Path, grid: Grid, specs: list[RowSpec], teacher_dir: str, runtimes: list[str],
-                  texts: list[str], batch_size: int, ctx: dict) -> dict:
+                  texts: list[str], batch_size: int, ctx: dict) -> tuple[dict, float]:
     """The shapes' and the teacher's latencies, measured once per batch size, runtimes, teacher and shapes (their
-    settings: another preset's layers or block size is another shape), and reused on re-run while those hold."""
+    settings: another preset's layers or block size is another shape), and reused on re-run while those hold;
+    with the seconds an earlier invocation spent measuring them (0 when measured now), for the report's run time."""
     key = {"batch_size": batch_size, "runtimes": runtimes, "candidates": sorted(s.name for s in specs),
            "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"], "teacher": str(teacher_dir),
            "shapes": {s.name: grid.settings_of(s) for s in specs}}
@@ -471,12 +473,13 @@ def _shape_timing(out: Path, grid: Grid, specs: list[RowSpec], teacher_dir: str,
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("key") == key:
-            return saved["ms"]
+            return saved["ms"], saved.get("seconds", 0.0)  # files before 2026-12-03 did not record it
     _console.print(f"timing {len(specs)} untrained shapes and the teacher in {', '.join(runtimes)} at batch {batch_size}")
     models = {"teacher": (teacher_dir, runtimes)} | {s.name: (out / "shapes" / _folder(s), runtimes) for s in specs}
+    started = time.monotonic()
     ms = time_models(models, texts, batch_size, ctx)
-    write_json(path, {"key": key, "ms": ms})
-    return ms
+    write_json(path, {"key": key, "ms": ms, "seconds": time.monotonic() - started})
+    return ms, 0.0
 
 
 def _saved_trial(out: Path, grid: Grid, spec: RowSpec) -> dict | None:
@@ -543,6 +546,16 @@ def _write_report(out: Path, report: dict) -> None:
     write_text(out / "report.md", markdown(report))
 
 
+def _run_time(meta: dict) -> str:
+    """This invocation's minutes and, after a resume, what the trials and shape timings it reused had cost: the
+    search's whole cost is their sum (an interrupted invocation's unfinished trial is in neither)."""
+    now, reused = meta["seconds"] / 60, meta.get("reused_seconds", 0.0) / 60
+    if not reused:
+        return f"{now:.1f} min"
+    return (f"{now + reused:.1f} min in all: {now:.1f} min this invocation, {reused:.1f} min in earlier ones "
+            "(the trials and shape timings reused)")
+
+
 def markdown(report: dict) -> str:
     meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
     metric = cfg["metric"]
@@ -551,7 +564,7 @@ def markdown(report: dict) -> str:
     test = w["export"]["test"] or {}
     lines = [f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`", "",
              f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
-             f"- pass rule: {rule}", f"- run time: {meta['seconds'] / 60:.1f} min"
+             f"- pass rule: {rule}", f"- run time: {_run_time(meta)}"
              + (" (the time budget ran out)" if meta["timed_out"] else ""), "",
              "## Winner", "",
              f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "
