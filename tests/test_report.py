@@ -1,0 +1,31 @@
+"""The report's Pareto plot: a crowded cluster of rows still leaves every name readable."""
+
+from __future__ import annotations
+
+import random
+
+import matplotlib.pyplot as plt
+
+from mahacompress.report import _place_labels
+
+
+def test_crowded_points_get_numbers_and_a_key_while_the_names_that_matter_never_overlap():
+    rng = random.Random(0)
+    cluster = [(f"row{i}", 2 + rng.random(), 70 + 2 * rng.random()) for i in range(20)]  # like p25..p50+kd
+    named = [("baseline", 1.0, 72.0), ("kd+tr (served)", 2.5, 71.0), ("tfidf", 90.0, 70.5)]
+    fig, ax = plt.subplots(figsize=(12, 6.5))
+    ax.set_xscale("log")
+    ax.scatter([x for _, x, _ in cluster + named], [y for _, _, y in cluster + named])
+    _place_labels(ax, cluster + named, {name for name, _, _ in named})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts if "\n" not in t.get_text()}
+    key = next(t.get_text() for t in ax.texts if "\n" in t.get_text()).splitlines()
+    plt.close(fig)
+
+    assert {name for name, _, _ in named} <= set(labels)  # the names that matter are written out
+    boxes = [labels[name] for name, _, _ in named]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    # every other row is a number beside its point, listed once in the key by speed
+    assert sorted(line.split()[1] for line in key) == sorted(name for name, _, _ in cluster)
+    assert {line.split()[0] for line in key} <= set(labels) and len(key) == len(cluster)
