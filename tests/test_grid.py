@@ -107,6 +107,23 @@ def test_train_overrides_change_one_row_only(tmp_path):
             load_preset(preset)
 
 
+def test_row_seeds_give_some_rows_more_seeds_and_name_trained_rows_only(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("rows: [baseline, kd, p50+kd]\nrow_seeds: {kd: 3}\n")
+    cfg, _ = load_preset(preset)
+    grid = Grid("teacher", cfg, "p", "d", tmp_path)
+    assert grid.seeds_of(parse_row("kd")) == 3 and grid.settings_of(parse_row("kd"))["seeds"] == 3
+    assert grid.seeds_of(parse_row("p50+kd")) == 1 and "seeds" not in grid.settings_of(parse_row("p50+kd"))
+    assert grid.seeds_of(parse_row("baseline")) == 1  # the teacher is fine-tuned once: the students' teacher
+    for text, match in (("row_seeds: {p75: 3}", "row_seeds names 'p75', not a trained row"),
+                        ("row_seeds: {baseline: 3}", "row_seeds names 'baseline', not a trained row"),
+                        ("row_seeds: {kd: 0}", r"row_seeds.kd is 0: expected a whole number of 1 or more"),
+                        ("row_seeds: {kd: 2.5}", "row_seeds: bad value"), ("row_seeds: [kd]", "row_seeds: bad value")):
+        preset.write_text(f"rows: [baseline, kd]\n{text}\n")
+        with pytest.raises(MahaError, match=match):
+            load_preset(preset)
+
+
 def test_old_results_render_with_todays_names(tmp_path):
     """results.json from before the rename: metrics named after the left-out class, int8/ONNX sizes in MB."""
     old = {"name": "best+onnx", "status": "done", "backend": "onnx-int8", "accuracy": 0.7, "disk_mb": 113.0,
@@ -270,8 +287,8 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
 
 def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
-    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"], seeds=2,
-                  served_blocks=True)
+    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"], row_seeds={"kd1": 2},
+                  served_blocks=True)  # `seeds: 2` builds kd1 the same way; that path is settings_of's alone
     Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     _assert_schema(results)
@@ -297,7 +314,7 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Within 1 point of the baseline?" in report and "**kd1 (served)**" in report
     assert "Fastest serving of `kd1` at batch 32: **best+" in report and "Fastest serving of `kd1` at batch 1" in report
-    assert "± " in report and "max_length 32" in report
+    assert "± " in report and "max_length 32" in report and "seeds per row: kd1 2;" in report
 
 
 def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):

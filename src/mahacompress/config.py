@@ -141,6 +141,9 @@ class GridConfig:
                                                                     early_stopping_patience=3))
     static_dim: int = 256  # dimensions its piece vectors keep after PCA (at most the teacher's hidden size)
     seeds: int = 1  # trained rows are built with seeds seed, seed+1, ...: shown as mean and spread
+    # trained rows built with another number of seeds than `seeds`, e.g. {"baseline": 3, "kd+tr": 3}: the rows a
+    # finding rests on get their run-to-run spread measured without multiplying the whole grid's training time
+    row_seeds: dict[str, int] = field(default_factory=dict)
     # per-row changes to the training section a trained row uses, e.g. {"p50+kd": {"epochs": 6}}: deeper
     # compression may need longer training to converge than the section's other rows
     train_overrides: dict[str, dict] = field(default_factory=dict)
@@ -217,8 +220,10 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    elif isinstance(default, dict):
-        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items())
+    elif isinstance(default, dict):  # dict[str, dict] (train_overrides) or dict[str, int] (row_seeds)
+        inner = {"dict": dict, "int": int}[annotation.rsplit(",", 1)[-1].strip(" ]")]
+        ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, inner) and not isinstance(v, bool)
+                                             for k, v in value.items())
     else:
         ok = isinstance(value, type(default)) and not isinstance(value, bool)
     if not ok:

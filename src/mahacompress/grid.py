@@ -78,13 +78,19 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
 
 
 def _check_overrides(cfg: GridConfig, where: str) -> None:
-    """Each `train_overrides` entry names a trained row of the preset and valid training settings."""
+    """Each `train_overrides` and `row_seeds` entry names a trained row of the preset, with valid training
+    settings or a number of seeds of 1 or more."""
+    trained = [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]
+    for key, entries in (("train_overrides", cfg.train_overrides), ("row_seeds", cfg.row_seeds)):
+        for row in entries:
+            if row not in trained:
+                raise MahaError(f"{where}: {key} names '{row}', not a trained row of this preset "
+                                f"({', '.join(trained)})")
     for row, values in cfg.train_overrides.items():
-        if row not in cfg.rows or not KINDS[parse_row(row).kind].seeded:
-            trained = [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]
-            raise MahaError(f"{where}: train_overrides names '{row}', not a trained row of this preset "
-                            f"({', '.join(trained)})")
         from_dict(TrainConfig, values, f"{where}: train_overrides.{row}")
+    for row, n in cfg.row_seeds.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise MahaError(f"{where}: row_seeds.{row} is {n!r}: expected a whole number of 1 or more")
 
 
 class Grid:
@@ -116,9 +122,16 @@ class Grid:
 
     def settings_of(self, spec: RowSpec) -> dict:
         """Everything in the preset that shapes a row's model: a re-run rebuilds the row when this changes."""
-        seeds = {"seeds": self.cfg.seeds} if KINDS[spec.kind].seeded and self.cfg.seeds > 1 else {}
+        n = self.seeds_of(spec)
+        seeds = {"seeds": n} if n > 1 else {}
         return {"dataset": self.dataset, "max_train_rows": self.cfg.max_train_rows,
                 **KINDS[spec.kind].settings(self, spec), **seeds}
+
+    def seeds_of(self, spec: RowSpec) -> int:
+        """How many seeds the row is built with: `row_seeds` for it, else `seeds`; 1 for untrained kinds."""
+        if not KINDS[spec.kind].seeded:
+            return 1
+        return self.cfg.row_seeds.get(spec.name, self.cfg.seeds)
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
@@ -239,7 +252,7 @@ class Grid:
         finished seed is saved, so an interrupted row resumes at its next seed."""
         kind = KINDS[spec.kind]
         runs = list(self.partial.pop(spec.name, []))
-        for i in range(len(runs), self.cfg.seeds if kind.seeded else 1):
+        for i in range(len(runs), self.seeds_of(spec)):
             tcfg = None
             if kind.seeded:
                 base = train_config(self.cfg, spec)
@@ -247,7 +260,7 @@ class Grid:
             folder = spec.name.replace("+", "_") + (f"_seed{tcfg.seed}" if i else "")  # module names: identifiers
             build = kind.build(self, spec, self.models / folder, tcfg, precision)
             runs.append({"seed": tcfg.seed if tcfg else None, **build, **self._score(build["model_dir"], backend)})
-            if kind.seeded and self.cfg.seeds > 1:
+            if self.seeds_of(spec) > 1:
                 self.rows[spec.name] = {"name": spec.name, "status": "partial", "settings": settings, "seeds": runs}
                 self._save()
         return runs

@@ -177,7 +177,7 @@ def write_report(out_dir: Path) -> Path:
                "labels out. All figures are below and in results.csv.", "", choice, "", "## All figures", ""]
     md += [markdown_table(rows, meta.get("unlearnable_classes")), "",
           "Accuracy and macro-F1 are fractions of the test split"
-          + (f" (mean ± SD over {meta['seeds']} seeds for trained rows)" if meta.get("seeds", 1) > 1 else "")
+          + _seeds_note(rows)
           + "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
           "with a 95% bootstrap interval. Two kinds of latency, in milliseconds per batch: **model-only** (`b1`, "
           "`b32`, `speedup`: texts tokenised before timing, the model alone) and **end-to-end** (`e2e`: raw strings "
@@ -206,6 +206,15 @@ def write_report(out_dir: Path) -> Path:
     report = out_dir / "report.md"
     write_text(report, "\n".join(md) + "\n")
     return report
+
+
+def _seeds_note(rows: list[dict]) -> str:
+    """Which rows show a mean ± SD, and over how many seeds (a preset's `seeds`, or `row_seeds` for some)."""
+    seeded = [f"{r['name']} {len(r['seeds'])}" for r in rows if len(r.get("seeds") or []) > 1]
+    if not seeded:
+        return ""
+    return (" (mean ± SD over seeds for the rows trained with several; seeds per row: " + ", ".join(seeded)
+            + "; intervals pool each text's correctness over a row's seeds)")
 
 
 def _flat(row: dict) -> dict:
