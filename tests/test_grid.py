@@ -114,14 +114,30 @@ def test_row_seeds_give_some_rows_more_seeds_and_name_trained_rows_only(tmp_path
     grid = Grid("teacher", cfg, "p", "d", tmp_path)
     assert grid.seeds_of(parse_row("kd")) == 3 and grid.settings_of(parse_row("kd"))["seeds"] == 3
     assert grid.seeds_of(parse_row("p50+kd")) == 1 and "seeds" not in grid.settings_of(parse_row("p50+kd"))
-    assert grid.seeds_of(parse_row("baseline")) == 1  # the teacher is fine-tuned once: the students' teacher
+    assert grid.seeds_of(parse_row("baseline")) == 1  # the teacher is fine-tuned once unless row_seeds asks
+    preset.write_text("rows: [baseline, kd]\nseeds: 3\nrow_seeds: {baseline: 2}\n")
+    grid = Grid("teacher", load_preset(preset)[0], "p", "d", tmp_path)
+    assert grid.seeds_of(parse_row("baseline")) == 2 and grid.seeds_of(parse_row("kd")) == 3
     for text, match in (("row_seeds: {p75: 3}", "row_seeds names 'p75', not a trained row"),
-                        ("row_seeds: {baseline: 3}", "row_seeds names 'baseline', not a trained row"),
+                        ("row_seeds: {best+int8: 3}", "row_seeds names 'best\\+int8', not a trained row"),
+                        ("train_overrides: {baseline: {epochs: 2}}", "train_overrides names 'baseline', not a trained"),
                         ("row_seeds: {kd: 0}", r"row_seeds.kd is 0: expected a whole number of 1 or more"),
                         ("row_seeds: {kd: 2.5}", "row_seeds: bad value"), ("row_seeds: [kd]", "row_seeds: bad value")):
         preset.write_text(f"rows: [baseline, kd]\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
+
+
+def test_row_seeds_for_a_teacher_that_is_not_fine_tuned_here_stop_before_any_work(toy_splits, tmp_path):
+    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
+    labels = dict(enumerate(toy_splits.labels))  # already a classifier for the data: used as it is, one seed
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=labels, label2id={v: k for k, v in labels.items()}),
+                    tok, tmp_path / "tuned", {})
+    grid = Grid(str(tmp_path / "tuned"), replace(cfg, row_seeds={"baseline": 2}), "tiny", data, tmp_path / "out")
+    with pytest.raises(MahaError, match="row_seeds.baseline: .*tuned already knows the labels"):
+        grid.run()
+    assert not (tmp_path / "out" / "models").exists()
 
 
 def test_old_results_render_with_todays_names(tmp_path):
@@ -287,8 +303,8 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
 
 def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
-    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"], row_seeds={"kd1": 2},
-                  served_blocks=True)  # `seeds: 2` builds kd1 the same way; that path is settings_of's alone
+    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"],
+                  row_seeds={"kd1": 2, "baseline": 2}, served_blocks=True)  # `seeds: 2` builds kd1 the same way
     Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     _assert_schema(results)
@@ -306,15 +322,21 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     served = kd["served"]  # the same (first-seed) model in fused ONNX Runtime int8, timed in the same session
     assert served["backend"] == "onnx-int8-fused" and served["speedup_b32"] > 0 and served["disk_mb"] > 0
     assert "served" not in rows["baseline"] and rows["best+onnx"]["backend"] == "onnx-int8"
-    base = rows["baseline"]["vs_baseline"]
-    assert base["difference"] == base["ci_low"] == base["ci_high"] == 0 and base["resamples"] >= 1000
+    teacher = rows["baseline"]  # fine-tuned twice to show its spread; the students learned from seed 42's model
+    assert [s["model_dir"] for s in teacher["seeds"]] == [str(tmp_path / "out/models" / f) for f in
+                                                           ("baseline", "baseline_seed43")]
+    assert json.loads((tmp_path / "out/models/kd1/training.json").read_text())["teacher"] == teacher["model_dir"]
+    base = teacher["vs_baseline"]  # both seeds' correctness against the first seed's
+    assert base["ci_low"] <= base["difference"] <= base["ci_high"] and base["resamples"] >= 1000
     assert kd["vs_baseline"]["ci_low"] <= kd["vs_baseline"]["difference"] <= kd["vs_baseline"]["ci_high"]
     assert "vs_baseline" in served
     assert rows["best+onnx"]["source_row"] == "kd1" and "dev accuracy" in rows["best+onnx"]["chosen_by"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Within 1 point of the baseline?" in report and "**kd1 (served)**" in report
     assert "Fastest serving of `kd1` at batch 32: **best+" in report and "Fastest serving of `kd1` at batch 1" in report
-    assert "± " in report and "max_length 32" in report and "seeds per row: kd1 2;" in report
+    assert "± " in report and "max_length 32" in report and "seeds per row: baseline 2, kd1 2;" in report
+    assert "every `Δ acc.` is against the baseline's first seed" in report
+    assert "a seeded random sample of 16 test texts" in report and "{n}" not in report  # TINY_PRESET's 16
 
 
 def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):

@@ -78,14 +78,16 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
 
 
 def _check_overrides(cfg: GridConfig, where: str) -> None:
-    """Each `train_overrides` and `row_seeds` entry names a trained row of the preset, with valid training
-    settings or a number of seeds of 1 or more."""
-    trained = [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]
-    for key, entries in (("train_overrides", cfg.train_overrides), ("row_seeds", cfg.row_seeds)):
+    """Each `train_overrides` entry names a trained row of the preset other than the baseline (whose settings
+    are the `finetune` section itself) with valid training settings; each `row_seeds` entry names a trained
+    row, the baseline included, with a number of seeds of 1 or more."""
+    for key, entries, rows in (("train_overrides", cfg.train_overrides,
+                                [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]),
+                               ("row_seeds", cfg.row_seeds, [r for r in cfg.rows if KINDS[parse_row(r).kind].trained])):
         for row in entries:
-            if row not in trained:
+            if row not in rows:
                 raise MahaError(f"{where}: {key} names '{row}', not a trained row of this preset "
-                                f"({', '.join(trained)})")
+                                f"({', '.join(rows)})")
     for row, values in cfg.train_overrides.items():
         from_dict(TrainConfig, values, f"{where}: train_overrides.{row}")
     for row, n in cfg.row_seeds.items():
@@ -128,10 +130,13 @@ class Grid:
                 **KINDS[spec.kind].settings(self, spec), **seeds}
 
     def seeds_of(self, spec: RowSpec) -> int:
-        """How many seeds the row is built with: `row_seeds` for it, else `seeds`; 1 for untrained kinds."""
-        if not KINDS[spec.kind].seeded:
-            return 1
-        return self.cfg.row_seeds.get(spec.name, self.cfg.seeds)
+        """How many seeds the row is built with: `row_seeds` for it, else `seeds`; 1 for untrained kinds and,
+        unless `row_seeds` names it, for the teacher (each extra seed is one more fine-tuning to show its
+        spread; the students all learn from the first)."""
+        kind = KINDS[spec.kind]
+        if kind.seeded:
+            return self.cfg.row_seeds.get(spec.name, self.cfg.seeds)
+        return self.cfg.row_seeds.get(spec.name, 1) if kind.seeds_on_request else 1
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
@@ -169,6 +174,10 @@ class Grid:
         config = AutoConfig.from_pretrained(self.teacher, trust_remote_code=True)
         labels = config_labels(config)
         if labels == self.splits.labels:
+            if self.cfg.row_seeds.get("baseline", 1) > 1:
+                raise MahaError(f"row_seeds.baseline: {self.teacher} already knows the labels, so it is not "
+                                "fine-tuned here and has one seed; drop row_seeds.baseline or pass the model "
+                                "it was fine-tuned from")
             return self.teacher
         return str(self.models / "baseline")
 
@@ -198,7 +207,7 @@ class Grid:
         run on its own (`optimize` trains candidates so). The row is then known as finished, so a row built
         from it (`recipes.kdprune_source`) finds its model."""
         kind = KINDS[spec.kind]
-        tcfg = train_config(self.cfg, spec) if kind.seeded else None
+        tcfg = train_config(self.cfg, spec) if kind.trained else None
         precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
         built = kind.build(self, spec, Path(out), tcfg, precision)
         self.finished(spec.name, built["model_dir"])
@@ -254,7 +263,7 @@ class Grid:
         runs = list(self.partial.pop(spec.name, []))
         for i in range(len(runs), self.seeds_of(spec)):
             tcfg = None
-            if kind.seeded:
+            if kind.trained:
                 base = train_config(self.cfg, spec)
                 tcfg = replace(base, seed=base.seed + i)
             folder = spec.name.replace("+", "_") + (f"_seed{tcfg.seed}" if i else "")  # module names: identifiers
@@ -422,7 +431,8 @@ class Grid:
                 "test_rows": summary["splits"]["test"]["rows"], "max_length": self.max_length,
                 "seeds": self.cfg.seeds, "size_unit": "MiB", "machine": _machine(),
                 "timing_session_seconds": self.timing_seconds,
-                "timing_texts": "a seeded random sample of {n} test texts, in random order (arrival order)",
+                "timing_texts": f"a seeded random sample of {min(self.cfg.measure.texts, summary['splits']['test']['rows'])} "
+                                "test texts, in random order (arrival order)",
                 "unlearnable_classes": self.unlearnable,
                 "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
                 | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},

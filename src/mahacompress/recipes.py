@@ -98,9 +98,16 @@ class Kind:
     build: Callable[[Runner, RowSpec, Path, TrainConfig | None, str], dict] | None  # None: always served
     source: Callable[[Runner, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
     seeded: bool = False  # trained: built once per seed, shown as mean and spread
+    # trained, but once unless `row_seeds` asks for more: the teacher, whose first seed every student learns from
+    seeds_on_request: bool = False
     compressed: bool = False  # a candidate for `best` and given a `served` block
     backend: str = "fp32"  # how its model runs when no modifier says otherwise
     distils: bool = False  # always learns from the teacher, so it may take the transfer set (`+tr`)
+
+    @property
+    def trained(self) -> bool:
+        """Built by training with its preset section's settings, so each extra seed varies that seed."""
+        return self.seeded or self.seeds_on_request
 
 
 # ---------------------------------------------------------------- the recipes
@@ -153,10 +160,10 @@ def _best_settings(grid: Runner, spec: RowSpec) -> dict:
     return {"candidates": {c.name: grid.settings_of(c) for c in candidates}, **within}
 
 
-def _build_teacher(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
+def _build_teacher(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     if grid.teacher_dir == grid.teacher:
         return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
-    return timed(out, finetune, grid.teacher, grid.splits, grid.cfg.finetune, out, resume=True, data=grid.data)
+    return timed(out, finetune, grid.teacher, grid.splits, tcfg, out, resume=True, data=grid.data)
 
 
 def _build_mp(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
@@ -204,7 +211,8 @@ def _baseline_source(grid: Runner, spec: RowSpec) -> tuple[str, str]:
 
 
 KINDS: dict[str, Kind] = {
-    "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source),
+    "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source,
+                     seeds_on_request=True),
     "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
     "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends"}), _layers_settings, _build_layers, seeded=True, compressed=True,
                distils=True),
@@ -220,8 +228,8 @@ KINDS: dict[str, Kind] = {
                    distils=True),
     "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, _build_tfidf, backend="tfidf"),
 }
-# which section of a preset trains each seeded kind (its seed is varied per run)
-_TRAIN_SECTION = {"mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
+# which section of a preset trains each trained kind (its seed is varied per run)
+_TRAIN_SECTION = {"baseline": "finetune", "mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
                   "static": "static"}
 
 

@@ -155,7 +155,7 @@ def write_report(out_dir: Path) -> Path:
     results = read_results(path)
     rows = results["rows"]
     done = [r for r in rows if r.get("status") == "done"]
-    meta = results["meta"]
+    meta = _filled(results["meta"])
 
     buf = io.StringIO()
     flat = [_flat(r) for r in rows]
@@ -213,8 +213,11 @@ def _seeds_note(rows: list[dict]) -> str:
     seeded = [f"{r['name']} {len(r['seeds'])}" for r in rows if len(r.get("seeds") or []) > 1]
     if not seeded:
         return ""
+    teacher = any(r["name"] == "baseline" and len(r.get("seeds") or []) > 1 for r in rows)
     return (" (mean ± SD over seeds for the rows trained with several; seeds per row: " + ", ".join(seeded)
-            + "; intervals pool each text's correctness over a row's seeds)")
+            + "; intervals pool each text's correctness over a row's seeds"
+            + ("; every `Δ acc.` is against the baseline's first seed, the teacher every student learned from"
+               if teacher else "") + ")")
 
 
 def _flat(row: dict) -> dict:
@@ -358,6 +361,14 @@ def _versus_reference(block: dict, ref: dict, batch: int) -> str:
             f"{100 * (block['macro_f1'] - ref['macro_f1']):+.2f} macro-F1 points, {_ratio(block, ref, batch)} it")
 
 
+def _filled(meta: dict) -> dict:
+    """`meta` with its `timing_texts` naming the number of texts (older results left it as a `{n}` template)."""
+    measure = meta.get("config", {}).get("measure", {})
+    if "texts" not in measure:
+        return meta
+    return {**meta, "timing_texts": meta.get("timing_texts", "the first {n} test texts").format(n=measure["texts"])}
+
+
 def _timed_texts(meta: dict) -> str:
     """Which test texts each batch size was timed on (older results name no batch-1 count, and timed the
     test file's first texts in its own order)."""
@@ -365,8 +376,7 @@ def _timed_texts(meta: dict) -> str:
     if "texts" not in measure:
         return ""
     b1 = min(measure.get("batch1_texts", measure["texts"]), measure["texts"])
-    which = meta.get("timing_texts", "the first {n} test texts").format(n=measure["texts"])
-    return f"Each repeat times batch 32 on {which} and batch 1 on the first {b1} of them. "
+    return f"Each repeat times batch 32 on {meta['timing_texts']} and batch 1 on the first {b1} of them. "
 
 
 def _served_backend(rows: list[dict]) -> str:
