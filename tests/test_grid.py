@@ -202,22 +202,25 @@ def test_frontier_findings_name_the_fastest_model_per_budget_against_tfidf(tmp_p
 
     rows = [row("baseline", 0.80, 100.0), row("kd", 0.805, 20.0, disk_mb=100.0, peak_rss_mb=500.0),
             row("kd2", 0.785, 8.0), row("static", 0.77, 1.0), row("tfidf", 0.76, 2.0),
-            row("best+fused", 0.80, 10.0, source_row="kd")]
+            row("best+fused", 0.80, 10.0, source_row="kd"), row("baseline+openvino", 0.80, 40.0, source_row="baseline"),
+            row("baseline+fused", 0.78, 25.0, source_row="baseline")]  # faster, but its interval reaches -3
     rows[0]["vs_baseline"] = d(0, 0, 0)
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.0}}, "rows": rows}))
     report = write_report(tmp_path).read_text()
     assert "- The reference `tfidf`: 76.00% accuracy" in report and "50.0x faster than the teacher" in report
     # the same winner for budgets 1 and 2 (kd2's interval reaches -2.5) is one line
     assert ("- **Within 1 and 2 points, batch 32**: `best+fused`, 10.0x the teacher end to end, 80.00% (+0.00 "
-            "[-1.00, +1.00] points); against `tfidf`: +4.00 accuracy and +4.00 macro-F1 points, 5.0x slower than "
+            "[-1.00, +1.00] points); 4.0x faster than the teacher in its fastest runtime within the budget "
+            "(`baseline+openvino`); against `tfidf`: +4.00 accuracy and +4.00 macro-F1 points, 5.0x slower than "
             "it.") in report
     assert ("- **Within 3 points, batch 32**: `kd2`, 12.5x the teacher end to end, 78.50% (-1.50 [-2.50, -0.50] "
-            "points); against `tfidf`: +2.50 accuracy and +2.50 macro-F1 points, 4.0x slower than it.") in report
+            "points); 3.1x faster than the teacher in its fastest runtime within the budget (`baseline+fused`); "
+            "against `tfidf`: +2.50 accuracy and +2.50 macro-F1 points, 4.0x slower than it.") in report
     assert "`static`" not in report.split("## The frontier")[1]  # its interval reaches 4 points below the teacher
     choice = report.split("## Choosing a model")[1].split("## All figures")[0]  # fastest end to end first
     order = [line.split(" | ")[0].strip("| ") for line in choice.splitlines() if line.startswith("| ") and
              not line.startswith("| model")]
-    assert order == ["static", "tfidf", "kd2", "best+fused", "kd", "baseline"]
+    assert order == ["static", "tfidf", "kd2", "best+fused", "kd", "baseline+fused", "baseline+openvino", "baseline"]
     assert "| kd | – | 80.50% | +0.50 [-0.50, +1.50] | 79.50% | 20.0 | 5.0x |" in choice
     assert "**kd**: +0.50 [-0.50, +1.50] points: yes, and the interval says so too *(within run-to-run spread)*" in report
     assert "**best+fused**: +0.00 [-1.00, +1.00] points: yes, and the interval says so too." in report  # not retrained

@@ -332,9 +332,15 @@ def _frontier(rows: list[dict]) -> list[str]:
                 label, block, row = max(timed, key=lambda e: e[1][key])
                 size = f", {block['disk_mb']:.0f} MiB on disk" if block.get("disk_mb") is not None else ""
                 peak = f", peak {row['peak_rss_mb']:.0f} MiB" if block is row and row.get("peak_rss_mb") else ""
+                # the teacher itself in its fastest runtime within the same budget: what compressing the model
+                # adds to changing the runtime (the teacher's own rows are `baseline+X`)
+                teacher = max((e for e in timed if e[2].get("source_row") == "baseline"), key=lambda e: e[1][key],
+                              default=None)
                 text = (f"`{label}`, {block[key]:.1f}x the teacher end to end"
                         + (f" ({block[f'speedup_b{batch}']:.1f}x model-only)" if block.get(f"speedup_b{batch}") else "")
                         + f", {block['accuracy']:.2%} ({_difference(block['vs_baseline'])} points){size}{peak}"
+                        + (f"; {_ratio(block, teacher[1], batch)} the teacher in its fastest runtime within the "
+                           f"budget (`{teacher[0]}`)" if teacher and teacher[1] is not block else "")
                         + (_versus_reference(block, ref, batch) if ref else "") + ".")
             if found and found[-1][1] == text:
                 found[-1][0].append(budget)
