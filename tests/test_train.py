@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from mahacompress import precision
 from mahacompress.config import TrainConfig
 from mahacompress.errors import MahaError
 from mahacompress.models import tiny_bert, tiny_tokenizer
@@ -75,12 +76,17 @@ def test_finetune_writes_a_standard_classifier_folder(tiny_model_dir, shc_splits
     assert not (tmp_path / "ft.work").exists()
 
 
-def test_fp32_and_bf16_runs_share_one_process(toy_splits, tmp_path):
-    """The grid trains fp32 and bf16 rows in one process (Accelerate's own mixed precision cannot)."""
+def test_fp32_and_bf16_runs_share_one_process(toy_splits, tmp_path, monkeypatch):
+    """The grid trains fp32 and bf16 rows in one process (Accelerate's own mixed precision cannot).
+
+    The CPU is told it has native bf16, so the test runs on AVX2-only machines too (there the
+    precision check refuses bf16; test_precision.py and test_hardware.py cover that refusal).
+    """
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    for precision in ("no", "bf16", "no"):
+    for mode in ("no", "bf16", "no"):
         result = fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits,
-                     replace(CFG, epochs=1, mixed_precision=precision), tmp_path / precision)
+                     replace(CFG, epochs=1, mixed_precision=mode), tmp_path / mode)
         assert result.steps == 6
 
 
