@@ -69,6 +69,8 @@ def test_cpu_with_native_bf16(cpu, features):
 def test_fp16_and_missing_packages_are_reasons(cpu, monkeypatch):
     cpu(COOPER_LAKE)
     assert hardware.unsupported_reason("fp16") == "needs a CUDA GPU (this machine has CPU only)"
+    for row in ("baseline+fp16", "best+fp16"):  # fp16 serving rows are skipped with that reason, not run
+        assert unsupported(parse_row(row)) == "needs a CUDA GPU (this machine has CPU only)"
     monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None if name == "nncf" else object())
     assert hardware.unsupported_reason("openvino") is None
     assert "needs the nncf package" in hardware.unsupported_reason("openvino-int8")

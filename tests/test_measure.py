@@ -7,9 +7,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from mahacompress.errors import MahaError
-from mahacompress.measure import (MIB, Energy, count_params, latency, peak_memory_mb, served_size_mb, size_on_disk_mb,
+from mahacompress.measure import (MIB, Energy, count_params, latency, peak_memory, served_size_mb, size_on_disk_mb,
                                   speedups)
 from mahacompress.models import load_classifier
 from mahacompress.backends import load_backend
@@ -110,15 +111,17 @@ def test_speedups_are_ratios_of_stored_medians():
 
 def test_peak_memory_in_a_fresh_process(tiny_model_dir, shc_splits):
     big = b"\x01" * 2**31  # 2 GiB, resident: the parent's size must not leak into the child's (ru_maxrss would)
-    mb = peak_memory_mb(tiny_model_dir, "fp32", shc_splits.test.texts[:40], batch_size=8, threads=1)
+    peaks = peak_memory(tiny_model_dir, "fp32", shc_splits.test.texts[:40], batch_size=8, threads=1)
     del big
+    mb = peaks["peak_rss_mb"]
+    assert ("peak_gpu_mb" in peaks) == torch.cuda.is_available()  # fp32 runs on the GPU where there is one
     assert 50 < mb < 1536, f"peak RSS of the child is {mb:.0f} MiB"  # ~400 MiB here: interpreter, torch, model
 
 
 def test_peak_memory_reports_child_failure(tiny_model_dir, shc_splits):
     """The child's one-line error comes back in the parent's MahaError."""
     with pytest.raises(MahaError, match="measuring peak memory of int4 failed \\(unknown backend 'int4'"):
-        peak_memory_mb(tiny_model_dir, "int4", shc_splits.test.texts[:4])
+        peak_memory(tiny_model_dir, "int4", shc_splits.test.texts[:4])
 
 
 def test_size_and_params(tiny_model_dir):

@@ -36,7 +36,7 @@ from .data import load_splits
 from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
 from .files import RESULTS_RECORD
-from .measure import Energy, count_params, latency, peak_memory_mb, served_size_mb, speedups
+from .measure import Energy, count_params, latency, peak_memory, served_size_mb, speedups
 from .models import check_model_dir, config_labels, load_classifier
 from .precision import training_precision
 from .pruning.compact import encoder_linear_count
@@ -413,8 +413,7 @@ class Grid:
         for row in done:
             row.update(timing.get(row["name"], {}))
             row["disk_mb"] = served_size_mb(row["model_dir"], row["backend"])
-            row["peak_rss_mb"] = peak_memory_mb(row["model_dir"], row["backend"], texts, max_length=self.max_length,
-                                                threads=threads)
+            row.update(peak_memory(row["model_dir"], row["backend"], texts, max_length=self.max_length, threads=threads))
         for key, row in served.items():
             row["served"].update(timing.get(key, {}))
             row["served"]["disk_mb"] = served_size_mb(row["model_dir"], row["served"]["backend"])

@@ -155,11 +155,13 @@ def speedups(results: dict[str, dict], baseline: str = "baseline") -> dict[str, 
 
 # ---------------------------------------------------------------- memory, size, parameters
 
-def peak_memory_mb(model_dir: str | Path, backend: str, texts: Sequence[str], batch_size: int = 32, *,
-                   max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None) -> float:
-    """Peak resident memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and
-    runs `texts` through it: the model plus the interpreter, torch and transformers (~the same few
-    hundred MiB in every row). ONNX and OpenVINO files are built here first, so export memory is not counted."""
+def peak_memory(model_dir: str | Path, backend: str, texts: Sequence[str], batch_size: int = 32, *,
+                max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None) -> dict:
+    """Peak memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and runs `texts`
+    through it: `peak_rss_mb`, its resident memory (the model plus the interpreter, torch and
+    transformers: ~the same few hundred MiB in every row), and `peak_gpu_mb` when the model ran on a CUDA
+    GPU (what PyTorch allocated there at most: weights and activations, where a GPU's limit bites).
+    ONNX and OpenVINO files are built here first, so export memory is not counted."""
     if backend in SPECS and SPECS[backend].file:  # calibrated int8 files must exist already (built when timed)
         from .backends.build import served_file
 
@@ -177,7 +179,7 @@ def peak_memory_mb(model_dir: str | Path, backend: str, texts: Sequence[str], ba
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
         raise MahaError(f"{model_dir}: measuring peak memory of {backend} failed ({last})")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    return {key: float(value) for key, value in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
 def _own_peak_rss_mb() -> float:
@@ -324,7 +326,7 @@ class Energy:
 # ---------------------------------------------------------------- peak-memory child process
 
 def _peak_memory_child(argv: list[str]) -> None:
-    """Entry point of the process `peak_memory_mb` starts: load, run, print the peak RSS as JSON."""
+    """Entry point of the process `peak_memory` starts: load, run, print the peak RSS (and GPU memory) as JSON."""
     parser = argparse.ArgumentParser(prog="python -m mahacompress.measure")
     parser.add_argument("model_dir")
     parser.add_argument("backend")
@@ -341,7 +343,11 @@ def _peak_memory_child(argv: list[str]) -> None:
     except MahaError as exc:
         sys.exit(str(exc))  # one line on stderr, which the parent repeats in its own MahaError
     backend.logits(texts, batch_size=args.batch_size)
-    print(json.dumps({"peak_rss_mb": _own_peak_rss_mb()}))
+    peaks = {"peak_rss_mb": _own_peak_rss_mb()}
+    torch = sys.modules.get("torch")  # imported by torch backends only; CUDA initialised only if a model used it
+    if torch is not None and torch.cuda.is_initialized():
+        peaks["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / MIB
+    print(json.dumps(peaks))
 
 
 if __name__ == "__main__":

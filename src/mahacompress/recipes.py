@@ -9,7 +9,7 @@ layers, or with `+ends` the bottom and top ones), `pNN` (pruned to NN% encoder s
 distilling), `+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+mp`
 (trained and run in bf16), `static[+tr]` (the static-embedding student), `tfidf` (the reference), and
 `baseline+X` / `best+X` (the teacher, or the fastest compressed model within the preset's accuracy budget
-of it on dev, served with bf16, dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`) or with
+of it on dev, served with bf16, fp16 (a CUDA GPU only), dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`) or with
 transformer graph fusion (`fused`), or OpenVINO's calibrated int8 (`openvino`)).
 
 A recipe is data: the runner (`grid.Grid`) builds, scores and times every row the same way, so a new kind
@@ -42,7 +42,7 @@ from .transfer import TransferSet
 # batch 1 and within the noise of OpenVINO int8 at batch 32 on every model measured, at equal accuracy
 # (reports/runtimes), and needs no package beyond onnxruntime.
 SERVED_BACKEND = "onnx-int8-fused"
-SERVING = {"bf16": "bf16", "int8": "int8", "onnx": "onnx-int8", "fused": "onnx-int8-fused",
+SERVING = {"bf16": "bf16", "fp16": "fp16", "int8": "int8", "onnx": "onnx-int8", "fused": "onnx-int8-fused",
            "openvino": "openvino-int8"}  # modifier -> inference backend
 # What identifies the modelling code of pruned folders: part of every pruned row's settings, so folders
 # made by older code are rebuilt, not re-timed.

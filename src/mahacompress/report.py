@@ -56,6 +56,7 @@ COLUMNS = [
     ("served.e2e_speedup_b1", "served e2e speedup b1", "{:.2f}x"),
     ("served.disk_mb", "served disk MiB", "{:.0f}"),
     ("peak_rss_mb", "peak MiB", "{:.0f}"),
+    ("peak_gpu_mb", "peak GPU MiB", "{:.0f}"),
     ("train_seconds", "train s", "{:.0f}"),
     ("energy_kwh", "kWh", "{:.4f}"),
     ("co2_kg", "CO2 kg", "{:.4f}"),
@@ -113,6 +114,7 @@ CHOICE_COLUMNS = [
     ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"),
     ("disk_mb", "disk MiB", "{:.0f}"),
     ("peak_rss_mb", "peak MiB", "{:.0f}"),
+    ("peak_gpu_mb", "peak GPU MiB", "{:.0f}"),
     ("energy_kwh", "build kWh", "{:.4f}"),
 ]
 
@@ -131,10 +133,10 @@ def choice_table(rows: list[dict]) -> str:
     if not any(block.get("e2e_speedup_b32") is not None for _, _, block in models):
         return ""
     models.sort(key=lambda m: -(m[2].get("e2e_speedup_b32") or 0.0))
-    lines = ["| model | runtime | " + " | ".join(h for _, h, _ in CHOICE_COLUMNS) + " |",
-             "|" + "---|" * (len(CHOICE_COLUMNS) + 2)]
+    columns = [c for c in CHOICE_COLUMNS if any(_get(block, c[0]) is not None for _, _, block in models)]
+    lines = ["| model | runtime | " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * (len(columns) + 2)]
     for name, backend, block in models:
-        lines.append(f"| {name} | {backend} | " + " | ".join(_cell(block, k, f) for k, _, f in CHOICE_COLUMNS) + " |")
+        lines.append(f"| {name} | {backend} | " + " | ".join(_cell(block, k, f) for k, _, f in columns) + " |")
     return "\n".join(lines)
 
 

@@ -86,6 +86,7 @@ class Row(TypedDict, total=False):
     encoder_sparsity: float
     disk_mb: float  # MiB
     peak_rss_mb: float
+    peak_gpu_mb: float  # only for rows that ran on a CUDA GPU
     # cost of building it
     energy_kwh: float
     co2_kg: float
