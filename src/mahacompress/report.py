@@ -87,10 +87,15 @@ def _difference(d: dict) -> str:
     return f"{100 * d['difference']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
 
 
+def _columns_with_values(columns: list[tuple[str, str, str]], blocks: list[dict]) -> list[tuple[str, str, str]]:
+    """The columns some block has a value for (a GPU's memory only where a row ran on one, and so on)."""
+    return [c for c in columns if c[0] == "name" or any(_get(b, c[0]) is not None for b in blocks)]
+
+
 def markdown_table(rows: list[dict], unlearnable: list[str] | None = None) -> str:
     """The results table; columns no row has a value for are left out, and the 'w/o untrained classes'
     headers name the classes."""
-    columns = [c for c in COLUMNS if c[0] == "name" or any(_get(r, c[0]) is not None for r in rows)]
+    columns = _columns_with_values(COLUMNS, rows)
     named = f": {', '.join(unlearnable)}" if unlearnable else ""
     headers = [h + named if "untrained" in h else h for _, h, _ in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
@@ -133,7 +138,7 @@ def choice_table(rows: list[dict]) -> str:
     if not any(block.get("e2e_speedup_b32") is not None for _, _, block in models):
         return ""
     models.sort(key=lambda m: -(m[2].get("e2e_speedup_b32") or 0.0))
-    columns = [c for c in CHOICE_COLUMNS if any(_get(block, c[0]) is not None for _, _, block in models)]
+    columns = _columns_with_values(CHOICE_COLUMNS, [block for _, _, block in models])
     lines = ["| model | runtime | " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * (len(columns) + 2)]
     for name, backend, block in models:
         lines.append(f"| {name} | {backend} | " + " | ".join(_cell(block, k, f) for k, _, f in columns) + " |")
