@@ -226,6 +226,37 @@ def test_frontier_findings_name_the_fastest_model_per_budget_against_tfidf(tmp_p
     assert "**best+fused**: +0.00 [-1.00, +1.00] points: yes, and the interval says so too." in report  # not retrained
 
 
+
+def test_seeded_rows_measure_the_run_to_run_spread_and_the_reference_names_the_teacher_seed_of_delta(tmp_path):
+    def seed(acc):
+        return {"accuracy": acc, "macro_f1": acc}
+
+    def row(name, acc, diff, seeds=(), **extra):
+        return {"name": name, "status": "done", "accuracy": acc, "macro_f1": acc, "seeds": [seed(a) for a in seeds],
+                "e2e_ms_b32_p50": 10.0, "e2e_ms_b1_p50": 1.0, "e2e_speedup_b32": 1.0, "e2e_speedup_b1": 1.0,
+                "vs_baseline": {"difference": diff, "ci_low": diff - 0.01, "ci_high": diff + 0.01}, **extra}
+
+    rows = [row("baseline", 0.72, -0.008, seeds=(0.73, 0.715, 0.715)),
+            row("kd", 0.715, -0.012, seeds=(0.71, 0.725, 0.71)),  # range 1.5 points: the widest
+            row("p50", 0.70, -0.03), row("tfidf", 0.64, -0.09)]
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {}}, "rows": rows}))
+    report = write_report(tmp_path).read_text()
+    assert ("the test accuracy of a row's seeds ranged: `baseline` 71.50-73.00% over 3 seeds (1.50 points); `kd` "
+            "71.00-72.50% over 3 seeds (1.50 points).") in report
+    assert "smaller than 1.50 points (the widest range over seeds above)" in report
+    assert "**kd**: -1.20 [-2.20, -0.20] points: no by its point estimate" in report
+    assert "*(within run-to-run spread)*" in report.split("**kd**:")[1].split("\n")[0]
+    assert "*(within run-to-run spread)*" not in report.split("**p50**:")[1].split("\n")[0]  # 3 points off
+    # tfidf's Δ is against the first seed (73.00%), so that is the teacher figure beside it, not the mean
+    assert ("against the teacher's 73.00% / 73.00%, -9.00 [-10.00, -8.00] points (the teacher's first seed, which "
+            "every Δ is against; mean of 3: 72.00% / 72.00%)") in report
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.2}},
+                                                       "rows": rows}))
+    report = write_report(tmp_path).read_text()
+    assert ("smaller than 2.20 points (the larger of the preset's `run_to_run_points`, measured by re-running it "
+            "(2.20) and the widest range over seeds above (1.50))") in report
+
+
 TINY_PRESET = """
 datasets: [{data}]
 rows: [baseline, kd, p50, p50+kd, best+int8]
