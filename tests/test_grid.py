@@ -253,7 +253,8 @@ def test_seeded_rows_measure_the_run_to_run_spread_and_the_reference_names_the_t
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.2}},
                                                        "rows": rows}))
     report = write_report(tmp_path).read_text()
-    assert ("smaller than 2.20 points (the larger of the preset's `run_to_run_points`, measured by re-running it "
+    assert ("smaller than 2.20 points (the larger of the preset's `run_to_run_points`, how far one row moved between "
+            "re-runs of the preset "
             "(2.20) and the widest range over seeds above (1.50))") in report
 
 

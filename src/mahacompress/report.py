@@ -253,9 +253,10 @@ def _findings(rows: list[dict], within: float, spread: float | None = None) -> l
         lines += ["Run to run in this grid, the test accuracy of a row's seeds ranged: "
                   + "; ".join(f"`{name}` {lo:.2f}-{hi:.2f}% over {n} seeds ({hi - lo:.2f} points)"
                               for name, lo, hi, n in seeded) + ".", ""]
-    sources = [(text, value) for text, value in (("the preset's `run_to_run_points`, measured by re-running it",
-                                                  spread or 0.0), ("the widest range over seeds above", measured))
-               if value]
+    # where the spread comes from: the preset (re-runs measured by hand) and this grid's own seeds
+    candidates = (("the preset's `run_to_run_points`, how far one row moved between re-runs of the preset",
+                   spread or 0.0), ("the widest range over seeds above", measured))
+    sources = [(text, value) for text, value in candidates if value]
     if sources:
         spread = max(value for _, value in sources)
         source = (sources[0][0] if len(sources) == 1 else
