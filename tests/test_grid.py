@@ -425,6 +425,28 @@ def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_spli
     assert "Rows marked `+tr`" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_transfer_overrides_give_one_tr_row_its_own_transfer_set(toy_splits, tmp_path):
+    transfer = tmp_path / "unlabelled.txt"  # four new texts: the preset's cap keeps two, the static row all
+    transfer.write_text("".join(f"{w} नवीन शब्द\n" for w in ("एक", "दोन", "तीन", "चार")), encoding="utf-8")
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"rows: [baseline, kd+tr, static+tr]\ntransfer: {{path: {transfer}, max_pieces: 2}}\n"
+                      "transfer_overrides: {static+tr: {max_pieces: null}}\n")
+    cfg, _ = load_preset(preset)
+    grid = Grid("teacher", cfg, "p", "d", tmp_path / "out")
+    grid.splits = toy_splits
+    assert len(grid.transfer_set(parse_row("kd+tr")).texts) == 2
+    assert len(grid.transfer_set(parse_row("static+tr")).texts) == 4
+    # the override is part of the row's settings (a change rebuilds that row alone)
+    assert grid.settings_of(parse_row("static+tr"))["transfer"]["max_pieces"] is None
+    assert grid.settings_of(parse_row("kd+tr"))["transfer"]["max_pieces"] == 2
+    for text, match in (("transfer_overrides: {kd: {max_pieces: 5}}", "names 'kd', not a row marked"),
+                        ("transfer_overrides: {kd+tr: {max_peices: 5}}", r"transfer_overrides.kd\+tr: unknown key"),
+                        ("transfer_overrides: {kd+tr: {max_pieces: many}}", r"max_pieces: bad value 'many'")):
+        preset.write_text(f"rows: [baseline, kd, kd+tr]\ntransfer: {{path: {transfer}}}\n{text}\n")
+        with pytest.raises(MahaError, match=match):
+            load_preset(preset)
+
+
 def test_tr_rows_need_a_teacher_and_a_named_transfer_set(tmp_path):
     assert parse_row("kd4+tr").tr and parse_row("p50+kd+tr").tr and not parse_row("p50+kd").tr
     with pytest.raises(MahaError, match="row 'p50\\+tr'"):

@@ -155,6 +155,10 @@ class GridConfig:
     best_within_points: float = 1.0
     served_blocks: bool = True  # score and time every compressed row as recipes.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
+    # per-row changes to the transfer section for rows marked +tr, e.g. {"static+tr": {"max_pieces": None}}: the
+    # cap keeps the transformer students' training short, while a static student's steps cost milliseconds, so
+    # every piece costs it only the teacher's labelling
+    transfer_overrides: dict[str, dict] = field(default_factory=dict)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
@@ -220,7 +224,7 @@ def _checked(value: Any, default: Any, annotation: str, where: str) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    elif isinstance(default, dict):  # dict[str, dict] (train_overrides) or dict[str, int] (row_seeds)
+    elif isinstance(default, dict):  # dict[str, dict] (train/transfer_overrides) or dict[str, int] (row_seeds)
         inner = {"dict": dict, "int": int}[annotation.rsplit(",", 1)[-1].strip(" ]")]
         ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, inner) and not isinstance(v, bool)
                                              for k, v in value.items())

@@ -31,7 +31,7 @@ from .backends import CALIBRATED_BACKENDS, load_backend
 from .backends.build import served_file
 from .backends.calibration import calibration_sample
 from .backends.numpy_engine import is_static, is_tfidf, load_tfidf
-from .config import DataConfig, GridConfig, TrainConfig, from_dict
+from .config import DataConfig, GridConfig, TrainConfig, TransferConfig, from_dict
 from .data import load_splits
 from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
@@ -40,7 +40,8 @@ from .measure import Energy, count_params, latency, peak_memory, served_size_mb,
 from .models import check_model_dir, config_labels, load_classifier
 from .precision import training_precision
 from .pruning.compact import encoder_linear_count
-from .recipes import KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config, unsupported
+from .recipes import (KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config,
+                      transfer_config, unsupported)
 from .report import write_report
 from .results import read_results, write_results
 from .stats import correctness, paired_difference
@@ -79,17 +80,21 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
 
 def _check_overrides(cfg: GridConfig, where: str) -> None:
     """Each `train_overrides` entry names a trained row of the preset other than the baseline (whose settings
-    are the `finetune` section itself) with valid training settings; each `row_seeds` entry names a trained
-    row, the baseline included, with a number of seeds of 1 or more."""
+    are the `finetune` section itself) with valid training settings; each `transfer_overrides` entry a row
+    marked +tr with valid transfer settings; each `row_seeds` entry names a trained row, the baseline
+    included, with a number of seeds of 1 or more."""
     for key, entries, rows in (("train_overrides", cfg.train_overrides,
                                 [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]),
+                               ("transfer_overrides", cfg.transfer_overrides, [r for r in cfg.rows if parse_row(r).tr]),
                                ("row_seeds", cfg.row_seeds, [r for r in cfg.rows if KINDS[parse_row(r).kind].trained])):
         for row in entries:
             if row not in rows:
-                raise MahaError(f"{where}: {key} names '{row}', not a trained row of this preset "
-                                f"({', '.join(rows)})")
+                what = "a row marked +tr" if key == "transfer_overrides" else "a trained row"
+                raise MahaError(f"{where}: {key} names '{row}', not {what} of this preset ({', '.join(rows)})")
     for row, values in cfg.train_overrides.items():
         from_dict(TrainConfig, values, f"{where}: train_overrides.{row}")
+    for row, values in cfg.transfer_overrides.items():
+        from_dict(TransferConfig, values, f"{where}: transfer_overrides.{row}")
     for row, n in cfg.row_seeds.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise MahaError(f"{where}: row_seeds.{row} is {n!r}: expected a whole number of 1 or more")
@@ -107,7 +112,7 @@ class Grid:
         self.rows: dict[str, dict] = {}
         self.stale: list[str] = []  # finished rows whose settings have changed since: built again
         self.partial: dict[str, list[dict]] = {}  # finished seeds of rows that were interrupted
-        self._transfer: TransferSet | None = None  # read on first use (transfer_set)
+        self._transfers: dict[str, TransferSet] = {}  # per transfer configuration, read on first use (transfer_set)
         self.timing_seconds: float | None = None  # how long the timing session took (recorded in meta)
         if self.results_path.exists():
             saved = read_results(self.results_path)  # an older version's file is brought up to today's keys
@@ -147,8 +152,9 @@ class Grid:
         self.unlearnable = unlearnable_classes(self.splits)
         self._save()  # results.json marks the folder as this grid's before any model is in it: an early kill resumes
         self.teacher_dir = self._resolve_teacher()
-        if any(parse_row(n).tr for n in self.cfg.rows if self.rows.get(n, {}).get("status") != "done"):
-            self.transfer_set()  # a bad transfer file stops here, before any row is trained
+        for name in self.cfg.rows:  # a bad transfer file stops here, before any row is trained
+            if parse_row(name).tr and self.rows.get(name, {}).get("status") != "done":
+                self.transfer_set(parse_row(name))
         if self.stale:
             _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
         for i, name in enumerate(self.cfg.rows, 1):
@@ -181,17 +187,20 @@ class Grid:
             return self.teacher
         return str(self.models / "baseline")
 
-    def transfer_set(self) -> TransferSet:
-        """The preset's transfer set, read once; pieces overlapping a dev or test text are dropped and counted."""
-        if self._transfer is None:
-            self._transfer = build_transfer(self.cfg.transfer, self.splits.dev.texts + self.splits.test.texts,
-                                            labelled=self.splits.train.texts)
-            c = self._transfer.counts
+    def transfer_set(self, spec: RowSpec) -> TransferSet:
+        """The transfer set of a `+tr` row (the preset's, with the row's `transfer_overrides`), read once per
+        configuration; pieces overlapping a dev or test text are dropped and counted."""
+        cfg = transfer_config(self.cfg, spec)
+        key = json.dumps(asdict(cfg), sort_keys=True)
+        if key not in self._transfers:
+            self._transfers[key] = build_transfer(cfg, self.splits.dev.texts + self.splits.test.texts,
+                                                  labelled=self.splits.train.texts)
+            c = self._transfers[key].counts
             _console.print(f"transfer set {c['file']}: {c['kept']} pieces of {c['pieces']} used ({c['dropped_overlap']} "
                            f"overlapping dev/test texts, {c['dropped_labelled']} labelled training texts and "
                            f"{c['dropped_duplicate']} duplicates dropped, "
                            f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
-        return self._transfer
+        return self._transfers[key]
 
     def use_splits(self, splits, data: DataConfig) -> str:
         """Take `splits` (loaded with `data`, which every built folder records) instead of reading the preset's

@@ -127,7 +127,7 @@ def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
         return
     info = {"untrained_shape_of": spec.name, "settings": settings}
     if spec.kind == "static":  # the table before its training: the teacher's trimmed vocabulary, PCA, SIF
-        corpus = with_transfer(grid.splits, grid.transfer_set() if spec.tr else None).train.texts
+        corpus = with_transfer(grid.splits, grid.transfer_set(spec) if spec.tr else None).train.texts
         model, tokenizer, _ = build_table(grid.teacher_dir, corpus, grid.cfg.static_dim)
         save_classifier(model, tokenizer, folder, info)
         return
@@ -314,7 +314,11 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     grid_cfg, preset = load_preset(cfg.preset)
     transfer_cfg = replace(grid_cfg.transfer, path=transfer.path, text_col=transfer.text_col, label_col=None) \
         if transfer and transfer.path else TransferConfig()
-    grid_cfg = replace(grid_cfg, transfer=transfer_cfg, max_train_rows=data.max_train_rows, served_blocks=False)
+    # the user's file replaces the preset's, also in a row's transfer_overrides (which keep their caps and windows)
+    overrides = {row: {k: v for k, v in values.items() if k not in ("path", "text_col", "label_col")}
+                 for row, values in grid_cfg.transfer_overrides.items()}
+    grid_cfg = replace(grid_cfg, transfer=transfer_cfg, transfer_overrides=overrides, max_train_rows=data.max_train_rows,
+                       served_blocks=False)
     identity = {"teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher, "data": asdict(data),
                 "transfer": asdict(transfer_cfg), "finetune": asdict(grid_cfg.finetune)}
     _check_claim(out, identity)
@@ -329,8 +333,9 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     if teacher_dir != teacher and not (Path(teacher_dir) / TRAINING_RECORD).is_file():
         _console.print(f"fine-tuning the teacher {teacher} on {splits.name} first (its labels are not the dataset's)")
         grid.build(parse_row("baseline"), Path(teacher_dir))
-    if transfer_cfg.path:
-        grid.transfer_set()  # a bad transfer file stops here, before any shape is built
+    for spec in specs:  # a bad transfer file stops here, before any shape is built
+        if spec.tr:
+            grid.transfer_set(spec)
     # fp32 always: the teacher's fp32 dev predictions are the reference every model is judged against
     runtimes = list(dict.fromkeys(["fp32", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)]))
     ctx = {"max_length": grid_cfg.finetune.max_length, "measure": grid_cfg.measure, "cache": out / "cache",
@@ -512,7 +517,7 @@ def _export(out: Path, model_dir: str, chosen: dict, ms: dict[str, float], grid:
                      key=ms.get)  # a reused trial may hold runtimes this run neither times nor serves
     runtime = passing[0] if passing else "fp32"
     static = is_static(model_dir)
-    corpus = None if static else with_transfer(splits, grid.transfer_set() if spec and spec.tr else None).train.texts
+    corpus = None if static else with_transfer(splits, grid.transfer_set(spec) if spec and spec.tr else None).train.texts
     manifest = export(Path(model_dir), out / "export", backend=EXPORTED_AS[runtime], corpus=corpus,
                       corpus_names=["the training split" + (" and transfer set" if spec and spec.tr else "")],
                       splits=splits, max_length=ctx["max_length"], calibration_texts=ctx["calibration"])

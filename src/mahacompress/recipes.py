@@ -23,10 +23,10 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
 from .baseline import C_GRID, VECTORIZER, save_tfidf
-from .config import DataConfig, GridConfig, TrainConfig, from_dict
+from .config import DataConfig, GridConfig, TrainConfig, TransferConfig, from_dict
 from .data import Splits
 from .distill import distill
 from .errors import MahaError
@@ -62,7 +62,7 @@ class Runner(Protocol):
 
     def settings_of(self, spec: RowSpec) -> dict: ...
 
-    def transfer_set(self) -> TransferSet: ...
+    def transfer_set(self, spec: RowSpec) -> TransferSet: ...
 
     def base_model(self) -> str: ...
 
@@ -121,7 +121,7 @@ def _mp_settings(grid: Runner, spec: RowSpec) -> dict:
 
 
 def _transfer_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"transfer": asdict(grid.cfg.transfer)} if spec.tr else {}
+    return {"transfer": asdict(transfer_config(grid.cfg, spec))} if spec.tr else {}
 
 
 def _layers_settings(grid: Runner, spec: RowSpec) -> dict:
@@ -174,14 +174,14 @@ def _build_mp(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precisi
 def _build_layers(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     layers = spec.number or grid.cfg.student_layers
     return timed(out, distill, grid.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), grid.splits, tcfg, out, resume=True,
-                  transfer=grid.transfer_set() if spec.tr else None, data=grid.data)
+                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data)
 
 
 def _build_prune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
     return timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
                   out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
-                  transfer=grid.transfer_set() if spec.tr else None, data=grid.data)
+                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data)
 
 
 def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
@@ -193,13 +193,13 @@ def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, pr
     index = tcfg.seed - train_config(grid.cfg, spec).seed  # which of this row's seeds is being built
     student = source["seeds"][index]["model_dir"] if index < len(source["seeds"]) else source["model_dir"]
     return timed(out, prune, student, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity), out,
-                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set() if spec.tr else None,
+                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set(spec) if spec.tr else None,
                   data=grid.data)
 
 
 def _build_static(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
-                  resume=True, transfer=grid.transfer_set() if spec.tr else None, data=grid.data)
+                  resume=True, transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data)
 
 
 def _build_tfidf(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
@@ -271,10 +271,23 @@ def unsupported(spec: RowSpec) -> str | None:
 
 def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
     """The training settings of a trained row: its kind's preset section with the row's overrides."""
-    base = getattr(cfg, _TRAIN_SECTION[spec.kind])
-    values = cfg.train_overrides.get(spec.name, {})
-    checked = from_dict(TrainConfig, values, f"train_overrides.{spec.name}")
-    return replace(base, **{key: getattr(checked, key) for key in values})
+    return _overridden(getattr(cfg, _TRAIN_SECTION[spec.kind]), cfg.train_overrides, "train_overrides", spec)
+
+
+def transfer_config(cfg: GridConfig, spec: RowSpec) -> TransferConfig:
+    """The transfer set a `+tr` row distils on: the preset's `transfer` section with the row's overrides."""
+    return _overridden(cfg.transfer, cfg.transfer_overrides, "transfer_overrides", spec)
+
+
+_Section = TypeVar("_Section", TrainConfig, TransferConfig)
+
+
+def _overridden(base: _Section, overrides: dict[str, dict], key: str, spec: RowSpec) -> _Section:
+    """`base` (a preset section) with the values `overrides` gives for the row replaced, each checked against
+    the section's own field types, so an override can change only what the section has."""
+    values = overrides.get(spec.name, {})
+    checked = from_dict(type(base), values, f"{key}.{spec.name}")
+    return replace(base, **{name: getattr(checked, name) for name in values})
 
 
 def timed(out: Path, fn: Callable, *args, **kwargs) -> dict:

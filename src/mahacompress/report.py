@@ -343,9 +343,8 @@ def _frontier(rows: list[dict]) -> list[str]:
     lines = ["", "## The frontier: the fastest model end to end within an accuracy budget", ""]
     if ref and ref.get("vs_baseline"):
         d = ref["vs_baseline"]
-        # Δ is against the teacher's first seed; with several seeds the row's own figures are their mean
         several = len(base.get("seeds") or []) > 1
-        first = base["seeds"][0] if several else base
+        first = _reference_seed(base)
         mean = (f" (the teacher's first seed, which every Δ is against; mean of {len(base['seeds'])}: "
                 f"{base['accuracy']:.2%} / {base['macro_f1']:.2%})" if several else "")
         lines.append(f"- The reference `{REFERENCE}`: {ref['accuracy']:.2%} accuracy, {ref['macro_f1']:.2%} macro-F1 "
@@ -422,6 +421,12 @@ def _served_backend(rows: list[dict]) -> str:
     return ", ".join(names) or "ONNX Runtime int8"
 
 
+def _reference_seed(base: dict) -> dict:
+    """The teacher's block every Δ is against: its first seed, the one every student learned from (with several
+    seeds the row's own figures are their mean)."""
+    return base["seeds"][0] if len(base.get("seeds") or []) > 1 else base
+
+
 def _speed_key(rows: list[dict]) -> str:
     """The plot's speed: end to end at batch 32 where measured (results from older versions: model-only)."""
     return "e2e_speedup_b32" if any(r.get("e2e_speedup_b32") for r in rows) else "speedup_b32"
@@ -430,7 +435,8 @@ def _speed_key(rows: list[dict]) -> str:
 def _plots(rows: list[dict], out_dir: Path, within: float) -> list[Path]:
     paths = []
     key = _speed_key(rows)
-    base = next((r for r in rows if r["name"] == "baseline"), {})
+    teacher = next((r for r in rows if r["name"] == "baseline"), {})
+    base = _reference_seed(teacher)  # the intervals' reference
     points = [(r["name"], r, "o") for r in rows if r.get(key) is not None and r.get("accuracy") is not None]
     points += [(f"{r['name']} (served)", r["served"], "s") for r in rows
                if isinstance(r.get("served"), dict) and r["served"].get(key) is not None]
@@ -449,7 +455,8 @@ def _plots(rows: list[dict], out_dir: Path, within: float) -> list[Path]:
             ax.errorbar(block[key], 100 * block["accuracy"], yerr=yerr, fmt=marker, color=color, ms=9 if marker == "*" else 6,
                         elinewidth=0.8, capsize=2, zorder=3)
         if base.get("accuracy") is not None:
-            ax.axhline(100 * base["accuracy"], color="gray", ls="--", lw=0.8, label="teacher's test accuracy")
+            first = " (its first seed, the intervals' reference)" if base is not teacher else ""
+            ax.axhline(100 * base["accuracy"], color="gray", ls="--", lw=0.8, label=f"teacher's test accuracy{first}")
             ax.axhline(100 * base["accuracy"] - within, color="gray", ls=":", lw=0.8,
                        label=f"{_points(within)} below it")
         line = sorted((b[key], 100 * b["accuracy"]) for n, b, _ in points if n in front)
