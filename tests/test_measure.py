@@ -64,6 +64,27 @@ def test_latency_interleaves_and_rotates_order():
     assert all(calls[i:i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
 
 
+def test_each_backends_turn_starts_after_an_untimed_pause(monkeypatch):
+    """A backend's spinning threads must have parked before the next one is timed (measure.SETTLE_SECONDS)."""
+    import mahacompress.measure as measure
+
+    calls: list[str] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if seconds == measure.SETTLE_SECONDS:
+            calls.append("pause")
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(measure.time, "sleep", sleep)
+    backends = {name: FakeBackend(name, calls) for name in "ab"}
+    latency(backends, ["x"] * 2, batch_sizes=(1,), repeats=2, warmup=0, batches_per_repeat=2, progress=False,
+            modes={1: ("model",)})
+    assert measure.SETTLE_SECONDS >= 0.1  # measured: 100 ms lets ONNX Runtime's threads park, 20 ms does not
+    assert calls == ["pause", "a", "a", "pause", "b", "b", "pause", "b", "b", "pause", "a", "a"]
+
+
 def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by_length():
     class Recorder(FakeBackend):
         def encode(self, texts):

@@ -29,3 +29,18 @@ def test_crowded_points_get_numbers_and_a_key_while_the_names_that_matter_never_
     # every other row is a number beside its point, listed once in the key by speed
     assert sorted(line.split()[1] for line in key) == sorted(name for name, _, _ in cluster)
     assert {line.split()[0] for line in key} <= set(labels) and len(key) == len(cluster)
+
+
+def test_the_transfer_line_names_each_rows_cap_when_rows_used_different_ones():
+    from mahacompress.report import _transfer_lines
+
+    common = {"file": "/data/unlabelled.csv", "texts_read": 10, "pieces": 50, "dropped_overlap": 1,
+              "dropped_duplicate": 2, "teacher_agreement_with_file_labels": None}
+    capped, every = {**common, "kept": 20}, {**common, "kept": 47}
+    one = _transfer_lines([{"name": "kd+tr", "transfer": capped}, {"name": "kd2+tr", "transfer": capped}])
+    assert one == ["- Rows marked `+tr` also distil on a transfer set: `unlabelled.csv`, 10 texts cut into 50 word "
+                   "windows; 1 shared a word run with a dev or test text and 2 were duplicates (both dropped); 20 used."]
+    two = _transfer_lines([{"name": "kd+tr", "transfer": capped}, {"name": "static+tr", "transfer": every},
+                           {"name": "kd2+tr", "transfer": capped}, {"name": "baseline"}])[0]
+    assert two.endswith("`kd+tr`, `kd2+tr`: 20 used; `static+tr`: 47 used.")
+    assert _transfer_lines([{"name": "baseline"}]) == []

@@ -48,6 +48,11 @@ _METERED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi"}
 # ---------------------------------------------------------------- latency
 
 MODES = ("model", "e2e", "e2e_sorted")  # what a timing covers, and how its batches are formed (latency)
+# Untimed pause before each backend's turn, so the previous backend's worker threads stop spinning first.
+# ONNX Runtime's intra-op threads (and OpenMP's) spin-wait after a run and steal the cores the next backend
+# needs: measured on a 2-core Xeon (AMX), the pruned bf16 p25+kd+mp took 108 ms per batch of 32 right after
+# fused ONNX Runtime int8, 69 ms after nothing; after a 5 / 20 / 100 ms pause 99 / 84 / 73 ms.
+SETTLE_SECONDS = 0.2
 
 
 def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Sequence[int] = (1, 32),
@@ -72,7 +77,8 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
     with `threads` threads; onnxruntime backends keep the thread count they were loaded with, so load
     them with the same number. Give it no more threads than there are idle cores: threads spin-wait for
     each other, and with 2 threads on 2 cores shared with a training job e5-small's batch-1 fp32 latency
-    went from 47 ms (1 thread) to 1450 ms.
+    went from 47 ms (1 thread) to 1450 ms. For the same reason each backend's turn starts after an untimed
+    pause (`SETTLE_SECONDS`), so one backend's spinning threads never land in the next one's timings.
     """
     if not texts:
         raise MahaError("latency needs at least one text")
@@ -100,6 +106,7 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
             for r in range(repeats):
                 for name in names[r % len(names):] + names[:r % len(names)]:
                     bar.update(task, description=f"repeat {r + 1}/{repeats}: {name}")
+                    time.sleep(SETTLE_SECONDS)  # no backend is timed while its predecessor's threads still spin
                     for plan in plans:
                         timings[name][plan].append([_timed(backends[name], b, plan[1]) for b in batches[name][plan]])
                     bar.advance(task)

@@ -287,16 +287,31 @@ def _findings(rows: list[dict], within: float, spread: float | None = None) -> l
             lines.append(f"- **{r['name']}** serves `{r.get('source_row')}`, chosen by {r['chosen_by']}.")
     lines += _fastest_serving(rows, within)
     lines += _frontier(rows)
-    transfer = next((r["transfer"] for r in rows if r.get("transfer")), None)
-    if transfer:
-        agree = transfer.get("teacher_agreement_with_file_labels")
-        lines.append(f"- Rows marked `+tr` also distil on a transfer set: `{Path(transfer['file']).name}`, "
-                     f"{transfer['texts_read']} texts cut into {transfer['pieces']} word windows; "
-                     f"{transfer['dropped_overlap']} shared a word run with a dev or test text and "
-                     f"{transfer['dropped_duplicate']} were duplicates (both dropped); {transfer['kept']} used"
-                     + (f". The teacher's label agrees with the file's own label on {agree:.1%} of them"
-                        if agree is not None else "") + ".")
+    lines += _transfer_lines(rows)
     return lines + ([""] if lines and lines[-1] else [])
+
+
+def _transfer_lines(rows: list[dict]) -> list[str]:
+    """What the `+tr` rows distilled on: the file and its cleaning once, then how many pieces each row used
+    (a row's `transfer_overrides` can give it another cap than the rest)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("transfer"):
+            groups.setdefault(json.dumps(r["transfer"], sort_keys=True), []).append(r)
+    if not groups:
+        return []
+    first = next(iter(groups.values()))[0]["transfer"]
+    used = []
+    for members in groups.values():
+        t, names = members[0]["transfer"], ", ".join(f"`{r['name']}`" for r in members)
+        agree = t.get("teacher_agreement_with_file_labels")
+        used.append((f"{names}: " if len(groups) > 1 else "") + f"{t['kept']} used" +
+                    (f" (the teacher's label agrees with the file's own label on {agree:.1%} of them)"
+                     if agree is not None else ""))
+    return [f"- Rows marked `+tr` also distil on a transfer set: `{Path(first['file']).name}`, "
+            f"{first['texts_read']} texts cut into {first['pieces']} word windows; "
+            f"{first['dropped_overlap']} shared a word run with a dev or test text and "
+            f"{first['dropped_duplicate']} were duplicates (both dropped); " + "; ".join(used) + "."]
 
 
 def _seed_ranges(rows: list[dict]) -> list[tuple[str, float, float, int]]:
