@@ -58,14 +58,15 @@ def test_latency_interleaves_and_rotates_order():
     backends = {name: FakeBackend(name, calls) for name in "abc"}
     latency(backends, ["x"] * 4, batch_sizes=(1, 2), repeats=3, warmup=0, batches_per_repeat=2, progress=False,
             modes={1: ("model",), 2: ("model",)})
-    per_backend = 2 * 2  # two batch sizes, two batches each
+    per_backend = 2 * (1 + 2)  # two batch sizes: one untimed warm batch, then two timed ones each
     blocks = [calls[i] for i in range(0, len(calls), per_backend)]  # who ran each block of calls
     assert blocks == list("abc" "bca" "cab")
     assert all(calls[i:i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
 
 
-def test_each_backends_turn_starts_after_an_untimed_pause(monkeypatch):
-    """A backend's spinning threads must have parked before the next one is timed (measure.SETTLE_SECONDS)."""
+def test_each_backends_turn_starts_after_an_untimed_pause_and_a_warm_batch(monkeypatch):
+    """A backend's spinning threads must have parked before the next one is timed (measure.SETTLE_SECONDS),
+    and the timed batches must not start cold after that pause."""
     import mahacompress.measure as measure
 
     calls: list[str] = []
@@ -82,7 +83,8 @@ def test_each_backends_turn_starts_after_an_untimed_pause(monkeypatch):
     latency(backends, ["x"] * 2, batch_sizes=(1,), repeats=2, warmup=0, batches_per_repeat=2, progress=False,
             modes={1: ("model",)})
     assert measure.SETTLE_SECONDS >= 0.1  # measured: 100 ms lets ONNX Runtime's threads park, 20 ms does not
-    assert calls == ["pause", "a", "a", "pause", "b", "b", "pause", "b", "b", "pause", "a", "a"]
+    # each turn: the pause, one untimed warm batch, then the two timed ones
+    assert calls == ["pause", "a", "a", "a", "pause", "b", "b", "b", "pause", "b", "b", "b", "pause", "a", "a", "a"]
 
 
 def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by_length():
@@ -99,7 +101,9 @@ def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by
     encodes = [c[1] for c in calls if isinstance(c, tuple)]
     # model-only batches are encoded once before timing; e2e batches are encoded again inside every timed call
     assert encodes[:2] == [("ccc", "a"), ("bb", "dddd")]
-    assert encodes[2:4] == [("ccc", "a"), ("bb", "dddd")] and encodes[4:] == [("a", "bb"), ("ccc", "dddd")]
+    # each e2e mode's turn starts with one untimed warm batch (its first), then its timed batches
+    assert encodes[2:5] == [("ccc", "a"), ("ccc", "a"), ("bb", "dddd")]
+    assert encodes[5:] == [("a", "bb"), ("a", "bb"), ("ccc", "dddd")]
     assert speedups({"baseline": dict(row), "x": dict(row)})["x"]["e2e_speedup_b2_sorted"] == pytest.approx(1.0)
 
 
@@ -107,7 +111,7 @@ def test_latency_reuses_texts_to_fill_batches():
     calls: list[str] = []
     results = latency({"a": FakeBackend("a", calls)}, ["x"] * 3, batch_sizes=(32,), repeats=2, warmup=1,
                       progress=False, modes={32: ("model",)})
-    assert len(calls) == 1 + 2  # one warm-up, then one full batch of 32 per repeat from 3 texts
+    assert len(calls) == 1 + 2 * 2  # one warm-up, then per repeat a warm batch and one full batch of 32 from 3 texts
     assert set(results["a"]) >= {"latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"}
 
 
@@ -116,7 +120,8 @@ def test_latency_takes_a_batch_count_per_batch_size():
     calls: list[str] = []
     latency({"a": FakeBackend("a", calls)}, ["x"] * 64, batch_sizes=(1, 32), repeats=2, warmup=0,
             batches_per_repeat={1: 5}, progress=False, modes={1: ("model",), 32: ("model",)})
-    assert len(calls) == 2 * (5 + 2)  # per repeat: 5 single texts, and the 2 batches of 32 that 64 texts fill
+    assert len(calls) == 2 * (1 + 5 + 1 + 2)  # per repeat and batch size, one warm batch, then 5 single texts
+    # and the 2 batches of 32 that 64 texts fill
 
 
 def test_speedups_are_ratios_of_stored_medians():

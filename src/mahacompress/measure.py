@@ -51,7 +51,9 @@ MODES = ("model", "e2e", "e2e_sorted")  # what a timing covers, and how its batc
 # Untimed pause before each backend's turn, so the previous backend's worker threads stop spinning first.
 # ONNX Runtime's intra-op threads (and OpenMP's) spin-wait after a run and steal the cores the next backend
 # needs: measured on a 2-core Xeon (AMX), the pruned bf16 p25+kd+mp took 108 ms per batch of 32 right after
-# fused ONNX Runtime int8, 69 ms after nothing; after a 5 / 20 / 100 ms pause 99 / 84 / 73 ms.
+# fused ONNX Runtime int8, 69 ms after nothing; after a 5 / 20 / 100 ms pause 99 / 84 / 73 ms. The pause
+# alone left the turn's first batch cold (the static student's batch of 32: 1.9 ms became 3.3 ms in a
+# whole timing session), so each mode's turn then runs one untimed batch before its timed ones.
 SETTLE_SECONDS = 0.2
 
 
@@ -78,7 +80,8 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
     them with the same number. Give it no more threads than there are idle cores: threads spin-wait for
     each other, and with 2 threads on 2 cores shared with a training job e5-small's batch-1 fp32 latency
     went from 47 ms (1 thread) to 1450 ms. For the same reason each backend's turn starts after an untimed
-    pause (`SETTLE_SECONDS`), so one backend's spinning threads never land in the next one's timings.
+    pause (`SETTLE_SECONDS`), so one backend's spinning threads never land in the next one's timings, and
+    each mode's timed batches follow one untimed batch, so none of them starts cold after the pause.
     """
     if not texts:
         raise MahaError("latency needs at least one text")
@@ -108,6 +111,7 @@ def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Seq
                     bar.update(task, description=f"repeat {r + 1}/{repeats}: {name}")
                     time.sleep(SETTLE_SECONDS)  # no backend is timed while its predecessor's threads still spin
                     for plan in plans:
+                        _timed(backends[name], batches[name][plan][0], plan[1])  # untimed: threads and caches warm
                         timings[name][plan].append([_timed(backends[name], b, plan[1]) for b in batches[name][plan]])
                     bar.advance(task)
     finally:
