@@ -23,6 +23,16 @@ def _private_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def _no_settle_pause(monkeypatch):
+    """Timings in tests are never compared, so the pause that keeps one backend's spinning threads out of the
+    next one's timings (measure.SETTLE_SECONDS, 200 ms a turn: 1.5 minutes of this suite) is cut to nothing;
+    test_measure checks that the pause is taken."""
+    import mahacompress.measure as measure
+
+    monkeypatch.setattr(measure, "SETTLE_SECONDS", 0.0)
+
+
 def _slice(ts: TextSet, n: int) -> TextSet:
     return TextSet(ts.texts[:n], ts.labels[:n])
 
