@@ -51,9 +51,9 @@ MODES = ("model", "e2e", "e2e_sorted")  # what a timing covers, and how its batc
 # Untimed pause before each backend's turn, so the previous backend's worker threads stop spinning first.
 # ONNX Runtime's intra-op threads (and OpenMP's) spin-wait after a run and steal the cores the next backend
 # needs: measured on a 2-core Xeon (AMX), the pruned bf16 p25+kd+mp took 108 ms per batch of 32 right after
-# fused ONNX Runtime int8, 69 ms after nothing; after a 5 / 20 / 100 ms pause 99 / 84 / 73 ms. The pause
-# alone left the turn's first batch cold (the static student's batch of 32: 1.9 ms became 3.3 ms in a
-# whole timing session), so each mode's turn then runs one untimed batch before its timed ones.
+# fused ONNX Runtime int8, 69 ms after nothing; after a 5 / 20 / 100 ms pause 99 / 84 / 73 ms. After the
+# pause a backend's own threads are parked too (fused int8 after itself: 63 ms back to back, 69 ms after a
+# 100 ms pause), so each mode's turn runs one untimed batch before its timed ones.
 SETTLE_SECONDS = 0.2
 
 

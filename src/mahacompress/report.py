@@ -358,8 +358,8 @@ def _frontier(rows: list[dict]) -> list[str]:
     lines = ["", "## The frontier: the fastest model end to end within an accuracy budget", ""]
     if ref and ref.get("vs_baseline"):
         d = ref["vs_baseline"]
-        several = len(base.get("seeds") or []) > 1
         first = _reference_seed(base)
+        several = first is not base
         mean = (f" (the teacher's first seed, which every Δ is against; mean of {len(base['seeds'])}: "
                 f"{base['accuracy']:.2%} / {base['macro_f1']:.2%})" if several else "")
         lines.append(f"- The reference `{REFERENCE}`: {ref['accuracy']:.2%} accuracy, {ref['macro_f1']:.2%} macro-F1 "
