@@ -177,8 +177,8 @@ def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sa
     optimize.optimize(str(teacher_dir), DataConfig(str(data)),
                       _config(preset, candidates=["kd1"], runtimes=["fp32", "openvino-int8"]), out)
     shapes = {n for d, n in seen if d.is_relative_to(out / "shapes")}
-    trained = {n for d, n in seen if d.is_relative_to(out / "models")}
-    assert shapes == {2} and trained and min(trained) > 2
+    served = {n for d, n in seen if d.is_relative_to(out / "served")}  # trained models, trimmed as they ship
+    assert shapes == {2} and served and min(served) > 2
 
 
 def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_at_the_end(first_run):
@@ -197,8 +197,25 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
         if row["status"] == "cannot win":
             assert faster_passed
     assert json.loads((out / "export" / "export.json").read_text())["backend"] == "onnx"
+    phases = report["meta"]["phases"]  # where the run's time went, step by step, adding up to it
+    assert phases["trials"] > 0 and sum(phases.values()) == pytest.approx(report["meta"]["seconds"], abs=1.0)
     assert (out / "report.md").read_text().startswith("# optimize") and (out / "optimize.png").stat().st_size > 1000
     assert json.loads((out / "optimize.json").read_text())["winner"]["name"] == winner["name"]
+
+
+def test_what_is_timed_and_judged_has_the_vocabulary_the_export_ships(first_run):
+    """Shapes are timed, and trained models judged on dev, trimmed to their training corpus, as export trims."""
+    from mahacompress.backends.cache import checkpoint_digest
+
+    out, report, _ = first_run
+    for shape in (p for p in (out / "shapes").iterdir() if p.is_dir()):
+        assert json.loads((shape / "trim.json").read_text())["corpus"] == ["the training split"]
+    trial = json.loads((out / "trials" / f"{report['winner']['name']}.json").read_text())
+    served = Path(trial["served_dir"])
+    assert served.is_relative_to(out / "served")
+    assert json.loads((served / "trim.json").read_text())["source_checkpoint"] == checkpoint_digest(trial["model_dir"])
+    vocab = lambda folder: json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]  # noqa: E731
+    assert vocab(served) == vocab(out / "export")
 
 
 def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher_dir, toy_data, monkeypatch):
@@ -313,3 +330,14 @@ def test_a_failure_prunes_only_faster_candidates_of_its_own_family():
     status = verdicts(ORDER, MS, 10.0, tried, False, family)
     assert status["c"]["status"] == "pruned by the search" and "d is slower and failed" in status["c"]["why"]
     assert status["b"]["status"] == "not tried"
+
+
+def test_a_candidate_built_from_a_failed_model_is_not_trained():
+    """kdp50 prunes kd's trained student further: when kd fails, kdp50 (faster, another family) is ruled out."""
+    family = {"a": "static", "b": "kdprune", "c": "kd", "d": "prune", "e": "prune"}
+    sources = dict.fromkeys(ORDER) | {"b": "c"}
+    tried = {"c": {"passed": False, "ms": None}}
+    assert open_candidates(ORDER, MS, 10.0, tried, family, sources) == ["a", "d", "e"]
+    assert open_candidates(ORDER, MS, 10.0, tried, family) == ["a", "b", "d", "e"]
+    status = verdicts(ORDER, MS, 10.0, tried, False, family, sources)
+    assert status["b"] == {"status": "pruned by the search", "why": "c failed, and it is built from c's trained model"}

@@ -10,18 +10,21 @@ So the run goes, top to bottom:
    holding another teacher's or dataset's search is refused; the same search resumes).
 2. Shapes: each candidate is built UNTRAINED with the shape its trained model will have (a layer student
    copied from the teacher, a pruned model compacted from random scores by the pruner's own plan, the static
-   table built from the teacher) and timed end to end at the batch size in every runtime this machine runs
-   natively, one interleaved session per runtime with the teacher in fp32 as the anchor between sessions (calibrated
-   int8 files of shapes on a few texts: latency does not depend on the ranges). A trained model has the same
-   shape, so it has the same latency in each runtime: nothing is trained to learn how fast it will be.
+   table built from the teacher), its vocabulary trimmed to its training corpus as its exported folder will be
+   (`trim.py`: the ONNX and OpenVINO files of a 250k-row embedding took 30 s each to build, a trimmed one 4-13 s,
+   at the same speed), and timed end to end at the batch size in every runtime this machine runs natively, one
+   interleaved session per runtime with the teacher in fp32 as the anchor between sessions (calibrated int8 files
+   of shapes on a few texts, timed on a few batches: ranking candidates needs less than the winner's final
+   figure). A trained model has the same shape, so it has the same latency in each runtime: nothing is trained
+   to learn how fast it will be.
 3. Search: candidates sorted by their fastest runtime. Within a family of recipes (layer students, pruned
    models, depth+width, static) accuracy rises with size, so the search bisects: train the middle untried
    candidate that can still win, then look only at faster ones if it passed, or only at slower ones of its
    family if it failed. A candidate "can still win" while it is faster than the best passing model so far
-   (the teacher passes by definition) and no slower candidate of its family has failed (across families the
-   assumption failed on MahaNews: reports/optimize/mahanews). Each trained model
-   is scored on DEV in each runtime (int8 can cost accuracy), against the teacher's fp32 dev predictions,
-   with the paired bootstrap (`stats`); the pass rule is the point estimate or the interval's lower bound
+   (the teacher passes by definition), no slower candidate of its family has failed (across families the
+   assumption failed on MahaNews: reports/optimize/mahanews) and the model it is built from (a kdpNN's kd row)
+   has not failed. Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it
+   will ship, against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point estimate or the interval's lower bound
    (`OptimizeConfig.decide`). The time budget is checked before each trial: a trial that started finishes.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
    whose dev score stays within the budget serves it. It is exported (vocabulary trimmed to its training
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import gc
 import json
+import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -48,6 +52,7 @@ from rich.console import Console
 from transformers import AutoConfig
 
 from .backends import CALIBRATED_BACKENDS, load_backend
+from .backends.cache import checkpoint_digest
 from .backends.calibration import calibration_sample
 from .backends.numpy_engine import is_static
 from .config import OPTIMIZE_RUNTIMES, DataConfig, GridConfig, MeasureConfig, OptimizeConfig, TransferConfig
@@ -55,7 +60,7 @@ from .data import Splits, load_splits
 from .distill import layer_student, with_transfer
 from .errors import MahaError
 from .evaluate import classification_metrics, model_labels
-from .files import SEARCH_RECORD, TRAINING_RECORD, atomic_path, staged_dir, write_json, write_text
+from .files import SEARCH_RECORD, TRAINING_RECORD, TRIM_RECORD, atomic_path, staged_dir, write_json, write_text
 from .grid import Grid, load_preset, timing_texts
 from .hardware import describe, unsupported_reason
 from .measure import latency
@@ -65,6 +70,7 @@ from .pruning.masks import MaskedModel, make_binarizer
 from .pruning.structure import structure_of
 from .recipes import KINDS, RowSpec, kdprune_source, parse_row
 from .static import build_table
+from .trim import trim
 from .stats import correctness, paired_difference, paired_macro_f1_difference
 from .validate import check_optimize_config, check_output_dir
 
@@ -79,6 +85,10 @@ _TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
 # part of the shapes' timing (not measured apart); trained models calibrate on the full sample
 # (calibration.CALIBRATION_TEXTS)
 SHAPE_CALIBRATION_TEXTS = 32
+# Dev texts an untrained shape is timed on (at least two batches): the shapes only rank candidates, and timing
+# nine shapes and the teacher over 256 texts in six runtimes was minutes of a run; the winner's final figure,
+# beside the teacher, uses the preset's measure.texts
+SHAPE_TIMING_TEXTS = 64
 
 
 # ---------------------------------------------------------------- the candidates
@@ -119,15 +129,26 @@ def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int 
     return list(specs.values()), left_out
 
 
+def training_texts(grid: Grid, spec: RowSpec | None) -> list[str]:
+    """What `spec` trains on (the training split, and its transfer set for a `+tr` row): the corpus its
+    vocabulary is trimmed to, as `export` trims it (the teacher, `spec` None: the training split)."""
+    return with_transfer(grid.splits, grid.transfer_set(spec) if spec and spec.tr else None).train.texts
+
+
+def corpus_names(spec: RowSpec | None) -> list[str]:
+    return ["the training split" + (" and transfer set" if spec and spec.tr else "")]
+
+
 def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
-    """Save `spec`'s model untrained, with the shape training gives it (reused while its settings hold)."""
+    """Save `spec`'s model untrained, with the shape training gives it and the vocabulary its export keeps
+    (reused while its settings hold)."""
     settings = grid.settings_of(spec)
     record = folder / TRAINING_RECORD
     if record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("settings") == settings:
         return
     info = {"untrained_shape_of": spec.name, "settings": settings}
+    corpus = training_texts(grid, spec)
     if spec.kind == "static":  # the table before its training: the teacher's trimmed vocabulary, PCA, SIF
-        corpus = with_transfer(grid.splits, grid.transfer_set(spec) if spec.tr else None).train.texts
         model, tokenizer, _ = build_table(grid.teacher_dir, corpus, grid.cfg.static_dim)
         save_classifier(model, tokenizer, folder, info)
         return
@@ -135,13 +156,31 @@ def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
     if spec.kind in ("kd", "kdprune"):
         layers = spec.number if spec.kind == "kd" and spec.number else grid.cfg.student_layers
         model = layer_student(model, layers, "ends" if spec.ends else "even")
-    if spec.kind == "kd":
-        save_classifier(model, tokenizer, folder, info)
-        return
-    pruned = random_compaction(model, spec.sparsity, grid.cfg.prune.block_size)
-    with staged_dir(folder, TRAINING_RECORD) as tmp:
-        save_pruned(pruned, tmp, tokenizer)
-        write_json(tmp / TRAINING_RECORD, info)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as work:
+        untrimmed = Path(work) / "untrimmed"
+        if spec.kind == "kd":
+            save_classifier(model, tokenizer, untrimmed, info)
+        else:
+            pruned = random_compaction(model, spec.sparsity, grid.cfg.prune.block_size)
+            with staged_dir(untrimmed, TRAINING_RECORD) as tmp:
+                save_pruned(pruned, tmp, tokenizer)
+                write_json(tmp / TRAINING_RECORD, info)
+        trim(untrimmed, corpus, folder, corpus_names=corpus_names(spec))  # copies training.json, the record above
+
+
+def served_copy(out: Path, grid: Grid, spec: RowSpec, model_dir: str) -> str:
+    """The trained model as its exported folder will hold it: its vocabulary trimmed to its training corpus
+    (a static student's table is trimmed already). Its dev scores and the winner's final timing are this
+    copy's, so what is judged is what ships; built once per trained model (keyed by its checkpoint)."""
+    if is_static(model_dir):
+        return model_dir
+    folder = out / "served" / _folder(spec)
+    record = folder / TRIM_RECORD
+    if not (record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("source_checkpoint")
+            == checkpoint_digest(model_dir)):
+        trim(Path(model_dir), training_texts(grid, spec), folder, corpus_names=corpus_names(spec))
+    return str(folder)
 
 
 def random_compaction(model: torch.nn.Module, sparsity: float, block_size: int, seed: int = 0) -> torch.nn.Module:
@@ -246,12 +285,13 @@ def outcome(trial: dict, ms: dict[str, float], teacher: list[int], splits: Split
 # ---------------------------------------------------------------- the search
 
 def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
-           run_trial, out_of_time, family: dict[str, str] | None = None) -> bool:
+           run_trial, out_of_time, family: dict[str, str] | None = None,
+           sources: dict[str, str | None] | None = None) -> bool:
     """Bisect `order` (candidates by their fastest time): train the middle of those that can still win
     (`open_candidates`), add what `run_trial(name)` returns ({name: outcome}: a kdpNN trial adds its kd row
     too) to `tried`, until none can win. Returns whether it stopped because `out_of_time()`."""
     while True:
-        candidates = open_candidates(order, fastest_ms, teacher_ms, tried, family)
+        candidates = open_candidates(order, fastest_ms, teacher_ms, tried, family, sources)
         if not candidates:
             return False
         if out_of_time():
@@ -260,41 +300,49 @@ def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tr
 
 
 def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: float,
-                    tried: dict[str, dict], family: dict[str, str] | None = None) -> list[str]:
-    """Untried candidates that could beat the best passing model: faster than it, and slower than every
-    failed candidate of their own family (accuracy is assumed to rise with size within a family: layer students,
-    pruned models, depth+width, static; MahaNews showed it does not hold across them, where a 6-layer student
-    kept the accuracy a slower 50%-pruned model lost). A trial that errored proves nothing."""
+                    tried: dict[str, dict], family: dict[str, str] | None = None,
+                    sources: dict[str, str | None] | None = None) -> list[str]:
+    """Untried candidates that could beat the best passing model: faster than it, and not ruled out by a failure
+    (`ruled_out`). A trial that errored proves nothing."""
     best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
     return [n for i, n in enumerate(order)
-            if n not in tried and _failed_above(order, i, tried, family) is None and fastest_ms[n] < best]
+            if n not in tried and ruled_out(order, i, tried, family, sources) is None and fastest_ms[n] < best]
 
 
-def _failed_above(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None) -> str | None:
-    """The slowest failed candidate slower than `order[i]` in its family (`family` None: one family), if any."""
+def ruled_out(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None,
+              sources: dict[str, str | None] | None = None) -> str | None:
+    """Why `order[i]` is assumed to fail, if a failure says so: the model it is built from failed (a kdpNN
+    prunes its kd row's student further: it starts from that model's accuracy and removes weights), or a slower
+    candidate of its family failed (accuracy is assumed to rise with size within a family: layer students, pruned
+    models, depth+width, static; MahaNews showed it does not hold across them, where a 6-layer student kept the
+    accuracy a slower 50%-pruned model lost). `family` None: one family."""
+    source = (sources or {}).get(order[i])
+    if source and tried.get(source, {}).get("passed") is False:
+        return f"{source} failed, and it is built from {source}'s trained model"
     same = (lambda n: True) if family is None else (lambda n: family[n] == family[order[i]])
     failed = [n for n in order[i + 1:] if same(n) and tried.get(n, {}).get("passed") is False]
-    return failed[-1] if failed else None
+    return f"{failed[-1]} is slower and failed (accuracy is assumed to rise with size within a family)" \
+        if failed else None
 
 
 def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
-             timed_out: bool, family: dict[str, str] | None = None) -> dict[str, dict]:
+             timed_out: bool, family: dict[str, str] | None = None,
+             sources: dict[str, str | None] | None = None) -> dict[str, dict]:
     """Why each candidate was or was not trained: passed / failed / error, or not trained because it cannot
     win, was pruned by the search, or the time ran out."""
     best_name, best = min([("the teacher", teacher_ms)] + [(n, o["ms"]) for n, o in tried.items() if o.get("passed")],
                           key=lambda item: item[1])
     out = {}
     for i, name in enumerate(order):
-        slower_failed = _failed_above(order, i, tried, family)
+        why_not = ruled_out(order, i, tried, family, sources)
         if name in tried:
             o = tried[name]
             out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
         elif fastest_ms[name] >= best:
             out[name] = {"status": "cannot win", "why": f"its fastest runtime ({fastest_ms[name]:.1f} ms) is no "
                                                          f"faster than {best_name} ({best:.1f} ms), which passed"}
-        elif slower_failed is not None:
-            out[name] = {"status": "pruned by the search", "why": f"{slower_failed} is slower and failed (accuracy is "
-                                                                  "assumed to rise with size within a family)"}
+        elif why_not is not None:
+            out[name] = {"status": "pruned by the search", "why": why_not}
         else:
             out[name] = {"status": "out of time" if timed_out else "not tried"}
     return out
@@ -342,16 +390,20 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
            "calibration": calibration_sample(splits.train.texts)}
     texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
 
+    phases = {"teacher and transfer set": clock() - start}  # this invocation's seconds per step, for the report
+
     # 2. shapes, timed untrained beside the teacher
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(grid, spec, out / "shapes" / _folder(spec))
-    shape_ms, reused_seconds = _shape_timing(out, grid, specs, teacher_dir, runtimes, texts, cfg.batch_size,
-                             ctx | {"calibration": ctx["calibration"][:SHAPE_CALIBRATION_TEXTS]})
+    shape_ms, reused_seconds = _shape_timing(out, grid, specs, teacher_dir, runtimes,
+                                             texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
+                                             ctx | {"calibration": ctx["calibration"][:SHAPE_CALIBRATION_TEXTS]})
     teacher_pred = dev_predictions(teacher_dir, runtimes, splits, ctx)
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
     fastest = {s.name: min(shape_ms[s.name].values()) for s in specs}
     order = sorted(fastest, key=fastest.get)
+    phases["shapes (build, time) and the teacher's dev scores"] = clock() - start - sum(phases.values())
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order)
                    + f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})")
 
@@ -361,9 +413,12 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     for spec in specs:
         trial = _saved_trial(out, grid, spec)
         if trial is not None:
-            missing = [r for r in runtimes_of(trial["model_dir"], runtimes) if r not in trial["dev_predictions"]]
+            served = served_copy(out, grid, spec, trial["model_dir"])
+            if trial.get("served_dir") != served:  # judged before trimming (an older version): judge what ships
+                trial |= {"served_dir": served, "dev_predictions": {}}
+            missing = [r for r in runtimes_of(served, runtimes) if r not in trial["dev_predictions"]]
             if missing:  # a runtime this run adds (a package installed since): judge the trained model in it too
-                trial["dev_predictions"] |= dev_predictions(trial["model_dir"], missing, splits, ctx)
+                trial["dev_predictions"] |= dev_predictions(served, missing, splits, ctx)
                 write_json(_trial_path(out, spec), trial)
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
             reused_seconds += trial.get("seconds", 0.0)
@@ -395,16 +450,19 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
         return cfg.time_budget_s is not None and clock() - start >= cfg.time_budget_s
 
     family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
-    timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time, family)
-    status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out, family)
+    sources = {s.name: _source(s) for s in specs}
+    timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time, family, sources)
+    status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out, family, sources)
+
+    phases["trials"] = clock() - start - sum(phases.values())
 
     # 4. the winner: re-timed trained, its runtime chosen, exported, scored on test once
     passing = {n: o for n, o in tried.items() if o.get("passed")}
     winner = min(passing, key=lambda n: passing[n]["ms"]) if passing else "teacher"
-    winner_dir = _saved_trial(out, grid, by_name[winner])["model_dir"] if winner != "teacher" else teacher_dir
-    final_ms = time_models({"teacher": (teacher_dir, runtimes), winner: (winner_dir, runtimes)}, texts,
-                           cfg.batch_size, ctx) if winner != "teacher" else \
-        time_models({"teacher": (teacher_dir, runtimes)}, texts, cfg.batch_size, ctx)
+    winner_trial = _saved_trial(out, grid, by_name[winner]) if winner != "teacher" else None
+    winner_dir = winner_trial["model_dir"] if winner_trial else teacher_dir
+    timed = {"teacher": (teacher_dir, runtimes)} | ({winner: (winner_trial["served_dir"], runtimes)} if winner_trial else {})
+    final_ms = time_models(timed, texts, cfg.batch_size, ctx)
     teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred["fp32"], splits, cfg)
     chosen = teacher_final if winner == "teacher" else \
         outcome(_saved_trial(out, grid, by_name[winner]), final_ms[winner], teacher_pred["fp32"], splits, cfg)
@@ -414,7 +472,8 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                  "config": asdict(cfg), "preset": preset, "runtimes": runtimes, "max_length": ctx["max_length"],
                  "timing": f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
                            f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts",
-                 "seconds": clock() - start, "reused_seconds": reused_seconds, "timed_out": timed_out},
+                 "seconds": clock() - start, "reused_seconds": reused_seconds, "timed_out": timed_out,
+                 "phases": phases | {"the winner (time, export, test)": clock() - start - sum(phases.values())}},
         "teacher": {"ms": shape_ms["teacher"], "final_ms": final_ms["teacher"], "dev": teacher_outcome["dev"]["dev"],
                     "runtimes": teacher_outcome["runtimes"]},
         "candidates": [_candidate_row(name, shape_ms[name], status[name], tried.get(name),
@@ -471,8 +530,8 @@ def _shape_timing(out: Path, grid: Grid, specs: list[RowSpec], teacher_dir: str,
     """The shapes' and the teacher's latencies, measured once per batch size, runtimes, teacher and shapes (their
     settings: another preset's layers or block size is another shape), and reused on re-run while those hold;
     with the seconds an earlier invocation spent measuring them (0 when measured now), for the report's run time."""
-    key = {"batch_size": batch_size, "runtimes": runtimes, "candidates": sorted(s.name for s in specs),
-           "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"], "teacher": str(teacher_dir),
+    key = {"batch_size": batch_size, "texts": len(texts), "runtimes": runtimes,
+           "candidates": sorted(s.name for s in specs), "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"], "teacher": str(teacher_dir),
            "shapes": {s.name: grid.settings_of(s) for s in specs}}
     path = out / "shapes" / "latency.json"
     if path.is_file():
@@ -497,12 +556,14 @@ def _saved_trial(out: Path, grid: Grid, spec: RowSpec) -> dict | None:
 
 
 def _trial(out: Path, grid: Grid, spec: RowSpec, runtimes: list[str], splits: Splits, ctx: dict) -> dict:
-    """Train `spec` with the grid's builder, score it on dev in each runtime, and record it (atomically)."""
+    """Train `spec` with the grid's builder, score it on dev in each runtime as it ships (`served_copy`), and
+    record it (atomically)."""
     started = time.monotonic()
     built = grid.build(spec, out / "models" / _folder(spec))
+    served = served_copy(out, grid, spec, built["model_dir"])
     trial = {"name": spec.name, "settings": grid.settings_of(spec), "model_dir": built["model_dir"],
-             "train_seconds": built["train_seconds"], "dev_history": built.get("dev_history"),
-             "dev_predictions": dev_predictions(built["model_dir"], runtimes, splits, ctx)}
+             "served_dir": served, "train_seconds": built["train_seconds"], "dev_history": built.get("dev_history"),
+             "dev_predictions": dev_predictions(served, runtimes, splits, ctx)}
     trial["seconds"] = time.monotonic() - started
     write_json(_trial_path(out, spec), trial)
     return trial
@@ -517,9 +578,9 @@ def _export(out: Path, model_dir: str, chosen: dict, ms: dict[str, float], grid:
                      key=ms.get)  # a reused trial may hold runtimes this run neither times nor serves
     runtime = passing[0] if passing else "fp32"
     static = is_static(model_dir)
-    corpus = None if static else with_transfer(splits, grid.transfer_set(spec) if spec and spec.tr else None).train.texts
+    corpus = None if static else training_texts(grid, spec)
     manifest = export(Path(model_dir), out / "export", backend=EXPORTED_AS[runtime], corpus=corpus,
-                      corpus_names=["the training split" + (" and transfer set" if spec and spec.tr else "")],
+                      corpus_names=corpus_names(spec),
                       splits=splits, max_length=ctx["max_length"], calibration_texts=ctx["calibration"])
     note = None if runtime == chosen["runtime"] else (
         f"served by {chosen['runtime']}, which a folder cannot ship; exported as {EXPORTED_AS[runtime]}, the fastest "
@@ -555,9 +616,11 @@ def _run_time(meta: dict) -> str:
     """This invocation's minutes and, after a resume, what the trials and shape timings it reused had cost: the
     search's whole cost is their sum (an interrupted invocation's unfinished trial is in neither)."""
     now, reused = meta["seconds"] / 60, meta.get("reused_seconds", 0.0) / 60
+    steps = " (" + ", ".join(f"{name} {s / 60:.1f}" for name, s in meta["phases"].items()) + ")" \
+        if meta.get("phases") else ""
     if not reused:
-        return f"{now:.1f} min"
-    return (f"{now + reused:.1f} min in all: {now:.1f} min this invocation, {reused:.1f} min in earlier ones "
+        return f"{now:.1f} min{steps}"
+    return (f"{now + reused:.1f} min in all: {now:.1f} min this invocation{steps}, {reused:.1f} min in earlier ones "
             "(the trials and shape timings reused)")
 
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import torch
 
+from .backends.cache import checkpoint_digest
 from .errors import MahaError
 from .files import TRIM_RECORD, staged_dir, write_json
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -228,7 +229,8 @@ def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: 
         if old_id is not None:
             setattr(model.config, name, keep.index(old_id) if old_id in keep else None)
 
-    record = {"source": str(model_dir), "pieces_before": len(_pieces(spec["model"])), "pieces_kept": len(keep),
+    record = {"source": str(model_dir), "source_checkpoint": checkpoint_digest(model_dir),
+              "pieces_before": len(_pieces(spec["model"])), "pieces_kept": len(keep),
               "embedding_rows_before": int(old.weight.shape[0]), "corpus": list(corpus_names),
               "corpus_texts": len(texts), "tokenizer_model": spec["model"]["type"]}
     with staged_dir(out_dir, TRIM_RECORD) as tmp:
