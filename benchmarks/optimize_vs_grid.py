@@ -8,7 +8,8 @@ included, at the batch size optimize searched for, same texts, median of the rep
 - the grid's teacher (its `baseline` row) in fp32: the reference of every speedup below;
 - the grid's row (`--row`, e.g. `best+openvino`) in the backend the grid served it with;
 - optimize's winner, trimmed as it ships (`served_dir`), in the runtime optimize chose, and its untrimmed
-  checkpoint in the same runtime (what trimming the vocabulary changes in speed: it should be nothing).
+  checkpoint in the same runtime (what trimming the vocabulary changes in speed: it should be nothing); when the
+  teacher itself won, only the untrimmed one.
 
 Accuracy is not re-scored: each model's test figure is the one its own run reported (the grid's row and
 optimize's exported folder), and both are copied into the report.
@@ -52,16 +53,18 @@ def main() -> None:
         parser.error(f"{args.grid / 'results.json'}: no row {args.row!r} (rows: {', '.join(rows)})")
     row, teacher = rows[args.row], rows["baseline"]
     winner = report["winner"]
-    trial = json.loads((args.optimize / "trials" / f"{winner['name'].replace('+', '_')}.json").read_text("utf-8"))
+    trial_file = args.optimize / "trials" / f"{winner['name'].replace('+', '_')}.json"  # none when the teacher won
+    trial = json.loads(trial_file.read_text("utf-8")) if trial_file.is_file() else None
     meta = report["meta"]
     splits = load_splits(DataConfig(**json.loads((args.optimize / SEARCH_RECORD).read_text("utf-8"))["data"]))
     texts = timing_texts(splits.test.texts, grid["meta"]["config"]["measure"]["texts"])  # the texts the grid timed
     calibration = calibration_sample(splits.train.texts)
     batch = meta["config"]["batch_size"]
     models = {"teacher (grid baseline) | fp32": (teacher["model_dir"], "fp32"),
-              f"grid {args.row} | {row['backend']}": (row["model_dir"], row["backend"]),
-              f"optimize {winner['name']} trimmed | {winner['runtime']}": (trial["served_dir"], winner["runtime"]),
-              f"optimize {winner['name']} untrimmed | {winner['runtime']}": (trial["model_dir"], winner["runtime"])}
+              f"grid {args.row} | {row['backend']}": (row["model_dir"], row["backend"])}
+    if trial:
+        models[f"optimize {winner['name']} trimmed | {winner['runtime']}"] = (trial["served_dir"], winner["runtime"])
+    models[f"optimize {winner['name']} untrimmed | {winner['runtime']}"] = (winner["model_dir"], winner["runtime"])
     cache = args.out / "cache"
     backends = {name: load_backend(folder, runtime, max_length=meta["max_length"], threads=2, cache_dir=cache,
                                    calibration_texts=calibration if runtime in CALIBRATED_BACKENDS else None)

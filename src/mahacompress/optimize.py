@@ -628,7 +628,8 @@ def markdown(report: dict) -> str:
     meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
     metric = cfg["metric"]
     rule = ("the dev point estimate" if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% "
-            "interval") + f" at most {cfg['budget']:g} points below the teacher's dev {metric}"
+            "interval") + f" at most {cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'} below the teacher's " \
+        f"dev {metric}"
     test = w["export"]["test"] or {}
     lines = [f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`", "",
              f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
