@@ -2,7 +2,7 @@
 
 `optimize` times its winner beside the teacher, and the grid times its rows beside its own baseline, each in its
 own session; a ratio from one session is not compared with one from another (a machine's speed drifts between
-sessions). This loads the three models into one interleaved session (measure.latency: end to end, tokenisation
+sessions). This loads these models into one interleaved session (measure.latency: end to end, tokenisation
 included, at the batch size optimize searched for, same texts, median of the repeats):
 
 - the grid's teacher (its `baseline` row) in fp32: the reference of every speedup below;
@@ -80,8 +80,7 @@ def main() -> None:
                          for name, (folder, runtime) in models.items()},
               "test": {f"grid {args.row}": {"accuracy": row["accuracy"], "macro_f1": row["macro_f1"]},
                        f"optimize {winner['name']} (exported)": winner["export"]["test"],
-                       "teacher (grid baseline)": {"accuracy": teacher["accuracy"], "macro_f1": teacher["macro_f1"]}},
-              "optimize_run_minutes": (meta["seconds"] + meta.get("reused_seconds", 0.0)) / 60}
+                       "teacher (grid baseline)": {"accuracy": teacher["accuracy"], "macro_f1": teacher["macro_f1"]}}}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", result)
     lines = [f"# optimize's winner against the grid's `{args.row}`, one timing session", "",

@@ -24,7 +24,8 @@ So the run goes, top to bottom:
    (the teacher passes by definition), no slower candidate of its family has failed (across families the
    assumption failed on MahaNews: reports/optimize/mahanews) and the model it is built from (a kdpNN's kd row)
    has not failed. Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it
-   will ship, against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point estimate or the interval's lower bound
+   will ship, against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is
+   the point estimate or the interval's lower bound
    (`OptimizeConfig.decide`). The time budget is checked before each trial: a trial that started finishes.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
    whose dev score stays within the budget serves it. It is exported (vocabulary trimmed to its training
@@ -86,8 +87,8 @@ _TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
 # (calibration.CALIBRATION_TEXTS)
 SHAPE_CALIBRATION_TEXTS = 32
 # Dev texts an untrained shape is timed on (at least two batches): the shapes only rank candidates, and timing
-# nine shapes and the teacher over 256 texts in six runtimes was minutes of a run; the winner's final figure,
-# beside the teacher, uses the preset's measure.texts
+# nine shapes and the teacher over the preset's timing texts (cpu-quick: 128) in six runtimes was minutes of a run;
+# the winner's final figure, beside the teacher, uses the preset's measure.texts
 SHAPE_TIMING_TEXTS = 64
 
 
@@ -390,7 +391,12 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
            "calibration": calibration_sample(splits.train.texts)}
     texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
 
-    phases = {"teacher and transfer set": clock() - start}  # this invocation's seconds per step, for the report
+    phases: dict[str, float] = {}  # this invocation's seconds per step, for the report
+
+    def lap(step: str) -> None:
+        phases[step] = clock() - start - sum(phases.values())
+
+    lap("teacher and transfer set")
 
     # 2. shapes, timed untrained beside the teacher
     for spec in specs:
@@ -403,7 +409,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
     fastest = {s.name: min(shape_ms[s.name].values()) for s in specs}
     order = sorted(fastest, key=fastest.get)
-    phases["shapes (build, time) and the teacher's dev scores"] = clock() - start - sum(phases.values())
+    lap("shapes (build, time) and the teacher's dev scores")
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order)
                    + f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})")
 
@@ -454,26 +460,29 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time, family, sources)
     status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out, family, sources)
 
-    phases["trials"] = clock() - start - sum(phases.values())
+    lap("trials")
 
     # 4. the winner: re-timed trained, its runtime chosen, exported, scored on test once
     passing = {n: o for n, o in tried.items() if o.get("passed")}
     winner = min(passing, key=lambda n: passing[n]["ms"]) if passing else "teacher"
     winner_trial = _saved_trial(out, grid, by_name[winner]) if winner != "teacher" else None
     winner_dir = winner_trial["model_dir"] if winner_trial else teacher_dir
-    timed = {"teacher": (teacher_dir, runtimes)} | ({winner: (winner_trial["served_dir"], runtimes)} if winner_trial else {})
+    timed = {"teacher": (teacher_dir, runtimes)}
+    if winner_trial:
+        timed[winner] = (winner_trial["served_dir"], runtimes)
     final_ms = time_models(timed, texts, cfg.batch_size, ctx)
     teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred["fp32"], splits, cfg)
     chosen = teacher_final if winner == "teacher" else \
         outcome(_saved_trial(out, grid, by_name[winner]), final_ms[winner], teacher_pred["fp32"], splits, cfg)
     exported = _export(out, winner_dir, chosen, final_ms[winner], grid, by_name.get(winner), splits, ctx)
+    lap("the winner (time, export, test)")
     report = {
         "meta": {"teacher": teacher, "teacher_dir": teacher_dir, "dataset": splits.summary(), "machine": describe(),
                  "config": asdict(cfg), "preset": preset, "runtimes": runtimes, "max_length": ctx["max_length"],
                  "timing": f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
                            f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts",
                  "seconds": clock() - start, "reused_seconds": reused_seconds, "timed_out": timed_out,
-                 "phases": phases | {"the winner (time, export, test)": clock() - start - sum(phases.values())}},
+                 "phases": phases},
         "teacher": {"ms": shape_ms["teacher"], "final_ms": final_ms["teacher"], "dev": teacher_outcome["dev"]["dev"],
                     "runtimes": teacher_outcome["runtimes"]},
         "candidates": [_candidate_row(name, shape_ms[name], status[name], tried.get(name),
@@ -531,7 +540,8 @@ def _shape_timing(out: Path, grid: Grid, specs: list[RowSpec], teacher_dir: str,
     settings: another preset's layers or block size is another shape), and reused on re-run while those hold;
     with the seconds an earlier invocation spent measuring them (0 when measured now), for the report's run time."""
     key = {"batch_size": batch_size, "texts": len(texts), "runtimes": runtimes,
-           "candidates": sorted(s.name for s in specs), "measure": asdict(ctx["measure"]), "max_length": ctx["max_length"], "teacher": str(teacher_dir),
+           "candidates": sorted(s.name for s in specs), "measure": asdict(ctx["measure"]),
+           "max_length": ctx["max_length"], "teacher": str(teacher_dir),
            "shapes": {s.name: grid.settings_of(s) for s in specs}}
     path = out / "shapes" / "latency.json"
     if path.is_file():
