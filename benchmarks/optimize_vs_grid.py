@@ -17,7 +17,8 @@ optimize's exported folder), and both are copied into the report.
     .venv/bin/python benchmarks/optimize_vs_grid.py --optimize runs/optimize-mahanews --grid runs/cpu-quick \
         --row best+openvino --out reports/optimize/mahanews/vs-grid
 
-Writes OUT/results.json and OUT/report.md (with the CPU's instruction sets, hardware.describe()).
+Writes OUT/results.json and OUT/report.md (with the CPU's instruction sets, hardware.describe()); the ONNX and
+OpenVINO files it builds go to the optimize run's own cache/, never into OUT (a report folder is committed).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> None:
     if trial:
         models[f"optimize {winner['name']} trimmed | {winner['runtime']}"] = (trial["served_dir"], winner["runtime"])
     models[f"optimize {winner['name']} untrimmed | {winner['runtime']}"] = (winner["model_dir"], winner["runtime"])
-    cache = args.out / "cache"
+    cache = args.optimize / "cache"  # ONNX/OpenVINO files (hundreds of MiB) beside the run, never in the report folder
     backends = {name: load_backend(folder, runtime, max_length=meta["max_length"], threads=2, cache_dir=cache,
                                    calibration_texts=calibration if runtime in CALIBRATED_BACKENDS else None)
                 for name, (folder, runtime) in models.items()}

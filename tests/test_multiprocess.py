@@ -112,11 +112,14 @@ def test_out_of_memory_in_one_process_ends_both_with_one_line(workdir):
     (["distill", "--teacher", "other-labels", "--student", "layers:1", "--out", "bad", "--dataset", "data"],
      "error: other-labels: the teacher's labels ['x', 'y', 'z'] differ from the dataset's"),
 ])
-def test_bad_input_ends_every_process_with_one_line(workdir, args, message):
+def test_bad_input_ends_the_run_with_one_line_from_each_process_that_checks(workdir, args, message):
     out = _launch(workdir, args, "rec-bad")
     assert out.returncode != 0
     lines = _our_lines(out)
-    assert len(lines) == 2 and all(line.startswith(message) for line in lines), lines
+    # each process that reaches the check prints the one line; torchrun stops the rest of the group as soon as one
+    # process exits with an error, so on a loaded machine the slower one can be stopped before its check (the
+    # likely cause of one failure in a full run on 2 cores; it passed alone): one or two lines, each the error
+    assert 1 <= len(lines) <= 2 and all(line.startswith(message) for line in lines), lines
     assert not (workdir / "bad").exists()
 
 

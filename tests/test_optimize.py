@@ -14,7 +14,8 @@ from mahacompress.cli import app
 from mahacompress.config import DataConfig, OptimizeConfig
 from mahacompress.errors import MahaError
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.optimize import open_candidates, random_compaction, resolve_candidates, search, verdicts
+from mahacompress.optimize import (dev_resolution, open_candidates, random_compaction, resolve_candidates, search,
+                                   verdicts)
 
 ORDER = ["a", "b", "c", "d", "e"]
 MS = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
@@ -199,7 +200,11 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
     assert json.loads((out / "export" / "export.json").read_text())["backend"] == "onnx"
     phases = report["meta"]["phases"]  # where the run's time went, step by step, adding up to it
     assert phases["trials"] > 0 and sum(phases.values()) == pytest.approx(report["meta"]["seconds"], abs=1.0)
-    assert (out / "report.md").read_text().startswith("# optimize") and (out / "optimize.png").stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    assert text.startswith("# optimize") and (out / "optimize.png").stat().st_size > 1000
+    dev_rows = report["meta"]["dataset"]["splits"]["dev"]["rows"]
+    assert f"\n- dev split: {dev_rows} texts, so 100 points = {dev_rows:.1f} texts" in text  # the tests' budget: 100
+    assert "median half-width" in text
     assert json.loads((out / "optimize.json").read_text())["winner"]["name"] == winner["name"]
 
 
@@ -341,3 +346,21 @@ def test_a_candidate_built_from_a_failed_model_is_not_trained():
     assert open_candidates(ORDER, MS, 10.0, tried, family) == ["a", "b", "d", "e"]
     status = verdicts(ORDER, MS, 10.0, tried, False, family, sources)
     assert status["b"] == {"status": "pruned by the search", "why": "c failed, and it is built from c's trained model"}
+
+
+def _report(dev_rows: int, budget: float, half_widths: list[float], metric: str = "accuracy") -> dict:
+    dev = [{"dev": {"ci_low_points": -1.0 - h, "ci_high_points": -1.0 + h}} for h in half_widths]
+    return {"meta": {"dataset": {"splits": {"dev": {"rows": dev_rows}}}, "config": {"budget": budget, "metric": metric}},
+            "candidates": dev + [{"name": "untrained", "status": "out of time"}]}
+
+
+def test_the_report_says_when_the_dev_split_is_too_small_to_decide_the_budget():
+    wide = dev_resolution(_report(232, 1.0, [1.0, 4.0, 10.0]))  # the median, not the mean (5.0)
+    assert wide.startswith("232 texts, so 1 point = 2.3 texts") and "+/-4.00 points" in wide
+    assert "wider than the budget" in wide
+    narrow = dev_resolution(_report(1500, 2.0, [1.0, 1.5]))
+    assert "2 points = 30.0 texts" in narrow and "+/-1.25 points" in narrow and "wider" not in narrow
+    assert "wider" not in dev_resolution(_report(1500, 2.0, [2.0]))  # as wide as the budget: no warning
+    assert "0.5 points = 1.2 texts" in dev_resolution(_report(232, 0.5, [1.0]))
+    assert dev_resolution(_report(100, 1.0, [])) == "100 texts, so 1 point = 1.0 texts"  # nothing trained yet
+    assert dev_resolution(_report(100, 1.0, [], metric="macro-f1")) == "100 texts"  # a point of F1 is no text count

@@ -31,7 +31,7 @@ def test_kd_loss_reduces_to_cross_entropy_and_kl():
     assert kd_loss(s, t, y, alpha=1.0, temperature=3.0) > 0
 
 
-def test_fit_learns_a_toy_task(toy_splits, tmp_path):
+def test_fit_learns_a_toy_task(toy_splits, tmp_path, capsys):
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     model = tiny_bert(3, vocab_size=len(tok))
     result = fit(model, tok, toy_splits, replace(CFG, epochs=10), tmp_path)
@@ -39,6 +39,9 @@ def test_fit_learns_a_toy_task(toy_splits, tmp_path):
     steps = [s for s, _ in result.dev_history]  # the curve: one point per evaluation, in order
     assert len(steps) >= 10 and steps == sorted(steps) and steps[-1] <= result.steps
     assert max(f1 for _, f1 in result.dev_history) == pytest.approx(result.best_dev_macro_f1, abs=1e-5)
+    # progress a log file keeps (no terminal here, so no live bar): one line per evaluation
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fine-tune: step ")]
+    assert [int(line.split()[2].split("/")[0]) for line in lines] == steps
 
 
 class _Crash(TrainHooks):

@@ -634,6 +634,29 @@ def _run_time(meta: dict) -> str:
             "(the trials and shape timings reused)")
 
 
+def dev_resolution(report: dict) -> str:
+    """How finely the dev split can decide the budget: for accuracy, how many texts one budget point is; and the
+    median half-width of the trained candidates' paired-bootstrap intervals, which measures only which texts the
+    split happens to hold. Training adds its own noise on top (MahaNews, 232 dev texts: kd+tr's difference moved
+    from -0.43 to -3.45 points between two trainings of the same recipe), so a half-width wider than the budget
+    means a verdict near the line is chance; the user sees that beside the verdicts."""
+    rows = report["meta"]["dataset"]["splits"]["dev"]["rows"]
+    cfg = report["meta"]["config"]
+    budget = cfg["budget"]
+    text = f"{rows} texts" + (f", so {budget:g} point{'' if budget == 1 else 's'} = {budget * rows / 100:.1f} texts"
+                              if cfg["metric"] == "accuracy" else "")
+    widths = [(c["dev"]["ci_high_points"] - c["dev"]["ci_low_points"]) / 2 for c in report["candidates"]
+              if c.get("dev")]
+    if not widths:
+        return text
+    half = float(np.median(widths))
+    text += f"; the trained candidates' 95% intervals are +/-{half:.2f} points (median half-width)"
+    if half > budget:
+        text += (": **wider than the budget, so a candidate near the line can land on either side of it by "
+                 "chance**; a larger dev split or a larger budget is needed before a verdict near the line means much")
+    return text
+
+
 def markdown(report: dict) -> str:
     meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
     metric = cfg["metric"]
@@ -643,7 +666,7 @@ def markdown(report: dict) -> str:
     test = w["export"]["test"] or {}
     lines = [f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`", "",
              f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
-             f"- pass rule: {rule}", f"- run time: {_run_time(meta)}"
+             f"- pass rule: {rule}", f"- dev split: {dev_resolution(report)}", f"- run time: {_run_time(meta)}"
              + (" (the time budget ran out)" if meta["timed_out"] else ""), "",
              "## Winner", "",
              f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "

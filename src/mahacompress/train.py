@@ -324,6 +324,11 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                                 _atomic_save(_trainable_state(accelerator.unwrap_model(model)), best_path)
                         else:
                             bad_evals += 1
+                        if main:  # a line that stays: a log file (no terminal) gets no live bar, only these
+                            minutes = (elapsed + time.time() - start) / 60
+                            progress.console.print(f"{desc}: step {step}/{total_steps}, dev macro-F1 {dev_f1:.3f} "
+                                                   f"(best {best_f1:.3f}), {minutes:.1f} min", markup=False,
+                                                   highlight=False, soft_wrap=True)  # one line, even in a log
                         if main and cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
                             accelerator.set_trigger()
                         stopped_early = accelerator.check_trigger()  # the main process decides for all
