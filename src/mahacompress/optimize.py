@@ -473,7 +473,7 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     final_ms = time_models(timed, texts, cfg.batch_size, ctx)
     teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred["fp32"], splits, cfg)
     chosen = teacher_final if winner == "teacher" else \
-        outcome(_saved_trial(out, grid, by_name[winner]), final_ms[winner], teacher_pred["fp32"], splits, cfg)
+        outcome(winner_trial, final_ms[winner], teacher_pred["fp32"], splits, cfg)
     exported = _export(out, winner_dir, chosen, final_ms[winner], grid, by_name.get(winner), splits, ctx)
     lap("the winner (time, export, test)")
     report = {
