@@ -108,7 +108,7 @@ def test_checkpoint_is_its_model_and_tokenizer_files(tmp_path):
 
 
 def test_onnx_export_of_remote_code_model(tmp_path, tiny_model_dir, shc_splits):
-    """Pruned checkpoints ship their own modelling code (trust_remote_code); they export too."""
+    """A checkpoint that ships its own modelling code exports too, once the user trusts it (trust_remote_code)."""
     src = tmp_path / "modeling_slim.py"
     src.write_text(SLIM_MODELLING)
     spec = importlib.util.spec_from_file_location("modeling_slim", src)
@@ -125,8 +125,10 @@ def test_onnx_export_of_remote_code_model(tmp_path, tiny_model_dir, shc_splits):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(Path(tiny_model_dir) / name, out / name)
     texts = [t for t in shc_splits.test.texts[:12]]
-    ref = load_backend(str(out), "fp32", device="cpu", max_length=32).logits(texts)
-    got = load_backend(str(out), "onnx", max_length=32).logits(texts)
+    with pytest.raises(MahaError, match="pass --trust-remote-code"):
+        load_backend(str(out), "onnx", max_length=32)
+    ref = load_backend(str(out), "fp32", device="cpu", max_length=32, trust_remote_code=True).logits(texts)
+    got = load_backend(str(out), "onnx", max_length=32, trust_remote_code=True).logits(texts)
     assert not (out / "model.onnx").exists()  # in the cache, not beside the model
     np.testing.assert_allclose(got, ref, atol=1e-4)
 

@@ -8,28 +8,17 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
+from clirun import one_line_error, run, runner
 from mahacompress.cli import app
 from mahacompress.config import TrainConfig
 
-runner = CliRunner()
 
 
-def _run(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=True)
-
-
-def _error(result) -> str:
-    """The one stderr line of a refused command (exit status 2, no traceback)."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_data_inspect_json_reports_2761_test_rows(shc_splits):
-    result = _run("data", "inspect", "--dataset", "mahanews-shc", "--json")
+    result = run("data", "inspect", "--dataset", "mahanews-shc", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["splits"]["test"]["rows"] == 2761
@@ -38,15 +27,15 @@ def test_data_inspect_json_reports_2761_test_rows(shc_splits):
 
 
 def test_predict_and_evaluate_on_a_tiny_model(tiny_model_dir, shc_splits, tmp_path):
-    result = _run("predict", "--model", str(tiny_model_dir), "--json", "पहिली बातमी", "दुसरी बातमी")
+    result = run("predict", "--model", str(tiny_model_dir), "--json", "पहिली बातमी", "दुसरी बातमी")
     rows = json.loads(result.stdout)
     assert [r["text"] for r in rows] == ["पहिली बातमी", "दुसरी बातमी"]
     assert all(r["label"] in shc_splits.labels and 0 < r["probability"] <= 1 for r in rows)
     csv_file = tmp_path / "in.csv"
     csv_file.write_text("text\nएक\nदोन\n", encoding="utf-8")
-    result = _run("predict", "--model", str(tiny_model_dir), "--csv", str(csv_file))
+    result = run("predict", "--model", str(tiny_model_dir), "--csv", str(csv_file))
     assert result.exit_code == 0 and len(result.stdout.strip().splitlines()) == 2
-    result = _run("evaluate", "--model", str(tiny_model_dir), "--dataset", "mahanews-shc", "--split", "dev", "--json")
+    result = run("evaluate", "--model", str(tiny_model_dir), "--dataset", "mahanews-shc", "--split", "dev", "--json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["split"] == "dev" and set(metrics["per_class"]) == set(shc_splits.labels)
@@ -60,8 +49,8 @@ def test_evaluate_scores_a_model_at_the_length_it_was_trained_with(tiny_model_di
     shutil.copytree(tiny_model_dir, model)
     (model / "pruning.json").write_text(json.dumps({"train_config": {"max_length": 24}}))
     args = ["evaluate", "--model", str(model), "--split", "dev", "--json"]
-    assert json.loads(_run(*args).stdout)["max_length"] == 24
-    assert json.loads(_run(*args, "--max-length", "40").stdout)["max_length"] == 40
+    assert json.loads(run(*args).stdout)["max_length"] == 24
+    assert json.loads(run(*args, "--max-length", "40").stdout)["max_length"] == 40
 
 
 @pytest.mark.parametrize("case", ["missing-file", "bad-columns", "unknown-label", "not-utf8", "no-weights"])
@@ -89,7 +78,31 @@ def test_bad_input_is_one_clear_error(case, tmp_path, tiny_model_dir):
         empty.mkdir()
         (empty / "config.json").write_text("{}")
         args, expect = ["predict", "--model", str(empty), "text"], "no model weights"
-    assert expect in _error(_run(*args))
+    assert expect in one_line_error(run(*args))
+
+
+def test_near_miss_labels_on_the_command_line(tmp_path, tiny_model_dir):
+    """A validation label spelt differently from training: one line naming the near match and both fixes,
+    which both work; a label map that renames to a label the model lacks is refused before any work."""
+    folder = tmp_path / "emotion"
+    folder.mkdir()
+    (folder / "emo_train.csv").write_text("text,label\nअ,Sadness\nब,Joy\nक,Sadness\nड,Joy\n", encoding="utf-8")
+    (folder / "emo_valid.csv").write_text("text,label\nइ,sadness\n", encoding="utf-8")
+    (folder / "emo_test.csv").write_text("text,label\nउ,Joy\n", encoding="utf-8")
+    args = ["data", "inspect", "--dataset", str(folder), "--json"]
+    line = one_line_error(run(*args))
+    assert f"{folder / 'emo_valid.csv'}, row 2: label 'sadness'" in line and "did you mean 'Sadness'?" in line
+    assert "--fold-label-case" in line and "--label-map FILE" in line
+    mapping = tmp_path / "labels.csv"
+    mapping.write_text("sadness,Sadness\n", encoding="utf-8")
+    for fix in (["--fold-label-case"], ["--label-map", str(mapping)]):
+        result = run(*args, *fix)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["splits"]["dev"]["labels"] == {"Joy": 0, "Sadness": 1}
+    mapping.write_text("from,to\nsadness,Sadness\n", encoding="utf-8")  # the tiny model has MahaNews' labels
+    line = one_line_error(run("evaluate", "--model", str(tiny_model_dir), "--dataset", str(folder),
+                       "--label-map", str(mapping)))
+    assert line.startswith(f"error: {mapping}: maps to 'Sadness', which the model") and "does not have" in line
 
 
 def test_console_script_exits_2_with_one_line(tmp_path):
@@ -101,15 +114,15 @@ def test_console_script_exits_2_with_one_line(tmp_path):
 
 def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_path):
     out = tmp_path / "p50"
-    result = _run("prune", "--model", str(tiny_model_dir), "--out", str(out), "--sparsity", "0.5",
+    result = run("prune", "--model", str(tiny_model_dir), "--out", str(out), "--sparsity", "0.5",
                   "--max-train-rows", "64", "--epochs", "1", "--block-size", "16", "--batch-size", "16",
                   "--no-freeze-embeddings")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "pruning.json").read_text())
     assert abs(summary["reached_sparsity"] - 0.5) <= 0.01 and "removed" in result.stdout
-    bad = _run("prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5",
+    bad = run("prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5",
                "--block-size", "7")
-    assert "block" in _error(bad)
+    assert "block" in one_line_error(bad)
     assert not (tmp_path / "x").exists()
 
 

@@ -329,3 +329,113 @@ def test_a_quote_that_swallows_the_file_is_named_as_a_merge_not_as_a_long_text_o
     path.write_text("text,label\n\"" + "\n".join(rows[:50]) + "\n", encoding="utf-8")  # never closed: 1 field
     with pytest.raises(MahaError, match=r"long.csv, row 2: a text spans several lines"):
         read_labeled_csv(path, "text", "label")
+
+
+# ------------------------------------------------------------------ near-miss labels
+
+EMOTIONS = ["Sadness"] * 6 + ["Joy"] * 6 + ["Anger"] * 6 + ["SADNESS"] * 2  # the training file's own spellings
+
+
+def emotion_folder(tmp_path: Path, dev_labels: tuple[str, ...] = ("Joy", "sadness", "Anger")) -> Path:
+    """Training, validation and test files of an emotion set whose validation file spells a label differently
+    (a public emotion dataset has `sadness` in validation, `Sadness` in training)."""
+    d = tmp_path / "emotion"
+    write(d / "emo_train.csv", [f"वाक्य {i},{lab}" for i, lab in enumerate(EMOTIONS)])
+    write(d / "emo_valid.csv", [f"नवीन {i},{lab}" for i, lab in enumerate(dev_labels)])
+    write(d / "emo_test.csv", ["चाचणी 1,Sadness", "चाचणी 2,Joy"])
+    return d
+
+
+def test_a_label_differing_only_in_case_names_the_training_spelling_and_both_fixes(tmp_path: Path) -> None:
+    d = emotion_folder(tmp_path)
+    with pytest.raises(MahaError) as info:
+        load_splits(DataConfig(str(d)))
+    message = str(info.value)
+    assert message.startswith(f"{d / 'emo_valid.csv'}, row 3: label 'sadness' is not a training label")
+    # of the two training spellings, the one most rows use (the one --fold-label-case keeps)
+    assert "did you mean 'Sadness'? pass --fold-label-case, or --label-map FILE with the row sadness,Sadness" in message
+    assert "\n" not in message
+
+
+def test_a_misspelt_label_names_its_close_match_and_a_foreign_one_none(tmp_path: Path) -> None:
+    with pytest.raises(MahaError, match=r"row 2: label 'Sadnes' .*did you mean 'Sadness'\? pass --label-map FILE "
+                                        r"with the row Sadnes,Sadness$"):
+        load_splits(DataConfig(str(emotion_folder(tmp_path / "a", ("Sadnes",))), fold_label_case=True))
+    with pytest.raises(MahaError) as info:
+        load_splits(DataConfig(str(emotion_folder(tmp_path / "b", ("Cooking",)))))
+    assert "label 'Cooking'" in str(info.value) and "did you mean" not in str(info.value)
+    assert "--label-map FILE" in str(info.value)
+
+
+def test_fold_label_case_makes_variants_one_label_spelled_as_most_training_rows_spell_it(tmp_path: Path) -> None:
+    s = load_splits(DataConfig(str(emotion_folder(tmp_path)), fold_label_case=True))
+    assert s.labels == ["Anger", "Joy", "Sadness"]
+    assert [s.labels[y] for y in s.dev.labels] == ["Joy", "Sadness", "Anger"]
+    assert s.summary()["splits"]["train"]["labels"]["Sadness"] == 8  # the two SADNESS rows joined it
+    assert s.cleaning["labels_renamed"] == [{"from": "SADNESS", "to": "Sadness", "rows": 2},
+                                            {"from": "sadness", "to": "Sadness", "rows": 1}]
+
+
+@pytest.mark.parametrize("header", ["from,to\n", ""])
+def test_a_label_map_renames_every_split_with_or_without_its_header(tmp_path: Path, header: str) -> None:
+    mapping = tmp_path / "labels.csv"
+    mapping.write_text(f"{header}sadness,Sadness\n\nSADNESS , Sadness\n", encoding="utf-8")
+    s = load_splits(DataConfig(str(emotion_folder(tmp_path)), label_map=str(mapping)))
+    assert s.labels == ["Anger", "Joy", "Sadness"]
+    assert [s.labels[y] for y in s.dev.labels] == ["Joy", "Sadness", "Anger"]
+    assert s.cleaning["label_map"] == str(mapping)
+    # renames are applied once, never chained: Joy -> Sadness -> Anger would merge three classes into one
+    mapping.write_text("Joy,Sadness\nSadness,Anger\nsadness,Anger\nSADNESS,Anger\n", encoding="utf-8")
+    s = load_splits(DataConfig(str(emotion_folder(tmp_path)), label_map=str(mapping)))
+    assert s.labels == ["Anger", "Sadness"]
+
+
+@pytest.mark.parametrize("content, expect", [
+    (None, "label map not found"),
+    ("from,to\nsadness,Sadness,extra\n", "row 2: 3 column(s); a label map has two per row: from,to"),
+    ("sadness\n", "row 1: 1 column(s)"),
+    ("from,to\nsadness,Sadness\nsadness,Joy\n", "row 3: label 'sadness' is mapped again (first at row 2)"),
+    ("from,to\nsadness,\n", "row 2: an empty label"),
+    ("from,to\n", "no mappings"),
+])
+def test_a_bad_label_map_is_one_line_naming_the_file_and_row(tmp_path: Path, content: str | None, expect: str) -> None:
+    mapping = tmp_path / "labels.csv"
+    if content is not None:
+        mapping.write_text(content, encoding="utf-8")
+    with pytest.raises(MahaError) as info:
+        load_splits(DataConfig(str(emotion_folder(tmp_path)), label_map=str(mapping)))
+    assert str(info.value).startswith(str(mapping)) and expect in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_label_map_may_only_rename_to_labels_the_model_has(tmp_path: Path) -> None:
+    mapping = tmp_path / "labels.csv"
+    mapping.write_text("sadness,Sadness\nrage,Fury\n", encoding="utf-8")
+    with pytest.raises(MahaError, match=r"labels\.csv: maps to 'Fury', which the model m does not have "
+                                        r"\(its labels: Anger, Joy, Sadness\)"):
+        data.check_label_map_targets(mapping, ["Anger", "Joy", "Sadness"], "m")
+    data.check_label_map_targets(mapping, ["Anger", "Fury", "Joy", "Sadness"], "m")
+
+
+def test_label_settings_are_recorded_and_reapplied_when_a_model_record_rebuilds_the_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """training.json keeps the label map (made absolute) and the folding, so trim and export rebuild the very
+    training split: without them the same data stops at the near-miss label."""
+    import json
+
+    from mahacompress.train import data_record
+    from mahacompress.trim import training_corpus
+
+    d = emotion_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("sadness,Sadness\nSADNESS,Sadness\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for name, cfg in (("mapped", DataConfig(str(d), label_map="labels.csv")),
+                      ("folded", DataConfig(str(d), fold_label_case=True)), ("neither", DataConfig(str(d)))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "training.json").write_text(json.dumps({"data_config": data_record(cfg)}), encoding="utf-8")
+    record = json.loads((tmp_path / "mapped" / "training.json").read_text(encoding="utf-8"))["data_config"]
+    assert record["label_map"] == str(tmp_path / "labels.csv") and record["fold_label_case"] is False
+    monkeypatch.chdir(tmp_path / "mapped")  # elsewhere: the relative labels.csv no longer names the file
+    expected = load_splits(DataConfig(str(d), fold_label_case=True)).train.texts
+    assert training_corpus(tmp_path / "mapped") == expected and training_corpus(tmp_path / "folded") == expected
+    with pytest.raises(MahaError, match="did you mean 'Sadness'"):
+        training_corpus(tmp_path / "neither")

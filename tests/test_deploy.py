@@ -560,3 +560,27 @@ def test_predict_and_evaluate_run_an_exported_folder_with_its_own_runtime(int8_d
         result = runner.invoke(app, argv)
         assert result.exit_code == 2 and expect in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+@needs_openvino
+@pytest.mark.parametrize("backend, precision", [("openvino", "f32"), ("openvino-bf16", "bf16")])
+def test_openvino_fp32_and_bf16_exports_ship_the_onnx_graph_at_their_precision(model_dir, tmp_path, monkeypatch,
+                                                                              backend, precision):
+    """What optimize may judge in OpenVINO's fp32 or bf16 ships: the ONNX graph, compiled at the manifest's precision
+    (a CPU without native bf16 runs the bf16 folder in f32, so it is exported here as if on one that has it)."""
+    import dataclasses
+
+    from mahacompress import hardware
+    from mahacompress.runtime import openvino_config
+
+    native = dataclasses.replace(hardware.cpu_features(), flags=hardware.cpu_features().flags | {"avx512_bf16"})
+    monkeypatch.setattr(hardware, "cpu_features", lambda: native)
+    folder = tmp_path / backend
+    manifest = export(model_dir, folder, backend=backend)
+    assert (manifest["engine"], manifest["model_file"], manifest["inference_precision"]) == \
+        ("openvino", "model.onnx", precision) and "weights_file" not in manifest
+    assert "int8_weight_bits" not in manifest and openvino_config(2, precision)["INFERENCE_PRECISION_HINT"] == precision
+    assert f"{precision} inference precision" in (folder / "README.md").read_text()
+    expected = predict_logits(load_classifier(str(model_dir)), load_tokenizer(str(model_dir)), MARATHI)
+    got = np.array(_torch_free(folder, MARATHI, also_unimportable=("onnxruntime",))["logits"])
+    assert np.abs(got - expected).max() < (1e-4 if precision == "f32" else 0.05)

@@ -4,13 +4,19 @@ The folder-writing commands refuse `.`, the input model, a parent of it and a fo
 files before any work (one line, exit 2, every file kept); they replace a previous output of their own
 kind. The swap in `files.staged_dir` renames the old folder aside before renaming the new one in, so a
 failure or a crash between the two renames leaves one complete folder (tests/bad_inputs.py has the
-refusals of each command beside the rest of the bad-input corpus).
+refusals of each command beside the rest of the bad-input corpus). One writer per output: while a run
+holds an output's lock (`files.output_lock`), every command writing it is refused in one line.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +25,7 @@ from typer.testing import CliRunner
 from bad_inputs import MODEL_COMMANDS, make_template
 from mahacompress.cli import app
 from mahacompress.errors import MahaError
-from mahacompress.files import aside_name, staged_dir
+from mahacompress.files import aside_name, lock_name, output_lock, staged_dir
 
 WRITERS = ("finetune", "distill", "prune", "trim", "export", "reproduce")
 # what makes each command quick on the template's tiny model
@@ -195,3 +201,102 @@ def test_a_crash_after_the_swap_leaves_the_new_folder_and_the_aside_one_goes_nex
     with staged_dir(out, "trim.json") as tmp:
         _fill(tmp)
     assert _whole(out) == "new" and os.listdir(tmp_path) == ["out"]
+
+
+# ---------------------------------------------------------------------------- one writer per output
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+_HOLD = ("import sys, time\nfrom mahacompress.files import output_lock\n"
+         "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+
+
+@pytest.fixture
+def holder():
+    """Start another process that holds an output's lock, as a running command does, until it is killed."""
+    procs: list[subprocess.Popen] = []
+
+    def start(out: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": SRC})
+        procs.append(proc)
+        assert proc.stdout.readline() == "held\n"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _contents(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
+
+
+def test_a_second_run_into_the_same_output_is_refused_until_the_first_dies(template, tmp_path, holder):
+    root = tmp_path / "ws"
+    shutil.copytree(template, root)
+    out = root / "out"
+    _previous(out)  # a previous trim output: the refused run must neither replace nor delete it
+    first = holder(out)
+    before = _contents(root)
+    line = _one_error_line(CliRunner().invoke(app, _argv("trim", root, str(out))))
+    assert line == (f"error: {out}: another mahacompress run (pid {first.pid}) is writing it; wait for it to finish "
+                    f"or choose another output")
+    assert _contents(root) == before
+    other = CliRunner().invoke(app, _argv("trim", root, str(root / "other")))  # another output: not blocked
+    assert other.exit_code == 0, other.output
+    first.kill()  # SIGKILL: no `finally` runs, the OS releases the lock; its lock file stays until the next run
+    first.wait()
+    again = CliRunner().invoke(app, _argv("trim", root, str(out)))
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "trim.json").read_text())["pieces_kept"] > 0
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []  # no lock file left
+
+
+def _locked_argv(cmd: str, root: Path) -> tuple[list[str], Path]:
+    """`cmd`'s arguments on the workspace and the output it writes (report: a grid folder holding results.json)."""
+    if cmd == "models build-e5":
+        return ["models", "build-e5", str(root / "out")], root / "out"
+    if cmd == "report":
+        (root / "out").mkdir()
+        (root / "out" / "results.json").write_text("{}")
+        return ["report", "--out", str(root / "out")], root / "out"
+    return _argv(cmd, root, str(root / "out")), root / "out" / ("metrics.json" if cmd == "compare" else "")
+
+
+@pytest.mark.parametrize("cmd", [*WRITERS, "compare", "optimize", "models build-e5", "report"])
+def test_every_command_that_writes_takes_its_outputs_lock_before_any_work(cmd, template, tmp_path):
+    root = tmp_path / "ws"
+    shutil.copytree(template, root)
+    argv, out = _locked_argv(cmd, root)
+    before = _contents(root)
+    with output_lock(out):  # held here, as another process would: flock refuses a second open file too
+        held = _contents(root)
+        line = _one_error_line(CliRunner().invoke(app, argv))
+        assert _contents(root) == held  # the refused command wrote and deleted nothing
+    assert line.startswith(f"error: {out}: another mahacompress run (pid {os.getpid()}) is writing it")
+    assert _contents(root) == before  # the lock file (and compare's out/, made for it) went with the block
+
+
+def test_only_the_main_process_of_a_multi_process_run_locks(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with output_lock(out):
+        monkeypatch.setenv("RANK", "1")  # torchrun's process 1 of the run that holds it: process 0 writes, not it
+        with output_lock(out):
+            pass
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(MahaError, match="another mahacompress run"):
+            with output_lock(out):
+                pass
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_filesystem_without_file_locks_is_one_line(tmp_path, monkeypatch):
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.raises(MahaError, match="out: the filesystem there has no file locks"):
+        with output_lock(tmp_path / "out"):
+            pass
+    assert not (tmp_path / "out").exists()

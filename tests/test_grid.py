@@ -378,14 +378,17 @@ def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
     import mahacompress.grid as grid
 
     runs = []
-    monkeypatch.setattr(grid, "check_model", lambda name: None)  # "teacher" stands for a model folder here
-    monkeypatch.setattr(grid, "_check_student_shapes", lambda cfg, teacher, preset: None)
+    monkeypatch.setattr(grid, "check_model", lambda name, **_: None)  # "teacher" stands for a model folder here
+    monkeypatch.setattr(grid, "_check_student_shapes", lambda cfg, teacher, preset, trust_remote_code: None)
     monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append((self.dataset, self.out)) or self.out / "report.md")
     grid.reproduce("teacher", "cpu-full", tmp_path)
     assert runs == [("mahanews-shc", tmp_path / "mahanews-shc"), ("mahanews-lpc", tmp_path / "mahanews-lpc")]
     runs.clear()
     grid.reproduce("teacher", "cpu-full", tmp_path, dataset="mahanews-lpc")
     assert runs == [("mahanews-lpc", tmp_path)]
+    monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append(self.trust_remote_code) or self.out / "report.md")
+    grid.reproduce("teacher", "cpu-full", tmp_path, dataset="mahanews-lpc", trust_remote_code=True)
+    assert runs[-1] is True  # every load of the grid's run honours --trust-remote-code
 
 
 def test_rows_whose_settings_changed_are_built_again(tmp_path):

@@ -46,6 +46,7 @@ def test_cpu_that_emulates_bf16(cpu, features):
         assert unsupported(parse_row(row)).startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
     for backend in ("fp32", "int8", "onnx-int8", "onnx-int8-static"):
         assert hardware.unsupported_reason(backend) is None
+    assert hardware.unsupported_reason("openvino-bf16").startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
     assert unsupported(parse_row("p50+kd")) is None and unsupported(parse_row("baseline+int8")) is None
     assert hardware.ort_int8_options() == {"reduce_range": True, "activation_type": QuantType.QUInt8,
                                            "weight_type": QuantType.QInt8}
@@ -58,6 +59,7 @@ def test_cpu_with_native_bf16(cpu, features):
     cpu(features)
     assert training_precision("auto", "cpu") == "bf16"
     assert training_precision("bf16", "cpu") == "bf16"
+    assert hardware.unsupported_reason("openvino-bf16") in (None, hardware.unsupported_reason("openvino"))
     assert hardware.unsupported_reason("bf16") is None and unsupported(parse_row("mp")) is None
     options = hardware.ort_int8_options()
     assert options["reduce_range"] is False

@@ -69,3 +69,49 @@ def test_no_import_cycle():
         if module not in state:
             visit(module, [module])
     assert not cycles, cycles
+
+
+def _declared_distributions() -> set[str]:
+    """Distributions pyproject.toml declares: its dependencies and every optional extra, names normalised."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {_normalised(re.match(r"[A-Za-z0-9._-]+", r).group(0)) for r in requirements}
+
+
+def _normalised(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_third_party_import_is_a_declared_distribution():
+    """A module the package imports (at the top or lazily) must come from a distribution pyproject.toml names
+    (a dependency or an extra): a package present only as another one's dependency can vanish with that one's
+    next release. The files copied into exported folders (runtime.py, serve.py as server.py) and the modelling
+    files saved beside weights are package files, so they count too; serve.py's `import runtime` is its
+    neighbour in an exported folder."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    ours = {p.stem for p in PACKAGE.rglob("*.py")} | {"mahacompress"}
+    provided = packages_distributions()
+    declared = _declared_distributions()
+    missing = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in (m.split(".")[0] for m in modules):
+                if module in sys.stdlib_module_names or module in ours or module == "__future__":
+                    continue
+                # a module not installed here (an extra left out) is looked up under its own name
+                if not {_normalised(d) for d in provided.get(module, [module])} & declared:
+                    missing.add(f"{path.relative_to(PACKAGE)}: {module} ({', '.join(provided.get(module, ['?']))})")
+    assert not missing, sorted(missing)

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from clirun import one_line_error
 from mahacompress.cli import app
 from mahacompress.config import DataConfig, OptimizeConfig
 from mahacompress.errors import MahaError
 from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.optimize import (dev_resolution, open_candidates, random_compaction, resolve_candidates, search,
-                                   verdicts)
+from mahacompress.optimize import (CLEARLY_FASTER, SHIPPABLE, dev_resolution, open_candidates, outcome,
+                                   random_compaction, resolve_candidates, search, train_chain, verdicts)
 
 ORDER = ["a", "b", "c", "d", "e"]
 MS = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
@@ -113,7 +114,7 @@ def toy_data(toy_splits, tmp_path_factory):
 
 
 def _config(preset, **changes) -> OptimizeConfig:
-    return OptimizeConfig(**{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["fp32"],
+    return OptimizeConfig(**{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["onnx"],
                              "preset": str(preset), **changes})
 
 
@@ -167,16 +168,16 @@ def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sa
     seen: list[tuple[Path, int]] = []
     real = build._calibrated
 
-    def spy(model_dir, fp32, backend, max_length, texts, name, make):
+    def spy(model_dir, fp32, backend, max_length, texts, *rest):
         seen.append((Path(model_dir), len(texts or ())))
-        return real(model_dir, fp32, backend, max_length, texts, name, make)
+        return real(model_dir, fp32, backend, max_length, texts, *rest)
 
     monkeypatch.setattr(build, "_calibrated", spy)
     monkeypatch.setattr(optimize, "SHAPE_CALIBRATION_TEXTS", 2)
     data, preset = toy_data
     out = tmp_path / "out"
     optimize.optimize(str(teacher_dir), DataConfig(str(data)),
-                      _config(preset, candidates=["kd1"], runtimes=["fp32", "openvino-int8"]), out)
+                      _config(preset, candidates=["kd1"], runtimes=["openvino-int8"]), out)
     shapes = {n for d, n in seen if d.is_relative_to(out / "shapes")}
     served = {n for d, n in seen if d.is_relative_to(out / "served")}  # trained models, trimmed as they ship
     assert shapes == {2} and served and min(served) > 2
@@ -189,7 +190,7 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
     rows = {c["name"]: c for c in report["candidates"]}
     assert set(rows) == {"kd1", "kd2"} and all(c["fastest_ms"] > 0 for c in rows.values())
     winner = report["winner"]
-    assert winner["name"] in rows and rows[winner["name"]]["status"] == "passed" and winner["runtime"] == "fp32"
+    assert winner["name"] in rows and rows[winner["name"]]["status"] == "passed" and winner["runtime"] == "onnx"
     assert winner["speedup_vs_teacher_fp32"] > 0 and winner["export"]["test"]["rows"] > 0
     for name, row in rows.items():  # a candidate is trained only while it could still win
         faster_passed = [r for r in rows.values() if r["status"] == "passed" and r["passing_ms"] <= row["fastest_ms"]
@@ -254,10 +255,10 @@ def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training
     shutil.copytree(first_run[0], out)  # the first run's folder stays as the other tests read it
     monkeypatch.setattr(Grid, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
     data, preset = toy_data
-    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, runtimes=["fp32", "onnx-int8"]),
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, runtimes=["onnx-int8"]),
                                out)
     for trial in (out / "trials").glob("*.json"):
-        assert set(json.loads(trial.read_text())["dev_predictions"]) == {"fp32", "onnx-int8"}
+        assert set(json.loads(trial.read_text())["dev_predictions"]) == {"fp32", "onnx", "onnx-int8"}
     judged = [c for c in report["candidates"] if c.get("trained")]
     assert judged and all("onnx-int8" in c["runtimes"] for c in judged)
 
@@ -268,7 +269,8 @@ def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(te
 
     data, preset = toy_data
     ms = {"teacher": 10.0, "kd1": 1.0, "kd2": 2.0}  # both shapes faster than the teacher: only time stops them
-    monkeypatch.setattr(optimize, "time_models", lambda models, *a: {name: {"fp32": ms[name]} for name in models})
+    monkeypatch.setattr(optimize, "time_models",
+                        lambda models, *a: {name: {"fp32": ms[name], "onnx": ms[name]} for name in models})
     report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0),
                                tmp_path / "out")
     assert report["winner"]["name"] == "teacher" and report["meta"]["timed_out"]
@@ -277,15 +279,9 @@ def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(te
     # the same folder asked to search other data: refused in one line, nothing trained
     result = CliRunner().invoke(app, ["optimize", "--teacher", str(teacher_dir), "--dataset", str(data),
                                       "--max-train-rows", "50", "--preset", str(preset), "--out",
-                                      str(tmp_path / "out"), "--candidates", "kd1", "--runtimes", "fp32"])
-    assert _error(result).startswith("error: ") and "holds a search for another data" in result.stderr
+                                      str(tmp_path / "out"), "--candidates", "kd1", "--runtimes", "onnx"])
+    assert one_line_error(result).startswith("error: ") and "holds a search for another data" in result.stderr
 
-
-def _error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -297,12 +293,13 @@ def _error(result) -> str:
     (["--time-budget", "soon"], "--time-budget soon: expected a duration"),
     (["--time-budget", "90"], "--time-budget 90: expected a duration"),
     (["--decide", "maybe"], "--decide maybe: expected one of point, interval"),
-    (["--runtimes", "fp32,turbo"], "--runtimes turbo"),
+    (["--runtimes", "onnx,turbo"], "--runtimes turbo"),
+    (["--runtimes", "bf16"], "--runtimes bf16"),  # torch's bf16: no exported folder runs it
 ])
 def test_bad_options_are_refused_in_one_line_before_anything_is_written(args, message, tmp_path):
     result = CliRunner().invoke(app, ["optimize", "--teacher", str(tmp_path / "no-such-teacher"), "--out",
                                       str(tmp_path / "out"), *args])
-    assert message in _error(result) and not (tmp_path / "out").exists()
+    assert message in one_line_error(result) and not (tmp_path / "out").exists()
 
 
 def test_durations_parse():
@@ -320,7 +317,7 @@ def test_a_teacher_for_other_labels_is_refused_before_any_training(toy_splits, t
     save_classifier(model, tok, tmp_path / "other", {})
     result = CliRunner().invoke(app, ["optimize", "--teacher", str(tmp_path / "other"), "--dataset", str(data),
                                       "--preset", str(preset), "--out", str(tmp_path / "out")])
-    assert "the teacher's labels ['Kh', 'Kr', 'Ra'] differ from the dataset's" in _error(result)
+    assert "the teacher's labels ['Kh', 'Kr', 'Ra'] differ from the dataset's" in one_line_error(result)
     assert not (tmp_path / "out" / "models").exists()
 
 
@@ -364,3 +361,70 @@ def test_the_report_says_when_the_dev_split_is_too_small_to_decide_the_budget():
     assert "0.5 points = 1.2 texts" in dev_resolution(_report(232, 0.5, [1.0]))
     assert dev_resolution(_report(100, 1.0, [])) == "100 texts, so 1 point = 1.0 texts"  # nothing trained yet
     assert dev_resolution(_report(100, 1.0, [], metric="macro-f1")) == "100 texts"  # a point of F1 is no text count
+
+
+def test_only_a_runtime_an_exported_folder_runs_decides_a_verdict():
+    """torch's bf16 (or the fp32 reference) may pass on dev and be fastest, but no folder ships it: it decides nothing."""
+    y = [0, 1, 0, 1] * 25
+    splits = type("S", (), {"dev": type("D", (), {"labels": y})(), "labels": ["a", "b"]})()
+    cfg = OptimizeConfig(budget=1.0, decide="point")
+    trial = {"dev_predictions": {"bf16": y, "fp32": y, "onnx-int8": y, "onnx": [1 - v for v in y]}}
+    o = outcome(trial, {"bf16": 1.0, "fp32": 2.0, "onnx-int8": 3.0, "onnx": 4.0}, y, splits, cfg)
+    assert o["passed"] and (o["runtime"], o["ms"]) == ("onnx-int8", 3.0)
+    assert not outcome({"dev_predictions": {"bf16": y}}, {"bf16": 1.0}, y, splits, cfg)["passed"]
+    assert "bf16" not in SHIPPABLE and "fp32" not in SHIPPABLE and "static" in SHIPPABLE
+
+
+def test_the_shippable_runtimes_are_the_export_backends():
+    from mahacompress.config import OPTIMIZE_RUNTIMES
+    from mahacompress.export import EXPORT_BACKENDS
+
+    assert SHIPPABLE == set(OPTIMIZE_RUNTIMES) | {"static"} == set(EXPORT_BACKENDS)
+
+
+def test_a_candidate_not_clearly_faster_than_the_teacher_is_not_worth_a_trial():
+    assert open_candidates(ORDER, MS, 5.0 * CLEARLY_FASTER + 0.01, {}) == ORDER
+    assert open_candidates(ORDER, MS, 5.0 * CLEARLY_FASTER, {}) == ["a", "b", "c", "d"]  # e: not clearly faster
+    status = verdicts(ORDER, MS, 5.0 * CLEARLY_FASTER, {}, False)
+    assert status["e"]["status"] == "cannot win" and f"not {CLEARLY_FASTER:g}x faster" in status["e"]["why"]
+
+
+def test_a_chain_stops_after_a_failure_an_error_or_the_time_budget():
+    """A kdpNN's trial trains its kd row first: a failing kd row leaves its pruned copy untrained."""
+    def trainer(verdict):
+        trained = []
+
+        def train_one(name):
+            trained.append(name)
+            return verdict(name)
+        return trained, train_one
+
+    trained, one = trainer(lambda n: {"passed": n != "kd"})
+    assert train_chain(["kd", "kdp50"], one, lambda: False) == {"kd": {"passed": False}} and trained == ["kd"]
+    trained, one = trainer(lambda n: {"passed": None, "error": "boom"})
+    assert list(train_chain(["kd", "kdp50"], one, lambda: False)) == ["kd"]
+    trained, one = trainer(lambda n: {"passed": True})
+    assert list(train_chain(["kd", "kdp50"], one, lambda: True)) == ["kd"]  # a trial that started finishes
+    assert list(train_chain(["kd", "kdp50"], one, lambda: False)) == ["kd", "kdp50"]
+
+
+def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teacher_to_ship(teacher_dir, toy_data,
+                                                                                          tmp_path, monkeypatch):
+    import mahacompress.optimize as optimize
+
+    data, preset = toy_data
+    sessions = []
+
+    def timed(models, *args):  # the shapes look fast; timed again, trained, beside the teacher, kd1 is slower
+        sessions.append(list(models))
+        slow = len(sessions) > 1
+        return {name: {"fp32": 10.0, "onnx": 10.0 if name == "teacher" else 20.0 if slow else 1.0}
+                for name in models}
+
+    monkeypatch.setattr(optimize, "time_models", timed)
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"]),
+                               tmp_path / "out")
+    w = report["winner"]
+    assert [c["status"] for c in report["candidates"]] == ["passed"] and sessions[-1] == ["teacher", "kd1"]
+    assert w["name"] == "teacher" and w["overtaken"] == {"name": "kd1", "ms": 20.0, "runtime": "onnx"}
+    assert w["export"]["backend"] == "onnx" and "the teacher ships" in (tmp_path / "out" / "report.md").read_text()

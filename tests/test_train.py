@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from mahacompress import precision
+from mahacompress import precision, train
 from mahacompress.config import TrainConfig
 from mahacompress.errors import MahaError
 from mahacompress.models import tiny_bert, tiny_tokenizer
 from mahacompress.distill_loss import kd_loss
-from mahacompress.train import TrainHooks, finetune, fit
+from mahacompress.train import LOG_EVERY_SECONDS, Heartbeat, TrainHooks, finetune, fit
 
 CFG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
                   early_stopping_patience=0, evals_per_epoch=2, checkpoint_every=3)
@@ -40,8 +40,26 @@ def test_fit_learns_a_toy_task(toy_splits, tmp_path, capsys):
     assert len(steps) >= 10 and steps == sorted(steps) and steps[-1] <= result.steps
     assert max(f1 for _, f1 in result.dev_history) == pytest.approx(result.best_dev_macro_f1, abs=1e-5)
     # progress a log file keeps (no terminal here, so no live bar): one line per evaluation
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fine-tune: step ")]
-    assert [int(line.split()[2].split("/")[0]) for line in lines] == steps
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("fine-tune: step ") and "dev macro-F1" in line]
+    assert [int(line.split()[2].split("/")[0].rstrip(",")) for line in lines] == steps
+
+
+def test_heartbeat_says_step_rate_and_time_left():
+    beat = Heartbeat("fine-tune", total=100, first_step=20, enabled=True)
+    assert beat.line(21, 0.5, now=beat.started + 1) is None  # too soon after the start
+    line = beat.line(40, 0.5, now=beat.started + LOG_EVERY_SECONDS)  # 20 steps in 30 s: 60 left at 0.67/s
+    assert line == "fine-tune: step 40/100 (40%), 0.67 steps/s, loss 0.500, 1.5 min left"
+    assert beat.line(41, 0.5, now=beat.started + LOG_EVERY_SECONDS + 1) is None  # the last line was just now
+    assert Heartbeat("x", 10, 0, enabled=False).line(5, 0.1, now=1e9) is None  # a terminal has its live bar
+
+
+def test_a_log_file_gets_heartbeat_lines_between_evaluations(toy_splits, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "LOG_EVERY_SECONDS", 0.0)
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, replace(CFG, epochs=1), tmp_path)
+    beats = [line for line in capsys.readouterr().out.splitlines() if "steps/s" in line]
+    assert beats and all("min left" in line and line.startswith("fine-tune: step ") for line in beats)
 
 
 class _Crash(TrainHooks):

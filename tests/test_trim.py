@@ -211,3 +211,73 @@ def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_
                                  "--backend", "onnx", "--max-length", "32"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "export.json").read_text())["trim"]["corpus_texts"] == len(expected.train.texts)
+
+
+def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_that_corpus(tmp_path, monkeypatch):
+    """distill records every setting that shapes the transfer pieces (file made absolute, column, window, cap,
+    seed, n-gram), so trim and export --trim-vocab rebuild the very pieces the student saw, from any working
+    folder. Found by a user: with the sentiment preset's column both stopped at "no column 'text'", the set
+    having been recorded by file name alone. Export also runs at the length the student was trained with."""
+    import random
+
+    from typer.testing import CliRunner
+
+    from mahacompress.cli import app
+    from mahacompress.grid import load_preset
+    from mahacompress.models import save_classifier
+
+    column = load_preset("sentiment-quick")[0].transfer.text_col  # marathi_sentence
+    rng = random.Random(3)
+    words = {"Auto": "गाडी", "Sports": "क्रिकेट", "Tech": "मोबाईल"}
+    filler = "आज उद्या शहर राज्य देश लोक नवीन मोठा बातमी सरकार".split()
+    work = tmp_path / "work"
+    (work / "reviews").mkdir(parents=True)
+    for name, n in (("reviews_train.csv", 36), ("reviews_test.csv", 9)):
+        rows = [f"{' '.join(rng.sample(filler, 4))} {words[lab]} {i},{lab}"
+                for i, lab in enumerate(sorted(words) * (n // 3))]
+        (work / "reviews" / name).write_text("\n".join([f"{column},label", *rows]) + "\n", encoding="utf-8")
+    unseen = ["सिनेमा", "गाणे", "नाटक", "कविता", "कादंबरी", "चित्रकला"]  # one word of its own per transfer text
+    transfer = [f"{w} {w} {' '.join(rng.sample(filler, 3))}" for w in unseen]
+    (work / "t.csv").write_text("\n".join([f"id,{column}", *(f"{i},{t}" for i, t in enumerate(transfer))]) + "\n",
+                                encoding="utf-8")
+    tok = tiny_tokenizer((work / "reviews" / "reviews_train.csv").read_text(encoding="utf-8").splitlines() + transfer)
+    labels = sorted(words)
+    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=dict(enumerate(labels)),
+                              label2id={lab: i for i, lab in enumerate(labels)}), tok, tmp_path / "teacher", {})
+    monkeypatch.chdir(work)
+    runner = CliRunner()
+    result = runner.invoke(app, ["distill", "--teacher", str(tmp_path / "teacher"), "--student", "layers:1",
+                                 "--out", str(tmp_path / "student"), "--dataset", "reviews", "--text-col", column,
+                                 "--label-col", "label", "--transfer-set", "t.csv", "--transfer-text-col", column,
+                                 "--transfer-window", "200", "--transfer-max", "4", "--epochs", "1",
+                                 "--batch-size", "8", "--max-length", "32"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "student" / "training.json").read_text(encoding="utf-8"))["transfer"]
+    assert record["kept"] == 4 and record["config"] == {
+        "path": str(work / "t.csv"), "text_col": column, "label_col": None, "window_words": 200, "ngram": 8,
+        "max_pieces": 4, "use_labels": False, "seed": 42}
+
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative t.csv and reviews no longer name anything
+    result = runner.invoke(app, ["trim", str(tmp_path / "student"), "--out", str(tmp_path / "trimmed")])
+    assert result.exit_code == 0, result.output
+    train_rows = json.loads((tmp_path / "student" / "training.json").read_text())["dataset"]["splits"]["train"]["rows"]
+    assert json.loads((tmp_path / "trimmed" / "trim.json").read_text())["corpus_texts"] == train_rows + 4
+    original, trimmed = load_tokenizer(str(tmp_path / "student")), load_tokenizer(str(tmp_path / "trimmed"))
+    # the four pieces distilled on keep every one of their pieces; the two the cap left out lose their own word
+    assert texts_with_removed_pieces(original, trimmed, transfer) == 2
+    result = runner.invoke(app, ["export", str(tmp_path / "student"), "--out", str(tmp_path / "exported"),
+                                 "--trim-vocab", "--backend", "onnx"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "exported" / "export.json").read_text())
+    assert manifest["trim"]["corpus_texts"] == train_rows + 4 and manifest["max_length"] == 32
+
+    # a record of an older version names the file alone: rebuilt with the default settings it cannot be read,
+    # and one line says so, with the option trim and export do take
+    info = json.loads((tmp_path / "student" / "training.json").read_text())
+    info["transfer"] = {k: v for k, v in info["transfer"].items() if k != "config"}
+    info["transfer"]["file"] = str(work / "t.csv")
+    (tmp_path / "student" / "training.json").write_text(json.dumps(info), encoding="utf-8")
+    result = runner.invoke(app, ["trim", str(tmp_path / "student"), "--out", str(tmp_path / "trimmed")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "recorded by its file name only" in result.stderr and "no column 'text'" in result.stderr
+    assert "--corpus FILE" in result.stderr and "--text-col" not in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import io
 import os
 import re
@@ -19,6 +20,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .config import DataConfig
 from .errors import MahaError
@@ -127,16 +129,20 @@ def is_mojibake(text: str) -> bool:
     return False
 
 
-def _find_col(header: list[str], want: str, path: Path) -> int:
-    """Index of column `want` in `header`, compared case-insensitively (users mistype case)."""
+_COLUMN_OPTIONS = "--text-col/--label-col"
+
+
+def _find_col(header: list[str], want: str, path: Path, options: str) -> int:
+    """Index of column `want` in `header`, compared case-insensitively (users mistype case); a missing one
+    names the `options` that set the columns of this file."""
     lowered = [h.strip().lower() for h in header]
     if want.strip().lower() not in lowered:
-        raise MahaError(f"{path}: no column '{want}' (columns: {', '.join(header) or 'none'}); "
-                        f"pass --text-col/--label-col")
+        raise MahaError(f"{path}: no column '{want}' (columns: {', '.join(header) or 'none'}); pass {options}")
     return lowered.index(want.strip().lower())
 
 
-def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[tuple[int, str, str]], dict]:
+def _read_rows(path: Path, text_col: str, label_col: str | None,
+               options: str = _COLUMN_OPTIONS) -> tuple[list[tuple[int, str, str]], dict]:
     """Parse `path` into (row number, text, label) triples and drop-counts.
 
     Row numbers are CSV records with the header as row 1, so a message points at the record
@@ -154,8 +160,8 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
         raise MahaError(f"{path}: empty file (no header line)") from None
     except csv.Error as e:
         raise MahaError(f"{path}, row 1: bad CSV ({e})") from None
-    ti = _find_col(header, text_col, path)
-    li = ti if label_col is None else _find_col(header, label_col, path)  # unlabelled: texts only
+    ti = _find_col(header, text_col, path, options)
+    li = ti if label_col is None else _find_col(header, label_col, path, options)  # unlabelled: texts only
     # Header repeats: the label column holds a column name. The LPC files repeat SHC's header
     # ("Text,Label") with an empty text under their own "labels" header, hence the fixed names.
     header_labels = {header[li].strip().lower(), "label", "labels"}
@@ -163,17 +169,8 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
              "empty_label_dropped": 0, "mojibake_rows": 0}
     rows: list[tuple[int, str, str]] = []
     multiline: list[tuple[int, str]] = []  # judged once the file's labels are known (_looks_merged)
-    row = 1
-    while True:
-        row += 1
-        try:
-            rec = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise MahaError(f"{path}, row {row}: bad CSV ({e})") from None
-        if any("\udc80" <= ch <= "\udcff" for f in rec for ch in f):
-            raise MahaError(f"{path}, row {row}: bytes that are not UTF-8; re-save the file as UTF-8")
+    row = 1  # the header's; after the loop, the last row read
+    for row, rec in _records(path, reader, first=2):
         stats["rows_read"] += 1
         if not rec or all(not f.strip() for f in rec):  # blank line
             stats["empty_dropped"] += 1
@@ -201,11 +198,32 @@ def _read_rows(path: Path, text_col: str, label_col: str | None) -> tuple[list[t
             rows.append((row, t, lab))
     labels = {lab for _, _, lab in rows} if label_col else set()
     for at, t in multiline:
-        if _looks_merged(t, len(header), li, labels) or (at == row - 1 and _quote_left_open(text)):
+        if _looks_merged(t, len(header), li, labels) or (at == row and _quote_left_open(text)):
             raise _merged(path, at)
     if label_col is not None:
         _check_text_like_labels(path, rows)
     return rows, stats
+
+
+def _records(path: Path, reader, first: int) -> Iterator[tuple[int, list[str]]]:
+    """A CSV reader's records numbered from `first`; a record the csv module cannot parse, or one holding bytes that
+    are not UTF-8 (decoded with surrogateescape), stops the read with one line naming the row."""
+    for row, rec in enumerate(_parsed(path, reader, first), start=first):
+        if any("\udc80" <= ch <= "\udcff" for f in rec for ch in f):
+            raise MahaError(f"{path}, row {row}: bytes that are not UTF-8; re-save the file as UTF-8")
+        yield row, rec
+
+
+def _parsed(path: Path, reader, first: int) -> Iterator[list[str]]:
+    row = first
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise MahaError(f"{path}, row {row}: bad CSV ({e})") from None
+        row += 1
 
 
 def _merged(path: Path, row: int) -> MahaError:
@@ -262,17 +280,114 @@ def _check_text_like_labels(path: Path, rows: list[tuple[int, str, str]]) -> Non
                             f"an unquoted comma in a text, or records merged by an unbalanced quote above this row?")
 
 
-def read_labeled_csv(path: Path, text_col: str, label_col: str) -> tuple[list[str], list[str], dict]:
-    """Texts, label names and drop-counts of one CSV (header repeats and empty texts removed)."""
-    rows, stats = _read_rows(Path(path), text_col, label_col)
+def read_labeled_csv(path: Path, text_col: str, label_col: str,
+                     options: str = _COLUMN_OPTIONS) -> tuple[list[str], list[str], dict]:
+    """Texts, label names and drop-counts of one CSV (header repeats and empty texts removed); `options`:
+    what sets the columns of this file, named when one is missing."""
+    rows, stats = _read_rows(Path(path), text_col, label_col, options)
     stats["final_rows"] = len(rows)
     return [r[1] for r in rows], [r[2] for r in rows], stats
 
 
-def read_text_column(path: Path, text_col: str) -> list[str]:
+def read_text_column(path: Path, text_col: str, options: str = _COLUMN_OPTIONS) -> list[str]:
     """The non-empty texts of one column of an unlabelled CSV (for prediction), same checks as above."""
-    rows, _ = _read_rows(Path(path), text_col, None)
+    rows, _ = _read_rows(Path(path), text_col, None, options)
     return [r[1] for r in rows]
+
+
+# ---------------------------------------------------------------------------- labels
+
+def read_label_map(path: str | Path) -> dict[str, str]:
+    """The `from -> to` renames of a label-map CSV: two columns per row, a first row reading `from,to` is a
+    header (any other first row is a mapping), blank lines skipped, each `from` once.
+
+    Why a file and not an option per label: a dataset's splits can disagree on many spellings at once (a
+    public emotion set: `sadness` in validation, `Sadness` in training), and the file is recorded with the
+    model, so every later command renames the same way. Renames are applied once, not chained.
+    """
+    path = check_input_file(path, "label map")
+    raw = path.read_bytes()
+    _check_encoding(path, raw)
+    reader = csv.reader(io.StringIO(raw.decode("utf-8-sig", errors="surrogateescape"), newline=""))
+    mapping: dict[str, str] = {}
+    first_row: dict[str, int] = {}
+    for row, rec in _records(path, reader, first=1):
+        if not rec or all(not f.strip() for f in rec):
+            continue
+        if len(rec) != 2:
+            raise MahaError(f"{path}, row {row}: {len(rec)} column(s); a label map has two per row: from,to")
+        source, target = rec[0].strip(), rec[1].strip()
+        if row == 1 and (source.lower(), target.lower()) == ("from", "to"):
+            continue
+        if not source or not target:
+            raise MahaError(f"{path}, row {row}: an empty label; each row renames one label: from,to")
+        if source in mapping:
+            raise MahaError(f"{path}, row {row}: label '{source}' is mapped again (first at row {first_row[source]})")
+        mapping[source], first_row[source] = target, row
+    if not mapping:
+        raise MahaError(f"{path}: no mappings in the label map (expected rows from,to)")
+    return mapping
+
+
+def check_label_map_targets(path: str | Path, labels: list[str], model: str) -> None:
+    """A label map may only rename to labels `model` predicts (a model's labels are fixed once trained)."""
+    unknown = sorted(set(read_label_map(path).values()) - set(labels))
+    if unknown:
+        raise MahaError(f"{path}: maps to {', '.join(repr(n) for n in unknown)}, which the model {model} does not "
+                        f"have (its labels: {', '.join(labels)})")
+
+
+def _label_key(label: str) -> str:
+    """Labels compared without case or whitespace differences (`sadness`, ` Sadness`, `SADNESS` are one)."""
+    return " ".join(label.split()).casefold()
+
+
+Rows = list[tuple[int, str, str]]
+
+
+def relabel(cfg: DataConfig, train: Rows, others: list[Rows]) -> tuple[Rows, list[Rows], list[dict]]:
+    """`train` and `others` with cfg.label_map applied, then cfg.fold_label_case (each label becomes the
+    spelling of its case/whitespace variants that occurs most often in `train`, the first seen on a tie, so
+    model labels stay the file's own words); returns the renamed rows and the renames made, counted."""
+    mapping = read_label_map(cfg.label_map) if cfg.label_map else {}
+    canonical: dict[str, str] = {}
+    if cfg.fold_label_case:
+        counts = Counter(mapping.get(lab, lab) for _, _, lab in train)
+        for lab, _ in sorted(counts.items(), key=lambda kv: -kv[1]):  # stable: ties keep the first seen
+            canonical.setdefault(_label_key(lab), lab)
+    made: Counter[tuple[str, str]] = Counter()
+
+    def renamed(rows: Rows) -> Rows:
+        out = []
+        for row, text, lab in rows:
+            new = mapping.get(lab, lab)
+            new = canonical.get(_label_key(new), new)
+            if new != lab:
+                made[(lab, new)] += 1
+            out.append((row, text, new))
+        return out
+
+    if not mapping and not canonical:
+        return train, others, []
+    train, others = renamed(train), [renamed(rows) for rows in others]
+    return train, others, [{"from": a, "to": b, "rows": n} for (a, b), n in sorted(made.items())]
+
+
+def _unknown_label(path: Path, row: int, label: str, train_file: Path, counts: Counter[str]) -> MahaError:
+    """A dev/test label that no training row has, with the training label it probably means (of several
+    spellings, the one --fold-label-case would keep: the commonest in `counts`, the training rows' labels)
+    and the fix."""
+    labels = sorted(counts)
+    same = sorted((n for n in labels if _label_key(n) == _label_key(label)), key=lambda n: -counts[n])
+    keys = {_label_key(n): n for n in labels}
+    close = same or [keys[k] for k in difflib.get_close_matches(_label_key(label), list(keys), n=1, cutoff=0.8)]
+    where = f"{path}, row {row}: label '{label}' is not a training label ({train_file.name} has: {', '.join(labels)})"
+    if same:
+        return MahaError(f"{where}; did you mean '{same[0]}'? pass --fold-label-case, or --label-map FILE "
+                         f"with the row {label},{same[0]}")
+    if close:
+        return MahaError(f"{where}; did you mean '{close[0]}'? pass --label-map FILE with the row {label},{close[0]}")
+    return MahaError(f"{where}; fix the file, or rename it with --label-map FILE (rows from,to)")
 
 
 # ---------------------------------------------------------------------------- file lookup
@@ -450,6 +565,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     tr_rows, tr_stats = _read_rows(files["train"], text_col, label_col)
     te_rows, te_stats = _read_rows(files["test"], text_col, label_col)
     dv_rows, dv_stats = _read_rows(files["dev"], text_col, label_col) if "dev" in files else ([], {})
+    tr_rows, (te_rows, dv_rows), renames = relabel(cfg, tr_rows, [te_rows, dv_rows])
 
     # Duplicates in the training source: keep the first copy; a text with two labels is
     # unusable evidence either way, so every copy goes.
@@ -512,8 +628,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     for role, role_rows in (("test", te_rows), ("dev", dv_rows)):
         for row, _, lab in role_rows:
             if lab not in ids:
-                raise MahaError(f"{files[role]}, row {row}: label '{lab}' never occurs in the training "
-                                f"file {files['train'].name} (labels: {', '.join(label_names)})")
+                raise _unknown_label(files[role], row, lab, files["train"], Counter(lab for _, _, lab in tr_rows))
 
     texts = [t for _, t, _ in train_rows]
     y = [ids[lab] for _, _, lab in train_rows]
@@ -542,6 +657,9 @@ def load_splits(cfg: DataConfig) -> Splits:
         "seed": cfg.seed,
         "dedup_test": cfg.dedup_test,
         "max_train_rows": cfg.max_train_rows,
+        "label_map": cfg.label_map,
+        "fold_label_case": cfg.fold_label_case,
+        "labels_renamed": renames,
         "labels_without_training_rows": starved,
         "notes": ["mojibake_rows (Devanagari decoded as cp866) are counted and kept, not repaired",
                   "test keeps internal duplicates" if not cfg.dedup_test else "test de-duplicated",
@@ -557,4 +675,4 @@ def load_splits(cfg: DataConfig) -> Splits:
 
 
 __all__ = ["TextSet", "Splits", "resolve_files", "load_splits", "read_labeled_csv", "normalize",
-           "is_mojibake", "NAMED", "MAX_TEXT_CHARS"]
+           "is_mojibake", "NAMED", "MAX_TEXT_CHARS", "read_label_map", "check_label_map_targets"]

@@ -55,24 +55,25 @@ def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
 
 
 def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: list[str] | None = None,
-                   cache_dir: Path | None = None, batch_size: int = 64) -> np.ndarray:
+                   cache_dir: Path | None = None, batch_size: int = 64, trust_remote_code: bool = False) -> np.ndarray:
     """Teacher logits for `texts`, computed once and cached as .npy (written atomically).
 
-    With `labels`, a teacher whose label list differs (by name and order) is refused.
+    With `labels`, a teacher whose label list differs (by name and order) is refused. `trust_remote_code`
+    lets the teacher run the Python code its folder or hub repository ships.
     """
     cache_dir = Path(cache_dir or default_cache())
     path = cache_dir / f"{_fingerprint(teacher, texts, max_length)}.npy"
     state = process_state()
     if state.num_processes == 1:
         return np.load(path) if path.exists() else _compute_logits(teacher, texts, max_length, labels, path,
-                                                                    batch_size)
+                                                                    batch_size, trust_remote_code)
     # Several processes (torchrun): the main one computes and writes the cache, the others then read
     # it; a failure on the main process is sent to all, so every process stops with the same line.
     failure = [None]
     if state.is_main_process:
         try:
             if not path.exists():
-                _compute_logits(teacher, texts, max_length, labels, path, batch_size)
+                _compute_logits(teacher, texts, max_length, labels, path, batch_size, trust_remote_code)
         except Exception as exc:
             failure = [str(exc) if isinstance(exc, MahaError) else
                        f"{teacher}: computing teacher logits failed on the main process ({type(exc).__name__})"]
@@ -83,8 +84,9 @@ def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: l
 
 
 def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: list[str] | None, path: Path,
-                    batch_size: int) -> np.ndarray:
-    model, tokenizer = load_classifier(teacher), load_tokenizer(teacher)
+                    batch_size: int, trust_remote_code: bool) -> np.ndarray:
+    model = load_classifier(teacher, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code)
     if labels is not None:
         _check_labels(teacher, model, labels)
     logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
@@ -93,21 +95,23 @@ def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: lis
     return logits
 
 
-def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig) -> dict:
+def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig, *,
+                    trust_remote_code: bool = False) -> dict:
     """`fit`'s teacher arguments: cached train-split logits, or the live model when hidden states are distilled.
 
-    `teacher` is a model folder / hub id, or logits already computed for `splits.train`.
+    `teacher` is a model folder / hub id (loaded with `trust_remote_code`), or logits already computed for
+    `splits.train`.
     """
     if isinstance(teacher, np.ndarray):
         if cfg.kd_hidden_weight > 0:
             raise MahaError("hidden-state distillation needs the teacher model, not only its logits")
         return {"teacher_logits": teacher}
     if cfg.kd_hidden_weight > 0:
-        model = load_classifier(teacher)
+        model = load_classifier(teacher, trust_remote_code=trust_remote_code)
         _check_labels(teacher, model, splits.labels)
         return {"teacher_model": model}
     return {"teacher_logits": teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length,
-                                             labels=splits.labels)}
+                                             labels=splits.labels, trust_remote_code=trust_remote_code)}
 
 
 def with_transfer(splits: Splits, transfer: TransferSet | None) -> Splits:
@@ -132,17 +136,19 @@ def with_transfer(splits: Splits, transfer: TransferSet | None) -> Splits:
 
 
 def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig,
-                        transfer: TransferSet | None = None) -> tuple[Splits, dict, dict | None]:
+                        transfer: TransferSet | None = None, *,
+                        trust_remote_code: bool = False) -> tuple[Splits, dict, dict | None]:
     """What `fit` needs to distil: the training splits (plus transfer pieces), the teacher arguments, and
-    a record of the transfer set (its counts, and how often the teacher's label agrees with the file's).
+    a record of the transfer set (its counts, the settings that built it, and how often the teacher's label
+    agrees with the file's). `trust_remote_code`: see `teacher_for_fit`.
     """
     if transfer is not None and isinstance(teacher, np.ndarray):
         raise MahaError("a transfer set needs the teacher model to label it, not precomputed logits")
     train_splits = with_transfer(splits, transfer)
-    teacher_args = teacher_for_fit(teacher, train_splits, cfg)
+    teacher_args = teacher_for_fit(teacher, train_splits, cfg, trust_remote_code=trust_remote_code)
     if transfer is None:
         return train_splits, teacher_args, None
-    record = {**transfer.counts, "use_labels": transfer.use_labels}
+    record = transfer.record()
     logits = teacher_args.get("teacher_logits")
     if transfer.source_labels is not None and logits is not None:
         ids = {name: i for i, name in enumerate(splits.labels)}
@@ -154,15 +160,16 @@ def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainCon
     return train_splits, teacher_args, record
 
 
-def check_compatible(teacher: str, student: str, splits: Splits) -> None:
+def check_compatible(teacher: str, student: str, splits: Splits, *, trust_remote_code: bool = False) -> None:
     """Teacher and student must share the label set (by name and order) and the tokenizer vocabulary."""
-    t_model, s_model = load_classifier(teacher), load_classifier(student)
+    trust = {"trust_remote_code": trust_remote_code}
+    t_model, s_model = load_classifier(teacher, **trust), load_classifier(student, **trust)
     t_labels = config_labels(t_model.config)
     s_labels = config_labels(s_model.config)
     if t_labels != s_labels:
         raise MahaError(f"{student}: labels {s_labels} differ from the teacher's {t_labels} ({teacher})")
     _check_labels(teacher, t_model, splits.labels)
-    if load_tokenizer(teacher).get_vocab() != load_tokenizer(student).get_vocab():
+    if load_tokenizer(teacher, **trust).get_vocab() != load_tokenizer(student, **trust).get_vocab():
         raise MahaError(f"{student}: its tokenizer differs from the teacher's ({teacher}); KD needs the same inputs")
 
 
@@ -217,10 +224,12 @@ def describe(student_spec: str) -> dict:
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
-            resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None) -> dict:
+            resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None,
+            trust_remote_code: bool = False) -> dict:
     """Distil `teacher` into a `layers:N[:choice]` student or an existing student folder; save it to `out_dir`.
 
     `data` (the configuration `splits` was loaded with) goes into training.json for trim and export.
+    `trust_remote_code` lets teacher and student run the Python code their folders ship.
 
     `pruned:S` students are pruned and distilled in one run by `pruning.prune(..., distill_from=...)`;
     the CLI routes them there.
@@ -228,16 +237,17 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     spec = describe(student_spec)
     if spec["kind"] == "pruned":
         raise MahaError("pruned:S students are made by `mahacompress prune --distill-from TEACHER`")
-    tokenizer = load_tokenizer(teacher)
+    trust = {"trust_remote_code": trust_remote_code}
+    tokenizer = load_tokenizer(teacher, **trust)
     if spec["kind"] == "layers":
-        teacher_model = load_classifier(teacher)
+        teacher_model = load_classifier(teacher, **trust)
         _check_labels(teacher, teacher_model, splits.labels)
         student = layer_student(teacher_model, spec["layers"], spec["choice"])
         del teacher_model
     else:
-        check_compatible(teacher, spec["path"], splits)
-        student = load_classifier(spec["path"])
-    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
+        check_compatible(teacher, spec["path"], splits, **trust)
+        student = load_classifier(spec["path"], **trust)
+    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer, **trust)
     with checkpoints_for(out_dir) as work:
         result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
         info = {"teacher": teacher, "student": student_spec, "dataset": splits.summary(),

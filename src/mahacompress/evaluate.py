@@ -14,12 +14,11 @@ from typing import Sequence
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-from transformers import AutoConfig
 
 from .batching import length_sorted_batches
 from .errors import MahaError
 from .backends import load_backend
-from .models import check_model_dir, config_labels
+from .models import check_model_dir, config_labels, load_config
 from .validate import exported_manifest
 
 
@@ -73,9 +72,10 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], ids: lis
     }
 
 
-def model_labels(model_name: str) -> list[str]:
+def model_labels(model_name: str, *, trust_remote_code: bool = False) -> list[str]:
     """The label names of a classifier folder or hub id, in id order (read from its config, a TF-IDF
-    folder's record, or an exported folder's manifest, only)."""
+    folder's record, or an exported folder's manifest, only; `trust_remote_code`: the config may be the
+    Python code its folder ships)."""
     from .backends.numpy_engine import is_tfidf, tfidf_labels
 
     if is_tfidf(model_name):
@@ -83,43 +83,45 @@ def model_labels(model_name: str) -> list[str]:
     manifest = exported_manifest(model_name)
     if manifest is not None:
         return list(manifest["labels"])
-    check_model_dir(model_name)
-    config = AutoConfig.from_pretrained(model_name, trust_remote_code=True)
-    return config_labels(config)
+    check_model_dir(model_name, trust_remote_code=trust_remote_code)
+    return config_labels(load_config(model_name, trust_remote_code=trust_remote_code))
 
 
 def model_logits(model_name: str, texts: Sequence[str], *, backend: str = "fp32", max_length: int = 128,
-                 batch_size: int = 64) -> np.ndarray:
+                 batch_size: int = 64, trust_remote_code: bool = False) -> np.ndarray:
     """Logits on `texts` in `model_labels` order: an exported folder (export.json) runs with its own
-    runtime, as deployed, at the sequence length it was exported with; any other model with `backend`."""
+    runtime, as deployed, at the sequence length it was exported with; any other model with `backend`
+    (and, with `trust_remote_code`, the Python code its folder ships)."""
     if exported_manifest(model_name) is not None:
         from .runtime import Classifier
 
         return Classifier(model_name).logits(texts, batch_size=batch_size)
-    return load_backend(model_name, backend, max_length=max_length).logits(texts, batch_size=batch_size)
+    return load_backend(model_name, backend, max_length=max_length,
+                        trust_remote_code=trust_remote_code).logits(texts, batch_size=batch_size)
 
 
 def predict_ids(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
-                max_length: int = 128) -> np.ndarray:
+                max_length: int = 128, trust_remote_code: bool = False) -> np.ndarray:
     """Predicted dataset label ids of a classifier folder (or hub id), run with `backend`, on one split.
 
     The model's labels are matched to the dataset's by name, so a model trained with another label
     order still scores correctly; a dataset label the model does not know is an error.
     """
-    labels = model_labels(model_name)
+    labels = model_labels(model_name, trust_remote_code=trust_remote_code)
     unknown = sorted(set(splits.labels) - set(labels))
     if unknown:
         raise MahaError(f"{model_name}: the model does not know the dataset labels {unknown} (it knows {labels})")
     logits = model_logits(model_name, getattr(splits, split).texts, backend=backend, max_length=max_length,
-                          batch_size=batch_size)
+                          batch_size=batch_size, trust_remote_code=trust_remote_code)
     to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in labels])
     return to_dataset[logits.argmax(-1)]
 
 
 def evaluate_model(model_name: str, splits, split: str = "test", *, backend: str = "fp32", batch_size: int = 64,
-                   max_length: int = 128) -> dict:
+                   max_length: int = 128, trust_remote_code: bool = False) -> dict:
     """Score a classifier folder (or hub id), run with `backend`, on one split of `splits` (see predict_ids)."""
-    pred = predict_ids(model_name, splits, split, backend=backend, batch_size=batch_size, max_length=max_length)
+    pred = predict_ids(model_name, splits, split, backend=backend, batch_size=batch_size, max_length=max_length,
+                       trust_remote_code=trust_remote_code)
     result = classification_metrics(getattr(splits, split).labels, pred, splits.labels, unlearnable_classes(splits))
     manifest = exported_manifest(model_name)
     result.update(model=str(model_name), split=split,

@@ -19,6 +19,9 @@ texts (the CLI and `optimize`: a seeded sample of 512 training-split texts, as t
 the grid's timed file computes when the sequence length is the grid's too). The folder needs openvino,
 tokenizers and numpy (no onnxruntime). It was the fastest runtime at batch 32 in both committed grids
 (`best+openvino` vs `best+fused`, AVX-512 CPUs), so a user (and `optimize`) can ship what measured fastest.
+`openvino` and `openvino-bf16` ship the fp32 ONNX graph for OpenVINO to compile at the manifest's
+`inference_precision` (f32, or bf16 on CPUs with AVX512-BF16 or AMX, where it is what `optimize` measured;
+another CPU runs the same folder in f32): the teacher or a student in bf16 ships without torch.
 
 A static-embedding student (static.py) ships the same way but without ONNX: its folder holds the table
 with the head folded in (`piece_logits.npy`, pieces x labels, float32, special rows zeroed; the bias and
@@ -40,12 +43,14 @@ from pathlib import Path
 from typing import Sequence
 
 from .backends.registry import CALIBRATED_BACKENDS, SPECS
+from .config import TrainConfig
 from .errors import MahaError
 from .files import EXPORT_RECORD, staged_dir, write_json, write_text
 from .runtime import OPENVINO_ENGINE, STATIC_KIND
+from .validate import recorded_max_length
 
-EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "openvino-int8", "static")
-TRANSFORMER_BACKENDS = EXPORT_BACKENDS[:4]
+EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "openvino-int8", "openvino", "openvino-bf16", "static")
+TRANSFORMER_BACKENDS = EXPORT_BACKENDS[:-1]
 # runtime.py needs the runtime's packages; server.py (serve.py) the server's too, in the serve extra's ranges
 _SERVER_NEEDS = "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n"
 REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
@@ -56,8 +61,8 @@ _LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"
 
 
 def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Sequence[str] | None = None,
-           corpus_names: Sequence[str] = (), splits=None, max_length: int = 128,
-           calibration_texts: Sequence[str] | None = None) -> dict:
+           corpus_names: Sequence[str] = (), splits=None, max_length: int | None = None,
+           calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> dict:
     """Write the deployable folder `out` for classifier `model_dir`; returns its manifest (export.json).
 
     `backend` defaults to `static` for a static-embedding student (the only one it has: an ONNX graph of
@@ -66,11 +71,17 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
     trimmed when its table was built). With `splits`, the exported model is scored on the test split
     through the runtime itself, and the figures go into the manifest and model card. `calibration_texts`
     (training texts, never dev or test) calibrate a calibrated backend's activation ranges (openvino-int8).
+    `max_length` defaults to the length the model was trained with (its record), else the training default,
+    so the folder scores as `evaluate` scored the model.
+    `trust_remote_code` lets `model_dir` run the Python code it ships while it is exported (the exported
+    folder runs without it).
     """
     from .models import load_tokenizer
     from .trim import TRIM_RECORD, texts_with_removed_pieces, trim
 
     model_dir, out = Path(model_dir), Path(out)
+    if max_length is None:
+        max_length = recorded_max_length(model_dir) or TrainConfig.max_length
     backend = export_backend(model_dir, backend, trimming=corpus is not None)
     if backend in CALIBRATED_BACKENDS and not calibration_texts:
         raise MahaError(f"--backend {backend} calibrates activation ranges on training texts: name its training "
@@ -80,20 +91,22 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
         source, trim_record = model_dir, None
         if corpus is not None:
             source = Path(work) / "trimmed"
-            trim_record = trim(model_dir, corpus, source, corpus_names=corpus_names)
+            trim_record = trim(model_dir, corpus, source, corpus_names=corpus_names,
+                               trust_remote_code=trust_remote_code)
         if not (source / "tokenizer.json").is_file():
             raise MahaError(f"{source / 'tokenizer.json'}: export needs a fast tokenizer (tokenizer.json)")
         config = json.loads((source / "config.json").read_text(encoding="utf-8"))
         labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
         info = _training_info(model_dir)
-        tokenizer = load_tokenizer(str(source))
+        tokenizer = load_tokenizer(str(source), trust_remote_code=trust_remote_code)
         # padding recorded for every kind (validate.exported_manifest checks it); a static table pads nothing
         manifest = {"labels": labels, "max_length": max_length, "pad_id": tokenizer.pad_token_id,
                     "pad_token": tokenizer.pad_token, "backend": backend, "source": str(model_dir),
                     "made_with": _training_record(info)}
         model_files = ([_static_table(source, Path(work), max_length, manifest, info)] if static
                        else _transformer_files(source, backend, manifest, max_length, calibration_texts,
-                                               None if source == model_dir else Path(work) / "derived"))
+                                               None if source == model_dir else Path(work) / "derived",
+                                               trust_remote_code))
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out, EXPORT_RECORD) as tmp:
@@ -108,7 +121,8 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
                 manifest["test"] = _score(tmp, splits)
                 if trim_record is not None:
                     manifest["test"]["texts_with_removed_pieces"] = texts_with_removed_pieces(
-                        load_tokenizer(str(model_dir)), tokenizer, splits.test.texts)
+                        load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code), tokenizer,
+                        splits.test.texts)
             if trim_record is not None:
                 shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
             manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
@@ -142,21 +156,27 @@ def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = Fal
 
 
 def _transformer_files(source: Path, backend: str, manifest: dict, max_length: int,
-                       calibration_texts: Sequence[str] | None, cache_dir: Path | None) -> list[Path]:
+                       calibration_texts: Sequence[str] | None, cache_dir: Path | None,
+                       trust_remote_code: bool) -> list[Path]:
     """The files `backend` serves `source` from (an ONNX graph; or OpenVINO IR, .xml then .bin); their facts go
     into `manifest`. Built once into the derived-file cache (the very files the benchmark backend times), or
     into `cache_dir`: a trimmed copy made for this export is temporary, and so are its files."""
     from .backends.build import SEVEN_BIT_SUFFIX, served_files
 
     files = served_files(source, backend, max_length=max_length, cache_dir=cache_dir,
-                         calibration_texts=calibration_texts)
+                         calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
+    from .backends.openvino_engine import inference_precision
+
     openvino = SPECS[backend].engine == "openvino"
+    ir = files[0].suffix == ".xml"  # OpenVINO IR (int8); openvino / openvino-bf16 compile the ONNX graph itself
     manifest.update(kind="transformer", engine=OPENVINO_ENGINE if openvino else "onnxruntime",
-                    model_file="model.xml" if openvino else "model.onnx",
+                    model_file="model.xml" if ir else "model.onnx",
                     needs=(OPENVINO_REQUIREMENTS if openvino else REQUIREMENTS).split())
     if openvino:
+        manifest["inference_precision"] = inference_precision(backend)
+    if ir:
         manifest["weights_file"] = "model.bin"
-    if backend != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
+    if SPECS[backend].file != "onnx":  # a 7-bit file runs anywhere; an 8-bit one can saturate on a CPU without VNNI
         stem = files[0].parent.name if openvino else files[0].stem  # IR: its folder's name says it
         manifest["int8_weight_bits"] = 7 if stem.endswith(SEVEN_BIT_SUFFIX) else 8
     return files
@@ -217,8 +237,12 @@ def _what_it_is(manifest: dict) -> str:
     """The model card's first sentence: which kind of model the folder runs, and from where."""
     source = f"exported by mahacompress from `{manifest['source']}`"
     if manifest.get("kind") != STATIC_KIND:
-        form = "OpenVINO IR" if manifest.get("engine") == OPENVINO_ENGINE else "ONNX"
-        return f"An {manifest['backend']} {form} model {source}."
+        if manifest.get("engine") != OPENVINO_ENGINE:
+            return f"An {manifest['backend']} ONNX model {source}."
+        if manifest.get("weights_file"):
+            return f"An {manifest['backend']} OpenVINO IR model {source}."
+        return (f"An {manifest['backend']} model {source}: an fp32 ONNX graph that OpenVINO compiles with "
+                f"{manifest['inference_precision']} inference precision (a CPU without native bf16 runs it in f32).")
     teacher = manifest.get("made_with", {}).get("teacher")
     return (f"A static-embedding student {source}" + (f", distilled from the teacher `{teacher}`" if teacher else "")
             + ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "

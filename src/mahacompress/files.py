@@ -8,17 +8,23 @@ given the mode a plain `open()` would have given them under the user's umask, an
 A folder is replaced only when it is a previous output of the same kind: it holds that kind's record
 (the `*_RECORD` names below). The old folder is renamed aside before the new one is renamed in, so a
 crash at any point leaves one complete folder (the aside one is put back or removed by the next run).
+
+One writer per output: a command holds `output_lock` on what it writes while it runs, so a second run into the
+same folder or file (another seed, a resumed grid) is refused at once instead of sharing its checkpoints.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
+
+from filelock import FileLock, Timeout
 
 from .errors import MahaError
 
@@ -140,3 +146,63 @@ def _swap_in(tmp: Path, out_dir: Path, aside: Path, marker: str) -> None:
         os.rename(aside, out_dir)
         raise
     shutil.rmtree(aside)
+
+
+def lock_name(out: Path) -> Path:
+    """The file `output_lock` locks for `out`: a hidden sibling named by us alone, as `aside_name`'s folder is."""
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold `out`'s one-writer lock while the block runs; while another process holds it, refuse in one line.
+
+    Two runs into one output (a folder or a file) would share its `.work/` checkpoints and leave whichever
+    finished last, so the second is refused before any work, naming the first's pid. The lock is the OS's
+    (flock, through filelock, timeout 0): a run that dies, even by SIGKILL, holds nothing, and a later run
+    into the same output (a resume) takes it. The lock file goes when the block ends, and so do the folders
+    made for it that are still empty (a refused run leaves nothing); one a killed run left is taken over by
+    the next. Launched with torchrun / accelerate, only process 0 writes (`train.is_main_process`), so it
+    alone locks and the other processes of the same run are not refused.
+    """
+    if int(os.environ.get("RANK", "0")) > 0:
+        yield
+        return
+    path = lock_name(Path(os.path.abspath(out)))
+    made = [folder for folder in path.parents if not folder.exists()]  # the nearest first
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, timeout=0, on_acquired=_write_pid)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MahaError(f"{out}: another mahacompress run{_holder(path)} is writing it; wait for it to finish "
+                        f"or choose another output") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+        raise MahaError(f"{out}: the filesystem there has no file locks (flock), so two runs writing it could "
+                        f"not be kept apart; choose an output on a local disk") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the unlock: a run that opened this file finds it unlinked and retries
+        lock.release()
+        for folder in made:
+            with suppress(OSError):  # not empty: the output is in it
+                folder.rmdir()
+
+
+def _write_pid(fd: int) -> None:
+    """Put our pid in the lock file we now hold (filelock opens it without truncating, so a run it refuses reads
+    it; written in place, not renamed in: a new file would be a new, unlocked inode)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _holder(path: Path) -> str:
+    """The holder's pid as the refusal shows it, " (pid N)"; empty when unknown (between locking and writing it)."""
+    try:
+        pid = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""

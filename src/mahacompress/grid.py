@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from importlib import metadata, resources
 from pathlib import Path
@@ -25,7 +26,6 @@ import numpy as np
 import torch
 import yaml
 from rich.console import Console
-from transformers import AutoConfig
 
 from .backends import CALIBRATED_BACKENDS, load_backend
 from .backends.build import served_file
@@ -35,9 +35,9 @@ from .config import DataConfig, GridConfig, TrainConfig, TransferConfig, from_di
 from .data import load_splits
 from .errors import MahaError
 from .evaluate import classification_metrics, predict_ids, unlearnable_classes
-from .files import RESULTS_RECORD
+from .files import RESULTS_RECORD, output_lock
 from .measure import Energy, count_params, latency, peak_memory, served_size_mb, speedups
-from .models import check_model_dir, config_labels, load_classifier
+from .models import check_model_dir, config_labels, load_classifier, load_config
 from .precision import training_precision
 from .pruning.compact import encoder_linear_count
 from .recipes import (KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config,
@@ -45,7 +45,7 @@ from .recipes import (KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_sour
 from .report import write_report
 from .results import read_results, write_results
 from .stats import correctness, paired_difference
-from .transfer import TransferSet, build_transfer
+from .transfer import TransferSet, for_splits
 from .validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
@@ -101,10 +101,16 @@ def _check_overrides(cfg: GridConfig, where: str) -> None:
 
 
 class Grid:
-    """One reproduction: an out folder holding models/, results.json and the report."""
+    """One reproduction: an out folder holding models/, results.json and the report.
 
-    def __init__(self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path):
+    `trust_remote_code` (the user's --trust-remote-code) is honoured by every load of the run: the models
+    built from a teacher that ships its own code are saved with that code too.
+    """
+
+    def __init__(self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path, *,
+                 trust_remote_code: bool = False):
         self.teacher, self.cfg, self.preset, self.dataset, self.out = teacher, cfg, preset, dataset, Path(out)
+        self.trust_remote_code = trust_remote_code
         self.models = self.out / "models"
         self.results_path = self.out / "results.json"
         self.data: DataConfig | None = None  # set with the splits (run, use_splits)
@@ -176,9 +182,8 @@ class Grid:
 
     def _resolve_teacher(self) -> str:
         """The fine-tuned teacher: the given model if it already knows the labels, else fine-tuned here."""
-        check_model_dir(self.teacher)
-        config = AutoConfig.from_pretrained(self.teacher, trust_remote_code=True)
-        labels = config_labels(config)
+        check_model_dir(self.teacher, trust_remote_code=self.trust_remote_code)
+        labels = config_labels(load_config(self.teacher, trust_remote_code=self.trust_remote_code))
         if labels == self.splits.labels:
             if self.cfg.row_seeds.get("baseline", 1) > 1:
                 raise MahaError(f"row_seeds.baseline: {self.teacher} already knows the labels, so it is not "
@@ -193,8 +198,7 @@ class Grid:
         cfg = transfer_config(self.cfg, spec)
         key = json.dumps(asdict(cfg), sort_keys=True)
         if key not in self._transfers:
-            self._transfers[key] = build_transfer(cfg, self.splits.dev.texts + self.splits.test.texts,
-                                                  labelled=self.splits.train.texts)
+            self._transfers[key] = for_splits(cfg, self.splits)
             c = self._transfers[key].counts
             _console.print(f"transfer set {c['file']}: {c['kept']} pieces of {c['pieces']} used ({c['dropped_overlap']} "
                            f"overlapping dev/test texts, {c['dropped_labelled']} labelled training texts and "
@@ -286,8 +290,10 @@ class Grid:
     def _score(self, model_dir: str, backend: str) -> dict:
         """Test figures (all classes and learnable ones), the test predictions, and dev accuracy (for `best`)."""
         self._calibrate(model_dir, backend)
-        test = predict_ids(model_dir, self.splits, "test", backend=backend, max_length=self.max_length)
-        dev = predict_ids(model_dir, self.splits, "dev", backend=backend, max_length=self.max_length)
+        test = predict_ids(model_dir, self.splits, "test", backend=backend, max_length=self.max_length,
+                           trust_remote_code=self.trust_remote_code)
+        dev = predict_ids(model_dir, self.splits, "dev", backend=backend, max_length=self.max_length,
+                          trust_remote_code=self.trust_remote_code)
         m = classification_metrics(self.splits.test.labels, test, self.splits.labels, self.unlearnable)
         sub = m.get("learnable", {})
         return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "accuracy_learnable": sub.get("accuracy"),
@@ -320,10 +326,10 @@ class Grid:
             linear = load_tfidf(model_dir).classifier
             return {"params_total": int(linear.coef_.size + linear.intercept_.size), "params_encoder": 0,
                     "encoder_linear_weights": 0}
+        model = load_classifier(str(model_dir), trust_remote_code=self.trust_remote_code)
         if is_static(model_dir):
-            return {"params_total": sum(p.numel() for p in load_classifier(str(model_dir)).parameters()),
-                    "params_encoder": 0, "encoder_linear_weights": 0}
-        model = load_classifier(str(model_dir))
+            return {"params_total": sum(p.numel() for p in model.parameters()), "params_encoder": 0,
+                    "encoder_linear_weights": 0}
         params, weights = count_params(model), sum(encoder_linear_count(model))
         return {"params_total": params["total"], "params_encoder": params["encoder"],
                 "encoder_linear_weights": weights, "encoder_sparsity": 1 - weights / self._teacher_weights()}
@@ -333,7 +339,8 @@ class Grid:
         file is built here once, so every later load (scoring, timing, peak memory) serves the same file."""
         if backend in CALIBRATED_BACKENDS:
             served_file(model_dir, backend, max_length=self.max_length,
-                        calibration_texts=calibration_sample(self.splits.train.texts))
+                        calibration_texts=calibration_sample(self.splits.train.texts),
+                        trust_remote_code=self.trust_remote_code)
 
     def _wants_served(self, spec: RowSpec) -> bool:
         return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another
@@ -383,7 +390,8 @@ class Grid:
     def _teacher_weights(self) -> int:
         """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
         if not hasattr(self, "_dense_weights"):
-            self._dense_weights = sum(encoder_linear_count(load_classifier(self.teacher_dir)))
+            teacher = load_classifier(self.teacher_dir, trust_remote_code=self.trust_remote_code)
+            self._dense_weights = sum(encoder_linear_count(teacher))
         return self._dense_weights
 
     # ------------------------------------------------------------------ comparing and measuring
@@ -409,23 +417,24 @@ class Grid:
         if not done:
             return
         texts = timing_texts(self.splits.test.texts, self.cfg.measure.texts)
-        threads = self.cfg.measure.threads
+        threads, trust = self.cfg.measure.threads, {"trust_remote_code": self.trust_remote_code}
         served = {_served_key(r["name"]): r for r in done if "served" in r}
-        backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads)
-                    for r in done}
+        backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads,
+                                            **trust) for r in done}
         backends |= {key: load_backend(r["model_dir"], r["served"]["backend"], max_length=self.max_length,
-                                       threads=threads) for key, r in served.items()}
+                                       threads=threads, **trust) for key, r in served.items()}
         m = self.cfg.measure
         timing = speedups(latency(backends, texts, repeats=m.repeats, warmup=m.warmup, threads=threads,
                                   batches_per_repeat={1: min(m.batch1_texts, len(texts))}))
         del backends
         for row in done:
             row.update(timing.get(row["name"], {}))
-            row["disk_mb"] = served_size_mb(row["model_dir"], row["backend"])
-            row.update(peak_memory(row["model_dir"], row["backend"], texts, max_length=self.max_length, threads=threads))
+            row["disk_mb"] = served_size_mb(row["model_dir"], row["backend"], **trust)
+            row.update(peak_memory(row["model_dir"], row["backend"], texts, max_length=self.max_length, threads=threads,
+                                   **trust))
         for key, row in served.items():
             row["served"].update(timing.get(key, {}))
-            row["served"]["disk_mb"] = served_size_mb(row["model_dir"], row["served"]["backend"])
+            row["served"]["disk_mb"] = served_size_mb(row["model_dir"], row["served"]["backend"], **trust)
 
     def _save(self) -> None:
         order = {n: i for i, n in enumerate(self.cfg.rows)}
@@ -488,9 +497,9 @@ def _served_key(name: str) -> str:
     return f"{name} (served)"
 
 
-def _check_student_shapes(cfg: GridConfig, teacher: str, preset: str) -> None:
+def _check_student_shapes(cfg: GridConfig, teacher: str, preset: str, trust_remote_code: bool) -> None:
     """Layer students within the teacher's depth and a static table within its width, before any work."""
-    config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
+    config = load_config(teacher, trust_remote_code=trust_remote_code)
     layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
     for row in cfg.rows:
         spec = parse_row(row)
@@ -503,13 +512,15 @@ def _check_student_shapes(cfg: GridConfig, teacher: str, preset: str) -> None:
 
 
 def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None, *,
-              seeds: int | None = None, text_col: str | None = None, label_col: str | None = None) -> list[Path]:
+              seeds: int | None = None, text_col: str | None = None, label_col: str | None = None,
+              trust_remote_code: bool = False) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns the reports.
 
     One dataset writes into `out`; several write into `out/<dataset>/`, one report each. `seeds`
     overrides the preset's number of seeds per trained row, `text_col` and `label_col` its column
     names. The preset's settings, the teacher and the output folder are all checked before the first
-    row is built.
+    row is built, and each output folder is locked until the run ends (`files.output_lock`). `trust_remote_code` lets the teacher (and so every model built from it) run the Python
+    code its folder or hub repository ships.
     """
     cfg, name = load_preset(preset)
     if seeds is not None:
@@ -520,7 +531,7 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
-    check_model(teacher)
+    check_model(teacher, trust_remote_code=trust_remote_code)
     for key in ("finetune", "distill", "prune_train", "static"):
         check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
         check_max_length(teacher, getattr(cfg, key).max_length)
@@ -528,8 +539,11 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
         tcfg = train_config(cfg, parse_row(row))
         check_train_config(tcfg, where=f"preset {name}: train_overrides.{row}")
         check_max_length(teacher, tcfg.max_length)
-    _check_student_shapes(cfg, teacher, name)
+    _check_student_shapes(cfg, teacher, name, trust_remote_code)
     outs = [Path(out)] if len(datasets) == 1 else [Path(out) / Path(d).name for d in datasets]
-    for folder in outs:  # each grows in place and resumes: refused only when it holds files but no results.json
-        check_output_dir(folder, RESULTS_RECORD, grows=True)
-    return [Grid(teacher, cfg, name, d, folder).run() for d, folder in zip(datasets, outs)]
+    with ExitStack() as held:
+        for folder in outs:  # each grows in place and resumes: refused when it holds files but no results.json, or
+            check_output_dir(folder, RESULTS_RECORD, grows=True)  # while another run writes it (a re-run resumes)
+            held.enter_context(output_lock(folder))
+        return [Grid(teacher, cfg, name, d, folder, trust_remote_code=trust_remote_code).run()
+                for d, folder in zip(datasets, outs)]

@@ -112,11 +112,13 @@ def unsupported_reason(name: str) -> str | None:
     Only CPU-side gaps are reported: bf16 on a CPU that emulates it would run for hours (see the module
     docstring). int8 always runs (with 7-bit weights where VNNI is missing).
     """
+    spec = SPECS.get(name)
     if name == "bf16" and not torch.cuda.is_available() and not cpu_features().native_bf16:
         return cpu_bf16_gap()
+    if spec and spec.engine == "openvino" and "native-bf16" in spec.needs and not cpu_features().native_bf16:
+        return cpu_bf16_gap()  # OpenVINO's CPU plugin: a GPU beside it does not help
     if name == "fp16" and not torch.cuda.is_available():
         return "needs a CUDA GPU (this machine has CPU only)"
-    spec = SPECS.get(name)
     missing = [p for p in spec.packages if importlib.util.find_spec(p) is None] if spec else []
     if missing:
         return f"needs the {' and '.join(missing)} package (pip install 'mahacompress[openvino]')"

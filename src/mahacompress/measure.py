@@ -167,16 +167,19 @@ def speedups(results: dict[str, dict], baseline: str = "baseline") -> dict[str, 
 # ---------------------------------------------------------------- memory, size, parameters
 
 def peak_memory(model_dir: str | Path, backend: str, texts: Sequence[str], batch_size: int = 32, *,
-                max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None) -> dict:
+                max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None,
+                trust_remote_code: bool = False) -> dict:
     """Peak memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and runs `texts`
     through it: `peak_rss_mb`, its resident memory (the model plus the interpreter, torch and
     transformers: ~the same few hundred MiB in every row), and `peak_gpu_mb` when the model ran on a CUDA
     GPU (what PyTorch allocated there at most: weights and activations, where a GPU's limit bites).
-    ONNX and OpenVINO files are built here first, so export memory is not counted."""
+    ONNX and OpenVINO files are built here first, so export memory is not counted. `trust_remote_code`
+    (the child is told too) lets the checkpoint run the Python code its folder ships."""
     if backend in SPECS and SPECS[backend].file:  # calibrated int8 files must exist already (built when timed)
         from .backends.build import served_file
 
-        served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir)
+        served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
+                    trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
@@ -184,6 +187,7 @@ def peak_memory(model_dir: str | Path, backend: str, texts: Sequence[str], batch
                "--batch-size", str(batch_size), "--max-length", str(max_length)]
         cmd += ["--threads", str(threads)] if threads else []
         cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
+        cmd += ["--trust-remote-code"] if trust_remote_code else []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                          os.environ.get("PYTHONPATH")]))}
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
@@ -216,7 +220,8 @@ def size_on_disk_mb(path: str | Path) -> float:
     return sum(f.stat().st_size for f in files) / MIB
 
 
-def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None) -> float:
+def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None,
+                   trust_remote_code: bool = False) -> float:
     """MiB of what serving `model_dir` with `backend` loads: the runtime's own file(s) in the derived-file
     cache ((int8, fused or calibrated) ONNX, OpenVINO IR), the int8-quantised state dict (as torch.save
     writes it), or the checkpoint's weight files for fp32/bf16/fp16."""
@@ -224,14 +229,16 @@ def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path
         from .backends.build import served_files
 
         # a calibrated file was built already (the grid builds it before it scores)
-        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir=cache_dir))
+        return sum(size_on_disk_mb(p) for p in served_files(model_dir, backend, cache_dir=cache_dir,
+                                                            trust_remote_code=trust_remote_code))
     if backend == "tfidf":
         from .backends.numpy_engine import PIPELINE
 
         return size_on_disk_mb(Path(model_dir) / PIPELINE)
     if backend == "int8":
         buf = io.BytesIO()
-        torch.save(quantize_int8(load_classifier(str(model_dir))).state_dict(), buf)
+        torch.save(quantize_int8(load_classifier(str(model_dir), trust_remote_code=trust_remote_code)).state_dict(),
+                   buf)
         return buf.tell() / MIB
     return size_on_disk_mb(model_dir)
 
@@ -346,11 +353,12 @@ def _peak_memory_child(argv: list[str]) -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--cache-dir")
+    parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
     texts = json.loads(Path(args.texts_json).read_text(encoding="utf-8"))
     try:
         backend = load_backend(args.model_dir, args.backend, max_length=args.max_length, threads=args.threads,
-                               cache_dir=args.cache_dir)
+                               cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
     except MahaError as exc:
         sys.exit(str(exc))  # one line on stderr, which the parent repeats in its own MahaError
     backend.logits(texts, batch_size=args.batch_size)

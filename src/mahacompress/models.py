@@ -10,25 +10,35 @@ nibbles, low nibble = weight j, high nibble = weight j+16, value = (q - 8) * sca
 
 from __future__ import annotations
 
+import logging
 import struct
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
+from rich.console import Console
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertModel,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
 
 from .errors import MahaError
 from .files import E5_RECORD, TRAINING_RECORD, staged_dir
-from .validate import check_model
+from .modeling_static import StaticConfig, StaticForSequenceClassification
+from .pruning.modeling_pruned import PRUNED_CLASSES
+from .validate import check_model, remote_code_refusal
+
+_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 E5_MAGIC = b"E5S1"
 QK = 32  # weights per Q4_0 block
@@ -181,38 +191,124 @@ def config_labels(config) -> list[str]:
     return [config.id2label[i] for i in range(len(config.id2label))] if config.id2label else []
 
 
-def check_model_dir(name: str) -> None:
+def register_own_classes() -> None:
+    """Register mahacompress's own model classes (pruned, static) with transformers' Auto classes.
+
+    Their folders name these classes in `auto_map` (so they load elsewhere with trust_remote_code=True), which
+    transformers would otherwise only satisfy by importing the folder's copy of the code. Registered, the
+    classes shipped in this package are used and mahacompress's own outputs load with trust_remote_code=False:
+    no code from a model folder runs unless the user asks. Called once when this module is imported (every
+    load goes through it); registering again changes nothing.
+    """
+    for config_class, base_class, classifier_class in PRUNED_CLASSES.values():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, base_class, exist_ok=True)
+        AutoModelForSequenceClassification.register(config_class, classifier_class, exist_ok=True)
+    AutoConfig.register(StaticConfig.model_type, StaticConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(StaticConfig, StaticForSequenceClassification, exist_ok=True)
+
+
+register_own_classes()
+
+
+def check_model_dir(name: str, *, trust_remote_code: bool = False) -> None:
     """Fail with one line when a model source cannot be loaded (see `validate.check_model`)."""
-    check_model(name)
+    check_model(name, trust_remote_code=trust_remote_code)
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
-    """Tokenizer of a hub id or folder, with a one-line error when it cannot be had."""
-    check_model_dir(name)
+def _load_error(name: str, what: str, exc: Exception) -> MahaError:
+    """One line for a failed load; transformers' refusal to run a model's own code (a hub id, whose config
+    `validate.check_model` cannot read beforehand) becomes the line a local folder gets."""
+    message = str(exc)
+    if "trust_remote_code" in message:
+        return remote_code_refusal(name)
+    return MahaError(f"{name}: cannot load {what} ({message.splitlines()[0] if message else type(exc).__name__})")
+
+
+def load_config(name: str, *, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The config of a hub id or folder, with one-line errors (reading it loads no weights, so callers that only
+    need the config, its labels or its architecture, skip `check_model_dir`'s weight checks)."""
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=True)
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, "config", exc) from None
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerFast:
+    """Tokenizer of a hub id or folder, with a one-line error when it cannot be had."""
+    check_model_dir(name, trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise MahaError(f"{name}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
+        raise _load_error(name, "tokenizer", exc) from None
 
 
-def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_code: bool = True) -> PreTrainedModel:
+def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_code: bool = False) -> PreTrainedModel:
     """A sequence classifier from a hub id or folder.
 
     With `labels`, a model whose head does not match (e.g. a bare encoder such as the rebuilt e5)
     gets a fresh head with `id2label`/`label2id` set; a model that already has the same labels keeps
-    its head. `trust_remote_code` lets compacted (pruned) checkpoints load their own modelling code.
+    its head. `trust_remote_code` lets a model run the Python code its folder or repository ships
+    (mahacompress's own pruned and static classes are registered, so they never need it). transformers'
+    load report is replaced by `_warn_unexpected_weights`: a fresh head is expected, not worth a table.
     """
-    check_model_dir(name)
+    check_model_dir(name, trust_remote_code=trust_remote_code)
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-        if labels is not None:
-            if config_labels(config) != labels:
-                kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                              label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
-        return AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+        new_head = labels is not None and config_labels(config) != labels
+        if new_head:
+            kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                          label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
+        with _no_load_report():
+            model, info = AutoModelForSequenceClassification.from_pretrained(name, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise MahaError(f"{name}: cannot load model ({str(exc).splitlines()[0]})") from None
+        raise _load_error(name, "model", exc) from None
+    _warn_unexpected_weights(name, model, info, new_head)
+    return model
+
+
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+@contextmanager
+def _no_load_report() -> Iterator[None]:
+    """Keep transformers 5's LOAD REPORT table (a warning of its `transformers.modeling_utils` logger) from
+    printing; `load_classifier` asks for the same facts (output_loading_info) and says what matters itself.
+
+    A filter on that logger, not a higher level: transformers runs its tensor-parallel plan check, which warns
+    that no layer was sharded, whenever that logger's level is WARNING or above."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(_drop_load_report)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_drop_load_report)
+
+
+def _warn_unexpected_weights(name: str, model: PreTrainedModel, info: dict, new_head: bool) -> None:
+    """One warning line when a load left weights freshly initialised or unused that nobody asked for.
+
+    A new head (`new_head`: the checkpoint's labels are not the ones asked for) is expected to be missing or
+    resized: the classifier and the base model's pooler. The checkpoint's own heads outside the base model
+    (a masked-LM head, an old classifier) then go unused as expected. Anything else (an encoder weight
+    missing, a checkpoint weight no module takes) means the folder does not hold the model it claims to.
+    """
+    base = f"{model.base_model_prefix}."
+
+    def head(key: str) -> bool:
+        return not key.startswith(base) or key.startswith(f"{base}pooler.")
+
+    missing = sorted(k for k in info["missing_keys"] if not (new_head and head(k)))
+    resized = sorted(k for k, *_ in info["mismatched_keys"] if not (new_head and head(k)))
+    unused = sorted(k for k in info["unexpected_keys"] if not (new_head and not k.startswith(base)))
+    parts = [f"{what}: {', '.join(keys[:3])}{f' (+{len(keys) - 3} more)' if len(keys) > 3 else ''}"
+             for what, keys in (("missing from the checkpoint, initialised at random", missing),
+                                ("resized and initialised at random", resized),
+                                ("in the checkpoint but unused", unused)) if keys]
+    if parts:
+        _console.print(f"warning: {name}: weights {'; '.join(parts)}", soft_wrap=True)
 
 
 def save_classifier(model: PreTrainedModel, tokenizer, out_dir: Path, info: dict) -> None:

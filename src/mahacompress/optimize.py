@@ -12,30 +12,37 @@ So the run goes, top to bottom:
    copied from the teacher, a pruned model compacted from random scores by the pruner's own plan, the static
    table built from the teacher), its vocabulary trimmed to its training corpus as its exported folder will be
    (`trim.py`: the ONNX and OpenVINO files of a 250k-row embedding took 30 s each to build, a trimmed one 4-13 s,
-   at the same speed), and timed end to end at the batch size in every runtime this machine runs natively, one
+   at the same speed), and timed end to end at the batch size in every shippable runtime (an export backend:
+   ONNX Runtime fp32/int8, OpenVINO fp32/int8/bf16, numpy for a static table) this machine runs natively, one
    interleaved session per runtime with the teacher in fp32 as the anchor between sessions (calibrated int8 files
    of shapes on a few texts, timed on a few batches: ranking candidates needs less than the winner's final
    figure). A trained model has the same shape, so it has the same latency in each runtime: nothing is trained
    to learn how fast it will be.
-3. Search: candidates sorted by their fastest runtime. Within a family of recipes (layer students, pruned
+3. Search: candidates sorted by their fastest shippable runtime. Within a family of recipes (layer students, pruned
    models, depth+width, static) accuracy rises with size, so the search bisects: train the middle untried
    candidate that can still win, then look only at faster ones if it passed, or only at slower ones of its
-   family if it failed. A candidate "can still win" while it is faster than the best passing model so far
-   (the teacher passes by definition), no slower candidate of its family has failed (across families the
+   family if it failed. A candidate "can still win" while it is `CLEARLY_FASTER` than the best passing model so
+   far (at first the teacher in its fastest shippable runtime within budget), no slower candidate of its family
+   has failed (across families the
    assumption failed on MahaNews: reports/optimize/mahanews) and the model it is built from (a kdpNN's kd row)
-   has not failed. Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it
+   has not failed (a kdpNN's trial stops when the kd row it starts from fails). Each trained model is scored on DEV
+   in each runtime (int8 can cost accuracy), trimmed as it
    will ship, against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is
    the point estimate or the interval's lower bound
    (`OptimizeConfig.decide`). The time budget is checked before each trial: a trial that started finishes.
+   Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the anchor of every
+   speedup, never a verdict, so what passes is what the exported folder runs.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
-   whose dev score stays within the budget serves it. It is exported (vocabulary trimmed to its training
-   corpus) and only then is the TEST split scored, once, through the exported folder.
+   whose dev score stays within the budget serves it. If it is then no faster than the teacher in the teacher's
+   fastest shippable runtime within budget, the teacher ships instead (a user never gets less than the quantised
+   teacher). It is exported in that runtime (vocabulary trimmed to its training corpus) and only then is the TEST
+   split scored, once, through the exported folder.
 5. Report: `optimize.json`, `report.md` and `optimize.png` (latency against dev difference).
 
 Resumable: each trained candidate's dev predictions are written atomically to `trials/` and reused on
 re-run (the pass rule is re-applied, so a new budget or metric costs no training); the shapes' timing is
 reused while the batch size and runtimes are the same. Trials are independent (a folder and a record
-each), which is what lets them run on several workers later (README).
+each), which is what lets them run on several workers later (docs/guide/optimize.md).
 """
 
 from __future__ import annotations
@@ -50,7 +57,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from transformers import AutoConfig
 
 from .backends import CALIBRATED_BACKENDS, load_backend
 from .backends.cache import checkpoint_digest
@@ -58,28 +64,34 @@ from .backends.calibration import calibration_sample
 from .backends.numpy_engine import is_static
 from .config import OPTIMIZE_RUNTIMES, DataConfig, GridConfig, MeasureConfig, OptimizeConfig, TransferConfig
 from .data import Splits, load_splits
-from .distill import layer_student, with_transfer
+from .distill import layer_student
 from .errors import MahaError
 from .evaluate import classification_metrics, model_labels
-from .files import SEARCH_RECORD, TRAINING_RECORD, TRIM_RECORD, atomic_path, staged_dir, write_json, write_text
+from .files import SEARCH_RECORD, TRAINING_RECORD, TRIM_RECORD, atomic_path, output_lock, staged_dir, write_json, \
+    write_text
 from .grid import Grid, load_preset, timing_texts
 from .hardware import describe, unsupported_reason
 from .measure import latency
-from .models import config_labels, load_classifier, load_tokenizer, save_classifier
+from .models import config_labels, load_classifier, load_config, load_tokenizer, save_classifier
 from .pruning.compact import compact, plan, save_pruned
 from .pruning.masks import MaskedModel, make_binarizer
 from .pruning.structure import structure_of
 from .recipes import KINDS, RowSpec, kdprune_source, parse_row
 from .static import build_table
-from .trim import trim
+from .trim import corpus_texts, trim
 from .stats import correctness, paired_difference, paired_macro_f1_difference
 from .validate import check_optimize_config, check_output_dir
 
 _console = Console(stderr=True, markup=False, highlight=False)
-# How each runtime's model ships in an exported folder (export.py: onnxruntime, OpenVINO or numpy); fp32 ships
-# as the fp32 ONNX graph, the same arithmetic; torch's int8 and bf16 do not ship (a folder runs without torch)
-EXPORTED_AS = {"onnx-int8-fused": "onnx-int8-fused", "onnx-int8": "onnx-int8", "openvino-int8": "openvino-int8",
-               "fp32": "onnx", "static": "static"}
+# The runtimes a verdict may rest on: each is an export backend, so the winner ships in the very runtime it was
+# timed and judged in. torch fp32 is measured too, never shipped: the teacher's fp32 dev predictions are the
+# reference every model is judged against, and its latency the anchor every speedup is against
+SHIPPABLE = frozenset(OPTIMIZE_RUNTIMES) | {"static"}
+REFERENCE = "fp32"
+# How much faster than the best passing model (at first the teacher in its fastest shippable runtime) a candidate's
+# untrained shape must be to be worth a trial: a pruned shape's latency is an estimate (random_compaction), timing
+# sessions differ by a few percent, and a trial costs minutes to tens of minutes of training
+CLEARLY_FASTER = 1.2
 _TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
 # Calibration texts of an untrained shape's int8 files: an int8 graph's latency does not depend on the ranges it
 # was calibrated to (same graph, same kernels), and NNCF running 9 shapes of e5 over 512 texts each is a large
@@ -95,7 +107,7 @@ SHAPE_TIMING_TEXTS = 64
 # ---------------------------------------------------------------- the candidates
 
 def native_runtimes() -> list[str]:
-    """The transformer runtimes this machine runs at full speed."""
+    """The shippable transformer runtimes this machine runs at full speed."""
     return [r for r in OPTIMIZE_RUNTIMES if unsupported_reason(r) is None]
 
 
@@ -132,8 +144,9 @@ def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int 
 
 def training_texts(grid: Grid, spec: RowSpec | None) -> list[str]:
     """What `spec` trains on (the training split, and its transfer set for a `+tr` row): the corpus its
-    vocabulary is trimmed to, as `export` trims it (the teacher, `spec` None: the training split)."""
-    return with_transfer(grid.splits, grid.transfer_set(spec) if spec and spec.tr else None).train.texts
+    vocabulary is trimmed to, as `export` trims it (`trim.corpus_texts`, which export rebuilds from the model's
+    record; the teacher, `spec` None: the training split)."""
+    return corpus_texts(grid.splits, grid.transfer_set(spec) if spec and spec.tr else None)
 
 
 def corpus_names(spec: RowSpec | None) -> list[str]:
@@ -150,10 +163,12 @@ def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
     info = {"untrained_shape_of": spec.name, "settings": settings}
     corpus = training_texts(grid, spec)
     if spec.kind == "static":  # the table before its training: the teacher's trimmed vocabulary, PCA, SIF
-        model, tokenizer, _ = build_table(grid.teacher_dir, corpus, grid.cfg.static_dim)
+        model, tokenizer, _ = build_table(grid.teacher_dir, corpus, grid.cfg.static_dim,
+                                          trust_remote_code=grid.trust_remote_code)
         save_classifier(model, tokenizer, folder, info)
         return
-    model, tokenizer = load_classifier(grid.teacher_dir), load_tokenizer(grid.teacher_dir)
+    model = load_classifier(grid.teacher_dir, trust_remote_code=grid.trust_remote_code)
+    tokenizer = load_tokenizer(grid.teacher_dir, trust_remote_code=grid.trust_remote_code)
     if spec.kind in ("kd", "kdprune"):
         layers = spec.number if spec.kind == "kd" and spec.number else grid.cfg.student_layers
         model = layer_student(model, layers, "ends" if spec.ends else "even")
@@ -167,7 +182,8 @@ def build_shape(grid: Grid, spec: RowSpec, folder: Path) -> None:
             with staged_dir(untrimmed, TRAINING_RECORD) as tmp:
                 save_pruned(pruned, tmp, tokenizer)
                 write_json(tmp / TRAINING_RECORD, info)
-        trim(untrimmed, corpus, folder, corpus_names=corpus_names(spec))  # copies training.json, the record above
+        trim(untrimmed, corpus, folder, corpus_names=corpus_names(spec),  # copies training.json, the record above
+             trust_remote_code=grid.trust_remote_code)
 
 
 def served_copy(out: Path, grid: Grid, spec: RowSpec, model_dir: str) -> str:
@@ -180,7 +196,8 @@ def served_copy(out: Path, grid: Grid, spec: RowSpec, model_dir: str) -> str:
     record = folder / TRIM_RECORD
     if not (record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("source_checkpoint")
             == checkpoint_digest(model_dir)):
-        trim(Path(model_dir), training_texts(grid, spec), folder, corpus_names=corpus_names(spec))
+        trim(Path(model_dir), training_texts(grid, spec), folder, corpus_names=corpus_names(spec),
+             trust_remote_code=grid.trust_remote_code)
     return str(folder)
 
 
@@ -212,12 +229,12 @@ def load(model_dir: str | Path, runtime: str, ctx: dict):
     user's teacher), calibrated ones on a seeded sample of training texts."""
     return load_backend(str(model_dir), runtime, max_length=ctx["max_length"], threads=ctx["measure"].threads,
                         cache_dir=ctx["cache"], calibration_texts=ctx["calibration"] if runtime in CALIBRATED_BACKENDS
-                        else None)
+                        else None, trust_remote_code=ctx["trust_remote_code"])
 
 
 def dev_predictions(model_dir: str | Path, runtimes: list[str], splits: Splits, ctx: dict) -> dict[str, list[int]]:
     """Predicted dataset label ids on the DEV split in each runtime (the test split is never read here)."""
-    labels = model_labels(str(model_dir))
+    labels = model_labels(str(model_dir), trust_remote_code=ctx["trust_remote_code"])
     to_dataset = np.array([splits.labels.index(lab) if lab in splits.labels else -1 for lab in labels])
     out = {}
     for runtime in runtimes_of(model_dir, runtimes):
@@ -258,7 +275,7 @@ def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batc
     out: dict[str, dict[str, float]] = {}
     reference: float | None = None
     for runtime, members in groups.items():
-        backends = {anchor: load(first_folder, "fp32", ctx)}
+        backends = {anchor: load(first_folder, REFERENCE, ctx)}
         backends |= {f"{name} | {runtime}": load(folder, runtime, ctx) for name, folder in members}
         timing = latency(backends, texts, batch_sizes=(batch_size,), repeats=m.repeats, warmup=m.warmup,
                          threads=m.threads, modes={batch_size: ("e2e",)})
@@ -273,10 +290,11 @@ def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batc
 
 
 def outcome(trial: dict, ms: dict[str, float], teacher: list[int], splits: Splits, cfg: OptimizeConfig) -> dict:
-    """A trained candidate's verdict per runtime, whether any runtime passes, and its fastest passing time."""
+    """A trained candidate's verdict per runtime, whether any shippable runtime passes, and its fastest passing time
+    (a runtime no exported folder runs, torch's fp32 reference among them, is scored but decides nothing)."""
     y = splits.dev.labels
     per_runtime = {r: judge(y, pred, teacher, cfg, len(splits.labels)) for r, pred in trial["dev_predictions"].items()}
-    passing = [r for r, v in per_runtime.items() if v["passed"] and r in ms]
+    passing = [r for r, v in per_runtime.items() if v["passed"] and r in ms and r in SHIPPABLE]
     best = min(passing, key=lambda r: ms[r]) if passing else None
     fp32 = per_runtime.get("fp32") or per_runtime.get("static") or next(iter(per_runtime.values()))
     return {"passed": best is not None, "ms": ms[best] if best else None, "runtime": best,
@@ -300,6 +318,20 @@ def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tr
         tried.update(run_trial(candidates[len(candidates) // 2]))
 
 
+def train_chain(names: list[str], train_one, out_of_time) -> dict[str, dict]:
+    """Train `names` in order (a kdpNN's kd row, then the kdpNN built from its trained model), each outcome
+    `train_one(name)`; stop after one that errors or fails (what follows is built from it: a pruned copy of a
+    failing student starts below the budget, `ruled_out`) and, between two, when `out_of_time()`."""
+    results: dict[str, dict] = {}
+    for name in names:
+        if results and out_of_time():
+            break
+        results[name] = train_one(name)
+        if not results[name].get("passed"):
+            break
+    return results
+
+
 def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: float,
                     tried: dict[str, dict], family: dict[str, str] | None = None,
                     sources: dict[str, str | None] | None = None) -> list[str]:
@@ -307,7 +339,8 @@ def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: 
     (`ruled_out`). A trial that errored proves nothing."""
     best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
     return [n for i, n in enumerate(order)
-            if n not in tried and ruled_out(order, i, tried, family, sources) is None and fastest_ms[n] < best]
+            if n not in tried and ruled_out(order, i, tried, family, sources) is None
+            and fastest_ms[n] * CLEARLY_FASTER < best]
 
 
 def ruled_out(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None,
@@ -339,9 +372,10 @@ def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, 
         if name in tried:
             o = tried[name]
             out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
-        elif fastest_ms[name] >= best:
-            out[name] = {"status": "cannot win", "why": f"its fastest runtime ({fastest_ms[name]:.1f} ms) is no "
-                                                         f"faster than {best_name} ({best:.1f} ms), which passed"}
+        elif fastest_ms[name] * CLEARLY_FASTER >= best:
+            out[name] = {"status": "cannot win", "why": f"its fastest shippable runtime ({fastest_ms[name]:.1f} ms) "
+                                                         f"is not {CLEARLY_FASTER:g}x faster than {best_name} "
+                                                         f"({best:.1f} ms), which passed"}
         elif why_not is not None:
             out[name] = {"status": "pruned by the search", "why": why_not}
         else:
@@ -352,14 +386,22 @@ def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, 
 # ---------------------------------------------------------------- the command
 
 def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, transfer: TransferConfig | None = None,
-             clock=time.monotonic) -> dict:
+             clock=time.monotonic, trust_remote_code: bool = False) -> dict:
     """Find, export and report the fastest model within `cfg.budget` dev points of `teacher` (see the module
-    docstring); returns the report written to `out/optimize.json`."""
+    docstring); returns the report written to `out/optimize.json`. `trust_remote_code` lets the teacher (and so
+    every model built from it) run the Python code its folder or hub repository ships."""
     start = clock()
     check_optimize_config(cfg)
     out = Path(out)
     check_output_dir(out, SEARCH_RECORD, grows=True, inputs=(teacher, data.dataset, data.data_dir,
                                                              transfer.path if transfer else None))
+    with output_lock(out):  # the search resumes in its folder: a second run into it at the same time is refused
+        return _search(teacher, data, cfg, out, transfer, clock, trust_remote_code, start)
+
+
+def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, transfer: TransferConfig | None,
+            clock, trust_remote_code: bool, start: float) -> dict:
+    """`optimize`'s steps 1-5, once its options and output folder are checked and the folder is locked."""
     grid_cfg, preset = load_preset(cfg.preset)
     transfer_cfg = replace(grid_cfg.transfer, path=transfer.path, text_col=transfer.text_col, label_col=None) \
         if transfer and transfer.path else TransferConfig()
@@ -372,12 +414,12 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                 "transfer": asdict(transfer_cfg), "finetune": asdict(grid_cfg.finetune)}
     _check_claim(out, identity)
     splits = load_splits(data)
-    teacher_config = _check_teacher(teacher, splits.labels)
+    teacher_config = _check_teacher(teacher, splits.labels, trust_remote_code)
     specs, left_out = resolve_candidates(cfg.candidates, transfer=transfer_cfg.path is not None,
                                          teacher_layers=getattr(teacher_config, "num_hidden_layers", None),
                                          teacher_hidden=getattr(teacher_config, "hidden_size", None), grid_cfg=grid_cfg)
     write_json(out / SEARCH_RECORD, identity)  # every check passed: the folder is this search's from now on
-    grid = Grid(teacher, grid_cfg, preset, data.dataset, out)
+    grid = Grid(teacher, grid_cfg, preset, data.dataset, out, trust_remote_code=trust_remote_code)
     teacher_dir = grid.use_splits(splits, data)
     if teacher_dir != teacher and not (Path(teacher_dir) / TRAINING_RECORD).is_file():
         _console.print(f"fine-tuning the teacher {teacher} on {splits.name} first (its labels are not the dataset's)")
@@ -385,10 +427,11 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     for spec in specs:  # a bad transfer file stops here, before any shape is built
         if spec.tr:
             grid.transfer_set(spec)
-    # fp32 always: the teacher's fp32 dev predictions are the reference every model is judged against
-    runtimes = list(dict.fromkeys(["fp32", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)]))
+    # torch fp32, the reference, and fp32 ONNX, what ships when nothing faster passes, are always measured
+    runtimes = list(dict.fromkeys([REFERENCE, "onnx", *(r for r in cfg.runtimes or native_runtimes()
+                                                        if unsupported_reason(r) is None)]))
     ctx = {"max_length": grid_cfg.finetune.max_length, "measure": grid_cfg.measure, "cache": out / "cache",
-           "calibration": calibration_sample(splits.train.texts)}
+           "calibration": calibration_sample(splits.train.texts), "trust_remote_code": trust_remote_code}
     texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
 
     phases: dict[str, float] = {}  # this invocation's seconds per step, for the report
@@ -406,8 +449,8 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                                              texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
                                              ctx | {"calibration": ctx["calibration"][:SHAPE_CALIBRATION_TEXTS]})
     teacher_pred = dev_predictions(teacher_dir, runtimes, splits, ctx)
-    teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred["fp32"], splits, cfg)
-    fastest = {s.name: min(shape_ms[s.name].values()) for s in specs}
+    teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred[REFERENCE], splits, cfg)
+    fastest = {s.name: min(ms for r, ms in shape_ms[s.name].items() if r in SHIPPABLE) for s in specs}
     order = sorted(fastest, key=fastest.get)
     lap("shapes (build, time) and the teacher's dev scores")
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order)
@@ -426,31 +469,29 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
             if missing:  # a runtime this run adds (a package installed since): judge the trained model in it too
                 trial["dev_predictions"] |= dev_predictions(served, missing, splits, ctx)
                 write_json(_trial_path(out, spec), trial)
-            tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
+            tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred[REFERENCE], splits, cfg)
             reused_seconds += trial.get("seconds", 0.0)
             grid.finished(spec.name, trial["model_dir"])  # a kdpNN trial may prune its model
     if tried:
         _console.print(f"reusing finished trials: {', '.join(tried)}")
     trials: dict[str, dict] = {}
 
+    def train_one(name: str) -> dict:
+        spec = by_name[name]
+        _console.print(f"training {name} ({clock() - start:.0f} s into the run)")
+        try:
+            trials[name] = _trial(out, grid, spec, runtimes, splits, ctx)
+        except MahaError as exc:
+            return {"passed": None, "ms": None, "error": str(exc)}
+        o = outcome(trials[name], shape_ms[name], teacher_pred[REFERENCE], splits, cfg)
+        _console.print(f"{name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
+                       f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: "
+                       + (f"passes in {o['runtime']} ({o['ms']:.1f} ms)" if o["passed"] else "fails"))
+        return o
+
     def run_trial(name: str) -> dict[str, dict]:
-        results = {}
         source = _source(by_name[name])
-        for spec in ([by_name[source]] if source and source not in tried else []) + [by_name[name]]:
-            if results and out_of_time():  # a kdpNN's source trained: the budget is checked again before it
-                break
-            _console.print(f"training {spec.name} ({clock() - start:.0f} s into the run)")
-            try:
-                trials[spec.name] = _trial(out, grid, spec, runtimes, splits, ctx)
-            except MahaError as exc:
-                results[spec.name] = {"passed": None, "ms": None, "error": str(exc)}
-                break
-            results[spec.name] = outcome(trials[spec.name], shape_ms[spec.name], teacher_pred["fp32"], splits, cfg)
-            o = results[spec.name]
-            _console.print(f"{spec.name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
-                           f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: "
-                           + (f"passes in {o['runtime']} ({o['ms']:.1f} ms)" if o["passed"] else "fails"))
-        return results
+        return train_chain(([source] if source and source not in tried else []) + [name], train_one, out_of_time)
 
     def out_of_time() -> bool:
         return cfg.time_budget_s is not None and clock() - start >= cfg.time_budget_s
@@ -471,10 +512,21 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
     if winner_trial:
         timed[winner] = (winner_trial["served_dir"], runtimes)
     final_ms = time_models(timed, texts, cfg.batch_size, ctx)
-    teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred["fp32"], splits, cfg)
+    teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred[REFERENCE], splits, cfg)
     chosen = teacher_final if winner == "teacher" else \
-        outcome(winner_trial, final_ms[winner], teacher_pred["fp32"], splits, cfg)
-    exported = _export(out, winner_dir, chosen, final_ms[winner], grid, by_name.get(winner), splits, ctx)
+        outcome(winner_trial, final_ms[winner], teacher_pred[REFERENCE], splits, cfg)
+    overtaken = None
+    if winner != "teacher" and (not chosen["passed"] or chosen["ms"] >= teacher_final["ms"]):
+        # timed again beside the teacher, the student is no faster than the teacher in its fastest shippable
+        # runtime within budget (or none of its runtimes passes among those timed now): the teacher ships
+        overtaken = {"name": winner, "ms": chosen["ms"], "runtime": chosen["runtime"]}
+        winner, winner_dir, chosen = "teacher", teacher_dir, teacher_final
+    note = None
+    if chosen["runtime"] is None:  # the teacher itself passes in no shippable runtime (each moves its dev predictions
+        # further from its torch fp32 reference than the budget): it ships as fp32 ONNX, the reference's arithmetic
+        chosen = chosen | {"runtime": "onnx", "ms": final_ms["teacher"]["onnx"]}
+        note = "no shippable runtime passed on dev; exported as fp32 ONNX"
+    exported = _export(out, winner_dir, chosen["runtime"], grid, by_name.get(winner), splits, ctx) | {"note": note}
     lap("the winner (time, export, test)")
     report = {
         "meta": {"teacher": teacher, "teacher_dir": teacher_dir, "dataset": splits.summary(), "machine": describe(),
@@ -492,7 +544,8 @@ def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, 
                    "dev": chosen["runtimes"][chosen["runtime"]], "final_ms": final_ms[winner],
                    "speedup_vs_teacher_fp32": final_ms["teacher"]["fp32"] / chosen["ms"],
                    "speedup_vs_teacher_fastest": teacher_final["ms"] / chosen["ms"],
-                   "teacher_fastest_runtime": teacher_final["runtime"], "export": exported},
+                   "teacher_fastest_runtime": teacher_final["runtime"], "export": exported,
+                   "overtaken": overtaken},
         "not_tried": [n for n in order if status[n]["status"] in ("out of time", "not tried")],
     }
     _write_report(out, report)
@@ -509,10 +562,10 @@ def _check_claim(out: Path, identity: dict) -> None:
                         "run it with the same teacher, data and transfer set to resume it")
 
 
-def _check_teacher(teacher: str, labels: list[str]):
+def _check_teacher(teacher: str, labels: list[str], trust_remote_code: bool):
     """The teacher's config; a classifier trained for other labels is refused (fine-tuning it again would not be
     the user's teacher), a model with no head for these labels (a bare encoder, default LABEL_N names) passes."""
-    config = AutoConfig.from_pretrained(teacher, trust_remote_code=True)
+    config = load_config(teacher, trust_remote_code=trust_remote_code)
     archs = getattr(config, "architectures", None) or []
     have = config_labels(config)
     named = have and have != [f"LABEL_{i}" for i in range(len(have))]
@@ -579,24 +632,19 @@ def _trial(out: Path, grid: Grid, spec: RowSpec, runtimes: list[str], splits: Sp
     return trial
 
 
-def _export(out: Path, model_dir: str, chosen: dict, ms: dict[str, float], grid: Grid, spec: RowSpec | None,
-            splits: Splits, ctx: dict) -> dict:
-    """Export the winner in its fastest passing runtime that a folder can ship (EXPORTED_AS), vocabulary
-    trimmed to its training corpus; the exported folder is scored on TEST here, the only time test is read."""
+def _export(out: Path, model_dir: str, runtime: str, grid: Grid, spec: RowSpec | None, splits: Splits,
+            ctx: dict) -> dict:
+    """Export the winner in the runtime it was chosen in (its fastest passing one: every runtime a verdict rests
+    on ships, `SHIPPABLE`), vocabulary trimmed to its training corpus; the exported folder is scored on TEST
+    here, the only time test is read."""
     from .export import export
-    passing = sorted((r for r, v in chosen["runtimes"].items() if v["passed"] and r in EXPORTED_AS and r in ms),
-                     key=ms.get)  # a reused trial may hold runtimes this run neither times nor serves
-    runtime = passing[0] if passing else "fp32"
-    static = is_static(model_dir)
-    corpus = None if static else training_texts(grid, spec)
-    manifest = export(Path(model_dir), out / "export", backend=EXPORTED_AS[runtime], corpus=corpus,
+    corpus = None if is_static(model_dir) else training_texts(grid, spec)
+    manifest = export(Path(model_dir), out / "export", backend=runtime, corpus=corpus,
                       corpus_names=corpus_names(spec),
-                      splits=splits, max_length=ctx["max_length"], calibration_texts=ctx["calibration"])
-    note = None if runtime == chosen["runtime"] else (
-        f"served by {chosen['runtime']}, which a folder cannot ship; exported as {EXPORTED_AS[runtime]}, the fastest "
-        "shippable runtime within budget" if passing else "no shippable runtime passed on dev; exported as fp32 ONNX")
-    return {"folder": str(out / "export"), "backend": EXPORTED_AS[runtime], "as_runtime": runtime, "note": note,
-            "test": manifest.get("test"), "disk_mb": manifest["disk_bytes"] / 2**20}
+                      splits=splits, max_length=ctx["max_length"], calibration_texts=ctx["calibration"],
+                      trust_remote_code=ctx["trust_remote_code"])
+    return {"folder": str(out / "export"), "backend": runtime, "test": manifest.get("test"),
+            "disk_mb": manifest["disk_bytes"] / 2**20}
 
 
 def _candidate_row(name: str, ms: dict[str, float], status: dict, tried: dict | None,
@@ -676,6 +724,9 @@ def markdown(report: dict) -> str:
              f"[{w['dev']['ci_low_points']:+.2f}, {w['dev']['ci_high_points']:+.2f}]).", "",
              f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)"
              + (f"; {w['export']['note']}" if w["export"]["note"] else ""),
+             *([f"- {w['overtaken']['name']} passed the search ({w['overtaken']['runtime']}), but timed again beside the "
+                "teacher it was no faster than the teacher in its fastest shippable runtime within budget, so the teacher "
+                "ships"] if w.get("overtaken") else []),
              f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
              f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts", f"- checkpoint: `{w['model_dir']}`",
              "", "## Candidates", "",

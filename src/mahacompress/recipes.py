@@ -59,6 +59,7 @@ class Runner(Protocol):
     splits: Splits
     data: DataConfig | None  # what `splits` was loaded with: every built folder records it
     rows: dict[str, dict]
+    trust_remote_code: bool  # the user let the teacher run its folder's code: so may every model built from it
 
     def settings_of(self, spec: RowSpec) -> dict: ...
 
@@ -163,25 +164,28 @@ def _best_settings(grid: Runner, spec: RowSpec) -> dict:
 def _build_teacher(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     if grid.teacher_dir == grid.teacher:
         return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
-    return timed(out, finetune, grid.teacher, grid.splits, tcfg, out, resume=True, data=grid.data)
+    return timed(out, finetune, grid.teacher, grid.splits, tcfg, out, resume=True, data=grid.data,
+                 trust_remote_code=grid.trust_remote_code)
 
 
 def _build_mp(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, finetune, grid.base_model(), grid.splits, replace(tcfg, mixed_precision=precision), out,
-                  resume=True, data=grid.data)
+                  resume=True, data=grid.data, trust_remote_code=grid.trust_remote_code)
 
 
 def _build_layers(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     layers = spec.number or grid.cfg.student_layers
     return timed(out, distill, grid.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), grid.splits, tcfg, out, resume=True,
-                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data)
+                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data,
+                  trust_remote_code=grid.trust_remote_code)
 
 
 def _build_prune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
     return timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
                   out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
-                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data)
+                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data,
+                  trust_remote_code=grid.trust_remote_code)
 
 
 def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
@@ -194,12 +198,13 @@ def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, pr
     student = source["seeds"][index]["model_dir"] if index < len(source["seeds"]) else source["model_dir"]
     return timed(out, prune, student, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity), out,
                   resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set(spec) if spec.tr else None,
-                  data=grid.data)
+                  data=grid.data, trust_remote_code=grid.trust_remote_code)
 
 
 def _build_static(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
     return timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
-                  resume=True, transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data)
+                  resume=True, transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data,
+                  trust_remote_code=grid.trust_remote_code)
 
 
 def _build_tfidf(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:

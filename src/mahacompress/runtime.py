@@ -10,7 +10,9 @@ folder's `requirements.txt` and runs
 
 A folder exported as `openvino-int8` (export.json's `engine` is "openvino") holds NNCF's int8 OpenVINO IR
 (`model.xml` + `model.bin`) and runs with the `openvino` package instead of onnxruntime, compiled as
-`openvino_config` says: the very settings the benchmarked `openvino-int8` backend compiles with.
+`openvino_config` says: the very settings the benchmarked `openvino-int8` backend compiles with. One exported
+as `openvino` or `openvino-bf16` holds the fp32 ONNX graph, compiled by OpenVINO at the manifest's
+`inference_precision` ("f32" or "bf16").
 
 A static-embedding student's folder (export.json's `kind` is "static-embedding") holds no ONNX graph but
 its per-piece logit table (`StaticTable`), run with numpy and tokenizers alone: onnxruntime is not imported
@@ -32,11 +34,12 @@ STATIC_KIND = "static-embedding"  # export.json's `kind` for a static-embedding 
 OPENVINO_ENGINE = "openvino"  # export.json's `engine` for OpenVINO IR (absent or "onnxruntime": an ONNX graph)
 
 
-def openvino_config(threads: int | None) -> dict[str, str]:
-    """OpenVINO CPU plugin settings: fp32 arithmetic outside the int8 layers (its default on a bf16-capable
-    CPU would be bf16, another model than the one measured), latency-oriented, one stream (one request at a
-    time, as the service batches them), `threads` intra-op threads (None: OpenVINO's default)."""
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+def openvino_config(threads: int | None, precision: str = "f32") -> dict[str, str]:
+    """OpenVINO CPU plugin settings: `precision` arithmetic outside the int8 layers, pinned (its default on a
+    bf16-capable CPU would be bf16, another model than the one measured; "bf16" is asked for by name, and a
+    CPU without native bf16 runs it as f32), latency-oriented, one stream (one request at a time, as the
+    service batches them), `threads` intra-op threads (None: OpenVINO's default)."""
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     return config
@@ -94,8 +97,9 @@ class Classifier:
         if self.manifest.get("engine") == OPENVINO_ENGINE:
             import openvino as ov
 
-            self.compiled = ov.Core().compile_model(str(self.folder / self.manifest["model_file"]), "CPU",
-                                                    openvino_config(threads))
+            self.compiled = ov.Core().compile_model(
+                str(self.folder / self.manifest["model_file"]), "CPU",
+                openvino_config(threads, self.manifest.get("inference_precision", "f32")))
             self.inputs = [next(iter(i.get_names())) for i in self.compiled.inputs]
             self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
             return

@@ -56,15 +56,17 @@ def piece_vectors(teacher: torch.nn.Module, template: list[int], ids: Sequence[i
     return np.concatenate(rows)
 
 
-def build_table(teacher_dir: str, corpus: Sequence[str], dim: int) -> tuple[StaticForSequenceClassification, object, dict]:
-    """An untrained static student (table from the teacher, fresh head) with its trimmed tokenizer."""
+def build_table(teacher_dir: str, corpus: Sequence[str], dim: int, *,
+                trust_remote_code: bool = False) -> tuple[StaticForSequenceClassification, object, dict]:
+    """An untrained static student (table from the teacher, fresh head) with its trimmed tokenizer
+    (`trust_remote_code`: the teacher may run the Python code its folder ships)."""
     from sklearn.decomposition import PCA
 
-    teacher = load_classifier(teacher_dir)
+    teacher = load_classifier(teacher_dir, trust_remote_code=trust_remote_code)
     hidden = teacher.config.hidden_size
     if not 1 <= dim <= hidden:
         raise MahaError(f"static_dim {dim}: choose 1..{hidden} (the teacher's hidden size)")
-    tokenizer, keep, _ = trimmed_tokenizer(Path(teacher_dir), corpus)
+    tokenizer, keep, _ = trimmed_tokenizer(Path(teacher_dir), corpus, trust_remote_code=trust_remote_code)
     special = sorted({tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens})
     template = tokenizer("")["input_ids"]  # [CLS] [SEP] in the trimmed ids; the teacher needs its own
     old_template = [keep[i] for i in template]
@@ -91,11 +93,15 @@ def build_table(teacher_dir: str, corpus: Sequence[str], dim: int) -> tuple[Stat
 
 
 def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, dim: int = 256,
-                   resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None) -> dict:
+                   resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None,
+                   trust_remote_code: bool = False) -> dict:
     """Build the static student of `teacher` and train its head (and table, unless frozen) by KD; save it,
-    recording `data` (the configuration `splits` was loaded with) as every trained folder does."""
-    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer)
-    model, tokenizer, record = build_table(teacher, train_splits.train.texts, dim)
+    recording `data` (the configuration `splits` was loaded with) as every trained folder does.
+    `trust_remote_code` lets the teacher run the Python code its folder ships."""
+    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer,
+                                                                      trust_remote_code=trust_remote_code)
+    model, tokenizer, record = build_table(teacher, train_splits.train.texts, dim,
+                                           trust_remote_code=trust_remote_code)
     with checkpoints_for(out_dir) as work:
         result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static",
                      **teacher_args)

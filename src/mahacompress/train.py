@@ -39,6 +39,32 @@ from .evaluate import predict_logits
 from .files import atomic_path
 from .precision import training_precision
 
+# Without a terminal (a log file, a CI job) rich shows no live bar: a plain progress line at least this often.
+LOG_EVERY_SECONDS = 30.0
+
+
+class Heartbeat:
+    """Progress lines for a log file: step, rate and time left, at most every `LOG_EVERY_SECONDS`.
+
+    A terminal has rich's live bar (which shows the same) and gets none; the rate is this process's own,
+    so a resumed run's estimate is not skewed by the steps it skipped.
+    """
+
+    def __init__(self, desc: str, total: int, first_step: int, enabled: bool) -> None:
+        self.desc, self.total, self.first_step, self.enabled = desc, total, first_step, enabled
+        self.started = self.last = time.monotonic()
+
+    def line(self, step: int, loss: float, now: float | None = None) -> str | None:
+        """The line to print after `step`, or None when the last one is recent enough."""
+        now = time.monotonic() if now is None else now
+        if not self.enabled or now - self.last < LOG_EVERY_SECONDS:
+            return None
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.started, 1e-9)
+        left = (self.total - step) / rate / 60 if rate > 0 else float("inf")
+        return (f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate:.2f} steps/s, "
+                f"loss {loss:.3f}, {left:.1f} min left")
+
 
 class TrainHooks:
     """Extension points of the loop; the defaults do nothing (plain fine-tuning)."""
@@ -273,6 +299,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not main) as progress, _failures_named(rank, processes, step_of=lambda: step):
         task = progress.add_task(desc, total=total_steps, completed=step, info="")
+        heartbeat = Heartbeat(desc, total_steps, step, enabled=main and not progress.console.is_terminal)
         while step < total_steps and not stopped_early:
             epoch, offset = divmod(step, steps_per_epoch)
             for global_idx in _batches(lengths, cfg.batch_size, cfg.seed, epoch)[offset:]:
@@ -313,6 +340,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 progress.update(task, advance=1, info=f"loss {loss.item():.3f} best dev F1 {max(best_f1, 0):.3f}")
+                if (beat := heartbeat.line(step, loss.item())) is not None:
+                    progress.console.print(beat, markup=False, highlight=False, soft_wrap=True)
 
                 if step % eval_every == 0 or step == total_steps:
                     if hooks.may_select_best(step, total_steps):
@@ -376,7 +405,8 @@ def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainC
 
 
 def data_record(data: DataConfig | None) -> dict | None:
-    """The data configuration as given (columns, seed, cap, dev fraction), its folders made absolute.
+    """The data configuration as given (columns, seed, cap, dev fraction, label renames), its folders and
+    label map made absolute.
 
     Written into training.json / pruning.json so that trim and export rebuild the very training split
     later, from any working folder: the summary's dataset name alone is a folder's last component for a
@@ -385,7 +415,7 @@ def data_record(data: DataConfig | None) -> dict | None:
     if data is None:
         return None
     record = asdict(data)
-    for key in ("dataset", "data_dir"):
+    for key in ("dataset", "data_dir", "label_map"):
         path = Path(record[key]).expanduser() if record[key] else None
         if path is not None and path.exists():
             record[key] = str(path.resolve())
@@ -406,17 +436,18 @@ def checkpoints_for(out_dir: Path) -> Iterator[Path]:
 
 
 def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
-             data: DataConfig | None = None) -> dict:
+             data: DataConfig | None = None, trust_remote_code: bool = False) -> dict:
     """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
 
     Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
     atomically with `id2label`/`label2id` set and a `training.json` that says how it was made
-    (`data`, the configuration `splits` was loaded with, included).
+    (`data`, the configuration `splits` was loaded with, included). `trust_remote_code` lets the model run
+    the Python code its folder or hub repository ships.
     """
     from .models import load_classifier, load_tokenizer, save_classifier
 
-    tokenizer = load_tokenizer(model_name)
-    model = load_classifier(model_name, splits.labels)
+    tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code)
     with checkpoints_for(out_dir) as work:
         result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
         summary = {"base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),

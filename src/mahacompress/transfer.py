@@ -15,12 +15,12 @@ the file.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 from .config import TransferConfig
-from .data import search_roots, normalize, read_labeled_csv, read_text_column
+from .data import Splits, search_roots, normalize, read_labeled_csv, read_text_column
 from .errors import MahaError
 _PUNCT = "\"'“”‘’.,;:!?()[]{}-–—।॥|/\\"
 _MIN_SHORT_WORDS = 4  # a dev/test text shorter than `ngram` blocks pieces that contain it whole, if this long
@@ -34,6 +34,13 @@ class TransferSet:
     source_labels: list[str] | None  # the file's own label per piece (agreement check; use_labels)
     use_labels: bool = False  # train on source_labels as hard labels too
     counts: dict = field(default_factory=dict)
+    config: TransferConfig | None = None  # what built it, its file made absolute: recorded so it can be rebuilt
+
+    def record(self) -> dict:
+        """What a model folder records of it: the counts, and every setting that shapes the pieces (`config`),
+        so trim and export rebuild exactly these pieces (`for_splits` with the recorded configuration)."""
+        return {**self.counts, "use_labels": self.use_labels,
+                **({"config": asdict(self.config)} if self.config else {})}
 
 
 def resolve(path: str, data_dir: str | None = None) -> Path:
@@ -54,10 +61,11 @@ def read_texts(path: Path, text_col: str | None, label_col: str | None) -> tuple
     if not path.is_file():
         raise MahaError(f"{path}: transfer set file not found")
     if path.suffix.lower() == ".csv":
+        options = "--transfer-text-col/--transfer-label-col (a preset: transfer.text_col/label_col)"
         if label_col:
-            texts, labels, _ = read_labeled_csv(path, text_col or "text", label_col)
+            texts, labels, _ = read_labeled_csv(path, text_col or "text", label_col, options)
         else:
-            texts, labels = read_text_column(path, text_col or "text"), None
+            texts, labels = read_text_column(path, text_col or "text", options), None
     else:
         if text_col or label_col:
             raise MahaError(f"{path}: columns were named, but only a .csv file has columns "
@@ -153,7 +161,14 @@ def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, labelled: S
     if cfg.use_labels and labels is None:
         raise MahaError(f"{path}: use_labels needs label_col, the column that holds the labels")
     return TransferSet([p for p, _ in pieces], [lab for _, lab in pieces] if labels else None, cfg.use_labels,
-                       counts)
+                       counts, replace(cfg, path=str(path.resolve())))
 
 
-__all__ = ["TransferSet", "build_transfer", "windows", "OverlapFilter", "resolve", "read_texts"]
+def for_splits(cfg: TransferConfig, splits: Splits, data_dir: str | None = None) -> TransferSet:
+    """The transfer set a model distils on beside `splits`: dev and test texts protected, the labelled
+    training texts not repeated. The one way it is built, in training and when trim, export and optimize
+    rebuild a model's corpus, so the pieces are the same each time."""
+    return build_transfer(cfg, splits.dev.texts + splits.test.texts, labelled=splits.train.texts, data_dir=data_dir)
+
+
+__all__ = ["TransferSet", "build_transfer", "for_splits", "windows", "OverlapFilter", "resolve", "read_texts"]

@@ -21,21 +21,24 @@ import json
 import shutil
 import unicodedata
 from pathlib import Path
+from dataclasses import fields
 from typing import Sequence
 
 import torch
 
 from .backends.cache import checkpoint_digest
+from .config import DataConfig, TransferConfig
+from .data import Splits, load_splits, read_text_column
 from .errors import MahaError
 from .files import TRIM_RECORD, staged_dir, write_json
+from .transfer import TransferSet, for_splits
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx")
 
 
 def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
     """Texts of plain-text files (one per line) or CSV files (column `text_col`); one line per bad file."""
-    from .data import read_text_column
-
     if not paths:
         raise MahaError("no corpus given: name at least one text or CSV file with --corpus")
     texts: list[str] = []
@@ -43,7 +46,7 @@ def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
         if not path.is_file():
             raise MahaError(f"{path}: corpus file not found")
         if path.suffix.lower() == ".csv":
-            texts += read_text_column(path, text_col)
+            texts += read_text_column(path, text_col, options="--text-col")
             continue
         try:
             lines = path.read_bytes().decode("utf-8").splitlines()
@@ -56,19 +59,20 @@ def read_corpus(paths: Sequence[Path], text_col: str = "text") -> list[str]:
     return texts
 
 
+def corpus_texts(splits: Splits, transfer: TransferSet | None) -> list[str]:
+    """The texts a model trains on: its training split, then its transfer pieces. The one definition of a
+    model's corpus: trim and export rebuild it from the model's record (`training_corpus`), optimize from the
+    splits and transfer set it trains with, so a vocabulary is trimmed to exactly what the model saw."""
+    return list(splits.train.texts) + (list(transfer.texts) if transfer is not None else [])
+
+
 def training_corpus(model_dir: Path, with_transfer: bool = True) -> list[str]:
     """What the model was trained on, never dev or test texts: the training split of the dataset named
-    in its training.json (pruned folders: pruning.json) plus the transfer set it records, if any,
-    rebuilt with every window that does not overlap a dev or test text. The split is rebuilt from the
-    recorded data configuration (folder, columns, seed, cap, dev fraction); records written before it
-    existed name only the dataset. `with_transfer=False`: the training split alone (what the grid and
-    `optimize` calibrate int8 files on)."""
-    from dataclasses import fields
-
-    from .config import DataConfig, TransferConfig
-    from .data import load_splits
-    from .transfer import build_transfer
-
+    in its training.json (pruned folders: pruning.json) plus the transfer set it records, if any. The split
+    is rebuilt from the recorded data configuration (folder, columns, seed, cap, dev fraction, label renames;
+    records written before it existed name only the dataset), the transfer set from its recorded settings
+    (`_recorded_transfer`). `with_transfer=False`: the training split alone (what the grid and `optimize`
+    calibrate int8 files on)."""
     records = [Path(model_dir) / name for name in ("training.json", "pruning.json")]
     record = next((p for p in records if p.is_file()), None)
     if record is None:
@@ -78,13 +82,38 @@ def training_corpus(model_dir: Path, with_transfer: bool = True) -> list[str]:
     given = info.get("data_config") or {"dataset": (info.get("dataset") or {}).get("dataset")}
     if not given.get("dataset"):
         raise MahaError(f"{record}: names no dataset; name a corpus with --corpus")
-    known = {f.name for f in fields(DataConfig)}
-    splits = load_splits(DataConfig(**{k: v for k, v in given.items() if k in known}))
-    texts = list(splits.train.texts)
-    transfer = info.get("transfer") or {}
-    if transfer.get("file") and with_transfer:
-        texts += build_transfer(TransferConfig(path=transfer["file"]), splits.dev.texts + splits.test.texts).texts
-    return texts
+    splits = load_splits(DataConfig(**_known(DataConfig, given)))
+    return corpus_texts(splits, _recorded_transfer(record, info.get("transfer"), splits) if with_transfer else None)
+
+
+def _known(cls: type, values: dict) -> dict:
+    """The entries of a recorded dataclass that `cls` still has (a record may hold a key a version dropped)."""
+    return {k: v for k, v in values.items() if k in {f.name for f in fields(cls)}}
+
+
+def _recorded_transfer(record: Path, recorded: dict | None, splits: Splits) -> TransferSet | None:
+    """The transfer set `record` says the model distilled on, rebuilt with its recorded settings (`config`).
+
+    Records written before the settings were recorded name the file alone: it is rebuilt with the default
+    settings, which is the same set only if training used them, so the rebuilt set must have the number of
+    pieces the record counted (when it counted them); otherwise one line says so and how to go on.
+    """
+    if not recorded or not recorded.get("file"):
+        return None
+    if recorded.get("config"):
+        return for_splits(TransferConfig(**_known(TransferConfig, recorded["config"])), splits)
+    older = (f"{record}: the transfer set {recorded['file']} is recorded by its file name only (written by an older "
+             "mahacompress)")
+    fix = "name the texts to keep with --corpus FILE (the training split and the transfer texts)"
+    try:
+        transfer = for_splits(TransferConfig(path=recorded["file"]), splits)
+    except MahaError as exc:  # its own fix names options of distill, not of trim or export
+        raise MahaError(f"{older}, and the default settings cannot rebuild it ({str(exc).split('; ')[0]}); "
+                        f"{fix}") from None
+    if recorded.get("kept") not in (None, len(transfer.texts)):
+        raise MahaError(f"{older}, and the default settings rebuild {len(transfer.texts)} pieces of it, not the "
+                        f"{recorded['kept']} the model distilled on; {fix}")
+    return transfer
 
 
 def _scripts(text: str) -> set[str]:
@@ -92,7 +121,7 @@ def _scripts(text: str) -> set[str]:
     return {unicodedata.name(ch, "?").split()[0] for ch in text if not ch.isspace()}
 
 
-def _fast_tokenizer(model_dir: Path):
+def _fast_tokenizer(model_dir: Path, trust_remote_code: bool):
     """The folder's tokenizer, refused unless it is a fast one backed by a tokenizer.json file."""
     from .models import load_tokenizer
 
@@ -100,7 +129,7 @@ def _fast_tokenizer(model_dir: Path):
     if not path.is_file():
         raise MahaError(f"{path}: not found; trimming needs a fast tokenizer (save the tokenizer with "
                         "transformers' fast tokenizer class first)")
-    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise MahaError(f"{path}: the folder's tokenizer loads as a slow tokenizer; trimming needs a fast one")
     return tokenizer
@@ -184,13 +213,13 @@ def texts_with_removed_pieces(original, trimmed, texts: Sequence[str]) -> int:
                for enc in original.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True))
 
 
-def trimmed_tokenizer(model_dir: Path, texts: Sequence[str]):
+def trimmed_tokenizer(model_dir: Path, texts: Sequence[str], *, trust_remote_code: bool = False):
     """The folder's tokenizer cut to the pieces `texts` need (kept_ids), the kept old ids in new-id order,
-    and the original tokenizer.json spec."""
+    and the original tokenizer.json spec (`trust_remote_code`: the folder's code may load its tokenizer)."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = _fast_tokenizer(model_dir)
+    tokenizer = _fast_tokenizer(model_dir, trust_remote_code)
     spec = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8"))
     keep = kept_ids(spec, tokenizer, texts)
     new_tok = Tokenizer.from_str(json.dumps(trimmed_spec(spec, keep), ensure_ascii=False))
@@ -199,20 +228,22 @@ def trimmed_tokenizer(model_dir: Path, texts: Sequence[str]):
     return fast, keep, spec
 
 
-def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: Sequence[str] = ()) -> dict:
+def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: Sequence[str] = (),
+         trust_remote_code: bool = False) -> dict:
     """Write a trimmed copy of the classifier folder `model_dir` to `out_dir`; returns the trim record.
 
     Works for any AutoModelForSequenceClassification folder (dense, layer subsets, pruned models with
     their own code): the input embedding is replaced through `set_input_embeddings` and
-    `config.vocab_size` updated, so nothing model-specific is needed.
+    `config.vocab_size` updated, so nothing model-specific is needed. `trust_remote_code` lets a folder
+    run the Python code it ships (mahacompress's own pruned and static classes never need it).
     """
     from .models import load_classifier
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not texts:
         raise MahaError(f"{', '.join(corpus_names) or model_dir}: the corpus holds no text")
-    fast, keep, spec = trimmed_tokenizer(model_dir, texts)
-    model = load_classifier(str(model_dir)).eval()
+    fast, keep, spec = trimmed_tokenizer(model_dir, texts, trust_remote_code=trust_remote_code)
+    model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).eval()
     old = model.get_input_embeddings()
     if old.weight.shape[0] < len(_pieces(spec["model"])):
         raise MahaError(f"{model_dir}: embedding has {old.weight.shape[0]} rows but the tokenizer "

@@ -27,6 +27,10 @@ HUB_TIMEOUT_S = 10.0  # how long a hub id may take to prove the hub reachable be
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 # Models whose position ids start after the padding index (the first 2 positions are unusable).
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
+# The model_types of mahacompress's own classes (pruning/modeling_pruned.py, modeling_static.py): their folders
+# name that code in `auto_map`, but `models.register_own_classes` registers the classes with transformers, so
+# they load without running any code from the folder (tests/test_remote_code.py checks the two lists agree).
+OWN_MODEL_TYPES = ("pruned_bert", "pruned_roberta", "pruned_xlm-roberta", "pruned_camembert", "mahacompress-static")
 
 
 # ---------------------------------------------------------------------------- options
@@ -196,11 +200,12 @@ def _readable(path: Path) -> None:
 
 # ---------------------------------------------------------------------------- model sources
 
-def check_model(name: str) -> None:
+def check_model(name: str, *, trust_remote_code: bool = False) -> None:
     """A model source that can be loaded: a sound local folder, or a reachable hub id.
 
-    Local folders are checked without loading weights: config.json valid JSON, every weights file
-    readable with an intact header, tokenizer files present. A name that is neither a folder nor
+    Local folders are checked without loading weights: config.json valid JSON, no Python code to run
+    unless `trust_remote_code` (see `needs_remote_code`), every weights file readable with an intact
+    header, tokenizer files present. A name that is neither a folder nor
     shaped like `owner/name` (one `/`, not starting with `.`, `/` or `~`) fails at once, never asking
     the hub; an `owner/name` with no local folder fails within HUB_TIMEOUT_S when the hub cannot be
     reached, instead of a traceback after transformers' retries, and its message says first that no
@@ -208,14 +213,14 @@ def check_model(name: str) -> None:
     """
     path = Path(name).expanduser()
     if path.exists():
-        _check_model_folder(path)
+        _check_model_folder(path, trust_remote_code)
     elif not _HUB_ID.fullmatch(name):
         raise MahaError(f"{name}: no such model folder, and not a Hugging Face hub id (owner/name)")
     else:
         _check_hub_id(name)
 
 
-def _check_model_folder(path: Path) -> None:
+def _check_model_folder(path: Path, trust_remote_code: bool) -> None:
     if not path.is_dir():
         raise MahaError(f"{path}: expected a model folder, found a file")
     _readable(path)
@@ -223,7 +228,9 @@ def _check_model_folder(path: Path) -> None:
         raise MahaError(f"{path}: a deployable folder written by `mahacompress export` (ONNX, no PyTorch weights); "
                         f"predict, evaluate and serve run it, other commands need the classifier folder it was "
                         f"exported from")
-    model_config(path)
+    code = needs_remote_code(model_config(path))
+    if code and not trust_remote_code:
+        raise remote_code_refusal(str(path), code)
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
     if not weights:
         raise MahaError(f"{path}: no model weights (*.safetensors or *.bin) in the folder")
@@ -235,6 +242,34 @@ def _check_model_folder(path: Path) -> None:
         raise MahaError(f"{path}: no tokenizer files (tokenizer.json / tokenizer_config.json) in the folder")
     for t in tok:
         _readable(t)
+
+
+def needs_remote_code(cfg: dict) -> str | None:
+    """The code a folder's config.json would have transformers import and run, or None when it needs none.
+
+    Such a config names classes in `auto_map` (a `.py` file in the folder or another hub repository) and a
+    `model_type` that neither transformers nor mahacompress (`OWN_MODEL_TYPES`) provides a class for; with a
+    known model_type, transformers loads its own class and ignores `auto_map` unless asked to trust it.
+    """
+    auto_map, model_type = cfg.get("auto_map"), cfg.get("model_type")
+    if not auto_map or model_type in OWN_MODEL_TYPES:
+        return None
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # imports torch: only for an auto_map
+
+    if isinstance(model_type, str) and model_type in CONFIG_MAPPING:
+        return None
+    if isinstance(auto_map, dict):
+        return str(auto_map.get("AutoModelForSequenceClassification") or auto_map.get("AutoConfig")
+                   or next(iter(auto_map.values())))
+    return str(auto_map)
+
+
+def remote_code_refusal(name: str, code: str | None = None) -> MahaError:
+    """The one line for a model that runs its own Python code when loaded, and the user did not ask for that
+    (a local folder names the code; a hub id's config is only seen by transformers, which refuses it)."""
+    what = f"its config.json names Python code to run (auto_map: {code})" if code else \
+        "its config names Python code to run"
+    return MahaError(f"{name}: {what}; pass --trust-remote-code if you trust this model")
 
 
 def exported_manifest(name: str | Path) -> dict | None:
@@ -365,5 +400,6 @@ def check_block_size(name: str, block: int) -> None:
 
 __all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_prune_config", "check_choice",
            "parse_duration", "check_optimize_config", "check_input_file",
-           "check_output_dir", "check_output_file", "check_model", "exported_manifest", "model_config", "recorded_max_length",
+           "check_output_dir", "check_output_file", "check_model", "OWN_MODEL_TYPES", "needs_remote_code",
+           "remote_code_refusal", "exported_manifest", "model_config", "recorded_max_length",
            "check_max_length", "check_block_size"]

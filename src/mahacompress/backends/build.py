@@ -35,8 +35,9 @@ def int8_file_name(stem: str) -> str:
 
 
 def served_file(model_dir: str | Path, backend: str, *, max_length: int = 128, cache_dir: str | Path | None = None,
-                calibration_texts: Sequence[str] | None = None) -> Path:
-    """The file `backend` serves `model_dir` from, built first if this checkpoint has none yet."""
+                calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> Path:
+    """The file `backend` serves `model_dir` from, built first if this checkpoint has none yet (loading it with
+    `trust_remote_code` to build)."""
     kind = SPECS[backend].file
     if kind is None:
         raise MahaError(f"{backend} runs the checkpoint itself; it serves no derived file")
@@ -45,18 +46,18 @@ def served_file(model_dir: str | Path, backend: str, *, max_length: int = 128, c
     folder = derived_dir(model_dir, cache_dir)
     fp32 = folder / "model.onnx"
     if not fp32.is_file():
-        export_onnx(model_dir, fp32)
+        export_onnx(model_dir, fp32, trust_remote_code=trust_remote_code)
     if kind == "onnx":
         return fp32
-    return _BUILDERS[kind](model_dir, fp32, backend, max_length, calibration_texts)
+    return _BUILDERS[kind](model_dir, fp32, backend, max_length, calibration_texts, trust_remote_code)
 
 
 def served_files(model_dir: str | Path, backend: str, *, max_length: int = 128, cache_dir: str | Path | None = None,
-                 calibration_texts: Sequence[str] | None = None) -> list[Path]:
+                 calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> list[Path]:
     """Every file `backend` loads for `model_dir`, the served file first (OpenVINO IR is an .xml and a .bin: sizes
     on disk and exported folders need both)."""
     path = served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
-                       calibration_texts=calibration_texts)
+                       calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
     return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
@@ -66,7 +67,8 @@ def fusion_record(model_dir: str | Path, cache_dir: str | Path | None = None) ->
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None) -> Path:
+def _int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+          trust_remote_code: bool) -> Path:
     from .onnxruntime_engine import quantize_dynamic_int8
 
     target = fp32.with_name(int8_file_name("model-int8"))
@@ -75,12 +77,13 @@ def _int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Seq
     return target
 
 
-def _fused_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None) -> Path:
+def _fused_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                trust_remote_code: bool) -> Path:
     from .onnxruntime_engine import fuse_int8
 
     target = fp32.with_name(int8_file_name("model-fused-int8"))
     if not target.is_file():
-        config = load_classifier(str(model_dir)).config
+        config = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         record = fuse_int8(fp32, target, getattr(config, "heads_per_layer", None), config.num_attention_heads,
                            head_dim)
@@ -88,29 +91,32 @@ def _fused_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, text
     return target
 
 
-def _static_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None) -> Path:
+def _static_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                 trust_remote_code: bool) -> Path:
     from .onnxruntime_engine import quantize_static_int8
 
     suffix = SEVEN_BIT_SUFFIX if ort_int8_options()["reduce_range"] else ""
     return _calibrated(model_dir, fp32, backend, max_length, texts, lambda key: f"model-int8-static-{key}{suffix}.onnx",
-                       quantize_static_int8)
+                       quantize_static_int8, trust_remote_code)
 
 
-def _openvino_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None) -> Path:
+def _openvino_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                   trust_remote_code: bool) -> Path:
     from .openvino_engine import full_range_int8, quantize_openvino_int8
 
     suffix = "" if full_range_int8() else SEVEN_BIT_SUFFIX
     return _calibrated(model_dir, fp32, backend, max_length, texts, lambda key: f"openvino-int8-{key}{suffix}/model.xml",
-                       quantize_openvino_int8)
+                       quantize_openvino_int8, trust_remote_code)
 
 
 def _calibrated(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
-                name: Callable[[str], str], build: Callable) -> Path:
+                name: Callable[[str], str], build: Callable, trust_remote_code: bool) -> Path:
     """A calibrated file: the one of `texts` (built on first use), or without texts the newest one built."""
     if texts:
         target = fp32.parent / name(texts_digest(texts, max_length))
         if not target.is_file():
-            build(fp32, target, calibration_batches(load_tokenizer(str(model_dir)), texts, max_length))
+            tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
+            build(fp32, target, calibration_batches(tokenizer, texts, max_length))
         return target
     pattern = re.compile(re.escape(name("KEY")).replace("KEY", "[0-9a-f]{16}"))
     built = [p for p in fp32.parent.glob(name("*")) if pattern.fullmatch(p.relative_to(fp32.parent).as_posix())]

@@ -24,7 +24,8 @@ def default_backend(model_dir: str) -> str:
 
 def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads: int | None = None,
                  device: str | None = None, cache_dir: str | Path | None = None,
-                 calibration_texts: Sequence[str] | None = None, force: bool = False) -> Backend:
+                 calibration_texts: Sequence[str] | None = None, force: bool = False,
+                 trust_remote_code: bool = False) -> Backend:
     """Load `model_dir` to run with `backend` (one of BACKENDS).
 
     fp32/bf16/fp16 run on `device` (default: CUDA when present, else CPU); int8, the ONNX and the
@@ -33,7 +34,7 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
     per checkpoint into the derived-file cache (cache.py; `cache_dir` instead of its default root), never
     into `model_dir`. The calibrated int8 backends (onnx-int8-static, openvino-int8) need
     `calibration_texts` (training texts) the first time (build.py). bf16 on a CPU that only emulates it is
-    refused unless `force`.
+    refused unless `force`. `trust_remote_code` lets the checkpoint run the Python code its folder ships.
     """
     if backend not in SPECS:
         raise MahaError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -45,14 +46,16 @@ def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads
     if engine == "torch":
         from .torch_engine import load_torch
 
-        return load_torch(model_dir, backend, max_length=max_length, threads=threads, device=device, force=force)
+        return load_torch(model_dir, backend, max_length=max_length, threads=threads, device=device, force=force,
+                          trust_remote_code=trust_remote_code)
     from ..models import load_tokenizer
     from .build import served_file
 
     path = served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
-                       calibration_texts=calibration_texts)
+                       calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
     if engine == "onnxruntime":
         from .onnxruntime_engine import OnnxRuntimeBackend as runner
     else:
         from .openvino_engine import OpenVinoBackend as runner
-    return runner(backend, path, load_tokenizer(str(model_dir)), max_length, threads)
+    return runner(backend, path, load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code), max_length,
+                  threads)

@@ -26,14 +26,15 @@ ONNX_OPSET = 17  # the TorchScript exporter's highest
 EXAMPLE_TEXTS = ["नमस्कार, आज पुण्यात पाऊस पडला आणि वाहतूक मंदावली.", "नमस्कार"]
 
 
-def export_onnx(model_dir: str | Path, out: Path) -> Path:
+def export_onnx(model_dir: str | Path, out: Path, *, trust_remote_code: bool = False) -> Path:
     """Export the classifier of `model_dir` to `out` (written atomically), fp32, inputs named as the tokenizer's."""
     import torch
 
-    model = load_classifier(str(model_dir)).float().eval()
+    model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).float().eval()
     if getattr(model.config, "heads_per_layer", None) is None:
         model.set_attn_implementation("eager")
-    encoded = load_tokenizer(str(model_dir))(EXAMPLE_TEXTS, padding=True, return_tensors="pt")
+    encoded = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)(EXAMPLE_TEXTS, padding=True,
+                                                                                   return_tensors="pt")
     # Passed by position, so in the order forward() takes them (a BERT tokenizer returns token_type_ids
     # before attention_mask; forward takes attention_mask second).
     example = {k: encoded[k] for k in inspect.signature(model.forward).parameters if k in encoded}

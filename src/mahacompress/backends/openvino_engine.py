@@ -3,6 +3,8 @@
 - openvino: the ONNX export compiled by OpenVINO's CPU plugin, fp32 (its default on bf16-capable CPUs
   would be bf16; pinned to f32 so the row means what it says: `runtime.openvino_config`, the settings an
   exported OpenVINO folder compiles with too).
+- openvino-bf16: the same ONNX export compiled with bf16 inference precision (native bf16 CPUs: AVX512-BF16,
+  AMX), which an exported folder ships with the same setting.
 - openvino-int8: NNCF post-training quantisation (transformer preset) of the OpenVINO model, calibrated
   on training texts; without VNNI, NNCF's overflow fix on every layer (7-bit weights, as ONNX Runtime's).
 """
@@ -20,12 +22,12 @@ from .base import TokenizedBackend, quiet_logs
 
 
 class OpenVinoBackend(TokenizedBackend):
-    """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU, fp32 arithmetic, one stream."""
+    """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU, one stream, at the backend's precision."""
 
     def __init__(self, name: str, path: Path, tokenizer, max_length: int, threads: int | None):
         import openvino as ov
 
-        self.compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(threads))
+        self.compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(threads, inference_precision(name)))
         self.inputs = [next(iter(i.get_names())) for i in self.compiled.inputs]
         self.output = self.compiled.output(0)
         self.name, self.path, self.tokenizer, self.max_length, self.device = name, path, tokenizer, max_length, "cpu"
@@ -33,6 +35,11 @@ class OpenVinoBackend(TokenizedBackend):
 
     def forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.compiled(batch)[self.output], dtype=np.float32)
+
+
+def inference_precision(backend: str) -> str:
+    """OpenVINO's INFERENCE_PRECISION_HINT for `backend`: bf16 for openvino-bf16, else f32."""
+    return "bf16" if backend.endswith("-bf16") else "f32"
 
 
 def full_range_int8() -> bool:

@@ -6,7 +6,8 @@ Plain data, importable without torch (`config.BACKENDS` is this table's names, s
 
 Needs (`needs`):
 - "gpu": runs on a CUDA GPU only (fp16);
-- "native-bf16": bf16 on a device that only emulates it is refused (unless forced): many times slower;
+- "native-bf16": bf16 on a device that only emulates it is refused (unless forced): many times slower
+  (torch's bf16; OpenVINO's bf16 inference precision, which an exported folder can ship);
 - "vnni": int8 weights at full range need VNNI on x86; without it they get 7 bits (the file name says -r7);
 - "calibration": activation ranges learnt from training texts, needed the first time its file is built.
 
@@ -42,6 +43,8 @@ SPECS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("onnx-int8-fused", "onnxruntime", file="onnx-int8-fused", needs=frozenset({"vnni"})),
     BackendSpec("onnx-int8-static", "onnxruntime", file="onnx-int8-static", needs=frozenset({"vnni", "calibration"})),
     BackendSpec("openvino", "openvino", file="onnx", packages=("openvino",)),
+    # the ONNX export compiled by OpenVINO with bf16 inference precision (runtime.openvino_config)
+    BackendSpec("openvino-bf16", "openvino", file="onnx", needs=frozenset({"native-bf16"}), packages=("openvino",)),
     BackendSpec("openvino-int8", "openvino", file="openvino-int8", needs=frozenset({"vnni", "calibration"}),
                 packages=("openvino", "nncf")),
     BackendSpec("static", "numpy"),  # static.py: the static-embedding student

@@ -51,16 +51,17 @@ class TorchBackend(BatchedBackend):
 
 
 def load_torch(model_dir: str, backend: str, *, max_length: int, threads: int | None, device: str | None,
-               force: bool) -> TorchBackend:
+               force: bool, trust_remote_code: bool = False) -> TorchBackend:
     """`backend` (fp32, bf16, fp16, int8) of `model_dir`; refuses, in one line, a device that cannot run it."""
-    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
     if threads:
         torch.set_num_threads(threads)
     if backend == "int8":
         if device not in (None, "cpu"):
             raise MahaError(f"int8 (dynamic quantisation) runs on the CPU only, not {device}: "
                             "use fp16 or bf16 on a GPU")
-        return TorchBackend(backend, quantize_int8(load_classifier(str(model_dir))), tokenizer, max_length, "cpu")
+        model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code)
+        return TorchBackend(backend, quantize_int8(model), tokenizer, max_length, "cpu")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     needs = SPECS[backend].needs
     if "gpu" in needs and dev.type != "cuda":
@@ -69,7 +70,7 @@ def load_torch(model_dir: str, backend: str, *, max_length: int, threads: int | 
         raise MahaError(bf16_refusal("inference", dev, "fp16 or fp32" if dev.type == "cuda" else "fp32, int8 or onnx-int8"))
     # bf16 casts the weights instead of using torch.autocast: autocast re-casts every weight on every
     # call; the cast model was faster in both measurements (module docstring), by 7% to 30%.
-    model = load_classifier(str(model_dir)).to(dev, _DTYPES[backend])
+    model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).to(dev, _DTYPES[backend])
     return TorchBackend(backend, model, tokenizer, max_length, str(dev))
 
 

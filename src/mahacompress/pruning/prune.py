@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig
 
 from ..config import DataConfig, PruneConfig, TrainConfig
 from ..data import Splits
@@ -84,9 +83,9 @@ def _check_block_size(model: nn.Module, block: int) -> None:
         raise MahaError(f"block size {block} does not divide the attention matrices ({width}x{hidden})")
 
 
-def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
+def _load(source, tokenizer, splits: Splits, trust_remote_code: bool) -> tuple[nn.Module, object]:
     """The classifier and tokenizer to prune, checked against the task's labels."""
-    from ..models import config_labels, load_classifier, load_tokenizer
+    from ..models import config_labels, load_classifier, load_config, load_tokenizer
 
     if isinstance(source, nn.Module):
         if not type(source).__name__.endswith("ForSequenceClassification") or not source.config.num_labels:
@@ -97,13 +96,9 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
         model, where = source, type(source).__name__
     else:
         where = str(source)
-        try:
-            config = AutoConfig.from_pretrained(where, trust_remote_code=True)
-        except (OSError, ValueError) as exc:
-            raise MahaError(f"{where}: cannot read the model config ({str(exc).splitlines()[0]})") from None
-        _check_model_config(config, where)
-        model = load_classifier(where)
-        tokenizer = tokenizer or load_tokenizer(where)
+        _check_model_config(load_config(where, trust_remote_code=trust_remote_code), where)
+        model = load_classifier(where, trust_remote_code=trust_remote_code)
+        tokenizer = tokenizer or load_tokenizer(where, trust_remote_code=trust_remote_code)
     labels = config_labels(model.config)
     if labels != list(splits.labels):
         raise MahaError(f"{where}: the model's labels {labels} differ from the dataset's {list(splits.labels)}")
@@ -112,21 +107,23 @@ def _load(source, tokenizer, splits: Splits) -> tuple[nn.Module, object]:
 
 def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg: PruneConfig, out_dir: Path, *,
           resume: bool = False, distill_from=None, tokenizer=None, transfer=None,
-          data: DataConfig | None = None) -> dict:
+          data: DataConfig | None = None, trust_remote_code: bool = False) -> dict:
     """Prune a fine-tuned classifier to `prune_cfg.sparsity` and save the compacted folder to `out_dir`.
 
     `distill_from` (a teacher folder or precomputed train-split logits) adds the KD loss, and
     `transfer` (a `transfer.TransferSet`) adds unlabelled text for that teacher to label. Returns
     the dict written to `out_dir/pruning.json`, which records `data` (the configuration `splits` was
     loaded with) for trim and export. Checkpoints live in `<out_dir>.work/` until success.
+    `trust_remote_code` lets the model and teacher folders run the Python code they ship.
     """
     check_prune_config(prune_cfg)
-    model, tokenizer = _load(model_dir_or_model, tokenizer, splits)
+    model, tokenizer = _load(model_dir_or_model, tokenizer, splits, trust_remote_code)
     structure = structure_of(model)
     _check_block_size(model, prune_cfg.block_size)
     if transfer is not None and distill_from is None:
         raise MahaError("a transfer set is only used for distillation: give distill_from (the teacher) too")
-    train_splits, teacher, transfer_record = (distillation_inputs(distill_from, splits, train_cfg, transfer)
+    train_splits, teacher, transfer_record = (distillation_inputs(distill_from, splits, train_cfg, transfer,
+                                                                  trust_remote_code=trust_remote_code)
                                               if distill_from is not None else (splits, {}, None))
 
     dense, dense_layers = dense_count(model, structure), encoder_linear_count(model, structure)
