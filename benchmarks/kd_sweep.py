@@ -22,14 +22,14 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from mahacompress.config import DataConfig, GridConfig
-from mahacompress.data import load_splits
-from mahacompress.distill import distill
-from mahacompress.evaluate import evaluate_model
-from mahacompress.files import write_json, write_text
-from mahacompress.grid import load_preset
-from mahacompress.pruning.prune import prune
-from mahacompress.transfer import build_transfer
+from mahacompress.core.config import DataConfig, GridConfig
+from mahacompress.data.datasets import load_splits
+from mahacompress.train.distill import distill
+from mahacompress.infer.evaluate import evaluate_model
+from mahacompress.core.files import write_json, write_text
+from mahacompress.study.grid import load_preset
+from mahacompress.train.pruning.prune import prune
+from mahacompress.data.transfer import build_transfer
 
 # (name, student, settings); student is "layers" (the preset's depth), "layers:N" or "p50"; alpha 0 is the
 # no-KD control of each student; "transfer": True adds the preset's transfer set; "epochs" overrides.

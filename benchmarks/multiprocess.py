@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from mahacompress.config import DataConfig
-from mahacompress.data import load_splits
-from mahacompress.evaluate import evaluate_model
-from mahacompress.files import write_json
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import load_splits
+from mahacompress.infer.evaluate import evaluate_model
+from mahacompress.core.files import write_json
 
 
 def run(processes: int, args: argparse.Namespace, out_dir: Path) -> dict:

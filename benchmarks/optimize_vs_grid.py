@@ -28,14 +28,14 @@ import json
 import time
 from pathlib import Path
 
-from mahacompress.backends import CALIBRATED_BACKENDS, load_backend
-from mahacompress.backends.calibration import calibration_sample
-from mahacompress.config import DataConfig
-from mahacompress.data import load_splits
-from mahacompress.files import SEARCH_RECORD, write_json, write_text
-from mahacompress.grid import timing_texts
-from mahacompress.hardware import describe
-from mahacompress.measure import latency
+from mahacompress.infer import CALIBRATED_BACKENDS, load_backend
+from mahacompress.infer.calibration import calibration_sample
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import load_splits
+from mahacompress.core.files import SEARCH_RECORD, write_json, write_text
+from mahacompress.study.grid import timing_texts
+from mahacompress.core.hardware import describe
+from mahacompress.measure.latency import latency
 
 
 def main() -> None:

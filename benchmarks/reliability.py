@@ -73,7 +73,7 @@ def main() -> None:
         "Simulated rows: the machine that generated this runs as root, which ignores file modes, so an",
         "unreadable file or unwritable folder is simulated by reporting it as such to `os.access`; the hub is",
         "unreachable here anyway, and the runs also force that (a hub id is given "
-        "`mahacompress.validate.HUB_TIMEOUT_S` = 10 s to answer).",
+        "`mahacompress.core.validate.HUB_TIMEOUT_S` = 10 s to answer).",
         "",
         f"{len(CORPUS)} inputs, {failures} not handled as they should be.",
         "",

@@ -24,15 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mahacompress.config import DataConfig
-from mahacompress.data import load_splits
-from mahacompress.evaluate import classification_metrics, model_labels, unlearnable_classes
-from mahacompress.files import write_json, write_text
-from mahacompress.hardware import describe, unsupported_reason
-from mahacompress.measure import latency, size_on_disk_mb, speedups
-from mahacompress.backends import load_backend
-from mahacompress.backends.build import fusion_record, served_files
-from mahacompress.backends.calibration import CALIBRATION_TEXTS, calibration_sample
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import load_splits
+from mahacompress.infer.evaluate import classification_metrics, model_labels, unlearnable_classes
+from mahacompress.core.files import write_json, write_text
+from mahacompress.core.hardware import describe, unsupported_reason
+from mahacompress.measure.footprint import size_on_disk_mb
+from mahacompress.measure.latency import latency, speedups
+from mahacompress.infer import load_backend
+from mahacompress.infer.build import fusion_record, served_files
+from mahacompress.infer.calibration import CALIBRATION_TEXTS, calibration_sample
 
 MODES = ("fp32", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static", "openvino", "openvino-int8")
 PACKAGES = ("torch", "transformers", "onnxruntime", "openvino", "nncf")

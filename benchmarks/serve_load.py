@@ -42,12 +42,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from mahacompress.config import DataConfig
-from mahacompress.data import load_splits
-from mahacompress.export import export
-from mahacompress.files import atomic_path, write_json, write_text
-from mahacompress.runtime import Classifier
-from mahacompress.trim import training_corpus
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import load_splits
+from mahacompress.deploy.export import export
+from mahacompress.core.files import atomic_path, write_json, write_text
+from mahacompress.infer.runtime import Classifier
+from mahacompress.models.trim import training_corpus
 
 
 def _free_port() -> int:

@@ -19,13 +19,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from mahacompress.config import DataConfig
-from mahacompress.data import load_splits
-from mahacompress.evaluate import evaluate_model
-from mahacompress.files import write_json, write_text
-from mahacompress.grid import load_preset
-from mahacompress.static import distill_static
-from mahacompress.transfer import build_transfer
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import load_splits
+from mahacompress.infer.evaluate import evaluate_model
+from mahacompress.core.files import write_json, write_text
+from mahacompress.study.grid import load_preset
+from mahacompress.train.static import distill_static
+from mahacompress.data.transfer import build_transfer
 
 # (name, settings): "transfer" adds the preset's transfer set, "dim" the table width, the rest is TrainConfig.
 # Each setting names its lr and kd_alpha, so a name means the same whatever the preset's `static` section says

@@ -53,7 +53,7 @@ def _rows(n: int, rng: random.Random) -> list[str]:
 
 def make_template(root: Path) -> Path:
     """Build the workspace every case copies (a tiny model, a data folder, a preset)."""
-    from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
+    from mahacompress.models.load import save_classifier, tiny_bert, tiny_tokenizer
 
     rng = random.Random(0)
     data = root / "data"
@@ -391,7 +391,7 @@ def prepare(case: Case, template: Path, root: Path) -> Path:
 @contextmanager
 def simulated(case: Case, root: Path) -> Iterator[None]:
     """No network for hub ids, and `deny` paths reported unreadable/unwritable (root ignores modes)."""
-    import mahacompress.validate as validate
+    import mahacompress.core.validate as validate
 
     with ExitStack() as stack:
         stack.enter_context(mock.patch.object(validate.socket, "create_connection",
@@ -406,7 +406,7 @@ def simulated(case: Case, root: Path) -> Iterator[None]:
 
 def run_in_process(case: Case, root: Path) -> Outcome:
     """Run one case through the CLI runner and report what it answered and left behind."""
-    from mahacompress.cli import app
+    from mahacompress.cli.app import app
 
     before = _snapshot(root)
     with simulated(case, root):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from mahacompress.cli import app
+from mahacompress.cli.app import app
 
 runner = CliRunner()
 

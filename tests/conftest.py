@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mahacompress.config import DataConfig
-from mahacompress.data import Splits, TextSet, load_splits
-from mahacompress.models import tiny_bert, tiny_tokenizer
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import Splits, TextSet, load_splits
+from mahacompress.models.load import tiny_bert, tiny_tokenizer
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -28,7 +28,7 @@ def _no_settle_pause(monkeypatch):
     """Timings in tests are never compared, so the pause that keeps one backend's spinning threads out of the
     next one's timings (measure.SETTLE_SECONDS, 200 ms a turn: 1.5 minutes of this suite) is cut to nothing;
     test_measure checks that the pause is taken."""
-    import mahacompress.measure as measure
+    import mahacompress.measure.latency as measure
 
     monkeypatch.setattr(measure, "SETTLE_SECONDS", 0.0)
 
@@ -78,9 +78,9 @@ def tiny_model_dir(tmp_path_factory, shc_splits) -> Path:
 @pytest.fixture(scope="session")
 def teacher_dir(toy_splits, tmp_path_factory) -> Path:
     """A 4-layer tiny teacher trained on the toy task (the teacher of the distillation tests)."""
-    from mahacompress.config import TrainConfig
-    from mahacompress.models import save_classifier
-    from mahacompress.train import fit
+    from mahacompress.core.config import TrainConfig
+    from mahacompress.models.load import save_classifier
+    from mahacompress.train.loop import fit
 
     root = tmp_path_factory.mktemp("kd")
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)

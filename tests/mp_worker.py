@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-from mahacompress import cli, models, train
+from mahacompress.cli import app as cli
+from mahacompress.models import load as models
+from mahacompress.train import loop as train
 
 
 def main() -> None:

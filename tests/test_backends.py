@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mahacompress.backends import BACKENDS, load_backend
-from mahacompress.backends.build import served_file
-from mahacompress.backends.cache import checkpoint_files, derived_dir
-from mahacompress.errors import MahaError
-from mahacompress.models import load_tokenizer
+from mahacompress.infer import BACKENDS, load_backend
+from mahacompress.infer.build import served_file
+from mahacompress.infer.cache import derived_dir
+from mahacompress.models.folder import checkpoint_files
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import load_tokenizer
 
 # Backends are compared on the trained 4-layer toy teacher (conftest's `teacher_dir`): an untrained
 # model's top two logits lie ~0.004 apart, so int8 noise flipped up to 84 of 240 of its argmaxes in

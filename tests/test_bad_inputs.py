@@ -30,7 +30,7 @@ def template(tmp_path_factory) -> Path:
 
 
 def test_the_corpus_covers_every_command():
-    from mahacompress.cli import app
+    from mahacompress.cli.app import app
     from typer.main import get_command
 
     def names(group, prefix=""):
@@ -68,7 +68,7 @@ def test_bad_input_as_a_real_process(case_id, template, tmp_path):
 
 def test_shipped_data_raises_no_alarm():
     from conftest import SHARED
-    from mahacompress.data import NAMED, read_labeled_csv
+    from mahacompress.data.datasets import NAMED, read_labeled_csv
 
     files = [(path, spec) for spec in NAMED.values() for path in sorted((SHARED / spec.folder).glob("*.csv"))]
     if not files:
@@ -79,8 +79,8 @@ def test_shipped_data_raises_no_alarm():
 
 
 def test_a_folder_validation_file_is_the_dev_split(template, tmp_path):
-    from mahacompress.config import DataConfig
-    from mahacompress.data import load_splits
+    from mahacompress.core.config import DataConfig
+    from mahacompress.data.datasets import load_splits
 
     data = template / "data"
     splits = load_splits(DataConfig(str(data), text_col="marathi_sentence", label_col="label"))
@@ -90,7 +90,7 @@ def test_a_folder_validation_file_is_the_dev_split(template, tmp_path):
 
 
 def test_mahanews_shc_still_trains_on_valid_and_carves_dev():
-    from mahacompress.data import resolve_files
+    from mahacompress.data.datasets import resolve_files
 
     try:
         files = resolve_files("mahanews-shc")
@@ -100,7 +100,7 @@ def test_mahanews_shc_still_trains_on_valid_and_carves_dev():
 
 
 def test_outputs_get_the_normal_file_mode(tmp_path):
-    from mahacompress.files import atomic_path, staged_dir, write_json
+    from mahacompress.core.files import atomic_path, staged_dir, write_json
 
     old = os.umask(0o022)
     try:
@@ -133,9 +133,9 @@ def _enospc_after(real, calls: int):
 
 
 def test_disk_full_while_checkpointing_then_rerun_completes(toy_splits, tmp_path, monkeypatch):
-    import mahacompress.train as train
-    from mahacompress.config import TrainConfig
-    from mahacompress.models import load_classifier, save_classifier, tiny_bert, tiny_tokenizer
+    import mahacompress.train.loop as train
+    from mahacompress.core.config import TrainConfig
+    from mahacompress.models.load import load_classifier, save_classifier, tiny_bert, tiny_tokenizer
 
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     save_classifier(tiny_bert(3, vocab_size=len(tok)), tok, tmp_path / "base", {})
@@ -157,9 +157,9 @@ def test_disk_full_while_checkpointing_then_rerun_completes(toy_splits, tmp_path
 
 
 def test_disk_full_while_writing_results_keeps_the_finished_rows(toy_splits, tmp_path, monkeypatch):
-    from mahacompress.config import GridConfig
-    from mahacompress.grid import Grid
-    from mahacompress.recipes import parse_row
+    from mahacompress.core.config import GridConfig
+    from mahacompress.study.grid import Grid
+    from mahacompress.study.recipes import parse_row
 
     grid = Grid("teacher", GridConfig(rows=["baseline", "kd"]), "x", "mahanews-shc", tmp_path)
     grid.splits, grid.unlearnable = toy_splits, []
@@ -189,13 +189,13 @@ def test_disk_full_while_writing_results_keeps_the_finished_rows(toy_splits, tmp
 
 
 def test_a_full_disk_is_one_line_from_the_cli(template, tmp_path, monkeypatch):
-    import mahacompress.cli as cli
+    import mahacompress.cli.app as cli
     from typer.testing import CliRunner
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "m.json"))
 
-    monkeypatch.setattr("mahacompress.files.write_json", full)
+    monkeypatch.setattr("mahacompress.core.files.write_json", full)
     result = CliRunner().invoke(cli.app, ["compare", "--model", str(template / "model"), "--out",
                                           str(tmp_path / "m.json"), "--dataset", str(template / "data"),
                                           "--text-col", "marathi_sentence", "--label-col", "label"])
@@ -204,13 +204,14 @@ def test_a_full_disk_is_one_line_from_the_cli(template, tmp_path, monkeypatch):
 
 
 def test_reproduce_and_presets_take_the_column_names(template, tmp_path, monkeypatch):
-    import mahacompress.grid as grid
-    from mahacompress.cli import app
+    import mahacompress.study.grid as grid
+    from mahacompress.cli.app import app
     from typer.testing import CliRunner
 
     seen = []
     monkeypatch.setattr(grid.Grid, "run", lambda self: seen.append((self.cfg.text_col, self.cfg.label_col))
-                        or self.out / "report.md")
+                        or self.out)
+    monkeypatch.setattr("mahacompress.report.render.write_report", lambda out: out / "report.md")  # nothing ran
     preset = tmp_path / "cols.yaml"
     preset.write_text("text_col: marathi_sentence\nlabel_col: label\nrows: [baseline]\n", encoding="utf-8")
     grid.reproduce(str(template / "model"), preset, tmp_path / "a", dataset=str(template / "data"))

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from clirun import one_line_error, run, runner
-from mahacompress.cli import app
-from mahacompress.config import TrainConfig
+from mahacompress.cli.app import app
+from mahacompress.core.config import TrainConfig
 
 
 
@@ -128,7 +128,7 @@ def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_
 
 def test_a_bad_option_is_refused_before_torch_is_imported(tmp_path):
     """A usage error costs a fraction of a second, not the seconds torch and transformers take to import."""
-    code = ("import sys; from typer.testing import CliRunner; from mahacompress.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from mahacompress.cli.app import app; "
             f"r = CliRunner().invoke(app, ['prune', '--model', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
             "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -136,7 +136,7 @@ def test_a_bad_option_is_refused_before_torch_is_imported(tmp_path):
 
 
 def test_dataset_help_names_every_named_dataset():
-    from mahacompress.data import NAMED
+    from mahacompress.data.datasets import NAMED
 
     result = runner.invoke(app, ["finetune", "--help"], env={"COLUMNS": "400"})
     assert all(name in result.output for name in NAMED), result.output

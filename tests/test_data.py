@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mahacompress import data
-from mahacompress.config import DataConfig
-from mahacompress.data import load_splits, normalize, read_labeled_csv, resolve_files
-from mahacompress.errors import MahaError
+from mahacompress.data import datasets as data
+from mahacompress.core.config import DataConfig
+from mahacompress.data.datasets import load_splits, normalize, read_labeled_csv, resolve_files
+from mahacompress.core.errors import MahaError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "mahanews-shc").is_dir(),
@@ -422,8 +422,8 @@ def test_label_settings_are_recorded_and_reapplied_when_a_model_record_rebuilds_
     training split: without them the same data stops at the near-miss label."""
     import json
 
-    from mahacompress.train import data_record
-    from mahacompress.trim import training_corpus
+    from mahacompress.train.loop import data_record
+    from mahacompress.models.trim import training_corpus
 
     d = emotion_folder(tmp_path)
     (tmp_path / "labels.csv").write_text("sadness,Sadness\nSADNESS,Sadness\n", encoding="utf-8")

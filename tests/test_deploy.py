@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from mahacompress.evaluate import predict_logits
-from mahacompress.export import export
-from mahacompress.hardware import ort_int8_options
-from mahacompress.models import load_classifier, load_tokenizer, tiny_bert, tiny_tokenizer
+from mahacompress.infer.evaluate import predict_logits
+from mahacompress.deploy.export import export
+from mahacompress.core.hardware import ort_int8_options
+from mahacompress.models.load import load_classifier, load_tokenizer, tiny_bert, tiny_tokenizer
 
 from test_trim import MARATHI
 
@@ -110,7 +110,7 @@ def test_int8_export_runs_without_torch_close_to_pytorch(model_dir, int8_dir, tm
 
 
 def test_memory_arena_off_and_memory_patterns_on_give_the_same_logits(int8_dir):
-    from mahacompress.runtime import Classifier
+    from mahacompress.infer.runtime import Classifier
 
     on, off = Classifier(int8_dir), Classifier(int8_dir, memory_arena=False)
     assert off.session.get_session_options().enable_cpu_mem_arena is False
@@ -224,7 +224,7 @@ def test_sigterm_shuts_down_cleanly(server):
 def test_cli_export_with_trimming(model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
+    from mahacompress.cli.app import app
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(MARATHI[:4]), encoding="utf-8")
@@ -244,7 +244,7 @@ needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None
 def test_openvino_int8_export_runs_without_torch_or_onnxruntime_as_the_benchmarked_backend_does(model_dir, tmp_path):
     """The folder ships the very IR the `openvino-int8` backend times: same logits, torch and onnxruntime
     unimportable; a trimmed one stays close to PyTorch."""
-    from mahacompress.backends import load_backend
+    from mahacompress.infer import load_backend
 
     folder = tmp_path / "ov"
     manifest = export(model_dir, folder, backend="openvino-int8", calibration_texts=MARATHI)
@@ -265,8 +265,8 @@ def test_openvino_int8_export_runs_without_torch_or_onnxruntime_as_the_benchmark
 def test_openvino_int8_export_needs_training_texts_to_calibrate_on(model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
-    from mahacompress.errors import MahaError
+    from mahacompress.cli.app import app
+    from mahacompress.core.errors import MahaError
 
     with pytest.raises(MahaError, match="calibrates activation ranges on training texts"):
         export(model_dir, tmp_path / "a", backend="openvino-int8")
@@ -318,8 +318,8 @@ def _post_together(app, bodies: list) -> list[httpx.Response]:
 def test_bad_requests_among_good_ones_fail_alone(fp32_dir):
     """8 good requests and 3 bad ones sent together (a long batch wait puts them in one batch): every good
     one gets its predictions; a lone surrogate is a 422 naming the text, deep nesting a one-line 400."""
-    from mahacompress.runtime import Classifier
-    from mahacompress.serve import Limits, create_app
+    from mahacompress.infer.runtime import Classifier
+    from mahacompress.deploy.serve import Limits, create_app
 
     expected = dict(zip(MARATHI, Classifier(fp32_dir).predict(MARATHI)))
     good = [{"texts": [MARATHI[i % len(MARATHI)], MARATHI[(i + 3) % len(MARATHI)]]} for i in range(8)]
@@ -337,8 +337,8 @@ def test_bad_requests_among_good_ones_fail_alone(fp32_dir):
 def test_the_service_reserves_the_largest_shape_before_the_first_request(fp32_dir, monkeypatch):
     """Memory at start-up is memory under load: the app runs one max_batch x max_length batch when it is
     made (runtime.Classifier.reserve), so onnxruntime's arena does not keep growing as larger shapes arrive."""
-    from mahacompress import serve
-    from mahacompress.runtime import Classifier
+    from mahacompress.deploy import serve
+    from mahacompress.infer.runtime import Classifier
 
     shapes: list[tuple[int, int]] = []
 
@@ -355,8 +355,8 @@ def test_the_service_reserves_the_largest_shape_before_the_first_request(fp32_di
 
 def test_a_failing_model_call_is_split_so_only_its_request_fails(fp32_dir, monkeypatch):
     """The model fails on one request's text: the batch is re-run in halves, that request alone gets a 500."""
-    from mahacompress import serve
-    from mahacompress.runtime import Classifier
+    from mahacompress.deploy import serve
+    from mahacompress.infer.runtime import Classifier
 
     calls: list[int] = []
 
@@ -395,7 +395,7 @@ def test_a_bind_failure_is_one_line_naming_host_and_port(int8_dir, host):
 
 
 def test_an_api_key_guards_predict_and_info_but_not_health(fp32_dir):
-    from mahacompress.serve import create_app
+    from mahacompress.deploy.serve import create_app
 
     async def go():
         async with _asgi(create_app(fp32_dir, api_key="s3cret")) as client:
@@ -416,7 +416,7 @@ def test_an_api_key_guards_predict_and_info_but_not_health(fp32_dir):
 
 
 def test_a_non_loopback_address_without_a_key_is_warned_about():
-    from mahacompress.serve import exposure_warning
+    from mahacompress.deploy.serve import exposure_warning
 
     assert exposure_warning("127.0.0.1", 8000, None) is None and exposure_warning("::1", 8000, None) is None
     assert exposure_warning("0.0.0.0", 8000, "k") is None
@@ -428,8 +428,8 @@ def test_the_cli_reads_the_api_key_from_the_environment(int8_dir, monkeypatch):
     """MAHACOMPRESS_API_KEY reaches the service (the server itself is not started: serve is replaced)."""
     from typer.testing import CliRunner
 
-    from mahacompress import serve
-    from mahacompress.cli import app
+    from mahacompress.deploy import serve
+    from mahacompress.cli.app import app
 
     seen = {}
     monkeypatch.setattr(serve, "serve", lambda *args, **kwargs: seen.setdefault("api_key", kwargs["api_key"]))
@@ -441,7 +441,7 @@ def test_the_cli_reads_the_api_key_from_the_environment(int8_dir, monkeypatch):
 def test_metrics_count_requests_batches_and_queue_in_prometheus_text(fp32_dir):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from mahacompress.serve import Limits, create_app
+    from mahacompress.deploy.serve import Limits, create_app
 
     async def go(app, headers):
         async with _asgi(app) as client:
@@ -469,7 +469,7 @@ def test_metrics_count_requests_batches_and_queue_in_prometheus_text(fp32_dir):
 def test_the_exported_folder_serves_itself_without_torch_or_mahacompress(int8_dir):
     """`python server.py` in the folder, with torch, transformers and mahacompress unimportable and the
     source tree off the path: it answers /predict and stops cleanly on SIGTERM."""
-    from mahacompress.runtime import Classifier
+    from mahacompress.infer.runtime import Classifier
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAHACOMPRESS_API_KEY")}
@@ -537,8 +537,8 @@ def _children(pid: int) -> list[int]:
 def test_predict_and_evaluate_run_an_exported_folder_with_its_own_runtime(int8_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
-    from mahacompress.runtime import Classifier
+    from mahacompress.cli.app import app
+    from mahacompress.infer.runtime import Classifier
 
     runner = CliRunner()
     texts = MARATHI[:3]
@@ -570,8 +570,8 @@ def test_openvino_fp32_and_bf16_exports_ship_the_onnx_graph_at_their_precision(m
     (a CPU without native bf16 runs the bf16 folder in f32, so it is exported here as if on one that has it)."""
     import dataclasses
 
-    from mahacompress import hardware
-    from mahacompress.runtime import openvino_config
+    from mahacompress.core import hardware
+    from mahacompress.infer.runtime import openvino_config
 
     native = dataclasses.replace(hardware.cpu_features(), flags=hardware.cpu_features().flags | {"avx512_bf16"})
     monkeypatch.setattr(hardware, "cpu_features", lambda: native)

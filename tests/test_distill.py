@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from mahacompress import distill as kd
-from mahacompress.config import TrainConfig
-from mahacompress.distill_loss import hidden_state_loss, layer_map
-from mahacompress.errors import MahaError
-from mahacompress.models import load_classifier, load_tokenizer, save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.train import TrainHooks, fit
+from mahacompress.train import distill as kd
+from mahacompress.core.config import TrainConfig
+from mahacompress.train.losses import hidden_state_loss, layer_map
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import load_classifier, load_tokenizer, save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.train.loop import TrainHooks, fit
 
 
 class LastStepIsBest(TrainHooks):
@@ -169,8 +169,8 @@ def test_hidden_state_distillation_pulls_student_states_to_the_teacher(teacher_d
 
 def test_a_pruned_folder_is_a_student_with_hidden_state_distillation(teacher_dir, toy_splits, tmp_path):
     """Compacted models are the stock class: they return hidden states, so `--hidden-weight` works on them."""
-    from mahacompress.pruning.compact import compact, save_pruned
-    from mahacompress.pruning.structure import structure_of
+    from mahacompress.train.pruning.compact import compact, save_pruned
+    from mahacompress.train.pruning.structure import structure_of
 
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     with torch.no_grad():

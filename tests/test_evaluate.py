@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mahacompress.baseline import tfidf_baseline
-from mahacompress.data import Splits, TextSet
-from mahacompress.evaluate import classification_metrics, unlearnable_classes
+from mahacompress.study.tfidf import tfidf_baseline
+from mahacompress.data.datasets import Splits, TextSet
+from mahacompress.infer.evaluate import classification_metrics, unlearnable_classes
 
 
 def test_unlearnable_classes_come_from_the_training_rows():
@@ -43,8 +43,8 @@ def test_a_saved_tfidf_folder_predicts_what_its_pipeline_does(shc_splits, tmp_pa
     """The grid's `tfidf` row: a label without training rows gets a column that is never chosen."""
     import numpy as np
 
-    from mahacompress.baseline import fit_tfidf, save_tfidf
-    from mahacompress.evaluate import model_labels, predict_ids
+    from mahacompress.study.tfidf import fit_tfidf, save_tfidf
+    from mahacompress.infer.evaluate import model_labels, predict_ids
 
     starved = Splits(shc_splits.name, shc_splits.labels,
                      TextSet(*zip(*[(t, y) for t, y in zip(shc_splits.train.texts, shc_splits.train.labels) if y != 0])),
@@ -64,7 +64,7 @@ def test_a_two_class_tfidf_backend_gives_the_regressions_own_probabilities():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from mahacompress.backends.numpy_engine import TfidfBackend
+    from mahacompress.infer.numpy_engine import TfidfBackend
 
     texts = ["चांगला चित्रपट", "छान कथा", "वाईट चित्रपट", "कंटाळवाणा शेवट"] * 3
     pipeline = make_pipeline(TfidfVectorizer(analyzer="char_wb"), LogisticRegression()).fit(texts, [1, 1, 0, 0] * 3)

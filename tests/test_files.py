@@ -23,9 +23,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bad_inputs import MODEL_COMMANDS, make_template
-from mahacompress.cli import app
-from mahacompress.errors import MahaError
-from mahacompress.files import aside_name, lock_name, output_lock, staged_dir
+from mahacompress.cli.app import app
+from mahacompress.core.errors import MahaError
+from mahacompress.core.files import aside_name, lock_name, output_lock, staged_dir
 
 WRITERS = ("finetune", "distill", "prune", "trim", "export", "reproduce")
 # what makes each command quick on the template's tiny model
@@ -206,7 +206,7 @@ def test_a_crash_after_the_swap_leaves_the_new_folder_and_the_aside_one_goes_nex
 # ---------------------------------------------------------------------------- one writer per output
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-_HOLD = ("import sys, time\nfrom mahacompress.files import output_lock\n"
+_HOLD = ("import sys, time\nfrom mahacompress.core.files import output_lock\n"
          "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
 
 

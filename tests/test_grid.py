@@ -12,14 +12,14 @@ from dataclasses import replace
 
 import pytest
 
-from mahacompress.config import GridConfig
-from mahacompress.errors import MahaError
-from mahacompress.grid import Grid, load_preset
-from mahacompress.recipes import parse_row, train_config
-from mahacompress.hardware import unsupported_reason
-from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.report import pareto_front, write_report
-from mahacompress.results import Meta, Results, Row, read_results, write_results
+from mahacompress.core.config import GridConfig
+from mahacompress.core.errors import MahaError
+from mahacompress.study.grid import Grid, load_preset
+from mahacompress.study.recipes import parse_row, train_config
+from mahacompress.core.hardware import unsupported_reason
+from mahacompress.models.load import save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.report.render import pareto_front, write_report
+from mahacompress.study.results import Meta, Results, Row, read_results, write_results
 
 
 def test_row_names():
@@ -62,7 +62,7 @@ def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
 
 
 def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, monkeypatch):
-    import mahacompress.grid as grid
+    import mahacompress.study.grid as grid
 
     monkeypatch.setattr(grid, "unsupported", lambda spec: "needs AVX512-BF16" if spec.mp else None)
     g = Grid("teacher", GridConfig(rows=["baseline", "mp"]), "x", "d", tmp_path)
@@ -340,7 +340,7 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
     cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"],
                   row_seeds={"kd1": 2, "baseline": 2}, served_blocks=True)  # `seeds: 2` builds kd1 the same way
-    Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
+    write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     _assert_schema(results)
     rows = {r["name"]: r for r in results["rows"]}
@@ -375,18 +375,18 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
 
 
 def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
-    import mahacompress.grid as grid
+    import mahacompress.study.grid as grid
 
     runs = []
     monkeypatch.setattr(grid, "check_model", lambda name, **_: None)  # "teacher" stands for a model folder here
     monkeypatch.setattr(grid, "_check_student_shapes", lambda cfg, teacher, preset, trust_remote_code: None)
-    monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append((self.dataset, self.out)) or self.out / "report.md")
+    monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append((self.dataset, self.out)) or self.out)
     grid.reproduce("teacher", "cpu-full", tmp_path)
     assert runs == [("mahanews-shc", tmp_path / "mahanews-shc"), ("mahanews-lpc", tmp_path / "mahanews-lpc")]
     runs.clear()
     grid.reproduce("teacher", "cpu-full", tmp_path, dataset="mahanews-lpc")
     assert runs == [("mahanews-lpc", tmp_path)]
-    monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append(self.trust_remote_code) or self.out / "report.md")
+    monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append(self.trust_remote_code) or self.out)
     grid.reproduce("teacher", "cpu-full", tmp_path, dataset="mahanews-lpc", trust_remote_code=True)
     assert runs[-1] is True  # every load of the grid's run honours --trust-remote-code
 
@@ -420,7 +420,7 @@ def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_spli
     transfer.write_text(f"{toy_splits.train.texts[0]} नवीन\n{toy_splits.test.texts[0]}\n", encoding="utf-8")
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path, f"transfer: {{path: {transfer}, ngram: 8}}\n")
     cfg = replace(cfg, rows=["baseline", "kd1", "kd1+tr"])
-    Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
+    write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     rows = {r["name"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
     assert rows["kd1+tr"]["status"] == "done", rows["kd1+tr"]
     assert rows["kd1+tr"]["transfer"]["kept"] == 1 and rows["kd1+tr"]["transfer"]["dropped_overlap"] == 1
@@ -467,7 +467,7 @@ def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits,
                                     "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, "
                                     "freeze_embeddings: false}\nstatic_dim: 16\n")
     cfg = replace(cfg, rows=["baseline", "tfidf", "static", "static+tr"])
-    Grid(teacher, cfg, "tiny", data, tmp_path / "out").run()
+    write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     _assert_schema(results)
     rows = {r["name"]: r for r in results["rows"]}
@@ -487,7 +487,7 @@ def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits,
 
 
 def test_student_shapes_are_checked_before_any_work(tmp_path, tiny_model_dir):
-    import mahacompress.grid as grid
+    import mahacompress.study.grid as grid
 
     preset = tmp_path / "p.yaml"
     preset.write_text("rows: [baseline, kd3]\n")

@@ -8,13 +8,13 @@ import pytest
 import torch
 from onnxruntime.quantization import QuantType
 
-from mahacompress import hardware
-from mahacompress.errors import MahaError
-from mahacompress.hardware import CpuFeatures
-from mahacompress.backends import load_backend
-from mahacompress.backends.build import served_file
-from mahacompress.precision import training_precision
-from mahacompress.recipes import parse_row, unsupported
+from mahacompress.core import hardware
+from mahacompress.core.errors import MahaError
+from mahacompress.core.hardware import CpuFeatures
+from mahacompress.infer import load_backend
+from mahacompress.infer.build import served_file
+from mahacompress.train.precision import training_precision
+from mahacompress.study.recipes import parse_row, unsupported
 
 ZEN3 = CpuFeatures("AMD EPYC 7B13", "x86_64", "AVX2", frozenset({"sse4_2", "avx", "avx2", "fma"}), False)
 SKYLAKE = CpuFeatures("Intel Xeon Gold 6148", "x86_64", "AVX512", frozenset({"avx2", "avx512f", "avx512bw"}), True)

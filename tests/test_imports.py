@@ -71,6 +71,31 @@ def test_no_import_cycle():
     assert not cycles, cycles
 
 
+# The pipeline's stages in order: a module may import its own stage and earlier ones, never a later one
+STAGES = ("core", "data", "models", "infer", "train", "measure", "deploy", "study", "report", "search", "cli")
+
+
+def _stage(module: str) -> int | None:
+    parts = module.split(".")
+    return STAGES.index(parts[1]) if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def test_every_module_lives_in_a_stage_and_imports_no_later_stage():
+    graph = _graph()
+    loose = [m for m in graph if _stage(m) is None and m not in ("mahacompress", "mahacompress.__main__")]
+    assert not loose, f"modules outside the stage packages {STAGES}: {loose}"
+    backwards = [f"{importer} ({STAGES[_stage(importer)]}) imports {module} ({STAGES[_stage(module)]})"
+                 for importer, imports in graph.items() if _stage(importer) is not None
+                 for module, _ in imports if _stage(module) is not None and _stage(module) > _stage(importer)]
+    assert not backwards, backwards
+
+
+def test_each_stage_says_what_it_owns_and_may_import():
+    for stage in STAGES:
+        doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and "Imports" in doc, stage
+
+
 def _declared_distributions() -> set[str]:
     """Distributions pyproject.toml declares: its dependencies and every optional extra, names normalised."""
     import re

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mahacompress.errors import MahaError
-from mahacompress.measure import (MIB, Energy, count_params, latency, peak_memory, served_size_mb, size_on_disk_mb,
-                                  speedups)
-from mahacompress.models import load_classifier
-from mahacompress.backends import load_backend
-from mahacompress.backends.build import served_file
+from mahacompress.core.errors import MahaError
+from mahacompress.measure.footprint import MIB, Energy, count_params, peak_memory, served_size_mb, size_on_disk_mb
+from mahacompress.measure.latency import latency, speedups
+from mahacompress.models.load import load_classifier
+from mahacompress.infer import load_backend
+from mahacompress.infer.build import served_file
 
 
 class FakeBackend:
@@ -67,7 +67,7 @@ def test_latency_interleaves_and_rotates_order():
 def test_each_backends_turn_starts_after_an_untimed_pause_and_a_warm_batch(monkeypatch):
     """A backend's spinning threads must have parked before the next one is timed (measure.SETTLE_SECONDS),
     and the timed batches must not start cold after that pause."""
-    import mahacompress.measure as measure
+    import mahacompress.measure.latency as measure
 
     calls: list[str] = []
     real_sleep = time.sleep

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mahacompress.errors import MahaError
-from mahacompress.models import build_e5, check_model_dir, dequantize_q4_0, load_classifier, read_e5_bin
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import build_e5, check_model_dir, dequantize_q4_0, load_classifier, read_e5_bin
 
 MARATHI = [
     "विजेवर धावणारी अल्टो, वॅगन आर आली; 210 किमीचा वेग पकडणार",
@@ -63,7 +63,7 @@ def test_rebuilt_e5_takes_a_classification_head(e5_dir):
 
 
 def test_model_folder_errors(tmp_path, monkeypatch):
-    import mahacompress.validate as validate
+    import mahacompress.core.validate as validate
     from safetensors.torch import save_file
 
     with pytest.raises(MahaError, match="no such model folder"):
@@ -85,7 +85,7 @@ def test_model_folder_errors(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["./out/model", "/no/such/model", "out/run/model", ".cache/model", "~/no-such"])
 def test_a_missing_path_that_is_no_hub_id_never_asks_the_hub(name, monkeypatch):
-    import mahacompress.validate as validate
+    import mahacompress.core.validate as validate
 
     monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: pytest.fail("the hub was asked"))
     with pytest.raises(MahaError, match="no such model folder, and not a Hugging Face hub id"):
@@ -93,7 +93,7 @@ def test_a_missing_path_that_is_no_hub_id_never_asks_the_hub(name, monkeypatch):
 
 
 def test_a_missing_two_part_path_says_first_that_no_such_folder_exists(tmp_path, monkeypatch):
-    import mahacompress.validate as validate
+    import mahacompress.core.validate as validate
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))

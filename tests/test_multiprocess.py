@@ -18,7 +18,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from mahacompress.models import tiny_bert, tiny_tokenizer
+from mahacompress.models.load import tiny_bert, tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch's gloo backend")
 
@@ -124,7 +124,7 @@ def test_bad_input_ends_the_run_with_one_line_from_each_process_that_checks(work
 
 
 def test_the_grid_refuses_to_run_as_several_processes(tmp_path, monkeypatch, capsys):
-    from mahacompress import cli
+    from mahacompress.cli import app as cli
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(sys, "argv", ["mahacompress", "reproduce", "--teacher", "t", "--out", str(tmp_path / "o")])

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from clirun import one_line_error
-from mahacompress.cli import app
-from mahacompress.config import DataConfig, OptimizeConfig
-from mahacompress.errors import MahaError
-from mahacompress.models import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.optimize import (CLEARLY_FASTER, SHIPPABLE, dev_resolution, open_candidates, outcome,
+from mahacompress.cli.app import app
+from mahacompress.core.config import DataConfig, OptimizeConfig
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.search.optimize import (CLEARLY_FASTER, SHIPPABLE, dev_resolution, open_candidates, outcome,
                                    random_compaction, resolve_candidates, search, train_chain, verdicts)
 
 ORDER = ["a", "b", "c", "d", "e"]
@@ -69,7 +69,7 @@ def test_a_trial_that_errors_proves_nothing_about_faster_ones():
 
 
 def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_depth():
-    from mahacompress.config import GridConfig
+    from mahacompress.core.config import GridConfig
 
     specs, left_out = resolve_candidates(["kdp50", "p50+kd", "p25", "kd8", "static"], transfer=True, teacher_layers=4,
                                          teacher_hidden=64, grid_cfg=GridConfig(student_layers=2, static_dim=16))
@@ -82,7 +82,7 @@ def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_dep
 
 
 def test_an_untrained_pruned_shape_has_the_target_sparsity(toy_splits):
-    from mahacompress.pruning.compact import encoder_linear_count
+    from mahacompress.train.pruning.compact import encoder_linear_count
 
     model = tiny_bert(3, vocab_size=64, num_hidden_layers=2, hidden_size=64, intermediate_size=128)
     dense = sum(encoder_linear_count(model))
@@ -121,11 +121,11 @@ def _config(preset, **changes) -> OptimizeConfig:
 @pytest.fixture(scope="module")
 def first_run(teacher_dir, toy_data, tmp_path_factory):
     """One search, watched: every text a model scores, and when the test split is scored."""
-    import mahacompress.export as export
-    import mahacompress.optimize as optimize
+    import mahacompress.deploy.export as export
+    import mahacompress.search.optimize as optimize
 
     data, preset = toy_data
-    splits = __import__("mahacompress.data", fromlist=["load_splits"]).load_splits(DataConfig(str(data)))
+    splits = __import__("mahacompress.data.datasets", fromlist=["load_splits"]).load_splits(DataConfig(str(data)))
     test_only = set(splits.test.texts) - set(splits.train.texts) - set(splits.dev.texts)
     events: list[str] = []
     mp = pytest.MonkeyPatch()
@@ -162,8 +162,8 @@ def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sa
                                                                                     monkeypatch):
     """An int8 graph's latency does not depend on its ranges: the shapes' calibrated files are built from
     SHAPE_CALIBRATION_TEXTS texts (2 here), every trained model's (judged on dev, exported) from the full sample."""
-    import mahacompress.backends.build as build
-    import mahacompress.optimize as optimize
+    import mahacompress.infer.build as build
+    import mahacompress.search.optimize as optimize
 
     seen: list[tuple[Path, int]] = []
     real = build._calibrated
@@ -211,7 +211,7 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
 
 def test_what_is_timed_and_judged_has_the_vocabulary_the_export_ships(first_run):
     """Shapes are timed, and trained models judged on dev, trimmed to their training corpus, as export trims."""
-    from mahacompress.backends.cache import checkpoint_digest
+    from mahacompress.models.folder import checkpoint_digest
 
     out, report, _ = first_run
     for shape in (p for p in (out / "shapes").iterdir() if p.is_dir()):
@@ -225,8 +225,8 @@ def test_what_is_timed_and_judged_has_the_vocabulary_the_export_ships(first_run)
 
 
 def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher_dir, toy_data, monkeypatch):
-    import mahacompress.optimize as optimize
-    from mahacompress.grid import Grid
+    import mahacompress.search.optimize as optimize
+    from mahacompress.study.grid import Grid
 
     out, report, _ = first_run
     trials = sorted((out / "trials").glob("*.json"))
@@ -248,8 +248,8 @@ def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training
                                                                                        monkeypatch):
     import shutil
 
-    import mahacompress.optimize as optimize
-    from mahacompress.grid import Grid
+    import mahacompress.search.optimize as optimize
+    from mahacompress.study.grid import Grid
 
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)  # the first run's folder stays as the other tests read it
@@ -265,7 +265,7 @@ def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training
 
 def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path,
                                                                                monkeypatch):
-    import mahacompress.optimize as optimize
+    import mahacompress.search.optimize as optimize
 
     data, preset = toy_data
     ms = {"teacher": 10.0, "kd1": 1.0, "kd2": 2.0}  # both shapes faster than the teacher: only time stops them
@@ -303,7 +303,7 @@ def test_bad_options_are_refused_in_one_line_before_anything_is_written(args, me
 
 
 def test_durations_parse():
-    from mahacompress.validate import parse_duration
+    from mahacompress.core.validate import parse_duration
 
     assert [parse_duration("t", d) for d in ("90m", "2h", "3600s", "1h30m", "0s")] == [5400, 7200, 3600, 5400, 0]
     with pytest.raises(MahaError, match="expected a duration"):
@@ -376,8 +376,8 @@ def test_only_a_runtime_an_exported_folder_runs_decides_a_verdict():
 
 
 def test_the_shippable_runtimes_are_the_export_backends():
-    from mahacompress.config import OPTIMIZE_RUNTIMES
-    from mahacompress.export import EXPORT_BACKENDS
+    from mahacompress.core.config import OPTIMIZE_RUNTIMES
+    from mahacompress.deploy.export import EXPORT_BACKENDS
 
     assert SHIPPABLE == set(OPTIMIZE_RUNTIMES) | {"static"} == set(EXPORT_BACKENDS)
 
@@ -410,7 +410,7 @@ def test_a_chain_stops_after_a_failure_an_error_or_the_time_budget():
 
 def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teacher_to_ship(teacher_dir, toy_data,
                                                                                           tmp_path, monkeypatch):
-    import mahacompress.optimize as optimize
+    import mahacompress.search.optimize as optimize
 
     data, preset = toy_data
     sessions = []

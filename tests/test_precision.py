@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mahacompress import precision
-from mahacompress.errors import MahaError
-from mahacompress.precision import training_precision
+from mahacompress.train import precision
+from mahacompress.core.errors import MahaError
+from mahacompress.train.precision import training_precision
 
 
 def test_training_precision_on_cpu(monkeypatch):

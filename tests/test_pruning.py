@@ -22,14 +22,14 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from mahacompress.config import PruneConfig, TrainConfig
-from mahacompress.errors import MahaError
-from mahacompress.models import tiny_bert, tiny_tokenizer
-from mahacompress.pruning.compact import compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
-from mahacompress.pruning.masks import MaskedModel, SigmoidThresholdBinarizer, TopKBinarizer
-from mahacompress.pruning.prune import prune
-from mahacompress.pruning.schedule import CubicSchedule
-from mahacompress.pruning.structure import structure_of
+from mahacompress.core.config import PruneConfig, TrainConfig
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import tiny_bert, tiny_tokenizer
+from mahacompress.train.pruning.compact import compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
+from mahacompress.train.pruning.masks import MaskedModel, SigmoidThresholdBinarizer, TopKBinarizer
+from mahacompress.train.pruning.prune import prune
+from mahacompress.train.pruning.schedule import CubicSchedule
+from mahacompress.train.pruning.structure import structure_of
 
 TINY = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
             num_labels=3)
@@ -208,7 +208,7 @@ def test_checkpoint_loads_without_mahacompress(pruned_dir, tmp_path):
 def test_onnx_export_matches(pruned_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from mahacompress.pruning.modeling_pruned import PrunedBertForSequenceClassification
+    from mahacompress.models.modeling_pruned import PrunedBertForSequenceClassification
 
     folder, logits = pruned_dir
     model = PrunedBertForSequenceClassification.from_pretrained(folder).eval()
@@ -302,7 +302,7 @@ def test_compacted_model_honours_problem_type(tmp_path):
 def test_compacted_folder_exports_with_the_grid_exporter(pruned_dir, tmp_path):
     """The one ONNX exporter (backends/onnx_export.py), plain and fused int8, on a folder holding an empty
     attention and an empty FFN."""
-    from mahacompress.backends import load_backend
+    from mahacompress.infer import load_backend
 
     folder, _ = pruned_dir
     texts = ["नमस्कार, आज पुण्यात पाऊस पडला", "आणि वाहतूक मंदावली.", "नमस्कार"]
@@ -387,7 +387,7 @@ def test_bad_folder_inputs(toy_splits, toy_tok, tmp_path):
 
 
 def test_resume_restores_the_frozen_structure(toy_splits, toy_tok, tmp_path, monkeypatch):
-    from mahacompress.pruning import prune as prune_module
+    from mahacompress.train.pruning import prune as prune_module
 
     cfg, out = replace(CFG, checkpoint_every=1), tmp_path / "pruned"
     original = prune_module.PruningHooks.on_step

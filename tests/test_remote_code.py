@@ -13,14 +13,14 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from clirun import one_line_error, run
-from mahacompress.cli import app
-from mahacompress.errors import MahaError
-from mahacompress.modeling_static import StaticConfig, StaticForSequenceClassification
-from mahacompress.models import load_classifier, load_config, save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.pruning.compact import compact, save_pruned
-from mahacompress.pruning.modeling_pruned import PRUNED_CLASSES, PrunedBertForSequenceClassification
-from mahacompress.pruning.structure import structure_of
-from mahacompress.validate import OWN_MODEL_TYPES
+from mahacompress.cli.app import app
+from mahacompress.core.errors import MahaError
+from mahacompress.models.modeling_static import StaticConfig, StaticForSequenceClassification
+from mahacompress.models.load import load_classifier, load_config, save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.train.pruning.compact import compact, save_pruned
+from mahacompress.models.modeling_pruned import PRUNED_CLASSES, PrunedBertForSequenceClassification
+from mahacompress.train.pruning.structure import structure_of
+from mahacompress.core.validate import OWN_MODEL_TYPES
 
 MARKER = "MAHACOMPRESS_TEST_REMOTE_MARKER"
 # The folder's own code: it leaves a file behind when imported, so a test sees whether it ran.

@@ -6,7 +6,7 @@ import random
 
 import matplotlib.pyplot as plt
 
-from mahacompress.report import _place_labels
+from mahacompress.report.render import _place_labels
 
 
 def test_crowded_points_get_numbers_and_a_key_while_the_names_that_matter_never_overlap():
@@ -32,7 +32,7 @@ def test_crowded_points_get_numbers_and_a_key_while_the_names_that_matter_never_
 
 
 def test_the_transfer_line_names_each_rows_cap_when_rows_used_different_ones():
-    from mahacompress.report import _transfer_lines
+    from mahacompress.report.render import _transfer_lines
 
     common = {"file": "/data/unlabelled.csv", "texts_read": 10, "pieces": 50, "dropped_overlap": 1,
               "dropped_duplicate": 2, "teacher_agreement_with_file_labels": None}

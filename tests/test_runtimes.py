@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from mahacompress.errors import MahaError
-from mahacompress.models import load_classifier, load_tokenizer, tiny_bert
-from mahacompress.backends import load_backend
-from mahacompress.backends.build import fusion_record, served_file
-from mahacompress.pruning.compact import compact, save_pruned
-from mahacompress.pruning.structure import structure_of
-from mahacompress.hardware import unsupported_reason
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import load_classifier, load_tokenizer, tiny_bert
+from mahacompress.infer import load_backend
+from mahacompress.infer.build import fusion_record, served_file
+from mahacompress.train.pruning.compact import compact, save_pruned
+from mahacompress.train.pruning.structure import structure_of
+from mahacompress.core.hardware import unsupported_reason
 
 # Same scale as tests/test_precision.py: max |logit - fp32| over the largest |fp32 logit|. Observed on
 # the tiny model: fused 1.6%, static 1.3%, openvino 2e-7, openvino-int8 2.5%.

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from mahacompress.config import TrainConfig
-from mahacompress.errors import MahaError
-from mahacompress.evaluate import predict_ids
-from mahacompress.models import load_classifier, load_tokenizer
-from mahacompress.backends import load_backend
-from mahacompress.backends.numpy_engine import is_static
-from mahacompress.static import build_table, distill_static
+from mahacompress.core.config import TrainConfig
+from mahacompress.core.errors import MahaError
+from mahacompress.infer.evaluate import predict_ids
+from mahacompress.models.load import load_classifier, load_tokenizer
+from mahacompress.infer import load_backend
+from mahacompress.infer.numpy_engine import is_static
+from mahacompress.train.static import build_table, distill_static
 
 CFG = TrainConfig(epochs=15, batch_size=16, lr=5e-2, max_length=32, freeze_embeddings=False,
                   early_stopping_patience=0, checkpoint_every=50)
@@ -84,7 +84,7 @@ TEXTS = ["गाडी आज शहर", "क्रिकेट सामना
 
 @pytest.fixture(scope="module")
 def static_export(static_dir, toy_splits):
-    from mahacompress.export import export
+    from mahacompress.deploy.export import export
 
     folder = static_dir.parent / "shipped"
     export(static_dir, folder, splits=toy_splits, max_length=32)
@@ -94,7 +94,7 @@ def static_export(static_dir, toy_splits):
 def test_the_exported_table_runs_without_torch_or_onnxruntime_as_the_backend_does(static_dir, static_export):
     from scipy.special import softmax
 
-    from mahacompress.runtime import Classifier
+    from mahacompress.infer.runtime import Classifier
     from test_deploy import _torch_free
 
     manifest = json.loads((static_export / "export.json").read_text())
@@ -126,8 +126,8 @@ def test_the_model_card_says_what_the_static_folder_is(teacher_dir, static_expor
 
 
 def test_the_static_folder_serves_through_the_app(static_export):
-    from mahacompress.runtime import Classifier
-    from mahacompress.serve import create_app
+    from mahacompress.infer.runtime import Classifier
+    from mahacompress.deploy.serve import create_app
     from test_deploy import _asgi, _assert_answers
 
     async def go():
@@ -142,7 +142,7 @@ def test_the_static_folder_serves_through_the_app(static_export):
 def test_static_export_refusals_are_one_line(static_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
+    from mahacompress.cli.app import app
 
     bare = tmp_path / "bare"
     shutil.copytree(static_dir, bare)
@@ -161,7 +161,7 @@ def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(static_
     """The checkpoint (default backend: static) and its exported folder (its own runtime) predict alike."""
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
+    from mahacompress.cli.app import app
 
     expected = load_backend(str(static_dir), "static", max_length=32).logits(TEXTS[:3]).argmax(-1)
     for model, length in ((static_dir, ["--max-length", "32"]), (static_export, [])):

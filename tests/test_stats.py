@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mahacompress.stats import correctness, paired_difference, paired_macro_f1_difference
+from mahacompress.core.metrics import correctness, paired_difference, paired_macro_f1_difference
 
 
 def test_identical_models_differ_by_exactly_zero():

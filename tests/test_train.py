@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from mahacompress import precision, train
-from mahacompress.config import TrainConfig
-from mahacompress.errors import MahaError
-from mahacompress.models import tiny_bert, tiny_tokenizer
-from mahacompress.distill_loss import kd_loss
-from mahacompress.train import LOG_EVERY_SECONDS, Heartbeat, TrainHooks, finetune, fit
+from mahacompress.train import loop as train, precision
+from mahacompress.core.config import TrainConfig
+from mahacompress.core.errors import MahaError
+from mahacompress.models.load import tiny_bert, tiny_tokenizer
+from mahacompress.train.losses import kd_loss
+from mahacompress.train.loop import LOG_EVERY_SECONDS, Heartbeat, TrainHooks, finetune, fit
 
 CFG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
                   early_stopping_patience=0, evals_per_epoch=2, checkpoint_every=3)
@@ -141,7 +141,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(toy_sp
 
 
 def test_non_finite_loss_writes_no_model_folder(tiny_model_dir, shc_splits, tmp_path, monkeypatch):
-    import mahacompress.train as train
+    import mahacompress.train.loop as train
 
     calls, real = [], train.F.cross_entropy
 
@@ -156,7 +156,7 @@ def test_non_finite_loss_writes_no_model_folder(tiny_model_dir, shc_splits, tmp_
 
 
 def test_gradients_are_clipped(toy_splits, tmp_path, monkeypatch):
-    import mahacompress.train as train
+    import mahacompress.train.loop as train
 
     seen = []
     real = train.Accelerator.clip_grad_norm_

@@ -6,12 +6,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mahacompress import distill as kd
-from mahacompress.cli import app
-from mahacompress.config import TrainConfig, TransferConfig
-from mahacompress.distill_loss import UNLABELLED, kd_loss
-from mahacompress.errors import MahaError
-from mahacompress.transfer import OverlapFilter, build_transfer, windows, words
+from mahacompress.train import distill as kd
+from mahacompress.cli.app import app
+from mahacompress.core.config import TrainConfig, TransferConfig
+from mahacompress.train.losses import UNLABELLED, kd_loss
+from mahacompress.core.errors import MahaError
+from mahacompress.data.transfer import OverlapFilter, build_transfer, windows, words
 
 from conftest import SHARED
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mahacompress.errors import MahaError
-from mahacompress.evaluate import predict_logits
-from mahacompress.models import load_classifier, load_tokenizer, tiny_bert, tiny_tokenizer
-from mahacompress.trim import read_corpus, texts_with_removed_pieces, trim
+from mahacompress.core.errors import MahaError
+from mahacompress.infer.evaluate import predict_logits
+from mahacompress.models.load import load_classifier, load_tokenizer, tiny_bert, tiny_tokenizer
+from mahacompress.models.trim import read_corpus, texts_with_removed_pieces, trim
 
 MARATHI = [
     "आज पुण्यात जोरदार पाऊस पडला आणि वाहतूक मंदावली",
@@ -83,8 +83,8 @@ def test_trim_keeps_logits_of_corpus_texts_and_falls_back_for_the_rest(model_dir
 
 def test_trim_a_pruned_model_with_its_own_code(tmp_path):
     """A compacted pruned model (loaded with trust_remote_code) trims like a stock one."""
-    from mahacompress.pruning.compact import compact, save_pruned
-    from mahacompress.pruning.structure import structure_of
+    from mahacompress.train.pruning.compact import compact, save_pruned
+    from mahacompress.train.pruning.structure import structure_of
 
     tok = tiny_tokenizer(MARATHI, vocab_size=300)
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def test_cli_trim_with_a_bad_corpus_prints_one_line_and_exits_2(tmp_path):
 def test_cli_trim_writes_the_folder(model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
+    from mahacompress.cli.app import app
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(MARATHI[:4]), encoding="utf-8")
@@ -148,7 +148,7 @@ def test_cli_trim_writes_the_folder(model_dir, tmp_path):
 
 
 def test_default_corpus_is_training_split_plus_transfer_set_never_test_texts(tmp_path, shc_splits):
-    from mahacompress.trim import training_corpus
+    from mahacompress.models.trim import training_corpus
 
     test_text = shc_splits.test.texts[0]
     transfer = tmp_path / "transfer.txt"
@@ -171,10 +171,10 @@ def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_
 
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
-    from mahacompress.config import DataConfig
-    from mahacompress.data import load_splits
-    from mahacompress.models import save_classifier
+    from mahacompress.cli.app import app
+    from mahacompress.core.config import DataConfig
+    from mahacompress.data.datasets import load_splits
+    from mahacompress.models.load import save_classifier
 
     rng = random.Random(1)
     words = {"Auto": "गाडी", "Sports": "क्रिकेट", "Tech": "मोबाईल"}
@@ -222,9 +222,9 @@ def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_
 
     from typer.testing import CliRunner
 
-    from mahacompress.cli import app
-    from mahacompress.grid import load_preset
-    from mahacompress.models import save_classifier
+    from mahacompress.cli.app import app
+    from mahacompress.study.grid import load_preset
+    from mahacompress.models.load import save_classifier
 
     column = load_preset("sentiment-quick")[0].transfer.text_col  # marathi_sentence
     rng = random.Random(3)

@@ -1,0 +1,2 @@
+"""Stage 7, the study: the grid's row recipes (`recipes`), the TF-IDF reference (`tfidf`), the runner
+(`grid`) and the results file it writes (`results`). Imports every earlier stage."""

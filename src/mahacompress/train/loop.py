@@ -1,0 +1,457 @@
+"""ONE training loop for fine-tuning, pruning and distillation.
+
+What differs between those steps plugs in through `TrainHooks` (extra parameter groups, schedules,
+penalties, when a "best" checkpoint may be chosen) and a teacher (knowledge distillation: cached
+logits, or a live model when hidden states are distilled too);
+the loop itself is plain PyTorch on Hugging Face Accelerate, so the same code runs on a CPU, one
+GPU or several; mixed precision is a `torch.autocast` context and a `GradScaler` for fp16.
+
+Resumable: every `checkpoint_every` optimizer steps the model, optimizer, scheduler, hook state,
+best-so-far and RNG state go to `out_dir/checkpoint.pt` (written to a temporary file, then renamed),
+and `resume=True` continues from there on the same batch order.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sklearn.metrics import f1_score
+from transformers import get_linear_schedule_with_warmup, set_seed
+
+from ..core.config import DataConfig, TrainConfig
+from ..data.datasets import Splits
+from .losses import hidden_state_loss, kd_loss, layer_map
+from ..core.errors import MahaError
+from ..infer.evaluate import predict_logits
+from ..core.files import atomic_path
+from .precision import training_precision
+
+# Without a terminal (a log file, a CI job) rich shows no live bar: a plain progress line at least this often.
+LOG_EVERY_SECONDS = 30.0
+
+
+class Heartbeat:
+    """Progress lines for a log file: step, rate and time left, at most every `LOG_EVERY_SECONDS`.
+
+    A terminal has rich's live bar (which shows the same) and gets none; the rate is this process's own,
+    so a resumed run's estimate is not skewed by the steps it skipped.
+    """
+
+    def __init__(self, desc: str, total: int, first_step: int, enabled: bool) -> None:
+        self.desc, self.total, self.first_step, self.enabled = desc, total, first_step, enabled
+        self.started = self.last = time.monotonic()
+
+    def line(self, step: int, loss: float, now: float | None = None) -> str | None:
+        """The line to print after `step`, or None when the last one is recent enough."""
+        now = time.monotonic() if now is None else now
+        if not self.enabled or now - self.last < LOG_EVERY_SECONDS:
+            return None
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.started, 1e-9)
+        left = (self.total - step) / rate / 60 if rate > 0 else float("inf")
+        return (f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate:.2f} steps/s, "
+                f"loss {loss:.3f}, {left:.1f} min left")
+
+
+class TrainHooks:
+    """Extension points of the loop; the defaults do nothing (plain fine-tuning)."""
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict]:
+        """Extra optimizer groups (e.g. mask scores with their own lr); excluded from default groups."""
+        return []
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called before each training step: update schedules and thresholds."""
+
+    def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A term added to the task loss (e.g. an L1 penalty on mask scores)."""
+        return None
+
+    def may_select_best(self, step: int, total_steps: int) -> bool:
+        """Whether the model at `step` may be kept as best / trigger early stopping."""
+        return True
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (on resume)."""
+
+
+@dataclass
+class FitResult:
+    best_dev_macro_f1: float
+    steps: int
+    seconds: float
+    stopped_early: bool
+    # every dev evaluation as (step, dev macro-F1): the curve that says whether training had converged
+    dev_history: list[tuple[int, float]]
+
+
+def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batch order of one epoch, a pure function of (seed, epoch) so a resumed run replays it.
+
+    Grouped by length (as transformers' `group_by_length`): shuffle, sort within windows of 16
+    batches, shuffle the batches. Headlines vary from 5 to 190 tokens, so a random batch pads to its
+    longest member; grouping roughly halves the padded tokens a CPU has to push through the model.
+    """
+    rng = np.random.default_rng(seed + epoch)
+    order = rng.permutation(len(lengths))
+    window = batch_size * 16
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [np.array(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict minus frozen parameters: checkpoints skip the 96M-row frozen embedding (~370 MB)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise MahaError(f"checkpoint does not fit the model (missing {sorted(set(missing) - frozen)[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, hooks: TrainHooks) -> torch.optim.Optimizer:
+    """AdamW with the usual no-decay split for biases and LayerNorms, plus the hooks' own groups."""
+    extra = hooks.param_groups(model)
+    taken = {id(p) for g in extra for p in g["params"]}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in taken:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups + extra if g["params"]], lr=cfg.lr)
+
+
+def freeze_word_embeddings(model: torch.nn.Module) -> None:
+    """Stop training the word embeddings: on CPU their 96M-row AdamW update dominates each step."""
+    model.get_input_embeddings().weight.requires_grad_(False)
+
+
+def process_count() -> int:
+    """How many processes torchrun / accelerate launch started for this run (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def cpu_processes() -> bool:
+    """Whether this is one of several processes on a machine without a CUDA GPU.
+
+    Accelerate joins CPU processes (gloo) only when told the run is on CPU; without it, each
+    process that torchrun starts would train alone on all the data and write the same folder.
+    """
+    return process_count() > 1 and not torch.cuda.is_available()
+
+
+def process_state() -> PartialState:
+    """Accelerate's (process-wide) view of the processes this run was launched as."""
+    return PartialState(cpu=cpu_processes())
+
+
+def is_main_process() -> bool:
+    """Whether this process writes outputs (the only one when not launched with torchrun / accelerate)."""
+    return process_state().is_main_process
+
+
+def _local_rows(batch: np.ndarray, process: int, processes: int) -> np.ndarray:
+    """This process's contiguous share of a global batch.
+
+    A batch with fewer rows than processes repeats rows from its start (as Accelerate's
+    `even_batches` does), so every process takes part in every step and none waits for ever.
+
+    Not Accelerate's `split_batches` (accelerate 1.x `BatchSamplerShard`): it refuses a global batch that is
+    not a multiple of the process count, yields a short batch only when it comes last (the length-bucketed
+    order here puts the short one anywhere) and fills the last one with repeated rows that then count twice
+    in the loss, so a run on several processes would no longer follow the single-process run's steps
+    (tests/test_multiprocess.py checks that it does).
+    """
+    if len(batch) < processes:
+        batch = np.resize(batch, processes)
+    return np.array_split(batch, processes)[process]
+
+
+def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
+        hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None,
+        teacher_model: torch.nn.Module | None = None, resume: bool = False, desc: str = "fine-tune") -> FitResult:
+    """Train `model` in place on `splits.train`, select on dev macro-F1, and load the best weights back.
+
+    A teacher turns on the KD loss: `teacher_logits` ([len(train), num_labels], aligned with
+    `splits.train`, computed once), or `teacher_model`, run on every batch; the live teacher is what
+    `cfg.kd_hidden_weight > 0` needs, since its hidden states are too big to cache.
+
+    Launched as several processes (torchrun, accelerate launch), `cfg.batch_size` stays the global
+    batch: each process takes its share of every batch and DDP averages the gradients, so the run
+    follows the same steps, schedule and checkpoints as a single-process one. Dev evaluation is
+    split across processes and gathered; only the main process writes checkpoints.
+    """
+    hooks = hooks or TrainHooks()
+    out_dir = Path(out_dir)
+    if len(splits.train) == 0 or len(splits.dev) == 0:
+        raise MahaError(f"{splits.name}: empty train or dev split, nothing to train on")
+    if teacher_logits is not None and teacher_logits.shape != (len(splits.train), len(splits.labels)):
+        raise MahaError(f"teacher logits have shape {teacher_logits.shape}, expected "
+                        f"({len(splits.train)}, {len(splits.labels)})")
+    if teacher_logits is not None and teacher_model is not None:
+        raise MahaError("give the teacher as cached logits or as a live model, not both")
+    if cfg.kd_hidden_weight > 0 and teacher_model is None:
+        raise MahaError(f"kd_hidden_weight {cfg.kd_hidden_weight}: hidden-state distillation needs a teacher model")
+    hidden_map = layer_map(model.config, teacher_model.config) if cfg.kd_hidden_weight > 0 else None
+    set_seed(cfg.seed)
+    if cfg.freeze_embeddings:
+        freeze_word_embeddings(model)
+
+    # Mixed precision is one torch.autocast context plus a GradScaler for fp16, not Accelerate's
+    # `mixed_precision`: Accelerate's state is a process-wide singleton that refuses a second precision,
+    # and the grid trains fp32 and bf16 rows in one process.
+    optimizer = _optimizer(model, cfg, hooks)
+    # Mask scores stop receiving gradients once pruning fixes the structure: DDP must be told.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(hooks.param_groups(model)))
+    accelerator = Accelerator(cpu=cpu_processes(), kwargs_handlers=[ddp])
+    rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if cfg.batch_size < processes:
+        raise MahaError(f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
+                        f"{processes} processes; use --batch-size {processes} or more, or fewer processes")
+    precision = training_precision(cfg.mixed_precision, accelerator.device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    # Not prepared: a prepared scheduler steps once per process, and every process runs every step here.
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+    if teacher_model is not None:
+        teacher_model.to(device).eval().requires_grad_(False)
+    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+
+    encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
+    labels = torch.tensor(splits.train.labels)
+    cached_logits = torch.from_numpy(teacher_logits).float() if teacher_logits is not None else None
+
+    ckpt_path, best_path = out_dir / "checkpoint.pt", out_dir / "best.pt"
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run must not pick up another run's best weights
+            ckpt_path.unlink(missing_ok=True)
+            best_path.unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    step, best_f1, bad_evals, stopped_early, elapsed, history = 0, -1.0, 0, False, 0.0, []
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _load_trainable_state(accelerator.unwrap_model(model), state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        hooks.load_state_dict(state["hooks"])
+        step, best_f1, bad_evals, elapsed = state["step"], state["best_f1"], state["bad_evals"], state["elapsed"]
+        history = state.get("dev_history", [])
+        torch.set_rng_state(state["torch_rng"])
+
+    def save_checkpoint() -> None:
+        if main:
+            _atomic_save({"model": _trainable_state(accelerator.unwrap_model(model)),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "scaler": scaler.state_dict(), "hooks": hooks.state_dict(), "step": step,
+                          "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
+                          "dev_history": history,
+                          "torch_rng": torch.get_rng_state()}, ckpt_path)
+
+    def check_finite(loss: torch.Tensor) -> None:
+        """Stop on a loss that is NaN or infinite in any process (all processes agree, none hangs)."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if processes > 1:
+            bad = accelerator.reduce(bad, reduction="sum")
+        if bad.item():
+            kept = f"the last good checkpoint stays in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
+            raise MahaError(f"step {step + 1}: the training loss is not finite (NaN or infinite); stopped, {kept}, "
+                            f"no model written (check the learning rate, temperature and data)")
+
+    start = time.time()
+    model.train()
+    columns = (TextColumn(f"[bold]{desc}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not main) as progress, _failures_named(rank, processes, step_of=lambda: step):
+        task = progress.add_task(desc, total=total_steps, completed=step, info="")
+        heartbeat = Heartbeat(desc, total_steps, step, enabled=main and not progress.console.is_terminal)
+        while step < total_steps and not stopped_early:
+            epoch, offset = divmod(step, steps_per_epoch)
+            for global_idx in _batches(lengths, cfg.batch_size, cfg.seed, epoch)[offset:]:
+                if step >= total_steps:
+                    break
+                hooks.on_step(step, total_steps)
+                batch_idx = _local_rows(global_idx, rank, processes)
+                # each process's mean loss, weighted by its share: DDP's average is then the global batch's mean
+                share = len(batch_idx) * processes / max(len(global_idx), processes)
+                batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
+                y = labels[batch_idx].to(device)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    out = model(**batch, output_hidden_states=hidden_map is not None)
+                    logits = out.logits.float()
+                    if teacher_model is not None:
+                        with torch.no_grad():
+                            taught = teacher_model(**batch, output_hidden_states=hidden_map is not None)
+                        loss = kd_loss(logits, taught.logits.float(), y, cfg.kd_alpha, cfg.kd_temperature)
+                    elif cached_logits is not None:
+                        loss = kd_loss(logits, cached_logits[batch_idx].to(device), y, cfg.kd_alpha, cfg.kd_temperature)
+                    else:
+                        loss = F.cross_entropy(logits, y)
+                    if hidden_map is not None:
+                        loss = loss + cfg.kd_hidden_weight * hidden_state_loss(
+                            out.hidden_states, taught.hidden_states, batch["attention_mask"], hidden_map)
+                    loss = loss * share
+                    extra = hooks.extra_loss(model)
+                    if extra is not None:
+                        loss = loss + extra
+                check_finite(loss)
+                accelerator.backward(scaler.scale(loss))
+                if cfg.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                progress.update(task, advance=1, info=f"loss {loss.item():.3f} best dev F1 {max(best_f1, 0):.3f}")
+                if (beat := heartbeat.line(step, loss.item())) is not None:
+                    progress.console.print(beat, markup=False, highlight=False, soft_wrap=True)
+
+                if step % eval_every == 0 or step == total_steps:
+                    if hooks.may_select_best(step, total_steps):
+                        dev_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
+                        history.append((step, round(dev_f1, 5)))
+                        if dev_f1 > best_f1:
+                            best_f1, bad_evals = dev_f1, 0
+                            if main:
+                                _atomic_save(_trainable_state(accelerator.unwrap_model(model)), best_path)
+                        else:
+                            bad_evals += 1
+                        if main:  # a line that stays: a log file (no terminal) gets no live bar, only these
+                            minutes = (elapsed + time.time() - start) / 60
+                            progress.console.print(f"{desc}: step {step}/{total_steps}, dev macro-F1 {dev_f1:.3f} "
+                                                   f"(best {best_f1:.3f}), {minutes:.1f} min", markup=False,
+                                                   highlight=False, soft_wrap=True)  # one line, even in a log
+                        if main and cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
+                            accelerator.set_trigger()
+                        stopped_early = accelerator.check_trigger()  # the main process decides for all
+                    model.train()
+                if step % cfg.checkpoint_every == 0 or stopped_early:
+                    save_checkpoint()
+                if stopped_early:
+                    break
+    accelerator.wait_for_everyone()  # best.pt is complete before anyone reads it
+    unwrapped = accelerator.unwrap_model(model)
+    if best_path.exists():
+        _load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
+    else:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
+        best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
+    return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
+                     stopped_early=stopped_early, dev_history=history)
+
+
+@contextmanager
+def _failures_named(rank: int, processes: int, step_of) -> Iterator[None]:
+    """Out of memory, or a peer process gone, becomes one line that names the process and the step."""
+    where = f"process {rank} of {processes}, " if processes > 1 else ""
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError):
+        raise MahaError(f"{where}step {step_of() + 1}: out of memory; use a smaller --batch-size or "
+                        f"--max-length (checkpoints so far are kept, no model written)") from None
+    except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: a DistBackendError
+        gone = isinstance(exc, torch.distributed.DistError) or "closed by peer" in str(exc)
+        if processes == 1 or not gone:
+            raise
+        raise MahaError(f"{where}step {step_of() + 1}: another process stopped (its message says why); "
+                        f"no model written") from None
+
+
+def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig,
+                  accelerator: Accelerator) -> float:
+    """Dev macro-F1: each process scores a contiguous share of the dev texts, all get the same gathered figure."""
+    unwrapped = accelerator.unwrap_model(model)
+    with accelerator.split_between_processes(list(splits.dev.texts)) as texts:
+        logits = predict_logits(unwrapped, tokenizer, texts, batch_size=2 * cfg.batch_size,
+                                max_length=cfg.max_length, device=accelerator.device)
+    logits = np.concatenate(gather_object([logits]))
+    return float(f1_score(splits.dev.labels, logits.argmax(-1), average="macro"))
+
+
+def data_record(data: DataConfig | None) -> dict | None:
+    """The data configuration as given (columns, seed, cap, dev fraction, label renames), its folders and
+    label map made absolute.
+
+    Written into training.json / pruning.json so that trim and export rebuild the very training split
+    later, from any working folder: the summary's dataset name alone is a folder's last component for a
+    user's folder of CSVs, which names nothing.
+    """
+    if data is None:
+        return None
+    record = asdict(data)
+    for key in ("dataset", "data_dir", "label_map"):
+        path = Path(record[key]).expanduser() if record[key] else None
+        if path is not None and path.exists():
+            record[key] = str(path.resolve())
+    return record
+
+
+@contextmanager
+def checkpoints_for(out_dir: Path) -> Iterator[Path]:
+    """The checkpoint folder of a run that writes `out_dir`: `<out_dir>.work/`, kept while the run is
+    unfinished (so `resume` continues from it, and a crash leaves it) and removed once the block that fits
+    and saves has finished without an error. Every trained folder (fine-tune, distil, prune, static) goes
+    through here, so where checkpoints live and when they go is decided once."""
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".work")
+    yield work
+    if is_main_process():
+        shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
+
+
+def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
+             data: DataConfig | None = None, trust_remote_code: bool = False) -> dict:
+    """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
+
+    Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
+    atomically with `id2label`/`label2id` set and a `training.json` that says how it was made
+    (`data`, the configuration `splits` was loaded with, included). `trust_remote_code` lets the model run
+    the Python code its folder or hub repository ships.
+    """
+    from ..models.load import load_classifier, load_tokenizer, save_classifier
+
+    tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code)
+    with checkpoints_for(out_dir) as work:
+        result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
+        summary = {"base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),
+                   "train_config": asdict(cfg), "result": asdict(result)}
+        if is_main_process():
+            save_classifier(model, tokenizer, Path(out_dir), summary)
+    return summary
