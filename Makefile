@@ -37,10 +37,11 @@ sentiment: install
 	mkdir -p reports/sentiment-quick
 	cp runs/sentiment-quick/results.json runs/sentiment-quick/results.csv runs/sentiment-quick/report.md runs/sentiment-quick/*.png reports/sentiment-quick/
 
-# The docs are built first with --strict (into a throwaway folder): a broken link, a missing page or a report a
+# The linter first (pyproject.toml's [tool.ruff]), then the docs with --strict (into a throwaway folder): a broken link, a missing page or a report a
 # page links to that is gone fails the target before the suite runs. Its log is printed only when it fails
 # (--quiet would hide the warnings --strict counts, and pass).
 test: install
+	$(BIN)/ruff check src tests benchmarks docs/hooks
 	d=$$(mktemp -d) && out=$$($(MKDOCS) build --strict -d $$d 2>&1); rc=$$?; rm -rf $$d; [ $$rc -eq 0 ] || echo "$$out"; exit $$rc
 	$(BIN)/python -m pytest
 

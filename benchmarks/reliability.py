@@ -58,9 +58,11 @@ def main() -> None:
             v = verdict(case, out)
             failures += v.startswith("FAIL")
             command = " ".join(a if " " not in a else repr(a) for a in argv(case, root))
-            rows.append(f"| {case.family} | {_cell(case.what, root)}{' (simulated)' if case.deny else ''} | "
-                        f"`{_cell(command, root)}` | {_cell(answer, root)} | "
-                        f"{'nothing' if not out.left_behind else _cell(', '.join(out.left_behind), root)} | {v} |")
+            rows.append(
+                f"| {case.family} | {_cell(case.what, root)}{' (simulated)' if case.deny else ''} | "
+                f"`{_cell(command, root)}` | {_cell(answer, root)} | "
+                f"{'nothing' if not out.left_behind else _cell(', '.join(out.left_behind), root)} | {v} |"
+            )
     text = [
         "# Reliability: every bad input gets one line, exit status 2, and leaves nothing behind",
         "",
@@ -68,7 +70,7 @@ def main() -> None:
         "`tests/test_bad_inputs.py`), in-process through the CLI runner. Each case runs in a fresh copy of a",
         "small workspace: `<case>/model` (a tiny BERT classifier), `<case>/data` (`x_Train.csv`, `x_Val.csv`,",
         "`x_Test.csv`, columns `marathi_sentence,label`), `<case>/tiny.yaml` (a tiny preset), `<case>/out`.",
-        "\"Left behind\" compares every path under `<case>` before and after the command.",
+        '"Left behind" compares every path under `<case>` before and after the command.',
         "",
         "Simulated rows: the machine that generated this runs as root, which ignores file modes, so an",
         "unreadable file or unwritable folder is simulated by reporting it as such to `os.access`; the hub is",

@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 
 from mahacompress.core.config import DataConfig
-from mahacompress.data.datasets import Splits, TextSet, load_splits
+from mahacompress.data.splits import Splits, TextSet, load_splits
 from mahacompress.models.load import tiny_bert, tiny_tokenizer
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+# Session fixtures that train a model: every test that uses one (directly or through another fixture) is slow.
+TRAINING_FIXTURES = {"teacher_dir"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items):
+    """Mark `slow` the tests that depend on a fixture in TRAINING_FIXTURES (the rest mark themselves)."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -68,8 +78,12 @@ def tiny_model_dir(tmp_path_factory, shc_splits) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "model"
     tok = tiny_tokenizer(shc_splits.train.texts + shc_splits.dev.texts)
     labels = shc_splits.labels
-    model = tiny_bert(len(labels), vocab_size=len(tok), id2label=dict(enumerate(labels)),
-                      label2id={lab: i for i, lab in enumerate(labels)})
+    model = tiny_bert(
+        len(labels),
+        vocab_size=len(tok),
+        id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)},
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -85,10 +99,23 @@ def teacher_dir(toy_splits, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kd")
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     labels = toy_splits.labels
-    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4, id2label=dict(enumerate(labels)),
-                      label2id={lab: i for i, lab in enumerate(labels)})
-    cfg = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
-                      early_stopping_patience=0, evals_per_epoch=1, checkpoint_every=50)
+    model = tiny_bert(
+        3,
+        vocab_size=len(tok),
+        num_hidden_layers=4,
+        id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)},
+    )
+    cfg = TrainConfig(
+        epochs=10,
+        batch_size=16,
+        lr=1e-3,
+        max_length=32,
+        freeze_embeddings=False,
+        early_stopping_patience=0,
+        evals_per_epoch=1,
+        checkpoint_every=50,
+    )
     fit(model, tok, toy_splits, cfg, root / "work")
     save_classifier(model, tok, root / "teacher", {})
     return root / "teacher"

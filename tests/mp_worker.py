@@ -23,7 +23,7 @@ from mahacompress.train import loop as train
 def main() -> None:
     rank = int(os.environ.get("RANK", 0))
     record: dict[str, list] = {"rows": [], "saved": []}
-    local_rows, save_classifier = train._local_rows, models.save_classifier
+    local_rows, save_classifier = train.local_rows, models.save_classifier
 
     def rows(batch, process, processes):
         if str(rank) == os.environ.get("MP_OOM_RANK") and len(record["rows"]) == 1:
@@ -35,7 +35,7 @@ def main() -> None:
         record["saved"].append(str(out_dir))
         save_classifier(model, tokenizer, out_dir, info)
 
-    train._local_rows, models.save_classifier = rows, save
+    train.local_rows, models.save_classifier = rows, save
     sys.argv = ["mahacompress", *sys.argv[1:]]
     try:
         cli.main()

@@ -8,13 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
 from clirun import one_line_error, run, runner
+
 from mahacompress.cli.app import app
 from mahacompress.core.config import TrainConfig
-
-
-
 
 
 def test_data_inspect_json_reports_2761_test_rows(shc_splits):
@@ -100,43 +97,68 @@ def test_near_miss_labels_on_the_command_line(tmp_path, tiny_model_dir):
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["splits"]["dev"]["labels"] == {"Joy": 0, "Sadness": 1}
     mapping.write_text("from,to\nsadness,Sadness\n", encoding="utf-8")  # the tiny model has MahaNews' labels
-    line = one_line_error(run("evaluate", "--model", str(tiny_model_dir), "--dataset", str(folder),
-                       "--label-map", str(mapping)))
+    line = one_line_error(
+        run("evaluate", "--model", str(tiny_model_dir), "--dataset", str(folder), "--label-map", str(mapping))
+    )
     assert line.startswith(f"error: {mapping}: maps to 'Sadness', which the model") and "does not have" in line
 
 
+@pytest.mark.slow
 def test_console_script_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mahacompress", "evaluate", "--model", str(tmp_path / "none")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mahacompress", "evaluate", "--model", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no such model folder" in proc.stderr
 
 
+@pytest.mark.slow
 def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_path):
     out = tmp_path / "p50"
-    result = run("prune", "--model", str(tiny_model_dir), "--out", str(out), "--sparsity", "0.5",
-                  "--max-train-rows", "64", "--epochs", "1", "--block-size", "16", "--batch-size", "16",
-                  "--no-freeze-embeddings")
+    result = run(
+        "prune",
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--sparsity",
+        "0.5",
+        "--max-train-rows",
+        "64",
+        "--epochs",
+        "1",
+        "--block-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--no-freeze-embeddings",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "pruning.json").read_text())
     assert abs(summary["reached_sparsity"] - 0.5) <= 0.01 and "removed" in result.stdout
-    bad = run("prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5",
-               "--block-size", "7")
+    bad = run(
+        "prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5", "--block-size", "7"
+    )
     assert "block" in one_line_error(bad)
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_option_is_refused_before_torch_is_imported(tmp_path):
     """A usage error costs a fraction of a second, not the seconds torch and transformers take to import."""
-    code = ("import sys; from typer.testing import CliRunner; from mahacompress.cli.app import app; "
-            f"r = CliRunner().invoke(app, ['prune', '--model', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
-            "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())")
+    code = (
+        "import sys; from typer.testing import CliRunner; from mahacompress.cli.app import app; "
+        f"r = CliRunner().invoke(app, ['prune', '--model', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
+        "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.startswith("2 False error: sparsity 0.0"), proc.stdout + proc.stderr
 
 
 def test_dataset_help_names_every_named_dataset():
-    from mahacompress.data.datasets import NAMED
+    from mahacompress.data.sources import NAMED
 
     result = runner.invoke(app, ["finetune", "--help"], env={"COLUMNS": "400"})
     assert all(name in result.output for name in NAMED), result.output

@@ -6,27 +6,29 @@ from pathlib import Path
 
 import pytest
 
-from mahacompress.data import datasets as data
 from mahacompress.core.config import DataConfig
-from mahacompress.data.datasets import load_splits, normalize, read_labeled_csv, resolve_files
 from mahacompress.core.errors import MahaError
+from mahacompress.data import sources
+from mahacompress.data.csvfiles import MAX_TEXT_CHARS, normalize, read_labeled_csv, read_text_column
+from mahacompress.data.sources import resolve_files
+from mahacompress.data.splits import check_label_map_targets, load_splits
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / "mahanews-shc").is_dir(),
-                                  reason=f"shared data not present at {SHARED}")
+needs_shared = pytest.mark.skipif(not (SHARED / "mahanews-shc").is_dir(), reason=f"shared data not present at {SHARED}")
 
 LABELS = ["Auto", "Sports", "Tech"]
-real_download = data._download
-real_roots = data.search_roots
+real_download = sources.download
+real_roots = sources.search_roots
 
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test may reach the network or the real user cache or a user's MAHACOMPRESS_DATA."""
+
     def refuse(url: str, dest: Path) -> None:
         raise AssertionError(f"network used: {url}")
 
-    monkeypatch.setattr(data, "_download", refuse)
+    monkeypatch.setattr(sources, "download", refuse)
     monkeypatch.delenv("MAHACOMPRESS_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
@@ -50,6 +52,7 @@ def folder(tmp_path: Path, train: list[str], test: list[str], header: str = "tex
 
 
 # ------------------------------------------------------------------ real data
+
 
 @needs_shared
 def test_shc_protocol() -> None:
@@ -86,6 +89,7 @@ def test_shc_dedup_test_and_lpc() -> None:
 
 # ------------------------------------------------------------------ bad input
 
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MahaError, match="nope.csv"):
         read_labeled_csv(tmp_path / "nope.csv", "text", "label")
@@ -99,7 +103,7 @@ def test_missing_columns_lists_them(tmp_path: Path) -> None:
 
 def test_non_utf8_names_row(tmp_path: Path) -> None:
     p = tmp_path / "bad.csv"
-    p.write_bytes("text,label\nचांगले,Auto\n\"two\nlines\",Tech\n".encode() + b"caf\xe9,Auto\n")
+    p.write_bytes('text,label\nचांगले,Auto\n"two\nlines",Tech\n'.encode() + b"caf\xe9,Auto\n")
     with pytest.raises(MahaError, match=r"bad\.csv, row 4: .*UTF-8"):
         read_labeled_csv(p, "text", "label")
 
@@ -122,7 +126,7 @@ def test_empty_after_cleaning(tmp_path: Path) -> None:
 
 
 def test_huge_text_rejected_with_row(tmp_path: Path) -> None:
-    p = write(tmp_path / "big.csv", ["ok,Auto", "x" * (data.MAX_TEXT_CHARS + 1) + ",Auto"])
+    p = write(tmp_path / "big.csv", ["ok,Auto", "x" * (MAX_TEXT_CHARS + 1) + ",Auto"])
     with pytest.raises(MahaError, match=r"big\.csv, row 3: text of 1000001"):
         read_labeled_csv(p, "text", "label")
 
@@ -147,23 +151,31 @@ def test_folder_without_test_file(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ cleaning and splitting
 
+
 def test_cleaning_counts(tmp_path: Path) -> None:
     moj = "मराठी बातमी".encode().decode("cp866")
     train = rows(30) + [
-        "text,label",                      # repeated header
-        "   ,Auto",                        # empty text
-        "t  वाक्य 0,Auto",                 # duplicate of row 0 after whitespace normalisation
-        "both,Auto", "both,Tech",          # conflicting: both copies dropped
-        "in test too,Sports",              # overlaps with test
-        f"{moj},Tech",                     # mojibake: counted, kept
-        "Не вірте фейкам,Tech",            # genuine Cyrillic: not mojibake
+        "text,label",  # repeated header
+        "   ,Auto",  # empty text
+        "t  वाक्य 0,Auto",  # duplicate of row 0 after whitespace normalisation
+        "both,Auto",
+        "both,Tech",  # conflicting: both copies dropped
+        "in test too,Sports",  # overlaps with test
+        f"{moj},Tech",  # mojibake: counted, kept
+        "Не вірте фейкам,Tech",  # genuine Cyrillic: not mojibake
     ]
     test = ["in test too,Sports", "in test too,Sports", "fresh,Auto"]
     d = folder(tmp_path, train, test)
     s = load_splits(DataConfig(str(d), dev_fraction=0.2))
     c = s.cleaning["train_source"]
-    assert (c["header_rows_dropped"], c["empty_dropped"], c["duplicates_dropped"],
-            c["conflicting_dropped"], c["overlap_with_test_dropped"], c["mojibake_rows"]) == (1, 1, 1, 2, 1, 1)
+    assert (
+        c["header_rows_dropped"],
+        c["empty_dropped"],
+        c["duplicates_dropped"],
+        c["conflicting_dropped"],
+        c["overlap_with_test_dropped"],
+        c["mojibake_rows"],
+    ) == (1, 1, 1, 2, 1, 1)
     assert c["final_rows"] == 32 == len(s.train) + len(s.dev)
     assert moj in s.train.texts + s.dev.texts
     assert len(s.test) == 3 and s.cleaning["test"]["duplicate_rows_in_file"] == 1
@@ -186,8 +198,11 @@ def test_dev_split_stratified_seeded_rare_class_kept(tmp_path: Path) -> None:
     assert small.dev.texts == load_splits(DataConfig(str(d))).dev.texts
     with pytest.raises(MahaError, match="dev_fraction"):
         load_splits(DataConfig(str(d), dev_fraction=1.0))
-    with pytest.raises(MahaError, match=r"max_train_rows 500 is more than the 55 training rows left after cleaning "
-                                        r"and the dev split"):
+    with pytest.raises(
+        MahaError,
+        match=r"max_train_rows 500 is more than the 55 training rows left after cleaning "
+        r"and the dev split",
+    ):
         load_splits(DataConfig(str(d), max_train_rows=500))
 
 
@@ -209,6 +224,7 @@ def test_folder_custom_columns_bom_case(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ lookup order and download
+
 
 def named_files(root: Path, marker: str) -> Path:
     write(root / "mahanews-shc" / "SHC_Valid.csv", rows(12, marker), header="Text,Label")
@@ -234,7 +250,7 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_download_only_when_nothing_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "search_roots", lambda: [tmp_path / "nothing"])
+    monkeypatch.setattr(sources, "search_roots", lambda: [tmp_path / "nothing"])
     fetched: list[str] = []
 
     def fake(url: str, dest: Path) -> None:
@@ -244,7 +260,7 @@ def test_download_only_when_nothing_local(tmp_path: Path, monkeypatch: pytest.Mo
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text("Text,Label\n" + "\n".join(rows(12)) + "\n", encoding="utf-8")
 
-    monkeypatch.setattr(data, "_download", fake)
+    monkeypatch.setattr(sources, "download", fake)
     got = resolve_files("mahanews-shc")
     assert got["train"].name == "SHC_Valid.csv" and (tmp_path / "home" / ".cache") in got["train"].parents
     assert [u.rsplit("/", 1)[1] for u in fetched] == ["SHC_Test.csv", "SHC_Train.csv", "SHC_Valid.csv"]
@@ -253,7 +269,7 @@ def test_download_only_when_nothing_local(tmp_path: Path, monkeypatch: pytest.Mo
     resolve_files("mahanews-shc")  # cached now: no second download
     assert fetched == []
     # with local files present (env var, real search order), no download at all
-    monkeypatch.setattr(data, "search_roots", real_roots)
+    monkeypatch.setattr(sources, "search_roots", real_roots)
     monkeypatch.setenv("HOME", str(tmp_path / "fresh_home"))
     monkeypatch.setenv("MAHACOMPRESS_DATA", str(named_files(tmp_path / "local", "l")))
     assert resolve_files("mahanews-shc")["train"].parents[1] == tmp_path / "local"
@@ -271,12 +287,12 @@ def test_real_downloader_is_atomic(tmp_path: Path) -> None:
 
 
 def test_download_failure_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "search_roots", lambda: [])
+    monkeypatch.setattr(sources, "search_roots", lambda: [])
 
     def down(url: str, dest: Path) -> None:
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "_download", down)
+    monkeypatch.setattr(sources, "download", down)
     with pytest.raises(MahaError, match=r"Marathi_LPC_Test\.csv.*--data-dir"):
         resolve_files("mahanews-lpc")
     with pytest.raises(MahaError, match="--data-dir"):
@@ -285,11 +301,11 @@ def test_download_failure_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 # Properly quoted fields holding line breaks and quotes (written "" by the csv module): a valid public file.
 QUOTED_MULTILINE = [
-    ("पुण्यात पाऊस.\nवाहतूक \"ठप्प\" झाली, लोक अडकले", "Weather"),
+    ('पुण्यात पाऊस.\nवाहतूक "ठप्प" झाली, लोक अडकले', "Weather"),
     ("सामना रंगला", "Sports"),
-    ("कर्णधार म्हणाला, \"आम्ही जिंकू\"\nदुसरी ओळ\nतिसरी ओळ, शेवटची", "Sports"),
-    ("नवीन \"स्मार्ट\" फोन", "Tech"),
-    ("पाऊस थांबला\n\"हवामान\" खात्याचा अंदाज", "Weather"),
+    ('कर्णधार म्हणाला, "आम्ही जिंकू"\nदुसरी ओळ\nतिसरी ओळ, शेवटची', "Sports"),
+    ('नवीन "स्मार्ट" फोन', "Tech"),
+    ('पाऊस थांबला\n"हवामान" खात्याचा अंदाज', "Weather"),
     ("नवे अ‍ॅप बाजारात", "Tech"),
 ]
 
@@ -316,17 +332,17 @@ def test_records_merged_by_a_quote_are_still_refused(tmp_path):
     open_at_end = tmp_path / "open.csv"  # an unlabelled file: the last quote is never closed
     open_at_end.write_text('text\nपहिली बातमी\n"दुसरी बातमी\nतिसरी बातमी\n', encoding="utf-8")
     with pytest.raises(MahaError, match=r"open.csv, row 3: a text spans several lines"):
-        data.read_text_column(open_at_end, "text")
+        read_text_column(open_at_end, "text")
 
 
 def test_a_quote_that_swallows_the_file_is_named_as_a_merge_not_as_a_long_text_or_a_short_record(tmp_path):
     rows = [f"बातमी क्रमांक {i} {'शब्द ' * 40},{('Auto', 'Tech')[i % 2]}" for i in range(5000)]
     path = tmp_path / "long.csv"
-    path.write_text("text,label\n\"" + "\n".join(rows[:-1] + ['शेवटची "बातमी,Auto']) + "\n", encoding="utf-8")
-    assert len(path.read_text(encoding="utf-8")) > data.MAX_TEXT_CHARS  # one record over the limit: merged, not long
+    path.write_text('text,label\n"' + "\n".join(rows[:-1] + ['शेवटची "बातमी,Auto']) + "\n", encoding="utf-8")
+    assert len(path.read_text(encoding="utf-8")) > MAX_TEXT_CHARS  # one record over the limit: merged, not long
     with pytest.raises(MahaError, match=r"long.csv, row 2: a text spans several lines"):
         read_labeled_csv(path, "text", "label")
-    path.write_text("text,label\n\"" + "\n".join(rows[:50]) + "\n", encoding="utf-8")  # never closed: 1 field
+    path.write_text('text,label\n"' + "\n".join(rows[:50]) + "\n", encoding="utf-8")  # never closed: 1 field
     with pytest.raises(MahaError, match=r"long.csv, row 2: a text spans several lines"):
         read_labeled_csv(path, "text", "label")
 
@@ -358,8 +374,11 @@ def test_a_label_differing_only_in_case_names_the_training_spelling_and_both_fix
 
 
 def test_a_misspelt_label_names_its_close_match_and_a_foreign_one_none(tmp_path: Path) -> None:
-    with pytest.raises(MahaError, match=r"row 2: label 'Sadnes' .*did you mean 'Sadness'\? pass --label-map FILE "
-                                        r"with the row Sadnes,Sadness$"):
+    with pytest.raises(
+        MahaError,
+        match=r"row 2: label 'Sadnes' .*did you mean 'Sadness'\? pass --label-map FILE "
+        r"with the row Sadnes,Sadness$",
+    ):
         load_splits(DataConfig(str(emotion_folder(tmp_path / "a", ("Sadnes",))), fold_label_case=True))
     with pytest.raises(MahaError) as info:
         load_splits(DataConfig(str(emotion_folder(tmp_path / "b", ("Cooking",)))))
@@ -372,8 +391,10 @@ def test_fold_label_case_makes_variants_one_label_spelled_as_most_training_rows_
     assert s.labels == ["Anger", "Joy", "Sadness"]
     assert [s.labels[y] for y in s.dev.labels] == ["Joy", "Sadness", "Anger"]
     assert s.summary()["splits"]["train"]["labels"]["Sadness"] == 8  # the two SADNESS rows joined it
-    assert s.cleaning["labels_renamed"] == [{"from": "SADNESS", "to": "Sadness", "rows": 2},
-                                            {"from": "sadness", "to": "Sadness", "rows": 1}]
+    assert s.cleaning["labels_renamed"] == [
+        {"from": "SADNESS", "to": "Sadness", "rows": 2},
+        {"from": "sadness", "to": "Sadness", "rows": 1},
+    ]
 
 
 @pytest.mark.parametrize("header", ["from,to\n", ""])
@@ -390,14 +411,17 @@ def test_a_label_map_renames_every_split_with_or_without_its_header(tmp_path: Pa
     assert s.labels == ["Anger", "Sadness"]
 
 
-@pytest.mark.parametrize("content, expect", [
-    (None, "label map not found"),
-    ("from,to\nsadness,Sadness,extra\n", "row 2: 3 column(s); a label map has two per row: from,to"),
-    ("sadness\n", "row 1: 1 column(s)"),
-    ("from,to\nsadness,Sadness\nsadness,Joy\n", "row 3: label 'sadness' is mapped again (first at row 2)"),
-    ("from,to\nsadness,\n", "row 2: an empty label"),
-    ("from,to\n", "no mappings"),
-])
+@pytest.mark.parametrize(
+    "content, expect",
+    [
+        (None, "label map not found"),
+        ("from,to\nsadness,Sadness,extra\n", "row 2: 3 column(s); a label map has two per row: from,to"),
+        ("sadness\n", "row 1: 1 column(s)"),
+        ("from,to\nsadness,Sadness\nsadness,Joy\n", "row 3: label 'sadness' is mapped again (first at row 2)"),
+        ("from,to\nsadness,\n", "row 2: an empty label"),
+        ("from,to\n", "no mappings"),
+    ],
+)
 def test_a_bad_label_map_is_one_line_naming_the_file_and_row(tmp_path: Path, content: str | None, expect: str) -> None:
     mapping = tmp_path / "labels.csv"
     if content is not None:
@@ -410,26 +434,33 @@ def test_a_bad_label_map_is_one_line_naming_the_file_and_row(tmp_path: Path, con
 def test_a_label_map_may_only_rename_to_labels_the_model_has(tmp_path: Path) -> None:
     mapping = tmp_path / "labels.csv"
     mapping.write_text("sadness,Sadness\nrage,Fury\n", encoding="utf-8")
-    with pytest.raises(MahaError, match=r"labels\.csv: maps to 'Fury', which the model m does not have "
-                                        r"\(its labels: Anger, Joy, Sadness\)"):
-        data.check_label_map_targets(mapping, ["Anger", "Joy", "Sadness"], "m")
-    data.check_label_map_targets(mapping, ["Anger", "Fury", "Joy", "Sadness"], "m")
+    with pytest.raises(
+        MahaError,
+        match=r"labels\.csv: maps to 'Fury', which the model m does not have "
+        r"\(its labels: Anger, Joy, Sadness\)",
+    ):
+        check_label_map_targets(mapping, ["Anger", "Joy", "Sadness"], "m")
+    check_label_map_targets(mapping, ["Anger", "Fury", "Joy", "Sadness"], "m")
 
 
 def test_label_settings_are_recorded_and_reapplied_when_a_model_record_rebuilds_the_data(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """training.json keeps the label map (made absolute) and the folding, so trim and export rebuild the very
     training split: without them the same data stops at the near-miss label."""
     import json
 
-    from mahacompress.train.loop import data_record
     from mahacompress.models.trim import training_corpus
+    from mahacompress.train.loop import data_record
 
     d = emotion_folder(tmp_path)
     (tmp_path / "labels.csv").write_text("sadness,Sadness\nSADNESS,Sadness\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    for name, cfg in (("mapped", DataConfig(str(d), label_map="labels.csv")),
-                      ("folded", DataConfig(str(d), fold_label_case=True)), ("neither", DataConfig(str(d)))):
+    for name, cfg in (
+        ("mapped", DataConfig(str(d), label_map="labels.csv")),
+        ("folded", DataConfig(str(d), fold_label_case=True)),
+        ("neither", DataConfig(str(d))),
+    ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "training.json").write_text(json.dumps({"data_config": data_record(cfg)}), encoding="utf-8")
     record = json.loads((tmp_path / "mapped" / "training.json").read_text(encoding="utf-8"))["data_config"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mahacompress.study.tfidf import tfidf_baseline
-from mahacompress.data.datasets import Splits, TextSet
+from mahacompress.data.splits import Splits, TextSet
 from mahacompress.infer.evaluate import classification_metrics, unlearnable_classes
+from mahacompress.study.tfidf import tfidf_baseline
 
 
 def test_unlearnable_classes_come_from_the_training_rows():
@@ -43,12 +43,17 @@ def test_a_saved_tfidf_folder_predicts_what_its_pipeline_does(shc_splits, tmp_pa
     """The grid's `tfidf` row: a label without training rows gets a column that is never chosen."""
     import numpy as np
 
-    from mahacompress.study.tfidf import fit_tfidf, save_tfidf
     from mahacompress.infer.evaluate import model_labels, predict_ids
+    from mahacompress.study.tfidf import fit_tfidf, save_tfidf
 
-    starved = Splits(shc_splits.name, shc_splits.labels,
-                     TextSet(*zip(*[(t, y) for t, y in zip(shc_splits.train.texts, shc_splits.train.labels) if y != 0])),
-                     shc_splits.dev, shc_splits.test, {})
+    starved = Splits(
+        shc_splits.name,
+        shc_splits.labels,
+        TextSet(*zip(*[(t, y) for t, y in zip(shc_splits.train.texts, shc_splits.train.labels) if y != 0])),
+        shc_splits.dev,
+        shc_splits.test,
+        {},
+    )
     starved.train.texts, starved.train.labels = list(starved.train.texts), list(starved.train.labels)
     record = save_tfidf(starved, tmp_path / "tfidf")
     assert model_labels(str(tmp_path / "tfidf")) == shc_splits.labels and record["C"] in (1.0, 10.0, 100.0)

@@ -20,12 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from bad_inputs import MODEL_COMMANDS, make_template
 from typer.testing import CliRunner
 
-from bad_inputs import MODEL_COMMANDS, make_template
 from mahacompress.cli.app import app
 from mahacompress.core.errors import MahaError
-from mahacompress.core.files import aside_name, lock_name, output_lock, staged_dir
+from mahacompress.core.files import aside_name, output_lock, staged_dir
 
 WRITERS = ("finetune", "distill", "prune", "trim", "export", "reproduce")
 # what makes each command quick on the template's tiny model
@@ -82,7 +82,9 @@ def test_build_e5_into_the_current_folder_is_refused(tmp_path, monkeypatch):
     assert (tmp_path / "notes.txt").is_file() and (tmp_path / "sub" / "y.txt").is_file()
 
 
-@pytest.mark.parametrize("cmd", QUICK)
+@pytest.mark.parametrize(
+    "cmd", [pytest.param(c, marks=pytest.mark.slow) if c in ("finetune", "distill", "prune") else c for c in QUICK]
+)  # the three that train are slow
 def test_a_previous_output_of_the_same_kind_is_replaced(cmd, template, tmp_path):
     root = tmp_path / "ws"
     shutil.copytree(template, root)
@@ -106,6 +108,7 @@ def test_a_previous_output_of_another_kind_is_refused(template, tmp_path):
 
 
 # ---------------------------------------------------------------------------- the swap itself
+
 
 def _previous(out: Path) -> None:
     out.mkdir()
@@ -206,8 +209,10 @@ def test_a_crash_after_the_swap_leaves_the_new_folder_and_the_aside_one_goes_nex
 # ---------------------------------------------------------------------------- one writer per output
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-_HOLD = ("import sys, time\nfrom mahacompress.core.files import output_lock\n"
-         "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+_HOLD = (
+    "import sys, time\nfrom mahacompress.core.files import output_lock\n"
+    "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
+)
 
 
 @pytest.fixture
@@ -216,8 +221,12 @@ def holder():
     procs: list[subprocess.Popen] = []
 
     def start(out: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": SRC})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": SRC},
+        )
         procs.append(proc)
         assert proc.stdout.readline() == "held\n"
         return proc
@@ -232,6 +241,7 @@ def _contents(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in root.rglob("*")}
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_output_is_refused_until_the_first_dies(template, tmp_path, holder):
     root = tmp_path / "ws"
     shutil.copytree(template, root)
@@ -240,8 +250,10 @@ def test_a_second_run_into_the_same_output_is_refused_until_the_first_dies(templ
     first = holder(out)
     before = _contents(root)
     line = _one_error_line(CliRunner().invoke(app, _argv("trim", root, str(out))))
-    assert line == (f"error: {out}: another mahacompress run (pid {first.pid}) is writing it; wait for it to finish "
-                    f"or choose another output")
+    assert line == (
+        f"error: {out}: another mahacompress run (pid {first.pid}) is writing it; wait for it to finish "
+        f"or choose another output"
+    )
     assert _contents(root) == before
     other = CliRunner().invoke(app, _argv("trim", root, str(root / "other")))  # another output: not blocked
     assert other.exit_code == 0, other.output

@@ -12,13 +12,16 @@ from dataclasses import replace
 
 import pytest
 
-from mahacompress.core.config import GridConfig
+from mahacompress.core.config import DataConfig, GridConfig
 from mahacompress.core.errors import MahaError
-from mahacompress.study.grid import Grid, load_preset
-from mahacompress.study.recipes import parse_row, train_config
 from mahacompress.core.hardware import unsupported_reason
 from mahacompress.models.load import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.report.render import pareto_front, write_report
+from mahacompress.report.findings import findings
+from mahacompress.report.render import write_report
+from mahacompress.study.context import RecipeContext, RowSettings
+from mahacompress.study.grid import Grid
+from mahacompress.study.preset import load_preset
+from mahacompress.study.recipes import left_out, parse_row, seeds_of, train_config, transfer_set
 from mahacompress.study.results import Meta, Results, Row, read_results, write_results
 
 
@@ -27,12 +30,25 @@ def test_row_names():
     assert (row.kind, row.sparsity, row.kd, row.mp, row.backend) == ("prune", 0.25, True, True, "bf16")
     assert parse_row("best+onnx").backend == "onnx-int8" and parse_row("best+int8").backend == "int8"
     assert parse_row("baseline+onnx").served_from_another and parse_row("baseline+onnx").backend == "onnx-int8"
-    assert parse_row("best+fused").backend == "onnx-int8-fused" and parse_row("best+openvino").backend == "openvino-int8"
+    assert (
+        parse_row("best+fused").backend == "onnx-int8-fused" and parse_row("best+openvino").backend == "openvino-int8"
+    )
     assert parse_row("kd").kind == "kd" and parse_row("kd").number is None and parse_row("mp").backend == "bf16"
     assert parse_row("kd4").number == 4 and parse_row("kd12").kind == "kd"
     assert parse_row("kd3+ends+tr").ends and parse_row("kd3+ends+tr").tr and not parse_row("kd3").ends
-    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp",
-                "p25+ends", "kd+ends+ends"):
+    for bad in (
+        "p100",
+        "p0",
+        "p25+fast",
+        "best",
+        "baseline+kd+kd",
+        "kd0",
+        "baseline+int8+onnx",
+        "p25+onnx",
+        "mp+mp",
+        "p25+ends",
+        "kd+ends+ends",
+    ):
         with pytest.raises(MahaError, match="row"):
             parse_row(bad)
 
@@ -49,12 +65,24 @@ def test_kd_rows_take_their_depth_from_the_name(tmp_path):
 
 def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
     grid = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2", "p50+kd", "p75+kd"]), "x", "d", tmp_path)
+
     def row(name, dev, weights, test=0.5):
-        return {"name": name, "status": "done", "seeds": [], "dev_accuracy": dev, "encoder_linear_weights": weights,
-                "accuracy": test}
-    grid.rows = {"baseline": row("baseline", 0.90, 100), "kd": row("kd", 0.895, 50),
-                 "kd2": row("kd2", 0.85, 17, test=0.99), "p50+kd": row("p50+kd", 0.899, 50),
-                 "p75+kd": row("p75+kd", 0.80, 25)}
+        return {
+            "name": name,
+            "status": "done",
+            "seeds": [],
+            "dev_accuracy": dev,
+            "encoder_linear_weights": weights,
+            "accuracy": test,
+        }
+
+    grid.rows = {
+        "baseline": row("baseline", 0.90, 100),
+        "kd": row("kd", 0.895, 50),
+        "kd2": row("kd2", 0.85, 17, test=0.99),
+        "p50+kd": row("p50+kd", 0.899, 50),
+        "p75+kd": row("p75+kd", 0.80, 25),
+    }
     name, how = grid.pick_best()
     assert name == "p50+kd" and "within 1 point" in how  # kd2's test accuracy never counts
     grid.rows["baseline"]["dev_accuracy"] = 0.99
@@ -66,7 +94,7 @@ def test_a_row_needing_a_missing_feature_is_skipped_with_its_reason(tmp_path, mo
 
     monkeypatch.setattr(grid, "unsupported", lambda spec: "needs AVX512-BF16" if spec.mp else None)
     g = Grid("teacher", GridConfig(rows=["baseline", "mp"]), "x", "d", tmp_path)
-    assert g._build_and_score(parse_row("mp")) == {"name": "mp", "status": "skipped", "reason": "needs AVX512-BF16"}
+    assert g.build_row(parse_row("mp")) == {"name": "mp", "status": "skipped", "reason": "needs AVX512-BF16"}
 
 
 def test_presets_load_and_bad_keys_are_named(tmp_path):
@@ -89,19 +117,25 @@ def test_presets_load_and_bad_keys_are_named(tmp_path):
 
 def test_train_overrides_change_one_row_only(tmp_path):
     preset = tmp_path / "p.yaml"
-    preset.write_text("rows: [baseline, p50, p50+kd]\nprune_train: {epochs: 4}\n"
-                      "train_overrides: {p50+kd: {epochs: 6, lr: 3.0e-5}}\n")
+    preset.write_text(
+        "rows: [baseline, p50, p50+kd]\nprune_train: {epochs: 4}\ntrain_overrides: {p50+kd: {epochs: 6, lr: 3.0e-5}}\n"
+    )
     cfg, _ = load_preset(preset)
     assert train_config(cfg, parse_row("p50+kd")).epochs == 6 and train_config(cfg, parse_row("p50")).epochs == 4
     assert train_config(cfg, parse_row("p50+kd")).lr == 3.0e-5 and cfg.prune_train.epochs == 4
     grid = Grid("teacher", cfg, "p", "d", tmp_path)
     assert grid.settings_of(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
     assert grid.settings_of(parse_row("p50"))["prune_train"]["epochs"] == 4
-    for text, match in (("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
-                        ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
-                        ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
-                        ("train_overrides: {p50: {epochs: six}}", r"train_overrides.p50.epochs: bad value 'six'"),
-                        ("train_overrides: [p50]", "train_overrides: bad value")):
+    for text, match in (
+        ("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
+        ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
+        ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
+        (
+            "train_overrides: {p50: {epochs: six}}",
+            r"train_overrides.p50: epochs: bad value 'six' \(expected a number\)",
+        ),
+        ("train_overrides: [p50]", "train_overrides: bad value"),
+    ):
         preset.write_text(f"rows: [baseline, p50]\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -112,17 +146,20 @@ def test_row_seeds_give_some_rows_more_seeds_and_name_trained_rows_only(tmp_path
     preset.write_text("rows: [baseline, kd, p50+kd]\nrow_seeds: {kd: 3}\n")
     cfg, _ = load_preset(preset)
     grid = Grid("teacher", cfg, "p", "d", tmp_path)
-    assert grid.seeds_of(parse_row("kd")) == 3 and grid.settings_of(parse_row("kd"))["seeds"] == 3
-    assert grid.seeds_of(parse_row("p50+kd")) == 1 and "seeds" not in grid.settings_of(parse_row("p50+kd"))
-    assert grid.seeds_of(parse_row("baseline")) == 1  # the teacher is fine-tuned once unless row_seeds asks
+    assert seeds_of(cfg, parse_row("kd")) == 3 and grid.settings_of(parse_row("kd"))["seeds"] == 3
+    assert seeds_of(cfg, parse_row("p50+kd")) == 1 and "seeds" not in grid.settings_of(parse_row("p50+kd"))
+    assert seeds_of(cfg, parse_row("baseline")) == 1  # the teacher is fine-tuned once unless row_seeds asks
     preset.write_text("rows: [baseline, kd]\nseeds: 3\nrow_seeds: {baseline: 2}\n")
-    grid = Grid("teacher", load_preset(preset)[0], "p", "d", tmp_path)
-    assert grid.seeds_of(parse_row("baseline")) == 2 and grid.seeds_of(parse_row("kd")) == 3
-    for text, match in (("row_seeds: {p75: 3}", "row_seeds names 'p75', not a trained row"),
-                        ("row_seeds: {best+int8: 3}", "row_seeds names 'best\\+int8', not a trained row"),
-                        ("train_overrides: {baseline: {epochs: 2}}", "train_overrides names 'baseline', not a trained"),
-                        ("row_seeds: {kd: 0}", r"row_seeds.kd is 0: expected a whole number of 1 or more"),
-                        ("row_seeds: {kd: 2.5}", "row_seeds: bad value"), ("row_seeds: [kd]", "row_seeds: bad value")):
+    cfg = load_preset(preset)[0]
+    assert seeds_of(cfg, parse_row("baseline")) == 2 and seeds_of(cfg, parse_row("kd")) == 3
+    for text, match in (
+        ("row_seeds: {p75: 3}", "row_seeds names 'p75', not a trained row"),
+        ("row_seeds: {best+int8: 3}", "row_seeds names 'best\\+int8', not a trained row"),
+        ("train_overrides: {baseline: {epochs: 2}}", "train_overrides names 'baseline', not a trained"),
+        ("row_seeds: {kd: 0}", r"row_seeds.kd is 0: expected a whole number of 1 or more"),
+        ("row_seeds: {kd: 2.5}", r"row_seeds.kd: bad value 2.5 \(expected a whole number\)"),
+        ("row_seeds: [kd]", "row_seeds: bad value"),
+    ):
         preset.write_text(f"rows: [baseline, kd]\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -132,138 +169,27 @@ def test_row_seeds_for_a_teacher_that_is_not_fine_tuned_here_stop_before_any_wor
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
     labels = dict(enumerate(toy_splits.labels))  # already a classifier for the data: used as it is, one seed
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=labels, label2id={v: k for k, v in labels.items()}),
-                    tok, tmp_path / "tuned", {})
+    save_classifier(
+        tiny_bert(3, vocab_size=len(tok), id2label=labels, label2id={v: k for k, v in labels.items()}),
+        tok,
+        tmp_path / "tuned",
+        {},
+    )
     grid = Grid(str(tmp_path / "tuned"), replace(cfg, row_seeds={"baseline": 2}), "tiny", data, tmp_path / "out")
     with pytest.raises(MahaError, match="row_seeds.baseline: .*tuned already knows the labels"):
         grid.run()
     assert not (tmp_path / "out" / "models").exists()
 
 
-def test_old_results_render_with_todays_names(tmp_path):
-    """results.json from before the rename: metrics named after the left-out class, int8/ONNX sizes in MB."""
-    old = {"name": "best+onnx", "status": "done", "backend": "onnx-int8", "accuracy": 0.7, "disk_mb": 113.0,
-           "accuracy_wo_manoranjan": 0.8, "macro_f1_wo_manoranjan": 0.75, "per_class_f1": {"Manoranjan": 0.0}}
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {}, "rows": [old]}))
-    report = write_report(tmp_path).read_text()
-    assert "acc. w/o untrained classes: Manoranjan" in report and "| 80.00% | 75.00% |" in report
-    assert "| 108 |" in report  # 113 MB = 108 MiB
-    # the grid resumes through the same reader and writes today's layout: converted once, never twice
-    write_results(tmp_path / "results.json", **read_results(tmp_path / "results.json"))
-    again = read_results(tmp_path / "results.json")
-    assert again["rows"][0]["disk_mb"] == pytest.approx(113.0 * 1e6 / 2**20)
-    assert again["rows"][0]["accuracy_learnable"] == 0.8 and again["meta"]["size_unit"] == "MiB"
-    (tmp_path / "results.json").write_text(json.dumps({"rows": "nope"}))
-    with pytest.raises(MahaError, match="results.json: not a results.json"):
-        write_report(tmp_path)
-
-
-def test_pareto_front():
-    points = [("a", 1.0, 0.9), ("b", 2.0, 0.85), ("c", 1.5, 0.8), ("d", 3.0, 0.7)]
-    assert pareto_front(points) == ["a", "b", "d"]
-
-
-def test_report_is_made_from_results_json_alone(tmp_path):
-    rows = [{"name": "baseline", "status": "done", "accuracy": 0.8, "macro_f1": 0.7, "speedup_b32": 1.0,
-             "disk_mb": 400.0, "co2_kg": 0.01},
-            {"name": "p50", "status": "done", "accuracy": 0.75, "macro_f1": 0.7, "speedup_b32": 1.8,
-             "disk_mb": 380.0, "co2_kg": 0.02},
-            {"name": "mp", "status": "failed", "reason": "bf16 unsupported"}]
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {"preset": "x"}, "rows": rows, "caveats": ["c1"]}))
-    rows[1] |= {"vs_baseline": {"difference": -0.005, "ci_low": -0.02, "ci_high": 0.01},
-                "served": {"accuracy": 0.74, "speedup_b32": 2.5, "vs_baseline": {"difference": -0.02,
-                                                                                  "ci_low": -0.03, "ci_high": -0.012}}}
-    rows.append({"name": "p75", "status": "skipped", "reason": "needs VNNI"})
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {"preset": "x", "size_unit": "MiB",
-                                                                 "unlearnable_classes": ["Film"],
-                                                                 "config": {"measure": {"texts": 256,
-                                                                                        "batch1_texts": 64}}},
-                                                        "rows": rows, "caveats": ["c1"]}))
-    report = write_report(tmp_path).read_text()
-    assert "| mp | not run: bf16 unsupported |" in report and "1.80x" in report and "- c1" in report
-    assert "batch 32 on the first 256 test texts and batch 1 on the first 64 of them" in report
-    assert "| p75 | not run: needs VNNI |" in report and "disk MiB" in report and "2.50x" in report
-    assert "-0.50 [-2.00, +1.00]" in report and "but the interval reaches below -1 point" in report
-    assert "**p50 (served)**: -2.00 [-3.00, -1.20] points: no, and the interval agrees" in report
-    assert "served_speedup_b32" in (tmp_path / "results.csv").read_text().splitlines()[0]
-    for png in ("accuracy_vs_speedup.png", "size.png", "co2.png"):
-        assert (tmp_path / png).stat().st_size > 1000
-    assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("name,")
-
-
-def test_frontier_findings_name_the_fastest_model_per_budget_against_tfidf(tmp_path):
-    def d(diff, low, high):
-        return {"difference": diff, "ci_low": low, "ci_high": high}
-
-    def row(name, acc, e2e_ms, **extra):
-        return {"name": name, "status": "done", "accuracy": acc, "macro_f1": acc - 0.01, "e2e_ms_b32_p50": e2e_ms,
-                "e2e_ms_b1_p50": e2e_ms / 10, "e2e_speedup_b32": 100 / e2e_ms, "e2e_speedup_b1": 10 / e2e_ms,
-                "vs_baseline": d(acc - 0.80, acc - 0.81, acc - 0.79), **extra}
-
-    rows = [row("baseline", 0.80, 100.0), row("kd", 0.805, 20.0, disk_mb=100.0, peak_rss_mb=500.0),
-            row("kd2", 0.785, 8.0), row("static", 0.77, 1.0), row("tfidf", 0.76, 2.0),
-            row("best+fused", 0.80, 10.0, source_row="kd"), row("baseline+openvino", 0.80, 40.0, source_row="baseline"),
-            row("baseline+fused", 0.78, 25.0, source_row="baseline")]  # faster, but its interval reaches -3
-    rows[0]["vs_baseline"] = d(0, 0, 0)
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.0}}, "rows": rows}))
-    report = write_report(tmp_path).read_text()
-    assert "- The reference `tfidf`: 76.00% accuracy" in report and "50.0x faster than the teacher" in report
-    # the same winner for budgets 1 and 2 (kd2's interval reaches -2.5) is one line
-    assert ("- **Within 1 and 2 points, batch 32**: `best+fused`, 10.0x the teacher end to end, 80.00% (+0.00 "
-            "[-1.00, +1.00] points); 4.0x faster than the teacher in its fastest runtime within the budget "
-            "(`baseline+openvino`); against `tfidf`: +4.00 accuracy and +4.00 macro-F1 points, 5.0x slower than "
-            "it.") in report
-    assert ("- **Within 3 points, batch 32**: `kd2`, 12.5x the teacher end to end, 78.50% (-1.50 [-2.50, -0.50] "
-            "points); 3.1x faster than the teacher in its fastest runtime within the budget (`baseline+fused`); "
-            "against `tfidf`: +2.50 accuracy and +2.50 macro-F1 points, 4.0x slower than it.") in report
-    assert "`static`" not in report.split("## The frontier")[1]  # its interval reaches 4 points below the teacher
-    choice = report.split("## Choosing a model")[1].split("## All figures")[0]  # fastest end to end first
-    order = [line.split(" | ")[0].strip("| ") for line in choice.splitlines() if line.startswith("| ") and
-             not line.startswith("| model")]
-    assert order == ["static", "tfidf", "kd2", "best+fused", "kd", "baseline+fused", "baseline+openvino", "baseline"]
-    assert "| kd | – | 80.50% | +0.50 [-0.50, +1.50] | 79.50% | 20.0 | 5.0x |" in choice
-    assert "**kd**: +0.50 [-0.50, +1.50] points: yes, and the interval says so too *(within run-to-run spread)*" in report
-    assert "**best+fused**: +0.00 [-1.00, +1.00] points: yes, and the interval says so too." in report  # not retrained
-
-
-
-def test_seeded_rows_measure_the_run_to_run_spread_and_the_reference_names_the_teacher_seed_of_delta(tmp_path):
-    def seed(acc):
-        return {"accuracy": acc, "macro_f1": acc}
-
-    def row(name, acc, diff, seeds=(), **extra):
-        return {"name": name, "status": "done", "accuracy": acc, "macro_f1": acc, "seeds": [seed(a) for a in seeds],
-                "e2e_ms_b32_p50": 10.0, "e2e_ms_b1_p50": 1.0, "e2e_speedup_b32": 1.0, "e2e_speedup_b1": 1.0,
-                "vs_baseline": {"difference": diff, "ci_low": diff - 0.01, "ci_high": diff + 0.01}, **extra}
-
-    rows = [row("baseline", 0.72, -0.008, seeds=(0.73, 0.715, 0.715)),
-            row("kd", 0.715, -0.012, seeds=(0.71, 0.725, 0.71)),  # range 1.5 points: the widest
-            row("p50", 0.70, -0.03), row("tfidf", 0.64, -0.09)]
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {}}, "rows": rows}))
-    report = write_report(tmp_path).read_text()
-    assert ("the test accuracy of a row's seeds ranged: `baseline` 71.50-73.00% over 3 seeds (1.50 points); `kd` "
-            "71.00-72.50% over 3 seeds (1.50 points).") in report
-    assert "smaller than 1.50 points (the widest range over seeds above)" in report
-    assert "**kd**: -1.20 [-2.20, -0.20] points: no by its point estimate" in report
-    assert "*(within run-to-run spread)*" in report.split("**kd**:")[1].split("\n")[0]
-    assert "*(within run-to-run spread)*" not in report.split("**p50**:")[1].split("\n")[0]  # 3 points off
-    # tfidf's Δ is against the first seed (73.00%), so that is the teacher figure beside it, not the mean
-    assert ("against the teacher's 73.00% / 73.00%, -9.00 [-10.00, -8.00] points (the teacher's first seed, which "
-            "every Δ is against; mean of 3: 72.00% / 72.00%)") in report
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"run_to_run_points": 2.2}},
-                                                       "rows": rows}))
-    report = write_report(tmp_path).read_text()
-    assert ("smaller than 2.20 points (the larger of the preset's `run_to_run_points`, how far one row moved between "
-            "re-runs of the preset "
-            "(2.20) and the widest range over seeds above (1.50))") in report
-
-
 TINY_PRESET = """
 datasets: [{data}]
 rows: [baseline, kd, p50, p50+kd, best+int8]
-finetune: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
-distill: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
-prune_train: {{epochs: 4, batch_size: 16, lr: 1.0e-3, max_length: 32, freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
+finetune: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32,
+  freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
+distill: {{epochs: 3, batch_size: 16, lr: 1.0e-3, max_length: 32,
+  freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
+prune_train: {{epochs: 4, batch_size: 16, lr: 1.0e-3, max_length: 32,
+  freeze_embeddings: false, early_stopping_patience: 0, checkpoint_every: 2}}
 prune: {{block_size: 16}}
 student_layers: 1
 served_blocks: false
@@ -276,6 +202,7 @@ def _toy_csvs(folder, splits):
     for name, ts in (("toy_train.csv", splits.train), ("toy_test.csv", splits.test)):
         lines = ["text,label"] + [f"{t},{splits.labels[y]}" for t, y in zip(ts.texts, ts.labels)]
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
 
 def _tiny_grid(toy_splits, tmp_path, extra: str = "") -> tuple[str, GridConfig, str]:
     """A 2-layer teacher folder, the toy data as CSVs and TINY_PRESET (plus `extra` YAML): (teacher, preset, data)."""
@@ -296,6 +223,7 @@ def _assert_schema(results: dict) -> None:
     assert not undeclared, f"written by the grid, not declared in results.Row: {sorted(undeclared)}"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tmp_path):
     data = tmp_path / "data"
     _toy_csvs(data, toy_splits)
@@ -304,8 +232,18 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
     preset = tmp_path / "tiny.yaml"
     preset.write_text(TINY_PRESET.format(data=data))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "mahacompress", "reproduce", "--teacher", str(tmp_path / "base"),
-           "--preset", str(preset), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mahacompress",
+        "reproduce",
+        "--teacher",
+        str(tmp_path / "base"),
+        "--preset",
+        str(preset),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
     # first run: kill it (SIGKILL) once the pruning row has written a checkpoint, i.e. mid-row
@@ -336,10 +274,15 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
     assert (out / "report.md").is_file() and (out / "accuracy_vs_speedup.png").is_file()
 
 
+@pytest.mark.slow
 def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
-    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"],
-                  row_seeds={"kd1": 2, "baseline": 2}, served_blocks=True)  # `seeds: 2` builds kd1 the same way
+    cfg = replace(
+        cfg,
+        rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"],
+        row_seeds={"kd1": 2, "baseline": 2},
+        served_blocks=True,
+    )  # `seeds: 2` builds kd1 the same way
     write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     _assert_schema(results)
@@ -358,17 +301,20 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     assert served["backend"] == "onnx-int8-fused" and served["speedup_b32"] > 0 and served["disk_mb"] > 0
     assert "served" not in rows["baseline"] and rows["best+onnx"]["backend"] == "onnx-int8"
     teacher = rows["baseline"]  # fine-tuned twice to show its spread; the students learned from seed 42's model
-    assert [s["model_dir"] for s in teacher["seeds"]] == [str(tmp_path / "out/models" / f) for f in
-                                                           ("baseline", "baseline_seed43")]
+    assert [s["model_dir"] for s in teacher["seeds"]] == [
+        str(tmp_path / "out/models" / f) for f in ("baseline", "baseline_seed43")
+    ]
     assert json.loads((tmp_path / "out/models/kd1/training.json").read_text())["teacher"] == teacher["model_dir"]
     base = teacher["vs_baseline"]  # both seeds' correctness against the first seed's
     assert base["ci_low"] <= base["difference"] <= base["ci_high"] and base["resamples"] >= 1000
     assert kd["vs_baseline"]["ci_low"] <= kd["vs_baseline"]["difference"] <= kd["vs_baseline"]["ci_high"]
     assert "vs_baseline" in served
     assert rows["best+onnx"]["source_row"] == "kd1" and "dev accuracy" in rows["best+onnx"]["chosen_by"]
+    found = findings(read_results(tmp_path / "out" / "results.json"))
+    assert ("kd1", True) in {(v.row, v.served) for v in found.verdicts} and found.within == 1.0
+    assert [(f.batch, f.source_row) for f in found.fastest] == [(32, "kd1"), (1, "kd1")]
+    assert [s.row for s in found.seed_ranges] == ["baseline", "kd1"]
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "## Within 1 point of the baseline?" in report and "**kd1 (served)**" in report
-    assert "Fastest serving of `kd1` at batch 32: **best+" in report and "Fastest serving of `kd1` at batch 1" in report
     assert "± " in report and "max_length 32" in report and "seeds per row: baseline 2, kd1 2;" in report
     assert "every `Δ acc.` is against the baseline's first seed" in report
     assert "a seeded random sample of 16 test texts" in report and "{n}" not in report  # TINY_PRESET's 16
@@ -376,10 +322,10 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
 
 def test_a_preset_with_two_datasets_makes_one_grid_each(tmp_path, monkeypatch):
     import mahacompress.study.grid as grid
+    import mahacompress.study.preset as preset
 
     runs = []
-    monkeypatch.setattr(grid, "check_model", lambda name, **_: None)  # "teacher" stands for a model folder here
-    monkeypatch.setattr(grid, "_check_student_shapes", lambda cfg, teacher, preset, trust_remote_code: None)
+    monkeypatch.setattr(preset, "check_model", lambda name, **_: None)  # "teacher" stands for a model folder here
     monkeypatch.setattr(grid.Grid, "run", lambda self: runs.append((self.dataset, self.out)) or self.out)
     grid.reproduce("teacher", "cpu-full", tmp_path)
     assert runs == [("mahanews-shc", tmp_path / "mahanews-shc"), ("mahanews-lpc", tmp_path / "mahanews-lpc")]
@@ -395,26 +341,34 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     cfg = GridConfig(rows=["baseline", "kd", "p50", "best+int8"])
     first = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
     rows = [{"name": n, "status": "done", "settings": first.settings_of(parse_row(n))} for n in cfg.rows]
-    (tmp_path / "results.json").write_text(json.dumps({"rows": rows}))
+    write_results(tmp_path / "results.json", {}, rows, [])
     same = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
     assert set(same.rows) == set(cfg.rows) and not same.stale
-    kd_changed = Grid("teacher", replace(cfg, distill=replace(cfg.distill, kd_alpha=0.9)), "x", "mahanews-shc", tmp_path)
+    kd_changed = Grid(
+        "teacher", replace(cfg, distill=replace(cfg.distill, kd_alpha=0.9)), "x", "mahanews-shc", tmp_path
+    )
     assert set(kd_changed.rows) == {"baseline", "p50"} and kd_changed.stale == ["kd", "best+int8"]  # best may be kd
-    pruning_changed = Grid("teacher", replace(cfg, prune=replace(cfg.prune, block_size=16)), "x", "mahanews-shc",
-                           tmp_path)
+    pruning_changed = Grid(
+        "teacher", replace(cfg, prune=replace(cfg.prune, block_size=16)), "x", "mahanews-shc", tmp_path
+    )
     assert pruning_changed.stale == ["p50", "best+int8"]  # best+X may be served from a pruned row
     # an interrupted row with several seeds keeps its finished seeds when its settings still hold
     three = replace(cfg, seeds=3)
-    partial = {"name": "kd", "status": "partial", "settings": Grid("t", three, "x", "d", tmp_path).settings_of(
-        parse_row("kd")), "seeds": [{"seed": 42}]}
-    (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
+    partial = {
+        "name": "kd",
+        "status": "partial",
+        "settings": Grid("t", three, "x", "d", tmp_path).settings_of(parse_row("kd")),
+        "seeds": [{"seed": 42}],
+    }
+    write_results(tmp_path / "results.json", {}, [partial], [])
     assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {}  # other dataset: settings differ
     partial["settings"]["dataset"] = "mahanews-shc"
-    (tmp_path / "results.json").write_text(json.dumps({"rows": [partial]}))
+    write_results(tmp_path / "results.json", {}, [partial], [])
     resumed = Grid("teacher", three, "x", "mahanews-shc", tmp_path)
     assert resumed.partial == {"kd": [{"seed": 42}]} and resumed.rows["kd"]["status"] == "partial"
 
 
+@pytest.mark.slow
 def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_splits, tmp_path):
     transfer = tmp_path / "unlabelled.txt"  # one toy text of each split: the test one must be dropped
     transfer.write_text(f"{toy_splits.train.texts[0]} नवीन\n{toy_splits.test.texts[0]}\n", encoding="utf-8")
@@ -425,26 +379,30 @@ def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_spli
     assert rows["kd1+tr"]["status"] == "done", rows["kd1+tr"]
     assert rows["kd1+tr"]["transfer"]["kept"] == 1 and rows["kd1+tr"]["transfer"]["dropped_overlap"] == 1
     assert rows["kd1+tr"]["settings"]["transfer"]["path"] == str(transfer) and "transfer" not in rows["kd1"]["settings"]
-    assert "Rows marked `+tr`" in (tmp_path / "out" / "report.md").read_text()
+    assert findings(read_results(tmp_path / "out" / "results.json")).transfer.uses[0].rows == ("kd1+tr",)
 
 
 def test_transfer_overrides_give_one_tr_row_its_own_transfer_set(toy_splits, tmp_path):
     transfer = tmp_path / "unlabelled.txt"  # four new texts: the preset's cap keeps two, the static row all
     transfer.write_text("".join(f"{w} नवीन शब्द\n" for w in ("एक", "दोन", "तीन", "चार")), encoding="utf-8")
     preset = tmp_path / "p.yaml"
-    preset.write_text(f"rows: [baseline, kd+tr, static+tr]\ntransfer: {{path: {transfer}, max_pieces: 2}}\n"
-                      "transfer_overrides: {static+tr: {max_pieces: null}}\n")
+    preset.write_text(
+        f"rows: [baseline, kd+tr, static+tr]\ntransfer: {{path: {transfer}, max_pieces: 2}}\n"
+        "transfer_overrides: {static+tr: {max_pieces: null}}\n"
+    )
     cfg, _ = load_preset(preset)
-    grid = Grid("teacher", cfg, "p", "d", tmp_path / "out")
-    grid.splits = toy_splits
-    assert len(grid.transfer_set(parse_row("kd+tr")).texts) == 2
-    assert len(grid.transfer_set(parse_row("static+tr")).texts) == 4
+    ctx = RecipeContext(RowSettings(cfg, "teacher", "d"), "teacher", toy_splits, DataConfig("d"))
+    assert len(transfer_set(ctx, parse_row("kd+tr")).texts) == 2
+    assert len(transfer_set(ctx, parse_row("static+tr")).texts) == 4
     # the override is part of the row's settings (a change rebuilds that row alone)
+    grid = Grid("teacher", cfg, "p", "d", tmp_path / "out")
     assert grid.settings_of(parse_row("static+tr"))["transfer"]["max_pieces"] is None
     assert grid.settings_of(parse_row("kd+tr"))["transfer"]["max_pieces"] == 2
-    for text, match in (("transfer_overrides: {kd: {max_pieces: 5}}", "names 'kd', not a row marked"),
-                        ("transfer_overrides: {kd+tr: {max_peices: 5}}", r"transfer_overrides.kd\+tr: unknown key"),
-                        ("transfer_overrides: {kd+tr: {max_pieces: many}}", r"max_pieces: bad value 'many'")):
+    for text, match in (
+        ("transfer_overrides: {kd: {max_pieces: 5}}", "names 'kd', not a row marked"),
+        ("transfer_overrides: {kd+tr: {max_peices: 5}}", r"transfer_overrides.kd\+tr: unknown key"),
+        ("transfer_overrides: {kd+tr: {max_pieces: many}}", r"max_pieces: bad value 'many'"),
+    ):
         preset.write_text(f"rows: [baseline, kd, kd+tr]\ntransfer: {{path: {transfer}}}\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -460,12 +418,17 @@ def test_tr_rows_need_a_teacher_and_a_named_transfer_set(tmp_path):
         load_preset(preset)
 
 
+@pytest.mark.slow
 def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits, tmp_path):
     transfer = tmp_path / "unlabelled.txt"  # a labelled training text (dropped and counted) and a new one
     transfer.write_text(f"{toy_splits.train.texts[0]}\n{toy_splits.train.texts[1]} नवीन\n", encoding="utf-8")
-    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path, f"transfer: {{path: {transfer}, ngram: 8}}\n"
-                                    "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, "
-                                    "freeze_embeddings: false}\nstatic_dim: 16\n")
+    teacher, cfg, data = _tiny_grid(
+        toy_splits,
+        tmp_path,
+        f"transfer: {{path: {transfer}, ngram: 8}}\n"
+        "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, "
+        "freeze_embeddings: false}\nstatic_dim: 16\n",
+    )
     cfg = replace(cfg, rows=["baseline", "tfidf", "static", "static+tr"])
     write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -482,23 +445,37 @@ def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits,
         assert row["peak_rss_mb"] > 0 and "served" not in row
     assert rows["tfidf"]["vs_baseline"]["ci_low"] <= rows["tfidf"]["vs_baseline"]["difference"]
     assert rows["static"]["encoder_linear_weights"] == 0 and rows["tfidf"]["params_total"] > 0
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "## The frontier" in report and "The reference `tfidf`" in report and "e2e b32 ms" in report
+    found = findings(read_results(tmp_path / "out" / "results.json"))
+    assert found.frontier and found.reference.accuracy == rows["tfidf"]["accuracy"]
+    assert "e2e b32 ms" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_student_shapes_are_checked_before_any_work(tmp_path, tiny_model_dir):
-    import mahacompress.study.grid as grid
-
+def test_a_row_the_teacher_cannot_shape_is_left_out_with_its_reason(toy_splits, tmp_path):
+    """A student deeper than the teacher, or a static table wider: the row is skipped with the reason (as optimize
+    leaves such a candidate out), and the rest of the grid runs; a preset asking for no layer at all is refused."""
+    cfg = GridConfig(rows=["baseline", "kd3", "kd2", "kdp50", "static"], student_layers=3, static_dim=65)
+    assert left_out(parse_row("kd3"), cfg, 2, 64) == "a 3-layer student of a 2-layer teacher"
+    assert left_out(parse_row("kdp50"), cfg, 2, 64) == "a 3-layer student of a 2-layer teacher"  # prunes kd's
+    assert left_out(parse_row("kd2"), cfg, 2, 64) is None and left_out(parse_row("kd3"), cfg, None, None) is None
+    assert left_out(parse_row("static"), cfg, 2, 64) == "static_dim 65 exceeds the teacher's hidden size 64"
+    grid = Grid("teacher", cfg, "x", "d", tmp_path)
+    grid.ctx = RecipeContext(grid.settings, "teacher", toy_splits, DataConfig("d"), teacher_layers=2, teacher_hidden=64)
+    assert grid.build_row(parse_row("kd3")) == {
+        "name": "kd3",
+        "status": "skipped",
+        "reason": "a 3-layer student of a 2-layer teacher",
+    }
     preset = tmp_path / "p.yaml"
-    preset.write_text("rows: [baseline, kd3]\n")
-    with pytest.raises(MahaError, match="3-layer student; the teacher .* has 2 layers"):
-        grid.reproduce(str(tiny_model_dir), preset, tmp_path / "out")
-    preset.write_text("rows: [baseline, static]\nstatic_dim: 65\n")
-    with pytest.raises(MahaError, match="static_dim 65: choose 1..64"):
-        grid.reproduce(str(tiny_model_dir), preset, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    for text, match in (
+        ("rows: [baseline, kd]\nstudent_layers: 0\n", "student_layers 0: expected 1 or more"),
+        ("rows: [baseline, static]\nstatic_dim: 0\n", "static_dim 0: expected 1 or more"),
+    ):
+        preset.write_text(text)
+        with pytest.raises(MahaError, match=match):
+            load_preset(preset)
 
 
+@pytest.mark.slow
 def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path):
     """Depth, then width: `kdp50` prunes the `kd` row's student of the same seed, distilling from the teacher."""
     assert (parse_row("kdp50").kind, parse_row("kdp50").sparsity, parse_row("kdp50").kd) == ("kdprune", 0.5, True)
@@ -530,17 +507,26 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
 
 def test_the_accuracy_budget_is_one_setting_for_best_and_the_report(tmp_path):
     grid = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"], best_within_points=3.0), "x", "d", tmp_path)
-    row = lambda name, dev, weights: {"name": name, "status": "done", "dev_accuracy": dev,  # noqa: E731
-                                      "encoder_linear_weights": weights}
+
+    def row(name, dev, weights):
+        return {"name": name, "status": "done", "dev_accuracy": dev, "encoder_linear_weights": weights}
+
     grid.rows = {"baseline": row("baseline", 0.90, 100), "kd": row("kd", 0.885, 50), "kd2": row("kd2", 0.875, 20)}
     assert grid.pick_best()[0] == "kd2" and "within 3 points" in grid.pick_best()[1]  # 2.5 points down: within 3
     one = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"]), "x", "d", tmp_path)
     one.rows = grid.rows
     assert one.pick_best()[0] == "kd"  # the default budget: 1 point
     d = {"difference": -0.02, "ci_low": -0.025, "ci_high": -0.015}
-    rows = [{"name": "baseline", "status": "done", "accuracy": 0.9, "macro_f1": 0.9,
-             "vs_baseline": {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}},
-            {"name": "kd2", "status": "done", "accuracy": 0.88, "macro_f1": 0.88, "vs_baseline": d}]
-    (tmp_path / "results.json").write_text(json.dumps({"meta": {"config": {"best_within_points": 3.0}}, "rows": rows}))
-    report = write_report(tmp_path).read_text()
-    assert "## Within 3 points of the baseline?" in report and "**kd2**: -2.00 [-2.50, -1.50] points: yes" in report
+    rows = [
+        {
+            "name": "baseline",
+            "status": "done",
+            "accuracy": 0.9,
+            "macro_f1": 0.9,
+            "vs_baseline": {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0},
+        },
+        {"name": "kd2", "status": "done", "accuracy": 0.88, "macro_f1": 0.88, "vs_baseline": d},
+    ]
+    write_results(tmp_path / "results.json", {"config": {"best_within_points": 3.0}}, rows, [])
+    found = findings(read_results(tmp_path / "results.json"))
+    assert found.within == 3.0 and [(v.row, v.estimate_within) for v in found.verdicts] == [("kd2", True)]

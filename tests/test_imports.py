@@ -25,7 +25,7 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")
             if node.level:
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -46,8 +46,13 @@ def _graph() -> dict[str, list[tuple[str, list[str]]]]:
 
 
 def test_no_private_names_imported_from_another_module():
-    bad = [f"{importer} imports {name} from {module}" for importer, imports in _graph().items()
-           for module, names in imports for name in names if name.startswith("_") and module != importer]
+    bad = [
+        f"{importer} imports {name} from {module}"
+        for importer, imports in _graph().items()
+        for module, names in imports
+        for name in names
+        if name.startswith("_") and module != importer
+    ]
     assert not bad, bad
 
 
@@ -60,7 +65,7 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in graph.get(node, []):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -84,9 +89,13 @@ def test_every_module_lives_in_a_stage_and_imports_no_later_stage():
     graph = _graph()
     loose = [m for m in graph if _stage(m) is None and m not in ("mahacompress", "mahacompress.__main__")]
     assert not loose, f"modules outside the stage packages {STAGES}: {loose}"
-    backwards = [f"{importer} ({STAGES[_stage(importer)]}) imports {module} ({STAGES[_stage(module)]})"
-                 for importer, imports in graph.items() if _stage(importer) is not None
-                 for module, _ in imports if _stage(module) is not None and _stage(module) > _stage(importer)]
+    backwards = [
+        f"{importer} ({STAGES[_stage(importer)]}) imports {module} ({STAGES[_stage(module)]})"
+        for importer, imports in graph.items()
+        if _stage(importer) is not None
+        for module, _ in imports
+        if _stage(module) is not None and _stage(module) > _stage(importer)
+    ]
     assert not backwards, backwards
 
 
@@ -140,3 +149,72 @@ def test_every_third_party_import_is_a_declared_distribution():
                 if not {_normalised(d) for d in provided.get(module, [module])} & declared:
                     missing.add(f"{path.relative_to(PACKAGE)}: {module} ({', '.join(provided.get(module, ['?']))})")
     assert not missing, sorted(missing)
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _private_patches(source: str) -> list[str]:
+    """`owner._name` for every private name of mahacompress that `source` replaces: `monkeypatch.setattr` /
+    `delattr` (or the builtins) on a mahacompress module or object, a "mahacompress.x._name" string target, or
+    an assignment to such an attribute. A mahacompress object is a name an import of mahacompress bound."""
+    tree = ast.parse(source)
+    ours = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mahacompress" and not node.level:
+            ours |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            ours |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.split(".")[0] == "mahacompress"}
+
+    def is_ours(expr: ast.expr) -> bool:
+        while isinstance(expr, ast.Attribute):
+            expr = expr.value
+        return isinstance(expr, ast.Name) and expr.id in ours
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name not in ("setattr", "delattr") or not node.args:
+                continue
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):  # "mahacompress.core.files._x"
+                if first.value.startswith("mahacompress.") and any(private(p) for p in first.value.split(".")):
+                    found.append(first.value)
+            elif (
+                len(node.args) > 1
+                and is_ours(first)
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+                and private(node.args[1].value)
+            ):
+                found.append(f"{ast.unparse(first)}.{node.args[1].value}")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for t in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(t, ast.Attribute) and private(t.attr) and is_ours(t.value):
+                        found.append(ast.unparse(t))
+    return found
+
+
+def test_no_test_patches_a_private_name_of_mahacompress():
+    """Tests replace public seams only (a private name is free to change without a test knowing it): a test that
+    needs to replace something patches a public name of mahacompress or the library function it calls."""
+    example = (
+        "import mahacompress.core.files as files\nfrom mahacompress.train import loop\n"
+        "def test(monkeypatch):\n    monkeypatch.setattr(loop, '_x', 1)\n"
+        "    monkeypatch.setattr('mahacompress.core.files._y', 1)\n    loop._z = 2\n"
+        "    monkeypatch.setattr(files, 'write_json', 1)\n    monkeypatch.setattr(loop.torch, 'save', 1)\n"
+    )
+    assert sorted(_private_patches(example)) == ["loop._x", "loop._z", "mahacompress.core.files._y"]
+    found = {
+        (path.name, target)
+        for path in sorted(TESTS.glob("*.py"))
+        for target in _private_patches(path.read_text(encoding="utf-8"))
+    }
+    assert not found, f"patch a public name instead: {sorted(found)}"

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from mahacompress.core.errors import MahaError
+from mahacompress.infer import load_backend
+from mahacompress.infer.build import served_file
 from mahacompress.measure.footprint import MIB, Energy, count_params, peak_memory, served_size_mb, size_on_disk_mb
 from mahacompress.measure.latency import latency, speedups
 from mahacompress.models.load import load_classifier
-from mahacompress.infer import load_backend
-from mahacompress.infer.build import served_file
 
 
 class FakeBackend:
@@ -42,8 +42,9 @@ FIELDS = ["latency_ms_b1_p50", "latency_ms_b1_p95", "latency_ms_b32_p50", "laten
 
 def test_latency_fields_on_tiny_model(tiny_model_dir, shc_splits):
     backends = {name: load_backend(str(tiny_model_dir), name, device="cpu") for name in ("fp32", "int8")}
-    results = latency(backends, shc_splits.test.texts[:64], repeats=3, warmup=1, batches_per_repeat=2,
-                      threads=1, progress=False)
+    results = latency(
+        backends, shc_splits.test.texts[:64], repeats=3, warmup=1, batches_per_repeat=2, threads=1, progress=False
+    )
     assert set(results) == {"fp32", "int8"}
     for row in results.values():
         assert all(row[f] > 0 for f in FIELDS), row
@@ -56,12 +57,20 @@ def test_latency_fields_on_tiny_model(tiny_model_dir, shc_splits):
 def test_latency_interleaves_and_rotates_order():
     calls: list[str] = []
     backends = {name: FakeBackend(name, calls) for name in "abc"}
-    latency(backends, ["x"] * 4, batch_sizes=(1, 2), repeats=3, warmup=0, batches_per_repeat=2, progress=False,
-            modes={1: ("model",), 2: ("model",)})
+    latency(
+        backends,
+        ["x"] * 4,
+        batch_sizes=(1, 2),
+        repeats=3,
+        warmup=0,
+        batches_per_repeat=2,
+        progress=False,
+        modes={1: ("model",), 2: ("model",)},
+    )
     per_backend = 2 * (1 + 2)  # two batch sizes: one untimed warm batch, then two timed ones each
     blocks = [calls[i] for i in range(0, len(calls), per_backend)]  # who ran each block of calls
-    assert blocks == list("abc" "bca" "cab")
-    assert all(calls[i:i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
+    assert blocks == list("abcbcacab")
+    assert all(calls[i : i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
 
 
 def test_each_backends_turn_starts_after_an_untimed_pause_and_a_warm_batch(monkeypatch):
@@ -80,8 +89,16 @@ def test_each_backends_turn_starts_after_an_untimed_pause_and_a_warm_batch(monke
 
     monkeypatch.setattr(measure.time, "sleep", sleep)
     backends = {name: FakeBackend(name, calls) for name in "ab"}
-    latency(backends, ["x"] * 2, batch_sizes=(1,), repeats=2, warmup=0, batches_per_repeat=2, progress=False,
-            modes={1: ("model",)})
+    latency(
+        backends,
+        ["x"] * 2,
+        batch_sizes=(1,),
+        repeats=2,
+        warmup=0,
+        batches_per_repeat=2,
+        progress=False,
+        modes={1: ("model",)},
+    )
     # each turn: the pause, one untimed warm batch, then the two timed ones
     assert calls == ["pause", "a", "a", "a", "pause", "b", "b", "b", "pause", "b", "b", "b", "pause", "a", "a", "a"]
 
@@ -108,8 +125,15 @@ def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by
 
 def test_latency_reuses_texts_to_fill_batches():
     calls: list[str] = []
-    results = latency({"a": FakeBackend("a", calls)}, ["x"] * 3, batch_sizes=(32,), repeats=2, warmup=1,
-                      progress=False, modes={32: ("model",)})
+    results = latency(
+        {"a": FakeBackend("a", calls)},
+        ["x"] * 3,
+        batch_sizes=(32,),
+        repeats=2,
+        warmup=1,
+        progress=False,
+        modes={32: ("model",)},
+    )
     assert len(calls) == 1 + 2 * 2  # one warm-up, then per repeat a warm batch and one full batch of 32 from 3 texts
     assert set(results["a"]) >= {"latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"}
 
@@ -117,15 +141,25 @@ def test_latency_reuses_texts_to_fill_batches():
 def test_latency_takes_a_batch_count_per_batch_size():
     """The grid times batch 1 on fewer texts than batch 32 (`measure.batch1_texts`)."""
     calls: list[str] = []
-    latency({"a": FakeBackend("a", calls)}, ["x"] * 64, batch_sizes=(1, 32), repeats=2, warmup=0,
-            batches_per_repeat={1: 5}, progress=False, modes={1: ("model",), 32: ("model",)})
+    latency(
+        {"a": FakeBackend("a", calls)},
+        ["x"] * 64,
+        batch_sizes=(1, 32),
+        repeats=2,
+        warmup=0,
+        batches_per_repeat={1: 5},
+        progress=False,
+        modes={1: ("model",), 32: ("model",)},
+    )
     assert len(calls) == 2 * (1 + 5 + 1 + 2)  # per repeat and batch size, one warm batch, then 5 single texts
     # and the 2 batches of 32 that 64 texts fill
 
 
 def test_speedups_are_ratios_of_stored_medians():
-    results = {"baseline": {"latency_ms_b1_p50": 10.0, "latency_ms_b32_p50": 300.0, "latency_ms_b1_p95": 99.0},
-               "int8": {"latency_ms_b1_p50": 4.0, "latency_ms_b32_p50": 120.0, "latency_ms_b1_p95": 5.0}}
+    results = {
+        "baseline": {"latency_ms_b1_p50": 10.0, "latency_ms_b32_p50": 300.0, "latency_ms_b1_p95": 99.0},
+        "int8": {"latency_ms_b1_p50": 4.0, "latency_ms_b32_p50": 120.0, "latency_ms_b1_p95": 5.0},
+    }
     speedups(results)
     assert results["int8"]["speedup_b1"] == 10.0 / 4.0
     assert results["int8"]["speedup_b32"] == 300.0 / 120.0
@@ -134,6 +168,7 @@ def test_speedups_are_ratios_of_stored_medians():
         speedups(results, baseline="teacher")
 
 
+@pytest.mark.slow
 def test_peak_memory_in_a_fresh_process(tiny_model_dir, shc_splits):
     big = b"\x01" * 2**31  # 2 GiB, resident: the parent's size must not leak into the child's (ru_maxrss would)
     peaks = peak_memory(tiny_model_dir, "fp32", shc_splits.test.texts[:40], batch_size=8, threads=1)
@@ -143,6 +178,7 @@ def test_peak_memory_in_a_fresh_process(tiny_model_dir, shc_splits):
     assert 50 < mb < 1536, f"peak RSS of the child is {mb:.0f} MiB"  # ~400 MiB here: interpreter, torch, model
 
 
+@pytest.mark.slow
 def test_peak_memory_reports_child_failure(tiny_model_dir, shc_splits):
     """The child's one-line error comes back in the parent's MahaError."""
     with pytest.raises(MahaError, match="measuring peak memory of int4 failed \\(unknown backend 'int4'"):
@@ -162,7 +198,8 @@ def test_runtime_sizes_are_their_own_files(tiny_model_dir, tmp_path):
     assert tiny_model_dir not in fused.parents
     assert served_size_mb(tiny_model_dir, "onnx-int8-fused", cache_dir=tmp_path) == fused.stat().st_size / MIB
     assert served_size_mb(tiny_model_dir, "openvino", cache_dir=tmp_path) == served_size_mb(
-        tiny_model_dir, "onnx", cache_dir=tmp_path)  # OpenVINO fp32 compiles the plain ONNX export
+        tiny_model_dir, "onnx", cache_dir=tmp_path
+    )  # OpenVINO fp32 compiles the plain ONNX export
     model = load_classifier(str(tiny_model_dir))
     counts = count_params(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())

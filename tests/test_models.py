@@ -63,8 +63,9 @@ def test_rebuilt_e5_takes_a_classification_head(e5_dir):
 
 
 def test_model_folder_errors(tmp_path, monkeypatch):
-    import mahacompress.core.validate as validate
     from safetensors.torch import save_file
+
+    import mahacompress.core.validate as validate
 
     with pytest.raises(MahaError, match="no such model folder"):
         check_model_dir(str(tmp_path / "nothing"))
@@ -97,6 +98,9 @@ def test_a_missing_two_part_path_says_first_that_no_such_folder_exists(tmp_path,
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
-    with pytest.raises(MahaError, match=r"^out/model: no such model folder here, and no hub model of that name "
-                                        r"could be had \(.*cannot be reached"):
+    with pytest.raises(
+        MahaError,
+        match=r"^out/model: no such model folder here, and no hub model of that name "
+        r"could be had \(.*cannot be reached",
+    ):
         check_model_dir("out/model")

@@ -24,8 +24,25 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reaso
 
 WORKER = Path(__file__).with_name("mp_worker.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
-TRAIN = ["--dataset", "data", "--epochs", "10", "--batch-size", "16", "--lr", "1e-3", "--max-length", "32",
-         "--no-freeze-embeddings", "--patience", "0", "--evals-per-epoch", "2", "--checkpoint-every", "3"]
+TRAIN = [
+    "--dataset",
+    "data",
+    "--epochs",
+    "10",
+    "--batch-size",
+    "16",
+    "--lr",
+    "1e-3",
+    "--max-length",
+    "32",
+    "--no-freeze-embeddings",
+    "--patience",
+    "0",
+    "--evals-per-epoch",
+    "2",
+    "--checkpoint-every",
+    "3",
+]
 # Dropout is off and every process sees the same weights, so the runs differ only in float summation order.
 LOGIT_TOLERANCE = 1e-4
 
@@ -44,8 +61,14 @@ def workdir(tmp_path_factory, toy_splits) -> Path:
     tok = tiny_tokenizer(toy_splits.train.texts + toy_splits.dev.texts, vocab_size=200)
     for folder, names in (("model", labels), ("other-labels", ["x", "y", "z"])):
         torch.manual_seed(0)
-        model = tiny_bert(3, vocab_size=len(tok), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                          id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+        model = tiny_bert(
+            3,
+            vocab_size=len(tok),
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
         model.save_pretrained(root / folder)
         tok.save_pretrained(root / folder)
     return root
@@ -55,8 +78,7 @@ def _launch(workdir: Path, args: list[str], record: str, processes: int = 2, **e
     cmd = [sys.executable, str(WORKER), *args]
     if processes > 1:
         cmd[1:1] = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone"]
-    full_env = {**os.environ, "PYTHONPATH": str(SRC), "MP_RECORD": str(workdir / record), "OMP_NUM_THREADS": "1",
-                **env}
+    full_env = {**os.environ, "PYTHONPATH": str(SRC), "MP_RECORD": str(workdir / record), "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=300)
 
 
@@ -69,6 +91,7 @@ def _our_lines(out: subprocess.CompletedProcess) -> list[str]:
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith(("error:", "wrote", "[rank"))]
 
 
+@pytest.mark.slow
 def test_two_processes_share_batches_and_score_like_one(workdir):
     two = _launch(workdir, ["finetune", "--model", "model", "--out", "out2", *TRAIN], "rec2")
     assert two.returncode == 0, two.stderr[-3000:]
@@ -96,22 +119,32 @@ def test_two_processes_share_batches_and_score_like_one(workdir):
     assert (a - b).abs().max() <= LOGIT_TOLERANCE
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_one_process_ends_both_with_one_line(workdir):
     out = _launch(workdir, ["finetune", "--model", "model", "--out", "oom", *TRAIN], "rec-oom", MP_OOM_RANK="1")
     assert out.returncode != 0
     assert sorted(_our_lines(out)) == [
         "error: process 0 of 2, step 2: another process stopped (its message says why); no model written",
         "error: process 1 of 2, step 2: out of memory; use a smaller --batch-size or --max-length "
-        "(checkpoints so far are kept, no model written)"]
+        "(checkpoints so far are kept, no model written)",
+    ]
     assert not (workdir / "oom").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["finetune", "--model", "model", "--out", "bad", *TRAIN, "--batch-size", "1"],
-     "error: batch size 1 is the global batch: it cannot be split over 2 processes"),
-    (["distill", "--teacher", "other-labels", "--student", "layers:1", "--out", "bad", "--dataset", "data"],
-     "error: other-labels: the teacher's labels ['x', 'y', 'z'] differ from the dataset's"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["finetune", "--model", "model", "--out", "bad", *TRAIN, "--batch-size", "1"],
+            "error: batch size 1 is the global batch: it cannot be split over 2 processes",
+        ),
+        (
+            ["distill", "--teacher", "other-labels", "--student", "layers:1", "--out", "bad", "--dataset", "data"],
+            "error: other-labels: the teacher's labels ['x', 'y', 'z'] differ from the dataset's",
+        ),
+    ],
+)
+@pytest.mark.slow
 def test_bad_input_ends_the_run_with_one_line_from_each_process_that_checks(workdir, args, message):
     out = _launch(workdir, args, "rec-bad")
     assert out.returncode != 0

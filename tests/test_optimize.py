@@ -8,15 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
+from clirun import one_line_error
 from typer.testing import CliRunner
 
-from clirun import one_line_error
 from mahacompress.cli.app import app
 from mahacompress.core.config import DataConfig, OptimizeConfig
 from mahacompress.core.errors import MahaError
 from mahacompress.models.load import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.search.optimize import (CLEARLY_FASTER, SHIPPABLE, dev_resolution, open_candidates, outcome,
-                                   random_compaction, resolve_candidates, search, train_chain, verdicts)
+from mahacompress.search.bisect import CLEARLY_FASTER, open_candidates, search, train_chain, verdicts
+from mahacompress.search.candidates import random_compaction, resolve_candidates
+from mahacompress.search.report import dev_resolution
+from mahacompress.search.scoring import SHIPPABLE, outcome
 
 ORDER = ["a", "b", "c", "d", "e"]
 MS = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
@@ -45,8 +47,13 @@ def test_when_the_fastest_passes_nothing_slower_is_trained():
 def test_a_failure_prunes_the_faster_candidates_and_the_fastest_passing_one_wins():
     trained, status = _run(lambda name: MS[name] >= 3)
     assert trained == ["c", "b"]  # c passes: only a and b can beat it; b fails: a is assumed to fail too
-    assert [status[n]["status"] for n in ORDER] == ["pruned by the search", "failed", "passed", "cannot win",
-                                                    "cannot win"]
+    assert [status[n]["status"] for n in ORDER] == [
+        "pruned by the search",
+        "failed",
+        "passed",
+        "cannot win",
+        "cannot win",
+    ]
     assert "b is slower and failed" in status["a"]["why"]
 
 
@@ -71,12 +78,21 @@ def test_a_trial_that_errors_proves_nothing_about_faster_ones():
 def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_depth():
     from mahacompress.core.config import GridConfig
 
-    specs, left_out = resolve_candidates(["kdp50", "p50+kd", "p25", "kd8", "static"], transfer=True, teacher_layers=4,
-                                         teacher_hidden=64, grid_cfg=GridConfig(student_layers=2, static_dim=16))
+    specs, left_out = resolve_candidates(
+        ["kdp50", "p50+kd", "p25", "kd8", "static"],
+        transfer=True,
+        teacher_layers=4,
+        teacher_hidden=64,
+        grid_cfg=GridConfig(student_layers=2, static_dim=16),
+    )
     assert [s.name for s in specs] == ["kd+tr", "kdp50+tr", "p50+kd+tr", "p25", "static+tr"]  # p25 has no teacher
     assert left_out == {"kd8+tr": "a 8-layer student of a 4-layer teacher"}
-    for bad, match in (("best+fused", "expected a compressed row"), ("mp", "expected a compressed row"),
-                       ("tfidf", "expected a compressed row"), ("kd2+tr", "give --transfer-set")):
+    for bad, match in (
+        ("best+fused", "expected a compressed row"),
+        ("mp", "expected a compressed row"),
+        ("tfidf", "expected a compressed row"),
+        ("kd2+tr", "give --transfer-set"),
+    ):
         with pytest.raises(MahaError, match=match):
             resolve_candidates([bad], transfer=False, teacher_layers=4, teacher_hidden=64, grid_cfg=GridConfig())
 
@@ -114,8 +130,9 @@ def toy_data(toy_splits, tmp_path_factory):
 
 
 def _config(preset, **changes) -> OptimizeConfig:
-    return OptimizeConfig(**{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["onnx"],
-                             "preset": str(preset), **changes})
+    return OptimizeConfig(
+        **{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["onnx"], "preset": str(preset), **changes}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +140,14 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
     """One search, watched: every text a model scores, and when the test split is scored."""
     import mahacompress.deploy.export as export
     import mahacompress.search.optimize as optimize
+    import mahacompress.search.scoring as scoring
 
     data, preset = toy_data
-    splits = __import__("mahacompress.data.datasets", fromlist=["load_splits"]).load_splits(DataConfig(str(data)))
+    splits = __import__("mahacompress.data.splits", fromlist=["load_splits"]).load_splits(DataConfig(str(data)))
     test_only = set(splits.test.texts) - set(splits.train.texts) - set(splits.dev.texts)
     events: list[str] = []
     mp = pytest.MonkeyPatch()
-    real_load, real_score = optimize.load, export._score
+    real_load, real_score = scoring.load, export.score_exported
 
     def watched_load(model_dir, runtime, ctx):
         backend = real_load(model_dir, runtime, ctx)
@@ -146,8 +164,8 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
         events.append("test scored at the end")
         return real_score(folder, s)
 
-    mp.setattr(optimize, "load", watched_load)
-    mp.setattr(export, "_score", watched_score)
+    mp.setattr(scoring, "load", watched_load)
+    mp.setattr(export, "score_exported", watched_score)
     out = tmp_path_factory.mktemp("run") / "out"
     try:
         report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
@@ -156,28 +174,32 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
     return out, report, events
 
 
-@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
-                    reason="the openvino extra (openvino, nncf) is not installed")
-def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sample(teacher_dir, toy_data, tmp_path,
-                                                                                    monkeypatch):
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+    reason="the openvino extra (openvino, nncf) is not installed",
+)
+def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sample(
+    teacher_dir, toy_data, tmp_path, monkeypatch
+):
     """An int8 graph's latency does not depend on its ranges: the shapes' calibrated files are built from
     SHAPE_CALIBRATION_TEXTS texts (2 here), every trained model's (judged on dev, exported) from the full sample."""
     import mahacompress.infer.build as build
     import mahacompress.search.optimize as optimize
 
     seen: list[tuple[Path, int]] = []
-    real = build._calibrated
+    real = build.calibrated_file
 
     def spy(model_dir, fp32, backend, max_length, texts, *rest):
         seen.append((Path(model_dir), len(texts or ())))
         return real(model_dir, fp32, backend, max_length, texts, *rest)
 
-    monkeypatch.setattr(build, "_calibrated", spy)
+    monkeypatch.setattr(build, "calibrated_file", spy)
     monkeypatch.setattr(optimize, "SHAPE_CALIBRATION_TEXTS", 2)
     data, preset = toy_data
     out = tmp_path / "out"
-    optimize.optimize(str(teacher_dir), DataConfig(str(data)),
-                      _config(preset, candidates=["kd1"], runtimes=["openvino-int8"]), out)
+    optimize.optimize(
+        str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"], runtimes=["openvino-int8"]), out
+    )
     shapes = {n for d, n in seen if d.is_relative_to(out / "shapes")}
     served = {n for d, n in seen if d.is_relative_to(out / "served")}  # trained models, trimmed as they ship
     assert shapes == {2} and served and min(served) > 2
@@ -193,8 +215,11 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
     assert winner["name"] in rows and rows[winner["name"]]["status"] == "passed" and winner["runtime"] == "onnx"
     assert winner["speedup_vs_teacher_fp32"] > 0 and winner["export"]["test"]["rows"] > 0
     for name, row in rows.items():  # a candidate is trained only while it could still win
-        faster_passed = [r for r in rows.values() if r["status"] == "passed" and r["passing_ms"] <= row["fastest_ms"]
-                         and r is not row]
+        faster_passed = [
+            r
+            for r in rows.values()
+            if r["status"] == "passed" and r["passing_ms"] <= row["fastest_ms"] and r is not row
+        ]
         assert row["trained"] == (row["status"] in ("passed", "failed"))
         if row["status"] == "cannot win":
             assert faster_passed
@@ -226,79 +251,101 @@ def test_what_is_timed_and_judged_has_the_vocabulary_the_export_ships(first_run)
 
 def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher_dir, toy_data, monkeypatch):
     import mahacompress.search.optimize as optimize
-    from mahacompress.study.grid import Grid
 
     out, report, _ = first_run
     trials = sorted((out / "trials").glob("*.json"))
     stamps = [t.stat().st_mtime_ns for t in trials]
-    monkeypatch.setattr(Grid, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
+    monkeypatch.setattr(optimize, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
     data, preset = toy_data
     again = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
     assert again["winner"]["name"] == report["winner"]["name"] and trials
     assert [t.stat().st_mtime_ns for t in trials] == stamps
     # the report's run time counts what the first run spent on the trials and shape timings reused here
-    spent = sum(json.loads(t.read_text())["seconds"] for t in trials) \
+    spent = (
+        sum(json.loads(t.read_text())["seconds"] for t in trials)
         + json.loads((out / "shapes" / "latency.json").read_text())["seconds"]
+    )
     assert again["meta"]["reused_seconds"] == pytest.approx(spent) and spent > 0
     assert "min in earlier ones" in (out / "report.md").read_text()
 
 
-def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training_again(first_run, teacher_dir,
-                                                                                       toy_data, tmp_path,
-                                                                                       monkeypatch):
+def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training_again(
+    first_run, teacher_dir, toy_data, tmp_path, monkeypatch
+):
     import shutil
 
     import mahacompress.search.optimize as optimize
-    from mahacompress.study.grid import Grid
 
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)  # the first run's folder stays as the other tests read it
-    monkeypatch.setattr(Grid, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
+    monkeypatch.setattr(optimize, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
     data, preset = toy_data
-    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, runtimes=["onnx-int8"]),
-                               out)
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, runtimes=["onnx-int8"]), out)
     for trial in (out / "trials").glob("*.json"):
         assert set(json.loads(trial.read_text())["dev_predictions"]) == {"fp32", "onnx", "onnx-int8"}
     judged = [c for c in report["candidates"] if c.get("trained")]
     assert judged and all("onnx-int8" in c["runtimes"] for c in judged)
 
 
-def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path,
-                                                                               monkeypatch):
+def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(
+    teacher_dir, toy_data, tmp_path, monkeypatch
+):
     import mahacompress.search.optimize as optimize
 
     data, preset = toy_data
     ms = {"teacher": 10.0, "kd1": 1.0, "kd2": 2.0}  # both shapes faster than the teacher: only time stops them
-    monkeypatch.setattr(optimize, "time_models",
-                        lambda models, *a: {name: {"fp32": ms[name], "onnx": ms[name]} for name in models})
-    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0),
-                               tmp_path / "out")
+    monkeypatch.setattr(
+        optimize, "time_models", lambda models, *a: {name: {"fp32": ms[name], "onnx": ms[name]} for name in models}
+    )
+    report = optimize.optimize(
+        str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0), tmp_path / "out"
+    )
     assert report["winner"]["name"] == "teacher" and report["meta"]["timed_out"]
     assert sorted(report["not_tried"]) == ["kd1", "kd2"] and not (tmp_path / "out" / "trials").exists()
     assert "Not tried: " in (tmp_path / "out" / "report.md").read_text()
     # the same folder asked to search other data: refused in one line, nothing trained
-    result = CliRunner().invoke(app, ["optimize", "--teacher", str(teacher_dir), "--dataset", str(data),
-                                      "--max-train-rows", "50", "--preset", str(preset), "--out",
-                                      str(tmp_path / "out"), "--candidates", "kd1", "--runtimes", "onnx"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "optimize",
+            "--teacher",
+            str(teacher_dir),
+            "--dataset",
+            str(data),
+            "--max-train-rows",
+            "50",
+            "--preset",
+            str(preset),
+            "--out",
+            str(tmp_path / "out"),
+            "--candidates",
+            "kd1",
+            "--runtimes",
+            "onnx",
+        ],
+    )
     assert one_line_error(result).startswith("error: ") and "holds a search for another data" in result.stderr
 
 
-
-@pytest.mark.parametrize("args, message", [
-    (["--budget", "-1"], "--budget -1: expected a value at least 0"),
-    (["--budget", "lots"], "Invalid value for '--budget'"),
-    (["--budget", "nan"], "--budget nan"),
-    (["--metric", "f2"], "--metric f2: expected one of accuracy, macro-f1"),
-    (["--batch-size", "0"], "--batch-size 0: expected a value at least 1"),
-    (["--time-budget", "soon"], "--time-budget soon: expected a duration"),
-    (["--time-budget", "90"], "--time-budget 90: expected a duration"),
-    (["--decide", "maybe"], "--decide maybe: expected one of point, interval"),
-    (["--runtimes", "onnx,turbo"], "--runtimes turbo"),
-    (["--runtimes", "bf16"], "--runtimes bf16"),  # torch's bf16: no exported folder runs it
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "-1"], "--budget -1: expected a value at least 0"),
+        (["--budget", "lots"], "Invalid value for '--budget'"),
+        (["--budget", "nan"], "--budget nan"),
+        (["--metric", "f2"], "--metric f2: expected one of accuracy, macro-f1"),
+        (["--batch-size", "0"], "--batch-size 0: expected a value at least 1"),
+        (["--time-budget", "soon"], "--time-budget soon: expected a duration"),
+        (["--time-budget", "90"], "--time-budget 90: expected a duration"),
+        (["--decide", "maybe"], "--decide maybe: expected one of point, interval"),
+        (["--runtimes", "onnx,turbo"], "--runtimes turbo"),
+        (["--runtimes", "bf16"], "--runtimes bf16"),  # torch's bf16: no exported folder runs it
+    ],
+)
 def test_bad_options_are_refused_in_one_line_before_anything_is_written(args, message, tmp_path):
-    result = CliRunner().invoke(app, ["optimize", "--teacher", str(tmp_path / "no-such-teacher"), "--out",
-                                      str(tmp_path / "out"), *args])
+    result = CliRunner().invoke(
+        app, ["optimize", "--teacher", str(tmp_path / "no-such-teacher"), "--out", str(tmp_path / "out"), *args]
+    )
     assert message in one_line_error(result) and not (tmp_path / "out").exists()
 
 
@@ -313,10 +360,24 @@ def test_durations_parse():
 def test_a_teacher_for_other_labels_is_refused_before_any_training(toy_splits, toy_data, tmp_path):
     data, preset = toy_data
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    model = tiny_bert(3, vocab_size=len(tok), id2label={0: "Kh", 1: "Kr", 2: "Ra"}, label2id={"Kh": 0, "Kr": 1, "Ra": 2})
+    model = tiny_bert(
+        3, vocab_size=len(tok), id2label={0: "Kh", 1: "Kr", 2: "Ra"}, label2id={"Kh": 0, "Kr": 1, "Ra": 2}
+    )
     save_classifier(model, tok, tmp_path / "other", {})
-    result = CliRunner().invoke(app, ["optimize", "--teacher", str(tmp_path / "other"), "--dataset", str(data),
-                                      "--preset", str(preset), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "optimize",
+            "--teacher",
+            str(tmp_path / "other"),
+            "--dataset",
+            str(data),
+            "--preset",
+            str(preset),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert "the teacher's labels ['Kh', 'Kr', 'Ra'] differ from the dataset's" in one_line_error(result)
     assert not (tmp_path / "out" / "models").exists()
 
@@ -347,8 +408,10 @@ def test_a_candidate_built_from_a_failed_model_is_not_trained():
 
 def _report(dev_rows: int, budget: float, half_widths: list[float], metric: str = "accuracy") -> dict:
     dev = [{"dev": {"ci_low_points": -1.0 - h, "ci_high_points": -1.0 + h}} for h in half_widths]
-    return {"meta": {"dataset": {"splits": {"dev": {"rows": dev_rows}}}, "config": {"budget": budget, "metric": metric}},
-            "candidates": dev + [{"name": "untrained", "status": "out of time"}]}
+    return {
+        "meta": {"dataset": {"splits": {"dev": {"rows": dev_rows}}}, "config": {"budget": budget, "metric": metric}},
+        "candidates": dev + [{"name": "untrained", "status": "out of time"}],
+    }
 
 
 def test_the_report_says_when_the_dev_split_is_too_small_to_decide_the_budget():
@@ -364,7 +427,8 @@ def test_the_report_says_when_the_dev_split_is_too_small_to_decide_the_budget():
 
 
 def test_only_a_runtime_an_exported_folder_runs_decides_a_verdict():
-    """torch's bf16 (or the fp32 reference) may pass on dev and be fastest, but no folder ships it: it decides nothing."""
+    """torch's bf16 (or the fp32 reference) may pass on dev and be fastest, but no folder ships it: it decides
+    nothing."""
     y = [0, 1, 0, 1] * 25
     splits = type("S", (), {"dev": type("D", (), {"labels": y})(), "labels": ["a", "b"]})()
     cfg = OptimizeConfig(budget=1.0, decide="point")
@@ -391,12 +455,14 @@ def test_a_candidate_not_clearly_faster_than_the_teacher_is_not_worth_a_trial():
 
 def test_a_chain_stops_after_a_failure_an_error_or_the_time_budget():
     """A kdpNN's trial trains its kd row first: a failing kd row leaves its pruned copy untrained."""
+
     def trainer(verdict):
         trained = []
 
         def train_one(name):
             trained.append(name)
             return verdict(name)
+
         return trained, train_one
 
     trained, one = trainer(lambda n: {"passed": n != "kd"})
@@ -408,8 +474,9 @@ def test_a_chain_stops_after_a_failure_an_error_or_the_time_budget():
     assert list(train_chain(["kd", "kdp50"], one, lambda: False)) == ["kd", "kdp50"]
 
 
-def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teacher_to_ship(teacher_dir, toy_data,
-                                                                                          tmp_path, monkeypatch):
+def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teacher_to_ship(
+    teacher_dir, toy_data, tmp_path, monkeypatch
+):
     import mahacompress.search.optimize as optimize
 
     data, preset = toy_data
@@ -418,12 +485,12 @@ def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teache
     def timed(models, *args):  # the shapes look fast; timed again, trained, beside the teacher, kd1 is slower
         sessions.append(list(models))
         slow = len(sessions) > 1
-        return {name: {"fp32": 10.0, "onnx": 10.0 if name == "teacher" else 20.0 if slow else 1.0}
-                for name in models}
+        return {name: {"fp32": 10.0, "onnx": 10.0 if name == "teacher" else 20.0 if slow else 1.0} for name in models}
 
     monkeypatch.setattr(optimize, "time_models", timed)
-    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"]),
-                               tmp_path / "out")
+    report = optimize.optimize(
+        str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"]), tmp_path / "out"
+    )
     w = report["winner"]
     assert [c["status"] for c in report["candidates"]] == ["passed"] and sessions[-1] == ["teacher", "kd1"]
     assert w["name"] == "teacher" and w["overtaken"] == {"name": "kd1", "ms": 20.0, "runtime": "onnx"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mahacompress.train import precision
 from mahacompress.core.errors import MahaError
+from mahacompress.train import precision
 from mahacompress.train.precision import training_precision
 
 

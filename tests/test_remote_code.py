@@ -9,18 +9,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from clirun import one_line_error, run
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
-from clirun import one_line_error, run
-from mahacompress.cli.app import app
 from mahacompress.core.errors import MahaError
-from mahacompress.models.modeling_static import StaticConfig, StaticForSequenceClassification
-from mahacompress.models.load import load_classifier, load_config, save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.train.pruning.compact import compact, save_pruned
-from mahacompress.models.modeling_pruned import PRUNED_CLASSES, PrunedBertForSequenceClassification
-from mahacompress.train.pruning.structure import structure_of
 from mahacompress.core.validate import OWN_MODEL_TYPES
+from mahacompress.models.load import load_classifier, load_config, save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.models.modeling_pruned import PRUNED_CLASSES, PrunedBertForSequenceClassification
+from mahacompress.models.modeling_static import StaticConfig, StaticForSequenceClassification
+from mahacompress.train.pruning.compact import compact, save_pruned
+from mahacompress.train.pruning.structure import structure_of
 
 MARKER = "MAHACOMPRESS_TEST_REMOTE_MARKER"
 # The folder's own code: it leaves a file behind when imported, so a test sees whether it ran.
@@ -49,8 +48,12 @@ def plain_dir(tmp_path_factory, toy_splits) -> Path:
     out = tmp_path_factory.mktemp("plain") / "model"
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     labels = toy_splits.labels
-    model = tiny_bert(len(labels), vocab_size=len(tok), id2label=dict(enumerate(labels)),
-                      label2id={lab: i for i, lab in enumerate(labels)})
+    model = tiny_bert(
+        len(labels),
+        vocab_size=len(tok),
+        id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)},
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -66,9 +69,14 @@ def remote_dir(plain_dir, tmp_path, monkeypatch) -> Path:
     shutil.copytree(plain_dir, folder)
     (folder / "modeling_remote.py").write_text(REMOTE_MODELLING)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="remote-test-bert", architectures=["RemoteBertForSequenceClassification"],
-                  auto_map={"AutoConfig": "modeling_remote.RemoteBertConfig",
-                            "AutoModelForSequenceClassification": "modeling_remote.RemoteBertForSequenceClassification"})
+    config.update(
+        model_type="remote-test-bert",
+        architectures=["RemoteBertForSequenceClassification"],
+        auto_map={
+            "AutoConfig": "modeling_remote.RemoteBertConfig",
+            "AutoModelForSequenceClassification": "modeling_remote.RemoteBertForSequenceClassification",
+        },
+    )
     (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv(MARKER, str(tmp_path / "marker"))
     return folder
@@ -76,8 +84,6 @@ def remote_dir(plain_dir, tmp_path, monkeypatch) -> Path:
 
 def _marker(folder: Path) -> Path:
     return folder.parent / "marker"
-
-
 
 
 def _commands(model: str, out: Path) -> dict[str, list[str]]:
@@ -99,9 +105,11 @@ def _commands(model: str, out: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("command", list(_commands("m", Path("o"))))
 def test_a_folder_with_its_own_code_is_refused_before_any_work(command, remote_dir, tmp_path):
     line = one_line_error(run(*_commands(str(remote_dir), tmp_path)[command]))
-    assert line == (f"error: {remote_dir}: its config.json names Python code to run (auto_map: "
-                    "modeling_remote.RemoteBertForSequenceClassification); pass --trust-remote-code if you trust "
-                    "this model")
+    assert line == (
+        f"error: {remote_dir}: its config.json names Python code to run (auto_map: "
+        "modeling_remote.RemoteBertForSequenceClassification); pass --trust-remote-code if you trust "
+        "this model"
+    )
     assert not _marker(remote_dir).exists()
     assert [p.name for p in tmp_path.iterdir()] == [remote_dir.name]  # no output, no marker
 
@@ -119,8 +127,9 @@ def test_the_library_refuses_too(remote_dir):
     # transformers' own refusal (what a hub id gets: its config.json cannot be read first) is the same one line
     with pytest.raises(MahaError) as refused:
         load_config(str(remote_dir))
-    assert str(refused.value) == (f"{remote_dir}: its config names Python code to run; pass --trust-remote-code if "
-                                  "you trust this model")
+    assert str(refused.value) == (
+        f"{remote_dir}: its config names Python code to run; pass --trust-remote-code if you trust this model"
+    )
     assert not _marker(remote_dir).exists()
 
 
@@ -158,6 +167,7 @@ def test_a_static_folder_loads_with_the_packages_class_and_no_flag(toy_splits, t
 
 # ---------------------------------------------------------------- transformers' load report
 
+
 @pytest.fixture
 def load_reports():
     """What transformers logs at WARNING or above (the LOAD REPORT is a warning of `transformers.modeling_utils`):
@@ -176,8 +186,12 @@ def encoder_dir(tmp_path_factory, toy_splits) -> Path:
     """A bare encoder with no pooler and no head, as `models.build_e5` writes the rebuilt e5."""
     out = tmp_path_factory.mktemp("encoder") / "e5-like"
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64), add_pooling_layer=False).save_pretrained(out)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
@@ -203,5 +217,6 @@ def test_a_missing_encoder_weight_is_one_warning(plain_dir, tmp_path, load_repor
     err = capsys.readouterr().err  # transformers' "Loading weights" progress bar is there too
     assert [line for line in err.splitlines() if line.startswith("warning:")] == [
         f"warning: {folder}: weights missing from the checkpoint, initialised at random: "
-        "bert.encoder.layer.0.attention.self.query.weight"]
+        "bert.encoder.layer.0.attention.self.query.weight"
+    ]
     assert load_reports == [] and "LOAD REPORT" not in err

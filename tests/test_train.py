@@ -9,15 +9,24 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from mahacompress.train import loop as train, precision
 from mahacompress.core.config import TrainConfig
 from mahacompress.core.errors import MahaError
 from mahacompress.models.load import tiny_bert, tiny_tokenizer
+from mahacompress.train import precision, progress
+from mahacompress.train.loop import TrainHooks, finetune, fit
 from mahacompress.train.losses import kd_loss
-from mahacompress.train.loop import LOG_EVERY_SECONDS, Heartbeat, TrainHooks, finetune, fit
+from mahacompress.train.progress import LOG_EVERY_SECONDS, Heartbeat
 
-CFG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
-                  early_stopping_patience=0, evals_per_epoch=2, checkpoint_every=3)
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=16,
+    lr=1e-3,
+    max_length=32,
+    freeze_embeddings=False,
+    early_stopping_patience=0,
+    evals_per_epoch=2,
+    checkpoint_every=3,
+)
 
 
 def _load(model_dir):
@@ -31,6 +40,7 @@ def test_kd_loss_reduces_to_cross_entropy_and_kl():
     assert kd_loss(s, t, y, alpha=1.0, temperature=3.0) > 0
 
 
+@pytest.mark.slow
 def test_fit_learns_a_toy_task(toy_splits, tmp_path, capsys):
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     model = tiny_bert(3, vocab_size=len(tok))
@@ -40,8 +50,11 @@ def test_fit_learns_a_toy_task(toy_splits, tmp_path, capsys):
     assert len(steps) >= 10 and steps == sorted(steps) and steps[-1] <= result.steps
     assert max(f1 for _, f1 in result.dev_history) == pytest.approx(result.best_dev_macro_f1, abs=1e-5)
     # progress a log file keeps (no terminal here, so no live bar): one line per evaluation
-    lines = [line for line in capsys.readouterr().out.splitlines()
-             if line.startswith("fine-tune: step ") and "dev macro-F1" in line]
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("fine-tune: step ") and "dev macro-F1" in line
+    ]
     assert [int(line.split()[2].split("/")[0].rstrip(",")) for line in lines] == steps
 
 
@@ -54,8 +67,9 @@ def test_heartbeat_says_step_rate_and_time_left():
     assert Heartbeat("x", 10, 0, enabled=False).line(5, 0.1, now=1e9) is None  # a terminal has its live bar
 
 
+@pytest.mark.slow
 def test_a_log_file_gets_heartbeat_lines_between_evaluations(toy_splits, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, "LOG_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, replace(CFG, epochs=1), tmp_path)
     beats = [line for line in capsys.readouterr().out.splitlines() if "steps/s" in line]
@@ -73,6 +87,7 @@ class _Crash(TrainHooks):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, shc_splits, tmp_path):
     torch.manual_seed(0)
     full, tok = _load(tiny_model_dir)
@@ -88,6 +103,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, shc_splits, tmp_
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_standard_classifier_folder(tiny_model_dir, shc_splits, tmp_path):
     out = tmp_path / "ft"
     summary = finetune(str(tiny_model_dir), shc_splits, replace(CFG, epochs=1), out)
@@ -97,6 +113,7 @@ def test_finetune_writes_a_standard_classifier_folder(tiny_model_dir, shc_splits
     assert not (tmp_path / "ft.work").exists()
 
 
+@pytest.mark.slow
 def test_fp32_and_bf16_runs_share_one_process(toy_splits, tmp_path, monkeypatch):
     """The grid trains fp32 and bf16 rows in one process (Accelerate's own mixed precision cannot).
 
@@ -106,8 +123,13 @@ def test_fp32_and_bf16_runs_share_one_process(toy_splits, tmp_path, monkeypatch)
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     for mode in ("no", "bf16", "no"):
-        result = fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits,
-                     replace(CFG, epochs=1, mixed_precision=mode), tmp_path / mode)
+        result = fit(
+            tiny_bert(3, vocab_size=len(tok)),
+            tok,
+            toy_splits,
+            replace(CFG, epochs=1, mixed_precision=mode),
+            tmp_path / mode,
+        )
         assert result.steps == 6
 
 
@@ -132,6 +154,7 @@ class _NaNAt(TrainHooks):
         return torch.tensor(float("nan")) if self.step == self.at else None
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(toy_splits, tmp_path):
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     with pytest.raises(MahaError, match=r"step 5: the training loss is not finite .*checkpoint.pt"):
@@ -140,6 +163,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(toy_sp
     assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+@pytest.mark.slow
 def test_non_finite_loss_writes_no_model_folder(tiny_model_dir, shc_splits, tmp_path, monkeypatch):
     import mahacompress.train.loop as train
 
@@ -155,6 +179,7 @@ def test_non_finite_loss_writes_no_model_folder(tiny_model_dir, shc_splits, tmp_
     assert not (tmp_path / "ft").exists() and (tmp_path / "ft.work" / "checkpoint.pt").is_file()
 
 
+@pytest.mark.slow
 def test_gradients_are_clipped(toy_splits, tmp_path, monkeypatch):
     import mahacompress.train.loop as train
 

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SHARED
 from typer.testing import CliRunner
 
-from mahacompress.train import distill as kd
 from mahacompress.cli.app import app
 from mahacompress.core.config import TrainConfig, TransferConfig
-from mahacompress.train.losses import UNLABELLED, kd_loss
 from mahacompress.core.errors import MahaError
 from mahacompress.data.transfer import OverlapFilter, build_transfer, windows, words
+from mahacompress.train import distill as kd
+from mahacompress.train.losses import UNLABELLED, kd_loss
 
-from conftest import SHARED
-
-CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
-                  early_stopping_patience=0, checkpoint_every=50)
+CFG = TrainConfig(
+    epochs=4,
+    batch_size=16,
+    lr=1e-3,
+    max_length=32,
+    freeze_embeddings=False,
+    early_stopping_patience=0,
+    checkpoint_every=50,
+)
 LPC = SHARED / "indicnews-marathi-lpc" / "Marathi_LPC_Valid.csv"
 
 
@@ -56,13 +62,16 @@ def test_a_transfer_piece_that_copies_a_test_text_is_dropped_and_counted(tmp_pat
     assert transfer.texts == ["अ ब क ड इ फ ग ह"] and transfer.counts["dropped_overlap"] == 1
 
 
-@pytest.mark.parametrize("content, col, message", [
-    (None, None, "file not found"),
-    (b"", None, "no texts"),
-    (b"\xff\xfe bad\n", None, "line 1: bytes that are not UTF-8"),
-    (b"text\n\xe0\xa4\n", "text", "not UTF-8"),
-    (b"body\nabc\n", "text", "no column 'text'"),
-])
+@pytest.mark.parametrize(
+    "content, col, message",
+    [
+        (None, None, "file not found"),
+        (b"", None, "no texts"),
+        (b"\xff\xfe bad\n", None, "line 1: bytes that are not UTF-8"),
+        (b"text\n\xe0\xa4\n", "text", "not UTF-8"),
+        (b"body\nabc\n", "text", "no column 'text'"),
+    ],
+)
 def test_bad_transfer_files_stop_with_one_line_naming_the_file(tmp_path, content, col, message):
     f = tmp_path / ("t.csv" if col else "t.txt")
     if content is not None:
@@ -94,8 +103,11 @@ def test_distillation_trains_on_the_transfer_set_and_reports_agreement(teacher_d
     # Unlabelled toy texts that carry the keyword of their class: the teacher should label them right.
     lines = [text for text in toy_splits.train.texts[:30]]
     f = tmp_path / "transfer.csv"
-    f.write_text("text,topic\n" + "".join(f"{t} नवीन,{toy_splits.labels[y]}\n" for t, y in
-                                          zip(lines, toy_splits.train.labels[:30])), encoding="utf-8")
+    f.write_text(
+        "text,topic\n"
+        + "".join(f"{t} नवीन,{toy_splits.labels[y]}\n" for t, y in zip(lines, toy_splits.train.labels[:30])),
+        encoding="utf-8",
+    )
     transfer = build_transfer(TransferConfig(path=str(f), text_col="text", label_col="topic"), toy_splits.test.texts)
     info = kd.distill(str(teacher_dir), "layers:1", toy_splits, CFG, tmp_path / "student", transfer=transfer)
     record = info["transfer"]
@@ -114,9 +126,22 @@ def test_use_labels_refuses_labels_the_dataset_does_not_have(toy_splits, tmp_pat
 
 
 def test_cli_transfer_set_missing_is_one_error_before_training(tiny_model_dir, tmp_path):
-    result = CliRunner().invoke(app, ["distill", "--teacher", str(tiny_model_dir), "--student", "layers:1",
-                                      "--out", str(tmp_path / "s"), "--max-train-rows", "60",
-                                      "--transfer-set", str(tmp_path / "nope.csv")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill",
+            "--teacher",
+            str(tiny_model_dir),
+            "--student",
+            "layers:1",
+            "--out",
+            str(tmp_path / "s"),
+            "--max-train-rows",
+            "60",
+            "--transfer-set",
+            str(tmp_path / "nope.csv"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "nope.csv" in result.output and result.output.strip().count("\n") == 0
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.work").exists()

@@ -34,13 +34,23 @@ def unigram_tokenizer(texts: list[str], vocab_size: int = 200):
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok = Tokenizer(models.Unigram())
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                           unk_token="<unk>"))
+    tok.train_from_iterator(
+        texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
+    )
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
-                                   model_max_length=128)
+        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+        model_max_length=128,
+    )
 
 
 def save_model(tok, out: Path) -> Path:
@@ -95,8 +105,9 @@ def test_trim_a_pruned_model_with_its_own_code(tmp_path):
     save_pruned(compact(model, structure_of(model)), tmp_path / "pruned", tok)
     trim(tmp_path / "pruned", MARATHI[:3], tmp_path / "trimmed")
     assert (tmp_path / "trimmed" / "modeling_pruned.py").is_file()
-    np.testing.assert_allclose(logits(tmp_path / "trimmed", MARATHI[:3]), logits(tmp_path / "pruned", MARATHI[:3]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        logits(tmp_path / "trimmed", MARATHI[:3]), logits(tmp_path / "pruned", MARATHI[:3]), atol=1e-5
+    )
 
 
 def test_bad_corpus_files_name_the_file(tmp_path):
@@ -118,6 +129,7 @@ def test_trim_needs_a_fast_tokenizer(model_dir, tmp_path):
     assert str(model_dir / "tokenizer.json") in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_trim_with_a_bad_corpus_prints_one_line_and_exits_2(tmp_path):
     import os
     import subprocess
@@ -127,9 +139,23 @@ def test_cli_trim_with_a_bad_corpus_prints_one_line_and_exits_2(tmp_path):
     latin1 = tmp_path / "corpus.txt"
     latin1.write_bytes("café\n".encode("latin-1"))
     src = str(Path(__file__).resolve().parents[1] / "src")
-    done = subprocess.run([sys.executable, "-m", "mahacompress", "trim", str(model), "--out", str(tmp_path / "t"),
-                           "--corpus", str(latin1)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": src, "COLUMNS": "400"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mahacompress",
+            "trim",
+            str(model),
+            "--out",
+            str(tmp_path / "t"),
+            "--corpus",
+            str(latin1),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": src, "COLUMNS": "400"},
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and str(latin1) in done.stderr and "UTF-8" in done.stderr
     assert not (tmp_path / "t").exists()
@@ -155,8 +181,9 @@ def test_default_corpus_is_training_split_plus_transfer_set_never_test_texts(tmp
     transfer.write_text(f"{test_text}\nएक दोन तीन चार पाच सहा सात आठ नऊ दहा\n", encoding="utf-8")
     folder = tmp_path / "pruned"
     folder.mkdir()
-    (folder / "pruning.json").write_text(json.dumps({"dataset": {"dataset": "mahanews-shc"},
-                                                     "transfer": {"file": str(transfer)}}), encoding="utf-8")
+    (folder / "pruning.json").write_text(
+        json.dumps({"dataset": {"dataset": "mahanews-shc"}, "transfer": {"file": str(transfer)}}), encoding="utf-8"
+    )
     corpus = training_corpus(folder)
     assert corpus[-1] == "एक दोन तीन चार पाच सहा सात आठ नऊ दहा" and test_text not in corpus
     assert set(shc_splits.train.texts) <= set(corpus)
@@ -164,6 +191,7 @@ def test_default_corpus_is_training_split_plus_transfer_set_never_test_texts(tmp
         training_corpus(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_split(tmp_path, monkeypatch):
     """training.json records the whole data configuration (folder made absolute, custom columns, cap, seed):
     trim and export --trim-vocab rebuild the split from it, from any working folder."""
@@ -173,7 +201,7 @@ def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_
 
     from mahacompress.cli.app import app
     from mahacompress.core.config import DataConfig
-    from mahacompress.data.datasets import load_splits
+    from mahacompress.data.splits import load_splits
     from mahacompress.models.load import save_classifier
 
     rng = random.Random(1)
@@ -182,20 +210,51 @@ def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_
     data = tmp_path / "work" / "my-news"
     data.mkdir(parents=True)
     for name, n in (("news_train.csv", 36), ("news_test.csv", 9)):
-        rows = [f"{' '.join(rng.sample(filler, 4))} {words[lab]} {i},{lab}"
-                for i, lab in enumerate(sorted(words) * (n // 3))]
+        rows = [
+            f"{' '.join(rng.sample(filler, 4))} {words[lab]} {i},{lab}"
+            for i, lab in enumerate(sorted(words) * (n // 3))
+        ]
         (data / name).write_text("\n".join(["sentence,topic", *rows]) + "\n", encoding="utf-8")
-    tok = tiny_tokenizer([line for line in (data / "news_train.csv").read_text(encoding="utf-8").splitlines()],
-                         vocab_size=200)
+    tok = tiny_tokenizer(
+        [line for line in (data / "news_train.csv").read_text(encoding="utf-8").splitlines()], vocab_size=200
+    )
     labels = sorted(words)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=dict(enumerate(labels)),
-                              label2id={lab: i for i, lab in enumerate(labels)}), tok, tmp_path / "base", {})
+    save_classifier(
+        tiny_bert(
+            3, vocab_size=len(tok), id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)}
+        ),
+        tok,
+        tmp_path / "base",
+        {},
+    )
     monkeypatch.chdir(tmp_path / "work")
     runner = CliRunner()
-    result = runner.invoke(app, ["finetune", "--model", str(tmp_path / "base"), "--out", str(tmp_path / "ft"),
-                                 "--dataset", "my-news", "--text-col", "sentence", "--label-col", "topic",
-                                 "--max-train-rows", "24", "--seed", "7", "--epochs", "1", "--batch-size", "8",
-                                 "--max-length", "32"])
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--model",
+            str(tmp_path / "base"),
+            "--out",
+            str(tmp_path / "ft"),
+            "--dataset",
+            "my-news",
+            "--text-col",
+            "sentence",
+            "--label-col",
+            "topic",
+            "--max-train-rows",
+            "24",
+            "--seed",
+            "7",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "ft" / "training.json").read_text(encoding="utf-8"))["data_config"]
     assert record["dataset"] == str(data) and (record["text_col"], record["label_col"]) == ("sentence", "topic")
@@ -204,15 +263,29 @@ def test_a_model_fine_tuned_on_a_users_folder_trims_and_exports_on_its_training_
     monkeypatch.chdir(tmp_path)  # elsewhere: the relative "my-news" no longer names the folder
     result = runner.invoke(app, ["trim", str(tmp_path / "ft"), "--out", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output
-    expected = load_splits(DataConfig(dataset=str(data), text_col="sentence", label_col="topic", max_train_rows=24,
-                                      seed=7))
+    expected = load_splits(
+        DataConfig(dataset=str(data), text_col="sentence", label_col="topic", max_train_rows=24, seed=7)
+    )
     assert json.loads((tmp_path / "t" / "trim.json").read_text())["corpus_texts"] == len(expected.train.texts)
-    result = runner.invoke(app, ["export", str(tmp_path / "ft"), "--out", str(tmp_path / "e"), "--trim-vocab",
-                                 "--backend", "onnx", "--max-length", "32"])
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(tmp_path / "ft"),
+            "--out",
+            str(tmp_path / "e"),
+            "--trim-vocab",
+            "--backend",
+            "onnx",
+            "--max-length",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "export.json").read_text())["trim"]["corpus_texts"] == len(expected.train.texts)
 
 
+@pytest.mark.slow
 def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_that_corpus(tmp_path, monkeypatch):
     """distill records every setting that shapes the transfer pieces (file made absolute, column, window, cap,
     seed, n-gram), so trim and export --trim-vocab rebuild the very pieces the student saw, from any working
@@ -223,8 +296,8 @@ def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_
     from typer.testing import CliRunner
 
     from mahacompress.cli.app import app
-    from mahacompress.study.grid import load_preset
     from mahacompress.models.load import save_classifier
+    from mahacompress.study.grid import load_preset
 
     column = load_preset("sentiment-quick")[0].transfer.text_col  # marathi_sentence
     rng = random.Random(3)
@@ -233,29 +306,72 @@ def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_
     work = tmp_path / "work"
     (work / "reviews").mkdir(parents=True)
     for name, n in (("reviews_train.csv", 36), ("reviews_test.csv", 9)):
-        rows = [f"{' '.join(rng.sample(filler, 4))} {words[lab]} {i},{lab}"
-                for i, lab in enumerate(sorted(words) * (n // 3))]
+        rows = [
+            f"{' '.join(rng.sample(filler, 4))} {words[lab]} {i},{lab}"
+            for i, lab in enumerate(sorted(words) * (n // 3))
+        ]
         (work / "reviews" / name).write_text("\n".join([f"{column},label", *rows]) + "\n", encoding="utf-8")
     unseen = ["सिनेमा", "गाणे", "नाटक", "कविता", "कादंबरी", "चित्रकला"]  # one word of its own per transfer text
     transfer = [f"{w} {w} {' '.join(rng.sample(filler, 3))}" for w in unseen]
-    (work / "t.csv").write_text("\n".join([f"id,{column}", *(f"{i},{t}" for i, t in enumerate(transfer))]) + "\n",
-                                encoding="utf-8")
+    (work / "t.csv").write_text(
+        "\n".join([f"id,{column}", *(f"{i},{t}" for i, t in enumerate(transfer))]) + "\n", encoding="utf-8"
+    )
     tok = tiny_tokenizer((work / "reviews" / "reviews_train.csv").read_text(encoding="utf-8").splitlines() + transfer)
     labels = sorted(words)
-    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=dict(enumerate(labels)),
-                              label2id={lab: i for i, lab in enumerate(labels)}), tok, tmp_path / "teacher", {})
+    save_classifier(
+        tiny_bert(
+            3, vocab_size=len(tok), id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)}
+        ),
+        tok,
+        tmp_path / "teacher",
+        {},
+    )
     monkeypatch.chdir(work)
     runner = CliRunner()
-    result = runner.invoke(app, ["distill", "--teacher", str(tmp_path / "teacher"), "--student", "layers:1",
-                                 "--out", str(tmp_path / "student"), "--dataset", "reviews", "--text-col", column,
-                                 "--label-col", "label", "--transfer-set", "t.csv", "--transfer-text-col", column,
-                                 "--transfer-window", "200", "--transfer-max", "4", "--epochs", "1",
-                                 "--batch-size", "8", "--max-length", "32"])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--teacher",
+            str(tmp_path / "teacher"),
+            "--student",
+            "layers:1",
+            "--out",
+            str(tmp_path / "student"),
+            "--dataset",
+            "reviews",
+            "--text-col",
+            column,
+            "--label-col",
+            "label",
+            "--transfer-set",
+            "t.csv",
+            "--transfer-text-col",
+            column,
+            "--transfer-window",
+            "200",
+            "--transfer-max",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "student" / "training.json").read_text(encoding="utf-8"))["transfer"]
     assert record["kept"] == 4 and record["config"] == {
-        "path": str(work / "t.csv"), "text_col": column, "label_col": None, "window_words": 200, "ngram": 8,
-        "max_pieces": 4, "use_labels": False, "seed": 42}
+        "path": str(work / "t.csv"),
+        "text_col": column,
+        "label_col": None,
+        "window_words": 200,
+        "ngram": 8,
+        "max_pieces": 4,
+        "use_labels": False,
+        "seed": 42,
+    }
 
     monkeypatch.chdir(tmp_path)  # elsewhere: the relative t.csv and reviews no longer name anything
     result = runner.invoke(app, ["trim", str(tmp_path / "student"), "--out", str(tmp_path / "trimmed")])
@@ -265,8 +381,10 @@ def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_
     original, trimmed = load_tokenizer(str(tmp_path / "student")), load_tokenizer(str(tmp_path / "trimmed"))
     # the four pieces distilled on keep every one of their pieces; the two the cap left out lose their own word
     assert texts_with_removed_pieces(original, trimmed, transfer) == 2
-    result = runner.invoke(app, ["export", str(tmp_path / "student"), "--out", str(tmp_path / "exported"),
-                                 "--trim-vocab", "--backend", "onnx"])
+    result = runner.invoke(
+        app,
+        ["export", str(tmp_path / "student"), "--out", str(tmp_path / "exported"), "--trim-vocab", "--backend", "onnx"],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "exported" / "export.json").read_text())
     assert manifest["trim"]["corpus_texts"] == train_rows + 4 and manifest["max_length"] == 32

@@ -21,6 +21,9 @@ def on_files(files: Files, config) -> Files:
     for path in sorted(reports.rglob("*")):
         rel = path.relative_to(reports)
         if path.is_file() and path.suffix.lower() in KINDS and "cache" not in rel.parts[:-1]:
-            files.append(File.generated(config, f"reports/{rel.as_posix()}", abs_src_path=str(path),
-                                        inclusion=InclusionLevel.NOT_IN_NAV))
+            files.append(
+                File.generated(
+                    config, f"reports/{rel.as_posix()}", abs_src_path=str(path), inclusion=InclusionLevel.NOT_IN_NAV
+                )
+            )
     return files

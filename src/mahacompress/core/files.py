@@ -20,9 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock, Timeout
 
@@ -175,13 +175,17 @@ def output_lock(out: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise MahaError(f"{out}: another mahacompress run{_holder(path)} is writing it; wait for it to finish "
-                        f"or choose another output") from None
+        raise MahaError(
+            f"{out}: another mahacompress run{_holder(path)} is writing it; wait for it to finish "
+            f"or choose another output"
+        ) from None
     except OSError as exc:
         if exc.errno != errno.ENOSYS:
             raise
-        raise MahaError(f"{out}: the filesystem there has no file locks (flock), so two runs writing it could "
-                        f"not be kept apart; choose an output on a local disk") from None
+        raise MahaError(
+            f"{out}: the filesystem there has no file locks (flock), so two runs writing it could "
+            f"not be kept apart; choose an output on a local disk"
+        ) from None
     try:
         yield
     finally:

@@ -18,7 +18,17 @@ from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import BINARIZERS, DECISIONS, METRICS, OPTIMIZE_RUNTIMES, TRAIN_RANGES, TRAINING_PRECISIONS, OptimizeConfig, PruneConfig, TrainConfig
+from .config import (
+    BINARIZERS,
+    DECISIONS,
+    METRICS,
+    OPTIMIZE_RUNTIMES,
+    TRAIN_RANGES,
+    TRAINING_PRECISIONS,
+    OptimizeConfig,
+    PruneConfig,
+    TrainConfig,
+)
 from .errors import MahaError
 from .files import EXPORT_RECORD, PRUNING_RECORD, TRAINING_RECORD
 
@@ -34,8 +44,16 @@ OWN_MODEL_TYPES = ("pruned_bert", "pruned_roberta", "pruned_xlm-roberta", "prune
 
 # ---------------------------------------------------------------------------- options
 
-def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, *,
-                lo_open: bool = False, hi_open: bool = False) -> None:
+
+def check_range(
+    name: str,
+    value: float,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
     """Refuse `value` outside [lo, hi] (open ends where asked), naming the option the user typed."""
     bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
     bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
@@ -55,8 +73,13 @@ def check_train_config(cfg: TrainConfig, where: str | None = None) -> None:
     Errors name the command-line option, or `where.field` for a preset (e.g. "tiny.yaml: distill.kd_alpha").
     """
     for field, bounds in TRAIN_RANGES.items():
-        check_range(f"{where}.{field}" if where else bounds.option, getattr(cfg, field), bounds.lo, bounds.hi,
-                    lo_open=bounds.lo_open)
+        check_range(
+            f"{where}.{field}" if where else bounds.option,
+            getattr(cfg, field),
+            bounds.lo,
+            bounds.hi,
+            lo_open=bounds.lo_open,
+        )
     if cfg.mixed_precision not in TRAINING_PRECISIONS:
         name = f"{where}.mixed_precision" if where else "--mixed-precision"
         raise MahaError(f"{name} {cfg.mixed_precision}: expected no, bf16 or fp16")
@@ -109,6 +132,7 @@ def check_optimize_config(cfg: OptimizeConfig) -> None:
 
 # ---------------------------------------------------------------------------- files
 
+
 def check_input_file(path: str | Path, what: str = "file") -> Path:
     """An existing, readable regular file (a folder or an unreadable file is named as such)."""
     path = Path(path)
@@ -123,12 +147,27 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
 # What mahacompress itself puts in the folders it writes, and what versions before the derived-file cache
 # (backends/cache.py) left beside a model (ONNX files and their records, the OpenVINO folder), so such a
 # folder can still be replaced; anything else in a folder means the user put it there.
-_OUTPUT_ENTRIES = ("*.json", "*.safetensors", "*.bin", "*.onnx", "*.onnx.data", "*.py", "*.md", "*.model",
-                   "*.joblib", "vocab.txt", "merges.txt", "requirements.txt", "openvino-int8", "__pycache__")
+_OUTPUT_ENTRIES = (
+    "*.json",
+    "*.safetensors",
+    "*.bin",
+    "*.onnx",
+    "*.onnx.data",
+    "*.py",
+    "*.md",
+    "*.model",
+    "*.joblib",
+    "vocab.txt",
+    "merges.txt",
+    "requirements.txt",
+    "openvino-int8",
+    "__pycache__",
+)
 
 
-def check_output_dir(path: str | Path, marker: str, *, inputs: tuple[str | Path | None, ...] = (),
-                     grows: bool = False) -> Path:
+def check_output_dir(
+    path: str | Path, marker: str, *, inputs: tuple[str | Path | None, ...] = (), grows: bool = False
+) -> Path:
     """A folder we may create, replace or (`grows`: the grid's out folder) add to, checked before any work.
 
     Replacing a folder deletes what it held, so an existing non-empty folder must be a previous output of
@@ -143,12 +182,16 @@ def check_output_dir(path: str | Path, marker: str, *, inputs: tuple[str | Path 
     _refuse_precious(path, inputs)
     entries = sorted(path.iterdir()) if path.is_dir() else []
     if entries and not (path / marker).is_file():
-        raise MahaError(f"{path}: holds files but no {marker}, so it is not an output of this command; "
-                        f"writing there could destroy them (choose a new or empty folder)")
+        raise MahaError(
+            f"{path}: holds files but no {marker}, so it is not an output of this command; "
+            f"writing there could destroy them (choose a new or empty folder)"
+        )
     unexpected = [e.name for e in entries if not any(fnmatch(e.name, p) for p in _OUTPUT_ENTRIES)]
     if unexpected and not grows:
-        raise MahaError(f"{path}: holds {unexpected[0]}, which mahacompress did not write; replacing the folder "
-                        f"would delete it (move it away or choose another folder)")
+        raise MahaError(
+            f"{path}: holds {unexpected[0]}, which mahacompress did not write; replacing the folder "
+            f"would delete it (move it away or choose another folder)"
+        )
     _writable_parent(path if path.exists() else path.parent)
     return path
 
@@ -156,11 +199,15 @@ def check_output_dir(path: str | Path, marker: str, *, inputs: tuple[str | Path 
 def _refuse_precious(path: Path, inputs: tuple[str | Path | None, ...]) -> None:
     """Folders no output may be: replacing them would take the user's other files or the inputs with them."""
     where = path.expanduser().resolve()
-    special = {Path.cwd().resolve(): "the current folder", Path.home().resolve(): "the home folder",
-               Path(where.anchor): "a filesystem root"}
+    special = {
+        Path.cwd().resolve(): "the current folder",
+        Path.home().resolve(): "the home folder",
+        Path(where.anchor): "a filesystem root",
+    }
     if where in special:
-        raise MahaError(f"{path}: is {special[where]}; an output folder is replaced as a whole, so name a new "
-                        f"folder for it")
+        raise MahaError(
+            f"{path}: is {special[where]}; an output folder is replaced as a whole, so name a new folder for it"
+        )
     for given in filter(None, inputs):
         source = Path(given).expanduser()
         if not source.exists():
@@ -169,8 +216,9 @@ def _refuse_precious(path: Path, inputs: tuple[str | Path | None, ...]) -> None:
         if where == source:
             raise MahaError(f"{path}: is the input {given} itself; write the output to another folder")
         if where in source.parents:
-            raise MahaError(f"{path}: holds the input {given}, which writing the output there would delete; "
-                            f"choose another folder")
+            raise MahaError(
+                f"{path}: holds the input {given}, which writing the output there would delete; choose another folder"
+            )
 
 
 def check_output_file(path: str | Path) -> Path:
@@ -199,6 +247,7 @@ def _readable(path: Path) -> None:
 
 # ---------------------------------------------------------------------------- model sources
 
+
 def check_model(name: str, *, trust_remote_code: bool = False) -> None:
     """A model source that can be loaded: a sound local folder, or a reachable hub id.
 
@@ -224,9 +273,11 @@ def _check_model_folder(path: Path, trust_remote_code: bool) -> None:
         raise MahaError(f"{path}: expected a model folder, found a file")
     _readable(path)
     if exported_manifest(path) is not None:
-        raise MahaError(f"{path}: a deployable folder written by `mahacompress export` (ONNX, no PyTorch weights); "
-                        f"predict, evaluate and serve run it, other commands need the classifier folder it was "
-                        f"exported from")
+        raise MahaError(
+            f"{path}: a deployable folder written by `mahacompress export` (ONNX, no PyTorch weights); "
+            f"predict, evaluate and serve run it, other commands need the classifier folder it was "
+            f"exported from"
+        )
     code = needs_remote_code(model_config(path))
     if code and not trust_remote_code:
         raise remote_code_refusal(str(path), code)
@@ -258,16 +309,22 @@ def needs_remote_code(cfg: dict) -> str | None:
     if isinstance(model_type, str) and model_type in CONFIG_MAPPING:
         return None
     if isinstance(auto_map, dict):
-        return str(auto_map.get("AutoModelForSequenceClassification") or auto_map.get("AutoConfig")
-                   or next(iter(auto_map.values())))
+        return str(
+            auto_map.get("AutoModelForSequenceClassification")
+            or auto_map.get("AutoConfig")
+            or next(iter(auto_map.values()))
+        )
     return str(auto_map)
 
 
 def remote_code_refusal(name: str, code: str | None = None) -> MahaError:
     """The one line for a model that runs its own Python code when loaded, and the user did not ask for that
     (a local folder names the code; a hub id's config is only seen by transformers, which refuses it)."""
-    what = f"its config.json names Python code to run (auto_map: {code})" if code else \
-        "its config names Python code to run"
+    what = (
+        f"its config.json names Python code to run (auto_map: {code})"
+        if code
+        else "its config names Python code to run"
+    )
     return MahaError(f"{name}: {what}; pass --trust-remote-code if you trust this model")
 
 
@@ -282,12 +339,18 @@ def exported_manifest(name: str | Path) -> dict | None:
     if not path.is_file() or (folder / "config.json").is_file():
         return None
     manifest = _read_json(path)
-    missing = [k for k in ("labels", "model_file", "max_length", "pad_id", "pad_token")
-               if not isinstance(manifest, dict) or k not in manifest]
+    missing = [
+        k
+        for k in ("labels", "model_file", "max_length", "pad_id", "pad_token")
+        if not isinstance(manifest, dict) or k not in manifest
+    ]
     if missing:
         raise MahaError(f"{path}: not a manifest written by `mahacompress export` (no {missing[0]}); export again")
-    for file in (manifest["model_file"], *([manifest["weights_file"]] if "weights_file" in manifest else []),
-                 "tokenizer.json"):
+    for file in (
+        manifest["model_file"],
+        *([manifest["weights_file"]] if "weights_file" in manifest else []),
+        "tokenizer.json",
+    ):
         if not (folder / file).is_file():
             raise MahaError(f"{folder / file}: missing from the exported folder; export again")
         _readable(folder / file)
@@ -364,8 +427,10 @@ def _check_hub_id(name: str) -> None:
     try:
         socket.create_connection((host, 443), timeout=HUB_TIMEOUT_S).close()
     except OSError as exc:
-        raise MahaError(f"{missing} (the Hugging Face hub, {host}, cannot be reached within {HUB_TIMEOUT_S:g} s: "
-                        f"{exc.strerror or exc}); {advice}") from None
+        raise MahaError(
+            f"{missing} (the Hugging Face hub, {host}, cannot be reached within {HUB_TIMEOUT_S:g} s: "
+            f"{exc.strerror or exc}); {advice}"
+        ) from None
 
 
 def check_max_length(name: str, max_length: int) -> None:
@@ -379,8 +444,7 @@ def check_max_length(name: str, max_length: int) -> None:
         return
     limit -= 2 if cfg.get("model_type") in _OFFSET_POSITIONS else 0
     if max_length > limit:
-        raise MahaError(f"--max-length {max_length}: {name} has {limit} position embeddings; "
-                        f"use at most {limit}")
+        raise MahaError(f"--max-length {max_length}: {name} has {limit} position embeddings; use at most {limit}")
 
 
 def check_block_size(name: str, block: int) -> None:
@@ -393,12 +457,27 @@ def check_block_size(name: str, block: int) -> None:
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0:
         width = heads * (hidden // heads)
         if hidden % block or width % block:
-            raise MahaError(f"--block-size {block} does not divide the attention matrices ({width}x{hidden}) "
-                            f"of {name}")
+            raise MahaError(f"--block-size {block} does not divide the attention matrices ({width}x{hidden}) of {name}")
 
 
-__all__ = ["HUB_TIMEOUT_S", "check_range", "check_train_config", "check_prune_config", "check_choice",
-           "parse_duration", "check_optimize_config", "check_input_file",
-           "check_output_dir", "check_output_file", "check_model", "OWN_MODEL_TYPES", "needs_remote_code",
-           "remote_code_refusal", "exported_manifest", "model_config", "recorded_max_length",
-           "check_max_length", "check_block_size"]
+__all__ = [
+    "HUB_TIMEOUT_S",
+    "check_range",
+    "check_train_config",
+    "check_prune_config",
+    "check_choice",
+    "parse_duration",
+    "check_optimize_config",
+    "check_input_file",
+    "check_output_dir",
+    "check_output_file",
+    "check_model",
+    "OWN_MODEL_TYPES",
+    "needs_remote_code",
+    "remote_code_refusal",
+    "exported_manifest",
+    "model_config",
+    "recorded_max_length",
+    "check_max_length",
+    "check_block_size",
+]

@@ -1,2 +1,2 @@
-"""Stage 1, labelled text: datasets found, read, cleaned and split (`datasets`), and transfer sets of
-unlabelled text (`transfer`). Imports `core` only."""
+"""Stage 1, labelled text: where a dataset's files are (`sources`), one CSV read and cleaned (`csvfiles`), a dataset
+split and its labels checked (`splits`), and transfer sets of unlabelled text (`transfer`). Imports `core` only."""

@@ -4,7 +4,8 @@ runtime and server.
 The folder needs only onnxruntime, tokenizers and numpy to run (and starlette, uvicorn and
 prometheus_client to serve it over HTTP; all six in its `requirements.txt`): `runtime.py` inside it loads
 `export.json` (labels, sequence length, padding), `tokenizer.json` and `model.onnx`; `server.py` is a copy
-of serve.py, the very service `mahacompress serve` runs. The ONNX file is the very file the benchmark backend of the same name times (the
+of serve.py, the very service `mahacompress serve` runs. The ONNX file is the very file the benchmark backend of the
+same name times (the
 `onnx-int8-fused` / `onnx-int8` / `onnx` backends), so the served model is the measured one. The
 default is `onnx-int8-fused` (ONNX Runtime's transformer graph fusion, then dynamic int8): the fastest
 runtime at batch 1 on every model measured, at the accuracy of plain dynamic int8 (reports/runtimes);
@@ -35,35 +36,45 @@ tokenizer.json (measured), and int8 would save 0.22 MiB of a folder of about 1.0
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ..core.registry import CALIBRATED_BACKENDS, SPECS
 from ..core.config import TrainConfig
 from ..core.errors import MahaError
-from ..core.files import EXPORT_RECORD, staged_dir, write_json, write_text
+from ..core.files import EXPORT_RECORD, TRAINING_RECORD, staged_dir, write_json, write_text
+from ..core.registry import CALIBRATED_BACKENDS, EXPORT_BACKENDS, SPECS, is_transformer
+from ..core.validate import recorded_max_length
 from ..infer import runtime
 from ..infer.runtime import OPENVINO_ENGINE, STATIC_KIND
-from ..core.validate import recorded_max_length
 
-EXPORT_BACKENDS = ("onnx-int8-fused", "onnx-int8", "onnx", "openvino-int8", "openvino", "openvino-bf16", "static")
-TRANSFORMER_BACKENDS = EXPORT_BACKENDS[:-1]
+# EXPORT_BACKENDS (the registry's: the backends an exported folder runs, the default first): those of a transformer
+TRANSFORMER_BACKENDS = tuple(n for n in EXPORT_BACKENDS if is_transformer(n))
 # runtime.py needs the runtime's packages; server.py (serve.py) the server's too, in the serve extra's ranges
 _SERVER_NEEDS = "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n"
 REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
 STATIC_REQUIREMENTS = "tokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS  # a table lookup: no onnxruntime
-OPENVINO_REQUIREMENTS = "openvino>=2025.3\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS  # the openvino extra's floor
+OPENVINO_REQUIREMENTS = (
+    "openvino>=2025.3\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
+)  # the openvino extra's floor
 STATIC_TABLE = "piece_logits.npy"
 _LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"}
 
 
-def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Sequence[str] | None = None,
-           corpus_names: Sequence[str] = (), splits=None, max_length: int | None = None,
-           calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> dict:
+def export(
+    model_dir: Path,
+    out: Path,
+    *,
+    backend: str | None = None,
+    corpus: Sequence[str] | None = None,
+    corpus_names: Sequence[str] = (),
+    splits=None,
+    max_length: int | None = None,
+    calibration_texts: Sequence[str] | None = None,
+    trust_remote_code: bool = False,
+) -> dict:
     """Write the deployable folder `out` for classifier `model_dir`; returns its manifest (export.json).
 
     `backend` defaults to `static` for a static-embedding student (the only one it has: an ONNX graph of
@@ -77,6 +88,7 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
     `trust_remote_code` lets `model_dir` run the Python code it ships while it is exported (the exported
     folder runs without it).
     """
+    from ..models.folder import ModelFolder
     from ..models.load import load_tokenizer
     from ..models.trim import TRIM_RECORD, texts_with_removed_pieces, trim
 
@@ -85,29 +97,46 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
         max_length = recorded_max_length(model_dir) or TrainConfig.max_length
     backend = export_backend(model_dir, backend, trimming=corpus is not None)
     if backend in CALIBRATED_BACKENDS and not calibration_texts:
-        raise MahaError(f"--backend {backend} calibrates activation ranges on training texts: name its training "
-                        "data (a training record, or --corpus)")
+        raise MahaError(
+            f"--backend {backend} calibrates activation ranges on training texts: name its training "
+            "data (a training record, or --corpus)"
+        )
     static = backend == "static"
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as work:
         source, trim_record = model_dir, None
         if corpus is not None:
             source = Path(work) / "trimmed"
-            trim_record = trim(model_dir, corpus, source, corpus_names=corpus_names,
-                               trust_remote_code=trust_remote_code)
+            trim_record = trim(
+                model_dir, corpus, source, corpus_names=corpus_names, trust_remote_code=trust_remote_code
+            )
         if not (source / "tokenizer.json").is_file():
             raise MahaError(f"{source / 'tokenizer.json'}: export needs a fast tokenizer (tokenizer.json)")
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-        labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        info = _training_info(model_dir)
-        tokenizer = load_tokenizer(str(source), trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(str(source), trust_remote_code=trust_remote_code)  # the folder checked first
+        labels = ModelFolder.of(source, trust_remote_code=trust_remote_code).labels
+        info = ModelFolder.of(model_dir, trust_remote_code=trust_remote_code).records.get(TRAINING_RECORD, {})
         # padding recorded for every kind (validate.exported_manifest checks it); a static table pads nothing
-        manifest = {"labels": labels, "max_length": max_length, "pad_id": tokenizer.pad_token_id,
-                    "pad_token": tokenizer.pad_token, "backend": backend, "source": str(model_dir),
-                    "made_with": _training_record(info)}
-        model_files = ([_static_table(source, Path(work), max_length, manifest, info)] if static
-                       else _transformer_files(source, backend, manifest, max_length, calibration_texts,
-                                               None if source == model_dir else Path(work) / "derived",
-                                               trust_remote_code))
+        manifest = {
+            "labels": list(labels),
+            "max_length": max_length,
+            "pad_id": tokenizer.pad_token_id,
+            "pad_token": tokenizer.pad_token,
+            "backend": backend,
+            "source": str(model_dir),
+            "made_with": _training_record(info),
+        }
+        model_files = (
+            [_static_table(source, Path(work), max_length, manifest, info)]
+            if static
+            else _transformer_files(
+                source,
+                backend,
+                manifest,
+                max_length,
+                calibration_texts,
+                None if source == model_dir else Path(work) / "derived",
+                trust_remote_code,
+            )
+        )
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out, EXPORT_RECORD) as tmp:
@@ -119,11 +148,13 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
             write_text(tmp / "requirements.txt", "\n".join(manifest["needs"]) + "\n")
             write_json(tmp / EXPORT_RECORD, manifest)  # the runtime reads it: must exist before scoring
             if splits is not None:
-                manifest["test"] = _score(tmp, splits)
+                manifest["test"] = score_exported(tmp, splits)
                 if trim_record is not None:
                     manifest["test"]["texts_with_removed_pieces"] = texts_with_removed_pieces(
-                        load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code), tokenizer,
-                        splits.test.texts)
+                        load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code),
+                        tokenizer,
+                        splits.test.texts,
+                    )
             if trim_record is not None:
                 shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
             manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
@@ -135,44 +166,65 @@ def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Se
 def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = False) -> str:
     """The backend `model_dir` exports with (`backend`, or the default for its kind of model), refusing in one
     line a backend or a trim that does not fit it; the CLI asks before it reads a corpus."""
-    from ..infer.numpy_engine import is_static
     from ..core.hardware import unsupported_reason
+    from ..infer.numpy_engine import is_static
 
     static = is_static(model_dir)
-    backend = backend or ("static" if static else "onnx-int8-fused")
+    backend = backend or ("static" if static else TRANSFORMER_BACKENDS[0])
     if backend not in EXPORT_BACKENDS:
         raise MahaError(f"unknown export backend {backend!r}: choose one of {', '.join(EXPORT_BACKENDS)}")
     if static and backend != "static":
-        raise MahaError(f"{model_dir}: a static-embedding student exports as its table (--backend static, its "
-                        f"default); {backend} does not apply")
+        raise MahaError(
+            f"{model_dir}: a static-embedding student exports as its table (--backend static, its "
+            f"default); {backend} does not apply"
+        )
     if not static and backend == "static":
-        raise MahaError(f"{model_dir}: --backend static is for static-embedding students; choose one of "
-                        f"{', '.join(TRANSFORMER_BACKENDS)}")
+        raise MahaError(
+            f"{model_dir}: --backend static is for static-embedding students; choose one of "
+            f"{', '.join(TRANSFORMER_BACKENDS)}"
+        )
     if (why := unsupported_reason(backend)) is not None:
         raise MahaError(f"--backend {backend}: {why}")
     if static and trimming:
-        raise MahaError(f"{model_dir}: a static-embedding student's tokenizer was trimmed when its table was built; "
-                        "export it without --trim-vocab")
+        raise MahaError(
+            f"{model_dir}: a static-embedding student's tokenizer was trimmed when its table was built; "
+            "export it without --trim-vocab"
+        )
     return backend
 
 
-def _transformer_files(source: Path, backend: str, manifest: dict, max_length: int,
-                       calibration_texts: Sequence[str] | None, cache_dir: Path | None,
-                       trust_remote_code: bool) -> list[Path]:
+def _transformer_files(
+    source: Path,
+    backend: str,
+    manifest: dict,
+    max_length: int,
+    calibration_texts: Sequence[str] | None,
+    cache_dir: Path | None,
+    trust_remote_code: bool,
+) -> list[Path]:
     """The files `backend` serves `source` from (an ONNX graph; or OpenVINO IR, .xml then .bin); their facts go
     into `manifest`. Built once into the derived-file cache (the very files the benchmark backend times), or
     into `cache_dir`: a trimmed copy made for this export is temporary, and so are its files."""
     from ..infer.build import SEVEN_BIT_SUFFIX, served_files
 
-    files = served_files(source, backend, max_length=max_length, cache_dir=cache_dir,
-                         calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
+    files = served_files(
+        source,
+        backend,
+        max_length=max_length,
+        cache_dir=cache_dir,
+        calibration_texts=calibration_texts,
+        trust_remote_code=trust_remote_code,
+    )
     from ..infer.openvino_engine import inference_precision
 
     openvino = SPECS[backend].engine == "openvino"
     ir = files[0].suffix == ".xml"  # OpenVINO IR (int8); openvino / openvino-bf16 compile the ONNX graph itself
-    manifest.update(kind="transformer", engine=OPENVINO_ENGINE if openvino else "onnxruntime",
-                    model_file="model.xml" if ir else "model.onnx",
-                    needs=(OPENVINO_REQUIREMENTS if openvino else REQUIREMENTS).split())
+    manifest.update(
+        kind="transformer",
+        engine=OPENVINO_ENGINE if openvino else "onnxruntime",
+        model_file="model.xml" if ir else "model.onnx",
+        needs=(OPENVINO_REQUIREMENTS if openvino else REQUIREMENTS).split(),
+    )
     if openvino:
         manifest["inference_precision"] = inference_precision(backend)
     if ir:
@@ -194,17 +246,21 @@ def _static_table(source: Path, work: Path, max_length: int, manifest: dict, inf
     path = work / STATIC_TABLE
     np.save(path, table.piece_logits)
     built = info.get("static", {})
-    counts = {"pieces": len(table.piece_logits), "counted_pieces": int(table.counted.sum()), "labels": len(table.bias),
-              **{k: built[k] for k in ("pieces_before", "dim", "teacher_hidden") if k in built}}
-    manifest.update(kind=STATIC_KIND, model_file=STATIC_TABLE, bias=table.bias.tolist(),
-                    special_ids=table.special_ids, needs=STATIC_REQUIREMENTS.split(), static=counts)
+    counts = {
+        "pieces": len(table.piece_logits),
+        "counted_pieces": int(table.counted.sum()),
+        "labels": len(table.bias),
+        **{k: built[k] for k in ("pieces_before", "dim", "teacher_hidden") if k in built},
+    }
+    manifest.update(
+        kind=STATIC_KIND,
+        model_file=STATIC_TABLE,
+        bias=table.bias.tolist(),
+        special_ids=table.special_ids,
+        needs=STATIC_REQUIREMENTS.split(),
+        static=counts,
+    )
     return path
-
-
-def _training_info(model_dir: Path) -> dict:
-    """training.json of `model_dir` (empty when there is none)."""
-    path = model_dir / "training.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _training_record(info: dict) -> dict:
@@ -216,10 +272,9 @@ def _training_record(info: dict) -> dict:
     return made
 
 
-def _score(folder: Path, splits) -> dict:
+def score_exported(folder: Path, splits) -> dict:
     """Accuracy and macro-F1 of the exported folder on the test split, run through its own runtime."""
-    from sklearn.metrics import accuracy_score, f1_score
-
+    from ..core.metrics import accuracy, labels_present, macro_f1
     from ..infer.runtime import Classifier
 
     clf = Classifier(folder)
@@ -229,9 +284,15 @@ def _score(folder: Path, splits) -> dict:
     pred = clf.logits(splits.test.texts, batch_size=32).argmax(-1)
     seconds = time.perf_counter() - start
     truth = [order[y] for y in splits.test.labels]
-    return {"dataset": splits.name, "rows": len(truth), "accuracy": float(accuracy_score(truth, pred)),
-            "macro_f1": float(f1_score(truth, pred, average="macro")),
-            "texts_per_s_batch32": len(truth) / seconds}
+    # macro-F1 over the classes the test split holds or the folder predicts, as exports have always been scored
+    # (model cards, optimize's reports); `evaluate` averages over the dataset's every class instead
+    return {
+        "dataset": splits.name,
+        "rows": len(truth),
+        "accuracy": accuracy(truth, pred),
+        "macro_f1": macro_f1(truth, pred, labels_present(truth, pred)),
+        "texts_per_s_batch32": len(truth) / seconds,
+    }
 
 
 def _what_it_is(manifest: dict) -> str:
@@ -242,13 +303,18 @@ def _what_it_is(manifest: dict) -> str:
             return f"An {manifest['backend']} ONNX model {source}."
         if manifest.get("weights_file"):
             return f"An {manifest['backend']} OpenVINO IR model {source}."
-        return (f"An {manifest['backend']} model {source}: an fp32 ONNX graph that OpenVINO compiles with "
-                f"{manifest['inference_precision']} inference precision (a CPU without native bf16 runs it in f32).")
+        return (
+            f"An {manifest['backend']} model {source}: an fp32 ONNX graph that OpenVINO compiles with "
+            f"{manifest['inference_precision']} inference precision (a CPU without native bf16 runs it in f32)."
+        )
     teacher = manifest.get("made_with", {}).get("teacher")
-    return (f"A static-embedding student {source}" + (f", distilled from the teacher `{teacher}`" if teacher else "")
-            + ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "
-            f"so `{manifest['model_file']}` holds each piece's logits and a text's logits are the mean of its "
-            "pieces' rows plus the bias (numpy and tokenizers only, no onnxruntime).")
+    return (
+        f"A static-embedding student {source}"
+        + (f", distilled from the teacher `{teacher}`" if teacher else "")
+        + ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "
+        f"so `{manifest['model_file']}` holds each piece's logits and a text's logits are the mean of its "
+        "pieces' rows plus the bias (numpy and tokenizers only, no onnxruntime)."
+    )
 
 
 def model_card(manifest: dict) -> str:
@@ -256,30 +322,44 @@ def model_card(manifest: dict) -> str:
     made = manifest.get("made_with", {})
     dataset = made.get("dataset") or (manifest.get("test") or {}).get("dataset") or "unknown"
     licence = next((v for k, v in _LICENCES.items() if str(dataset).startswith(k)), "see the dataset's source")
-    lines = [f"# Marathi text classifier ({len(manifest['labels'])} labels)", "", _what_it_is(manifest), "",
-             "## How it was made", ""]
+    lines = [
+        f"# Marathi text classifier ({len(manifest['labels'])} labels)",
+        "",
+        _what_it_is(manifest),
+        "",
+        "## How it was made",
+        "",
+    ]
     lines += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in made.items()] or ["- no training record found"]
     if "static" in manifest:
         t = manifest["static"]
         before = f" of the teacher's {t['pieces_before']}" if "pieces_before" in t else ""
         width = f", {t['dim']}-dimensional before the head was folded in" if "dim" in t else ""
-        lines.append(f"- pieces kept: {t['pieces']}{before} (those of its training corpus; {t['counted_pieces']} "
-                     f"count in the mean, the rest are special tokens){width}")
+        lines.append(
+            f"- pieces kept: {t['pieces']}{before} (those of its training corpus; {t['counted_pieces']} "
+            f"count in the mean, the rest are special tokens){width}"
+        )
     if "trim" in manifest:
         t = manifest["trim"]
-        lines.append(f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
-                     f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})")
+        lines.append(
+            f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
+            f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})"
+        )
     if manifest.get("int8_weight_bits") == 8:
-        lines.append("- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI the U8S8 int8 "
-                     "kernels can saturate: re-export there, which builds 7-bit weights")
+        lines.append(
+            "- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI the U8S8 int8 "
+            "kernels can saturate: re-export there, which builds 7-bit weights"
+        )
     elif manifest.get("int8_weight_bits") == 7:
-        lines.append("- int8 weights use 7 bits (built on a CPU without VNNI, against U8S8 saturation); they run on "
-                     "any CPU")
+        lines.append(
+            "- int8 weights use 7 bits (built on a CPU without VNNI, against U8S8 saturation); they run on any CPU"
+        )
     lines += ["", "## Data and licence", "", f"- data: {dataset}; licence: {licence}", "", "## Measured", ""]
     test = manifest.get("test")
     if test:
-        lines.append(f"- test split ({test['rows']} texts): accuracy {test['accuracy']:.4f}, "
-                     f"macro-F1 {test['macro_f1']:.4f}")
+        lines.append(
+            f"- test split ({test['rows']} texts): accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}"
+        )
         lines.append(f"- {test['texts_per_s_batch32']:.1f} texts/s at batch 32 on the exporting machine")
         if "texts_with_removed_pieces" in test:
             lines.append(f"- test texts that needed a removed piece: {test['texts_with_removed_pieces']}")
@@ -287,11 +367,23 @@ def model_card(manifest: dict) -> str:
         lines.append("- not scored at export (run `mahacompress export --dataset NAME` to score it)")
     lines.append(f"- folder size: {manifest['disk_bytes'] / 2**20:.1f} MiB")
     runtime_needs = len(manifest["needs"]) - len(_SERVER_NEEDS.split())
-    lines += ["", "## How to run it", "", "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt; "
-              f"the first {runtime_needs} are enough for runtime.py).", "",
-              "```python", "from runtime import Classifier  # runtime.py in this folder",
-              "clf = Classifier('.')", "print(clf.predict(['आज पुण्यात पाऊस पडला']))", "```", "",
-              "Or serve it over HTTP from this folder: `python server.py --port 8000` (POST /predict, GET /health, "
-              "/info, /metrics; `python server.py --help` for the limits and `--api-key`).", "",
-              "Labels: " + ", ".join(manifest["labels"]), ""]
+    lines += [
+        "",
+        "## How to run it",
+        "",
+        "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt; "
+        f"the first {runtime_needs} are enough for runtime.py).",
+        "",
+        "```python",
+        "from runtime import Classifier  # runtime.py in this folder",
+        "clf = Classifier('.')",
+        "print(clf.predict(['आज पुण्यात पाऊस पडला']))",
+        "```",
+        "",
+        "Or serve it over HTTP from this folder: `python server.py --port 8000` (POST /predict, GET /health, "
+        "/info, /metrics; `python server.py --help` for the limits and `--api-key`).",
+        "",
+        "Labels: " + ", ".join(manifest["labels"]),
+        "",
+    ]
     return "\n".join(lines)

@@ -16,8 +16,8 @@ them over a split (`evaluate`) or a list of texts (`predict`).
 Imports `core`, `data` and `models`.
 """
 
+from ..core.registry import BACKENDS, CALIBRATED_BACKENDS, SPECS
 from .base import Backend
 from .load import default_backend, load_backend
-from ..core.registry import BACKENDS, CALIBRATED_BACKENDS, SPECS
 
 __all__ = ["Backend", "BACKENDS", "CALIBRATED_BACKENDS", "SPECS", "default_backend", "load_backend"]

@@ -7,8 +7,9 @@ leave tokenisation out; `logits` runs both over length-sorted batches (less padd
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 from ..core.files import cache_root
 from ..models.folder import checkpoint_digest
@@ -44,8 +44,9 @@ def _tool_versions() -> str:
 
 def derived_dir(model_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The cache folder of `model_dir`'s served files: its folder name (for people) plus the key."""
-    key = hashlib.sha256(f"{checkpoint_digest(model_dir)}|{_tool_versions()}|recipe={BUILD_RECIPE}".encode()
-                         ).hexdigest()[:20]
+    key = hashlib.sha256(
+        f"{checkpoint_digest(model_dir)}|{_tool_versions()}|recipe={BUILD_RECIPE}".encode()
+    ).hexdigest()[:20]
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "derived"
     return root / f"{Path(model_dir).resolve().name}-{key}"
 

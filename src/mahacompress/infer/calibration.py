@@ -7,7 +7,7 @@ A seeded sample, so every run calibrates on the same texts and so finds the file
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,7 +26,8 @@ def calibration_batches(tokenizer, texts: Sequence[str], max_length: int) -> lis
     """Tokenised batches of the calibration texts, as the served model will see them."""
     out = []
     for idx in length_sorted_batches(texts, CALIBRATION_BATCH):
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="np")
+        enc = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="np"
+        )
         out.append({k: v.astype(np.int64) for k, v in enc.items()})
     return out

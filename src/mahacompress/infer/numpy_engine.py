@@ -32,7 +32,9 @@ PIPELINE = "tfidf.joblib"  # the fitted pipeline in a TF-IDF folder (baseline.sa
 def is_static(model_dir: str | Path) -> bool:
     """Whether a folder holds a static-embedding student (its config names the class's model type)."""
     config = Path(model_dir) / "config.json"
-    return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == StaticConfig.model_type
+    return (
+        config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == StaticConfig.model_type
+    )
 
 
 class StaticBackend:
@@ -48,13 +50,17 @@ class StaticBackend:
 
         model_dir = Path(model_dir)
         if not is_static(model_dir):
-            raise MahaError(f"{model_dir}: not a static-embedding student (config.json model_type is not "
-                            f"{StaticConfig.model_type})")
+            raise MahaError(
+                f"{model_dir}: not a static-embedding student (config.json model_type is not {StaticConfig.model_type})"
+            )
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         weights = load_file(str(model_dir / "model.safetensors"))
         table = weights["embeddings.weight"].astype(np.float32)
-        self.table = StaticTable(table @ weights["classifier.weight"].astype(np.float32).T,
-                                 weights["classifier.bias"], config.get("special_ids", []))
+        self.table = StaticTable(
+            table @ weights["classifier.weight"].astype(np.float32).T,
+            weights["classifier.bias"],
+            config.get("special_ids", []),
+        )
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()
@@ -78,7 +84,7 @@ def tfidf_labels(model_dir: str | Path) -> list[str]:
     return json.loads((Path(model_dir) / TFIDF_RECORD).read_text(encoding="utf-8"))["labels"]
 
 
-def load_tfidf(model_dir: str | Path) -> "TfidfBackend":
+def load_tfidf(model_dir: str | Path) -> TfidfBackend:
     """The backend of a folder `save_tfidf` wrote."""
     model_dir = Path(model_dir)
     if not is_tfidf(model_dir) or not (model_dir / PIPELINE).is_file():

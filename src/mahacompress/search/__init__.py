@@ -1,2 +1,4 @@
 """Stage 9, `optimize`: the fastest model within a budget of the user's teacher, built with the study's
-recipes (`optimize`). Imports every earlier stage but `report`."""
+recipes: the command (`optimize`), its candidates and their untrained shapes (`candidates`), its measurements
+and pass rule (`scoring`), the search's pure decisions (`bisect`) and its report (`report`). Imports every
+earlier stage but `report`."""

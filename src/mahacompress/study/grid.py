@@ -12,92 +12,53 @@ Every row is scored and timed with the baseline's `max_length` on the same test 
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, replace
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 
+from ..core.config import DataConfig, GridConfig
+from ..core.errors import MahaError
+from ..core.files import RESULTS_RECORD, output_lock
+from ..core.metrics import correctness, paired_difference
+from ..core.validate import check_output_dir
+from ..data.splits import load_splits
 from ..infer import CALIBRATED_BACKENDS, load_backend
 from ..infer.build import served_file
-from ..infer.calibration import calibration_sample
+from ..infer.evaluate import classification_metrics, predict_splits, unlearnable_classes
 from ..infer.numpy_engine import is_static, is_tfidf, load_tfidf
-from ..core.config import DataConfig, GridConfig, TrainConfig, TransferConfig, from_dict
-from ..data.datasets import load_splits
-from ..core.errors import MahaError
-from ..infer.evaluate import classification_metrics, predict_ids, unlearnable_classes
-from ..core.files import RESULTS_RECORD, output_lock
 from ..measure.footprint import Energy, count_params, peak_memory, served_size_mb
 from ..measure.latency import latency, speedups
-from ..models.load import check_model_dir, config_labels, load_classifier, load_config
-from ..train.precision import training_precision
+from ..models.load import load_skeleton
 from ..train.pruning.compact import encoder_linear_count
-from .recipes import KINDS, SERVED_BACKEND, RowSpec, is_candidate, kdprune_source, parse_row, train_config, transfer_config, unsupported
+from .context import RecipeContext, RowSettings, open_context
+from .preset import check_for_teacher, load_preset
+from .recipes import (
+    KINDS,
+    SERVED_BACKEND,
+    RowSpec,
+    build,
+    is_candidate,
+    left_out,
+    parse_row,
+    seeds_of,
+    settings_of,
+    train_config,
+    transfer_set,
+    unsupported,
+)
 from .results import read_results, write_results
-from ..core.metrics import correctness, paired_difference
-from ..data.transfer import TransferSet, for_splits
-from ..core.validate import check_max_length, check_model, check_output_dir, check_train_config
 
 _console = Console(stderr=True)
-
-
-def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
-    """A preset by name (shipped in mahacompress/presets) or a YAML path; unknown keys stop here."""
-    path = Path(preset)
-    if not path.is_file():
-        shipped = resources.files("mahacompress.study") / "presets" / f"{preset}.yaml"
-        if not shipped.is_file():
-            names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("mahacompress.study") / "presets").iterdir()
-                           if p.name.endswith(".yaml"))
-            raise MahaError(f"preset '{preset}': not a file and not one of {', '.join(names)}")
-        path = Path(str(shipped))
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise MahaError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    cfg = from_dict(GridConfig, values, str(path))
-    _check_overrides(cfg, str(path))
-    for i, row in enumerate(cfg.rows):
-        spec = parse_row(row)
-        if spec.tr and cfg.transfer.path is None:
-            raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
-        if spec.kind == "kdprune" and kdprune_source(spec) not in cfg.rows[:i]:
-            raise MahaError(f"{path}: row '{row}' prunes the student of row '{kdprune_source(spec)}': list that "
-                            "row before it")
-    return cfg, path.stem
-
-
-
-def _check_overrides(cfg: GridConfig, where: str) -> None:
-    """Each `train_overrides` entry names a trained row of the preset other than the baseline (whose settings
-    are the `finetune` section itself) with valid training settings; each `transfer_overrides` entry a row
-    marked +tr with valid transfer settings; each `row_seeds` entry names a trained row, the baseline
-    included, with a number of seeds of 1 or more."""
-    for key, entries, rows in (("train_overrides", cfg.train_overrides,
-                                [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]),
-                               ("transfer_overrides", cfg.transfer_overrides, [r for r in cfg.rows if parse_row(r).tr]),
-                               ("row_seeds", cfg.row_seeds, [r for r in cfg.rows if KINDS[parse_row(r).kind].trained])):
-        for row in entries:
-            if row not in rows:
-                what = "a row marked +tr" if key == "transfer_overrides" else "a trained row"
-                raise MahaError(f"{where}: {key} names '{row}', not {what} of this preset ({', '.join(rows)})")
-    for row, values in cfg.train_overrides.items():
-        from_dict(TrainConfig, values, f"{where}: train_overrides.{row}")
-    for row, values in cfg.transfer_overrides.items():
-        from_dict(TransferConfig, values, f"{where}: transfer_overrides.{row}")
-    for row, n in cfg.row_seeds.items():
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise MahaError(f"{where}: row_seeds.{row} is {n!r}: expected a whole number of 1 or more")
 
 
 class Grid:
@@ -107,21 +68,23 @@ class Grid:
     built from a teacher that ships its own code are saved with that code too.
     """
 
-    def __init__(self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path, *,
-                 trust_remote_code: bool = False):
+    def __init__(
+        self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path, *, trust_remote_code: bool = False
+    ):
         self.teacher, self.cfg, self.preset, self.dataset, self.out = teacher, cfg, preset, dataset, Path(out)
         self.trust_remote_code = trust_remote_code
         self.models = self.out / "models"
         self.results_path = self.out / "results.json"
-        self.data: DataConfig | None = None  # set with the splits (run, use_splits)
+        self.data: DataConfig | None = None  # set with the splits (run)
         self.max_length = cfg.finetune.max_length  # the baseline's: every row is scored and timed with it
+        self.settings = RowSettings(cfg, teacher, dataset)  # each row's, computed once (`recipes.settings_of`)
+        self.ctx: RecipeContext | None = None  # what the recipes build with, once the splits are read (run)
         self.rows: dict[str, dict] = {}
         self.stale: list[str] = []  # finished rows whose settings have changed since: built again
         self.partial: dict[str, list[dict]] = {}  # finished seeds of rows that were interrupted
-        self._transfers: dict[str, TransferSet] = {}  # per transfer configuration, read on first use (transfer_set)
         self.timing_seconds: float | None = None  # how long the timing session took (recorded in meta)
         if self.results_path.exists():
-            saved = read_results(self.results_path)  # an older version's file is brought up to today's keys
+            saved = read_results(self.results_path)  # a file of another layout is refused in one line
             for row in saved["rows"]:
                 name, status = row["name"], row.get("status")
                 if status not in ("done", "partial") or name not in cfg.rows:
@@ -135,43 +98,49 @@ class Grid:
 
     def settings_of(self, spec: RowSpec) -> dict:
         """Everything in the preset that shapes a row's model: a re-run rebuilds the row when this changes."""
-        n = self.seeds_of(spec)
-        seeds = {"seeds": n} if n > 1 else {}
-        return {"dataset": self.dataset, "max_train_rows": self.cfg.max_train_rows,
-                **KINDS[spec.kind].settings(self, spec), **seeds}
-
-    def seeds_of(self, spec: RowSpec) -> int:
-        """How many seeds the row is built with: `row_seeds` for it, else `seeds`; 1 for untrained kinds and,
-        unless `row_seeds` names it, for the teacher (each extra seed is one more fine-tuning to show its
-        spread; the students all learn from the first)."""
-        kind = KINDS[spec.kind]
-        if kind.seeded:
-            return self.cfg.row_seeds.get(spec.name, self.cfg.seeds)
-        return self.cfg.row_seeds.get(spec.name, 1) if kind.seeds_on_request else 1
+        return settings_of(self.settings, spec)
 
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
         # kept whole: every row's folder records it (`data_config`), so trim/export rebuild its corpus from it
-        self.data = DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
-                               max_train_rows=self.cfg.max_train_rows)
+        self.data = DataConfig(
+            self.dataset,
+            text_col=self.cfg.text_col,
+            label_col=self.cfg.label_col,
+            max_train_rows=self.cfg.max_train_rows,
+        )
         self.splits = load_splits(self.data)
         self.unlearnable = unlearnable_classes(self.splits)
         self._save()  # results.json marks the folder as this grid's before any model is in it: an early kill resumes
-        self.teacher_dir = self._resolve_teacher()
+        self.ctx = open_context(
+            self.settings, self.splits, self.data, self.models, trust_remote_code=self.trust_remote_code
+        )
+        unfit = {n: why for n in self.cfg.rows if (why := self._left_out(parse_row(n)))}
+        if unfit:
+            _console.print(
+                "left out, the teacher cannot give them their shape: "
+                + "; ".join(f"{n} ({why})" for n, why in unfit.items()),
+                markup=False,
+                highlight=False,
+            )
         for name in self.cfg.rows:  # a bad transfer file stops here, before any row is trained
-            if parse_row(name).tr and self.rows.get(name, {}).get("status") != "done":
-                self.transfer_set(parse_row(name))
+            if parse_row(name).tr and self.rows.get(name, {}).get("status") != "done" and name not in unfit:
+                transfer_set(self.ctx, parse_row(name))
         if self.stale:
-            _console.print(f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
+            _console.print(
+                f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}"
+            )
         for i, name in enumerate(self.cfg.rows, 1):
             if self.rows.get(name, {}).get("status") == "done":  # finished earlier, same settings: kept
                 self._complete(self.rows[name])
+                self._finished(self.rows[name])
                 continue
             _console.print(f"[bold]row {i}/{len(self.cfg.rows)}: {name}[/bold] ({self.dataset})")
             try:
-                self.rows[name] = self._build_and_score(parse_row(name))
+                self.rows[name] = self.build_row(parse_row(name))
             except MahaError as exc:
                 self.rows[name] = {"name": name, "status": "failed", "reason": str(exc)}
+            self._finished(self.rows[name])
             self._save()
         self._compare_all()
         start = time.time()
@@ -180,78 +149,30 @@ class Grid:
         self._save()
         return self.out
 
-    def _resolve_teacher(self) -> str:
-        """The fine-tuned teacher: the given model if it already knows the labels, else fine-tuned here."""
-        check_model_dir(self.teacher, trust_remote_code=self.trust_remote_code)
-        labels = config_labels(load_config(self.teacher, trust_remote_code=self.trust_remote_code))
-        if labels == self.splits.labels:
-            if self.cfg.row_seeds.get("baseline", 1) > 1:
-                raise MahaError(f"row_seeds.baseline: {self.teacher} already knows the labels, so it is not "
-                                "fine-tuned here and has one seed; drop row_seeds.baseline or pass the model "
-                                "it was fine-tuned from")
-            return self.teacher
-        return str(self.models / "baseline")
+    def _left_out(self, spec: RowSpec) -> str | None:
+        return left_out(spec, self.cfg, self.ctx.teacher_layers, self.ctx.teacher_hidden)
 
-    def transfer_set(self, spec: RowSpec) -> TransferSet:
-        """The transfer set of a `+tr` row (the preset's, with the row's `transfer_overrides`), read once per
-        configuration; pieces overlapping a dev or test text are dropped and counted."""
-        cfg = transfer_config(self.cfg, spec)
-        key = json.dumps(asdict(cfg), sort_keys=True)
-        if key not in self._transfers:
-            self._transfers[key] = for_splits(cfg, self.splits)
-            c = self._transfers[key].counts
-            _console.print(f"transfer set {c['file']}: {c['kept']} pieces of {c['pieces']} used ({c['dropped_overlap']} "
-                           f"overlapping dev/test texts, {c['dropped_labelled']} labelled training texts and "
-                           f"{c['dropped_duplicate']} duplicates dropped, "
-                           f"{c['dropped_by_cap']} over the cap)", markup=False, highlight=False)
-        return self._transfers[key]
+    def _finished(self, row: dict) -> None:
+        """A done row's models, by seed, for the rows built from it (`recipes.kdprune_source`)."""
+        if row.get("status") == "done":
+            self.ctx.finished[row["name"]] = [s["model_dir"] for s in row["seeds"]]
 
-    def use_splits(self, splits, data: DataConfig) -> str:
-        """Take `splits` (loaded with `data`, which every built folder records) instead of reading the preset's
-        dataset (a caller that loaded them itself, with its own data folder or columns: `optimize`); returns
-        the fine-tuned teacher's folder, which `build` of the `baseline` row makes when the teacher does not
-        know the labels yet."""
-        self.data, self.splits, self.unlearnable = data, splits, unlearnable_classes(splits)
-        self.teacher_dir = self._resolve_teacher()
-        return self.teacher_dir
-
-    def build(self, spec: RowSpec, out: Path) -> dict:
-        """Build one row's model (its first seed) into `out`, unscored, resuming a checkpoint there: a recipe
-        run on its own (`optimize` trains candidates so). The row is then known as finished, so a row built
-        from it (`recipes.kdprune_source`) finds its model."""
-        kind = KINDS[spec.kind]
-        tcfg = train_config(self.cfg, spec) if kind.trained else None
-        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
-        built = kind.build(self, spec, Path(out), tcfg, precision)
-        self.finished(spec.name, built["model_dir"])
-        return built
-
-    def finished(self, name: str, model_dir: str) -> None:
-        """Know row `name` as finished with its model in `model_dir` (built by `build`, now or in an earlier run)."""
-        self.rows[name] = {"name": name, "status": "done", "model_dir": model_dir, "seeds": [{"model_dir": model_dir}]}
-
-    def base_model(self) -> str:
-        """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
-        teacher = self.teacher_dir
-        if teacher != self.teacher:
-            return self.teacher
-        if self.cfg.base_model:
-            return self.cfg.base_model
-        record = Path(teacher) / "training.json"
-        if record.is_file():
-            return json.loads(record.read_text(encoding="utf-8"))["base_model"]
-        raise MahaError(f"{teacher}: no training.json naming the model it was fine-tuned from and no base_model "
-                        "in the preset, so `mp` cannot repeat its fine-tuning in mixed precision")
-
-    def _build_and_score(self, spec: RowSpec) -> dict:
+    def build_row(self, spec: RowSpec) -> dict:
+        """Build (per seed), score and record one row; a row this machine or this teacher cannot run is
+        recorded as skipped with the reason."""
         kind, start = KINDS[spec.kind], time.time()
-        precision = training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
-        backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
-        reason = unsupported(spec)
+        reason = unsupported(spec) or self._left_out(spec)
         if reason:
             return {"name": spec.name, "status": "skipped", "reason": reason}
-        row = {"name": spec.name, "status": "done", "settings": self.settings_of(spec), "backend": backend,
-               "train_precision": precision if spec.mp else "fp32"}
+        precision = self.ctx.precision
+        backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
+        row = {
+            "name": spec.name,
+            "status": "done",
+            "settings": self.settings_of(spec),
+            "backend": backend,
+            "train_precision": precision if spec.mp else "fp32",
+        }
         with Energy(country_iso_code=self.cfg.measure.country) as energy:
             if spec.served_from_another:
                 source, how = kind.source(self, spec)
@@ -261,7 +182,7 @@ class Grid:
                 runs = [{"seed": None, "model_dir": model_dir, "train_seconds": 0.0, **self._score(model_dir, backend)}]
                 row.update(source_row=source, chosen_by=how)
             else:
-                runs = self._runs(spec, row["settings"], precision, backend)
+                runs = self._runs(spec, row["settings"])
             row.update(self._summary(runs))
             if self._wants_served(spec):
                 row["served"] = self._serve(row["model_dir"])
@@ -269,20 +190,17 @@ class Grid:
         row.update(energy.as_dict())
         return row
 
-    def _runs(self, spec: RowSpec, settings: dict, precision: str, backend: str) -> list[dict]:
+    def _runs(self, spec: RowSpec, settings: dict) -> list[dict]:
         """Build and score the row once per seed (seeds base, base+1, ...; once for unseeded kinds); each
         finished seed is saved, so an interrupted row resumes at its next seed."""
-        kind = KINDS[spec.kind]
         runs = list(self.partial.pop(spec.name, []))
-        for i in range(len(runs), self.seeds_of(spec)):
-            tcfg = None
-            if kind.trained:
-                base = train_config(self.cfg, spec)
-                tcfg = replace(base, seed=base.seed + i)
-            folder = spec.name.replace("+", "_") + (f"_seed{tcfg.seed}" if i else "")  # module names: identifiers
-            build = kind.build(self, spec, self.models / folder, tcfg, precision)
-            runs.append({"seed": tcfg.seed if tcfg else None, **build, **self._score(build["model_dir"], backend)})
-            if self.seeds_of(spec) > 1:
+        backend = self.ctx.precision if spec.mp else spec.backend
+        for i in range(len(runs), seeds_of(self.cfg, spec)):
+            seed = train_config(self.cfg, spec).seed + i if KINDS[spec.kind].trained else None
+            folder = spec.name.replace("+", "_") + (f"_seed{seed}" if i else "")  # module names: identifiers
+            built = build(self.ctx, spec, self.models / folder, seed_index=i)
+            runs.append({"seed": seed, **built, **self._score(built["model_dir"], backend)})
+            if seeds_of(self.cfg, spec) > 1:
                 self.rows[spec.name] = {"name": spec.name, "status": "partial", "settings": settings, "seeds": runs}
                 self._save()
         return runs
@@ -290,24 +208,39 @@ class Grid:
     def _score(self, model_dir: str, backend: str) -> dict:
         """Test figures (all classes and learnable ones), the test predictions, and dev accuracy (for `best`)."""
         self._calibrate(model_dir, backend)
-        test = predict_ids(model_dir, self.splits, "test", backend=backend, max_length=self.max_length,
-                           trust_remote_code=self.trust_remote_code)
-        dev = predict_ids(model_dir, self.splits, "dev", backend=backend, max_length=self.max_length,
-                          trust_remote_code=self.trust_remote_code)
+        pred = predict_splits(
+            model_dir,
+            self.splits,
+            ("test", "dev"),
+            backend=backend,
+            max_length=self.max_length,
+            trust_remote_code=self.trust_remote_code,
+        )  # the model loaded once for both
+        test, dev = pred["test"], pred["dev"]
         m = classification_metrics(self.splits.test.labels, test, self.splits.labels, self.unlearnable)
         sub = m.get("learnable", {})
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "accuracy_learnable": sub.get("accuracy"),
-                "macro_f1_learnable": sub.get("macro_f1"),
-                "dev_accuracy": float(np.mean(dev == np.asarray(self.splits.dev.labels))),
-                "per_class_f1": {k: v["f1"] for k, v in m["per_class"].items()}, "test_predictions": test.tolist()}
+        return {
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "accuracy_learnable": sub.get("accuracy"),
+            "macro_f1_learnable": sub.get("macro_f1"),
+            "dev_accuracy": float(np.mean(dev == np.asarray(self.splits.dev.labels))),
+            "per_class_f1": {k: v["f1"] for k, v in m["per_class"].items()},
+            "test_predictions": test.tolist(),
+        }
 
     def _summary(self, runs: list[dict]) -> dict:
         """Row figures from its seeds: scores as the mean (and sample SD) over seeds; the model, its
         structure, dev accuracy and per-class F1 of the first seed, which is the one timed and served."""
         first = runs[0]
-        row = {"model_dir": first["model_dir"], "train_seconds": first["train_seconds"],
-               "dev_accuracy": first["dev_accuracy"], "test_rows": len(first["test_predictions"]),
-               "per_class_f1": first["per_class_f1"], **self._structure(first["model_dir"])}
+        row = {
+            "model_dir": first["model_dir"],
+            "train_seconds": first["train_seconds"],
+            "dev_accuracy": first["dev_accuracy"],
+            "test_rows": len(first["test_predictions"]),
+            "per_class_f1": first["per_class_f1"],
+            **self._structure(first["model_dir"]),
+        }
         if first.get("transfer"):
             row["transfer"] = first["transfer"]  # its counts and the teacher's agreement with the file's labels
         if first.get("dev_history"):
@@ -324,23 +257,37 @@ class Grid:
         """Parameters and encoder Linear weights; a model with no encoder (static, tfidf) has no sparsity."""
         if is_tfidf(model_dir):
             linear = load_tfidf(model_dir).classifier
-            return {"params_total": int(linear.coef_.size + linear.intercept_.size), "params_encoder": 0,
-                    "encoder_linear_weights": 0}
-        model = load_classifier(str(model_dir), trust_remote_code=self.trust_remote_code)
+            return {
+                "params_total": int(linear.coef_.size + linear.intercept_.size),
+                "params_encoder": 0,
+                "encoder_linear_weights": 0,
+            }
+        model = load_skeleton(str(model_dir), trust_remote_code=self.trust_remote_code)  # shapes: no weights read
         if is_static(model_dir):
-            return {"params_total": sum(p.numel() for p in model.parameters()), "params_encoder": 0,
-                    "encoder_linear_weights": 0}
+            return {
+                "params_total": sum(p.numel() for p in model.parameters()),
+                "params_encoder": 0,
+                "encoder_linear_weights": 0,
+            }
         params, weights = count_params(model), sum(encoder_linear_count(model))
-        return {"params_total": params["total"], "params_encoder": params["encoder"],
-                "encoder_linear_weights": weights, "encoder_sparsity": 1 - weights / self._teacher_weights()}
+        return {
+            "params_total": params["total"],
+            "params_encoder": params["encoder"],
+            "encoder_linear_weights": weights,
+            "encoder_sparsity": 1 - weights / self._teacher_weights(),
+        }
 
     def _calibrate(self, model_dir: str, backend: str) -> None:
         """Calibrated int8 backends learn activation ranges from training texts (never dev or test): their
         file is built here once, so every later load (scoring, timing, peak memory) serves the same file."""
         if backend in CALIBRATED_BACKENDS:
-            served_file(model_dir, backend, max_length=self.max_length,
-                        calibration_texts=calibration_sample(self.splits.train.texts),
-                        trust_remote_code=self.trust_remote_code)
+            served_file(
+                model_dir,
+                backend,
+                max_length=self.max_length,
+                calibration_texts=self.ctx.calibration,
+                trust_remote_code=self.trust_remote_code,
+            )
 
     def _wants_served(self, spec: RowSpec) -> bool:
         return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another
@@ -352,11 +299,8 @@ class Grid:
         return {"backend": SERVED_BACKEND, **scores}
 
     def _complete(self, row: dict) -> None:
-        """Add what an older version did not record to a finished row, without rebuilding its model."""
-        if "seeds" not in row:
-            run = {"seed": None, "model_dir": row["model_dir"], "train_seconds": row.get("train_seconds"),
-                   **self._score(row["model_dir"], row["backend"])}
-            row.update(self._summary([run]))
+        """Add the served block a finished row lacks (`served_blocks` turned on, or another `SERVED_BACKEND`,
+        since it was built), without rebuilding its model."""
         if self._wants_served(parse_row(row["name"])) and row.get("served", {}).get("backend") != SERVED_BACKEND:
             row["served"] = self._serve(row["model_dir"])
 
@@ -368,29 +312,32 @@ class Grid:
         candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and is_candidate(parse_row(n))]
         if teacher.get("status") != "done" or not candidates:
             raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd, kdpNN)")
-        for row in [teacher, *candidates]:
-            if "dev_accuracy" not in row:  # written by an older version
-                self._complete(row)
         points = self.cfg.best_within_points
         floor = teacher["dev_accuracy"] - points / 100
         within = f"{points:g} point{'s' if points != 1 else ''}"
         close = [r for r in candidates if r["dev_accuracy"] >= floor]
-        listed = ", ".join(f"{r['name']} {r['dev_accuracy']:.2%}" for r in sorted(
-            candidates, key=lambda r: r["encoder_linear_weights"]))
+        listed = ", ".join(
+            f"{r['name']} {r['dev_accuracy']:.2%}"
+            for r in sorted(candidates, key=lambda r: r["encoder_linear_weights"])
+        )
         if close:
             pick = min(close, key=lambda r: (r["encoder_linear_weights"], -r["dev_accuracy"]))
-            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within {within} "
-                   f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})")
+            how = (
+                f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within {within} "
+                f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})"
+            )
         else:
             pick = max(candidates, key=lambda r: r["dev_accuracy"])
-            how = (f"no row within {within} of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
-                   f"accurate on dev (dev accuracy: {listed})")
+            how = (
+                f"no row within {within} of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
+                f"accurate on dev (dev accuracy: {listed})"
+            )
         return pick["name"], how
 
     def _teacher_weights(self) -> int:
         """Encoder Linear weights of the dense teacher: the denominator of every row's sparsity."""
         if not hasattr(self, "_dense_weights"):
-            teacher = load_classifier(self.teacher_dir, trust_remote_code=self.trust_remote_code)
+            teacher = load_skeleton(self.ctx.teacher_dir, trust_remote_code=self.trust_remote_code)
             self._dense_weights = sum(encoder_linear_count(teacher))
         return self._dense_weights
 
@@ -405,11 +352,13 @@ class Grid:
         for row in self.rows.values():
             if row.get("status") != "done":
                 continue
-            row["vs_baseline"] = paired_difference(correctness(y, [s["test_predictions"] for s in row["seeds"]]),
-                                                   reference)
+            row["vs_baseline"] = paired_difference(
+                correctness(y, [s["test_predictions"] for s in row["seeds"]]), reference
+            )
             if "served" in row:
-                row["served"]["vs_baseline"] = paired_difference(correctness(y, [row["served"]["test_predictions"]]),
-                                                                 reference)
+                row["served"]["vs_baseline"] = paired_difference(
+                    correctness(y, [row["served"]["test_predictions"]]), reference
+                )
 
     def _measure_all(self) -> None:
         """Time every finished row and served block in one interleaved session; sizes and peak memory per row."""
@@ -419,19 +368,36 @@ class Grid:
         texts = timing_texts(self.splits.test.texts, self.cfg.measure.texts)
         threads, trust = self.cfg.measure.threads, {"trust_remote_code": self.trust_remote_code}
         served = {_served_key(r["name"]): r for r in done if "served" in r}
-        backends = {r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads,
-                                            **trust) for r in done}
-        backends |= {key: load_backend(r["model_dir"], r["served"]["backend"], max_length=self.max_length,
-                                       threads=threads, **trust) for key, r in served.items()}
+        backends = {
+            r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads, **trust)
+            for r in done
+        }
+        backends |= {
+            key: load_backend(
+                r["model_dir"], r["served"]["backend"], max_length=self.max_length, threads=threads, **trust
+            )
+            for key, r in served.items()
+        }
         m = self.cfg.measure
-        timing = speedups(latency(backends, texts, repeats=m.repeats, warmup=m.warmup, threads=threads,
-                                  batches_per_repeat={1: min(m.batch1_texts, len(texts))}))
+        timing = speedups(
+            latency(
+                backends,
+                texts,
+                repeats=m.repeats,
+                warmup=m.warmup,
+                threads=threads,
+                batches_per_repeat={1: min(m.batch1_texts, len(texts))},
+            )
+        )
         del backends
         for row in done:
             row.update(timing.get(row["name"], {}))
             row["disk_mb"] = served_size_mb(row["model_dir"], row["backend"], **trust)
-            row.update(peak_memory(row["model_dir"], row["backend"], texts, max_length=self.max_length, threads=threads,
-                                   **trust))
+            row.update(
+                peak_memory(
+                    row["model_dir"], row["backend"], texts, max_length=self.max_length, threads=threads, **trust
+                )
+            )
         for key, row in served.items():
             row["served"].update(timing.get(key, {}))
             row["served"]["disk_mb"] = served_size_mb(row["model_dir"], row["served"]["backend"], **trust)
@@ -443,27 +409,44 @@ class Grid:
 
     def _meta(self) -> dict:
         summary = self.splits.summary()
-        return {"preset": self.preset, "dataset": self.dataset, "teacher": self.teacher,
-                "train_rows": summary["splits"]["train"]["rows"], "dev_rows": summary["splits"]["dev"]["rows"],
-                "test_rows": summary["splits"]["test"]["rows"], "max_length": self.max_length,
-                "seeds": self.cfg.seeds, "size_unit": "MiB", "machine": _machine(),
-                "timing_session_seconds": self.timing_seconds,
-                "timing_texts": f"a seeded random sample of {min(self.cfg.measure.texts, summary['splits']['test']['rows'])} "
-                                "test texts, in random order (arrival order)",
-                "unlearnable_classes": self.unlearnable,
-                "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
-                | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},
-                "config": asdict(self.cfg), "test_labels": list(self.splits.test.labels)}
+        return {
+            "preset": self.preset,
+            "dataset": self.dataset,
+            "teacher": self.teacher,
+            "train_rows": summary["splits"]["train"]["rows"],
+            "dev_rows": summary["splits"]["dev"]["rows"],
+            "test_rows": summary["splits"]["test"]["rows"],
+            "max_length": self.max_length,
+            "seeds": self.cfg.seeds,
+            "size_unit": "MiB",
+            "machine": _machine(),
+            "timing_session_seconds": self.timing_seconds,
+            "timing_texts": "a seeded random sample of "
+            f"{min(self.cfg.measure.texts, summary['splits']['test']['rows'])} "
+            "test texts, in random order (arrival order)",
+            "unlearnable_classes": self.unlearnable,
+            "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
+            | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},
+            "config": asdict(self.cfg),
+            "test_labels": list(self.splits.test.labels),
+        }
 
     def _caveats(self, rows: list[dict]) -> list[str]:
         notes = []
         if self.unlearnable:
-            notes.append(f"No training row of {', '.join(self.unlearnable)} is left after cleaning, so no model can "
-                         "predict it: the 'w/o untrained classes' columns leave its test rows out.")
+            notes.append(
+                f"No training row of {', '.join(self.unlearnable)} is left after cleaning, so no model can "
+                "predict it: the 'w/o untrained classes' columns leave its test rows out."
+            )
         if any(r.get("energy_measured") is False for r in rows):
-            notes.append("Energy is CodeCarbon's estimate (no hardware power counters readable here), not a "
-                         "measurement; CO2 uses the configured country's grid intensity.")
-        for status, what in (("failed", "could not run"), ("skipped", "were not run on this machine")):
+            notes.append(
+                "Energy is CodeCarbon's estimate (no hardware power counters readable here), not a "
+                "measurement; CO2 uses the configured country's grid intensity."
+            )
+        for status, what in (
+            ("failed", "could not run"),
+            ("skipped", "were not run (this machine cannot run them, or the teacher cannot give them their shape)"),
+        ):
             names = [r["name"] for r in rows if r.get("status") == status]
             if names:
                 notes.append(f"Rows that {what} stay in the table with their reason: {', '.join(names)}.")
@@ -497,23 +480,18 @@ def _served_key(name: str) -> str:
     return f"{name} (served)"
 
 
-def _check_student_shapes(cfg: GridConfig, teacher: str, preset: str, trust_remote_code: bool) -> None:
-    """Layer students within the teacher's depth and a static table within its width, before any work."""
-    config = load_config(teacher, trust_remote_code=trust_remote_code)
-    layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
-    for row in cfg.rows:
-        spec = parse_row(row)
-        if spec.kind == "kd" and layers is not None and not 1 <= (spec.number or cfg.student_layers) <= layers:
-            raise MahaError(f"preset {preset}: row '{row}' asks for a {spec.number or cfg.student_layers}-layer "
-                            f"student; the teacher {teacher} has {layers} layers (choose 1..{layers})")
-        if spec.kind == "static" and hidden is not None and not 1 <= cfg.static_dim <= hidden:
-            raise MahaError(f"preset {preset}: static_dim {cfg.static_dim}: choose 1..{hidden} (the hidden size "
-                            f"of the teacher {teacher})")
-
-
-def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None, *,
-              seeds: int | None = None, text_col: str | None = None, label_col: str | None = None,
-              trust_remote_code: bool = False, finish: Callable[[Path], Path] | None = None) -> list[Path]:
+def reproduce(
+    teacher: str,
+    preset: str | Path,
+    out: Path,
+    dataset: str | None = None,
+    *,
+    seeds: int | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    trust_remote_code: bool = False,
+    finish: Callable[[Path], Path] | None = None,
+) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns what `finish` made
     of each finished folder (the CLI passes `report.render.write_report`: the report is written while the folder
     is still locked), or the folders.
@@ -521,7 +499,8 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     One dataset writes into `out`; several write into `out/<dataset>/`, one report each. `seeds`
     overrides the preset's number of seeds per trained row, `text_col` and `label_col` its column
     names. The preset's settings, the teacher and the output folder are all checked before the first
-    row is built, and each output folder is locked until the run ends (`files.output_lock`). `trust_remote_code` lets the teacher (and so every model built from it) run the Python
+    row is built, and each output folder is locked until the run ends (`files.output_lock`). `trust_remote_code`
+    lets the teacher (and so every model built from it) run the Python
     code its folder or hub repository ships.
     """
     cfg, name = load_preset(preset)
@@ -533,20 +512,14 @@ def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None =
     datasets = [dataset] if dataset else cfg.datasets
     if not datasets:
         raise MahaError(f"preset '{name}': no datasets to run")
-    check_model(teacher, trust_remote_code=trust_remote_code)
-    for key in ("finetune", "distill", "prune_train", "static"):
-        check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
-        check_max_length(teacher, getattr(cfg, key).max_length)
-    for row in cfg.train_overrides:
-        tcfg = train_config(cfg, parse_row(row))
-        check_train_config(tcfg, where=f"preset {name}: train_overrides.{row}")
-        check_max_length(teacher, tcfg.max_length)
-    _check_student_shapes(cfg, teacher, name, trust_remote_code)
+    check_for_teacher(cfg, name, teacher, trust_remote_code=trust_remote_code)
     outs = [Path(out)] if len(datasets) == 1 else [Path(out) / Path(d).name for d in datasets]
     with ExitStack() as held:
         for folder in outs:  # each grows in place and resumes: refused when it holds files but no results.json, or
             check_output_dir(folder, RESULTS_RECORD, grows=True)  # while another run writes it (a re-run resumes)
             held.enter_context(output_lock(folder))
-        done = [Grid(teacher, cfg, name, d, folder, trust_remote_code=trust_remote_code).run()
-                for d, folder in zip(datasets, outs)]
+        done = [
+            Grid(teacher, cfg, name, d, folder, trust_remote_code=trust_remote_code).run()
+            for d, folder in zip(datasets, outs)
+        ]
         return [finish(folder) for folder in done] if finish else done

@@ -9,11 +9,13 @@ layers, or with `+ends` the bottom and top ones), `pNN` (pruned to NN% encoder s
 distilling), `+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+mp`
 (trained and run in bf16), `static[+tr]` (the static-embedding student), `tfidf` (the reference), and
 `baseline+X` / `best+X` (the teacher, or the fastest compressed model within the preset's accuracy budget
-of it on dev, served with bf16, fp16 (a CUDA GPU only), dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`) or with
+of it on dev, served with bf16, fp16 (a CUDA GPU only), dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`)
+or with
 transformer graph fusion (`fused`), or OpenVINO's calibrated int8 (`openvino`)).
 
 A recipe is data: the runner (`grid.Grid`) builds, scores and times every row the same way, so a new kind
-of row is one entry of `KINDS`.
+of row is one entry of `KINDS`; `build` runs a recipe with the run's `context.RecipeContext`, for the grid and
+`optimize` alike.
 """
 
 from __future__ import annotations
@@ -21,51 +23,37 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from .tfidf import C_GRID, VECTORIZER, save_tfidf
-from ..core.config import DataConfig, GridConfig, TrainConfig, TransferConfig, from_dict
-from ..data.datasets import Splits
-from ..train.distill import distill
+from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
 from ..core.errors import MahaError
 from ..core.hardware import unsupported_reason
+from ..core.registry import EXPORT_BACKENDS, SPECS
+from ..data.transfer import TransferSet
+from ..train.distill import distill
+from ..train.loop import finetune
 from ..train.pruning.compact import PRUNED_FORMAT_VERSION
 from ..train.pruning.prune import prune
-from .results import BEST
 from ..train.static import distill_static
-from ..train.loop import finetune
-from ..data.transfer import TransferSet
+from .context import RecipeContext, RowSettings
+from .results import BEST
+from .tfidf import C_GRID, VECTORIZER, save_tfidf
 
-# How the `served` block of a compressed row runs it: fused ONNX Runtime int8 was the fastest runtime at
-# batch 1 and within the noise of OpenVINO int8 at batch 32 on every model measured, at equal accuracy
-# (reports/runtimes), and needs no package beyond onnxruntime.
-SERVED_BACKEND = "onnx-int8-fused"
-SERVING = {"bf16": "bf16", "fp16": "fp16", "int8": "int8", "onnx": "onnx-int8", "fused": "onnx-int8-fused",
-           "openvino": "openvino-int8"}  # modifier -> inference backend
+# How the `served` block of a compressed row runs it: as a user deploys it, in export's default (fused ONNX
+# Runtime int8: the fastest runtime at batch 1 and within the noise of OpenVINO int8 at batch 32 on every model
+# measured, at equal accuracy (reports/runtimes), and needing no package beyond onnxruntime).
+SERVED_BACKEND = EXPORT_BACKENDS[0]
+SERVING = {s.serves_as: s.name for s in SPECS.values() if s.serves_as}  # modifier -> inference backend
 # What identifies the modelling code of pruned folders: part of every pruned row's settings, so folders
 # made by older code are rebuilt, not re-timed.
 PRUNED_MODEL_SETTINGS = {"format": PRUNED_FORMAT_VERSION}
 
 
-class Runner(Protocol):
-    """What a recipe reads from the runner that builds it (`grid.Grid`; `optimize` drives one too): the
-    preset, the teacher, the data, the finished rows, and the few answers only the runner has."""
-
-    cfg: GridConfig
-    teacher: str  # as given
-    teacher_dir: str  # the fine-tuned teacher
-    splits: Splits
-    data: DataConfig | None  # what `splits` was loaded with: every built folder records it
-    rows: dict[str, dict]
-    trust_remote_code: bool  # the user let the teacher run its folder's code: so may every model built from it
-
-    def settings_of(self, spec: RowSpec) -> dict: ...
-
-    def transfer_set(self, spec: RowSpec) -> TransferSet: ...
-
-    def base_model(self) -> str: ...
+class Chooser(Protocol):
+    """What a served row's source asks of the runner: `best` is the row the grid chooses on dev."""
 
     def pick_best(self) -> tuple[str, str]: ...
 
@@ -95,9 +83,9 @@ class Kind:
 
     pattern: str  # full match of the name's head; an optional group captures its number
     modifiers: frozenset[str]  # what may follow `+` (serving modifiers: the row is another model served so)
-    settings: Callable[[Runner, RowSpec], dict]
-    build: Callable[[Runner, RowSpec, Path, TrainConfig | None, str], dict] | None  # None: always served
-    source: Callable[[Runner, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
+    settings: Callable[[RowSettings, RowSpec], dict]
+    build: Callable[[RecipeContext, RowSpec, Path, TrainConfig | None], dict] | None  # None: always served
+    source: Callable[[Chooser, RowSpec], tuple[str, str]] | None = None  # served rows: (row, how it was chosen)
     seeded: bool = False  # trained: built once per seed, shown as mean and spread
     # trained, but once unless `row_seeds` asks for more: the teacher, whose first seed every student learns from
     seeds_on_request: bool = False
@@ -113,26 +101,35 @@ class Kind:
 
 # ---------------------------------------------------------------- the recipes
 
-def _teacher_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"teacher": grid.teacher, "finetune": asdict(grid.cfg.finetune)}
+
+def _teacher_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    return {"teacher": rs.teacher, "finetune": asdict(rs.cfg.finetune)}
 
 
-def _mp_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"finetune": asdict(train_config(grid.cfg, spec)), "base_model": grid.cfg.base_model}
+def _mp_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    return {"finetune": asdict(train_config(rs.cfg, spec)), "base_model": rs.cfg.base_model}
 
 
-def _transfer_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"transfer": asdict(transfer_config(grid.cfg, spec))} if spec.tr else {}
+def _transfer_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    return {"transfer": asdict(transfer_config(rs.cfg, spec))} if spec.tr else {}
 
 
-def _layers_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"distill": asdict(train_config(grid.cfg, spec)), "student_layers": spec.number or grid.cfg.student_layers,
-            **({"layer_choice": "ends"} if spec.ends else {}), **_transfer_settings(grid, spec)}
+def _layers_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    return {
+        "distill": asdict(train_config(rs.cfg, spec)),
+        "student_layers": spec.number or rs.cfg.student_layers,
+        **({"layer_choice": "ends"} if spec.ends else {}),
+        **_transfer_settings(rs, spec),
+    }
 
 
-def _prune_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"prune_train": asdict(train_config(grid.cfg, spec)), "prune": asdict(grid.cfg.prune), **PRUNED_MODEL_SETTINGS,
-            **_transfer_settings(grid, spec)}
+def _prune_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    return {
+        "prune_train": asdict(train_config(rs.cfg, spec)),
+        "prune": asdict(rs.cfg.prune),
+        **PRUNED_MODEL_SETTINGS,
+        **_transfer_settings(rs, spec),
+    }
 
 
 def kdprune_source(spec: RowSpec) -> str:
@@ -140,102 +137,187 @@ def kdprune_source(spec: RowSpec) -> str:
     return "kd+tr" if spec.tr else "kd"
 
 
-def _kdprune_settings(grid: Runner, spec: RowSpec) -> dict:
+def _kdprune_settings(rs: RowSettings, spec: RowSpec) -> dict:
     source = parse_row(kdprune_source(spec))
-    return {**_prune_settings(grid, spec), "pruned_student": {source.name: grid.settings_of(source)}}
+    return {**_prune_settings(rs, spec), "pruned_student": {source.name: settings_of(rs, source)}}
 
 
-def _static_settings(grid: Runner, spec: RowSpec) -> dict:
-    return {"static": asdict(train_config(grid.cfg, spec)), "static_dim": grid.cfg.static_dim,
-            **_transfer_settings(grid, spec)}
+def _static_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    return {
+        "static": asdict(train_config(rs.cfg, spec)),
+        "static_dim": rs.cfg.static_dim,
+        **_transfer_settings(rs, spec),
+    }
 
 
-def _tfidf_settings(grid: Runner, spec: RowSpec) -> dict:
+def _tfidf_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {"tfidf": {"C_grid": list(C_GRID), "vectorizer": VECTORIZER}}
 
 
-def _best_settings(grid: Runner, spec: RowSpec) -> dict:
+def _best_settings(rs: RowSettings, spec: RowSpec) -> dict:
     """A `best` row depends on every row it may be served from."""
-    candidates = [parse_row(n) for n in grid.cfg.rows if is_candidate(parse_row(n))]
-    within = {"within_points": grid.cfg.best_within_points} if grid.cfg.best_within_points != 1.0 else {}
-    return {"candidates": {c.name: grid.settings_of(c) for c in candidates}, **within}
+    candidates = [parse_row(n) for n in rs.cfg.rows if is_candidate(parse_row(n))]
+    within = {"within_points": rs.cfg.best_within_points} if rs.cfg.best_within_points != 1.0 else {}
+    return {"candidates": {c.name: settings_of(rs, c) for c in candidates}, **within}
 
 
-def _build_teacher(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    if grid.teacher_dir == grid.teacher:
-        return {"model_dir": grid.teacher, "train_seconds": _recorded_seconds(Path(grid.teacher))}
-    return timed(out, finetune, grid.teacher, grid.splits, tcfg, out, resume=True, data=grid.data,
-                 trust_remote_code=grid.trust_remote_code)
+def _build_teacher(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
+    if ctx.teacher_dir == ctx.teacher:
+        return {"model_dir": ctx.teacher, "train_seconds": _recorded_seconds(Path(ctx.teacher))}
+    return timed(
+        out,
+        finetune,
+        ctx.teacher,
+        ctx.splits,
+        tcfg,
+        out,
+        resume=True,
+        data=ctx.data,
+        trust_remote_code=ctx.trust_remote_code,
+    )
 
 
-def _build_mp(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    return timed(out, finetune, grid.base_model(), grid.splits, replace(tcfg, mixed_precision=precision), out,
-                  resume=True, data=grid.data, trust_remote_code=grid.trust_remote_code)
+def _build_mp(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
+    return timed(
+        out,
+        finetune,
+        _base_model(ctx),
+        ctx.splits,
+        replace(tcfg, mixed_precision=ctx.precision),
+        out,
+        resume=True,
+        data=ctx.data,
+        trust_remote_code=ctx.trust_remote_code,
+    )
 
 
-def _build_layers(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    layers = spec.number or grid.cfg.student_layers
-    return timed(out, distill, grid.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), grid.splits, tcfg, out, resume=True,
-                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data,
-                  trust_remote_code=grid.trust_remote_code)
+def _build_layers(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
+    layers = spec.number or ctx.cfg.student_layers
+    return timed(
+        out,
+        distill,
+        ctx.teacher_dir,
+        f"layers:{layers}" + (":ends" if spec.ends else ""),
+        ctx.splits,
+        tcfg,
+        out,
+        resume=True,
+        transfer=transfer_set(ctx, spec) if spec.tr else None,
+        data=ctx.data,
+        trust_remote_code=ctx.trust_remote_code,
+    )
 
 
-def _build_prune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    tcfg = replace(tcfg, mixed_precision=precision) if spec.mp else tcfg
-    return timed(out, prune, grid.teacher_dir, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity),
-                  out, resume=True, distill_from=grid.teacher_dir if spec.kd else None,
-                  transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data,
-                  trust_remote_code=grid.trust_remote_code)
+def _build_prune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
+    tcfg = replace(tcfg, mixed_precision=ctx.precision) if spec.mp else tcfg
+    return timed(
+        out,
+        prune,
+        ctx.teacher_dir,
+        ctx.splits,
+        tcfg,
+        replace(ctx.cfg.prune, sparsity=spec.sparsity),
+        out,
+        resume=True,
+        distill_from=ctx.teacher_dir if spec.kd else None,
+        transfer=transfer_set(ctx, spec) if spec.tr else None,
+        data=ctx.data,
+        trust_remote_code=ctx.trust_remote_code,
+    )
 
 
-def _build_kdprune(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
+def _build_kdprune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
     """Depth, then width: the layer student of the `kd` row (its seed of the same index when it has one)
     pruned to NN% of its own encoder weights while distilling from the teacher."""
-    source = grid.rows.get(kdprune_source(spec), {})
-    if source.get("status") != "done":
+    students = ctx.finished.get(kdprune_source(spec))
+    if not students:
         raise MahaError(f"row '{spec.name}' prunes row '{kdprune_source(spec)}', which has not finished")
-    index = tcfg.seed - train_config(grid.cfg, spec).seed  # which of this row's seeds is being built
-    student = source["seeds"][index]["model_dir"] if index < len(source["seeds"]) else source["model_dir"]
-    return timed(out, prune, student, grid.splits, tcfg, replace(grid.cfg.prune, sparsity=spec.sparsity), out,
-                  resume=True, distill_from=grid.teacher_dir, transfer=grid.transfer_set(spec) if spec.tr else None,
-                  data=grid.data, trust_remote_code=grid.trust_remote_code)
+    index = tcfg.seed - train_config(ctx.cfg, spec).seed  # which of this row's seeds is being built
+    student = students[index] if index < len(students) else students[0]
+    return timed(
+        out,
+        prune,
+        student,
+        ctx.splits,
+        tcfg,
+        replace(ctx.cfg.prune, sparsity=spec.sparsity),
+        out,
+        resume=True,
+        distill_from=ctx.teacher_dir,
+        transfer=transfer_set(ctx, spec) if spec.tr else None,
+        data=ctx.data,
+        trust_remote_code=ctx.trust_remote_code,
+    )
 
 
-def _build_static(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig, precision: str) -> dict:
-    return timed(out, distill_static, grid.teacher_dir, grid.splits, tcfg, out, dim=grid.cfg.static_dim,
-                  resume=True, transfer=grid.transfer_set(spec) if spec.tr else None, data=grid.data,
-                  trust_remote_code=grid.trust_remote_code)
+def _build_static(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
+    return timed(
+        out,
+        distill_static,
+        ctx.teacher_dir,
+        ctx.splits,
+        tcfg,
+        out,
+        dim=ctx.cfg.static_dim,
+        resume=True,
+        transfer=transfer_set(ctx, spec) if spec.tr else None,
+        data=ctx.data,
+        trust_remote_code=ctx.trust_remote_code,
+    )
 
 
-def _build_tfidf(grid: Runner, spec: RowSpec, out: Path, tcfg: TrainConfig | None, precision: str) -> dict:
-    return timed(out, save_tfidf, grid.splits, out)
+def _build_tfidf(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig | None) -> dict:
+    return timed(out, save_tfidf, ctx.splits, out)
 
 
-def _baseline_source(grid: Runner, spec: RowSpec) -> tuple[str, str]:
+def _baseline_source(runner: Chooser, spec: RowSpec) -> tuple[str, str]:
     return "baseline", "the teacher"
 
 
 KINDS: dict[str, Kind] = {
-    "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source,
-                     seeds_on_request=True),
+    "baseline": Kind(
+        r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source, seeds_on_request=True
+    ),
     "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends"}), _layers_settings, _build_layers, seeded=True, compressed=True,
-               distils=True),
-    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True,
-                  compressed=True),
+    "kd": Kind(
+        r"kd([1-9]\d*)?",
+        frozenset({"tr", "ends"}),
+        _layers_settings,
+        _build_layers,
+        seeded=True,
+        compressed=True,
+        distils=True,
+    ),
+    "prune": Kind(
+        r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True, compressed=True
+    ),
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
-    "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr"}), _kdprune_settings, _build_kdprune, seeded=True,
-                    compressed=True, distils=True),
-    BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda grid, spec: grid.pick_best()),
+    "kdprune": Kind(
+        r"kdp([1-9]\d?)",
+        frozenset({"tr"}),
+        _kdprune_settings,
+        _build_kdprune,
+        seeded=True,
+        compressed=True,
+        distils=True,
+    ),
+    BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
-    "static": Kind(r"static", frozenset({"tr"}), _static_settings, _build_static, seeded=True, backend="static",
-                   distils=True),
+    "static": Kind(
+        r"static", frozenset({"tr"}), _static_settings, _build_static, seeded=True, backend="static", distils=True
+    ),
     "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, _build_tfidf, backend="tfidf"),
 }
 # which section of a preset trains each trained kind (its seed is varied per run)
-_TRAIN_SECTION = {"baseline": "finetune", "mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
-                  "static": "static"}
+_TRAIN_SECTION = {
+    "baseline": "finetune",
+    "mp": "finetune",
+    "kd": "distill",
+    "prune": "prune_train",
+    "kdprune": "prune_train",
+    "static": "static",
+}
 
 
 def parse_row(name: str) -> RowSpec:
@@ -247,19 +329,30 @@ def parse_row(name: str) -> RowSpec:
             continue
         serving = [m for m in mods if m in SERVING]
         # a serving modifier stands alone (the row is another row's model served so); others need a build
-        if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
-                and (len(mods) == 1 if serving else kind.build is not None)
-                and ("tr" not in mods or "kd" in mods or kind.distils)):  # a transfer set needs a teacher
+        if (
+            len(set(mods)) == len(mods)
+            and set(mods) <= kind.modifiers
+            and (len(mods) == 1 if serving else kind.build is not None)
+            and ("tr" not in mods or "kd" in mods or kind.distils)
+        ):  # a transfer set needs a teacher
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
-            return RowSpec(name, kind_name, int(number) if number else None,
-                           kd="kd" in mods or kind_name in ("kd", "kdprune"),
-                           mp=mp, tr="tr" in mods, ends="ends" in mods,
-                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
-                           served_from_another=bool(serving))
+            return RowSpec(
+                name,
+                kind_name,
+                int(number) if number else None,
+                kd="kd" in mods or kind_name in ("kd", "kdprune"),
+                mp=mp,
+                tr="tr" in mods,
+                ends="ends" in mods,
+                backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
+                served_from_another=bool(serving),
+            )
         break
-    raise MahaError(f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr], pNN[+kd[+tr]][+mp], "
-                    f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
+    raise MahaError(
+        f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr], pNN[+kd[+tr]][+mp], "
+        f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}"
+    )
 
 
 def is_candidate(spec: RowSpec) -> bool:
@@ -295,6 +388,81 @@ def _overridden(base: _Section, overrides: dict[str, dict], key: str, spec: RowS
     return replace(base, **{name: getattr(checked, name) for name in values})
 
 
+def settings_of(rs: RowSettings, spec: RowSpec) -> dict:
+    """Everything in the run's settings that shapes a row's model (a re-run rebuilds the row, or retrains the
+    trial, when this changes), computed once per row and kept in `rs.known`."""
+    if spec.name not in rs.known:
+        n = seeds_of(rs.cfg, spec)
+        rs.known[spec.name] = {
+            "dataset": rs.dataset,
+            "max_train_rows": rs.cfg.max_train_rows,
+            **KINDS[spec.kind].settings(rs, spec),
+            **({"seeds": n} if n > 1 else {}),
+        }
+    return rs.known[spec.name]
+
+
+def seeds_of(cfg: GridConfig, spec: RowSpec) -> int:
+    """How many seeds the row is built with: `row_seeds` for it, else `seeds`; 1 for untrained kinds and,
+    unless `row_seeds` names it, for the teacher (each extra seed is one more fine-tuning to show its
+    spread; the students all learn from the first)."""
+    kind = KINDS[spec.kind]
+    if kind.seeded:
+        return cfg.row_seeds.get(spec.name, cfg.seeds)
+    return cfg.row_seeds.get(spec.name, 1) if kind.seeds_on_request else 1
+
+
+def build(ctx: RecipeContext, spec: RowSpec, folder: Path, seed_index: int = 0) -> dict:
+    """Build `spec`'s model (its seed `seed_index`: the section's seed plus it) into `folder`, unscored,
+    resuming a checkpoint there: the one way a row's model is made, by the grid and by `optimize`. The
+    caller records it in `ctx.finished` once the row is done, so a row built from it finds it."""
+    kind = KINDS[spec.kind]
+    tcfg = None
+    if kind.trained:
+        base = train_config(ctx.cfg, spec)
+        tcfg = replace(base, seed=base.seed + seed_index)
+    return kind.build(ctx, spec, Path(folder), tcfg)
+
+
+def transfer_set(ctx: RecipeContext, spec: RowSpec) -> TransferSet:
+    """The transfer set a `+tr` row distils on (the run's, with the row's `transfer_overrides`)."""
+    return ctx.transfer_set(transfer_config(ctx.cfg, spec))
+
+
+def left_out(spec: RowSpec, cfg: GridConfig, teacher_layers: int | None, teacher_hidden: int | None) -> str | None:
+    """Why the teacher cannot give `spec` its shape (a layer student deeper than it, a static table wider than its
+    hidden size), or None. The grid and `optimize` both leave such a row out with this reason, before any work, and
+    go on with the rest: a preset or a candidate list names sizes for the teachers it was written for (cpu-quick's
+    6-layer `kd`, optimize's default candidates), and a shallower teacher still answers with every other row."""
+    layers = (
+        (spec.number or cfg.student_layers)
+        if spec.kind == "kd"
+        else cfg.student_layers
+        if spec.kind == "kdprune"
+        else None
+    )
+    if layers is not None and teacher_layers is not None and layers > teacher_layers:
+        return f"a {layers}-layer student of a {teacher_layers}-layer teacher"
+    if spec.kind == "static" and teacher_hidden is not None and cfg.static_dim > teacher_hidden:
+        return f"static_dim {cfg.static_dim} exceeds the teacher's hidden size {teacher_hidden}"
+    return None
+
+
+def _base_model(ctx: RecipeContext) -> str:
+    """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
+    if ctx.teacher_dir != ctx.teacher:
+        return ctx.teacher
+    if ctx.cfg.base_model:
+        return ctx.cfg.base_model
+    record = Path(ctx.teacher_dir) / "training.json"
+    if record.is_file():
+        return json.loads(record.read_text(encoding="utf-8"))["base_model"]
+    raise MahaError(
+        f"{ctx.teacher_dir}: no training.json naming the model it was fine-tuned from and no base_model "
+        "in the preset, so `mp` cannot repeat its fine-tuning in mixed precision"
+    )
+
+
 def timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
     """Run a builder; the model folder and its training seconds (as the trainer recorded them, else wall time)."""
     t0 = time.time()
@@ -303,8 +471,12 @@ def timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
     seconds = info.get("result", {}).get("seconds")
     transfer = {"transfer": info["transfer"]} if info.get("transfer") else {}
     history = info.get("result", {}).get("dev_history")  # (step, dev macro-F1): did training converge?
-    return {"model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0, **transfer,
-            **({"dev_history": history} if history else {})}
+    return {
+        "model_dir": str(out),
+        "train_seconds": seconds if seconds is not None else time.time() - t0,
+        **transfer,
+        **({"dev_history": history} if history else {}),
+    }
 
 
 def _recorded_seconds(model_dir: Path) -> float | None:

@@ -1,24 +1,23 @@
-"""`results.json`, the grid's one record: what `grid` writes, what `report` reads, and the one place where
-results written by older versions are brought up to today's keys (`read_results`: every reader sees today's
-keys; the file itself takes today's layout the next time the grid saves it).
+"""`results.json`, the grid's one record: what `grid` writes and `report` reads, through one reader and writer.
 
-The layout is `Results`: `meta` (what was run, on which machine, with which versions), `rows` (one `Row` per
-grid row, in preset order) and `caveats` (sentences the report prints). The types are `TypedDict`s, so rows
-stay plain JSON objects on disk and in memory; a key the grid writes that `Row` does not declare fails
-tests/test_grid.py, so the schema cannot drift from what is written.
+The layout is `Results`: `layout` (`LAYOUT`, the number of today's layout), `meta` (what was run, on which
+machine, with which versions), `rows` (one `Row` per grid row, in preset order) and `caveats` (sentences the
+report prints). The types are `TypedDict`s, so rows stay plain JSON objects on disk and in memory; a key the
+grid writes that `Row` does not declare fails tests/test_grid.py, so the schema cannot drift from what is
+written. A file of another layout is refused in one line rather than converted: the reader knows today's
+layout alone.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TypedDict
 
 from ..core.errors import MahaError
 from ..core.files import write_json
 
-MIB_PER_MB = 1e6 / 2**20
+LAYOUT = 2  # results.json's layout; files from before layouts were numbered read as 1
 BEST = "best"  # the kind of row (recipes.KINDS) that serves the row the grid chose: named best+RUNTIME
 
 
@@ -36,7 +35,7 @@ class Meta(TypedDict, total=False):
     test_rows: int
     max_length: int
     seeds: int
-    size_unit: str  # "MiB"; files without it measured int8/ONNX sizes in MB (read_results converts)
+    size_unit: str  # "MiB"
     machine: str  # the CPU and its instruction sets, in words
     timing_session_seconds: float | None
     timing_texts: str
@@ -118,19 +117,15 @@ class Row(TypedDict, total=False):
 
 
 class Results(TypedDict):
+    layout: int
     meta: Meta
     rows: list[Row]
     caveats: list[str]
 
 
 def read_results(path: Path) -> Results:
-    """`path` read and brought up to today's keys, or one line naming the file.
-
-    Old files named the metrics without classes that have no training rows after the one class they left out
-    (`accuracy_wo_<class>`), and measured int8/ONNX disk sizes in MB (1e6), the rest in MiB. Both the grid
-    (resuming) and the report read through here, so old layouts are known in this function alone; the file
-    is not rewritten here (a report only reads), the grid's next save writes it in today's layout.
-    """
+    """`path` read, or one line naming the file: unreadable, not the grid's, or of another layout (how to get
+    today's is in the line)."""
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -138,22 +133,19 @@ def read_results(path: Path) -> Results:
     rows = results.get("rows") if isinstance(results, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
         raise MahaError(f"{path}: not a results.json written by `mahacompress reproduce` (no list of named rows)")
-    meta = results.setdefault("meta", {})
-    old_units = "size_unit" not in meta
-    excluded: set[str] = set()
-    for row in rows:
-        for key in [k for k in row if re.fullmatch(r"(accuracy|macro_f1)_wo_\w+", k)]:
-            metric, _, cls = key.partition("_wo_")
-            row.setdefault(f"{metric}_learnable", row.pop(key))
-            excluded |= {c for c in row.get("per_class_f1", {}) if c.lower() == cls} or {cls}
-        if old_units and str(row.get("backend", "")).startswith(("int8", "onnx")) and row.get("disk_mb"):
-            row["disk_mb"] *= MIB_PER_MB
-    meta.setdefault("unlearnable_classes", sorted(excluded))
-    meta["size_unit"] = "MiB"
-    results.setdefault("caveats", [])
+    layout = results.get("layout", 1)
+    if layout != LAYOUT:
+        age = "an older" if isinstance(layout, int) and layout < LAYOUT else "another"
+        raise MahaError(
+            f"{path}: written by {age} mahacompress (layout {layout}; this one reads layout {LAYOUT}); "
+            f"render it with the mahacompress that wrote it, or re-run `mahacompress reproduce` into a "
+            f"new folder for today's layout"
+        )
+    if not isinstance(results.get("meta"), dict) or not isinstance(results.get("caveats"), list):
+        raise MahaError(f"{path}: not a results.json written by `mahacompress reproduce` (no meta or caveats)")
     return results
 
 
 def write_results(path: Path, meta: Meta, rows: list[Row], caveats: list[str]) -> None:
     """Write `path` atomically in today's layout."""
-    write_json(path, Results(meta=meta, rows=rows, caveats=caveats))
+    write_json(path, Results(layout=LAYOUT, meta=meta, rows=rows, caveats=caveats))

@@ -14,56 +14,31 @@ and `resume=True` continues from there on the same batch order.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from sklearn.metrics import f1_score
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from ..core.config import DataConfig, TrainConfig
-from ..data.datasets import Splits
-from .losses import hidden_state_loss, kd_loss, layer_map
 from ..core.errors import MahaError
-from ..infer.evaluate import predict_logits
 from ..core.files import atomic_path
+from ..core.metrics import labels_present, macro_f1
+from ..data.splits import Splits
+from ..infer.evaluate import predict_logits
+from .losses import hidden_state_loss, kd_loss, layer_map
 from .precision import training_precision
-
-# Without a terminal (a log file, a CI job) rich shows no live bar: a plain progress line at least this often.
-LOG_EVERY_SECONDS = 30.0
-
-
-class Heartbeat:
-    """Progress lines for a log file: step, rate and time left, at most every `LOG_EVERY_SECONDS`.
-
-    A terminal has rich's live bar (which shows the same) and gets none; the rate is this process's own,
-    so a resumed run's estimate is not skewed by the steps it skipped.
-    """
-
-    def __init__(self, desc: str, total: int, first_step: int, enabled: bool) -> None:
-        self.desc, self.total, self.first_step, self.enabled = desc, total, first_step, enabled
-        self.started = self.last = time.monotonic()
-
-    def line(self, step: int, loss: float, now: float | None = None) -> str | None:
-        """The line to print after `step`, or None when the last one is recent enough."""
-        now = time.monotonic() if now is None else now
-        if not self.enabled or now - self.last < LOG_EVERY_SECONDS:
-            return None
-        self.last = now
-        rate = (step - self.first_step) / max(now - self.started, 1e-9)
-        left = (self.total - step) / rate / 60 if rate > 0 else float("inf")
-        return (f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate:.2f} steps/s, "
-                f"loss {loss:.3f}, {left:.1f} min left")
+from .processes import cpu_processes, failures_named, is_main_process, local_rows
+from .progress import Heartbeat
 
 
 class TrainHooks:
@@ -113,8 +88,8 @@ def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list
     window = batch_size * 16
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches += [np.array(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [np.array(chunk[i : i + batch_size]) for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -133,8 +108,10 @@ def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
     missing, unexpected = model.load_state_dict(state, strict=False)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     if unexpected or set(missing) - frozen:
-        raise MahaError(f"checkpoint does not fit the model (missing {sorted(set(missing) - frozen)[:3]}, "
-                        f"unexpected {unexpected[:3]})")
+        raise MahaError(
+            f"checkpoint does not fit the model (missing {sorted(set(missing) - frozen)[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, hooks: TrainHooks) -> torch.optim.Optimizer:
@@ -155,50 +132,19 @@ def freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
-def process_count() -> int:
-    """How many processes torchrun / accelerate launch started for this run (1 when run directly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def cpu_processes() -> bool:
-    """Whether this is one of several processes on a machine without a CUDA GPU.
-
-    Accelerate joins CPU processes (gloo) only when told the run is on CPU; without it, each
-    process that torchrun starts would train alone on all the data and write the same folder.
-    """
-    return process_count() > 1 and not torch.cuda.is_available()
-
-
-def process_state() -> PartialState:
-    """Accelerate's (process-wide) view of the processes this run was launched as."""
-    return PartialState(cpu=cpu_processes())
-
-
-def is_main_process() -> bool:
-    """Whether this process writes outputs (the only one when not launched with torchrun / accelerate)."""
-    return process_state().is_main_process
-
-
-def _local_rows(batch: np.ndarray, process: int, processes: int) -> np.ndarray:
-    """This process's contiguous share of a global batch.
-
-    A batch with fewer rows than processes repeats rows from its start (as Accelerate's
-    `even_batches` does), so every process takes part in every step and none waits for ever.
-
-    Not Accelerate's `split_batches` (accelerate 1.x `BatchSamplerShard`): it refuses a global batch that is
-    not a multiple of the process count, yields a short batch only when it comes last (the length-bucketed
-    order here puts the short one anywhere) and fills the last one with repeated rows that then count twice
-    in the loss, so a run on several processes would no longer follow the single-process run's steps
-    (tests/test_multiprocess.py checks that it does).
-    """
-    if len(batch) < processes:
-        batch = np.resize(batch, processes)
-    return np.array_split(batch, processes)[process]
-
-
-def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
-        hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None,
-        teacher_model: torch.nn.Module | None = None, resume: bool = False, desc: str = "fine-tune") -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    tokenizer,
+    splits: Splits,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    hooks: TrainHooks | None = None,
+    teacher_logits: np.ndarray | None = None,
+    teacher_model: torch.nn.Module | None = None,
+    resume: bool = False,
+    desc: str = "fine-tune",
+) -> FitResult:
     """Train `model` in place on `splits.train`, select on dev macro-F1, and load the best weights back.
 
     A teacher turns on the KD loss: `teacher_logits` ([len(train), num_labels], aligned with
@@ -215,8 +161,9 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     if len(splits.train) == 0 or len(splits.dev) == 0:
         raise MahaError(f"{splits.name}: empty train or dev split, nothing to train on")
     if teacher_logits is not None and teacher_logits.shape != (len(splits.train), len(splits.labels)):
-        raise MahaError(f"teacher logits have shape {teacher_logits.shape}, expected "
-                        f"({len(splits.train)}, {len(splits.labels)})")
+        raise MahaError(
+            f"teacher logits have shape {teacher_logits.shape}, expected ({len(splits.train)}, {len(splits.labels)})"
+        )
     if teacher_logits is not None and teacher_model is not None:
         raise MahaError("give the teacher as cached logits or as a live model, not both")
     if cfg.kd_hidden_weight > 0 and teacher_model is None:
@@ -235,8 +182,10 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     accelerator = Accelerator(cpu=cpu_processes(), kwargs_handlers=[ddp])
     rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if cfg.batch_size < processes:
-        raise MahaError(f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
-                        f"{processes} processes; use --batch-size {processes} or more, or fewer processes")
+        raise MahaError(
+            f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
+            f"{processes} processes; use --batch-size {processes} or more, or fewer processes"
+        )
     precision = training_precision(cfg.mixed_precision, accelerator.device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
@@ -276,12 +225,22 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
 
     def save_checkpoint() -> None:
         if main:
-            _atomic_save({"model": _trainable_state(accelerator.unwrap_model(model)),
-                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "scaler": scaler.state_dict(), "hooks": hooks.state_dict(), "step": step,
-                          "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
-                          "dev_history": history,
-                          "torch_rng": torch.get_rng_state()}, ckpt_path)
+            _atomic_save(
+                {
+                    "model": _trainable_state(accelerator.unwrap_model(model)),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "hooks": hooks.state_dict(),
+                    "step": step,
+                    "best_f1": best_f1,
+                    "bad_evals": bad_evals,
+                    "elapsed": elapsed + time.time() - start,
+                    "dev_history": history,
+                    "torch_rng": torch.get_rng_state(),
+                },
+                ckpt_path,
+            )
 
     def check_finite(loss: torch.Tensor) -> None:
         """Stop on a loss that is NaN or infinite in any process (all processes agree, none hangs)."""
@@ -290,14 +249,22 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
             bad = accelerator.reduce(bad, reduction="sum")
         if bad.item():
             kept = f"the last good checkpoint stays in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
-            raise MahaError(f"step {step + 1}: the training loss is not finite (NaN or infinite); stopped, {kept}, "
-                            f"no model written (check the learning rate, temperature and data)")
+            raise MahaError(
+                f"step {step + 1}: the training loss is not finite (NaN or infinite); stopped, {kept}, "
+                f"no model written (check the learning rate, temperature and data)"
+            )
 
     start = time.time()
     model.train()
-    columns = (TextColumn(f"[bold]{desc}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not main) as progress, _failures_named(rank, processes, step_of=lambda: step):
+    columns = (
+        TextColumn(f"[bold]{desc}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not main) as progress, failures_named(rank, processes, step_of=lambda: step):
         task = progress.add_task(desc, total=total_steps, completed=step, info="")
         heartbeat = Heartbeat(desc, total_steps, step, enabled=main and not progress.console.is_terminal)
         while step < total_steps and not stopped_early:
@@ -306,7 +273,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                 if step >= total_steps:
                     break
                 hooks.on_step(step, total_steps)
-                batch_idx = _local_rows(global_idx, rank, processes)
+                batch_idx = local_rows(global_idx, rank, processes)
                 # each process's mean loss, weighted by its share: DDP's average is then the global batch's mean
                 share = len(batch_idx) * processes / max(len(global_idx), processes)
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
@@ -324,7 +291,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                         loss = F.cross_entropy(logits, y)
                     if hidden_map is not None:
                         loss = loss + cfg.kd_hidden_weight * hidden_state_loss(
-                            out.hidden_states, taught.hidden_states, batch["attention_mask"], hidden_map)
+                            out.hidden_states, taught.hidden_states, batch["attention_mask"], hidden_map
+                        )
                     loss = loss * share
                     extra = hooks.extra_loss(model)
                     if extra is not None:
@@ -355,9 +323,13 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                             bad_evals += 1
                         if main:  # a line that stays: a log file (no terminal) gets no live bar, only these
                             minutes = (elapsed + time.time() - start) / 60
-                            progress.console.print(f"{desc}: step {step}/{total_steps}, dev macro-F1 {dev_f1:.3f} "
-                                                   f"(best {best_f1:.3f}), {minutes:.1f} min", markup=False,
-                                                   highlight=False, soft_wrap=True)  # one line, even in a log
+                            progress.console.print(
+                                f"{desc}: step {step}/{total_steps}, dev macro-F1 {dev_f1:.3f} "
+                                f"(best {best_f1:.3f}), {minutes:.1f} min",
+                                markup=False,
+                                highlight=False,
+                                soft_wrap=True,
+                            )  # one line, even in a log
                         if main and cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
                             accelerator.set_trigger()
                         stopped_early = accelerator.check_trigger()  # the main process decides for all
@@ -372,36 +344,33 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         _load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
     else:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
         best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
-    return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
-                     stopped_early=stopped_early, dev_history=history)
+    return FitResult(
+        best_dev_macro_f1=best_f1,
+        steps=step,
+        seconds=elapsed + time.time() - start,
+        stopped_early=stopped_early,
+        dev_history=history,
+    )
 
 
-@contextmanager
-def _failures_named(rank: int, processes: int, step_of) -> Iterator[None]:
-    """Out of memory, or a peer process gone, becomes one line that names the process and the step."""
-    where = f"process {rank} of {processes}, " if processes > 1 else ""
-    try:
-        yield
-    except (MemoryError, torch.OutOfMemoryError):
-        raise MahaError(f"{where}step {step_of() + 1}: out of memory; use a smaller --batch-size or "
-                        f"--max-length (checkpoints so far are kept, no model written)") from None
-    except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: a DistBackendError
-        gone = isinstance(exc, torch.distributed.DistError) or "closed by peer" in str(exc)
-        if processes == 1 or not gone:
-            raise
-        raise MahaError(f"{where}step {step_of() + 1}: another process stopped (its message says why); "
-                        f"no model written") from None
-
-
-def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig,
-                  accelerator: Accelerator) -> float:
+def _dev_macro_f1(
+    model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, accelerator: Accelerator
+) -> float:
     """Dev macro-F1: each process scores a contiguous share of the dev texts, all get the same gathered figure."""
     unwrapped = accelerator.unwrap_model(model)
     with accelerator.split_between_processes(list(splits.dev.texts)) as texts:
-        logits = predict_logits(unwrapped, tokenizer, texts, batch_size=2 * cfg.batch_size,
-                                max_length=cfg.max_length, device=accelerator.device)
-    logits = np.concatenate(gather_object([logits]))
-    return float(f1_score(splits.dev.labels, logits.argmax(-1), average="macro"))
+        logits = predict_logits(
+            unwrapped,
+            tokenizer,
+            texts,
+            batch_size=2 * cfg.batch_size,
+            max_length=cfg.max_length,
+            device=accelerator.device,
+        )
+    predicted = np.concatenate(gather_object([logits])).argmax(-1)
+    # over the classes dev holds or the model predicts, as training has always scored: the dataset's every class
+    # would average in a class dev lacks, changing the recorded figure and which checkpoint is kept
+    return macro_f1(splits.dev.labels, predicted, labels_present(splits.dev.labels, predicted))
 
 
 def data_record(data: DataConfig | None) -> dict | None:
@@ -435,8 +404,16 @@ def checkpoints_for(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
 
 
-def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
-             data: DataConfig | None = None, trust_remote_code: bool = False) -> dict:
+def finetune(
+    model_name: str,
+    splits: Splits,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    data: DataConfig | None = None,
+    trust_remote_code: bool = False,
+) -> dict:
     """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
 
     Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
@@ -450,8 +427,13 @@ def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *
     model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code)
     with checkpoints_for(out_dir) as work:
         result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
-        summary = {"base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),
-                   "train_config": asdict(cfg), "result": asdict(result)}
+        summary = {
+            "base_model": model_name,
+            "dataset": splits.summary(),
+            "data_config": data_record(data),
+            "train_config": asdict(cfg),
+            "result": asdict(result),
+        }
         if is_main_process():
             save_classifier(model, tokenizer, Path(out_dir), summary)
     return summary

@@ -31,8 +31,8 @@ from transformers.activations import ACT2FN
 
 from ...core.errors import MahaError
 from ...models import modeling_pruned
-from .masks import MaskedModel
 from ...models.modeling_pruned import PRUNED_CLASSES
+from .masks import MaskedModel
 from .structure import Structure, encoder_layers, layer_list, linears, role_paths
 
 # Recorded in each pruned grid row's settings: folders made by another format are rebuilt, not re-timed.
@@ -98,15 +98,19 @@ def compact(model: PreTrainedModel, structure: Structure) -> PreTrainedModel:
     """Slice a baked (plain, zero-holding) classifier into its family's pruned class (modeling_pruned.py)."""
     cfg = model.config
     if cfg.model_type not in PRUNED_CLASSES:
-        raise MahaError(f"compaction does not support model type '{cfg.model_type}' "
-                        f"(supported: {', '.join(sorted(PRUNED_CLASSES))})")
+        raise MahaError(
+            f"compaction does not support model type '{cfg.model_type}' "
+            f"(supported: {', '.join(sorted(PRUNED_CLASSES))})"
+        )
     heads_total, act = cfg.num_attention_heads, ACT2FN[cfg.hidden_act]
     paths = role_paths(structure)
     state = model.state_dict()
     heads_per_layer, widths = [], []
     for i, layer in enumerate(encoder_layers(model, structure)):
-        lin = {role: (m.weight.detach().clone(), m.bias.detach().clone())  # biases get folded constants
-               for role, m in linears(layer, structure).items()}
+        lin = {
+            role: (m.weight.detach().clone(), m.bias.detach().clone())  # biases get folded constants
+            for role, m in linears(layer, structure).items()
+        }
         (wq, bq), (wk, bk), (wv, bv), (wo, bo) = lin["q"], lin["k"], lin["v"], lin["o"]
         (wi, bi), (wf, bf) = lin["ffn_in"], lin["ffn_out"]
         dim = wq.shape[0] // heads_total
@@ -124,8 +128,14 @@ def compact(model: PreTrainedModel, structure: Structure) -> PreTrainedModel:
             bf += wf[:, fold] @ act(bi[fold])
         keep_n = torch.nonzero(~(in_zero | out_zero)).flatten()
         r = torch.tensor(keep_rows, dtype=torch.long)
-        sliced = {"q": (wq[r], bq[r]), "k": (wk[r], bk[r]), "v": (wv[r], bv[r]), "o": (wo[:, r], bo),
-                  "ffn_in": (wi[keep_n], bi[keep_n]), "ffn_out": (wf[:, keep_n], bf)}
+        sliced = {
+            "q": (wq[r], bq[r]),
+            "k": (wk[r], bk[r]),
+            "v": (wv[r], bv[r]),
+            "o": (wo[:, r], bo),
+            "ffn_in": (wi[keep_n], bi[keep_n]),
+            "ffn_out": (wf[:, keep_n], bf),
+        }
         prefix = f"{structure.base}.{structure.layers}.{i}."
         for role, (w, b) in sliced.items():
             state[f"{prefix}{paths[role]}.weight"] = w
@@ -152,8 +162,10 @@ def save_pruned(model: PreTrainedModel, out_dir: Path, tokenizer=None) -> None:
     """Write weights, config (with auto_map) and the modelling code, so the folder loads without mahacompress."""
     out_dir = Path(out_dir)
     classes = next(c for c in PRUNED_CLASSES.values() if isinstance(model, c[2]))
-    model.config.auto_map = {auto: f"modeling_pruned.{cls.__name__}" for auto, cls in
-                             zip(("AutoConfig", "AutoModel", "AutoModelForSequenceClassification"), classes)}
+    model.config.auto_map = {
+        auto: f"modeling_pruned.{cls.__name__}"
+        for auto, cls in zip(("AutoConfig", "AutoModel", "AutoModelForSequenceClassification"), classes)
+    }
     model.save_pretrained(out_dir)
     shutil.copyfile(modeling_pruned.__file__, out_dir / "modeling_pruned.py")
     if tokenizer is not None:

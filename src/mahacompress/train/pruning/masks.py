@@ -145,8 +145,13 @@ class MaskedLinear(nn.Linear):
 
     def to_linear(self) -> nn.Linear:
         """A plain nn.Linear holding the masked weight (masks baked in)."""
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
+        out = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
         with torch.no_grad():
             out.weight.copy_(self.weight * self.weight_mask())
             if self.bias is not None:

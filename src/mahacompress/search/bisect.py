@@ -1,0 +1,126 @@
+"""`optimize`'s search, as pure functions of measured outcomes: which untried candidate to train next (a
+bisection over candidates sorted by their fastest shippable runtime), which ones a failure rules out, and why
+each candidate was or was not trained. Nothing here trains or times: the command hands in `run_trial` and
+`out_of_time`, so the tests drive it with made-up outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# How much faster than the best passing model (at first the teacher in its fastest shippable runtime) a candidate's
+# untrained shape must be to be worth a trial: a pruned shape's latency is an estimate (random_compaction), timing
+# sessions differ by a few percent, and a trial costs minutes to tens of minutes of training
+CLEARLY_FASTER = 1.2
+
+
+def search(
+    order: list[str],
+    fastest_ms: dict[str, float],
+    teacher_ms: float,
+    tried: dict[str, dict],
+    run_trial: Callable[[str], dict[str, dict]],
+    out_of_time: Callable[[], bool],
+    family: dict[str, str] | None = None,
+    sources: dict[str, str | None] | None = None,
+) -> bool:
+    """Bisect `order` (candidates by their fastest time): train the middle of those that can still win
+    (`open_candidates`), add what `run_trial(name)` returns ({name: outcome}: a kdpNN trial adds its kd row
+    too) to `tried`, until none can win. Returns whether it stopped because `out_of_time()`."""
+    while True:
+        candidates = open_candidates(order, fastest_ms, teacher_ms, tried, family, sources)
+        if not candidates:
+            return False
+        if out_of_time():
+            return True
+        tried.update(run_trial(candidates[len(candidates) // 2]))
+
+
+def train_chain(names: list[str], train_one: Callable[[str], dict], out_of_time: Callable[[], bool]) -> dict[str, dict]:
+    """Train `names` in order (a kdpNN's kd row, then the kdpNN built from its trained model), each outcome
+    `train_one(name)`; stop after one that errors or fails (what follows is built from it: a pruned copy of a
+    failing student starts below the budget, `ruled_out`) and, between two, when `out_of_time()`."""
+    results: dict[str, dict] = {}
+    for name in names:
+        if results and out_of_time():
+            break
+        results[name] = train_one(name)
+        if not results[name].get("passed"):
+            break
+    return results
+
+
+def open_candidates(
+    order: list[str],
+    fastest_ms: dict[str, float],
+    teacher_ms: float,
+    tried: dict[str, dict],
+    family: dict[str, str] | None = None,
+    sources: dict[str, str | None] | None = None,
+) -> list[str]:
+    """Untried candidates that could beat the best passing model: faster than it, and not ruled out by a failure
+    (`ruled_out`). A trial that errored proves nothing."""
+    best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
+    return [
+        n
+        for i, n in enumerate(order)
+        if n not in tried
+        and ruled_out(order, i, tried, family, sources) is None
+        and fastest_ms[n] * CLEARLY_FASTER < best
+    ]
+
+
+def ruled_out(
+    order: list[str],
+    i: int,
+    tried: dict[str, dict],
+    family: dict[str, str] | None,
+    sources: dict[str, str | None] | None = None,
+) -> str | None:
+    """Why `order[i]` is assumed to fail, if a failure says so: the model it is built from failed (a kdpNN
+    prunes its kd row's student further: it starts from that model's accuracy and removes weights), or a slower
+    candidate of its family failed (accuracy is assumed to rise with size within a family: layer students, pruned
+    models, depth+width, static; MahaNews showed it does not hold across them, where a 6-layer student kept the
+    accuracy a slower 50%-pruned model lost). `family` None: one family."""
+    source = (sources or {}).get(order[i])
+    if source and tried.get(source, {}).get("passed") is False:
+        return f"{source} failed, and it is built from {source}'s trained model"
+    same = (lambda n: True) if family is None else (lambda n: family[n] == family[order[i]])
+    failed = [n for n in order[i + 1 :] if same(n) and tried.get(n, {}).get("passed") is False]
+    return (
+        f"{failed[-1]} is slower and failed (accuracy is assumed to rise with size within a family)" if failed else None
+    )
+
+
+def verdicts(
+    order: list[str],
+    fastest_ms: dict[str, float],
+    teacher_ms: float,
+    tried: dict[str, dict],
+    timed_out: bool,
+    family: dict[str, str] | None = None,
+    sources: dict[str, str | None] | None = None,
+) -> dict[str, dict]:
+    """Why each candidate was or was not trained: passed / failed / error, or not trained because it cannot
+    win, was pruned by the search, or the time ran out."""
+    best_name, best = min(
+        [("the teacher", teacher_ms)] + [(n, o["ms"]) for n, o in tried.items() if o.get("passed")],
+        key=lambda item: item[1],
+    )
+    out = {}
+    for i, name in enumerate(order):
+        why_not = ruled_out(order, i, tried, family, sources)
+        if name in tried:
+            o = tried[name]
+            out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
+        elif fastest_ms[name] * CLEARLY_FASTER >= best:
+            out[name] = {
+                "status": "cannot win",
+                "why": f"its fastest shippable runtime ({fastest_ms[name]:.1f} ms) "
+                f"is not {CLEARLY_FASTER:g}x faster than {best_name} "
+                f"({best:.1f} ms), which passed",
+            }
+        elif why_not is not None:
+            out[name] = {"status": "pruned by the search", "why": why_not}
+        else:
+            out[name] = {"status": "out of time" if timed_out else "not tried"}
+    return out

@@ -1,0 +1,185 @@
+"""`optimize`'s report: optimize.json, report.md and optimize.png, made from the report dict alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..core.files import atomic_path, write_json, write_text
+
+
+def write_report(out: Path, report: dict) -> None:
+    """optimize.json, report.md and optimize.png, from the report dict alone."""
+    write_json(out / "optimize.json", report)
+    _plot(out / "optimize.png", report)
+    write_text(out / "report.md", markdown(report))
+
+
+def _run_time(meta: dict) -> str:
+    """This invocation's minutes and, after a resume, what the trials and shape timings it reused had cost: the
+    search's whole cost is their sum (an interrupted invocation's unfinished trial is in neither)."""
+    now, reused = meta["seconds"] / 60, meta.get("reused_seconds", 0.0) / 60
+    steps = (
+        " (" + ", ".join(f"{name} {s / 60:.1f}" for name, s in meta["phases"].items()) + ")"
+        if meta.get("phases")
+        else ""
+    )
+    if not reused:
+        return f"{now:.1f} min{steps}"
+    return (
+        f"{now + reused:.1f} min in all: {now:.1f} min this invocation{steps}, {reused:.1f} min in earlier ones "
+        "(the trials and shape timings reused)"
+    )
+
+
+def dev_resolution(report: dict) -> str:
+    """How finely the dev split can decide the budget: for accuracy, how many texts one budget point is; and the
+    median half-width of the trained candidates' paired-bootstrap intervals, which measures only which texts the
+    split happens to hold. Training adds its own noise on top (MahaNews, 232 dev texts: kd+tr's difference moved
+    from -0.43 to -3.45 points between two trainings of the same recipe), so a half-width wider than the budget
+    means a verdict near the line is chance; the user sees that beside the verdicts."""
+    rows = report["meta"]["dataset"]["splits"]["dev"]["rows"]
+    cfg = report["meta"]["config"]
+    budget = cfg["budget"]
+    text = f"{rows} texts" + (
+        f", so {budget:g} point{'' if budget == 1 else 's'} = {budget * rows / 100:.1f} texts"
+        if cfg["metric"] == "accuracy"
+        else ""
+    )
+    widths = [
+        (c["dev"]["ci_high_points"] - c["dev"]["ci_low_points"]) / 2 for c in report["candidates"] if c.get("dev")
+    ]
+    if not widths:
+        return text
+    half = float(np.median(widths))
+    text += f"; the trained candidates' 95% intervals are +/-{half:.2f} points (median half-width)"
+    if half > budget:
+        text += (
+            ": **wider than the budget, so a candidate near the line can land on either side of it by "
+            "chance**; a larger dev split or a larger budget is needed before a verdict near the line means much"
+        )
+    return text
+
+
+def markdown(report: dict) -> str:
+    meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
+    metric = cfg["metric"]
+    rule = (
+        "the dev point estimate" if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% interval"
+    ) + f" at most {cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'} below the teacher's dev {metric}"
+    test = w["export"]["test"] or {}
+    lines = [
+        f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`",
+        "",
+        f"- machine: {meta['machine']}",
+        f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
+        f"- pass rule: {rule}",
+        f"- dev split: {dev_resolution(report)}",
+        f"- run time: {_run_time(meta)}" + (" (the time budget ran out)" if meta["timed_out"] else ""),
+        "",
+        "## Winner",
+        "",
+        f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "
+        f"{w['speedup_vs_teacher_fp32']:.1f}x the teacher in fp32 and {w['speedup_vs_teacher_fastest']:.1f}x the "
+        f"teacher in its own fastest runtime within budget ({w['teacher_fastest_runtime']}), same session; dev "
+        f"{metric} {w['dev']['dev']:.2%} ({w['dev']['difference_points']:+.2f} points "
+        f"[{w['dev']['ci_low_points']:+.2f}, {w['dev']['ci_high_points']:+.2f}]).",
+        "",
+        f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)"
+        + (f"; {w['export']['note']}" if w["export"]["note"] else ""),
+        *(
+            [
+                f"- {w['overtaken']['name']} passed the search ({w['overtaken']['runtime']}), but timed again beside "
+                "the teacher it was no faster than the teacher in its fastest shippable runtime within budget, so the "
+                "teacher "
+                "ships"
+            ]
+            if w.get("overtaken")
+            else []
+        ),
+        f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
+        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts",
+        f"- checkpoint: `{w['model_dir']}`",
+        "",
+        "## Candidates",
+        "",
+        f"| candidate | fastest untrained (runtime) | status | dev {metric} | vs teacher, points [95% CI] | "
+        "passing runtime, ms | why |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in report["candidates"]:
+        if c["status"] == "left out":
+            lines.append(f"| {c['name']} | - | left out | - | - | - | {c['why']} |")
+            continue
+        dev = c.get("dev")
+        lines.append(
+            f"| {c['name']} | {c['fastest_ms']:.1f} ({c['fastest_runtime']}) | {c['status']} | "
+            + (
+                f"{dev['dev']:.2%} | {dev['difference_points']:+.2f} [{dev['ci_low_points']:+.2f}, "
+                f"{dev['ci_high_points']:+.2f}] | "
+                if dev
+                else "- | - | "
+            )
+            + (f"{c['passing_runtime']}, {c['passing_ms']:.1f}" if c.get("passing_runtime") else "-")
+            + f" | {c.get('why', '')} |"
+        )
+    teacher = report["teacher"]
+    lines += [
+        "",
+        f"The teacher: dev {metric} {teacher['dev']:.2%}; untrained-session latency "
+        + ", ".join(f"{r} {v:.1f} ms" for r, v in teacher["ms"].items())
+        + ".",
+        "",
+    ]
+    if report["not_tried"]:
+        lines += [
+            f"Not tried: {', '.join(report['not_tried'])} (run again with a larger --time-budget: finished "
+            "trials are reused).",
+            "",
+        ]
+    lines += [
+        "Dev scores of trained candidates are their fp32 (or static) model's; a candidate passes when any "
+        "runtime passes, and is placed by its fastest passing runtime. Untrained candidates were timed as "
+        "untrained models of the same shape.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plot(path: Path, report: dict) -> None:
+    """Latency against dev difference: trained candidates with their interval, untried ones as ticks, the budget
+    line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = report["meta"]["config"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"passed": "tab:green", "failed": "tab:red"}
+    for c in report["candidates"]:
+        if c.get("dev"):
+            d = c["dev"]
+            ax.errorbar(
+                c["fastest_ms"],
+                d["difference_points"],
+                fmt="o",
+                color=colours.get(c["status"], "grey"),
+                yerr=[[d["difference_points"] - d["ci_low_points"]], [d["ci_high_points"] - d["difference_points"]]],
+            )
+            ax.annotate(c["name"], (c["fastest_ms"], d["difference_points"]), textcoords="offset points", xytext=(4, 4))
+        elif "fastest_ms" in c:
+            ax.plot(c["fastest_ms"], 0.02, "|", color="grey", markersize=12, transform=ax.get_xaxis_transform())
+    teacher_ms = min(report["teacher"]["ms"].values())
+    ax.plot(teacher_ms, 0, "s", color="black", label="teacher")
+    ax.axhline(-cfg["budget"], color="tab:orange", linestyle="--", label=f"budget (-{cfg['budget']:g} points)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"ms per batch of {cfg['batch_size']} (end to end, fastest runtime of the untrained shape)")
+    ax.set_ylabel(f"dev {cfg['metric']} minus teacher's (points)")
+    ax.set_title(f"optimize: winner {report['winner']['name']} ({report['winner']['runtime']}); ticks: not trained")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
