@@ -53,13 +53,11 @@ SETTINGS = [
     ("layers2 CE only", "layers:2", {"kd_alpha": 0.0}),
     ("layers2+tr a0.5 T2", "layers:2", {"kd_alpha": 0.5, "transfer": True}),
     ("layers2+tr a0.5 T2, 6 epochs", "layers:2", {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0}),
-    (
-        "layers2+tr a0.5 T2 hidden1, 6 epochs",
-        "layers:2",
-        {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0, "kd_hidden_weight": 1.0},
-    ),
+    ("layers2+tr a0.5 T2 hidden1, 6 epochs", "layers:2",
+     {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0, "kd_hidden_weight": 1.0},
+     ),
     ("layers4+tr a0.5 T2", "layers:4", {"kd_alpha": 0.5, "transfer": True}),
-    ("layers4+tr a0.5 T2, 6 epochs", "layers:4", {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0}),
+    ("layers4+tr a0.5 T2, 6 epochs", "layers:4", {"kd_alpha": 0.5, "transfer": True, "epochs": 6.0})
 ]
 
 
@@ -75,23 +73,13 @@ def run_setting(teacher: str, student: str, kd: dict, preset: GridConfig, splits
         info = distill(teacher, spec, splits, cfg, out, transfer=transfer)
     else:
         cfg = replace(preset.prune_train, **train)
-        info = prune(
-            teacher,
-            splits,
-            cfg,
-            replace(preset.prune, sparsity=0.5),
-            out,
-            distill_from=teacher if kd["kd_alpha"] > 0 or kd.get("kd_hidden_weight") else None,
-            transfer=transfer,
-        )
+        info = prune(teacher, splits, cfg, replace(preset.prune, sparsity=0.5), out,
+                     distill_from=teacher if kd["kd_alpha"] > 0 or kd.get("kd_hidden_weight") else None,
+                     transfer=transfer)
     result = {
-        "student": student,
-        "kd": kd,
-        "train_config": asdict(cfg),
-        "train_seconds": info["result"]["seconds"],
-        "dev_history": info["result"].get("dev_history"),
-        "transfer": info.get("transfer"),
-        **scores(str(out), splits, cfg.max_length),
+        "student": student, "kd": kd, "train_config": asdict(cfg), "train_seconds": info["result"]["seconds"],
+        "dev_history": info["result"].get("dev_history"), "transfer": info.get("transfer"),
+        **scores(str(out), splits, cfg.max_length)
     }
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -103,9 +91,8 @@ def scores(model: str, splits, max_length: int) -> dict:
     for split in ("dev", "test"):
         m = evaluate_model(model, splits, split, max_length=max_length)
         result[split] = {
-            "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"],
-            "accuracy_learnable": m.get("learnable", {}).get("accuracy"),
+            "accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "accuracy_learnable": m.get("learnable",
+                                                                                              {}).get("accuracy")
         }
     return result
 
@@ -113,12 +100,8 @@ def scores(model: str, splits, max_length: int) -> dict:
 def recovered(r: dict, results: dict, teacher: dict) -> str:
     """Share of the test accuracy that pruning without KD lost (same epochs) which this KD setting wins back."""
     control = [
-        c
-        for c in results.values()
-        if c["student"] == r["student"]
-        and c["kd"]["kd_alpha"] == 0
-        and not c["kd"].get("kd_hidden_weight")
-        and c["train_config"]["epochs"] == r["train_config"]["epochs"]
+        c for c in results.values() if c["student"] == r["student"] and c["kd"]["kd_alpha"] == 0
+        and not c["kd"].get("kd_hidden_weight") and c["train_config"]["epochs"] == r["train_config"]["epochs"]
     ]
     if r["kd"]["kd_alpha"] == 0 or not control:
         return ""
@@ -129,39 +112,33 @@ def recovered(r: dict, results: dict, teacher: dict) -> str:
 def report(results: dict, teacher: dict) -> str:
     """A markdown table per student, the best dev macro-F1 marked; recovery measured against the teacher."""
     lines = [
-        "# KD settings on mahanews-shc",
-        "",
+        "# KD settings on mahanews-shc", "",
         "Chosen on dev macro-F1 (the test split never picks a setting); test reported beside it. "
         "`CE only` is the same student trained without a teacher. Dev has "
         f"{teacher['dev_rows']} rows: one headline is {1 / teacher['dev_rows']:.1%} of dev accuracy, so dev "
         "differences below about 2 points are noise; test has "
         f"{teacher['test_rows']} rows (binomial standard error of an accuracy near 70%: "
-        f"{(0.21 / teacher['test_rows']) ** 0.5:.1%}).",
-        "",
+        f"{(0.21 / teacher['test_rows']) ** 0.5:.1%}).", "",
         f"Teacher: test accuracy {teacher['test']['accuracy']:.2%}, macro-F1 {teacher['test']['macro_f1']:.2%}; "
-        f"dev macro-F1 {teacher['dev']['macro_f1']:.2%}.",
-        "",
+        f"dev macro-F1 {teacher['dev']['macro_f1']:.2%}.", ""
     ]
     titles = {"layers": "6-layer student", "p50": "50% block pruning"}
     for student in dict.fromkeys(r["student"] for r in results.values()):
         rows = {n: r for n, r in results.items() if r["student"] == student}
         best = max(rows, key=lambda n: rows[n]["dev"]["macro_f1"])
         lines += [
-            f"## {titles.get(student, student.replace('layers:', '') + '-layer student')}",
-            "",
+            f"## {titles.get(student, student.replace('layers:', '') + '-layer student')}", "",
             "| setting | dev macro-F1 | dev acc. | test acc. | test macro-F1 | test acc. w/o untrained classes "
             "| share of the loss KD recovers (test acc.) | dev macro-F1 per evaluation | train s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|"
         ]
         for name, r in rows.items():
             mark = " **(best dev)**" if name == best else ""
             curve = " ".join(f"{f1:.3f}" for _, f1 in r.get("dev_history") or [])
-            lines.append(
-                f"| {name}{mark} | {r['dev']['macro_f1']:.2%} | {r['dev']['accuracy']:.2%} | "
-                f"{r['test']['accuracy']:.2%} | {r['test']['macro_f1']:.2%} | "
-                f"{r['test']['accuracy_learnable']:.2%} | {recovered(r, results, teacher)} | {curve} | "
-                f"{r['train_seconds']:.0f} |"
-            )
+            lines.append(f"| {name}{mark} | {r['dev']['macro_f1']:.2%} | {r['dev']['accuracy']:.2%} | "
+                         f"{r['test']['accuracy']:.2%} | {r['test']['macro_f1']:.2%} | "
+                         f"{r['test']['accuracy_learnable']:.2%} | {recovered(r, results, teacher)} | {curve} | "
+                         f"{r['train_seconds']:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -179,9 +156,8 @@ def main() -> None:
     saved = json.loads(path.read_text()) if path.exists() else {}
     results = saved.get("settings", {})
     teacher = saved.get("teacher_scores") or {
-        **scores(args.teacher, splits, preset.distill.max_length),
-        "dev_rows": len(splits.dev),
-        "test_rows": len(splits.test),
+        **scores(args.teacher, splits, preset.distill.max_length), "dev_rows": len(splits.dev), "test_rows": len(
+            splits.test)
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name, student, kd in SETTINGS:
@@ -190,15 +166,10 @@ def main() -> None:
             print(f"== {name}", flush=True)
             results[name] = run_setting(args.teacher, student, kd, preset, splits, Path(tmp))
             write_json(
-                path,
-                {
-                    "teacher": args.teacher,
-                    "preset": args.preset,
-                    "dataset": splits.summary(),
-                    "teacher_scores": teacher,
-                    "settings": results,
-                },
-            )
+                path, {
+                    "teacher": args.teacher, "preset": args.preset, "dataset": splits.summary(),
+                    "teacher_scores": teacher, "settings": results
+                })
     write_text(args.out / "report.md", report(results, teacher))
 
 

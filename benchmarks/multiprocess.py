@@ -31,40 +31,19 @@ from mahacompress.infer.evaluate import evaluate_model
 def run(processes: int, args: argparse.Namespace, out_dir: Path) -> dict:
     """Fine-tune with `processes` processes; wall time, the loop's own time and test scores."""
     command = [
-        "finetune",
-        "--model",
-        args.model,
-        "--out",
-        str(out_dir),
-        "--dataset",
-        args.dataset,
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--max-length",
-        str(args.max_length),
-        "--patience",
-        "0",
-        "--seed",
-        str(args.seed),
+        "finetune", "--model", args.model, "--out",
+        str(out_dir), "--dataset", args.dataset, "--epochs",
+        str(args.epochs), "--batch-size",
+        str(args.batch_size), "--max-length",
+        str(args.max_length), "--patience", "0", "--seed",
+        str(args.seed)
     ]
     if args.max_train_rows:
         command += ["--max-train-rows", str(args.max_train_rows)]
-    launcher = (
-        [sys.executable, "-m", "mahacompress"]
-        if processes == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            str(processes),
-            "-m",
-            "mahacompress",
-        ]
-    )
+    launcher = ([sys.executable, "-m", "mahacompress"] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+        str(processes), "-m", "mahacompress"
+    ])
     threads = max(1, (os.cpu_count() or 1) // processes)
     start = time.perf_counter()
     subprocess.run([*launcher, *command], check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
@@ -73,14 +52,10 @@ def run(processes: int, args: argparse.Namespace, out_dir: Path) -> dict:
     splits = load_splits(DataConfig(args.dataset, max_train_rows=args.max_train_rows, seed=args.seed))
     test = evaluate_model(str(out_dir), splits, "test", max_length=args.max_length)
     return {
-        "processes": processes,
-        "threads_per_process": threads,
-        "wall_seconds": wall,
-        "train_loop_seconds": training["seconds"],
-        "steps": training["steps"],
-        "best_dev_macro_f1": training["best_dev_macro_f1"],
-        "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"],
+        "processes": processes, "threads_per_process": threads, "wall_seconds": wall,
+        "train_loop_seconds": training["seconds"], "steps": training["steps"],
+        "best_dev_macro_f1": training["best_dev_macro_f1"], "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"]
     }
 
 
@@ -101,10 +76,8 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     write_json(args.out / "results.json", {"settings": settings, "cpu_count": os.cpu_count(), "runs": runs})
     for r in runs:
-        print(
-            f"{r['processes']} process(es): {r['wall_seconds']:.1f} s wall, {r['train_loop_seconds']:.1f} s "
-            f"training, test accuracy {r['test_accuracy']:.4f}, macro-F1 {r['test_macro_f1']:.4f}"
-        )
+        print(f"{r['processes']} process(es): {r['wall_seconds']:.1f} s wall, {r['train_loop_seconds']:.1f} s "
+              f"training, test accuracy {r['test_accuracy']:.4f}, macro-F1 {r['test_macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

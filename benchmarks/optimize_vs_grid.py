@@ -35,7 +35,7 @@ from mahacompress.data.splits import load_splits
 from mahacompress.infer import CALIBRATED_BACKENDS, load_backend
 from mahacompress.infer.calibration import calibration_sample
 from mahacompress.measure.latency import latency
-from mahacompress.study.grid import timing_texts
+from mahacompress.study.timing import timing_texts
 
 
 def main() -> None:
@@ -63,59 +63,42 @@ def main() -> None:
     batch = meta["config"]["batch_size"]
     models = {
         "teacher (grid baseline) | fp32": (teacher["model_dir"], "fp32"),
-        f"grid {args.row} | {row['backend']}": (row["model_dir"], row["backend"]),
+        f"grid {args.row} | {row['backend']}": (row["model_dir"], row["backend"])
     }
     if trial:
         models[f"optimize {winner['name']} trimmed | {winner['runtime']}"] = (trial["served_dir"], winner["runtime"])
     models[f"optimize {winner['name']} untrimmed | {winner['runtime']}"] = (winner["model_dir"], winner["runtime"])
     cache = args.optimize / "cache"  # ONNX/OpenVINO files (hundreds of MiB) beside the run, never in the report folder
     backends = {
-        name: load_backend(
-            folder,
-            runtime,
-            max_length=meta["max_length"],
-            threads=2,
-            cache_dir=cache,
-            calibration_texts=calibration if runtime in CALIBRATED_BACKENDS else None,
-        )
+        name: load_backend(folder, runtime, max_length=meta["max_length"], threads=2, cache_dir=cache,
+                           calibration_texts=calibration if runtime in CALIBRATED_BACKENDS else None)
         for name, (folder, runtime) in models.items()
     }
     started = time.monotonic()
-    timing = latency(backends, texts, batch_sizes=(batch,), repeats=args.repeats, threads=2, modes={batch: ("e2e",)})
+    timing = latency(backends, texts, batch_sizes=(batch, ), repeats=args.repeats, threads=2, modes={batch: ("e2e", )})
     key = f"e2e_ms_b{batch}_p50"
     reference = timing["teacher (grid baseline) | fp32"][key]
     result = {
-        "machine": describe(),
-        "batch_size": batch,
-        "texts": len(texts),
-        "repeats": args.repeats,
-        "session_seconds": time.monotonic() - started,
-        "models": {
+        "machine": describe(), "batch_size": batch, "texts": len(texts), "repeats": args.repeats,
+        "session_seconds": time.monotonic() - started, "models": {
             name: {
-                "folder": folder,
-                "runtime": runtime,
-                "ms": timing[name][key],
-                "speedup": reference / timing[name][key],
+                "folder": folder, "runtime": runtime, "ms": timing[name][key], "speedup": reference / timing[name][key]
             }
             for name, (folder, runtime) in models.items()
-        },
-        "test": {
+        }, "test": {
             f"grid {args.row}": {"accuracy": row["accuracy"], "macro_f1": row["macro_f1"]},
             f"optimize {winner['name']} (exported)": winner["export"]["test"],
-            "teacher (grid baseline)": {"accuracy": teacher["accuracy"], "macro_f1": teacher["macro_f1"]},
-        },
+            "teacher (grid baseline)": {"accuracy": teacher["accuracy"], "macro_f1": teacher["macro_f1"]}
+        }
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", result)
     lines = [
-        f"# optimize's winner against the grid's `{args.row}`, one timing session",
-        "",
+        f"# optimize's winner against the grid's `{args.row}`, one timing session", "",
         f"- machine: {result['machine']}",
         f"- end to end (tokenisation included), batch {batch}, {len(texts)} test texts in arrival order, median of "
-        f"{args.repeats} interleaved repeats; session {result['session_seconds']:.0f} s",
-        "",
-        "| model | runtime | ms per batch | speedup over the teacher in fp32 |",
-        "|---|---|---|---|",
+        f"{args.repeats} interleaved repeats; session {result['session_seconds']:.0f} s", "",
+        "| model | runtime | ms per batch | speedup over the teacher in fp32 |", "|---|---|---|---|"
     ]
     lines += [
         f"| {name.split(' | ')[0]} | {m['runtime']} | {m['ms']:.1f} | {m['speedup']:.2f}x |"

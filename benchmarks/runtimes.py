@@ -42,11 +42,8 @@ PACKAGES = ("torch", "transformers", "onnxruntime", "openvino", "nncf")
 def build(models: list[str], modes: list[str], splits, args) -> tuple[dict, dict]:
     """Load every (model, mode), score it on the test texts; returns rows and the loaded backends."""
     calibration = calibration_sample(splits.train.texts, args.calibration)
-    test = (
-        splits.test
-        if args.test_rows is None
-        else type(splits.test)(splits.test.texts[: args.test_rows], splits.test.labels[: args.test_rows])
-    )
+    test = (splits.test if args.test_rows is None else type(splits.test)(splits.test.texts[:args.test_rows],
+                                                                         splits.test.labels[:args.test_rows]))
     rows, backends = {}, {}
     for model in models:
         labels = model_labels(model)
@@ -62,32 +59,21 @@ def build(models: list[str], modes: list[str], splits, args) -> tuple[dict, dict
                 continue
             start = time.time()
             try:
-                backend = load_backend(
-                    model,
-                    mode,
-                    max_length=args.max_length,
-                    threads=args.threads,
-                    cache_dir=args.cache_dir,
-                    calibration_texts=calibration,
-                )
+                backend = load_backend(model, mode, max_length=args.max_length, threads=args.threads,
+                                       cache_dir=args.cache_dir, calibration_texts=calibration)
                 row["build_seconds"] = time.time() - start
                 predicted = backend.logits(test.texts, batch_size=32).argmax(1)
             except Exception as exc:  # a runtime that cannot handle this model is a result, not a crash
                 row.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
                 continue
-            metrics = classification_metrics(
-                test.labels, to_dataset[predicted], splits.labels, unlearnable_classes(splits)
-            )
+            metrics = classification_metrics(test.labels, to_dataset[predicted], splits.labels,
+                                             unlearnable_classes(splits))
             reference = predicted if mode == "fp32" else reference
-            row.update(
-                status="done",
-                accuracy=metrics["accuracy"],
-                macro_f1=metrics["macro_f1"],
-                accuracy_learnable=metrics.get("learnable", {}).get("accuracy"),
-                agreement_with_fp32=None if reference is None else float((predicted == reference).mean()),
-                disk_mb=_disk_mb(model, mode, args.cache_dir),
-                test_rows=len(test),
-            )
+            row.update(status="done", accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"],
+                       accuracy_learnable=metrics.get("learnable", {}).get("accuracy"),
+                       agreement_with_fp32=None if reference is None else float(
+                           (predicted == reference).mean()), disk_mb=_disk_mb(model, mode,
+                                                                              args.cache_dir), test_rows=len(test))
             if mode == "onnx-int8-fused":
                 row["fusion"] = fusion_record(model, args.cache_dir)
             backends[name] = backend
@@ -104,24 +90,18 @@ def report(result: dict) -> str:
     """One markdown table per model; speedups against the first model's PyTorch fp32 and its own fp32."""
     s = result["settings"]
     lines = [
-        "# Serving runtimes on this CPU",
-        "",
-        f"CPU: {result['machine']}.",
-        "",
+        "# Serving runtimes on this CPU", "", f"CPU: {result['machine']}.", "",
         f"{s['threads']} threads, median of {s['repeats']} interleaved repeats ({s['timed_texts']} test texts "
         f"timed per repeat; batch 1 uses the first 32), max_length {s['max_length']}, tokenisation excluded. "
         f"Accuracy on {s['test_rows']} test rows; static int8 calibrated on {s['calibration_texts']} training "
         "texts. Speedup = the first model's PyTorch fp32 latency / this row's (`own` = against this model's "
-        "fp32). Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
-        "",
+        "fp32). Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".", ""
     ]
     for model in result["models"]:
         lines += [
-            f"## {model}",
-            "",
+            f"## {model}", "",
             "| mode | test acc. | macro-F1 | agrees with fp32 | b32 ms | speedup b32 | own b32 | b1 ms | "
-            "speedup b1 | disk MB | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "speedup b1 | disk MB | note |", "|---|---|---|---|---|---|---|---|---|---|---|"
         ]
         rows = {k: r for k, r in result["rows"].items() if r["model"] == model}
         own = rows.get(f"{Path(model).name}/fp32", {})
@@ -135,11 +115,9 @@ def report(result: dict) -> str:
                 note = f"fused: {fused}" + ("" if r["fusion"]["attention_fused"] else " (attention not fused)")
             own_b32 = own.get("latency_ms_b32_p50", float("nan")) / r["latency_ms_b32_p50"]
             agree = "" if r["agreement_with_fp32"] is None else f"{r['agreement_with_fp32']:.1%}"
-            lines.append(
-                f"| {r['mode']} | {r['accuracy']:.2%} | {r['macro_f1']:.2%} | {agree} | "
-                f"{r['latency_ms_b32_p50']:.1f} | {r['speedup_b32']:.2f}x | {own_b32:.2f}x | "
-                f"{r['latency_ms_b1_p50']:.2f} | {r['speedup_b1']:.2f}x | {r['disk_mb']:.1f} | {note} |"
-            )
+            lines.append(f"| {r['mode']} | {r['accuracy']:.2%} | {r['macro_f1']:.2%} | {agree} | "
+                         f"{r['latency_ms_b32_p50']:.1f} | {r['speedup_b32']:.2f}x | {own_b32:.2f}x | "
+                         f"{r['latency_ms_b1_p50']:.2f} | {r['speedup_b1']:.2f}x | {r['disk_mb']:.1f} | {note} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -164,14 +142,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--texts", type=int, default=256, help="test texts timed per repeat")
     ap.add_argument("--test-rows", type=int, help="score only the first N test rows (default: all)")
-    ap.add_argument(
-        "--calibration", type=int, default=CALIBRATION_TEXTS, help="training texts for static int8 calibration"
-    )
-    ap.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="where served files go (default: the derived-file cache, $MAHACOMPRESS_CACHE/derived)",
-    )
+    ap.add_argument("--calibration", type=int, default=CALIBRATION_TEXTS,
+                    help="training texts for static int8 calibration")
+    ap.add_argument("--cache-dir", type=Path,
+                    help="where served files go (default: the derived-file cache, $MAHACOMPRESS_CACHE/derived)")
     args = ap.parse_args()
     if "fp32" not in args.modes:
         ap.error("--modes must include fp32: speedups and agreement are measured against it")
@@ -180,25 +154,19 @@ def main() -> None:
     modes = ["fp32"] + [m for m in args.modes if m != "fp32"]
     splits = load_splits(DataConfig(args.dataset, data_dir=args.data_dir))
     rows, backends = build(args.model, modes, splits, args)
-    timed = splits.test.texts[: args.texts]
+    timed = splits.test.texts[:args.texts]
     timing = latency(backends, timed, repeats=args.repeats, warmup=args.warmup, threads=args.threads)
     speedups(timing, baseline=f"{Path(args.model[0]).name}/fp32")
     for name, t in timing.items():
         rows[name].update(t)
     result = {
-        "machine": f"{describe()}, {os.cpu_count()} logical CPUs",
-        "models": args.model,
-        "rows": rows,
-        "versions": {p: _version(p) for p in PACKAGES},
-        "settings": {
-            "threads": args.threads,
-            "repeats": args.repeats,
-            "timed_texts": len(timed),
-            "max_length": args.max_length,
-            "calibration_texts": args.calibration,
-            "test_rows": args.test_rows or len(splits.test),
-            "dataset": args.dataset,
-        },
+        "machine": f"{describe()}, {os.cpu_count()} logical CPUs", "models": args.model, "rows": rows,
+        "versions": {p: _version(p)
+                     for p in PACKAGES}, "settings": {
+                         "threads": args.threads, "repeats": args.repeats, "timed_texts": len(timed),
+                         "max_length": args.max_length, "calibration_texts": args.calibration,
+                         "test_rows": args.test_rows or len(splits.test), "dataset": args.dataset
+                     }
     }
     write_json(args.out / "results.json", result)
     write_text(args.out / "report.md", report(result))

@@ -84,21 +84,13 @@ def _memory(pid: int) -> dict:
 def _start(folder: Path, port: int, workers: int, args) -> tuple[subprocess.Popen, float]:
     """Start the server; seconds from start until its first answered /predict."""
     cmd = [
-        sys.executable,
-        "-m",
-        "mahacompress",
-        "serve",
-        str(folder),
-        "--port",
-        str(port),
-        "--max-batch",
-        str(args.max_batch),
-        "--max-wait-ms",
-        str(args.max_wait_ms),
-        "--workers",
-        str(workers),
-        "--memory-arena" if args.memory_arena else "--no-memory-arena",
-        "--memory-pattern" if args.memory_pattern else "--no-memory-pattern",
+        sys.executable, "-m", "mahacompress", "serve",
+        str(folder), "--port",
+        str(port), "--max-batch",
+        str(args.max_batch), "--max-wait-ms",
+        str(args.max_wait_ms), "--workers",
+        str(workers), "--memory-arena" if args.memory_arena else "--no-memory-arena",
+        "--memory-pattern" if args.memory_pattern else "--no-memory-pattern"
     ]
     env = dict(os.environ, **dict(kv.split("=", 1) for kv in args.server_env))
     start = time.perf_counter()
@@ -138,9 +130,8 @@ async def _load(url: str, texts: list[str], pid: int, args) -> dict:
     measure_from = t_start + args.warmup_seconds
     stop = measure_from + args.seconds
     memory: list[dict] = []
-    limits = httpx.Limits(
-        max_connections=args.clients + args.bad_clients, max_keepalive_connections=args.clients + args.bad_clients
-    )
+    limits = httpx.Limits(max_connections=args.clients + args.bad_clients,
+                          max_keepalive_connections=args.clients + args.bad_clients)
 
     async def client(client_id: int, http: httpx.AsyncClient) -> None:
         nonlocal sent
@@ -162,9 +153,8 @@ async def _load(url: str, texts: list[str], pid: int, args) -> dict:
         body = json.dumps({"texts": [BAD_TEXT]}).encode()  # ensure_ascii escapes the surrogates
         while time.perf_counter() < stop and sent < args.max_requests:
             try:
-                code = (
-                    await http.post("/predict", content=body, headers={"content-type": "application/json"})
-                ).status_code
+                code = (await http.post("/predict", content=body,
+                                        headers={"content-type": "application/json"})).status_code
             except httpx.HTTPError:
                 code = 0
             bad_statuses[code] = bad_statuses.get(code, 0) + 1
@@ -187,30 +177,20 @@ async def _load(url: str, texts: list[str], pid: int, args) -> dict:
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     ok = statuses.get(200, 0)
     if not ok:  # no good answer to take percentiles of: say so instead of reporting failures as latencies
-        raise SystemExit(
-            f"error: no good request finished in the {wall:.0f} measured seconds "
-            f"(statuses {dict(statuses)}); raise --seconds or check the server"
-        )
+        raise SystemExit(f"error: no good request finished in the {wall:.0f} measured seconds "
+                         f"(statuses {dict(statuses)}); raise --seconds or check the server")
     lat = np.array(latencies) * 1000
     return {
-        "clients": args.clients,
-        "bad_clients": args.bad_clients,
-        "warmup_seconds": args.warmup_seconds,
-        "seconds": wall,
-        "requests": len(latencies),
-        "texts_per_request": args.texts_per_request,
-        "mixed_lengths": args.mixed_lengths,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "bad_statuses": {str(k): v for k, v in sorted(bad_statuses.items())},
-        "errors": len(latencies) - ok,
-        "texts_per_s": ok * args.texts_per_request / wall,
-        "latency_ms_p50": float(np.percentile(lat, 50)),
-        "latency_ms_p99": float(np.percentile(lat, 99)),
-        "client_cpu_cores": cpu / wall,
-        "memory_after_warmup_mib": warm,
-        "memory_at_end_mib": end,
-        "rss_growth": end["VmRSS"] / warm["VmRSS"] - 1,
-        "memory_timeline_mib": memory,
+        "clients": args.clients, "bad_clients": args.bad_clients, "warmup_seconds": args.warmup_seconds,
+        "seconds": wall, "requests": len(latencies), "texts_per_request": args.texts_per_request,
+        "mixed_lengths": args.mixed_lengths, "statuses": {str(k): v
+                                                          for k, v in sorted(statuses.items())}, "bad_statuses": {
+                                                              str(k): v
+                                                              for k, v in sorted(bad_statuses.items())
+                                                          }, "errors": len(latencies) - ok, "texts_per_s": ok *
+        args.texts_per_request / wall, "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(
+            np.percentile(lat, 99)), "client_cpu_cores": cpu / wall, "memory_after_warmup_mib": warm,
+        "memory_at_end_mib": end, "rss_growth": end["VmRSS"] / warm["VmRSS"] - 1, "memory_timeline_mib": memory
     }
 
 
@@ -237,22 +217,13 @@ def run(args) -> dict:
     loads = [serve_and_load(trimmed, test, int(w), args) for w in args.workers.split(",")]
     in_process = _in_process(trimmed, test, args.threads)
     return {
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "model": args.model,
-        "dataset": args.dataset,
-        "cpus": os.cpu_count(),
-        "backend": manifest["backend"],
-        "server": {
-            "max_batch": args.max_batch,
-            "max_wait_ms": args.max_wait_ms,
-            "memory_arena": args.memory_arena,
-            "memory_pattern": args.memory_pattern,
-            "env": args.server_env,
-        },
-        "loads": loads,
-        "in_process_batch32_texts_per_s": in_process,
-        "trimmed": {"disk_mib": manifest["disk_bytes"] / 2**20, "pieces": manifest["trim"], "test": manifest["test"]},
-        "untrimmed": {"disk_mib": untrimmed["disk_bytes"] / 2**20, "test": untrimmed["test"]},
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]), "model": args.model, "dataset": args.dataset,
+        "cpus": os.cpu_count(), "backend": manifest["backend"], "server": {
+            "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "memory_arena": args.memory_arena,
+            "memory_pattern": args.memory_pattern, "env": args.server_env
+        }, "loads": loads, "in_process_batch32_texts_per_s": in_process, "trimmed": {
+            "disk_mib": manifest["disk_bytes"] / 2**20, "pieces": manifest["trim"], "test": manifest["test"]
+        }, "untrimmed": {"disk_mib": untrimmed["disk_bytes"] / 2**20, "test": untrimmed["test"]}
     }
 
 
@@ -268,11 +239,8 @@ def serve_and_load(folder: Path, texts: list[str], workers: int, args) -> dict:
         proc.send_signal(signal.SIGTERM)
         exit_code = proc.wait(timeout=60)
     return {
-        "workers": workers,
-        "first_answer_s": first_answer_s,
-        "health_after_load": health,
-        "exit_code_after_sigterm": exit_code,
-        **load,
+        "workers": workers, "first_answer_s": first_answer_s, "health_after_load": health,
+        "exit_code_after_sigterm": exit_code, **load
     }
 
 
@@ -288,59 +256,38 @@ def report(r: dict) -> str:
         return f"{m['VmRSS']:.0f} / {m['VmHWM']:.0f} MiB"
 
     lines = [
-        "# Serving the exported model",
-        "",
+        "# Serving the exported model", "",
         f"Model `{r['model']}`, dataset {r['dataset']}, {r['cpus']} CPUs shared by server and client; vocabulary "
-        f"trimmed to {', '.join(t['pieces']['corpus'])}. Made with:",
-        "",
-        f"    {r['command']}",
-        "",
+        f"trimmed to {', '.join(t['pieces']['corpus'])}. Made with:", "", f"    {r['command']}", "",
         "| folder | disk | test accuracy | macro-F1 | test texts with a removed piece |",
         "| --- | --- | --- | --- | --- |",
         f"| {r['backend']}, trimmed ({t['pieces']['pieces_kept']} of {t['pieces']['pieces_before']} pieces) | "
         f"{t['disk_mib']:.1f} MiB | {t['test']['accuracy']:.4f} | {t['test']['macro_f1']:.4f} | "
         f"{t['test']['texts_with_removed_pieces']} of {t['test']['rows']} |",
         f"| {r['backend']}, untrimmed | {u['disk_mib']:.1f} MiB | {u['test']['accuracy']:.4f} "
-        f"| {u['test']['macro_f1']:.4f} | - |",
-        "",
-        f"Load: {first['clients']} concurrent clients"
-        + (
-            f" and {first['bad_clients']} bad one(s) (a lone-surrogate text every 50 ms)"
-            if first["bad_clients"]
-            else ""
-        )
+        f"| {u['test']['macro_f1']:.4f} | - |", "", f"Load: {first['clients']} concurrent clients" +
+        (f" and {first['bad_clients']} bad one(s) (a lone-surrogate text every 50 ms)" if first["bad_clients"] else "")
         + f", {first['warmup_seconds']:.0f} s of warm-up under the same load (not counted), then "
-        f"{first['seconds']:.0f} s measured; {first['texts_per_request']} text(s) per request"
-        + (" (each 1 to 8 test texts joined: mixed lengths)" if first["mixed_lengths"] else "")
-        + f"; server max batch {s['max_batch']}, max wait {s['max_wait_ms']} ms, onnxruntime memory arena "
-        f"{'on' if s['memory_arena'] else 'off'}, per-shape memory patterns {'on' if s['memory_pattern'] else 'off'}"
-        + (f", server environment {' '.join(s['env'])}" if s["env"] else "")
-        + ". Memory is summed over the "
-        "server's processes.",
-        "",
-        "| measure | " + " | ".join(cols) + " |",
-        "| --- |" + " --- |" * len(cols),
+        f"{first['seconds']:.0f} s measured; {first['texts_per_request']} text(s) per request" +
+        (" (each 1 to 8 test texts joined: mixed lengths)" if first["mixed_lengths"] else "") +
+        f"; server max batch {s['max_batch']}, max wait {s['max_wait_ms']} ms, onnxruntime memory arena "
+        f"{'on' if s['memory_arena'] else 'off'}, per-shape memory patterns {'on' if s['memory_pattern'] else 'off'}" +
+        (f", server environment {' '.join(s['env'])}" if s["env"] else "") + ". Memory is summed over the "
+        "server's processes.", "", "| measure | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols),
         row("throughput", lambda x: f"{x['texts_per_s']:.1f} texts/s ({x['requests']} requests)"),
         row("latency p50 / p99", lambda x: f"{x['latency_ms_p50']:.1f} / {x['latency_ms_p99']:.1f} ms"),
         row("errors of good requests", lambda x: f"{x['errors']} (statuses {x['statuses']})"),
         row("bad requests' statuses", lambda x: str(x["bad_statuses"]) if x["bad_clients"] else "-"),
         row("client CPU", lambda x: f"{x['client_cpu_cores']:.2f} cores"),
         row(
-            "served vs in-process batch 32",
-            lambda x: (
-                f"{x['texts_per_s'] / r['in_process_batch32_texts_per_s']:.0%} "
-                f"of {r['in_process_batch32_texts_per_s']:.1f} texts/s"
-            ),
-        ),
+            "served vs in-process batch 32", lambda x: (f"{x['texts_per_s'] / r['in_process_batch32_texts_per_s']:.0%} "
+                                                        f"of {r['in_process_batch32_texts_per_s']:.1f} texts/s")),
         row("start to first answer", lambda x: f"{x['first_answer_s']:.2f} s"),
         row("server RSS / peak after warm-up", lambda x: mib(x["memory_after_warmup_mib"])),
         row("server RSS / peak at the end", lambda x: mib(x["memory_at_end_mib"])),
         row("RSS growth after warm-up", lambda x: f"{x['rss_growth']:+.0%}"),
-        row(
-            "/health after the load; exit after SIGTERM",
-            lambda x: f"{x['health_after_load']}; {x['exit_code_after_sigterm']}",
-        ),
-        "",
+        row("/health after the load; exit after SIGTERM",
+            lambda x: f"{x['health_after_load']}; {x['exit_code_after_sigterm']}"), ""
     ]
     return "\n".join(lines)
 
@@ -354,11 +301,8 @@ def plot(r: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for x in r["loads"]:
-        ax.plot(
-            [m["s"] / 60 for m in x["memory_timeline_mib"]],
-            [m["VmRSS"] for m in x["memory_timeline_mib"]],
-            label=f"{x['workers']} worker(s)",
-        )
+        ax.plot([m["s"] / 60 for m in x["memory_timeline_mib"]], [m["VmRSS"] for m in x["memory_timeline_mib"]],
+                label=f"{x['workers']} worker(s)")
     ax.axvline(r["loads"][0]["warmup_seconds"] / 60, color="grey", linestyle=":", label="end of warm-up")
     ax.set_xlabel("minutes under load")
     ax.set_ylabel("server RSS (MiB)")
@@ -375,43 +319,28 @@ def main() -> None:
     p.add_argument("--model", required=True, help="trained classifier folder (e.g. runs/cpu-quick/models/p25_kd)")
     p.add_argument("--dataset", default="mahanews-shc")
     p.add_argument(
-        "--extra-corpus-datasets",
-        default=None,
+        "--extra-corpus-datasets", default=None,
         help="comma-separated datasets whose training splits are added to the trimming corpus "
-        "(default corpus: the model's training split and transfer set)",
-    )
+        "(default corpus: the model's training split and transfer set)")
     p.add_argument("--seconds", type=float, default=60.0, help="measured seconds of load (after the warm-up)")
     p.add_argument("--warmup-seconds", type=float, default=30.0, help="seconds of the same load before measuring")
     p.add_argument("--sample-seconds", type=float, default=10.0, help="how often the server's memory is read")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--bad-clients", type=int, default=0, help="clients sending a lone-surrogate text alongside")
     p.add_argument("--mixed-lengths", action="store_true", help="each text 1 to 8 test texts joined")
-    p.add_argument(
-        "--soak", action="store_true", help="20 minutes measured, mixed lengths, one bad client (overrides --seconds)"
-    )
+    p.add_argument("--soak", action="store_true",
+                   help="20 minutes measured, mixed lengths, one bad client (overrides --seconds)")
     p.add_argument("--workers", default="1", help="comma-separated worker counts, each loaded in turn (e.g. 1,2)")
-    p.add_argument(
-        "--server-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="environment variable of the server (repeatable)",
-    )
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable of the server (repeatable)")
     p.add_argument("--texts-per-request", type=int, default=1)
     p.add_argument("--max-requests", type=int, default=1_000_000, help="upper bound on measured requests")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument(
-        "--no-memory-arena",
-        dest="memory_arena",
-        action="store_false",
-        help="serve with onnxruntime's CPU memory arena off",
-    )
-    p.add_argument(
-        "--memory-pattern",
-        action="store_true",
-        help="serve with onnxruntime's per-shape memory patterns on (the server's default is off)",
-    )
+    p.add_argument("--no-memory-arena", dest="memory_arena", action="store_false",
+                   help="serve with onnxruntime's CPU memory arena off")
+    p.add_argument("--memory-pattern", action="store_true",
+                   help="serve with onnxruntime's per-shape memory patterns on (the server's default is off)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads of the in-process comparison")
     p.add_argument("--work", default="runs/serve", help="where the exported folders are written")
     p.add_argument("--out", default="reports/serve")

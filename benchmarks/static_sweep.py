@@ -55,10 +55,9 @@ SETTINGS = [
     ("table+head a0.5 +tr lr1e-3 8k pieces", {"transfer": True, "lr": 1e-3, "kd_alpha": 0.5, "pieces": 8000}),
     ("table+head a0.5 +tr lr3e-4 all pieces", {"transfer": True, "lr": 3e-4, "kd_alpha": 0.5, "pieces": None}),
     ("table+head a0.9 +tr lr1e-3 all pieces", {"transfer": True, "lr": 1e-3, "kd_alpha": 0.9, "pieces": None}),
-    (
-        "table+head a0.5 +tr lr1e-3 all pieces dim384",
-        {"transfer": True, "lr": 1e-3, "kd_alpha": 0.5, "pieces": None, "dim": 384},
-    ),
+    ("table+head a0.5 +tr lr1e-3 all pieces dim384",
+     {"transfer": True, "lr": 1e-3, "kd_alpha": 0.5, "pieces": None, "dim": 384},
+     )
 ]
 
 
@@ -72,19 +71,13 @@ def main() -> None:
     cfg, preset = load_preset(args.preset)
     dataset = cfg.datasets[0]
     splits = load_splits(
-        DataConfig(dataset, text_col=cfg.text_col, label_col=cfg.label_col, max_train_rows=cfg.max_train_rows)
-    )
+        DataConfig(dataset, text_col=cfg.text_col, label_col=cfg.label_col, max_train_rows=cfg.max_train_rows))
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.exists() else {"runs": {}}
     results["meta"] = {
-        "teacher": args.teacher,
-        "preset": preset,
-        "dataset": dataset,
-        "train_rows": len(splits.train),
-        "dev_rows": len(splits.dev),
-        "test_rows": len(splits.test),
-        "static": cfg.static.__dict__,
-        "static_dim": cfg.static_dim,
+        "teacher": args.teacher, "preset": preset, "dataset": dataset, "train_rows": len(splits.train),
+        "dev_rows": len(splits.dev), "test_rows": len(splits.test), "static": cfg.static.__dict__,
+        "static_dim": cfg.static_dim
     }
     transfers: dict = {}  # one transfer set per cap, built on first use
     for name, settings in SETTINGS:
@@ -94,50 +87,36 @@ def main() -> None:
         use_transfer, dim = settings.pop("transfer", False), settings.pop("dim", cfg.static_dim)
         pieces = settings.pop("pieces", cfg.transfer.max_pieces)
         if use_transfer and pieces not in transfers:
-            transfers[pieces] = build_transfer(
-                replace(cfg.transfer, max_pieces=pieces),
-                splits.dev.texts + splits.test.texts,
-                labelled=splits.train.texts,
-            )
+            transfers[pieces] = build_transfer(replace(cfg.transfer, max_pieces=pieces),
+                                               splits.dev.texts + splits.test.texts, labelled=splits.train.texts)
         transfer = transfers.get(pieces) if use_transfer else None
         tcfg = replace(cfg.static, **settings)
         with tempfile.TemporaryDirectory() as tmp:
             info = distill_static(args.teacher, splits, tcfg, Path(tmp) / "student", dim=dim, transfer=transfer)
             scores = {
-                split: evaluate_model(
-                    str(Path(tmp) / "student"), splits, split, backend="static", max_length=tcfg.max_length
-                )
+                split: evaluate_model(str(Path(tmp) / "student"), splits, split, backend="static",
+                                      max_length=tcfg.max_length)
                 for split in ("dev", "test")
             }
         results["runs"][name] = {
             "settings": {
-                **settings,
-                "transfer": use_transfer,
-                "dim": dim,
-                **({"max_pieces": pieces} if use_transfer else {}),
-            },
-            "dev_accuracy": scores["dev"]["accuracy"],
-            "dev_macro_f1": scores["dev"]["macro_f1"],
-            "test_accuracy": scores["test"]["accuracy"],
-            "test_macro_f1": scores["test"]["macro_f1"],
-            "pieces": info["static"]["pieces_kept"],
-            "dev_history": info["result"]["dev_history"],
-            "seconds": info["result"]["seconds"],
+                **settings, "transfer": use_transfer, "dim": dim, **({"max_pieces": pieces} if use_transfer else {})
+            }, "dev_accuracy": scores["dev"]["accuracy"], "dev_macro_f1": scores["dev"]["macro_f1"],
+            "test_accuracy": scores["test"]["accuracy"], "test_macro_f1": scores["test"]["macro_f1"],
+            "pieces": info["static"]["pieces_kept"], "dev_history": info["result"]["dev_history"],
+            "seconds": info["result"]["seconds"]
         }
         write_json(results_path, results)
         print(f"{name}: dev {scores['dev']['accuracy']:.2%} test {scores['test']['accuracy']:.2%}", flush=True)
     lines = [
-        f"# Static-embedding student settings on `{dataset}` (teacher `{args.teacher}`)",
-        "",
+        f"# Static-embedding student settings on `{dataset}` (teacher `{args.teacher}`)", "",
         "| setting | dev acc. | dev macro-F1 | test acc. | test macro-F1 | pieces | train s | dev macro-F1 per epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|"
     ]
     for name, r in results["runs"].items():
         curve = " ".join(f"{f:.3f}" for _, f in r["dev_history"])
-        lines.append(
-            f"| {name} | {r['dev_accuracy']:.2%} | {r['dev_macro_f1']:.2%} | {r['test_accuracy']:.2%} | "
-            f"{r['test_macro_f1']:.2%} | {r['pieces']} | {r['seconds']:.0f} | {curve} |"
-        )
+        lines.append(f"| {name} | {r['dev_accuracy']:.2%} | {r['dev_macro_f1']:.2%} | {r['test_accuracy']:.2%} | "
+                     f"{r['test_macro_f1']:.2%} | {r['pieces']} | {r['seconds']:.0f} | {curve} |")
     write_text(args.out / "report.md", "\n".join(lines) + "\n")
 
 

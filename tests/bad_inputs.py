@@ -64,19 +64,18 @@ def make_template(root: Path) -> Path:
         (data / name).write_text("\n".join([head, *_rows(n, rng)]) + "\n", encoding="utf-8")
     texts = [line.rsplit(",", 1)[0] for line in (data / "x_Train.csv").read_text(encoding="utf-8").splitlines()[1:]]
     tok = tiny_tokenizer(texts, vocab_size=200)
-    model = tiny_bert(
-        3, vocab_size=len(tok), id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
-    )
+    model = tiny_bert(3, vocab_size=len(tok), id2label=dict(enumerate(LABELS)),
+                      label2id={n: i
+                                for i, n in enumerate(LABELS)})
     save_classifier(model, tok, root / "model", {})
     (root / "tiny.yaml").write_text(
         "rows: [baseline, kd]\nfinetune: {epochs: 1, batch_size: 16, max_length: 32}\n"
-        "distill: {epochs: 1, batch_size: 16, max_length: 32}\nstudent_layers: 1\n",
-        encoding="utf-8",
-    )
+        "distill: {epochs: 1, batch_size: 16, max_length: 32}\nstudent_layers: 1\n", encoding="utf-8")
     return root
 
 
 def _write(rel: str, content: str | bytes) -> Callable[[Path], None]:
+
     def setup(root: Path) -> None:
         path = root / rel
         path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content, encoding="utf-8")
@@ -85,14 +84,16 @@ def _write(rel: str, content: str | bytes) -> Callable[[Path], None]:
 
 
 def _truncate(rel: str) -> Callable[[Path], None]:
+
     def setup(root: Path) -> None:
         path = root / rel
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
 
     return setup
 
 
 def _remove(*rels: str) -> Callable[[Path], None]:
+
     def setup(root: Path) -> None:
         for rel in rels:
             (root / rel).unlink()
@@ -111,6 +112,7 @@ def _train_lines(root: Path) -> list[str]:
 
 
 def _edit_train(fn: Callable[[list[str]], list[str]], encoding: str = "utf-8") -> Callable[[Path], None]:
+
     def setup(root: Path) -> None:
         lines = fn(_train_lines(root))
         (root / "data" / "x_Train.csv").write_bytes(("\n".join(lines) + "\n").encode(encoding))
@@ -122,62 +124,39 @@ def _edit_train(fn: Callable[[list[str]], list[str]], encoding: str = "utf-8") -
 
 MODEL_COMMANDS: dict[str, tuple[str, ...]] = {
     "finetune": ("finetune", "--model", "{M}", "--out", "{O}", "--dataset", "{D}", *COLS),
-    "distill": ("distill", "--teacher", "{M}", "--student", "layers:1", "--out", "{O}", "--dataset", "{D}", *COLS),
-    "prune": ("prune", "--model", "{M}", "--out", "{O}", "--sparsity", "0.5", "--dataset", "{D}", *COLS),
-    "evaluate": ("evaluate", "--model", "{M}", "--dataset", "{D}", *COLS),
-    "predict": ("predict", "--model", "{M}", "एक बातमी"),
-    "compare": ("compare", "--model", "{M}", "--out", "{O}/metrics.json", "--dataset", "{D}", *COLS),
-    "reproduce": ("reproduce", "--teacher", "{M}", "--preset", "{P}", "--out", "{O}", "--dataset", "{D}", *COLS),
-    "trim": ("trim", "{M}", "--out", "{O}", "--corpus", "{D}/x_Train.csv", "--text-col", "marathi_sentence"),
-    "export": ("export", "{M}", "--out", "{O}"),
-    "optimize": ("optimize", "--teacher", "{M}", "--out", "{O}", "--dataset", "{D}", *COLS),
+    "distill": ("distill", "--teacher", "{M}", "--student", "layers:1", "--out", "{O}", "--dataset", "{D}",
+                *COLS), "prune": ("prune", "--model", "{M}", "--out", "{O}", "--sparsity", "0.5", "--dataset", "{D}",
+                                  *COLS), "evaluate": ("evaluate", "--model", "{M}", "--dataset", "{D}", *COLS),
+    "predict": ("predict", "--model", "{M}", "एक बातमी"), "compare": ("compare", "--model", "{M}", "--out",
+                                                                      "{O}/metrics.json", "--dataset", "{D}", *COLS),
+    "reproduce": ("reproduce", "--teacher", "{M}", "--preset", "{P}", "--out", "{O}", "--dataset", "{D}",
+                  *COLS), "trim": ("trim", "{M}", "--out", "{O}", "--corpus", "{D}/x_Train.csv", "--text-col",
+                                   "marathi_sentence"), "export": ("export", "{M}", "--out", "{O}"),
+    "optimize": ("optimize", "--teacher", "{M}", "--out", "{O}", "--dataset", "{D}", *COLS)
 }
 DATA_COMMANDS: dict[str, tuple[str, ...]] = {
     "data inspect": ("data", "inspect", "--dataset", "{D}", *COLS),
-    "baseline tfidf": ("baseline", "tfidf", "--dataset", "{D}", *COLS),
-    "finetune": MODEL_COMMANDS["finetune"],
-    "evaluate": MODEL_COMMANDS["evaluate"],
+    "baseline tfidf": ("baseline", "tfidf", "--dataset", "{D}", *COLS), "finetune": MODEL_COMMANDS["finetune"],
+    "evaluate": MODEL_COMMANDS["evaluate"]
 }
 
-_MODEL_DEFECTS = [
-    (
-        "garbage-weights",
-        "model.safetensors holds garbage",
-        _write("model/model.safetensors", b"\x00garbage" * 8),
-        "{M}",
-        "corrupt weights",
-    ),
-    (
-        "truncated-weights",
-        "model.safetensors cut in half",
-        _truncate("model/model.safetensors"),
-        "{M}",
-        "truncated weights",
-    ),
-    (
-        "config-not-json",
-        "config.json is not valid JSON",
-        _write("model/config.json", '{"hidden_size": 64,'),
-        "{M}",
-        "not valid JSON",
-    ),
-    (
-        "no-tokenizer",
-        "the folder has no tokenizer files",
-        _remove("model/tokenizer.json", "model/tokenizer_config.json"),
-        "{M}",
-        "no tokenizer files",
-    ),
-    ("mistyped-folder", "a mistyped local folder name", None, "{R}/modle", "not a Hugging Face hub id"),
-    ("hub-unreachable", "a hub id with no network", None, HUB_ID, "cannot be reached"),
-    (
-        "missing-relative-path",
-        "a two-part relative path that does not exist (shaped like a hub id)",
-        None,
-        "no-such-run/model",
-        "no-such-run/model: no such model folder here",
-    ),
-]
+_MODEL_DEFECTS = [("garbage-weights", "model.safetensors holds garbage",
+                   _write("model/model.safetensors", b"\x00garbage" * 8), "{M}", "corrupt weights",
+                   ),
+                  ("truncated-weights", "model.safetensors cut in half", _truncate("model/model.safetensors"), "{M}",
+                   "truncated weights",
+                   ),
+                  ("config-not-json", "config.json is not valid JSON",
+                   _write("model/config.json", '{"hidden_size": 64,'), "{M}", "not valid JSON",
+                   ),
+                  ("no-tokenizer", "the folder has no tokenizer files",
+                   _remove("model/tokenizer.json", "model/tokenizer_config.json"), "{M}", "no tokenizer files",
+                   ),
+                  ("mistyped-folder", "a mistyped local folder name", None, "{R}/modle", "not a Hugging Face hub id"),
+                  ("hub-unreachable", "a hub id with no network", None, HUB_ID, "cannot be reached"),
+                  ("missing-relative-path", "a two-part relative path that does not exist (shaped like a hub id)", None,
+                   "no-such-run/model", "no-such-run/model: no such model folder here",
+                   ), ]
 
 
 def _model_cases() -> list[Case]:
@@ -188,63 +167,33 @@ def _model_cases() -> list[Case]:
             cases.append(Case(f"{defect}/{cmd}", "model", what, argv, expect, setup))
     for cmd in ("evaluate", "finetune"):
         cases.append(
-            Case(
-                f"unreadable-weights/{cmd}",
-                "model",
-                "a weights file the user may not read",
-                MODEL_COMMANDS[cmd],
-                "permission denied",
-                deny="{M}/model.safetensors",
-            )
-        )
+            Case(f"unreadable-weights/{cmd}", "model", "a weights file the user may not read", MODEL_COMMANDS[cmd],
+                 "permission denied", deny="{M}/model.safetensors"))
     return cases
 
 
 _DATA_DEFECTS = [
     ("utf16", "training CSV saved as UTF-16 (with BOM)", _edit_train(lambda ls: ls, "utf-16"), "UTF-16"),
-    (
-        "utf16-no-bom",
-        "training CSV saved as UTF-16LE without BOM",
-        _edit_train(lambda ls: ls, "utf-16-le"),
-        "NUL bytes",
-    ),
-    (
-        "unbalanced-quote",
-        "an unbalanced quote merges records",
-        _edit_train(lambda ls: [ls[0], '"' + ls[1], *ls[2:6], ls[6].replace(" ", ' "', 1), *ls[7:]]),
-        "row 2",
-    ),
-    (
-        "unquoted-comma",
-        "a text with an unquoted comma (a label that is text)",
-        _edit_train(lambda ls: [ls[0], "आज बातमी, उद्या शहर राज्य देश लोक,Auto", *ls[1:]]),
-        "looks like text",
-    ),
-    (
-        "single-class",
-        "every training row has the same label",
-        _edit_train(lambda ls: [ls[0]] + [line.rsplit(",", 1)[0] + ",Auto" for line in ls[1:]]),
-        "at least two classes",
-    ),
-    (
-        "wrong-columns",
-        "the CSV has other column names",
-        _edit_train(lambda ls: ["sentence,topic", *ls[1:]]),
-        "no column 'marathi_sentence'",
-    ),
-    (
-        "not-utf8",
-        "a byte that is not UTF-8",
-        _write("data/x_Train.csv", "marathi_sentence,label\nअ,Auto\n".encode() + b"\xff\xfe,Tech\n"),
-        "row 3",
-    ),
-    ("empty-file", "an empty training CSV", _write("data/x_Train.csv", ""), "empty file"),
-    (
-        "unseen-test-label",
-        "a test label absent from training",
-        _write("data/x_Test.csv", "marathi_sentence,label\nआज गाडी,Auto\nउद्या,Cars\n"),
-        "label 'Cars'",
-    ),
+    ("utf16-no-bom", "training CSV saved as UTF-16LE without BOM", _edit_train(lambda ls: ls, "utf-16-le"), "NUL bytes",
+     ),
+    ("unbalanced-quote", "an unbalanced quote merges records",
+     _edit_train(lambda ls: [ls[0], '"' + ls[1], *ls[2:6], ls[6].replace(" ", ' "', 1), *ls[7:]]), "row 2",
+     ),
+    ("unquoted-comma", "a text with an unquoted comma (a label that is text)",
+     _edit_train(lambda ls: [ls[0], "आज बातमी, उद्या शहर राज्य देश लोक,Auto", *ls[1:]]), "looks like text",
+     ),
+    ("single-class", "every training row has the same label",
+     _edit_train(lambda ls: [ls[0]] + [line.rsplit(",", 1)[0] + ",Auto" for line in ls[1:]]), "at least two classes",
+     ),
+    ("wrong-columns", "the CSV has other column names", _edit_train(lambda ls: ["sentence,topic", *ls[1:]]),
+     "no column 'marathi_sentence'",
+     ),
+    ("not-utf8", "a byte that is not UTF-8",
+     _write("data/x_Train.csv", "marathi_sentence,label\nअ,Auto\n".encode() + b"\xff\xfe,Tech\n"), "row 3",
+     ), ("empty-file", "an empty training CSV", _write("data/x_Train.csv", ""), "empty file"),
+    ("unseen-test-label", "a test label absent from training",
+     _write("data/x_Test.csv", "marathi_sentence,label\nआज गाडी,Auto\nउद्या,Cars\n"), "label 'Cars'",
+     )
 ]
 
 
@@ -254,34 +203,14 @@ def _data_cases() -> list[Case]:
         for cmd, args in DATA_COMMANDS.items():
             cases.append(Case(f"{defect}/{cmd}", "data", what, args, expect, setup))
     cases += [
-        Case(
-            "missing-data-folder/data inspect",
-            "data",
-            "a data folder that does not exist",
-            ("data", "inspect", "--dataset", "{R}/nodata"),
-            "no such folder of CSVs",
-        ),
-        Case(
-            "data-is-a-file/data inspect",
-            "data",
-            "a CSV file given where a folder is expected",
-            ("data", "inspect", "--dataset", "{D}/x_Train.csv"),
-            "a file, not a folder of CSVs",
-        ),
-        Case(
-            "predict-csv-missing/predict",
-            "data",
-            "predict --csv with a missing file",
-            ("predict", "--model", "{M}", "--csv", "{R}/none.csv"),
-            "not found",
-        ),
-        Case(
-            "predict-csv-folder/predict",
-            "data",
-            "predict --csv given a folder",
-            ("predict", "--model", "{M}", "--csv", "{D}"),
-            "found a folder",
-        ),
+        Case("missing-data-folder/data inspect", "data", "a data folder that does not exist",
+             ("data", "inspect", "--dataset", "{R}/nodata"), "no such folder of CSVs"),
+        Case("data-is-a-file/data inspect", "data", "a CSV file given where a folder is expected",
+             ("data", "inspect", "--dataset", "{D}/x_Train.csv"), "a file, not a folder of CSVs"),
+        Case("predict-csv-missing/predict", "data", "predict --csv with a missing file",
+             ("predict", "--model", "{M}", "--csv", "{R}/none.csv"), "not found"),
+        Case("predict-csv-folder/predict", "data", "predict --csv given a folder",
+             ("predict", "--model", "{M}", "--csv", "{D}"), "found a folder")
     ]
     return cases
 
@@ -293,13 +222,9 @@ def _option_cases() -> list[Case]:
         ("batch-size-0", "--batch-size 0", ft + ("--batch-size", "0"), "--batch-size 0"),
         ("batch-size-text", "--batch-size abc", ft + ("--batch-size", "abc"), "--batch-size"),
         ("max-length-0", "--max-length 0", ft + ("--max-length", "0"), "--max-length 0"),
-        (
-            "max-length-too-long",
-            "--max-length beyond the position embeddings",
-            ft + ("--max-length", "4096"),
-            "position embeddings",
-        ),
-        ("epochs-0", "--epochs 0", ft + ("--epochs", "0"), "--epochs 0"),
+        ("max-length-too-long", "--max-length beyond the position embeddings", ft + ("--max-length", "4096"),
+         "position embeddings",
+         ), ("epochs-0", "--epochs 0", ft + ("--epochs", "0"), "--epochs 0"),
         ("lr-negative", "--lr -1", ft + ("--lr", "-1"), "--lr -1"),
         ("mixed-precision-typo", "--mixed-precision bf61", ft + ("--mixed-precision", "bf61"), "bf61"),
         ("alpha-above-1", "--alpha 1.5", dist + ("--alpha", "1.5"), "--alpha 1.5"),
@@ -316,95 +241,54 @@ def _option_cases() -> list[Case]:
         ("eval-max-length-0", "evaluate --max-length 0", ev + ("--max-length", "0"), "--max-length 0"),
         ("unknown-command", "a command that does not exist", ("compress", "--model", "{M}"), "No such command"),
         ("missing-option", "finetune without --model", ("finetune", "--out", "{O}"), "Missing option"),
-        (
-            "preset-unknown",
-            "--preset that is neither a file nor a shipped name",
-            ("reproduce", "--teacher", "{M}", "--preset", "cpu-fast", "--out", "{O}"),
-            "preset 'cpu-fast'",
-        ),
-        (
-            "preset-bad-key",
-            "a preset with an unknown key",
-            ("reproduce", "--teacher", "{M}", "--preset", "{R}/bad.yaml", "--out", "{O}"),
-            "unknown key 'epochz'",
-        ),
-        (
-            "preset-bad-alpha",
-            "a preset with distill.kd_alpha 2",
-            ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"),
-            "distill.kd_alpha 2",
-        ),
-        (
-            "report-no-results",
-            "report on a folder without results.json",
-            ("report", "--out", "{R}/model"),
-            "no results.json",
-        ),
-        (
-            "transfer-set-missing",
-            "distill --transfer-set naming a missing file",
-            dist + ("--transfer-set", "{R}/none.csv"),
-            "none.csv",
-        ),
-        (
-            "transfer-set-no-column",
-            "distill --transfer-set CSV without the named column",
-            dist + ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "text"),
-            "no column 'text'",
-        ),
-        (
-            "transfer-window-0",
-            "distill --transfer-window 0",
-            dist
-            + ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "marathi_sentence", "--transfer-window", "0"),
-            "window_words",
-        ),
-        (
-            "transfer-set-empty-after-filter",
-            "distill --transfer-set whose every text is a test text (all dropped)",
-            dist + ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "marathi_sentence"),
-            "no transfer piece is left after dropping overlap",
-        ),
-        (
-            "corpus-missing",
-            "trim --corpus naming a missing file",
-            ("trim", "{M}", "--out", "{O}", "--corpus", "{R}/none.txt"),
-            "none.txt",
-        ),
-        (
-            "corpus-not-utf8",
-            "trim --corpus that is not UTF-8",
-            ("trim", "{M}", "--out", "{O}", "--corpus", "{R}/latin1.txt"),
-            "UTF-8",
-        ),
-        (
-            "export-backend-typo",
-            "export --backend onnx-int4",
-            ("export", "{M}", "--out", "{O}", "--backend", "onnx-int4"),
-            "--backend onnx-int4",
-        ),
-        ("budget-negative", "optimize --budget -1", MODEL_COMMANDS["optimize"] + ("--budget", "-1"), "--budget -1"),
+        ("preset-unknown", "--preset that is neither a file nor a shipped name",
+         ("reproduce", "--teacher", "{M}", "--preset", "cpu-fast", "--out", "{O}"), "preset 'cpu-fast'",
+         ),
+        ("preset-bad-key", "a preset with an unknown key", ("reproduce", "--teacher", "{M}", "--preset", "{R}/bad.yaml",
+                                                            "--out", "{O}"), "unknown key 'epochz'",
+         ),
+        ("preset-bad-alpha", "a preset with distill.kd_alpha 2",
+         ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"), "distill.kd_alpha 2",
+         ),
+        ("report-no-results", "report on a folder without results.json", ("report", "--out", "{R}/model"),
+         "no results.json",
+         ),
+        ("transfer-set-missing", "distill --transfer-set naming a missing file",
+         dist + ("--transfer-set", "{R}/none.csv"), "none.csv",
+         ),
+        ("transfer-set-no-column", "distill --transfer-set CSV without the named column",
+         dist + ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "text"), "no column 'text'",
+         ),
+        ("transfer-window-0", "distill --transfer-window 0", dist +
+         ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "marathi_sentence", "--transfer-window", "0"),
+         "window_words",
+         ),
+        ("transfer-set-empty-after-filter", "distill --transfer-set whose every text is a test text (all dropped)",
+         dist + ("--transfer-set", "{D}/x_Test.csv", "--transfer-text-col", "marathi_sentence"),
+         "no transfer piece is left after dropping overlap",
+         ),
+        ("corpus-missing", "trim --corpus naming a missing file", ("trim", "{M}", "--out", "{O}", "--corpus",
+                                                                   "{R}/none.txt"), "none.txt",
+         ),
+        ("corpus-not-utf8", "trim --corpus that is not UTF-8", ("trim", "{M}", "--out", "{O}", "--corpus",
+                                                                "{R}/latin1.txt"), "UTF-8",
+         ),
+        ("export-backend-typo", "export --backend onnx-int4", ("export", "{M}", "--out", "{O}", "--backend",
+                                                               "onnx-int4"), "--backend onnx-int4",
+         ), ("budget-negative", "optimize --budget -1", MODEL_COMMANDS["optimize"] + ("--budget", "-1"), "--budget -1"),
         ("metric-typo", "optimize --metric f1", MODEL_COMMANDS["optimize"] + ("--metric", "f1"), "--metric f1"),
-        (
-            "optimize-batch-0",
-            "optimize --batch-size 0",
-            MODEL_COMMANDS["optimize"] + ("--batch-size", "0"),
-            "--batch-size 0",
-        ),
-        (
-            "time-budget-text",
-            "optimize --time-budget soon",
-            MODEL_COMMANDS["optimize"] + ("--time-budget", "soon"),
-            "--time-budget soon",
-        ),
-        ("serve-not-exported", "serve a folder that export did not write", ("serve", "{M}"), "export.json"),
-        ("serve-port-0", "serve --port 0", ("serve", "{R}/exported", "--port", "0"), "--port 0"),
+        ("optimize-batch-0", "optimize --batch-size 0", MODEL_COMMANDS["optimize"] + ("--batch-size", "0"),
+         "--batch-size 0",
+         ),
+        ("time-budget-text", "optimize --time-budget soon", MODEL_COMMANDS["optimize"] + ("--time-budget", "soon"),
+         "--time-budget soon",
+         ), ("serve-not-exported", "serve a folder that export did not write", ("serve", "{M}"), "export.json"),
+        ("serve-port-0", "serve --port 0", ("serve", "{R}/exported", "--port", "0"), "--port 0")
     ]
     setups = {
         "preset-bad-key": _write("bad.yaml", "finetune: {epochz: 1}\n"),
         "preset-bad-alpha": _write("alpha.yaml", "distill: {kd_alpha: 2}\n"),
-        "corpus-not-utf8": _write("latin1.txt", "caf\xe9\n".encode("latin-1")),
-        "serve-port-0": _exported,
+        "corpus-not-utf8": _write("latin1.txt", "caf\xe9\n".encode("latin-1")), "serve-port-0": _exported
     }
     cmd_of = {"split-typo": "evaluate", "backend-typo": "evaluate", "eval-max-length-0": "evaluate"}
     return [
@@ -416,64 +300,23 @@ def _option_cases() -> list[Case]:
 def _output_cases() -> list[Case]:
     file_out = _write("out", "I am a file\n")
     cases = [
-        Case(
-            f"out-is-file/{cmd}",
-            "output",
-            "--out names an existing file",
-            tuple(a.replace("{O}", "{R}/out") for a in MODEL_COMMANDS[cmd]),
-            "is an existing file",
-            file_out,
-        )
+        Case(f"out-is-file/{cmd}", "output", "--out names an existing file",
+             tuple(a.replace("{O}", "{R}/out") for a in MODEL_COMMANDS[cmd]), "is an existing file", file_out)
         for cmd in ("finetune", "distill", "prune", "reproduce")
     ]
     cases += [
-        Case(
-            "out-below-file/finetune",
-            "output",
-            "--out inside a path that is a file",
-            tuple(a.replace("{O}", "{R}/out/sub") for a in MODEL_COMMANDS["finetune"]),
-            "is a file",
-            file_out,
-        ),
-        Case(
-            "out-is-folder/compare",
-            "output",
-            "compare --out names an existing folder",
-            ("compare", "--model", "{M}", "--out", "{D}", "--dataset", "{D}", *COLS),
-            "is an existing folder",
-        ),
-        Case(
-            "out-is-file/models build-e5",
-            "output",
-            "build-e5 OUT is an existing file",
-            ("models", "build-e5", "{R}/out"),
-            "is an existing file",
-            file_out,
-        ),
-        Case(
-            "out-is-file/report",
-            "output",
-            "report --out is an existing file",
-            ("report", "--out", "{R}/out"),
-            "is an existing file",
-            file_out,
-        ),
-        Case(
-            "out-unwritable/finetune",
-            "output",
-            "--out in a folder the user cannot write",
-            MODEL_COMMANDS["finetune"],
-            "permission denied",
-            deny="{R}",
-        ),
-        Case(
-            "out-unwritable/reproduce",
-            "output",
-            "the grid's --out in a folder the user cannot write",
-            MODEL_COMMANDS["reproduce"],
-            "permission denied",
-            deny="{R}",
-        ),
+        Case("out-below-file/finetune", "output", "--out inside a path that is a file",
+             tuple(a.replace("{O}", "{R}/out/sub") for a in MODEL_COMMANDS["finetune"]), "is a file", file_out),
+        Case("out-is-folder/compare", "output", "compare --out names an existing folder",
+             ("compare", "--model", "{M}", "--out", "{D}", "--dataset", "{D}", *COLS), "is an existing folder"),
+        Case("out-is-file/models build-e5", "output", "build-e5 OUT is an existing file",
+             ("models", "build-e5", "{R}/out"), "is an existing file", file_out),
+        Case("out-is-file/report", "output", "report --out is an existing file", ("report", "--out", "{R}/out"),
+             "is an existing file", file_out),
+        Case("out-unwritable/finetune", "output", "--out in a folder the user cannot write", MODEL_COMMANDS["finetune"],
+             "permission denied", deny="{R}"),
+        Case("out-unwritable/reproduce", "output", "the grid's --out in a folder the user cannot write",
+             MODEL_COMMANDS["reproduce"], "permission denied", deny="{R}")
     ]
     return cases + _destructive_out_cases()
 
@@ -498,12 +341,8 @@ def _data_in_mine(root: Path) -> None:
 
 # what each folder-writing command records in its folder (the marker a replaceable folder must hold)
 _WRITERS = {
-    "finetune": "training.json",
-    "distill": "training.json",
-    "prune": "pruning.json",
-    "trim": "trim.json",
-    "export": "export.json",
-    "reproduce": "results.json",
+    "finetune": "training.json", "distill": "training.json", "prune": "pruning.json", "trim": "trim.json",
+    "export": "export.json", "reproduce": "results.json"
 }
 
 
@@ -514,107 +353,50 @@ def _destructive_out_cases() -> list[Case]:
         return tuple(a.replace("{O}", out) for a in MODEL_COMMANDS[cmd])
 
     cases = [
-        Case(
-            f"out-holds-user-files/{cmd}",
-            "output",
-            "--out a folder holding the user's own files",
-            at(cmd, "{R}/mine"),
-            f"mine: holds files but no {marker}",
-            _user_folder("mine"),
-        )
-        for cmd, marker in _WRITERS.items()
+        Case(f"out-holds-user-files/{cmd}", "output",
+             "--out a folder holding the user's own files", at(cmd, "{R}/mine"), f"mine: holds files but no {marker}",
+             _user_folder("mine")) for cmd, marker in _WRITERS.items()
     ]
     cases += [
         Case(f"out-is-the-model/{cmd}", "output", "--out the input model folder itself", at(cmd, "{M}"), "is the input")
-        for cmd in _WRITERS
-        if cmd != "reproduce"
+        for cmd in _WRITERS if cmd != "reproduce"
     ]
     cases += [
-        Case(
-            f"out-holds-the-model/{cmd}",
-            "output",
-            "--out a parent of the input model",
-            at(cmd, "{R}"),
-            "holds the input",
-        )
-        for cmd in _WRITERS
-        if cmd != "reproduce"
+        Case(f"out-holds-the-model/{cmd}", "output", "--out a parent of the input model", at(cmd, "{R}"),
+             "holds the input") for cmd in _WRITERS if cmd != "reproduce"
     ]
     cases += [
-        Case(
-            "out-holds-the-data/finetune",
-            "output",
-            "--out a parent of the data folder",
-            tuple(a.replace("{D}", "{R}/mine/data") for a in at("finetune", "{R}/mine")),
-            "holds the input",
-            _data_in_mine,
-        ),
-        Case(
-            "out-previous-with-user-file/finetune",
-            "output",
-            "--out a previous finetune output the user added to",
-            at("finetune", "{R}/prev"),
-            "holds notes.txt, which mahacompress did not write",
-            _user_folder("prev", previous=True),
-        ),
-        Case(
-            "out-holds-user-files/models build-e5",
-            "output",
-            "build-e5 OUT a folder holding the user's files",
-            ("models", "build-e5", "{R}/mine"),
-            "mine: holds files but no SOURCE.md",
-            _user_folder("mine"),
-        ),
+        Case("out-holds-the-data/finetune", "output", "--out a parent of the data folder",
+             tuple(a.replace("{D}", "{R}/mine/data")
+                   for a in at("finetune", "{R}/mine")), "holds the input", _data_in_mine),
+        Case("out-previous-with-user-file/finetune", "output", "--out a previous finetune output the user added to",
+             at("finetune", "{R}/prev"), "holds notes.txt, which mahacompress did not write",
+             _user_folder("prev", previous=True)),
+        Case("out-holds-user-files/models build-e5", "output", "build-e5 OUT a folder holding the user's files",
+             ("models", "build-e5", "{R}/mine"), "mine: holds files but no SOURCE.md", _user_folder("mine"))
     ]
     return cases
 
 
 def _other_cases() -> list[Case]:
     return [
+        Case("markup-in-name/finetune", "markup", "a model name holding rich markup and an emoji code",
+             tuple(a.replace("{M}", "{R}/:smile: [bold]m") for a in MODEL_COMMANDS["finetune"]), ":smile: [bold]m"),
+        Case("markup-in-label/data inspect", "markup", "a test label holding rich markup and an emoji code",
+             DATA_COMMANDS["data inspect"], "[red]:fire:",
+             _write("data/x_Test.csv", "marathi_sentence,label\nआज गाडी,[red]:fire:\n")),
+        Case("validation-file/data inspect", "fine", "a folder with x_Train, x_Val and x_Test (columns named)",
+             DATA_COMMANDS["data inspect"] + ("--json", ), "x_Val.csv", ok=True),
         Case(
-            "markup-in-name/finetune",
-            "markup",
-            "a model name holding rich markup and an emoji code",
-            tuple(a.replace("{M}", "{R}/:smile: [bold]m") for a in MODEL_COMMANDS["finetune"]),
-            ":smile: [bold]m",
-        ),
-        Case(
-            "markup-in-label/data inspect",
-            "markup",
-            "a test label holding rich markup and an emoji code",
-            DATA_COMMANDS["data inspect"],
-            "[red]:fire:",
-            _write("data/x_Test.csv", "marathi_sentence,label\nआज गाडी,[red]:fire:\n"),
-        ),
-        Case(
-            "validation-file/data inspect",
-            "fine",
-            "a folder with x_Train, x_Val and x_Test (columns named)",
-            DATA_COMMANDS["data inspect"] + ("--json",),
-            "x_Val.csv",
-            ok=True,
-        ),
-        Case(
-            "quoted-line-breaks/data inspect",
-            "fine",
-            'quoted texts holding line breaks and quotes ("")',
-            DATA_COMMANDS["data inspect"] + ("--json",),
-            "x_Train.csv",
-            ok=True,
-            setup=_edit_train(
-                lambda ls: [
-                    ls[0],
-                    '"आज बातमी\nती म्हणाली ""गाडी नवी"", शहर\nलोक",Auto',
-                    '"""क्रिकेट"" सामना\nउद्या",Sports',
-                    *ls[1:],
-                ]
-            ),
-        ),
+            "quoted-line-breaks/data inspect", "fine", 'quoted texts holding line breaks and quotes ("")',
+            DATA_COMMANDS["data inspect"] + ("--json", ), "x_Train.csv", ok=True, setup=_edit_train(lambda ls: [
+                ls[0], '"आज बातमी\nती म्हणाली ""गाडी नवी"", शहर\nलोक",Auto', '"""क्रिकेट"" सामना\nउद्या",Sports', *ls[1:
+                                                                                                                      ]
+            ]))
     ]
 
 
 CORPUS: list[Case] = _model_cases() + _data_cases() + _option_cases() + _output_cases() + _other_cases()
-
 
 # ---------------------------------------------------------------------------- running a case
 
@@ -658,18 +440,18 @@ def prepare(case: Case, template: Path, root: Path) -> Path:
 @contextmanager
 def simulated(case: Case, root: Path) -> Iterator[None]:
     """No network for hub ids, and `deny` paths reported unreadable/unwritable (root ignores modes)."""
+    import mahacompress.core.model_source as model_source
     import mahacompress.core.validate as validate
 
     with ExitStack() as stack:
         stack.enter_context(
-            mock.patch.object(validate.socket, "create_connection", side_effect=OSError(101, "Network is unreachable"))
-        )
+            mock.patch.object(model_source.socket, "create_connection",
+                              side_effect=OSError(101, "Network is unreachable")))
         if case.deny:
             denied = str(case.deny).replace("{M}", str(root / "model")).replace("{R}", str(root))
             real = os.access
             stack.enter_context(
-                mock.patch.object(validate.os, "access", lambda p, mode: str(p) != denied and real(p, mode))
-            )
+                mock.patch.object(validate.os, "access", lambda p, mode: str(p) != denied and real(p, mode)))
         yield
 
 

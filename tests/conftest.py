@@ -75,15 +75,15 @@ def toy_splits() -> Splits:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, shc_splits) -> Path:
     """A saved 2-layer BERT classifier with a WordPiece tokenizer trained on the slice."""
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    tok = tiny_tokenizer(shc_splits.train.texts + shc_splits.dev.texts)
-    labels = shc_splits.labels
-    model = tiny_bert(
-        len(labels),
-        vocab_size=len(tok),
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
+    texts = shc_splits.train.texts + shc_splits.dev.texts
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model", texts, shc_splits.labels)
+
+
+def save_tiny_classifier(out: Path, texts: list[str], labels: list[str], vocab_size: int = 3000) -> Path:
+    """An untrained 2-layer BERT classifier for `labels`, a WordPiece tokenizer trained on `texts`, saved in `out`."""
+    tok = tiny_tokenizer(texts, vocab_size=vocab_size)
+    model = tiny_bert(len(labels), vocab_size=len(tok), id2label=dict(enumerate(labels)),
+                      label2id={lab: i for i, lab in enumerate(labels)})
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -99,23 +99,11 @@ def teacher_dir(toy_splits, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kd")
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     labels = toy_splits.labels
-    model = tiny_bert(
-        3,
-        vocab_size=len(tok),
-        num_hidden_layers=4,
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
-    cfg = TrainConfig(
-        epochs=10,
-        batch_size=16,
-        lr=1e-3,
-        max_length=32,
-        freeze_embeddings=False,
-        early_stopping_patience=0,
-        evals_per_epoch=1,
-        checkpoint_every=50,
-    )
+    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4, id2label=dict(enumerate(labels)),
+                      label2id={lab: i
+                                for i, lab in enumerate(labels)})
+    cfg = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
+                      early_stopping_patience=0, evals_per_epoch=1, checkpoint_every=50)
     fit(model, tok, toy_splits, cfg, root / "work")
     save_classifier(model, tok, root / "teacher", {})
     return root / "teacher"

@@ -70,9 +70,8 @@ def reference(tiny_model_dir, shc_splits) -> np.ndarray:
 def test_backend_agrees_with_fp32(name, teacher_dir, toy_splits, onnx_cache):
     texts = toy_splits.train.texts + toy_splits.dev.texts + toy_splits.test.texts
     reference = load_backend(str(teacher_dir), "fp32", device="cpu").logits(texts)
-    backend = load_backend(
-        str(teacher_dir), name, device="cpu" if name == "bf16" else None, threads=1, cache_dir=onnx_cache, force=True
-    )  # bf16 also where the CPU emulates it
+    backend = load_backend(str(teacher_dir), name, device="cpu" if name == "bf16" else None, threads=1,
+                           cache_dir=onnx_cache, force=True)  # bf16 also where the CPU emulates it
     logits = backend.logits(texts, batch_size=17)  # a batch size that leaves a ragged last batch
     assert logits.shape == reference.shape and logits.dtype == np.float32
     rel = np.abs(logits - reference).max() / np.abs(reference).max()
@@ -103,24 +102,12 @@ def test_onnx_is_cached_by_checkpoint(tiny_model_dir, onnx_cache):
 
 def test_checkpoint_is_its_model_and_tokenizer_files(tmp_path):
     """Records beside a model say how it was made; they are not what an export is made from."""
-    for name in (
-        "config.json",
-        "model.safetensors",
-        "modeling_pruned.py",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "training.json",
-        "pruning.json",
-        "README.md",
-    ):
+    for name in ("config.json", "model.safetensors", "modeling_pruned.py", "tokenizer.json", "tokenizer_config.json",
+                 "training.json", "pruning.json", "README.md",
+                 ):
         (tmp_path / name).write_text("{}")
-    assert [p.name for p in checkpoint_files(tmp_path)] == [
-        "config.json",
-        "model.safetensors",
-        "modeling_pruned.py",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ]
+    assert [p.name for p in checkpoint_files(tmp_path)
+            ] == ["config.json", "model.safetensors", "modeling_pruned.py", "tokenizer.json", "tokenizer_config.json"]
 
 
 def test_onnx_export_of_remote_code_model(tmp_path, tiny_model_dir, shc_splits):
@@ -131,18 +118,11 @@ def test_onnx_export_of_remote_code_model(tmp_path, tiny_model_dir, shc_splits):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     vocab = len(load_tokenizer(str(tiny_model_dir)))
-    config = module.SlimBertConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        intermediate_sizes=[48, 16],
-        num_labels=3,
-    )
+    config = module.SlimBertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, intermediate_sizes=[48, 16], num_labels=3)
     config.auto_map = {
         "AutoConfig": "modeling_slim.SlimBertConfig",
-        "AutoModelForSequenceClassification": "modeling_slim.SlimBertForSequenceClassification",
+        "AutoModelForSequenceClassification": "modeling_slim.SlimBertForSequenceClassification"
     }
     out = tmp_path / "slim"
     module.SlimBertForSequenceClassification(config).save_pretrained(out)

@@ -20,12 +20,8 @@ import torch
 from bad_inputs import CORPUS, argv, make_template, prepare, run_in_process
 
 SAMPLE = [
-    "truncated-weights/evaluate",
-    "utf16/data inspect",
-    "alpha-above-1/distill",
-    "out-is-file/reproduce",
-    "markup-in-name/finetune",
-    "mistyped-folder/predict",
+    "truncated-weights/evaluate", "utf16/data inspect", "alpha-above-1/distill", "out-is-file/reproduce",
+    "markup-in-name/finetune", "mistyped-folder/predict"
 ]
 
 
@@ -67,9 +63,8 @@ def test_bad_input_as_a_real_process(case_id, template, tmp_path):
     case = next(c for c in CORPUS if c.id == case_id)
     root = prepare(case, template, tmp_path / "case")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mahacompress", *argv(case, root)], capture_output=True, text=True, env=env, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-m", "mahacompress", *argv(case, root)], capture_output=True, text=True,
+                          env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and case.expect in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -123,13 +118,9 @@ def test_outputs_get_the_normal_file_mode(tmp_path):
             (folder / "model.safetensors").chmod(0o600)
     finally:
         os.umask(old)
-    for path, mode in (
-        (tmp_path / "results.json", 0o644),
-        (tmp_path / "w.pt", 0o644),
-        (tmp_path / "model", 0o755),
-        (tmp_path / "model" / "config.json", 0o644),
-        (tmp_path / "model" / "model.safetensors", 0o644),
-    ):
+    for path, mode in ((tmp_path / "results.json", 0o644), (tmp_path / "w.pt", 0o644), (tmp_path / "model", 0o755),
+                       (tmp_path / "model" / "config.json", 0o644), (tmp_path / "model" / "model.safetensors", 0o644),
+                       ):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "results.json", "w.pt"]
 
@@ -156,15 +147,8 @@ def test_disk_full_while_checkpointing_then_rerun_completes(toy_splits, tmp_path
 
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     save_classifier(tiny_bert(3, vocab_size=len(tok)), tok, tmp_path / "base", {})
-    cfg = TrainConfig(
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        max_length=32,
-        freeze_embeddings=False,
-        early_stopping_patience=0,
-        checkpoint_every=2,
-    )
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False,
+                      early_stopping_patience=0, checkpoint_every=2)
     out = tmp_path / "out"
     monkeypatch.setattr(train.torch, "save", _enospc_after(torch.save, 3))
     with pytest.raises(OSError) as info:
@@ -198,7 +182,7 @@ def test_disk_full_while_writing_results_keeps_the_finished_rows(tmp_path, monke
     real = Path.write_text
 
     def full_disk(self, text, *args, **kwargs):
-        real(self, text[: len(text) // 2], *args, **kwargs)
+        real(self, text[:len(text) // 2], *args, **kwargs)
         raise OSError(errno.ENOSPC, "No space left on device", str(self))
 
     monkeypatch.setattr(Path, "write_text", full_disk)
@@ -222,22 +206,12 @@ def test_a_full_disk_is_one_line_from_the_cli(template, tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "m.json"))
 
     monkeypatch.setattr("mahacompress.core.files.write_json", full)
-    result = CliRunner().invoke(
-        cli.app,
-        [
-            "compare",
-            "--model",
-            str(template / "model"),
-            "--out",
-            str(tmp_path / "m.json"),
-            "--dataset",
-            str(template / "data"),
-            "--text-col",
-            "marathi_sentence",
-            "--label-col",
-            "label",
-        ],
-    )
+    result = CliRunner().invoke(cli.app, [
+        "compare", "--model",
+        str(template / "model"), "--out",
+        str(tmp_path / "m.json"), "--dataset",
+        str(template / "data"), "--text-col", "marathi_sentence", "--label-col", "label"
+    ])
     assert result.exit_code == 2 and "No space left on device" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
@@ -254,27 +228,15 @@ def test_reproduce_and_presets_take_the_column_names(template, tmp_path, monkeyp
     preset = tmp_path / "cols.yaml"
     preset.write_text("text_col: marathi_sentence\nlabel_col: label\nrows: [baseline]\n", encoding="utf-8")
     grid.reproduce(str(template / "model"), preset, tmp_path / "a", dataset=str(template / "data"))
-    plain = (
-        tmp_path / "plain.yaml"
-    )  # no column names: the options give them (cpu-quick's 6-layer kd needs a deeper teacher)
+    plain = (tmp_path / "plain.yaml"
+             )  # no column names: the options give them (cpu-quick's 6-layer kd needs a deeper teacher)
     plain.write_text("rows: [baseline, kd1]\n", encoding="utf-8")
-    result = CliRunner().invoke(
-        app,
-        [
-            "reproduce",
-            "--teacher",
-            str(template / "model"),
-            "--preset",
-            str(plain),
-            "--out",
-            str(tmp_path / "b"),
-            "--dataset",
-            str(template / "data"),
-            "--text-col",
-            "marathi_sentence",
-            "--label-col",
-            "label",
-        ],
-    )
+    result = CliRunner().invoke(app, [
+        "reproduce", "--teacher",
+        str(template / "model"), "--preset",
+        str(plain), "--out",
+        str(tmp_path / "b"), "--dataset",
+        str(template / "data"), "--text-col", "marathi_sentence", "--label-col", "label"
+    ])
     assert result.exit_code == 0, result.output
     assert seen == [("marathi_sentence", "label")] * 2

@@ -98,18 +98,14 @@ def test_near_miss_labels_on_the_command_line(tmp_path, tiny_model_dir):
         assert json.loads(result.stdout)["splits"]["dev"]["labels"] == {"Joy": 0, "Sadness": 1}
     mapping.write_text("from,to\nsadness,Sadness\n", encoding="utf-8")  # the tiny model has MahaNews' labels
     line = one_line_error(
-        run("evaluate", "--model", str(tiny_model_dir), "--dataset", str(folder), "--label-map", str(mapping))
-    )
+        run("evaluate", "--model", str(tiny_model_dir), "--dataset", str(folder), "--label-map", str(mapping)))
     assert line.startswith(f"error: {mapping}: maps to 'Sadness', which the model") and "does not have" in line
 
 
 @pytest.mark.slow
 def test_console_script_exits_2_with_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mahacompress", "evaluate", "--model", str(tmp_path / "none")],
-        capture_output=True,
-        text=True,
-    )
+    proc = subprocess.run([sys.executable, "-m", "mahacompress", "evaluate", "--model",
+                           str(tmp_path / "none")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no such model folder" in proc.stderr
 
@@ -117,30 +113,13 @@ def test_console_script_exits_2_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_path):
     out = tmp_path / "p50"
-    result = run(
-        "prune",
-        "--model",
-        str(tiny_model_dir),
-        "--out",
-        str(out),
-        "--sparsity",
-        "0.5",
-        "--max-train-rows",
-        "64",
-        "--epochs",
-        "1",
-        "--block-size",
-        "16",
-        "--batch-size",
-        "16",
-        "--no-freeze-embeddings",
-    )
+    result = run("prune", "--model", str(tiny_model_dir), "--out", str(out), "--sparsity", "0.5", "--max-train-rows",
+                 "64", "--epochs", "1", "--block-size", "16", "--batch-size", "16", "--no-freeze-embeddings")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "pruning.json").read_text())
     assert abs(summary["reached_sparsity"] - 0.5) <= 0.01 and "removed" in result.stdout
-    bad = run(
-        "prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5", "--block-size", "7"
-    )
+    bad = run("prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--sparsity", "0.5",
+              "--block-size", "7")
     assert "block" in one_line_error(bad)
     assert not (tmp_path / "x").exists()
 
@@ -148,11 +127,9 @@ def test_prune_command_writes_a_compacted_model(tiny_model_dir, shc_splits, tmp_
 @pytest.mark.slow
 def test_a_bad_option_is_refused_before_torch_is_imported(tmp_path):
     """A usage error costs a fraction of a second, not the seconds torch and transformers take to import."""
-    code = (
-        "import sys; from typer.testing import CliRunner; from mahacompress.cli.app import app; "
-        f"r = CliRunner().invoke(app, ['prune', '--model', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
-        "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())"
-    )
+    code = ("import sys; from typer.testing import CliRunner; from mahacompress.cli.app import app; "
+            f"r = CliRunner().invoke(app, ['prune', '--model', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, "
+            "'--sparsity', '0']); print(r.exit_code, 'torch' in sys.modules, r.stderr.strip())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.startswith("2 False error: sparsity 0.0"), proc.stdout + proc.stderr
 

@@ -168,14 +168,9 @@ def test_cleaning_counts(tmp_path: Path) -> None:
     d = folder(tmp_path, train, test)
     s = load_splits(DataConfig(str(d), dev_fraction=0.2))
     c = s.cleaning["train_source"]
-    assert (
-        c["header_rows_dropped"],
-        c["empty_dropped"],
-        c["duplicates_dropped"],
-        c["conflicting_dropped"],
-        c["overlap_with_test_dropped"],
-        c["mojibake_rows"],
-    ) == (1, 1, 1, 2, 1, 1)
+    assert (c["header_rows_dropped"], c["empty_dropped"], c["duplicates_dropped"], c["conflicting_dropped"],
+            c["overlap_with_test_dropped"], c["mojibake_rows"],
+            ) == (1, 1, 1, 2, 1, 1)
     assert c["final_rows"] == 32 == len(s.train) + len(s.dev)
     assert moj in s.train.texts + s.dev.texts
     assert len(s.test) == 3 and s.cleaning["test"]["duplicate_rows_in_file"] == 1
@@ -199,10 +194,8 @@ def test_dev_split_stratified_seeded_rare_class_kept(tmp_path: Path) -> None:
     with pytest.raises(MahaError, match="dev_fraction"):
         load_splits(DataConfig(str(d), dev_fraction=1.0))
     with pytest.raises(
-        MahaError,
-        match=r"max_train_rows 500 is more than the 55 training rows left after cleaning "
-        r"and the dev split",
-    ):
+            MahaError, match=r"max_train_rows 500 is more than the 55 training rows left after cleaning "
+            r"and the dev split"):
         load_splits(DataConfig(str(d), max_train_rows=500))
 
 
@@ -300,14 +293,10 @@ def test_download_failure_names_url(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 # Properly quoted fields holding line breaks and quotes (written "" by the csv module): a valid public file.
-QUOTED_MULTILINE = [
-    ('पुण्यात पाऊस.\nवाहतूक "ठप्प" झाली, लोक अडकले', "Weather"),
-    ("सामना रंगला", "Sports"),
-    ('कर्णधार म्हणाला, "आम्ही जिंकू"\nदुसरी ओळ\nतिसरी ओळ, शेवटची', "Sports"),
-    ('नवीन "स्मार्ट" फोन', "Tech"),
-    ('पाऊस थांबला\n"हवामान" खात्याचा अंदाज', "Weather"),
-    ("नवे अ‍ॅप बाजारात", "Tech"),
-]
+QUOTED_MULTILINE = [('पुण्यात पाऊस.\nवाहतूक "ठप्प" झाली, लोक अडकले', "Weather"), ("सामना रंगला", "Sports"),
+                    ('कर्णधार म्हणाला, "आम्ही जिंकू"\nदुसरी ओळ\nतिसरी ओळ, शेवटची', "Sports"),
+                    ('नवीन "स्मार्ट" फोन', "Tech"), ('पाऊस थांबला\n"हवामान" खात्याचा अंदाज', "Weather"),
+                    ("नवे अ‍ॅप बाजारात", "Tech"), ]
 
 
 def test_quoted_fields_with_line_breaks_and_quotes_are_read_as_the_csv_module_reads_them(tmp_path):
@@ -375,13 +364,11 @@ def test_a_label_differing_only_in_case_names_the_training_spelling_and_both_fix
 
 def test_a_misspelt_label_names_its_close_match_and_a_foreign_one_none(tmp_path: Path) -> None:
     with pytest.raises(
-        MahaError,
-        match=r"row 2: label 'Sadnes' .*did you mean 'Sadness'\? pass --label-map FILE "
-        r"with the row Sadnes,Sadness$",
-    ):
-        load_splits(DataConfig(str(emotion_folder(tmp_path / "a", ("Sadnes",))), fold_label_case=True))
+            MahaError, match=r"row 2: label 'Sadnes' .*did you mean 'Sadness'\? pass --label-map FILE "
+            r"with the row Sadnes,Sadness$"):
+        load_splits(DataConfig(str(emotion_folder(tmp_path / "a", ("Sadnes", ))), fold_label_case=True))
     with pytest.raises(MahaError) as info:
-        load_splits(DataConfig(str(emotion_folder(tmp_path / "b", ("Cooking",)))))
+        load_splits(DataConfig(str(emotion_folder(tmp_path / "b", ("Cooking", )))))
     assert "label 'Cooking'" in str(info.value) and "did you mean" not in str(info.value)
     assert "--label-map FILE" in str(info.value)
 
@@ -391,10 +378,8 @@ def test_fold_label_case_makes_variants_one_label_spelled_as_most_training_rows_
     assert s.labels == ["Anger", "Joy", "Sadness"]
     assert [s.labels[y] for y in s.dev.labels] == ["Joy", "Sadness", "Anger"]
     assert s.summary()["splits"]["train"]["labels"]["Sadness"] == 8  # the two SADNESS rows joined it
-    assert s.cleaning["labels_renamed"] == [
-        {"from": "SADNESS", "to": "Sadness", "rows": 2},
-        {"from": "sadness", "to": "Sadness", "rows": 1},
-    ]
+    assert s.cleaning["labels_renamed"] == [{"from": "SADNESS", "to": "Sadness", "rows": 2},
+                                            {"from": "sadness", "to": "Sadness", "rows": 1}, ]
 
 
 @pytest.mark.parametrize("header", ["from,to\n", ""])
@@ -411,17 +396,13 @@ def test_a_label_map_renames_every_split_with_or_without_its_header(tmp_path: Pa
     assert s.labels == ["Anger", "Sadness"]
 
 
-@pytest.mark.parametrize(
-    "content, expect",
-    [
-        (None, "label map not found"),
-        ("from,to\nsadness,Sadness,extra\n", "row 2: 3 column(s); a label map has two per row: from,to"),
-        ("sadness\n", "row 1: 1 column(s)"),
-        ("from,to\nsadness,Sadness\nsadness,Joy\n", "row 3: label 'sadness' is mapped again (first at row 2)"),
-        ("from,to\nsadness,\n", "row 2: an empty label"),
-        ("from,to\n", "no mappings"),
-    ],
-)
+@pytest.mark.parametrize("content, expect", [
+    (None, "label map not found"),
+    ("from,to\nsadness,Sadness,extra\n", "row 2: 3 column(s); a label map has two per row: from,to"),
+    ("sadness\n", "row 1: 1 column(s)"),
+    ("from,to\nsadness,Sadness\nsadness,Joy\n", "row 3: label 'sadness' is mapped again (first at row 2)"),
+    ("from,to\nsadness,\n", "row 2: an empty label"), ("from,to\n", "no mappings")
+])
 def test_a_bad_label_map_is_one_line_naming_the_file_and_row(tmp_path: Path, content: str | None, expect: str) -> None:
     mapping = tmp_path / "labels.csv"
     if content is not None:
@@ -435,32 +416,27 @@ def test_a_label_map_may_only_rename_to_labels_the_model_has(tmp_path: Path) -> 
     mapping = tmp_path / "labels.csv"
     mapping.write_text("sadness,Sadness\nrage,Fury\n", encoding="utf-8")
     with pytest.raises(
-        MahaError,
-        match=r"labels\.csv: maps to 'Fury', which the model m does not have "
-        r"\(its labels: Anger, Joy, Sadness\)",
-    ):
+            MahaError, match=r"labels\.csv: maps to 'Fury', which the model m does not have "
+            r"\(its labels: Anger, Joy, Sadness\)"):
         check_label_map_targets(mapping, ["Anger", "Joy", "Sadness"], "m")
     check_label_map_targets(mapping, ["Anger", "Fury", "Joy", "Sadness"], "m")
 
 
 def test_label_settings_are_recorded_and_reapplied_when_a_model_record_rebuilds_the_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """training.json keeps the label map (made absolute) and the folding, so trim and export rebuild the very
     training split: without them the same data stops at the near-miss label."""
     import json
 
     from mahacompress.models.trim import training_corpus
-    from mahacompress.train.loop import data_record
+    from mahacompress.train.checkpoints import data_record
 
     d = emotion_folder(tmp_path)
     (tmp_path / "labels.csv").write_text("sadness,Sadness\nSADNESS,Sadness\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    for name, cfg in (
-        ("mapped", DataConfig(str(d), label_map="labels.csv")),
-        ("folded", DataConfig(str(d), fold_label_case=True)),
-        ("neither", DataConfig(str(d))),
-    ):
+    for name, cfg in (("mapped", DataConfig(str(d), label_map="labels.csv")),
+                      ("folded", DataConfig(str(d), fold_label_case=True)), ("neither", DataConfig(str(d))),
+                      ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "training.json").write_text(json.dumps({"data_config": data_record(cfg)}), encoding="utf-8")
     record = json.loads((tmp_path / "mapped" / "training.json").read_text(encoding="utf-8"))["data_config"]

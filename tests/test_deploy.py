@@ -57,9 +57,9 @@ def model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("deploy") / "model"
     tok = tiny_tokenizer(MARATHI * 3, vocab_size=300)
     torch.manual_seed(0)
-    model = tiny_bert(
-        3, vocab_size=len(tok), id2label=dict(enumerate(LABELS)), label2id={lab: i for i, lab in enumerate(LABELS)}
-    )
+    model = tiny_bert(3, vocab_size=len(tok), id2label=dict(enumerate(LABELS)),
+                      label2id={lab: i
+                                for i, lab in enumerate(LABELS)})
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -74,12 +74,9 @@ def int8_dir(model_dir) -> Path:
 def _torch_free(folder: Path, texts: list[str], also_unimportable: tuple[str, ...] = ()) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
-        [sys.executable, "-c", _TORCH_FREE, str(folder), json.dumps(texts), json.dumps(also_unimportable)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        [sys.executable, "-c", _TORCH_FREE,
+         str(folder), json.dumps(texts),
+         json.dumps(also_unimportable)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -88,15 +85,10 @@ def _torch_free(folder: Path, texts: list[str], also_unimportable: tuple[str, ..
 def test_trimmed_fp32_export_runs_without_torch_and_matches_pytorch(model_dir, tmp_path):
     manifest = export(model_dir, tmp_path / "fp32", backend="onnx", corpus=MARATHI[:4])
     assert {
-        "model.onnx",
-        "tokenizer.json",
-        "runtime.py",
-        "server.py",
-        "export.json",
-        "README.md",
-        "requirements.txt",
-        "trim.json",
-    } <= {p.name for p in (tmp_path / "fp32").iterdir()}
+        "model.onnx", "tokenizer.json", "runtime.py", "server.py", "export.json", "README.md", "requirements.txt",
+        "trim.json"
+    } <= {p.name
+          for p in (tmp_path / "fp32").iterdir()}
     assert manifest["labels"] == LABELS and manifest["trim"]["pieces_kept"] < manifest["trim"]["pieces_before"]
     assert (tmp_path / "fp32" / "requirements.txt").read_text().split() == manifest["needs"]
     assert "int8_weight_bits" not in manifest
@@ -161,27 +153,13 @@ def server(int8_dir):
     A long batch wait (1 s) makes the flood test deterministic: requests pile up while the first waits."""
     port = _free_port()
     cmd = [
-        sys.executable,
-        "-m",
-        "mahacompress",
-        "serve",
-        str(int8_dir),
-        "--port",
-        str(port),
-        "--max-texts",
-        "8",
-        "--max-text-chars",
-        "1000",
-        "--max-queued-texts",
-        "16",
-        "--max-batch",
-        "64",
-        "--max-wait-ms",
-        "1000",
+        sys.executable, "-m", "mahacompress", "serve",
+        str(int8_dir), "--port",
+        str(port), "--max-texts", "8", "--max-text-chars", "1000", "--max-queued-texts", "16", "--max-batch", "64",
+        "--max-wait-ms", "1000"
     ]
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -211,19 +189,14 @@ def test_predict_health_info(server):
     assert info["labels"] == LABELS and info["limits"]["max_texts"] == 8 and "trim" in info
 
 
-@pytest.mark.parametrize(
-    "body, status, reason",
-    [
-        (json.dumps({"texts": ["नमस्कार"] * 10_000}).encode(), 413, "texts in one request"),
-        (json.dumps({"texts": ["a" * 1_000_000]}).encode(), 413, "characters"),
-        (json.dumps({"texts": ["क" * 1_000_000]}).encode(), 413, "body of"),
-        (b'{"texts": [', 400, "not JSON"),
-        (b'{"texts": ["\xff\xfe"]}', 400, "not UTF-8"),
-        (json.dumps({"texts": "not a list"}).encode(), 422, "must be a list"),
-        (json.dumps({"texts": [1, 2]}).encode(), 422, "not a string"),
-        (json.dumps(["a"]).encode(), 422, "expected a JSON object"),
-    ],
-)
+@pytest.mark.parametrize("body, status, reason",
+                         [(json.dumps({"texts": ["नमस्कार"] * 10_000}).encode(), 413, "texts in one request"),
+                          (json.dumps({"texts": ["a" * 1_000_000]}).encode(), 413, "characters"),
+                          (json.dumps({"texts": ["क" * 1_000_000]}).encode(), 413, "body of"),
+                          (b'{"texts": [', 400, "not JSON"), (b'{"texts": ["\xff\xfe"]}', 400, "not UTF-8"),
+                          (json.dumps({"texts": "not a list"}).encode(), 422, "must be a list"),
+                          (json.dumps({"texts": [1, 2]}).encode(), 422, "not a string"),
+                          (json.dumps(["a"]).encode(), 422, "expected a JSON object"), ])
 @pytest.mark.slow
 def test_bad_requests_get_a_one_line_4xx(server, body, status, reason):
     url, _ = server
@@ -269,20 +242,12 @@ def test_cli_export_with_trimming(model_dir, tmp_path):
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(MARATHI[:4]), encoding="utf-8")
-    result = CliRunner().invoke(
-        app,
-        [
-            "export",
-            str(model_dir),
-            "--out",
-            str(tmp_path / "e"),
-            "--backend",
-            "onnx",
-            "--trim-vocab",
-            "--corpus",
-            str(corpus),
-        ],
-    )
+    result = CliRunner().invoke(app, [
+        "export",
+        str(model_dir), "--out",
+        str(tmp_path / "e"), "--backend", "onnx", "--trim-vocab", "--corpus",
+        str(corpus)
+    ])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "e" / "export.json").read_text())
     assert manifest["backend"] == "onnx" and manifest["trim"]["corpus"] == [str(corpus)]
@@ -290,8 +255,7 @@ def test_cli_export_with_trimming(model_dir, tmp_path):
 
 needs_openvino = pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
-    reason="the openvino extra (openvino, nncf) is not installed",
-)
+    reason="the openvino extra (openvino, nncf) is not installed")
 
 
 @pytest.mark.slow
@@ -307,7 +271,7 @@ def test_openvino_int8_export_runs_without_torch_or_onnxruntime_as_the_benchmark
     needs = (folder / "requirements.txt").read_text().split()
     assert any(n.startswith("openvino") for n in needs) and not any(n.startswith("onnxruntime") for n in needs)
     benchmarked = load_backend(str(model_dir), "openvino-int8", calibration_texts=MARATHI).logits(MARATHI)
-    got = np.array(_torch_free(folder, MARATHI, also_unimportable=("onnxruntime",))["logits"])
+    got = np.array(_torch_free(folder, MARATHI, also_unimportable=("onnxruntime", ))["logits"])
     np.testing.assert_allclose(got, benchmarked, atol=1e-4)
     assert "OpenVINO IR" in (folder / "README.md").read_text()
     trimmed = tmp_path / "ov-trimmed"
@@ -327,15 +291,17 @@ def test_openvino_int8_export_needs_training_texts_to_calibrate_on(model_dir, tm
         export(model_dir, tmp_path / "a", backend="openvino-int8")
     # the CLI calibrates on the model's training corpus; this model has no training record: one line naming --corpus
     result = CliRunner().invoke(
-        app, ["export", str(model_dir), "--out", str(tmp_path / "b"), "--backend", "openvino-int8"]
-    )
+        app, ["export", str(model_dir), "--out",
+              str(tmp_path / "b"), "--backend", "openvino-int8"])
     assert result.exit_code == 2 and "--corpus" in result.output and "Traceback" not in result.output
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(MARATHI), encoding="utf-8")
     result = CliRunner().invoke(
         app,
-        ["export", str(model_dir), "--out", str(tmp_path / "c"), "--backend", "openvino-int8", "--corpus", str(corpus)],
-    )
+        ["export",
+         str(model_dir), "--out",
+         str(tmp_path / "c"), "--backend", "openvino-int8", "--corpus",
+         str(corpus)])
     assert result.exit_code == 0, result.output
     assert "trim" not in json.loads((tmp_path / "c" / "export.json").read_text())  # calibrated on it, not trimmed
 
@@ -367,16 +333,12 @@ def _assert_answers(response: httpx.Response, texts: list[str], expected: dict) 
 
 
 def _post_together(app, bodies: list) -> list[httpx.Response]:
+
     async def go():
         async with _asgi(app) as client:
             return await asyncio.gather(
-                *(
-                    client.post("/predict", content=b, headers={"content-type": "application/json"})
-                    if isinstance(b, bytes)
-                    else client.post("/predict", json=b)
-                    for b in bodies
-                )
-            )
+                *(client.post("/predict", content=b, headers={"content-type": "application/json"}
+                              ) if isinstance(b, bytes) else client.post("/predict", json=b) for b in bodies))
 
     return asyncio.run(go())
 
@@ -428,6 +390,7 @@ def test_a_failing_model_call_is_split_so_only_its_request_fails(fp32_dir, monke
     calls: list[int] = []
 
     class Poisoned(Classifier):
+
         def predict(self, texts, batch_size=32):
             calls.append(len(texts))
             if "POISON" in texts:
@@ -456,12 +419,9 @@ def test_a_bind_failure_is_one_line_naming_host_and_port(int8_dir, host):
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--host", host, "--port", str(port)],
-            env={**os.environ, "PYTHONPATH": SRC},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+            [sys.executable, "-m", "mahacompress", "serve",
+             str(int8_dir), "--host", host, "--port",
+             str(port)], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: cannot listen on {host}:{port}: ") and done.stderr.count("\n") == 1
 
@@ -473,27 +433,21 @@ def test_an_api_key_guards_predict_and_info_but_not_health(fp32_dir):
         async with _asgi(create_app(fp32_dir, api_key="s3cret")) as client:
             body = {"texts": MARATHI[:1]}
             return {
-                "health": await client.get("/health"),
-                "none": await client.post("/predict", json=body),
-                "wrong": await client.post("/predict", json=body, headers={"Authorization": "Bearer s3cre"}),
-                "basic": await client.post("/predict", json=body, headers={"Authorization": "Basic s3cret"}),
-                "bearer": await client.post("/predict", json=body, headers={"Authorization": "Bearer s3cret"}),
-                "header": await client.post("/predict", json=body, headers={"X-API-Key": "s3cret"}),
-                "info": await client.get("/info"),
-                "info_key": await client.get("/info", headers={"X-API-Key": "s3cret"}),
+                "health": await client.get("/health"), "none": await client.post("/predict", json=body), "wrong": await
+                client.post("/predict", json=body, headers={"Authorization": "Bearer s3cre"}), "basic": await
+                client.post("/predict", json=body,
+                            headers={"Authorization": "Basic s3cret"}), "bearer": await client.post(
+                                "/predict", json=body, headers={"Authorization": "Bearer s3cret"}), "header": await
+                client.post("/predict", json=body, headers={"X-API-Key": "s3cret"}), "info": await client.get("/info"),
+                "info_key": await client.get("/info", headers={"X-API-Key": "s3cret"})
             }
 
     r = asyncio.run(go())
-    assert {k: v.status_code for k, v in r.items()} == {
-        "health": 200,
-        "none": 401,
-        "wrong": 401,
-        "basic": 401,
-        "bearer": 200,
-        "header": 200,
-        "info": 401,
-        "info_key": 200,
-    }
+    assert {k: v.status_code
+            for k, v in r.items()} == {
+                "health": 200, "none": 401, "wrong": 401, "basic": 401, "bearer": 200, "header": 200, "info": 401,
+                "info_key": 200
+            }
     assert r["none"].headers["www-authenticate"] == "Bearer" and "API key" in r["none"].json()["error"]
 
 
@@ -527,23 +481,20 @@ def test_metrics_count_requests_batches_and_queue_in_prometheus_text(fp32_dir):
 
     async def go(app, headers):
         async with _asgi(app) as client:
-            await asyncio.gather(
-                *(client.post("/predict", json={"texts": MARATHI[:2]}, headers=headers) for _ in range(3))
-            )
+            await asyncio.gather(*(client.post("/predict", json={"texts": MARATHI[:2]}, headers=headers)
+                                   for _ in range(3)))
             await client.post("/predict", content=b"{", headers=headers)
             return await client.get("/metrics"), await client.get("/metrics", headers=headers)
 
     apps = [create_app(fp32_dir, Limits(max_wait_ms=200)), create_app(fp32_dir, api_key="k")]  # no clash
     plain, _ = asyncio.run(go(apps[0], {}))
     assert plain.status_code == 200 and plain.headers["content-type"].startswith("text/plain")
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(plain.text)
-        for s in family.samples
-    }
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(plain.text)
+               for s in family.samples}
     assert samples[("mahacompress_requests_total", (("path", "/predict"), ("status", "200")))] == 3
     assert samples[("mahacompress_requests_total", (("path", "/predict"), ("status", "400")))] == 1
-    assert samples[("mahacompress_request_seconds_count", (("path", "/predict"),))] == 4
+    assert samples[("mahacompress_request_seconds_count", (("path", "/predict"), ))] == 4
     assert samples[("mahacompress_batch_texts_count", ())] == 1  # the three requests ran as one call
     assert samples[("mahacompress_batch_texts_sum", ())] == 6
     assert samples[("mahacompress_queued_texts", ())] == 0
@@ -559,14 +510,9 @@ def test_the_exported_folder_serves_itself_without_torch_or_mahacompress(int8_di
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MAHACOMPRESS_API_KEY")}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _TORCH_FREE_SERVER, "--port", str(port)],
-        cwd=int8_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = subprocess.Popen([sys.executable, "-c", _TORCH_FREE_SERVER, "--port",
+                             str(port)], cwd=int8_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         answer = _wait_and_post(f"http://127.0.0.1:{port}", proc, {"texts": MARATHI[:2]})
         _assert_answers(answer, MARATHI[:2], dict(zip(MARATHI[:2], Classifier(int8_dir).predict(MARATHI[:2]))))
@@ -596,9 +542,8 @@ def test_workers_share_one_port_and_the_cores(int8_dir):
     answering; SIGTERM to the parent stops them all."""
     port = _free_port()
     cmd = [sys.executable, "-m", "mahacompress", "serve", str(int8_dir), "--port", str(port), "--workers", "2"]
-    proc = subprocess.Popen(
-        cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         assert _wait_and_post(url, proc, {"texts": MARATHI[:2]}).status_code == 200
@@ -609,8 +554,7 @@ def test_workers_share_one_port_and_the_cores(int8_dir):
         info = httpx.get(f"{url}/info", timeout=30).json()
         assert info["intra_op_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
         assert all(
-            httpx.post(f"{url}/predict", json={"texts": MARATHI[:1]}, timeout=30).status_code == 200 for _ in range(4)
-        )
+            httpx.post(f"{url}/predict", json={"texts": MARATHI[:1]}, timeout=30).status_code == 200 for _ in range(4))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
@@ -649,13 +593,13 @@ def test_predict_and_evaluate_run_an_exported_folder_with_its_own_runtime(int8_d
     assert result.exit_code == 0, result.output
     scored = json.loads(result.stdout)
     assert scored["rows"] == len(MARATHI) and scored["backend"] == "exported onnx-int8-fused"
-    for argv, expect in (
-        (["predict", "--model", str(int8_dir), "--backend", "int8", "x"], "--backend int8"),
-        (
-            ["finetune", "--model", str(int8_dir), "--out", str(tmp_path / "ft"), "--dataset", str(data)],
-            "written by `mahacompress export`",
-        ),
-    ):
+    for argv, expect in ((["predict", "--model", str(int8_dir), "--backend", "int8", "x"], "--backend int8"),
+                         (["finetune", "--model",
+                           str(int8_dir), "--out",
+                           str(tmp_path / "ft"), "--dataset",
+                           str(data)], "written by `mahacompress export`",
+                          ),
+                         ):
         result = runner.invoke(app, argv)
         assert result.exit_code == 2 and expect in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
@@ -664,9 +608,8 @@ def test_predict_and_evaluate_run_an_exported_folder_with_its_own_runtime(int8_d
 @pytest.mark.slow
 @needs_openvino
 @pytest.mark.parametrize("backend, precision", [("openvino", "f32"), ("openvino-bf16", "bf16")])
-def test_openvino_fp32_and_bf16_exports_ship_the_onnx_graph_at_their_precision(
-    model_dir, tmp_path, monkeypatch, backend, precision
-):
+def test_openvino_fp32_and_bf16_exports_ship_the_onnx_graph_at_their_precision(model_dir, tmp_path, monkeypatch,
+                                                                               backend, precision):
     """What optimize may judge in OpenVINO's fp32 or bf16 ships: the ONNX graph, compiled at the manifest's precision
     (a CPU without native bf16 runs the bf16 folder in f32, so it is exported here as if on one that has it)."""
     import dataclasses
@@ -678,13 +621,11 @@ def test_openvino_fp32_and_bf16_exports_ship_the_onnx_graph_at_their_precision(
     monkeypatch.setattr(hardware, "cpu_features", lambda: native)
     folder = tmp_path / backend
     manifest = export(model_dir, folder, backend=backend)
-    assert (manifest["engine"], manifest["model_file"], manifest["inference_precision"]) == (
-        "openvino",
-        "model.onnx",
-        precision,
-    ) and "weights_file" not in manifest
+    assert (manifest["engine"], manifest["model_file"],
+            manifest["inference_precision"]) == ("openvino", "model.onnx", precision,
+                                                 ) and "weights_file" not in manifest
     assert "int8_weight_bits" not in manifest and openvino_config(2, precision)["INFERENCE_PRECISION_HINT"] == precision
     assert f"{precision} inference precision" in (folder / "README.md").read_text()
     expected = predict_logits(load_classifier(str(model_dir)), load_tokenizer(str(model_dir)), MARATHI)
-    got = np.array(_torch_free(folder, MARATHI, also_unimportable=("onnxruntime",))["logits"])
+    got = np.array(_torch_free(folder, MARATHI, also_unimportable=("onnxruntime", ))["logits"])
     assert np.abs(got - expected).max() < (1e-4 if precision == "f32" else 0.05)

@@ -25,16 +25,8 @@ class LastStepIsBest(TrainHooks):
         return step >= total_steps
 
 
-CFG = TrainConfig(
-    epochs=10,
-    batch_size=16,
-    lr=1e-3,
-    max_length=32,
-    freeze_embeddings=False,
-    early_stopping_patience=0,
-    evals_per_epoch=1,
-    checkpoint_every=50,
-)
+CFG = TrainConfig(epochs=10, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False, early_stopping_patience=0,
+                  evals_per_epoch=1, checkpoint_every=50)
 
 
 def test_layer_student_keeps_first_and_last_layers(teacher_dir):
@@ -55,9 +47,8 @@ def test_an_ends_student_keeps_the_bottom_and_top_layers(teacher_dir):
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = kd.layer_student(teacher, 3, "ends")  # 4 teacher layers: even spacing would keep [0, 2, 3]
     assert student.config.distilled_from_layers == [0, 1, 3]
-    assert torch.equal(
-        teacher.bert.encoder.layer[1].output.dense.weight, student.bert.encoder.layer[1].output.dense.weight
-    )
+    assert torch.equal(teacher.bert.encoder.layer[1].output.dense.weight,
+                       student.bert.encoder.layer[1].output.dense.weight)
     assert kd.describe("layers:3:ends") == {"kind": "layers", "layers": 3, "choice": "ends"}
     assert kd.describe("layers:3")["choice"] == "even"
     with pytest.raises(MahaError, match="expected pruned:S, layers:N"):
@@ -104,10 +95,8 @@ def test_the_kd_term_pulls_the_student_to_the_teachers_soft_targets(toy_splits, 
         with torch.no_grad():
             logits = student.eval()(**batch).logits
         return float(
-            torch.nn.functional.kl_div(
-                torch.log_softmax(logits / cfg.kd_temperature, -1), targets, log_target=True, reduction="batchmean"
-            )
-        )
+            torch.nn.functional.kl_div(torch.log_softmax(logits / cfg.kd_temperature, -1), targets, log_target=True,
+                                       reduction="batchmean"))
 
     start = kd.layer_student(AutoModelForSequenceClassification.from_pretrained(teacher_dir), 2)
     plain, taught = copy.deepcopy(start), copy.deepcopy(start)
@@ -121,12 +110,9 @@ def test_the_kd_term_pulls_the_student_to_the_teachers_soft_targets(toy_splits, 
 def test_teacher_and_student_must_match(teacher_dir, toy_splits, tmp_path):
     other_tok = tiny_tokenizer(["पूर्णपणे वेगळा मजकूर इथे आहे"] * 5, vocab_size=60)
     labels = toy_splits.labels
-    student = tiny_bert(
-        3,
-        vocab_size=len(other_tok),
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
+    student = tiny_bert(3, vocab_size=len(other_tok), id2label=dict(enumerate(labels)),
+                        label2id={lab: i
+                                  for i, lab in enumerate(labels)})
     save_classifier(student, other_tok, tmp_path / "s1", {})
     with pytest.raises(MahaError, match="tokenizer differs"):
         kd.check_compatible(str(teacher_dir), str(tmp_path / "s1"), toy_splits)
@@ -171,13 +157,8 @@ def test_hidden_state_distillation_pulls_student_states_to_the_teacher(teacher_d
     # Students start from random weights (the same for both), so their states owe nothing to the teacher's
     # unless the hidden-state term puts it there; a copied-layer student starts too close to tell.
     torch.manual_seed(0)
-    start = tiny_bert(
-        3,
-        vocab_size=teacher.config.vocab_size,
-        num_hidden_layers=2,
-        id2label=teacher.config.id2label,
-        label2id=teacher.config.label2id,
-    )
+    start = tiny_bert(3, vocab_size=teacher.config.vocab_size, num_hidden_layers=2, id2label=teacher.config.id2label,
+                      label2id=teacher.config.label2id)
     plain, taught = copy.deepcopy(start), copy.deepcopy(start)
     cfg = replace(CFG, epochs=10, kd_hidden_weight=5.0)
     last = LastStepIsBest()  # both compared after the same steps, not at whichever epoch dev F1 first hit 1.0
@@ -201,9 +182,8 @@ def test_a_pruned_folder_is_a_student_with_hidden_state_distillation(teacher_dir
         teacher.bert.encoder.layer[2].intermediate.dense.weight[:] = 0  # no FFN neurons left
     student_dir = tmp_path / "pruned"
     save_pruned(compact(teacher, structure_of(teacher)), student_dir, load_tokenizer(str(teacher_dir)))
-    info = kd.distill(
-        str(teacher_dir), str(student_dir), toy_splits, replace(CFG, epochs=1, kd_hidden_weight=1.0), tmp_path / "out"
-    )
+    info = kd.distill(str(teacher_dir), str(student_dir), toy_splits, replace(CFG, epochs=1, kd_hidden_weight=1.0),
+                      tmp_path / "out")
     assert info["result"]["steps"] == 6
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", trust_remote_code=True)
     assert loaded.config.heads_per_layer == [4, 3, 4, 4] and loaded.config.intermediate_sizes[2] == 0

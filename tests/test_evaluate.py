@@ -47,13 +47,9 @@ def test_a_saved_tfidf_folder_predicts_what_its_pipeline_does(shc_splits, tmp_pa
     from mahacompress.study.tfidf import fit_tfidf, save_tfidf
 
     starved = Splits(
-        shc_splits.name,
-        shc_splits.labels,
-        TextSet(*zip(*[(t, y) for t, y in zip(shc_splits.train.texts, shc_splits.train.labels) if y != 0])),
-        shc_splits.dev,
-        shc_splits.test,
-        {},
-    )
+        shc_splits.name, shc_splits.labels,
+        TextSet(*zip(*[(t, y) for t, y in zip(shc_splits.train.texts, shc_splits.train.labels)
+                       if y != 0])), shc_splits.dev, shc_splits.test, {})
     starved.train.texts, starved.train.labels = list(starved.train.texts), list(starved.train.labels)
     record = save_tfidf(starved, tmp_path / "tfidf")
     assert model_labels(str(tmp_path / "tfidf")) == shc_splits.labels and record["C"] in (1.0, 10.0, 100.0)

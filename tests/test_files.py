@@ -83,8 +83,8 @@ def test_build_e5_into_the_current_folder_is_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "cmd", [pytest.param(c, marks=pytest.mark.slow) if c in ("finetune", "distill", "prune") else c for c in QUICK]
-)  # the three that train are slow
+    "cmd", [pytest.param(c, marks=pytest.mark.slow) if c in ("finetune", "distill", "prune") else c
+            for c in QUICK])  # the three that train are slow
 def test_a_previous_output_of_the_same_kind_is_replaced(cmd, template, tmp_path):
     root = tmp_path / "ws"
     shutil.copytree(template, root)
@@ -209,10 +209,8 @@ def test_a_crash_after_the_swap_leaves_the_new_folder_and_the_aside_one_goes_nex
 # ---------------------------------------------------------------------------- one writer per output
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-_HOLD = (
-    "import sys, time\nfrom mahacompress.core.files import output_lock\n"
-    "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n"
-)
+_HOLD = ("import sys, time\nfrom mahacompress.core.files import output_lock\n"
+         "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
 
 
 @pytest.fixture
@@ -221,12 +219,8 @@ def holder():
     procs: list[subprocess.Popen] = []
 
     def start(out: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _HOLD, str(out)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": SRC},
-        )
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": SRC})
         procs.append(proc)
         assert proc.stdout.readline() == "held\n"
         return proc
@@ -250,10 +244,8 @@ def test_a_second_run_into_the_same_output_is_refused_until_the_first_dies(templ
     first = holder(out)
     before = _contents(root)
     line = _one_error_line(CliRunner().invoke(app, _argv("trim", root, str(out))))
-    assert line == (
-        f"error: {out}: another mahacompress run (pid {first.pid}) is writing it; wait for it to finish "
-        f"or choose another output"
-    )
+    assert line == (f"error: {out}: another mahacompress run (pid {first.pid}) is writing it; wait for it to finish "
+                    f"or choose another output")
     assert _contents(root) == before
     other = CliRunner().invoke(app, _argv("trim", root, str(root / "other")))  # another output: not blocked
     assert other.exit_code == 0, other.output
@@ -304,6 +296,7 @@ def test_only_the_main_process_of_a_multi_process_run_locks(tmp_path, monkeypatc
 
 
 def test_a_filesystem_without_file_locks_is_one_line(tmp_path, monkeypatch):
+
     def no_flock(fd, operation):
         raise OSError(errno.ENOSYS, "Function not implemented")
 

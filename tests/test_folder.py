@@ -81,13 +81,9 @@ def _teacher(toy_splits, folder: Path, labels: list[str] | None = None) -> Path:
     """A 2-layer classifier that already knows the toy labels (so the grid does not fine-tune it)."""
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     labels = labels or toy_splits.labels
-    model = tiny_bert(
-        3,
-        vocab_size=len(tok),
-        num_hidden_layers=2,
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
+    model = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=2, id2label=dict(enumerate(labels)),
+                      label2id={lab: i
+                                for i, lab in enumerate(labels)})
     save_classifier(model, tok, folder, {})
     return folder
 
@@ -125,9 +121,9 @@ def test_a_skeleton_has_the_shapes_of_the_loaded_model_without_its_weights(toy_s
     for folder in ("dense", "pruned", "static"):
         skeleton, loaded = load_skeleton(str(tmp_path / folder)), load_classifier(str(tmp_path / folder))
         assert {p.device.type for p in skeleton.parameters()} == {"meta"}, folder
-        assert [(name, p.shape) for name, p in skeleton.named_parameters()] == [
-            (name, p.shape) for name, p in loaded.named_parameters()
-        ], folder
+        assert [(name, p.shape)
+                for name, p in skeleton.named_parameters()] == [(name, p.shape)
+                                                                for name, p in loaded.named_parameters()], folder
 
 
 @pytest.mark.slow

@@ -21,8 +21,9 @@ from mahacompress.report.render import write_report
 from mahacompress.study.context import RecipeContext, RowSettings
 from mahacompress.study.grid import Grid
 from mahacompress.study.preset import load_preset
-from mahacompress.study.recipes import left_out, parse_row, seeds_of, train_config, transfer_set
+from mahacompress.study.recipes import left_out, parse_row, seeds_of
 from mahacompress.study.results import Meta, Results, Row, read_results, write_results
+from mahacompress.study.rowspec import train_config, transfer_set
 
 
 def test_row_names():
@@ -30,25 +31,14 @@ def test_row_names():
     assert (row.kind, row.sparsity, row.kd, row.mp, row.backend) == ("prune", 0.25, True, True, "bf16")
     assert parse_row("best+onnx").backend == "onnx-int8" and parse_row("best+int8").backend == "int8"
     assert parse_row("baseline+onnx").served_from_another and parse_row("baseline+onnx").backend == "onnx-int8"
-    assert (
-        parse_row("best+fused").backend == "onnx-int8-fused" and parse_row("best+openvino").backend == "openvino-int8"
-    )
+    assert (parse_row("best+fused").backend == "onnx-int8-fused"
+            and parse_row("best+openvino").backend == "openvino-int8")
     assert parse_row("kd").kind == "kd" and parse_row("kd").number is None and parse_row("mp").backend == "bf16"
     assert parse_row("kd4").number == 4 and parse_row("kd12").kind == "kd"
     assert parse_row("kd3+ends+tr").ends and parse_row("kd3+ends+tr").tr and not parse_row("kd3").ends
-    for bad in (
-        "p100",
-        "p0",
-        "p25+fast",
-        "best",
-        "baseline+kd+kd",
-        "kd0",
-        "baseline+int8+onnx",
-        "p25+onnx",
-        "mp+mp",
-        "p25+ends",
-        "kd+ends+ends",
-    ):
+    for bad in ("p100", "p0", "p25+fast", "best", "baseline+kd+kd", "kd0", "baseline+int8+onnx", "p25+onnx", "mp+mp",
+                "p25+ends", "kd+ends+ends",
+                ):
         with pytest.raises(MahaError, match="row"):
             parse_row(bad)
 
@@ -68,20 +58,13 @@ def test_best_is_chosen_on_dev_accuracy_then_fewest_weights(tmp_path):
 
     def row(name, dev, weights, test=0.5):
         return {
-            "name": name,
-            "status": "done",
-            "seeds": [],
-            "dev_accuracy": dev,
-            "encoder_linear_weights": weights,
-            "accuracy": test,
+            "name": name, "status": "done", "seeds": [], "dev_accuracy": dev, "encoder_linear_weights": weights,
+            "accuracy": test
         }
 
     grid.rows = {
-        "baseline": row("baseline", 0.90, 100),
-        "kd": row("kd", 0.895, 50),
-        "kd2": row("kd2", 0.85, 17, test=0.99),
-        "p50+kd": row("p50+kd", 0.899, 50),
-        "p75+kd": row("p75+kd", 0.80, 25),
+        "baseline": row("baseline", 0.90, 100), "kd": row("kd", 0.895, 50), "kd2": row("kd2", 0.85, 17, test=0.99),
+        "p50+kd": row("p50+kd", 0.899, 50), "p75+kd": row("p75+kd", 0.80, 25)
     }
     name, how = grid.pick_best()
     assert name == "p50+kd" and "within 1 point" in how  # kd2's test accuracy never counts
@@ -118,24 +101,20 @@ def test_presets_load_and_bad_keys_are_named(tmp_path):
 def test_train_overrides_change_one_row_only(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text(
-        "rows: [baseline, p50, p50+kd]\nprune_train: {epochs: 4}\ntrain_overrides: {p50+kd: {epochs: 6, lr: 3.0e-5}}\n"
-    )
+        "rows: [baseline, p50, p50+kd]\nprune_train: {epochs: 4}\ntrain_overrides: {p50+kd: {epochs: 6, lr: 3.0e-5}}\n")
     cfg, _ = load_preset(preset)
     assert train_config(cfg, parse_row("p50+kd")).epochs == 6 and train_config(cfg, parse_row("p50")).epochs == 4
     assert train_config(cfg, parse_row("p50+kd")).lr == 3.0e-5 and cfg.prune_train.epochs == 4
     grid = Grid("teacher", cfg, "p", "d", tmp_path)
     assert grid.settings_of(parse_row("p50+kd"))["prune_train"]["epochs"] == 6  # a change rebuilds that row alone
     assert grid.settings_of(parse_row("p50"))["prune_train"]["epochs"] == 4
-    for text, match in (
-        ("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
-        ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
-        ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
-        (
-            "train_overrides: {p50: {epochs: six}}",
-            r"train_overrides.p50: epochs: bad value 'six' \(expected a number\)",
-        ),
-        ("train_overrides: [p50]", "train_overrides: bad value"),
-    ):
+    for text, match in (("train_overrides: {p75: {epochs: 6}}", "names 'p75', not a trained row"),
+                        ("train_overrides: {baseline: {epochs: 6}}", "names 'baseline', not a trained row"),
+                        ("train_overrides: {p50: {epocs: 6}}", r"train_overrides.p50: unknown key 'epocs'"),
+                        ("train_overrides: {p50: {epochs: six}}",
+                         r"train_overrides.p50: epochs: bad value 'six' \(expected a number\)",
+                         ), ("train_overrides: [p50]", "train_overrides: bad value"),
+                        ):
         preset.write_text(f"rows: [baseline, p50]\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -152,14 +131,14 @@ def test_row_seeds_give_some_rows_more_seeds_and_name_trained_rows_only(tmp_path
     preset.write_text("rows: [baseline, kd]\nseeds: 3\nrow_seeds: {baseline: 2}\n")
     cfg = load_preset(preset)[0]
     assert seeds_of(cfg, parse_row("baseline")) == 2 and seeds_of(cfg, parse_row("kd")) == 3
-    for text, match in (
-        ("row_seeds: {p75: 3}", "row_seeds names 'p75', not a trained row"),
-        ("row_seeds: {best+int8: 3}", "row_seeds names 'best\\+int8', not a trained row"),
-        ("train_overrides: {baseline: {epochs: 2}}", "train_overrides names 'baseline', not a trained"),
-        ("row_seeds: {kd: 0}", r"row_seeds.kd is 0: expected a whole number of 1 or more"),
-        ("row_seeds: {kd: 2.5}", r"row_seeds.kd: bad value 2.5 \(expected a whole number\)"),
-        ("row_seeds: [kd]", "row_seeds: bad value"),
-    ):
+    for text, match in (("row_seeds: {p75: 3}", "row_seeds names 'p75', not a trained row"),
+                        ("row_seeds: {best+int8: 3}", "row_seeds names 'best\\+int8', not a trained row"),
+                        ("train_overrides: {baseline: {epochs: 2}}", "train_overrides names 'baseline', not a trained"),
+                        ("row_seeds: {kd: 0}", r"row_seeds.kd is 0: expected a whole number of 1 or more"),
+                        ("row_seeds: {kd: 2.5}",
+                         r"row_seeds.kd: bad value 2.5 \(expected a whole number\)"), ("row_seeds: [kd]",
+                                                                                       "row_seeds: bad value"),
+                        ):
         preset.write_text(f"rows: [baseline, kd]\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -169,12 +148,9 @@ def test_row_seeds_for_a_teacher_that_is_not_fine_tuned_here_stop_before_any_wor
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
     labels = dict(enumerate(toy_splits.labels))  # already a classifier for the data: used as it is, one seed
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    save_classifier(
-        tiny_bert(3, vocab_size=len(tok), id2label=labels, label2id={v: k for k, v in labels.items()}),
-        tok,
-        tmp_path / "tuned",
-        {},
-    )
+    save_classifier(tiny_bert(3, vocab_size=len(tok), id2label=labels, label2id={v: k
+                                                                                 for k, v in labels.items()}), tok,
+                    tmp_path / "tuned", {})
     grid = Grid(str(tmp_path / "tuned"), replace(cfg, row_seeds={"baseline": 2}), "tiny", data, tmp_path / "out")
     with pytest.raises(MahaError, match="row_seeds.baseline: .*tuned already knows the labels"):
         grid.run()
@@ -233,16 +209,10 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
     preset.write_text(TINY_PRESET.format(data=data))
     out = tmp_path / "out"
     cmd = [
-        sys.executable,
-        "-m",
-        "mahacompress",
-        "reproduce",
-        "--teacher",
-        str(tmp_path / "base"),
-        "--preset",
-        str(preset),
-        "--out",
-        str(out),
+        sys.executable, "-m", "mahacompress", "reproduce", "--teacher",
+        str(tmp_path / "base"), "--preset",
+        str(preset), "--out",
+        str(out)
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 
@@ -277,12 +247,8 @@ def test_sigkill_mid_row_then_rerun_completes_without_recomputing(toy_splits, tm
 @pytest.mark.slow
 def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     teacher, cfg, data = _tiny_grid(toy_splits, tmp_path)
-    cfg = replace(
-        cfg,
-        rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"],
-        row_seeds={"kd1": 2, "baseline": 2},
-        served_blocks=True,
-    )  # `seeds: 2` builds kd1 the same way
+    cfg = replace(cfg, rows=["baseline", "kd1", "best+onnx", "best+fused", "best+openvino"],
+                  row_seeds={"kd1": 2, "baseline": 2}, served_blocks=True)  # `seeds: 2` builds kd1 the same way
     write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     _assert_schema(results)
@@ -301,9 +267,8 @@ def test_seeds_served_blocks_and_paired_differences(toy_splits, tmp_path):
     assert served["backend"] == "onnx-int8-fused" and served["speedup_b32"] > 0 and served["disk_mb"] > 0
     assert "served" not in rows["baseline"] and rows["best+onnx"]["backend"] == "onnx-int8"
     teacher = rows["baseline"]  # fine-tuned twice to show its spread; the students learned from seed 42's model
-    assert [s["model_dir"] for s in teacher["seeds"]] == [
-        str(tmp_path / "out/models" / f) for f in ("baseline", "baseline_seed43")
-    ]
+    assert [s["model_dir"]
+            for s in teacher["seeds"]] == [str(tmp_path / "out/models" / f) for f in ("baseline", "baseline_seed43")]
     assert json.loads((tmp_path / "out/models/kd1/training.json").read_text())["teacher"] == teacher["model_dir"]
     base = teacher["vs_baseline"]  # both seeds' correctness against the first seed's
     assert base["ci_low"] <= base["difference"] <= base["ci_high"] and base["resamples"] >= 1000
@@ -344,21 +309,17 @@ def test_rows_whose_settings_changed_are_built_again(tmp_path):
     write_results(tmp_path / "results.json", {}, rows, [])
     same = Grid("teacher", cfg, "x", "mahanews-shc", tmp_path)
     assert set(same.rows) == set(cfg.rows) and not same.stale
-    kd_changed = Grid(
-        "teacher", replace(cfg, distill=replace(cfg.distill, kd_alpha=0.9)), "x", "mahanews-shc", tmp_path
-    )
+    kd_changed = Grid("teacher", replace(cfg, distill=replace(cfg.distill, kd_alpha=0.9)), "x", "mahanews-shc",
+                      tmp_path)
     assert set(kd_changed.rows) == {"baseline", "p50"} and kd_changed.stale == ["kd", "best+int8"]  # best may be kd
-    pruning_changed = Grid(
-        "teacher", replace(cfg, prune=replace(cfg.prune, block_size=16)), "x", "mahanews-shc", tmp_path
-    )
+    pruning_changed = Grid("teacher", replace(cfg, prune=replace(cfg.prune, block_size=16)), "x", "mahanews-shc",
+                           tmp_path)
     assert pruning_changed.stale == ["p50", "best+int8"]  # best+X may be served from a pruned row
     # an interrupted row with several seeds keeps its finished seeds when its settings still hold
     three = replace(cfg, seeds=3)
     partial = {
-        "name": "kd",
-        "status": "partial",
-        "settings": Grid("t", three, "x", "d", tmp_path).settings_of(parse_row("kd")),
-        "seeds": [{"seed": 42}],
+        "name": "kd", "status": "partial",
+        "settings": Grid("t", three, "x", "d", tmp_path).settings_of(parse_row("kd")), "seeds": [{"seed": 42}]
     }
     write_results(tmp_path / "results.json", {}, [partial], [])
     assert Grid("teacher", three, "x", "mahanews-shc", tmp_path).partial == {}  # other dataset: settings differ
@@ -379,17 +340,15 @@ def test_tr_rows_distil_on_the_transfer_set_and_record_what_was_dropped(toy_spli
     assert rows["kd1+tr"]["status"] == "done", rows["kd1+tr"]
     assert rows["kd1+tr"]["transfer"]["kept"] == 1 and rows["kd1+tr"]["transfer"]["dropped_overlap"] == 1
     assert rows["kd1+tr"]["settings"]["transfer"]["path"] == str(transfer) and "transfer" not in rows["kd1"]["settings"]
-    assert findings(read_results(tmp_path / "out" / "results.json")).transfer.uses[0].rows == ("kd1+tr",)
+    assert findings(read_results(tmp_path / "out" / "results.json")).transfer.uses[0].rows == ("kd1+tr", )
 
 
 def test_transfer_overrides_give_one_tr_row_its_own_transfer_set(toy_splits, tmp_path):
     transfer = tmp_path / "unlabelled.txt"  # four new texts: the preset's cap keeps two, the static row all
     transfer.write_text("".join(f"{w} नवीन शब्द\n" for w in ("एक", "दोन", "तीन", "चार")), encoding="utf-8")
     preset = tmp_path / "p.yaml"
-    preset.write_text(
-        f"rows: [baseline, kd+tr, static+tr]\ntransfer: {{path: {transfer}, max_pieces: 2}}\n"
-        "transfer_overrides: {static+tr: {max_pieces: null}}\n"
-    )
+    preset.write_text(f"rows: [baseline, kd+tr, static+tr]\ntransfer: {{path: {transfer}, max_pieces: 2}}\n"
+                      "transfer_overrides: {static+tr: {max_pieces: null}}\n")
     cfg, _ = load_preset(preset)
     ctx = RecipeContext(RowSettings(cfg, "teacher", "d"), "teacher", toy_splits, DataConfig("d"))
     assert len(transfer_set(ctx, parse_row("kd+tr")).texts) == 2
@@ -398,11 +357,10 @@ def test_transfer_overrides_give_one_tr_row_its_own_transfer_set(toy_splits, tmp
     grid = Grid("teacher", cfg, "p", "d", tmp_path / "out")
     assert grid.settings_of(parse_row("static+tr"))["transfer"]["max_pieces"] is None
     assert grid.settings_of(parse_row("kd+tr"))["transfer"]["max_pieces"] == 2
-    for text, match in (
-        ("transfer_overrides: {kd: {max_pieces: 5}}", "names 'kd', not a row marked"),
-        ("transfer_overrides: {kd+tr: {max_peices: 5}}", r"transfer_overrides.kd\+tr: unknown key"),
-        ("transfer_overrides: {kd+tr: {max_pieces: many}}", r"max_pieces: bad value 'many'"),
-    ):
+    for text, match in (("transfer_overrides: {kd: {max_pieces: 5}}", "names 'kd', not a row marked"),
+                        ("transfer_overrides: {kd+tr: {max_peices: 5}}", r"transfer_overrides.kd\+tr: unknown key"),
+                        ("transfer_overrides: {kd+tr: {max_pieces: many}}", r"max_pieces: bad value 'many'"),
+                        ):
         preset.write_text(f"rows: [baseline, kd, kd+tr]\ntransfer: {{path: {transfer}}}\n{text}\n")
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -423,12 +381,9 @@ def test_tfidf_and_static_rows_are_built_scored_and_timed_end_to_end(toy_splits,
     transfer = tmp_path / "unlabelled.txt"  # a labelled training text (dropped and counted) and a new one
     transfer.write_text(f"{toy_splits.train.texts[0]}\n{toy_splits.train.texts[1]} नवीन\n", encoding="utf-8")
     teacher, cfg, data = _tiny_grid(
-        toy_splits,
-        tmp_path,
-        f"transfer: {{path: {transfer}, ngram: 8}}\n"
+        toy_splits, tmp_path, f"transfer: {{path: {transfer}, ngram: 8}}\n"
         "static: {epochs: 5, batch_size: 16, lr: 5.0e-2, max_length: 32, "
-        "freeze_embeddings: false}\nstatic_dim: 16\n",
-    )
+        "freeze_embeddings: false}\nstatic_dim: 16\n")
     cfg = replace(cfg, rows=["baseline", "tfidf", "static", "static+tr"])
     write_report(Grid(teacher, cfg, "tiny", data, tmp_path / "out").run())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -461,15 +416,12 @@ def test_a_row_the_teacher_cannot_shape_is_left_out_with_its_reason(toy_splits, 
     grid = Grid("teacher", cfg, "x", "d", tmp_path)
     grid.ctx = RecipeContext(grid.settings, "teacher", toy_splits, DataConfig("d"), teacher_layers=2, teacher_hidden=64)
     assert grid.build_row(parse_row("kd3")) == {
-        "name": "kd3",
-        "status": "skipped",
-        "reason": "a 3-layer student of a 2-layer teacher",
+        "name": "kd3", "status": "skipped", "reason": "a 3-layer student of a 2-layer teacher"
     }
     preset = tmp_path / "p.yaml"
-    for text, match in (
-        ("rows: [baseline, kd]\nstudent_layers: 0\n", "student_layers 0: expected 1 or more"),
-        ("rows: [baseline, static]\nstatic_dim: 0\n", "static_dim 0: expected 1 or more"),
-    ):
+    for text, match in (("rows: [baseline, kd]\nstudent_layers: 0\n", "student_layers 0: expected 1 or more"),
+                        ("rows: [baseline, static]\nstatic_dim: 0\n", "static_dim 0: expected 1 or more"),
+                        ):
         preset.write_text(text)
         with pytest.raises(MahaError, match=match):
             load_preset(preset)
@@ -517,16 +469,10 @@ def test_the_accuracy_budget_is_one_setting_for_best_and_the_report(tmp_path):
     one.rows = grid.rows
     assert one.pick_best()[0] == "kd"  # the default budget: 1 point
     d = {"difference": -0.02, "ci_low": -0.025, "ci_high": -0.015}
-    rows = [
-        {
-            "name": "baseline",
-            "status": "done",
-            "accuracy": 0.9,
-            "macro_f1": 0.9,
-            "vs_baseline": {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0},
-        },
-        {"name": "kd2", "status": "done", "accuracy": 0.88, "macro_f1": 0.88, "vs_baseline": d},
-    ]
+    rows = [{
+        "name": "baseline", "status": "done", "accuracy": 0.9, "macro_f1": 0.9,
+        "vs_baseline": {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    }, {"name": "kd2", "status": "done", "accuracy": 0.88, "macro_f1": 0.88, "vs_baseline": d}, ]
     write_results(tmp_path / "results.json", {"config": {"best_within_points": 3.0}}, rows, [])
     found = findings(read_results(tmp_path / "results.json"))
     assert found.within == 3.0 and [(v.row, v.estimate_within) for v in found.verdicts] == [("kd2", True)]

@@ -18,9 +18,8 @@ from mahacompress.train.precision import training_precision
 
 ZEN3 = CpuFeatures("AMD EPYC 7B13", "x86_64", "AVX2", frozenset({"sse4_2", "avx", "avx2", "fma"}), False)
 SKYLAKE = CpuFeatures("Intel Xeon Gold 6148", "x86_64", "AVX512", frozenset({"avx2", "avx512f", "avx512bw"}), True)
-COOPER_LAKE = CpuFeatures(
-    "Intel Xeon 8380H", "x86_64", "AVX512", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), True
-)
+COOPER_LAKE = CpuFeatures("Intel Xeon 8380H", "x86_64", "AVX512",
+                          frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), True)
 GRAVITON3 = CpuFeatures("Neoverse-V1", "aarch64", "SVE256", frozenset({"asimddp", "i8mm", "bf16", "sve"}), True)
 
 
@@ -40,9 +39,8 @@ def test_cpu_that_emulates_bf16(cpu, features):
     cpu(features)
     isa = "AVX512F" if features is SKYLAKE else "AVX2"
     assert training_precision("auto", "cpu") == "no"
-    with pytest.raises(
-        MahaError, match=rf"bf16 training needs AVX512-BF16 or AMX \(this CPU: {isa}\).*use no \(fp32\)"
-    ):
+    with pytest.raises(MahaError,
+                       match=rf"bf16 training needs AVX512-BF16 or AMX \(this CPU: {isa}\).*use no \(fp32\)"):
         training_precision("bf16", "cpu")
     assert training_precision("bf16", "cpu", force=True) == "bf16"
     assert hardware.unsupported_reason("bf16").startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
@@ -53,9 +51,7 @@ def test_cpu_that_emulates_bf16(cpu, features):
     assert hardware.unsupported_reason("openvino-bf16").startswith(f"needs AVX512-BF16 or AMX (this CPU: {isa})")
     assert unsupported(parse_row("p50+kd")) is None and unsupported(parse_row("baseline+int8")) is None
     assert hardware.ort_int8_options() == {
-        "reduce_range": True,
-        "activation_type": QuantType.QUInt8,
-        "weight_type": QuantType.QInt8,
+        "reduce_range": True, "activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8
     }
     line = hardware.describe()
     assert isa in line and "bf16 emulated" in line and "without VNNI" in line
@@ -96,8 +92,7 @@ def test_bf16_inference_refused_on_avx2_unless_forced(cpu, tiny_model_dir, shc_s
 
 def _largest_int8_weight(path) -> int:
     weights = [
-        onnx.numpy_helper.to_array(t)
-        for t in onnx.load(str(path)).graph.initializer
+        onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
         if t.data_type == onnx.TensorProto.INT8 and t.dims
     ]
     assert weights

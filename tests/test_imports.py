@@ -25,7 +25,7 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")
             if node.level:
-                base = base[: len(base) - node.level + 1]
+                base = base[:len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -47,11 +47,8 @@ def _graph() -> dict[str, list[tuple[str, list[str]]]]:
 
 def test_no_private_names_imported_from_another_module():
     bad = [
-        f"{importer} imports {name} from {module}"
-        for importer, imports in _graph().items()
-        for module, names in imports
-        for name in names
-        if name.startswith("_") and module != importer
+        f"{importer} imports {name} from {module}" for importer, imports in _graph().items()
+        for module, names in imports for name in names if name.startswith("_") and module != importer
     ]
     assert not bad, bad
 
@@ -65,7 +62,7 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in graph.get(node, []):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt) :] + [nxt])
+                cycles.append(path[path.index(nxt):] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -91,9 +88,7 @@ def test_every_module_lives_in_a_stage_and_imports_no_later_stage():
     assert not loose, f"modules outside the stage packages {STAGES}: {loose}"
     backwards = [
         f"{importer} ({STAGES[_stage(importer)]}) imports {module} ({STAGES[_stage(module)]})"
-        for importer, imports in graph.items()
-        if _stage(importer) is not None
-        for module, _ in imports
+        for importer, imports in graph.items() if _stage(importer) is not None for module, _ in imports
         if _stage(module) is not None and _stage(module) > _stage(importer)
     ]
     assert not backwards, backwards
@@ -185,13 +180,8 @@ def _private_patches(source: str) -> list[str]:
             if isinstance(first, ast.Constant) and isinstance(first.value, str):  # "mahacompress.core.files._x"
                 if first.value.startswith("mahacompress.") and any(private(p) for p in first.value.split(".")):
                     found.append(first.value)
-            elif (
-                len(node.args) > 1
-                and is_ours(first)
-                and isinstance(node.args[1], ast.Constant)
-                and isinstance(node.args[1].value, str)
-                and private(node.args[1].value)
-            ):
+            elif (len(node.args) > 1 and is_ours(first) and isinstance(node.args[1], ast.Constant)
+                  and isinstance(node.args[1].value, str) and private(node.args[1].value)):
                 found.append(f"{ast.unparse(first)}.{node.args[1].value}")
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
@@ -205,16 +195,12 @@ def _private_patches(source: str) -> list[str]:
 def test_no_test_patches_a_private_name_of_mahacompress():
     """Tests replace public seams only (a private name is free to change without a test knowing it): a test that
     needs to replace something patches a public name of mahacompress or the library function it calls."""
-    example = (
-        "import mahacompress.core.files as files\nfrom mahacompress.train import loop\n"
-        "def test(monkeypatch):\n    monkeypatch.setattr(loop, '_x', 1)\n"
-        "    monkeypatch.setattr('mahacompress.core.files._y', 1)\n    loop._z = 2\n"
-        "    monkeypatch.setattr(files, 'write_json', 1)\n    monkeypatch.setattr(loop.torch, 'save', 1)\n"
-    )
+    example = ("import mahacompress.core.files as files\nfrom mahacompress.train import loop\n"
+               "def test(monkeypatch):\n    monkeypatch.setattr(loop, '_x', 1)\n"
+               "    monkeypatch.setattr('mahacompress.core.files._y', 1)\n    loop._z = 2\n"
+               "    monkeypatch.setattr(files, 'write_json', 1)\n    monkeypatch.setattr(loop.torch, 'save', 1)\n")
     assert sorted(_private_patches(example)) == ["loop._x", "loop._z", "mahacompress.core.files._y"]
-    found = {
-        (path.name, target)
-        for path in sorted(TESTS.glob("*.py"))
-        for target in _private_patches(path.read_text(encoding="utf-8"))
-    }
+    found = {(path.name, target)
+             for path in sorted(TESTS.glob("*.py"))
+             for target in _private_patches(path.read_text(encoding="utf-8"))}
     assert not found, f"patch a public name instead: {sorted(found)}"

@@ -42,9 +42,8 @@ FIELDS = ["latency_ms_b1_p50", "latency_ms_b1_p95", "latency_ms_b32_p50", "laten
 
 def test_latency_fields_on_tiny_model(tiny_model_dir, shc_splits):
     backends = {name: load_backend(str(tiny_model_dir), name, device="cpu") for name in ("fp32", "int8")}
-    results = latency(
-        backends, shc_splits.test.texts[:64], repeats=3, warmup=1, batches_per_repeat=2, threads=1, progress=False
-    )
+    results = latency(backends, shc_splits.test.texts[:64], repeats=3, warmup=1, batches_per_repeat=2, threads=1,
+                      progress=False)
     assert set(results) == {"fp32", "int8"}
     for row in results.values():
         assert all(row[f] > 0 for f in FIELDS), row
@@ -57,20 +56,12 @@ def test_latency_fields_on_tiny_model(tiny_model_dir, shc_splits):
 def test_latency_interleaves_and_rotates_order():
     calls: list[str] = []
     backends = {name: FakeBackend(name, calls) for name in "abc"}
-    latency(
-        backends,
-        ["x"] * 4,
-        batch_sizes=(1, 2),
-        repeats=3,
-        warmup=0,
-        batches_per_repeat=2,
-        progress=False,
-        modes={1: ("model",), 2: ("model",)},
-    )
+    latency(backends, ["x"] * 4, batch_sizes=(1, 2), repeats=3, warmup=0, batches_per_repeat=2, progress=False,
+            modes={1: ("model", ), 2: ("model", )})
     per_backend = 2 * (1 + 2)  # two batch sizes: one untimed warm batch, then two timed ones each
     blocks = [calls[i] for i in range(0, len(calls), per_backend)]  # who ran each block of calls
     assert blocks == list("abcbcacab")
-    assert all(calls[i : i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
+    assert all(calls[i:i + per_backend] == [calls[i]] * per_backend for i in range(0, len(calls), per_backend))
 
 
 def test_each_backends_turn_starts_after_an_untimed_pause_and_a_warm_batch(monkeypatch):
@@ -89,29 +80,23 @@ def test_each_backends_turn_starts_after_an_untimed_pause_and_a_warm_batch(monke
 
     monkeypatch.setattr(measure.time, "sleep", sleep)
     backends = {name: FakeBackend(name, calls) for name in "ab"}
-    latency(
-        backends,
-        ["x"] * 2,
-        batch_sizes=(1,),
-        repeats=2,
-        warmup=0,
-        batches_per_repeat=2,
-        progress=False,
-        modes={1: ("model",)},
-    )
+    latency(backends, ["x"] * 2, batch_sizes=(1, ), repeats=2, warmup=0, batches_per_repeat=2, progress=False,
+            modes={1: ("model", )})
     # each turn: the pause, one untimed warm batch, then the two timed ones
     assert calls == ["pause", "a", "a", "a", "pause", "b", "b", "b", "pause", "b", "b", "b", "pause", "a", "a", "a"]
 
 
 def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by_length():
+
     class Recorder(FakeBackend):
+
         def encode(self, texts):
             self.calls.append(("encode", tuple(texts)))
             return list(texts)
 
     calls: list = []
     texts = ["ccc", "a", "bb", "dddd"]
-    results = latency({"a": Recorder("a", calls)}, texts, batch_sizes=(2,), repeats=1, warmup=0, progress=False)
+    results = latency({"a": Recorder("a", calls)}, texts, batch_sizes=(2, ), repeats=1, warmup=0, progress=False)
     row = results["a"]
     assert {"latency_ms_b2_p50", "e2e_ms_b2_p50", "e2e_ms_b2_sorted_p50", "e2e_throughput_b2"} <= set(row)
     encodes = [c[1] for c in calls if isinstance(c, tuple)]
@@ -125,15 +110,8 @@ def test_end_to_end_timings_tokenise_inside_the_clock_and_sorted_batches_sort_by
 
 def test_latency_reuses_texts_to_fill_batches():
     calls: list[str] = []
-    results = latency(
-        {"a": FakeBackend("a", calls)},
-        ["x"] * 3,
-        batch_sizes=(32,),
-        repeats=2,
-        warmup=1,
-        progress=False,
-        modes={32: ("model",)},
-    )
+    results = latency({"a": FakeBackend("a", calls)}, ["x"] * 3, batch_sizes=(32, ), repeats=2, warmup=1,
+                      progress=False, modes={32: ("model", )})
     assert len(calls) == 1 + 2 * 2  # one warm-up, then per repeat a warm batch and one full batch of 32 from 3 texts
     assert set(results["a"]) >= {"latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_b32"}
 
@@ -141,16 +119,8 @@ def test_latency_reuses_texts_to_fill_batches():
 def test_latency_takes_a_batch_count_per_batch_size():
     """The grid times batch 1 on fewer texts than batch 32 (`measure.batch1_texts`)."""
     calls: list[str] = []
-    latency(
-        {"a": FakeBackend("a", calls)},
-        ["x"] * 64,
-        batch_sizes=(1, 32),
-        repeats=2,
-        warmup=0,
-        batches_per_repeat={1: 5},
-        progress=False,
-        modes={1: ("model",), 32: ("model",)},
-    )
+    latency({"a": FakeBackend("a", calls)}, ["x"] * 64, batch_sizes=(1, 32), repeats=2, warmup=0,
+            batches_per_repeat={1: 5}, progress=False, modes={1: ("model", ), 32: ("model", )})
     assert len(calls) == 2 * (1 + 5 + 1 + 2)  # per repeat and batch size, one warm batch, then 5 single texts
     # and the 2 batches of 32 that 64 texts fill
 
@@ -158,7 +128,7 @@ def test_latency_takes_a_batch_count_per_batch_size():
 def test_speedups_are_ratios_of_stored_medians():
     results = {
         "baseline": {"latency_ms_b1_p50": 10.0, "latency_ms_b32_p50": 300.0, "latency_ms_b1_p95": 99.0},
-        "int8": {"latency_ms_b1_p50": 4.0, "latency_ms_b32_p50": 120.0, "latency_ms_b1_p95": 5.0},
+        "int8": {"latency_ms_b1_p50": 4.0, "latency_ms_b32_p50": 120.0, "latency_ms_b1_p95": 5.0}
     }
     speedups(results)
     assert results["int8"]["speedup_b1"] == 10.0 / 4.0
@@ -198,8 +168,7 @@ def test_runtime_sizes_are_their_own_files(tiny_model_dir, tmp_path):
     assert tiny_model_dir not in fused.parents
     assert served_size_mb(tiny_model_dir, "onnx-int8-fused", cache_dir=tmp_path) == fused.stat().st_size / MIB
     assert served_size_mb(tiny_model_dir, "openvino", cache_dir=tmp_path) == served_size_mb(
-        tiny_model_dir, "onnx", cache_dir=tmp_path
-    )  # OpenVINO fp32 compiles the plain ONNX export
+        tiny_model_dir, "onnx", cache_dir=tmp_path)  # OpenVINO fp32 compiles the plain ONNX export
     model = load_classifier(str(tiny_model_dir))
     counts = count_params(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())

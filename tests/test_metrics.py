@@ -52,26 +52,22 @@ def test_the_present_classes_give_what_training_export_and_tfidf_computed():
         # an export scores in the folder's label order: the same figure once its ids are the dataset's
         to_model = [3, 0, 2, 1]
         truth, predicted = [to_model[v] for v in Y_TRUE], [to_model[v] for v in Y_PRED]
-        assert macro_f1(truth, predicted, labels_present(truth, predicted)) == pytest.approx(
-            float(f1_score(Y_TRUE, Y_PRED, average="macro"))
-        )
+        assert macro_f1(truth, predicted,
+                        labels_present(truth,
+                                       predicted)) == pytest.approx(float(f1_score(Y_TRUE, Y_PRED, average="macro")))
 
 
 def test_every_class_gives_what_evaluate_and_the_bootstrap_compute():
     """evaluate's old path: sklearn over every dataset class, 0 where a class has nothing; the bootstrap's own
     vectorised macro-F1 agrees."""
     m = classification_metrics(Y_TRUE, Y_PRED, LABELS)
-    assert (
-        m["macro_f1"]
-        == macro_f1(Y_TRUE, Y_PRED, range(4))
-        == float(f1_score(Y_TRUE, Y_PRED, labels=range(4), average="macro", zero_division=0))
-    )
+    assert (m["macro_f1"] == macro_f1(Y_TRUE, Y_PRED, range(4)) == float(
+        f1_score(Y_TRUE, Y_PRED, labels=range(4), average="macro", zero_division=0)))
     assert m["accuracy"] == accuracy(Y_TRUE, Y_PRED)
     for y, pred, classes in _cases(60):
         everything = range(classes)
-        assert macro_f1(y, pred, everything) == float(
-            f1_score(y, pred, labels=everything, average="macro", zero_division=0)
-        )
+        assert macro_f1(y, pred,
+                        everything) == float(f1_score(y, pred, labels=everything, average="macro", zero_division=0))
         d = paired_macro_f1_difference(y, pred, y, classes, resamples=10)
         assert d["difference"] == pytest.approx(macro_f1(y, pred, everything) - macro_f1(y, y, everything), abs=1e-12)
 
@@ -107,9 +103,8 @@ def test_macro_f1_difference_matches_sklearn_and_brackets_it():
     base = np.where(rng.random(600) < 0.85, y, (y + 1) % 4)
     other = np.where(rng.random(600) < 0.70, y, 3)  # errors all land on class 3: F1 suffers more than accuracy
     d = paired_macro_f1_difference(y, other, base, 4, resamples=500)
-    expected = f1_score(y, other, labels=range(4), average="macro") - f1_score(
-        y, base, labels=range(4), average="macro"
-    )
+    expected = f1_score(y, other, labels=range(4), average="macro") - f1_score(y, base, labels=range(4),
+                                                                               average="macro")
     assert d["difference"] == pytest.approx(expected) and d["ci_low"] < d["difference"] < d["ci_high"] < 0
     same = paired_macro_f1_difference(y, base, base, 4, resamples=200)
     assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0

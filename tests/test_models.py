@@ -13,9 +13,8 @@ from mahacompress.models.load import build_e5, check_model_dir, dequantize_q4_0,
 
 MARATHI = [
     "विजेवर धावणारी अल्टो, वॅगन आर आली; 210 किमीचा वेग पकडणार",
-    "१२५ सीसी क्षमतेच्या स्कूटरमध्ये सध्या बऱ्यापैकी पर्याय",
-    "मुंबईत पावसाचा जोर वाढला, लोकल सेवा विस्कळीत",
-    "भारतीय संघाने मालिका जिंकली",
+    "१२५ सीसी क्षमतेच्या स्कूटरमध्ये सध्या बऱ्यापैकी पर्याय", "मुंबईत पावसाचा जोर वाढला, लोकल सेवा विस्कळीत",
+    "भारतीय संघाने मालिका जिंकली"
 ]
 
 
@@ -65,7 +64,7 @@ def test_rebuilt_e5_takes_a_classification_head(e5_dir):
 def test_model_folder_errors(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    import mahacompress.core.validate as validate
+    import mahacompress.core.model_source as model_source
 
     with pytest.raises(MahaError, match="no such model folder"):
         check_model_dir(str(tmp_path / "nothing"))
@@ -79,28 +78,28 @@ def test_model_folder_errors(tmp_path, monkeypatch):
     with pytest.raises(MahaError, match="no tokenizer files"):
         check_model_dir(str(tmp_path))
     # a hub id: the hub must answer within HUB_TIMEOUT_S (no network here, so it is refused at once)
-    monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    monkeypatch.setattr(model_source.socket, "create_connection", lambda *a, **k: (_
+                                                                                   for _ in ()).throw(OSError("down")))
     with pytest.raises(MahaError, match=r"l3cube-pune/marathi-topic-all-doc-v2: .*cannot be reached within 10 s"):
         check_model_dir("l3cube-pune/marathi-topic-all-doc-v2")
 
 
 @pytest.mark.parametrize("name", ["./out/model", "/no/such/model", "out/run/model", ".cache/model", "~/no-such"])
 def test_a_missing_path_that_is_no_hub_id_never_asks_the_hub(name, monkeypatch):
-    import mahacompress.core.validate as validate
+    import mahacompress.core.model_source as model_source
 
-    monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: pytest.fail("the hub was asked"))
+    monkeypatch.setattr(model_source.socket, "create_connection", lambda *a, **k: pytest.fail("the hub was asked"))
     with pytest.raises(MahaError, match="no such model folder, and not a Hugging Face hub id"):
         check_model_dir(name)
 
 
 def test_a_missing_two_part_path_says_first_that_no_such_folder_exists(tmp_path, monkeypatch):
-    import mahacompress.core.validate as validate
+    import mahacompress.core.model_source as model_source
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(validate.socket, "create_connection", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    monkeypatch.setattr(model_source.socket, "create_connection", lambda *a, **k: (_
+                                                                                   for _ in ()).throw(OSError("down")))
     with pytest.raises(
-        MahaError,
-        match=r"^out/model: no such model folder here, and no hub model of that name "
-        r"could be had \(.*cannot be reached",
-    ):
+            MahaError, match=r"^out/model: no such model folder here, and no hub model of that name "
+            r"could be had \(.*cannot be reached"):
         check_model_dir("out/model")

@@ -25,23 +25,8 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reaso
 WORKER = Path(__file__).with_name("mp_worker.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
 TRAIN = [
-    "--dataset",
-    "data",
-    "--epochs",
-    "10",
-    "--batch-size",
-    "16",
-    "--lr",
-    "1e-3",
-    "--max-length",
-    "32",
-    "--no-freeze-embeddings",
-    "--patience",
-    "0",
-    "--evals-per-epoch",
-    "2",
-    "--checkpoint-every",
-    "3",
+    "--dataset", "data", "--epochs", "10", "--batch-size", "16", "--lr", "1e-3", "--max-length", "32",
+    "--no-freeze-embeddings", "--patience", "0", "--evals-per-epoch", "2", "--checkpoint-every", "3"
 ]
 # Dropout is off and every process sees the same weights, so the runs differ only in float summation order.
 LOGIT_TOLERANCE = 1e-4
@@ -52,7 +37,7 @@ def workdir(tmp_path_factory, toy_splits) -> Path:
     """A CSV dataset folder and a dropout-free tiny classifier folder with the dataset's labels."""
     root = tmp_path_factory.mktemp("mp")
     (root / "data").mkdir()
-    for name, parts in (("train.csv", (toy_splits.train, toy_splits.dev)), ("test.csv", (toy_splits.test,))):
+    for name, parts in (("train.csv", (toy_splits.train, toy_splits.dev)), ("test.csv", (toy_splits.test, ))):
         with open(root / "data" / name, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["text", "label"])
@@ -61,14 +46,9 @@ def workdir(tmp_path_factory, toy_splits) -> Path:
     tok = tiny_tokenizer(toy_splits.train.texts + toy_splits.dev.texts, vocab_size=200)
     for folder, names in (("model", labels), ("other-labels", ["x", "y", "z"])):
         torch.manual_seed(0)
-        model = tiny_bert(
-            3,
-            vocab_size=len(tok),
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-        )
+        model = tiny_bert(3, vocab_size=len(tok), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                          id2label=dict(enumerate(names)), label2id={n: i
+                                                                     for i, n in enumerate(names)})
         model.save_pretrained(root / folder)
         tok.save_pretrained(root / folder)
     return root
@@ -98,7 +78,7 @@ def test_two_processes_share_batches_and_score_like_one(workdir):
     one = _launch(workdir, ["finetune", "--model", "model", "--out", "out1", *TRAIN], "rec1", processes=1)
     assert one.returncode == 0, one.stderr[-3000:]
 
-    (single,), (rank0, rank1) = _records(workdir, "rec1", 1), _records(workdir, "rec2", 2)
+    (single, ), (rank0, rank1) = _records(workdir, "rec1", 1), _records(workdir, "rec2", 2)
     assert len(rank0["rows"]) == len(rank1["rows"]) == len(single["rows"]) == 80  # 10 epochs of 8 batches
     for rows, mine, theirs in zip(single["rows"], rank0["rows"], rank1["rows"]):
         if len(rows) >= 2:
@@ -126,24 +106,19 @@ def test_out_of_memory_in_one_process_ends_both_with_one_line(workdir):
     assert sorted(_our_lines(out)) == [
         "error: process 0 of 2, step 2: another process stopped (its message says why); no model written",
         "error: process 1 of 2, step 2: out of memory; use a smaller --batch-size or --max-length "
-        "(checkpoints so far are kept, no model written)",
+        "(checkpoints so far are kept, no model written)"
     ]
     assert not (workdir / "oom").exists()
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (
-            ["finetune", "--model", "model", "--out", "bad", *TRAIN, "--batch-size", "1"],
-            "error: batch size 1 is the global batch: it cannot be split over 2 processes",
-        ),
-        (
-            ["distill", "--teacher", "other-labels", "--student", "layers:1", "--out", "bad", "--dataset", "data"],
-            "error: other-labels: the teacher's labels ['x', 'y', 'z'] differ from the dataset's",
-        ),
-    ],
-)
+@pytest.mark.parametrize("args, message", [
+    (["finetune", "--model", "model", "--out", "bad", *TRAIN, "--batch-size", "1"
+      ], "error: batch size 1 is the global batch: it cannot be split over 2 processes",
+     ),
+    (["distill", "--teacher", "other-labels", "--student", "layers:1", "--out", "bad", "--dataset", "data"
+      ], "error: other-labels: the teacher's labels ['x', 'y', 'z'] differ from the dataset's",
+     )
+])
 @pytest.mark.slow
 def test_bad_input_ends_the_run_with_one_line_from_each_process_that_checks(workdir, args, message):
     out = _launch(workdir, args, "rec-bad")

@@ -47,13 +47,8 @@ def test_when_the_fastest_passes_nothing_slower_is_trained():
 def test_a_failure_prunes_the_faster_candidates_and_the_fastest_passing_one_wins():
     trained, status = _run(lambda name: MS[name] >= 3)
     assert trained == ["c", "b"]  # c passes: only a and b can beat it; b fails: a is assumed to fail too
-    assert [status[n]["status"] for n in ORDER] == [
-        "pruned by the search",
-        "failed",
-        "passed",
-        "cannot win",
-        "cannot win",
-    ]
+    assert [status[n]["status"]
+            for n in ORDER] == ["pruned by the search", "failed", "passed", "cannot win", "cannot win", ]
     assert "b is slower and failed" in status["a"]["why"]
 
 
@@ -78,21 +73,13 @@ def test_a_trial_that_errors_proves_nothing_about_faster_ones():
 def test_candidates_take_the_transfer_set_their_source_rows_and_the_teachers_depth():
     from mahacompress.core.config import GridConfig
 
-    specs, left_out = resolve_candidates(
-        ["kdp50", "p50+kd", "p25", "kd8", "static"],
-        transfer=True,
-        teacher_layers=4,
-        teacher_hidden=64,
-        grid_cfg=GridConfig(student_layers=2, static_dim=16),
-    )
+    specs, left_out = resolve_candidates(["kdp50", "p50+kd", "p25", "kd8", "static"], transfer=True, teacher_layers=4,
+                                         teacher_hidden=64, grid_cfg=GridConfig(student_layers=2, static_dim=16))
     assert [s.name for s in specs] == ["kd+tr", "kdp50+tr", "p50+kd+tr", "p25", "static+tr"]  # p25 has no teacher
     assert left_out == {"kd8+tr": "a 8-layer student of a 4-layer teacher"}
-    for bad, match in (
-        ("best+fused", "expected a compressed row"),
-        ("mp", "expected a compressed row"),
-        ("tfidf", "expected a compressed row"),
-        ("kd2+tr", "give --transfer-set"),
-    ):
+    for bad, match in (("best+fused", "expected a compressed row"), ("mp", "expected a compressed row"),
+                       ("tfidf", "expected a compressed row"), ("kd2+tr", "give --transfer-set"),
+                       ):
         with pytest.raises(MahaError, match=match):
             resolve_candidates([bad], transfer=False, teacher_layers=4, teacher_hidden=64, grid_cfg=GridConfig())
 
@@ -131,8 +118,7 @@ def toy_data(toy_splits, tmp_path_factory):
 
 def _config(preset, **changes) -> OptimizeConfig:
     return OptimizeConfig(
-        **{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["onnx"], "preset": str(preset), **changes}
-    )
+        **{"budget": 100.0, "candidates": ["kd1", "kd2"], "runtimes": ["onnx"], "preset": str(preset), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +162,9 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
 
 @pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
-    reason="the openvino extra (openvino, nncf) is not installed",
-)
+    reason="the openvino extra (openvino, nncf) is not installed")
 def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sample(
-    teacher_dir, toy_data, tmp_path, monkeypatch
-):
+        teacher_dir, toy_data, tmp_path, monkeypatch):
     """An int8 graph's latency does not depend on its ranges: the shapes' calibrated files are built from
     SHAPE_CALIBRATION_TEXTS texts (2 here), every trained model's (judged on dev, exported) from the full sample."""
     import mahacompress.infer.build as build
@@ -197,9 +181,8 @@ def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sa
     monkeypatch.setattr(optimize, "SHAPE_CALIBRATION_TEXTS", 2)
     data, preset = toy_data
     out = tmp_path / "out"
-    optimize.optimize(
-        str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"], runtimes=["openvino-int8"]), out
-    )
+    optimize.optimize(str(teacher_dir), DataConfig(str(data)),
+                      _config(preset, candidates=["kd1"], runtimes=["openvino-int8"]), out)
     shapes = {n for d, n in seen if d.is_relative_to(out / "shapes")}
     served = {n for d, n in seen if d.is_relative_to(out / "served")}  # trained models, trimmed as they ship
     assert shapes == {2} and served and min(served) > 2
@@ -216,13 +199,12 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
     assert winner["speedup_vs_teacher_fp32"] > 0 and winner["export"]["test"]["rows"] > 0
     for name, row in rows.items():  # a candidate is trained only while it could still win
         faster_passed = [
-            r
-            for r in rows.values()
-            if r["status"] == "passed" and r["passing_ms"] <= row["fastest_ms"] and r is not row
+            r for r in rows.values()
+            if r["status"] == "passed" and r["passing_ms"] <= row["fastest_ms"] * CLEARLY_FASTER and r is not row
         ]
         assert row["trained"] == (row["status"] in ("passed", "failed"))
-        if row["status"] == "cannot win":
-            assert faster_passed
+        if row["status"] == "cannot win":  # a passing model, a candidate or the teacher, is not clearly slower
+            assert faster_passed or "than the teacher" in row["why"]
     assert json.loads((out / "export" / "export.json").read_text())["backend"] == "onnx"
     phases = report["meta"]["phases"]  # where the run's time went, step by step, adding up to it
     assert phases["trials"] > 0 and sum(phases.values()) == pytest.approx(report["meta"]["seconds"], abs=1.0)
@@ -251,34 +233,35 @@ def test_what_is_timed_and_judged_has_the_vocabulary_the_export_ships(first_run)
 
 def test_a_second_run_reuses_finished_trials_without_training(first_run, teacher_dir, toy_data, monkeypatch):
     import mahacompress.search.optimize as optimize
+    import mahacompress.search.trials as search_trials
 
     out, report, _ = first_run
     trials = sorted((out / "trials").glob("*.json"))
     stamps = [t.stat().st_mtime_ns for t in trials]
     monkeypatch.setattr(optimize, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
+    monkeypatch.setattr(search_trials, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
     data, preset = toy_data
     again = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
     assert again["winner"]["name"] == report["winner"]["name"] and trials
     assert [t.stat().st_mtime_ns for t in trials] == stamps
     # the report's run time counts what the first run spent on the trials and shape timings reused here
-    spent = (
-        sum(json.loads(t.read_text())["seconds"] for t in trials)
-        + json.loads((out / "shapes" / "latency.json").read_text())["seconds"]
-    )
+    spent = (sum(json.loads(t.read_text())["seconds"]
+                 for t in trials) + json.loads((out / "shapes" / "latency.json").read_text())["seconds"])
     assert again["meta"]["reused_seconds"] == pytest.approx(spent) and spent > 0
     assert "min in earlier ones" in (out / "report.md").read_text()
 
 
 def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training_again(
-    first_run, teacher_dir, toy_data, tmp_path, monkeypatch
-):
+        first_run, teacher_dir, toy_data, tmp_path, monkeypatch):
     import shutil
 
     import mahacompress.search.optimize as optimize
+    import mahacompress.search.trials as search_trials
 
     out = tmp_path / "out"
     shutil.copytree(first_run[0], out)  # the first run's folder stays as the other tests read it
     monkeypatch.setattr(optimize, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
+    monkeypatch.setattr(search_trials, "build", lambda *a, **k: pytest.fail("a finished candidate was trained again"))
     data, preset = toy_data
     report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, runtimes=["onnx-int8"]), out)
     for trial in (out / "trials").glob("*.json"):
@@ -287,43 +270,30 @@ def test_a_reused_trial_is_judged_in_a_runtime_the_new_run_adds_without_training
     assert judged and all("onnx-int8" in c["runtimes"] for c in judged)
 
 
-def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(
-    teacher_dir, toy_data, tmp_path, monkeypatch
-):
+def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(teacher_dir, toy_data, tmp_path,
+                                                                              monkeypatch):
     import mahacompress.search.optimize as optimize
+    import mahacompress.search.trials as search_trials
 
     data, preset = toy_data
     ms = {"teacher": 10.0, "kd1": 1.0, "kd2": 2.0}  # both shapes faster than the teacher: only time stops them
-    monkeypatch.setattr(
-        optimize, "time_models", lambda models, *a: {name: {"fp32": ms[name], "onnx": ms[name]} for name in models}
-    )
-    report = optimize.optimize(
-        str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0), tmp_path / "out"
-    )
+    for module in (optimize, search_trials):  # the shapes' timing (trials) and the winner's (optimize)
+        monkeypatch.setattr(module, "time_models",
+                            lambda models, *a: {name: {"fp32": ms[name], "onnx": ms[name]}
+                                                for name in models})
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, time_budget_s=0.0),
+                               tmp_path / "out")
     assert report["winner"]["name"] == "teacher" and report["meta"]["timed_out"]
     assert sorted(report["not_tried"]) == ["kd1", "kd2"] and not (tmp_path / "out" / "trials").exists()
     assert "Not tried: " in (tmp_path / "out" / "report.md").read_text()
     # the same folder asked to search other data: refused in one line, nothing trained
-    result = CliRunner().invoke(
-        app,
-        [
-            "optimize",
-            "--teacher",
-            str(teacher_dir),
-            "--dataset",
-            str(data),
-            "--max-train-rows",
-            "50",
-            "--preset",
-            str(preset),
-            "--out",
-            str(tmp_path / "out"),
-            "--candidates",
-            "kd1",
-            "--runtimes",
-            "onnx",
-        ],
-    )
+    result = CliRunner().invoke(app, [
+        "optimize", "--teacher",
+        str(teacher_dir), "--dataset",
+        str(data), "--max-train-rows", "50", "--preset",
+        str(preset), "--out",
+        str(tmp_path / "out"), "--candidates", "kd1", "--runtimes", "onnx"
+    ])
     assert one_line_error(result).startswith("error: ") and "holds a search for another data" in result.stderr
 
 
@@ -340,12 +310,12 @@ def test_a_spent_time_budget_returns_the_teacher_and_lists_what_was_not_tried(
         (["--decide", "maybe"], "--decide maybe: expected one of point, interval"),
         (["--runtimes", "onnx,turbo"], "--runtimes turbo"),
         (["--runtimes", "bf16"], "--runtimes bf16"),  # torch's bf16: no exported folder runs it
-    ],
-)
+    ])
 def test_bad_options_are_refused_in_one_line_before_anything_is_written(args, message, tmp_path):
     result = CliRunner().invoke(
-        app, ["optimize", "--teacher", str(tmp_path / "no-such-teacher"), "--out", str(tmp_path / "out"), *args]
-    )
+        app, ["optimize", "--teacher",
+              str(tmp_path / "no-such-teacher"), "--out",
+              str(tmp_path / "out"), *args])
     assert message in one_line_error(result) and not (tmp_path / "out").exists()
 
 
@@ -360,24 +330,16 @@ def test_durations_parse():
 def test_a_teacher_for_other_labels_is_refused_before_any_training(toy_splits, toy_data, tmp_path):
     data, preset = toy_data
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    model = tiny_bert(
-        3, vocab_size=len(tok), id2label={0: "Kh", 1: "Kr", 2: "Ra"}, label2id={"Kh": 0, "Kr": 1, "Ra": 2}
-    )
+    model = tiny_bert(3, vocab_size=len(tok), id2label={0: "Kh", 1: "Kr", 2: "Ra"},
+                      label2id={"Kh": 0, "Kr": 1, "Ra": 2})
     save_classifier(model, tok, tmp_path / "other", {})
-    result = CliRunner().invoke(
-        app,
-        [
-            "optimize",
-            "--teacher",
-            str(tmp_path / "other"),
-            "--dataset",
-            str(data),
-            "--preset",
-            str(preset),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-    )
+    result = CliRunner().invoke(app, [
+        "optimize", "--teacher",
+        str(tmp_path / "other"), "--dataset",
+        str(data), "--preset",
+        str(preset), "--out",
+        str(tmp_path / "out")
+    ])
     assert "the teacher's labels ['Kh', 'Kr', 'Ra'] differ from the dataset's" in one_line_error(result)
     assert not (tmp_path / "out" / "models").exists()
 
@@ -410,7 +372,7 @@ def _report(dev_rows: int, budget: float, half_widths: list[float], metric: str 
     dev = [{"dev": {"ci_low_points": -1.0 - h, "ci_high_points": -1.0 + h}} for h in half_widths]
     return {
         "meta": {"dataset": {"splits": {"dev": {"rows": dev_rows}}}, "config": {"budget": budget, "metric": metric}},
-        "candidates": dev + [{"name": "untrained", "status": "out of time"}],
+        "candidates": dev + [{"name": "untrained", "status": "out of time"}]
     }
 
 
@@ -475,9 +437,9 @@ def test_a_chain_stops_after_a_failure_an_error_or_the_time_budget():
 
 
 def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teacher_to_ship(
-    teacher_dir, toy_data, tmp_path, monkeypatch
-):
+        teacher_dir, toy_data, tmp_path, monkeypatch):
     import mahacompress.search.optimize as optimize
+    import mahacompress.search.trials as search_trials
 
     data, preset = toy_data
     sessions = []
@@ -488,9 +450,9 @@ def test_a_student_no_faster_than_the_teacher_when_timed_again_leaves_the_teache
         return {name: {"fp32": 10.0, "onnx": 10.0 if name == "teacher" else 20.0 if slow else 1.0} for name in models}
 
     monkeypatch.setattr(optimize, "time_models", timed)
-    report = optimize.optimize(
-        str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"]), tmp_path / "out"
-    )
+    monkeypatch.setattr(search_trials, "time_models", timed)  # the shapes' timing
+    report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset, candidates=["kd1"]),
+                               tmp_path / "out")
     w = report["winner"]
     assert [c["status"] for c in report["candidates"]] == ["passed"] and sessions[-1] == ["teacher", "kd1"]
     assert w["name"] == "teacher" and w["overtaken"] == {"name": "kd1", "ms": 20.0, "runtime": "onnx"}

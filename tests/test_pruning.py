@@ -38,19 +38,10 @@ from mahacompress.train.pruning.prune import prune
 from mahacompress.train.pruning.schedule import CubicSchedule
 from mahacompress.train.pruning.structure import structure_of
 
-TINY = dict(
-    vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=3
-)
-CFG = TrainConfig(
-    epochs=2,
-    batch_size=16,
-    lr=1e-3,
-    max_length=32,
-    freeze_embeddings=False,
-    early_stopping_patience=0,
-    evals_per_epoch=2,
-    checkpoint_every=4,
-)
+TINY = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+            num_labels=3)
+CFG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False, early_stopping_patience=0,
+                  evals_per_epoch=2, checkpoint_every=4)
 
 
 def _bert(**overrides) -> BertForSequenceClassification:
@@ -80,7 +71,7 @@ def test_topk_keeps_exactly_the_target_fraction_of_blocks():
     for target, progress in ((0.5, 1.0), (0.75, 1.0), (0.75, 0.4), (0.3, 0.0)):
         b = TopKBinarizer(target)
         b.progress = progress
-        (mask,) = b.masks([scores], [1024])
+        (mask, ) = b.masks([scores], [1024])
         assert set(mask.unique().tolist()) <= {0.0, 1.0}
         assert int(mask.sum()) == round((1 - target * progress) * scores.numel())
         assert mask[scores >= scores[mask.bool()].min()].all()  # the kept ones are the highest
@@ -145,12 +136,12 @@ def _zero_out(model, structure_rows: dict) -> None:
         for i, spec in structure_rows.items():
             layer = layers[i]
             for h in spec.get("v_heads", []):
-                layer.attention.self.value.weight[h * 16 : (h + 1) * 16] = 0
+                layer.attention.self.value.weight[h * 16:(h + 1) * 16] = 0
             for h in spec.get("qkv_heads", []):
                 for lin in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
-                    lin.weight[h * 16 : (h + 1) * 16] = 0
+                    lin.weight[h * 16:(h + 1) * 16] = 0
             for h in spec.get("o_heads", []):
-                layer.attention.output.dense.weight[:, h * 16 : (h + 1) * 16] = 0
+                layer.attention.output.dense.weight[:, h * 16:(h + 1) * 16] = 0
             layer.intermediate.dense.weight[spec.get("ffn_rows", [])] = 0
             layer.output.dense.weight[:, spec.get("ffn_cols", [])] = 0
             layer.attention.self.query.weight[:8, :8] = 0  # a block masked inside a kept head stays as zeros
@@ -158,7 +149,7 @@ def _zero_out(model, structure_rows: dict) -> None:
 
 MASKS = {
     0: {"qkv_heads": [0, 1], "v_heads": [2], "o_heads": [3], "ffn_rows": [0, 5], "ffn_cols": [7]},
-    1: {"v_heads": [1], "ffn_rows": list(range(0, 128, 2)), "ffn_cols": list(range(1, 128, 2))},
+    1: {"v_heads": [1], "ffn_rows": list(range(0, 128, 2)), "ffn_cols": list(range(1, 128, 2))}
 }
 
 
@@ -210,30 +201,17 @@ def test_checkpoint_loads_without_mahacompress(pruned_dir, tmp_path):
     assert config["heads_per_layer"] == [0, 3] and config["intermediate_sizes"] == [125, 0]
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_pruned.")
     tree = ast.parse((folder / "modeling_pruned.py").read_text())
-    imported = {
-        (n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, (ast.Import, ast.ImportFrom))
-    }
+    imported = {(n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).split(".")[0]
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))}
     assert imported <= {"__future__", "torch", "transformers"}
     x = _inputs()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            _LOAD_ELSEWHERE,
-            str(folder),
-            json.dumps([x["input_ids"].tolist(), x["attention_mask"].tolist()]),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = subprocess.run([
+        sys.executable, "-I", "-c", _LOAD_ELSEWHERE,
+        str(folder),
+        json.dumps([x["input_ids"].tolist(), x["attention_mask"].tolist()])
+    ], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = torch.tensor(json.loads(out.stdout.strip().splitlines()[-1]))
     assert (loaded - logits).abs().max() <= 1e-5
@@ -248,6 +226,7 @@ def test_onnx_export_matches(pruned_dir, tmp_path):
     model = PrunedBertForSequenceClassification.from_pretrained(folder).eval()
 
     class Logits(torch.nn.Module):
+
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
@@ -258,14 +237,10 @@ def test_onnx_export_matches(pruned_dir, tmp_path):
     x = _inputs()
     path = tmp_path / "model.onnx"
     torch.onnx.export(
-        Logits(model).eval(),
-        (x["input_ids"], x["attention_mask"]),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-    )
+        Logits(model).eval(), (x["input_ids"], x["attention_mask"]), str(path),
+        input_names=["input_ids", "attention_mask"], output_names=["logits"])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {k: v.numpy() for k, v in x.items()})
+    (got, ) = session.run(None, {k: v.numpy() for k, v in x.items()})
     assert abs(torch.from_numpy(got) - logits).max() <= 1e-4
 
 
@@ -314,9 +289,8 @@ def test_compacted_model_returns_attentions_under_eager(tmp_path):
     save_pruned(pruned, tmp_path / "p")
     from transformers import AutoModelForSequenceClassification
 
-    eager = AutoModelForSequenceClassification.from_pretrained(
-        tmp_path / "p", trust_remote_code=True, attn_implementation="eager"
-    ).eval()
+    eager = AutoModelForSequenceClassification.from_pretrained(tmp_path / "p", trust_remote_code=True,
+                                                               attn_implementation="eager").eval()
     with torch.no_grad():
         out = eager(**_inputs(), output_attentions=True)
     assert [tuple(a.shape) for a in out.attentions] == [(3, 0, 11, 11), (3, 3, 11, 11)]
@@ -364,12 +338,9 @@ def toy_tok(toy_splits):
 def _toy_model(toy_splits, toy_tok):
     torch.manual_seed(0)
     labels = toy_splits.labels
-    return tiny_bert(
-        len(labels),
-        vocab_size=len(toy_tok),
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
+    return tiny_bert(len(labels), vocab_size=len(toy_tok), id2label=dict(enumerate(labels)),
+                     label2id={lab: i
+                               for i, lab in enumerate(labels)})
 
 
 @pytest.mark.slow
@@ -378,15 +349,8 @@ def test_prune_end_to_end(toy_splits, toy_tok, tmp_path, binarizer):
     out = tmp_path / "pruned"
     cfg = PruneConfig(sparsity=0.5, binarizer=binarizer, block_size=16)
     teacher = np.random.default_rng(0).normal(size=(len(toy_splits.train), 3)).astype(np.float32)
-    summary = prune(
-        _toy_model(toy_splits, toy_tok),
-        toy_splits,
-        replace(CFG, epochs=1),
-        cfg,
-        out,
-        tokenizer=toy_tok,
-        distill_from=teacher if binarizer == "sigmoid" else None,
-    )
+    summary = prune(_toy_model(toy_splits, toy_tok), toy_splits, replace(CFG, epochs=1), cfg, out, tokenizer=toy_tok,
+                    distill_from=teacher if binarizer == "sigmoid" else None)
     assert abs(summary["reached_sparsity"] - 0.5) <= 0.01, summary["layers"]
     assert json.loads((out / "pruning.json").read_text())["reached_sparsity"] == summary["reached_sparsity"]
     assert len(summary["layers"]) == 2 and all("removed_heads" in layer for layer in summary["layers"])
@@ -403,39 +367,24 @@ def test_prune_from_a_folder_distilling_hidden_states(toy_splits, toy_tok, tmp_p
     src = tmp_path / "model"
     _toy_model(toy_splits, toy_tok).save_pretrained(src)
     toy_tok.save_pretrained(src)
-    summary = prune(
-        str(src),
-        toy_splits,
-        replace(CFG, epochs=1, kd_hidden_weight=1.0),
-        PruneConfig(sparsity=0.25, block_size=16),
-        tmp_path / "out",
-        distill_from=str(src),
-    )
+    summary = prune(str(src), toy_splits, replace(CFG, epochs=1, kd_hidden_weight=1.0),
+                    PruneConfig(sparsity=0.25, block_size=16), tmp_path / "out", distill_from=str(src))
     assert abs(summary["reached_sparsity"] - 0.25) <= 0.01
     assert summary["distilled_from"] == str(src)  # its own unpruned self, run live for hidden states
 
 
-@pytest.mark.parametrize(
-    "make, cfg, message",
-    [
-        (lambda s, t: _toy_model(s, t), PruneConfig(sparsity=0.0), "strictly between 0 and 1"),
-        (lambda s, t: _toy_model(s, t), PruneConfig(sparsity=1.0), "strictly between 0 and 1"),
-        (lambda s, t: _toy_model(s, t), PruneConfig(binarizer="magnitude"), "binarizer"),
-        (lambda s, t: _toy_model(s, t), PruneConfig(block_size=24), "does not divide"),
-        (
-            lambda s, t: DistilBertForSequenceClassification(
-                DistilBertConfig(vocab_size=len(t), dim=64, n_layers=1, n_heads=2, hidden_dim=64, num_labels=3)
-            ),
-            PruneConfig(),
-            "does not support model type 'distilbert'",
-        ),
-        (
-            lambda s, t: BertModel(BertConfig(**{**TINY, "vocab_size": len(t)})),
-            PruneConfig(),
-            "not a sequence classifier",
-        ),
-    ],
-)
+@pytest.mark.parametrize("make, cfg, message", [
+    (lambda s, t: _toy_model(s, t), PruneConfig(sparsity=0.0), "strictly between 0 and 1"),
+    (lambda s, t: _toy_model(s, t), PruneConfig(sparsity=1.0), "strictly between 0 and 1"),
+    (lambda s, t: _toy_model(s, t), PruneConfig(binarizer="magnitude"), "binarizer"),
+    (lambda s, t: _toy_model(s, t), PruneConfig(block_size=24), "does not divide"),
+    (lambda s, t: DistilBertForSequenceClassification(
+        DistilBertConfig(vocab_size=len(t), dim=64, n_layers=1, n_heads=2, hidden_dim=64, num_labels=3)), PruneConfig(),
+     "does not support model type 'distilbert'",
+     ),
+    (lambda s, t: BertModel(BertConfig(**{**TINY, "vocab_size": len(t)})), PruneConfig(), "not a sequence classifier",
+     )
+])
 def test_bad_inputs_fail_before_training(toy_splits, toy_tok, tmp_path, make, cfg, message):
     with pytest.raises(MahaError, match=message):
         prune(make(toy_splits, toy_tok), toy_splits, CFG, cfg, tmp_path / "out", tokenizer=toy_tok)
@@ -473,14 +422,7 @@ def test_resume_restores_the_frozen_structure(toy_splits, toy_tok, tmp_path, mon
         prune(_toy_model(toy_splits, toy_tok), toy_splits, cfg, PruneConfig(block_size=16), out, tokenizer=toy_tok)
     frozen = torch.load(tmp_path / "pruned.work" / "checkpoint.pt", weights_only=False)["hooks"]["plan"]
     monkeypatch.setattr(prune_module.PruningHooks, "on_step", original)
-    resumed = prune(
-        _toy_model(toy_splits, toy_tok),
-        toy_splits,
-        cfg,
-        PruneConfig(block_size=16),
-        out,
-        tokenizer=toy_tok,
-        resume=True,
-    )
+    resumed = prune(_toy_model(toy_splits, toy_tok), toy_splits, cfg, PruneConfig(block_size=16), out,
+                    tokenizer=toy_tok, resume=True)
     assert [layer["removed_heads"] for layer in resumed["layers"]] == frozen["removed_heads"]
     assert [layer["ffn_width"] for layer in resumed["layers"]] == [128 - len(n) for n in frozen["removed_neurons"]]

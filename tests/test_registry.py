@@ -23,51 +23,25 @@ from mahacompress.study.recipes import SERVED_BACKEND, SERVING
 
 def test_the_derived_lists_are_the_ones_every_caller_has_used():
     """Their order shows in help, error messages and optimize's records, so it is kept, not only the names."""
-    assert BACKENDS == (
-        "fp32",
-        "bf16",
-        "fp16",
-        "int8",
-        "onnx",
-        "onnx-int8",
-        "onnx-int8-fused",
-        "onnx-int8-static",
-        "openvino",
-        "openvino-bf16",
-        "openvino-int8",
-        "static",
-        "tfidf",
-    )
+    assert BACKENDS == ("fp32", "bf16", "fp16", "int8", "onnx", "onnx-int8", "onnx-int8-fused", "onnx-int8-static",
+                        "openvino", "openvino-bf16", "openvino-int8", "static", "tfidf",
+                        )
     assert CALIBRATED_BACKENDS == ("onnx-int8-static", "openvino-int8")
-    assert EXPORT_BACKENDS == (
-        "onnx-int8-fused",
-        "onnx-int8",
-        "onnx",
-        "openvino-int8",
-        "openvino",
-        "openvino-bf16",
-        "static",
-    )
+    assert EXPORT_BACKENDS == ("onnx-int8-fused", "onnx-int8", "onnx", "openvino-int8", "openvino", "openvino-bf16",
+                               "static",
+                               )
     assert TRANSFORMER_BACKENDS == EXPORT_BACKENDS[:-1]
     assert OPTIMIZE_RUNTIMES == ("onnx", "onnx-int8", "onnx-int8-fused", "openvino", "openvino-int8", "openvino-bf16")
     assert SHIPPABLE == set(EXPORT_BACKENDS)
-    assert list(SERVING.items()) == [
-        ("bf16", "bf16"),
-        ("fp16", "fp16"),
-        ("int8", "int8"),
-        ("onnx", "onnx-int8"),
-        ("fused", "onnx-int8-fused"),
-        ("openvino", "openvino-int8"),
-    ]
+    assert list(SERVING.items()) == [("bf16", "bf16"), ("fp16", "fp16"), ("int8", "int8"), ("onnx", "onnx-int8"),
+                                     ("fused", "onnx-int8-fused"), ("openvino", "openvino-int8"), ]
     assert SERVED_BACKEND == "onnx-int8-fused"
 
 
 def test_help_names_each_backend_with_what_it_needs():
     text = choices_help(["fp16", "openvino-int8"])
-    assert text == (
-        f"fp16 ({SPECS['fp16'].about}; a CUDA GPU only) | "
-        f"openvino-int8 ({SPECS['openvino-int8'].about}; calibrated on training texts)"
-    )
+    assert text == (f"fp16 ({SPECS['fp16'].about}; a CUDA GPU only) | "
+                    f"openvino-int8 ({SPECS['openvino-int8'].about}; calibrated on training texts)")
 
 
 # Run in a fresh interpreter: the table's module is executed with one more spec before anything imports it.
@@ -106,9 +80,8 @@ print(json.dumps({"backends": BACKENDS, "calibrated": CALIBRATED_BACKENDS, "expo
 
 @pytest.mark.slow
 def test_a_backend_added_to_the_table_is_offered_everywhere_it_fits():
-    done = subprocess.run(
-        [sys.executable, "-c", _WITH_ONE_MORE], check=False, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", _WITH_ONE_MORE], check=False, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["backends"][-3:] == ["onnx-int4", "static", "tfidf"]

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 from clirun import one_line_error, run
+from conftest import save_tiny_classifier
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from mahacompress.core.errors import MahaError
-from mahacompress.core.validate import OWN_MODEL_TYPES
-from mahacompress.models.load import load_classifier, load_config, save_classifier, tiny_bert, tiny_tokenizer
+from mahacompress.core.model_source import OWN_MODEL_TYPES
+from mahacompress.models.load import load_classifier, load_config, save_classifier, tiny_tokenizer
 from mahacompress.models.modeling_pruned import PRUNED_CLASSES, PrunedBertForSequenceClassification
 from mahacompress.models.modeling_static import StaticConfig, StaticForSequenceClassification
 from mahacompress.train.pruning.compact import compact, save_pruned
@@ -45,18 +46,8 @@ class RemoteBertForSequenceClassification(BertForSequenceClassification):
 @pytest.fixture(scope="module")
 def plain_dir(tmp_path_factory, toy_splits) -> Path:
     """A tiny stock BERT classifier folder (no code of its own)."""
-    out = tmp_path_factory.mktemp("plain") / "model"
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    labels = toy_splits.labels
-    model = tiny_bert(
-        len(labels),
-        vocab_size=len(tok),
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-    )
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_classifier(tmp_path_factory.mktemp("plain") / "model", toy_splits.train.texts, toy_splits.labels,
+                                vocab_size=200)
 
 
 @pytest.fixture
@@ -70,13 +61,10 @@ def remote_dir(plain_dir, tmp_path, monkeypatch) -> Path:
     (folder / "modeling_remote.py").write_text(REMOTE_MODELLING)
     config = json.loads((folder / "config.json").read_text())
     config.update(
-        model_type="remote-test-bert",
-        architectures=["RemoteBertForSequenceClassification"],
-        auto_map={
+        model_type="remote-test-bert", architectures=["RemoteBertForSequenceClassification"], auto_map={
             "AutoConfig": "modeling_remote.RemoteBertConfig",
-            "AutoModelForSequenceClassification": "modeling_remote.RemoteBertForSequenceClassification",
-        },
-    )
+            "AutoModelForSequenceClassification": "modeling_remote.RemoteBertForSequenceClassification"
+        })
     (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv(MARKER, str(tmp_path / "marker"))
     return folder
@@ -89,27 +77,28 @@ def _marker(folder: Path) -> Path:
 def _commands(model: str, out: Path) -> dict[str, list[str]]:
     """Every command that loads a transformers model, pointed at `model`."""
     return {
-        "predict": ["predict", "--model", model, "पहिली बातमी"],
-        "evaluate": ["evaluate", "--model", model, "--dataset", "mahanews-shc"],
-        "compare": ["compare", "--model", model, "--out", str(out / "m.json")],
-        "finetune": ["finetune", "--model", model, "--out", str(out / "f")],
-        "distill": ["distill", "--teacher", model, "--student", "layers:1", "--out", str(out / "d")],
-        "prune": ["prune", "--model", model, "--out", str(out / "p"), "--sparsity", "0.5"],
-        "reproduce": ["reproduce", "--teacher", model, "--out", str(out / "r")],
-        "optimize": ["optimize", "--teacher", model, "--out", str(out / "o")],
-        "trim": ["trim", model, "--out", str(out / "t")],
-        "export": ["export", model, "--out", str(out / "e")],
+        "predict": ["predict", "--model", model, "पहिली बातमी"], "evaluate": [
+            "evaluate", "--model", model, "--dataset", "mahanews-shc"
+        ], "compare": ["compare", "--model", model, "--out",
+                       str(out / "m.json")], "finetune": ["finetune", "--model", model, "--out",
+                                                          str(out / "f")],
+        "distill": ["distill", "--teacher", model, "--student", "layers:1", "--out",
+                    str(out / "d")], "prune": ["prune", "--model", model, "--out",
+                                               str(out / "p"), "--sparsity", "0.5"],
+        "reproduce": ["reproduce", "--teacher", model, "--out",
+                      str(out / "r")], "optimize": ["optimize", "--teacher", model, "--out",
+                                                    str(out / "o")], "trim": ["trim", model, "--out",
+                                                                              str(out / "t")],
+        "export": ["export", model, "--out", str(out / "e")]
     }
 
 
 @pytest.mark.parametrize("command", list(_commands("m", Path("o"))))
 def test_a_folder_with_its_own_code_is_refused_before_any_work(command, remote_dir, tmp_path):
     line = one_line_error(run(*_commands(str(remote_dir), tmp_path)[command]))
-    assert line == (
-        f"error: {remote_dir}: its config.json names Python code to run (auto_map: "
-        "modeling_remote.RemoteBertForSequenceClassification); pass --trust-remote-code if you trust "
-        "this model"
-    )
+    assert line == (f"error: {remote_dir}: its config.json names Python code to run (auto_map: "
+                    "modeling_remote.RemoteBertForSequenceClassification); pass --trust-remote-code if you trust "
+                    "this model")
     assert not _marker(remote_dir).exists()
     assert [p.name for p in tmp_path.iterdir()] == [remote_dir.name]  # no output, no marker
 
@@ -128,8 +117,7 @@ def test_the_library_refuses_too(remote_dir):
     with pytest.raises(MahaError) as refused:
         load_config(str(remote_dir))
     assert str(refused.value) == (
-        f"{remote_dir}: its config names Python code to run; pass --trust-remote-code if you trust this model"
-    )
+        f"{remote_dir}: its config names Python code to run; pass --trust-remote-code if you trust this model")
     assert not _marker(remote_dir).exists()
 
 
@@ -187,11 +175,8 @@ def encoder_dir(tmp_path_factory, toy_splits) -> Path:
     out = tmp_path_factory.mktemp("encoder") / "e5-like"
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     BertModel(
-        BertConfig(
-            vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-        ),
-        add_pooling_layer=False,
-    ).save_pretrained(out)
+        BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=64), add_pooling_layer=False).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 

@@ -57,9 +57,8 @@ def test_runtime_agrees_with_fp32(name, which, tiny_model_dir, pruned_model_dir,
     model_dir = str(tiny_model_dir if which == "dense" else pruned_model_dir)
     texts = shc_splits.test.texts
     reference = load_backend(model_dir, "fp32", device="cpu").logits(texts)
-    backend = load_backend(
-        model_dir, name, threads=1, cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:64]
-    )
+    backend = load_backend(model_dir, name, threads=1, cache_dir=tmp_path,
+                           calibration_texts=shc_splits.train.texts[:64])
     logits = backend.logits(texts, batch_size=17)
     assert logits.shape == reference.shape and logits.dtype == np.float32
     rel = np.abs(logits - reference).max() / np.abs(reference).max()
@@ -80,29 +79,18 @@ def test_runtime_agrees_with_fp32(name, which, tiny_model_dir, pruned_model_dir,
 def test_calibrated_int8_needs_texts_once(tiny_model_dir, shc_splits, tmp_path):
     with pytest.raises(MahaError, match="onnx-int8-static calibrates .* pass calibration_texts"):
         load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path)
-    load_backend(
-        str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:16]
-    )
+    load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path,
+                 calibration_texts=shc_splits.train.texts[:16])
     path = served_file(tiny_model_dir, "onnx-int8-static", cache_dir=tmp_path)  # cached: no texts needed
     stamp = path.stat().st_mtime_ns
-    assert (
-        load_backend(
-            str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:16]
-        ).path
-        == path
-    )
+    assert (load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path,
+                         calibration_texts=shc_splits.train.texts[:16]).path == path)
     assert path.stat().st_mtime_ns == stamp
-    other = load_backend(
-        str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path, calibration_texts=shc_splits.train.texts[:8]
-    ).path
+    other = load_backend(str(tiny_model_dir), "onnx-int8-static", cache_dir=tmp_path,
+                         calibration_texts=shc_splits.train.texts[:8]).path
     assert other != path and path.stat().st_mtime_ns == stamp  # other texts: another file, the first one kept
-    assert load_backend(
-        str(tiny_model_dir),
-        "onnx-int8-static",
-        max_length=64,
-        cache_dir=tmp_path,
-        calibration_texts=shc_splits.train.texts[:8],
-    ).path not in (path, other)  # another length too
+    assert load_backend(str(tiny_model_dir), "onnx-int8-static", max_length=64, cache_dir=tmp_path,
+                        calibration_texts=shc_splits.train.texts[:8]).path not in (path, other)  # another length too
 
 
 def test_read_only_model_folder(tiny_model_dir, shc_splits, tmp_path):

@@ -24,21 +24,9 @@ def serve_load():
 
 
 def _args(**kw) -> Namespace:
-    base = dict(
-        seconds=2.0,
-        warmup_seconds=1.0,
-        sample_seconds=0.5,
-        clients=3,
-        bad_clients=1,
-        texts_per_request=1,
-        max_requests=1_000_000,
-        max_batch=8,
-        max_wait_ms=5.0,
-        memory_arena=True,
-        memory_pattern=False,
-        server_env=["MALLOC_ARENA_MAX=2"],
-        mixed_lengths=True,
-    )
+    base = dict(seconds=2.0, warmup_seconds=1.0, sample_seconds=0.5, clients=3, bad_clients=1, texts_per_request=1,
+                max_requests=1_000_000, max_batch=8, max_wait_ms=5.0, memory_arena=True, memory_pattern=False,
+                server_env=["MALLOC_ARENA_MAX=2"], mixed_lengths=True)
     return Namespace(**{**base, **kw})
 
 
@@ -63,50 +51,25 @@ def test_a_bad_client_does_not_cost_a_good_request_and_memory_is_sampled(serve_l
 
 def test_the_report_has_a_column_per_worker_count(serve_load, tmp_path):
     load = {
-        "workers": 1,
-        "first_answer_s": 0.5,
-        "health_after_load": 200,
-        "exit_code_after_sigterm": 0,
-        "clients": 3,
-        "bad_clients": 1,
-        "warmup_seconds": 1.0,
-        "seconds": 2.0,
-        "requests": 10,
-        "texts_per_request": 1,
-        "mixed_lengths": True,
-        "statuses": {"200": 10},
-        "bad_statuses": {"422": 3},
-        "errors": 0,
-        "texts_per_s": 5.0,
-        "latency_ms_p50": 1.0,
-        "latency_ms_p99": 2.0,
-        "client_cpu_cores": 0.1,
-        "memory_after_warmup_mib": {"VmRSS": 100.0, "VmHWM": 100.0},
-        "memory_at_end_mib": {"VmRSS": 105.0, "VmHWM": 106.0},
-        "rss_growth": 0.05,
-        "memory_timeline_mib": [{"s": 0.0, "VmRSS": 90.0, "VmHWM": 90.0}, {"s": 3.0, "VmRSS": 105.0, "VmHWM": 106.0}],
+        "workers": 1, "first_answer_s": 0.5, "health_after_load": 200, "exit_code_after_sigterm": 0, "clients": 3,
+        "bad_clients": 1, "warmup_seconds": 1.0, "seconds": 2.0, "requests": 10, "texts_per_request": 1,
+        "mixed_lengths": True, "statuses": {"200": 10}, "bad_statuses": {"422": 3}, "errors": 0, "texts_per_s": 5.0,
+        "latency_ms_p50": 1.0, "latency_ms_p99": 2.0, "client_cpu_cores": 0.1, "memory_after_warmup_mib": {
+            "VmRSS": 100.0, "VmHWM": 100.0
+        }, "memory_at_end_mib": {"VmRSS": 105.0, "VmHWM": 106.0}, "rss_growth": 0.05, "memory_timeline_mib": [{
+            "s": 0.0, "VmRSS": 90.0, "VmHWM": 90.0
+        }, {"s": 3.0, "VmRSS": 105.0, "VmHWM": 106.0}]
     }
     result = {
-        "command": "python serve_load.py",
-        "model": "m",
-        "dataset": "d",
-        "cpus": os.cpu_count(),
-        "backend": "onnx-int8-fused",
-        "server": {
-            "max_batch": 8,
-            "max_wait_ms": 5.0,
-            "memory_arena": True,
-            "memory_pattern": False,
-            "env": ["MALLOC_ARENA_MAX=2"],
-        },
-        "loads": [load, {**load, "workers": 2, "rss_growth": 0.2}],
-        "in_process_batch32_texts_per_s": 10.0,
-        "trimmed": {
-            "disk_mib": 1.0,
-            "pieces": {"corpus": ["c"], "pieces_kept": 5, "pieces_before": 9},
-            "test": {"accuracy": 0.5, "macro_f1": 0.4, "texts_with_removed_pieces": 1, "rows": 4},
-        },
-        "untrimmed": {"disk_mib": 2.0, "test": {"accuracy": 0.5, "macro_f1": 0.4}},
+        "command": "python serve_load.py", "model": "m", "dataset": "d", "cpus": os.cpu_count(),
+        "backend": "onnx-int8-fused", "server": {
+            "max_batch": 8, "max_wait_ms": 5.0, "memory_arena": True, "memory_pattern": False,
+            "env": ["MALLOC_ARENA_MAX=2"]
+        }, "loads": [load, {**load, "workers": 2,
+                            "rss_growth": 0.2}], "in_process_batch32_texts_per_s": 10.0, "trimmed": {
+                                "disk_mib": 1.0, "pieces": {"corpus": ["c"], "pieces_kept": 5, "pieces_before": 9},
+                                "test": {"accuracy": 0.5, "macro_f1": 0.4, "texts_with_removed_pieces": 1, "rows": 4}
+                            }, "untrimmed": {"disk_mib": 2.0, "test": {"accuracy": 0.5, "macro_f1": 0.4}}
     }
     text = serve_load.report(result)
     assert "| measure | 1 worker | 2 workers |" in text

@@ -20,15 +20,8 @@ from mahacompress.infer.numpy_engine import is_static
 from mahacompress.models.load import load_classifier, load_tokenizer
 from mahacompress.train.static import build_table, distill_static
 
-CFG = TrainConfig(
-    epochs=15,
-    batch_size=16,
-    lr=5e-2,
-    max_length=32,
-    freeze_embeddings=False,
-    early_stopping_patience=0,
-    checkpoint_every=50,
-)
+CFG = TrainConfig(epochs=15, batch_size=16, lr=5e-2, max_length=32, freeze_embeddings=False, early_stopping_patience=0,
+                  checkpoint_every=50)
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +51,11 @@ def test_student_learns_the_teacher_task_and_loads_without_mahacompress(static_d
     assert is_static(static_dir)
     pred = predict_ids(str(static_dir), toy_splits, "test", backend="static", max_length=32)
     assert np.mean(pred == np.asarray(toy_splits.test.labels)) >= 0.9  # chance is 1/3
-    code = (
-        "import sys; sys.modules['mahacompress'] = None\n"
-        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-        f"m = AutoModelForSequenceClassification.from_pretrained({str(static_dir)!r}, trust_remote_code=True)\n"
-        f"t = AutoTokenizer.from_pretrained({str(static_dir)!r}, trust_remote_code=True)\n"
-        "print(m(**t(['गाडी'], return_tensors='pt')).logits.shape[-1])"
-    )
+    code = ("import sys; sys.modules['mahacompress'] = None\n"
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+            f"m = AutoModelForSequenceClassification.from_pretrained({str(static_dir)!r}, trust_remote_code=True)\n"
+            f"t = AutoTokenizer.from_pretrained({str(static_dir)!r}, trust_remote_code=True)\n"
+            "print(m(**t(['गाडी'], return_tensors='pt')).logits.shape[-1])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr[-500:]
     record = json.loads((static_dir / "training.json").read_text())
@@ -73,13 +64,8 @@ def test_student_learns_the_teacher_task_and_loads_without_mahacompress(static_d
 
 def test_frozen_table_trains_only_the_head(teacher_dir, toy_splits, tmp_path):
     out = tmp_path / "frozen"
-    distill_static(
-        str(teacher_dir),
-        toy_splits,
-        TrainConfig(**{**CFG.__dict__, "epochs": 2, "freeze_embeddings": True}),
-        out,
-        dim=8,
-    )
+    distill_static(str(teacher_dir), toy_splits,
+                   TrainConfig(**{**CFG.__dict__, "epochs": 2, "freeze_embeddings": True}), out, dim=8)
     before, _, _ = build_table(str(teacher_dir), toy_splits.train.texts, dim=8)
     after = load_classifier(str(out))
     assert torch.equal(after.embeddings.weight, before.embeddings.weight)
@@ -113,15 +99,11 @@ def test_the_exported_table_runs_without_torch_or_onnxruntime_as_the_backend_doe
 
     manifest = json.loads((static_export / "export.json").read_text())
     assert manifest["kind"] == "static-embedding" and manifest["backend"] == "static"
-    assert {p.name for p in static_export.iterdir()} == {
-        "piece_logits.npy",
-        "tokenizer.json",
-        "runtime.py",
-        "server.py",
-        "export.json",
-        "README.md",
-        "requirements.txt",
-    }
+    assert {p.name
+            for p in static_export.iterdir()} == {
+                "piece_logits.npy", "tokenizer.json", "runtime.py", "server.py", "export.json", "README.md",
+                "requirements.txt"
+            }
     needs = (static_export / "requirements.txt").read_text().split()
     assert needs == manifest["needs"] and not any(n.startswith("onnxruntime") for n in needs)
     backend = load_backend(str(static_dir), "static", max_length=32)
@@ -129,7 +111,7 @@ def test_the_exported_table_runs_without_torch_or_onnxruntime_as_the_backend_doe
     assert table.dtype == np.float32 and table.shape == (manifest["static"]["pieces"], 3)
     assert not table[manifest["special_ids"]].any()
     expected = backend.logits(TEXTS)
-    got = _torch_free(static_export, TEXTS, also_unimportable=("onnxruntime",))
+    got = _torch_free(static_export, TEXTS, also_unimportable=("onnxruntime", ))
     np.testing.assert_allclose(np.array(got["logits"]), expected, rtol=1e-6, atol=1e-6)
     labels = ["Auto", "Sports", "Tech"]
     assert got["labels"] == [labels[k] for k in expected.argmax(-1)]
@@ -169,20 +151,17 @@ def test_static_export_refusals_are_one_line(static_dir, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(static_dir, bare)
     (bare / "tokenizer.json").unlink()
-    cases = {
-        (str(bare),): "export needs a fast tokenizer (tokenizer.json)",
-        (str(static_dir), "--backend", "onnx"): "onnx does not apply",
-        (str(static_dir), "--trim-vocab"): "export it without --trim-vocab",
-    }
+    cases = {(str(bare), ): "export needs a fast tokenizer (tokenizer.json)",
+             (str(static_dir), "--backend", "onnx"): "onnx does not apply",
+             (str(static_dir), "--trim-vocab"): "export it without --trim-vocab"}
     for args, reason in cases.items():
         result = CliRunner().invoke(app, ["export", *args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 2 and reason in result.output and result.output.count("\n") == 1, result.output
     assert not (tmp_path / "out").exists()
 
 
-def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(
-    static_dir, static_export, toy_splits, tmp_path
-):
+def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(static_dir, static_export, toy_splits,
+                                                                         tmp_path):
     """The checkpoint (default backend: static) and its exported folder (its own runtime) predict alike."""
     from typer.testing import CliRunner
 
@@ -199,7 +178,8 @@ def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(
         rows = ["text,label"] + [f"{t},{toy_splits.labels[y]}" for t, y in zip(ts.texts, ts.labels)]
         (data / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
     result = CliRunner().invoke(
-        app, ["evaluate", "--model", str(static_dir), "--dataset", str(data), "--max-length", "32", "--json"]
-    )
+        app, ["evaluate", "--model",
+              str(static_dir), "--dataset",
+              str(data), "--max-length", "32", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout[result.stdout.index("{") :])["backend"] == "static"
+    assert json.loads(result.stdout[result.stdout.index("{"):])["backend"] == "static"

@@ -17,16 +17,8 @@ from mahacompress.train.loop import TrainHooks, finetune, fit
 from mahacompress.train.losses import kd_loss
 from mahacompress.train.progress import LOG_EVERY_SECONDS, Heartbeat
 
-CFG = TrainConfig(
-    epochs=2,
-    batch_size=16,
-    lr=1e-3,
-    max_length=32,
-    freeze_embeddings=False,
-    early_stopping_patience=0,
-    evals_per_epoch=2,
-    checkpoint_every=3,
-)
+CFG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False, early_stopping_patience=0,
+                  evals_per_epoch=2, checkpoint_every=3)
 
 
 def _load(model_dir):
@@ -51,8 +43,7 @@ def test_fit_learns_a_toy_task(toy_splits, tmp_path, capsys):
     assert max(f1 for _, f1 in result.dev_history) == pytest.approx(result.best_dev_macro_f1, abs=1e-5)
     # progress a log file keeps (no terminal here, so no live bar): one line per evaluation
     lines = [
-        line
-        for line in capsys.readouterr().out.splitlines()
+        line for line in capsys.readouterr().out.splitlines()
         if line.startswith("fine-tune: step ") and "dev macro-F1" in line
     ]
     assert [int(line.split()[2].split("/")[0].rstrip(",")) for line in lines] == steps
@@ -123,13 +114,8 @@ def test_fp32_and_bf16_runs_share_one_process(toy_splits, tmp_path, monkeypatch)
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
     for mode in ("no", "bf16", "no"):
-        result = fit(
-            tiny_bert(3, vocab_size=len(tok)),
-            tok,
-            toy_splits,
-            replace(CFG, epochs=1, mixed_precision=mode),
-            tmp_path / mode,
-        )
+        result = fit(tiny_bert(3, vocab_size=len(tok)), tok, toy_splits, replace(CFG, epochs=1, mixed_precision=mode),
+                     tmp_path / mode)
         assert result.steps == 6
 
 

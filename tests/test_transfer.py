@@ -14,15 +14,8 @@ from mahacompress.data.transfer import OverlapFilter, build_transfer, windows, w
 from mahacompress.train import distill as kd
 from mahacompress.train.losses import UNLABELLED, kd_loss
 
-CFG = TrainConfig(
-    epochs=4,
-    batch_size=16,
-    lr=1e-3,
-    max_length=32,
-    freeze_embeddings=False,
-    early_stopping_patience=0,
-    checkpoint_every=50,
-)
+CFG = TrainConfig(epochs=4, batch_size=16, lr=1e-3, max_length=32, freeze_embeddings=False, early_stopping_patience=0,
+                  checkpoint_every=50)
 LPC = SHARED / "indicnews-marathi-lpc" / "Marathi_LPC_Valid.csv"
 
 
@@ -62,16 +55,10 @@ def test_a_transfer_piece_that_copies_a_test_text_is_dropped_and_counted(tmp_pat
     assert transfer.texts == ["अ ब क ड इ फ ग ह"] and transfer.counts["dropped_overlap"] == 1
 
 
-@pytest.mark.parametrize(
-    "content, col, message",
-    [
-        (None, None, "file not found"),
-        (b"", None, "no texts"),
-        (b"\xff\xfe bad\n", None, "line 1: bytes that are not UTF-8"),
-        (b"text\n\xe0\xa4\n", "text", "not UTF-8"),
-        (b"body\nabc\n", "text", "no column 'text'"),
-    ],
-)
+@pytest.mark.parametrize("content, col, message", [(None, None, "file not found"), (b"", None, "no texts"),
+                                                   (b"\xff\xfe bad\n", None, "line 1: bytes that are not UTF-8"),
+                                                   (b"text\n\xe0\xa4\n", "text", "not UTF-8"),
+                                                   (b"body\nabc\n", "text", "no column 'text'"), ])
 def test_bad_transfer_files_stop_with_one_line_naming_the_file(tmp_path, content, col, message):
     f = tmp_path / ("t.csv" if col else "t.txt")
     if content is not None:
@@ -93,10 +80,10 @@ def test_kd_loss_uses_unlabelled_rows_for_the_soft_term_only():
     student, teacher = torch.randn(4, 3), torch.randn(4, 3)
     labels = torch.tensor([0, 2, UNLABELLED, UNLABELLED])
     mixed = kd_loss(student, teacher, labels, 0.5, 2.0)
-    soft = kd_loss(student, teacher, torch.full((4,), UNLABELLED), 1.0, 2.0)
+    soft = kd_loss(student, teacher, torch.full((4, ), UNLABELLED), 1.0, 2.0)
     ce = torch.nn.functional.cross_entropy(student[:2], labels[:2])
     assert torch.allclose(mixed, 0.5 * soft + 0.5 * ce)
-    assert torch.isfinite(kd_loss(student, teacher, torch.full((4,), UNLABELLED), 0.5, 2.0))
+    assert torch.isfinite(kd_loss(student, teacher, torch.full((4, ), UNLABELLED), 0.5, 2.0))
 
 
 def test_distillation_trains_on_the_transfer_set_and_reports_agreement(teacher_dir, toy_splits, tmp_path):
@@ -104,10 +91,8 @@ def test_distillation_trains_on_the_transfer_set_and_reports_agreement(teacher_d
     lines = [text for text in toy_splits.train.texts[:30]]
     f = tmp_path / "transfer.csv"
     f.write_text(
-        "text,topic\n"
-        + "".join(f"{t} नवीन,{toy_splits.labels[y]}\n" for t, y in zip(lines, toy_splits.train.labels[:30])),
-        encoding="utf-8",
-    )
+        "text,topic\n" + "".join(f"{t} नवीन,{toy_splits.labels[y]}\n"
+                                 for t, y in zip(lines, toy_splits.train.labels[:30])), encoding="utf-8")
     transfer = build_transfer(TransferConfig(path=str(f), text_col="text", label_col="topic"), toy_splits.test.texts)
     info = kd.distill(str(teacher_dir), "layers:1", toy_splits, CFG, tmp_path / "student", transfer=transfer)
     record = info["transfer"]
@@ -126,22 +111,12 @@ def test_use_labels_refuses_labels_the_dataset_does_not_have(toy_splits, tmp_pat
 
 
 def test_cli_transfer_set_missing_is_one_error_before_training(tiny_model_dir, tmp_path):
-    result = CliRunner().invoke(
-        app,
-        [
-            "distill",
-            "--teacher",
-            str(tiny_model_dir),
-            "--student",
-            "layers:1",
-            "--out",
-            str(tmp_path / "s"),
-            "--max-train-rows",
-            "60",
-            "--transfer-set",
-            str(tmp_path / "nope.csv"),
-        ],
-    )
+    result = CliRunner().invoke(app, [
+        "distill", "--teacher",
+        str(tiny_model_dir), "--student", "layers:1", "--out",
+        str(tmp_path / "s"), "--max-train-rows", "60", "--transfer-set",
+        str(tmp_path / "nope.csv")
+    ])
     assert result.exit_code == 2, result.output
     assert "nope.csv" in result.output and result.output.strip().count("\n") == 0
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.work").exists()

@@ -22,8 +22,6 @@ def on_files(files: Files, config) -> Files:
         rel = path.relative_to(reports)
         if path.is_file() and path.suffix.lower() in KINDS and "cache" not in rel.parts[:-1]:
             files.append(
-                File.generated(
-                    config, f"reports/{rel.as_posix()}", abs_src_path=str(path), inclusion=InclusionLevel.NOT_IN_NAV
-                )
-            )
+                File.generated(config, f"reports/{rel.as_posix()}", abs_src_path=str(path),
+                               inclusion=InclusionLevel.NOT_IN_NAV))
     return files

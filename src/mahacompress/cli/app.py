@@ -45,24 +45,15 @@ class OneLineErrors(TyperGroup):
         except OSError as exc:
             if exc.errno not in _DISK_ERRORS:
                 raise
-            hint = (
-                "; free some space and run the command again (finished work is kept)"
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else ""
-            )
-            console.print(
-                Text.assemble(("error:", "red"), f" {exc.filename or 'output'}: {exc.strerror}{hint}"), soft_wrap=True
-            )
+            hint = ("; free some space and run the command again (finished work is kept)"
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+            console.print(Text.assemble(("error:", "red"), f" {exc.filename or 'output'}: {exc.strerror}{hint}"),
+                          soft_wrap=True)
             raise typer.Exit(2) from None
 
 
-app = typer.Typer(
-    help="Make Marathi text classifiers small, fast and cheap.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    cls=OneLineErrors,
-)
+app = typer.Typer(help="Make Marathi text classifiers small, fast and cheap.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False, cls=OneLineErrors)
 data_app = typer.Typer(help="Datasets: what is there and how it was cleaned.", no_args_is_help=True)
 models_app = typer.Typer(help="Teacher models.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Reference baselines.", no_args_is_help=True)
@@ -70,23 +61,12 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(baseline_app, name="baseline")
 
-for command in (
-    train.finetune,
-    train.distill,
-    train.prune,
-    deploy.evaluate,
-    deploy.predict,
-    study.compare,
-    study.reproduce,
-    study.report,
-    study.optimize,
-    deploy.trim,
-    deploy.export,
-):
+for command in (train.finetune, train.distill, train.prune, deploy.evaluate, deploy.predict, study.compare,
+                study.reproduce, study.report, study.optimize, deploy.trim, deploy.export,
+                ):
     app.command()(command)
-app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)(
-    deploy.serve
-)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            add_help_option=False)(deploy.serve)
 data_app.command("inspect")(study.data_inspect)
 models_app.command("build-e5")(study.models_build_e5)
 baseline_app.command("tfidf")(study.baseline_tfidf)

@@ -10,6 +10,7 @@ try:  # typer 0.2x vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import get_current_context
 
+from ..core import model_source
 from ..core import validate as check
 from ..core.config import BACKENDS, TrainConfig
 from ..core.errors import MahaError
@@ -26,9 +27,8 @@ def check_label_map(label_map: str | None, model: str | Path, trust_remote_code:
         check_label_map_targets(label_map, model_labels(str(model), trust_remote_code=trust_remote_code), str(model))
 
 
-def check_inference(
-    model: str, backend: str | None, max_length: int | None, trust_remote_code: bool
-) -> tuple[str, int]:
+def check_inference(model: str, backend: str | None, max_length: int | None,
+                    trust_remote_code: bool) -> tuple[str, int]:
     """Options and model source of a command that only runs a model (an exported folder runs as deployed);
     returns the backend to run it with (none named: static for a static-embedding student, else fp32) and
     the sequence length (none named: the one the model was trained with, so a grid row scores as in the grid)."""
@@ -36,17 +36,15 @@ def check_inference(
         check.check_choice("--backend", backend, BACKENDS)
     if max_length is not None:
         check.check_range("--max-length", max_length, 1)
-    manifest = check.exported_manifest(model)
+    manifest = model_source.exported_manifest(model)
     if manifest is not None:
         if backend not in (None, "fp32"):
-            raise MahaError(
-                f"--backend {backend}: {model} is an exported folder; it runs with its own runtime "
-                f"({manifest.get('backend', 'its model.onnx')}), so leave --backend out"
-            )
+            raise MahaError(f"--backend {backend}: {model} is an exported folder; it runs with its own runtime "
+                            f"({manifest.get('backend', 'its model.onnx')}), so leave --backend out")
         return "fp32", manifest["max_length"]  # unused: it runs with its runtime, at its exported length
-    check.check_model(model, trust_remote_code=trust_remote_code)
+    model_source.check_model(model, trust_remote_code=trust_remote_code)
     if max_length is None:
-        max_length = check.recorded_max_length(model) or TrainConfig.max_length
+        max_length = model_source.recorded_max_length(model) or TrainConfig.max_length
     check.check_max_length(model, max_length)
     from ..infer import default_backend  # imports torch: only once the options are known to be sound
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..core import model_source
 from ..core import validate as check
 from ..core.config import TrainConfig
 from ..core.errors import MahaError
@@ -33,21 +34,11 @@ from .options import (
 from .output import console, print_json, print_metrics
 
 
-def evaluate(
-    model: Annotated[str, typer.Option(help="Model folder or hub id.")],
-    dataset: Dataset = "mahanews-shc",
-    split: Annotated[str, typer.Option(help="train | dev | test")] = "test",
-    data_dir: DataDir = None,
-    text_col: TextCol = None,
-    label_col: LabelCol = None,
-    fold_label_case: FoldLabelCase = False,
-    label_map: LabelMap = None,
-    dedup_test: DedupTest = False,
-    backend: Backend = None,
-    max_length: MaxLength = None,
-    as_json: AsJson = False,
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def evaluate(model: Annotated[str, typer.Option(help="Model folder or hub id.")], dataset: Dataset = "mahanews-shc",
+             split: Annotated[str, typer.Option(help="train | dev | test")] = "test", data_dir: DataDir = None,
+             text_col: TextCol = None, label_col: LabelCol = None, fold_label_case: FoldLabelCase = False,
+             label_map: LabelMap = None, dedup_test: DedupTest = False, backend: Backend = None,
+             max_length: MaxLength = None, as_json: AsJson = False, trust_remote_code: TrustRemoteCode = False) -> None:
     """Accuracy, macro-F1, per-class figures and confusion matrix (also without classes no training row has)."""
     check.check_choice("--split", split, ("train", "dev", "test"))
     backend, max_length = check_inference(model, backend, max_length, trust_remote_code)
@@ -56,27 +47,18 @@ def evaluate(
 
     result = evaluate_model(
         model,
-        splits_from_options(
-            dataset, data_dir, text_col, label_col, dedup_test, fold_label_case=fold_label_case, label_map=label_map
-        ),
-        split,
-        backend=backend,
-        max_length=max_length,
-        trust_remote_code=trust_remote_code,
-    )
+        splits_from_options(dataset, data_dir, text_col, label_col, dedup_test, fold_label_case=fold_label_case,
+                            label_map=label_map), split, backend=backend, max_length=max_length,
+        trust_remote_code=trust_remote_code)
     print_json(result) if as_json else print_metrics(f"{model} on {dataset}/{split}", result)
 
 
-def predict(
-    model: Annotated[str, typer.Option(help="Model folder or hub id.")],
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts; none = one per line on stdin.")] = None,
-    csv_file: Annotated[Path | None, typer.Option("--csv", help="CSV file with a text column.")] = None,
-    text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text",
-    backend: Backend = None,
-    max_length: MaxLength = None,
-    as_json: AsJson = False,
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def predict(model: Annotated[str, typer.Option(help="Model folder or hub id.")],
+            texts: Annotated[list[str] | None,
+                             typer.Argument(help="Texts; none = one per line on stdin.")] = None,
+            csv_file: Annotated[Path | None, typer.Option("--csv", help="CSV file with a text column.")] = None,
+            text_col: Annotated[str, typer.Option(help="Text column of --csv.")] = "text", backend: Backend = None,
+            max_length: MaxLength = None, as_json: AsJson = False, trust_remote_code: TrustRemoteCode = False) -> None:
     """Label and probability for each text."""
     backend, max_length = check_inference(model, backend, max_length, trust_remote_code)
     from ..infer.predict import predict_texts, read_text_column
@@ -99,7 +81,7 @@ def predict(
 def _check_deploy(model: Path, out: Path, marker: str, corpus: list[Path] | None, trust_remote_code: bool) -> None:
     """A trim/export command's model folder, corpus files and output folder (a previous `marker` output), first;
     then the folder's lock."""
-    check.check_model(str(model), trust_remote_code=trust_remote_code)
+    model_source.check_model(str(model), trust_remote_code=trust_remote_code)
     for path in corpus or []:
         check.check_input_file(path, "corpus file")
     check.check_output_dir(out, marker, inputs=(model, *(corpus or [])))
@@ -114,13 +96,10 @@ def _corpus(model: Path, corpus: list[Path] | None, text_col: str) -> tuple[list
     return training_corpus(model), ["the model's training split and transfer set"]
 
 
-def trim(
-    model: Annotated[Path, typer.Argument(help="Classifier folder (with tokenizer.json).")],
-    out: Annotated[Path, typer.Option(help="Folder for the trimmed classifier.")],
-    corpus: Corpus = None,
-    text_col: Annotated[str, typer.Option(help="Text column of CSV corpora.")] = "text",
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def trim(model: Annotated[Path, typer.Argument(help="Classifier folder (with tokenizer.json).")],
+         out: Annotated[Path, typer.Option(help="Folder for the trimmed classifier.")], corpus: Corpus = None,
+         text_col: Annotated[str, typer.Option(help="Text column of CSV corpora.")] = "text",
+         trust_remote_code: TrustRemoteCode = False) -> None:
     """Keep only the vocabulary pieces a corpus needs (and their embedding rows)."""
     from ..models.trim import trim as run
 
@@ -130,31 +109,23 @@ def trim(
     console.print(f"wrote {out}: kept {record['pieces_kept']} of {record['pieces_before']} pieces")
 
 
-def export(
-    model: Annotated[Path, typer.Argument(help="Classifier folder.")],
-    out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")],
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            help=choices_help(EXPORT_BACKENDS) + f"; default: {EXPORT_BACKENDS[0]}, or static (its only one) for a "
-            "static-embedding student; a calibrated one calibrates on 512 texts of the model's training "
-            "split, or of --corpus"
-        ),
-    ] = None,
-    trim_vocab: Annotated[
-        bool, typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")
-    ] = False,
-    corpus: Corpus = None,
-    text_col: str = "text",
-    dataset: Annotated[
-        str | None, typer.Option(help="Score the export on this dataset's test split (for the model card).")
-    ] = None,
-    data_dir: DataDir = None,
-    fold_label_case: FoldLabelCase = False,
-    label_map: LabelMap = None,
-    max_length: MaxLength = None,
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def export(model: Annotated[Path, typer.Argument(help="Classifier folder.")],
+           out: Annotated[Path, typer.Option(help="Folder to write the deployable model to.")], backend: Annotated[
+               str | None,
+               typer.Option(
+                   help=choices_help(EXPORT_BACKENDS) +
+                   f"; default: {EXPORT_BACKENDS[0]}, or static (its only one) for a "
+                   "static-embedding student; a calibrated one calibrates on 512 texts of the model's training "
+                   "split, or of --corpus"), ] = None,
+           trim_vocab: Annotated[
+               bool,
+               typer.Option(help="Trim the vocabulary first (to --corpus, default the training corpus).")] = False,
+           corpus: Corpus = None, text_col: str = "text",
+           dataset: Annotated[str | None,
+                              typer.Option(
+                                  help="Score the export on this dataset's test split (for the model card).")] = None,
+           data_dir: DataDir = None, fold_label_case: FoldLabelCase = False, label_map: LabelMap = None,
+           max_length: MaxLength = None, trust_remote_code: TrustRemoteCode = False) -> None:
     """Write a folder that runs with onnxruntime (openvino-int8: OpenVINO), tokenizers and numpy only (a
     static-embedding student: tokenizers and numpy), with a model card."""
     from ..core.registry import CALIBRATED_BACKENDS
@@ -170,7 +141,7 @@ def export(
     calibrated = backend in CALIBRATED_BACKENDS  # its corpus (or the training corpus) calibrates it
     _check_deploy(model, out, EXPORT_RECORD, corpus if trim_vocab or calibrated else None, trust_remote_code)
     if max_length is None:  # the length it was trained with, as evaluate and predict run it
-        max_length = check.recorded_max_length(str(model)) or TrainConfig.max_length
+        max_length = model_source.recorded_max_length(str(model)) or TrainConfig.max_length
     check.check_max_length(str(model), max_length)
     check_label_map(label_map, model, trust_remote_code)
     backend = export_backend(model, backend, trimming=trim_vocab)
@@ -178,24 +149,11 @@ def export(
     calibration = None
     if calibrated:  # as the grid and optimize calibrate: a seeded sample of the training split (or --corpus)
         calibration = calibration_sample(
-            read_corpus(corpus, text_col) if corpus else training_corpus(model, with_transfer=False)
-        )
-    splits = (
-        splits_from_options(dataset, data_dir, None, None, fold_label_case=fold_label_case, label_map=label_map)
-        if dataset
-        else None
-    )
-    manifest = run(
-        model,
-        out,
-        backend=backend,
-        corpus=texts,
-        corpus_names=names,
-        splits=splits,
-        max_length=max_length,
-        calibration_texts=calibration,
-        trust_remote_code=trust_remote_code,
-    )
+            read_corpus(corpus, text_col) if corpus else training_corpus(model, with_transfer=False))
+    splits = (splits_from_options(dataset, data_dir, None, None, fold_label_case=fold_label_case, label_map=label_map)
+              if dataset else None)
+    manifest = run(model, out, backend=backend, corpus=texts, corpus_names=names, splits=splits, max_length=max_length,
+                   calibration_texts=calibration, trust_remote_code=trust_remote_code)
     console.print(f"wrote {out} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
 
 

@@ -20,17 +20,12 @@ LabelCol = Annotated[str | None, typer.Option(help="Label column (folder of CSVs
 FoldLabelCase = Annotated[
     bool,
     typer.Option(
-        help="Labels that differ only in case or spacing are one label, spelled as most training rows spell it."
-    ),
-]
+        help="Labels that differ only in case or spacing are one label, spelled as most training rows spell it."), ]
 LabelMap = Annotated[
     str | None,
     typer.Option(
-        metavar="FILE",
-        help="CSV of from,to rows (a first row from,to is a header): labels renamed in every split, "
-        "before --fold-label-case and before dev/test labels are checked.",
-    ),
-]
+        metavar="FILE", help="CSV of from,to rows (a first row from,to is a header): labels renamed in every split, "
+        "before --fold-label-case and before dev/test labels are checked."), ]
 DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated test split.")]
 MaxTrainRows = Annotated[int | None, typer.Option(help="Stratified slice of the training split (quick runs).")]
 HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
@@ -41,77 +36,44 @@ MaxLength = Annotated[
     int | None,
     typer.Option(
         help="Tokens per text; default: the length the model was trained with (its training.json or pruning.json), "
-        f"else {TrainConfig.max_length}."
-    ),
-]
+        f"else {TrainConfig.max_length}."), ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Backend = Annotated[
-    str | None,
-    typer.Option(
-        help=choices_help(BACKENDS)
-        + "; a calibrated one must be built first (benchmarks/runtimes.py); default: static "
-        "for a static-embedding student, else fp32"
-    ),
-]
+Backend = Annotated[str | None,
+                    typer.Option(help=choices_help(BACKENDS) +
+                                 "; a calibrated one must be built first (benchmarks/runtimes.py); default: static "
+                                 "for a static-embedding student, else fp32"), ]
 TransferSetOpt = Annotated[
     str | None,
-    typer.Option(
-        "--transfer-set",
-        help="Unlabelled text for the teacher to label: a CSV (--transfer-text-col) or one text per line.",
-    ),
-]
+    typer.Option("--transfer-set",
+                 help="Unlabelled text for the teacher to label: a CSV (--transfer-text-col) or one text per line."), ]
 TransferTextCol = Annotated[str | None, typer.Option(help="Text column of a CSV transfer set (default: text).")]
 TransferLabelCol = Annotated[
     str | None,
     typer.Option(
         help="Label column of the transfer set: reports teacher agreement; with --transfer-use-labels, trains on it."
-    ),
-]
+    ), ]
 TransferWindow = Annotated[int, typer.Option(help="Cut transfer texts into windows of this many words.")]
 TransferMax = Annotated[int | None, typer.Option(help="Keep a seeded random sample of at most this many pieces.")]
 TransferUseLabels = Annotated[bool, typer.Option(help="Also train on the transfer set's own labels.")]
 TrustRemoteCode = Annotated[
     bool,
     typer.Option(
-        "--trust-remote-code",
-        help="Run Python code shipped in the model folder or hub repository (its config's "
-        "auto_map). Only for models you trust.",
-    ),
-]
+        "--trust-remote-code", help="Run Python code shipped in the model folder or hub repository (its config's "
+        "auto_map). Only for models you trust."), ]
 Corpus = Annotated[
     list[Path] | None,
     typer.Option(
-        "--corpus",
-        help="Text (one per line) or CSV files: the pieces to keep (trim, --trim-vocab) and the texts "
+        "--corpus", help="Text (one per line) or CSV files: the pieces to keep (trim, --trim-vocab) and the texts "
         "openvino-int8 calibrates on; default: the training split and transfer set recorded in "
-        "MODEL/training.json (or pruning.json).",
-    ),
-]
+        "MODEL/training.json (or pruning.json)."), ]
 
 
-def data_config(
-    dataset: str,
-    data_dir: str | None,
-    text_col: str | None,
-    label_col: str | None,
-    dedup_test: bool = False,
-    max_train_rows: int | None = None,
-    seed: int = DataConfig.seed,
-    fold_label_case: bool = False,
-    label_map: str | None = None,
-) -> DataConfig:
+def data_config(dataset: str, data_dir: str | None, text_col: str | None, label_col: str | None,
+                dedup_test: bool = False, max_train_rows: int | None = None, seed: int = DataConfig.seed,
+                fold_label_case: bool = False, label_map: str | None = None) -> DataConfig:
     """The data the options name (training commands record it, so trim/export can rebuild the corpus)."""
-    return DataConfig(
-        dataset=dataset,
-        data_dir=data_dir,
-        text_col=text_col,
-        label_col=label_col,
-        dedup_test=dedup_test,
-        max_train_rows=max_train_rows,
-        seed=seed,
-        fold_label_case=fold_label_case,
-        label_map=label_map,
-    )
+    return DataConfig(dataset=dataset, data_dir=data_dir, text_col=text_col, label_col=label_col, dedup_test=dedup_test,
+                      max_train_rows=max_train_rows, seed=seed, fold_label_case=fold_label_case, label_map=label_map)
 
 
 def load_data(data: DataConfig):
@@ -126,34 +88,18 @@ def splits_from_options(*options, **keywords):
     return load_data(data_config(*options, **keywords))
 
 
-def load_transfer(
-    splits,
-    path: str | None,
-    text_col: str | None,
-    label_col: str | None,
-    window: int,
-    max_pieces: int | None,
-    use_labels: bool,
-    data_dir: str | None,
-):
+def load_transfer(splits, path: str | None, text_col: str | None, label_col: str | None, window: int,
+                  max_pieces: int | None, use_labels: bool, data_dir: str | None):
     """The transfer set named on the command line (None without --transfer-set), its counts printed."""
     if path is None:
         return None
     from ..data.transfer import for_splits
 
-    cfg = TransferConfig(
-        path=path,
-        text_col=text_col,
-        label_col=label_col,
-        window_words=window,
-        max_pieces=max_pieces,
-        use_labels=use_labels,
-    )
+    cfg = TransferConfig(path=path, text_col=text_col, label_col=label_col, window_words=window, max_pieces=max_pieces,
+                         use_labels=use_labels)
     transfer = for_splits(cfg, splits, data_dir)
     c = transfer.counts
-    console.print(
-        f"transfer set {c['file']}: {c['kept']} pieces kept of {c['pieces']} "
-        f"({c['dropped_overlap']} overlapping dev/test texts, {c['dropped_duplicate']} duplicates, "
-        f"{c['dropped_by_cap']} over the cap dropped)"
-    )
+    console.print(f"transfer set {c['file']}: {c['kept']} pieces kept of {c['pieces']} "
+                  f"({c['dropped_overlap']} overlapping dev/test texts, {c['dropped_duplicate']} duplicates, "
+                  f"{c['dropped_by_cap']} over the cap dropped)")
     return transfer

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..core import model_source
 from ..core import validate as check
 from ..core.config import PruneConfig, TrainConfig, TransferConfig
 from ..core.files import PRUNING_RECORD, TRAINING_RECORD
@@ -39,325 +40,146 @@ from .options import (
 from .output import console, out_console
 
 
-def finetune(
-    model: Annotated[str, typer.Option(help="Hub id or folder of the model to fine-tune.")],
-    out: Annotated[Path, typer.Option(help="Output model folder.")],
-    dataset: Dataset = "mahanews-shc",
-    data_dir: DataDir = None,
-    text_col: TextCol = None,
-    label_col: LabelCol = None,
-    max_train_rows: MaxTrainRows = None,
-    fold_label_case: FoldLabelCase = False,
-    label_map: LabelMap = None,
-    epochs: float = TrainConfig.epochs,
-    batch_size: int = TrainConfig.batch_size,
-    lr: float = TrainConfig.lr,
-    max_length: int = TrainConfig.max_length,
-    freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
-    patience: Patience = TrainConfig.early_stopping_patience,
-    evals_per_epoch: int = TrainConfig.evals_per_epoch,
-    checkpoint_every: int = TrainConfig.checkpoint_every,
-    mixed_precision: MixedPrecision = TrainConfig.mixed_precision,
-    seed: int = TrainConfig.seed,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def finetune(model: Annotated[str, typer.Option(
+    help="Hub id or folder of the model to fine-tune.")], out: Annotated[Path,
+                                                                         typer.Option(help="Output model folder.")],
+             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+             label_col: LabelCol = None, max_train_rows: MaxTrainRows = None, fold_label_case: FoldLabelCase = False,
+             label_map: LabelMap = None, epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size,
+             lr: float = TrainConfig.lr, max_length: int = TrainConfig.max_length,
+             freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
+             patience: Patience = TrainConfig.early_stopping_patience,
+             evals_per_epoch: int = TrainConfig.evals_per_epoch, checkpoint_every: int = TrainConfig.checkpoint_every,
+             mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
+             resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+             trust_remote_code: TrustRemoteCode = False) -> None:
     """Fine-tune a classifier; the output folder loads with AutoModelForSequenceClassification."""
-    cfg = _train_cfg(
-        epochs,
-        batch_size,
-        lr,
-        max_length,
-        freeze_embeddings,
-        patience,
-        mixed_precision,
-        seed,
-        evals_per_epoch=evals_per_epoch,
-        checkpoint_every=checkpoint_every,
-    )
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
+                     evals_per_epoch=evals_per_epoch, checkpoint_every=checkpoint_every)
     check.check_train_config(cfg)
-    _check_training(cfg, out, TRAINING_RECORD, (model,), (dataset, data_dir), trust_remote_code)
+    _check_training(cfg, out, TRAINING_RECORD, (model, ), (dataset, data_dir), trust_remote_code)
     from ..train.loop import finetune as run
 
-    data = data_config(
-        dataset,
-        data_dir,
-        text_col,
-        label_col,
-        max_train_rows=max_train_rows,
-        seed=seed,
-        fold_label_case=fold_label_case,
-        label_map=label_map,
-    )
+    data = data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed,
+                       fold_label_case=fold_label_case, label_map=label_map)
     summary = run(model, load_data(data), cfg, out, resume=resume, data=data, trust_remote_code=trust_remote_code)
     _say_once(f"wrote {out} (best dev macro-F1 {summary['result']['best_dev_macro_f1']:.4f})")
 
 
-def _check_training(
-    cfg: TrainConfig,
-    out: Path,
-    marker: str,
-    models: tuple[str | None, ...],
-    data: tuple[str | None, ...],
-    trust_remote_code: bool,
-) -> None:
+def _check_training(cfg: TrainConfig, out: Path, marker: str, models: tuple[str | None, ...],
+                    data: tuple[str | None, ...], trust_remote_code: bool) -> None:
     """Model sources and the output folder (a previous `marker` output, holding no input) before any work, then
     the folder's lock (the command has checked `cfg` itself, before importing its training code)."""
     for model in filter(None, models):
-        check.check_model(model, trust_remote_code=trust_remote_code)
+        model_source.check_model(model, trust_remote_code=trust_remote_code)
         check.check_max_length(model, cfg.max_length)
     check.check_output_dir(out, marker, inputs=models + data)
     one_writer(out)
 
 
-def _train_cfg(
-    epochs: float,
-    batch_size: int,
-    lr: float,
-    max_length: int,
-    freeze_embeddings: bool,
-    patience: int,
-    mixed_precision: str,
-    seed: int,
-    **extra,
-) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        max_length=max_length,
-        freeze_embeddings=freeze_embeddings,
-        early_stopping_patience=patience,
-        mixed_precision=mixed_precision,
-        seed=seed,
-        **extra,
-    )
+def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freeze_embeddings: bool, patience: int,
+               mixed_precision: str, seed: int, **extra) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
+                       freeze_embeddings=freeze_embeddings, early_stopping_patience=patience,
+                       mixed_precision=mixed_precision, seed=seed, **extra)
 
 
-def distill(
-    teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
-    student: Annotated[
-        str,
-        typer.Option(
-            help="pruned:S | layers:N[:even|ends] (which N teacher layers: evenly spaced, the default, or the bottom "
-            "and top ones) | a student model folder"
-        ),
-    ],
-    out: Annotated[Path, typer.Option(help="Output model folder.")],
-    dataset: Dataset = "mahanews-shc",
-    data_dir: DataDir = None,
-    text_col: TextCol = None,
-    label_col: LabelCol = None,
-    max_train_rows: MaxTrainRows = None,
-    fold_label_case: FoldLabelCase = False,
-    label_map: LabelMap = None,
-    epochs: float = TrainConfig.epochs,
-    batch_size: int = TrainConfig.batch_size,
-    lr: float = TrainConfig.lr,
-    max_length: int = TrainConfig.max_length,
-    freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
-    patience: Patience = TrainConfig.early_stopping_patience,
-    alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
-    hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
-    transfer_set: TransferSetOpt = None,
-    transfer_text_col: TransferTextCol = None,
-    transfer_label_col: TransferLabelCol = None,
-    transfer_window: TransferWindow = TransferConfig.window_words,
-    transfer_max: TransferMax = None,
-    transfer_use_labels: TransferUseLabels = False,
-    mixed_precision: MixedPrecision = TrainConfig.mixed_precision,
-    seed: int = TrainConfig.seed,
-    resume: bool = False,
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")], student: Annotated[
+    str,
+    typer.Option(
+        help="pruned:S | layers:N[:even|ends] (which N teacher layers: evenly spaced, the default, or the bottom "
+        "and top ones) | a student model folder"), ], out: Annotated[Path,
+                                                                     typer.Option(help="Output model folder.")],
+            dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+            label_col: LabelCol = None, max_train_rows: MaxTrainRows = None, fold_label_case: FoldLabelCase = False,
+            label_map: LabelMap = None, epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size,
+            lr: float = TrainConfig.lr, max_length: int = TrainConfig.max_length,
+            freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
+            patience: Patience = TrainConfig.early_stopping_patience,
+            alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
+            temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
+            hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight, transfer_set: TransferSetOpt = None,
+            transfer_text_col: TransferTextCol = None, transfer_label_col: TransferLabelCol = None,
+            transfer_window: TransferWindow = TransferConfig.window_words, transfer_max: TransferMax = None,
+            transfer_use_labels: TransferUseLabels = False,
+            mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
+            resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
     """Knowledge distillation into a shallower student, an existing student, or a pruned teacher."""
-    cfg = _train_cfg(
-        epochs,
-        batch_size,
-        lr,
-        max_length,
-        freeze_embeddings,
-        patience,
-        mixed_precision,
-        seed,
-        kd_alpha=alpha,
-        kd_temperature=temperature,
-        kd_hidden_weight=hidden_weight,
-    )
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
     check.check_train_config(cfg)
     from ..train.distill import describe
     from ..train.distill import distill as run
 
     spec = describe(student)
-    _check_training(
-        cfg,
-        out,
-        PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
-        (teacher, spec.get("path")),
-        (dataset, data_dir, transfer_set),
-        trust_remote_code,
-    )
+    _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
+                    (teacher, spec.get("path")), (dataset, data_dir, transfer_set), trust_remote_code)
     if spec["kind"] == "pruned":
         check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
-    data = data_config(
-        dataset,
-        data_dir,
-        text_col,
-        label_col,
-        max_train_rows=max_train_rows,
-        seed=seed,
-        fold_label_case=fold_label_case,
-        label_map=label_map,
-    )
+    data = data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed,
+                       fold_label_case=fold_label_case, label_map=label_map)
     splits = load_data(data)
-    transfer = load_transfer(
-        splits,
-        transfer_set,
-        transfer_text_col,
-        transfer_label_col,
-        transfer_window,
-        transfer_max,
-        transfer_use_labels,
-        data_dir,
-    )
+    transfer = load_transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window, transfer_max,
+                             transfer_use_labels, data_dir)
     if spec["kind"] == "pruned":
         from ..train.pruning.prune import prune
 
-        prune(
-            teacher,
-            splits,
-            cfg,
-            PruneConfig(sparsity=spec["sparsity"]),
-            out,
-            resume=resume,
-            distill_from=teacher,
-            transfer=transfer,
-            data=data,
-            trust_remote_code=trust_remote_code,
-        )
+        prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher,
+              transfer=transfer, data=data, trust_remote_code=trust_remote_code)
     else:
-        run(
-            teacher,
-            student,
-            splits,
-            cfg,
-            out,
-            resume=resume,
-            transfer=transfer,
-            data=data,
-            trust_remote_code=trust_remote_code,
-        )
+        run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer, data=data,
+            trust_remote_code=trust_remote_code)
     _say_once(f"wrote {out}")
 
 
-def prune(
-    model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
-    out: Annotated[Path, typer.Option(help="Output folder for the compacted model.")],
-    sparsity: Annotated[float, typer.Option(help="Fraction of encoder Linear weights to remove, in (0, 1).")],
-    dataset: Dataset = "mahanews-shc",
-    data_dir: DataDir = None,
-    text_col: TextCol = None,
-    label_col: LabelCol = None,
-    max_train_rows: MaxTrainRows = None,
-    fold_label_case: FoldLabelCase = False,
-    label_map: LabelMap = None,
-    binarizer: Annotated[str, typer.Option(help="topk | sigmoid")] = PruneConfig.binarizer,
-    block_size: Annotated[int, typer.Option(help="Square block size of attention matrices.")] = PruneConfig.block_size,
-    score_lr: Annotated[float, typer.Option(help="Learning rate of the mask scores.")] = PruneConfig.score_lr,
-    penalty: Annotated[float, typer.Option(help="L1 weight (sigmoid binariser).")] = PruneConfig.penalty,
-    epochs: float = TrainConfig.epochs,
-    batch_size: int = TrainConfig.batch_size,
-    lr: float = TrainConfig.lr,
-    max_length: int = TrainConfig.max_length,
-    freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
-    patience: Patience = TrainConfig.early_stopping_patience,
-    distill_from: Annotated[str | None, typer.Option(help="Teacher folder: prune with KD.")] = None,
-    alpha: float = TrainConfig.kd_alpha,
-    temperature: float = TrainConfig.kd_temperature,
-    hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
-    transfer_set: TransferSetOpt = None,
-    transfer_text_col: TransferTextCol = None,
-    transfer_label_col: TransferLabelCol = None,
-    transfer_window: TransferWindow = TransferConfig.window_words,
-    transfer_max: TransferMax = None,
-    transfer_use_labels: TransferUseLabels = False,
-    mixed_precision: MixedPrecision = TrainConfig.mixed_precision,
-    seed: int = TrainConfig.seed,
-    resume: bool = False,
-    trust_remote_code: TrustRemoteCode = False,
-) -> None:
+def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
+          out: Annotated[Path, typer.Option(help="Output folder for the compacted model.")],
+          sparsity: Annotated[float,
+                              typer.Option(help="Fraction of encoder Linear weights to remove, in (0, 1).")],
+          dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
+          label_col: LabelCol = None, max_train_rows: MaxTrainRows = None, fold_label_case: FoldLabelCase = False,
+          label_map: LabelMap = None, binarizer: Annotated[str,
+                                                           typer.Option(help="topk | sigmoid")] = PruneConfig.binarizer,
+          block_size: Annotated[int,
+                                typer.Option(help="Square block size of attention matrices.")] = PruneConfig.block_size,
+          score_lr: Annotated[float, typer.Option(help="Learning rate of the mask scores.")] = PruneConfig.score_lr,
+          penalty: Annotated[float, typer.Option(help="L1 weight (sigmoid binariser).")] = PruneConfig.penalty,
+          epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = TrainConfig.lr,
+          max_length: int = TrainConfig.max_length, freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
+          patience: Patience = TrainConfig.early_stopping_patience,
+          distill_from: Annotated[str | None, typer.Option(help="Teacher folder: prune with KD.")] = None,
+          alpha: float = TrainConfig.kd_alpha, temperature: float = TrainConfig.kd_temperature,
+          hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight, transfer_set: TransferSetOpt = None,
+          transfer_text_col: TransferTextCol = None, transfer_label_col: TransferLabelCol = None,
+          transfer_window: TransferWindow = TransferConfig.window_words, transfer_max: TransferMax = None,
+          transfer_use_labels: TransferUseLabels = False, mixed_precision: MixedPrecision = TrainConfig.mixed_precision,
+          seed: int = TrainConfig.seed, resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
     """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
-    cfg = _train_cfg(
-        epochs,
-        batch_size,
-        lr,
-        max_length,
-        freeze_embeddings,
-        patience,
-        mixed_precision,
-        seed,
-        kd_alpha=alpha,
-        kd_temperature=temperature,
-        kd_hidden_weight=hidden_weight,
-    )
-    pcfg = PruneConfig(
-        sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr, penalty=penalty
-    )
+    cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
+    pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
+                       penalty=penalty)
     check.check_prune_config(pcfg)
     check.check_train_config(cfg)
     check.check_block_size(model, block_size)
-    _check_training(
-        cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set), trust_remote_code
-    )
+    _check_training(cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set),
+                    trust_remote_code)
     from ..train.pruning.prune import prune as run
 
-    data = data_config(
-        dataset,
-        data_dir,
-        text_col,
-        label_col,
-        max_train_rows=max_train_rows,
-        seed=seed,
-        fold_label_case=fold_label_case,
-        label_map=label_map,
-    )
+    data = data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed,
+                       fold_label_case=fold_label_case, label_map=label_map)
     splits = load_data(data)
-    transfer = load_transfer(
-        splits,
-        transfer_set,
-        transfer_text_col,
-        transfer_label_col,
-        transfer_window,
-        transfer_max,
-        transfer_use_labels,
-        data_dir,
-    )
-    summary = run(
-        model,
-        splits,
-        cfg,
-        pcfg,
-        out,
-        resume=resume,
-        distill_from=distill_from,
-        transfer=transfer,
-        data=data,
-        trust_remote_code=trust_remote_code,
-    )
+    transfer = load_transfer(splits, transfer_set, transfer_text_col, transfer_label_col, transfer_window, transfer_max,
+                             transfer_use_labels, data_dir)
+    summary = run(model, splits, cfg, pcfg, out, resume=resume, distill_from=distill_from, transfer=transfer, data=data,
+                  trust_remote_code=trust_remote_code)
     table = Table(
-        title=f"{out}: {summary['reached_sparsity']:.2%} of encoder Linear weights removed (target {sparsity:.0%})"
-    )
+        title=f"{out}: {summary['reached_sparsity']:.2%} of encoder Linear weights removed (target {sparsity:.0%})")
     for col in ("layer", "sparsity", "heads kept", "removed heads", "FFN width"):
         table.add_column(col, justify="right")
     for i, layer in enumerate(summary["layers"]):
-        table.add_row(
-            str(i),
-            f"{layer['sparsity']:.1%}",
-            str(layer["heads"]),
-            str(layer["removed_heads"]),
-            str(layer["ffn_width"]),
-        )
+        table.add_row(str(i), f"{layer['sparsity']:.1%}", str(layer["heads"]), str(layer["removed_heads"]),
+                      str(layer["ffn_width"]))
     _say_once(table, out_console)
 
 

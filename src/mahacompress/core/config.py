@@ -121,18 +121,13 @@ class Bounds(NamedTuple):
 
 # TrainConfig field -> its range (validate.check_train_config names the option, or the preset key)
 TRAIN_RANGES = {
-    "epochs": Bounds("--epochs", 0, lo_open=True),
-    "batch_size": Bounds("--batch-size", 1),
-    "lr": Bounds("--lr", 0, lo_open=True),
-    "max_length": Bounds("--max-length", 1),
-    "kd_alpha": Bounds("--alpha", 0, 1),
-    "kd_temperature": Bounds("--temperature", 0, lo_open=True),
-    "kd_hidden_weight": Bounds("--hidden-weight", 0),
-    "early_stopping_patience": Bounds("--patience", 0),
-    "evals_per_epoch": Bounds("--evals-per-epoch", 1),
-    "checkpoint_every": Bounds("--checkpoint-every", 1),
-    "weight_decay": Bounds("--weight-decay", 0),
-    "warmup_ratio": Bounds("--warmup-ratio", 0, 1),
+    "epochs": Bounds("--epochs", 0, lo_open=True), "batch_size": Bounds("--batch-size", 1), "lr": Bounds(
+        "--lr", 0, lo_open=True), "max_length": Bounds("--max-length", 1), "kd_alpha": Bounds("--alpha", 0, 1),
+    "kd_temperature": Bounds("--temperature", 0, lo_open=True), "kd_hidden_weight": Bounds("--hidden-weight", 0),
+    "early_stopping_patience": Bounds("--patience", 0), "evals_per_epoch": Bounds("--evals-per-epoch", 1),
+    "checkpoint_every": Bounds("--checkpoint-every",
+                               1), "weight_decay": Bounds("--weight-decay",
+                                                          0), "warmup_ratio": Bounds("--warmup-ratio", 0, 1)
 }
 # TrainConfig.mixed_precision; "auto": what the hardware runs natively (hardware.py)
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -180,22 +175,9 @@ class TransferConfig(_Settings):
 
 BINARIZERS = ("topk", "sigmoid")  # PruneConfig.binarizer (pruning/masks.py implements them)
 
-ROWS = (
-    "baseline",
-    "baseline+bf16",
-    "baseline+int8",
-    "mp",
-    "kd",
-    "p25",
-    "p50",
-    "p75",
-    "p25+kd",
-    "p50+kd",
-    "p75+kd",
-    "p25+kd+mp",
-    "best+int8",
-    "best+onnx",
-)
+ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd", "p75+kd",
+        "p25+kd+mp", "best+int8", "best+onnx",
+        )
 
 
 @dataclass
@@ -215,8 +197,7 @@ class GridConfig(_Settings):
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
     # the static-embedding student (`static` rows): its table trains too unless freeze_embeddings
     static: TrainConfig = field(
-        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, freeze_embeddings=False, early_stopping_patience=3)
-    )
+        default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, freeze_embeddings=False, early_stopping_patience=3))
     static_dim: int = 256  # dimensions its piece vectors keep after PCA (at most the teacher's hidden size)
     seeds: int = 1  # trained rows are built with seeds seed, seed+1, ...: shown as mean and spread
     # trained rows built with another number of seeds than `seeds`, e.g. {"baseline": 3, "kd+tr": 3}: the rows a
@@ -252,11 +233,8 @@ OPTIMIZE_CANDIDATES = ("kd", "kd4", "kd3", "kd2", "kdp50", "p25+kd", "p50+kd", "
 # them, so a verdict in them would judge a model that cannot ship. In the table's order, those that need native
 # bf16 last: the order optimize has always timed them in, which keys its shapes' timings (a resumed run reuses them)
 OPTIMIZE_RUNTIMES = tuple(
-    sorted(
-        (n for n in BACKENDS if n in EXPORT_BACKENDS and is_transformer(n)),
-        key=lambda n: "native-bf16" in SPECS[n].needs,
-    )
-)
+    sorted((n for n in BACKENDS if n in EXPORT_BACKENDS and is_transformer(n)),
+           key=lambda n: "native-bf16" in SPECS[n].needs))
 
 
 @dataclass
@@ -278,12 +256,8 @@ class OptimizeConfig(_Settings):
 _S = TypeVar("_S", bound=_Settings)
 # what a value must be, by pydantic's error type (presets are YAML: "text", "a mapping", "true or false")
 _EXPECTED = {
-    "float_type": "a number",
-    "int_type": "a whole number",
-    "bool_type": "true or false",
-    "string_type": "text",
-    "list_type": "a list",
-    "dict_type": "a mapping",
+    "float_type": "a number", "int_type": "a whole number", "bool_type": "true or false", "string_type": "text",
+    "list_type": "a list", "dict_type": "a mapping"
 }
 
 
@@ -329,22 +303,7 @@ def _at(where: str, keys: list[str]) -> str:
 
 
 __all__ = [
-    "DataConfig",
-    "TrainConfig",
-    "OptimizeConfig",
-    "METRICS",
-    "DECISIONS",
-    "OPTIMIZE_CANDIDATES",
-    "OPTIMIZE_RUNTIMES",
-    "PruneConfig",
-    "MeasureConfig",
-    "TransferConfig",
-    "GridConfig",
-    "ROWS",
-    "from_dict",
-    "Bounds",
-    "TRAIN_RANGES",
-    "TRAINING_PRECISIONS",
-    "BINARIZERS",
-    "BACKENDS",
+    "DataConfig", "TrainConfig", "OptimizeConfig", "METRICS", "DECISIONS", "OPTIMIZE_CANDIDATES", "OPTIMIZE_RUNTIMES",
+    "PruneConfig", "MeasureConfig", "TransferConfig", "GridConfig", "ROWS", "from_dict", "Bounds", "TRAIN_RANGES",
+    "TRAINING_PRECISIONS", "BINARIZERS", "BACKENDS"
 ]

@@ -175,17 +175,13 @@ def output_lock(out: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise MahaError(
-            f"{out}: another mahacompress run{_holder(path)} is writing it; wait for it to finish "
-            f"or choose another output"
-        ) from None
+        raise MahaError(f"{out}: another mahacompress run{_holder(path)} is writing it; wait for it to finish "
+                        f"or choose another output") from None
     except OSError as exc:
         if exc.errno != errno.ENOSYS:
             raise
-        raise MahaError(
-            f"{out}: the filesystem there has no file locks (flock), so two runs writing it could "
-            f"not be kept apart; choose an output on a local disk"
-        ) from None
+        raise MahaError(f"{out}: the filesystem there has no file locks (flock), so two runs writing it could "
+                        f"not be kept apart; choose an output on a local disk") from None
     try:
         yield
     finally:

@@ -25,14 +25,8 @@ from .registry import SPECS
 
 # /proc/cpuinfo flag -> name used in reports, in the order reports list them.
 _X86_FLAGS = {
-    "avx2": "AVX2",
-    "avx512f": "AVX512F",
-    "avx512_vnni": "AVX512-VNNI",
-    "avx_vnni": "AVX-VNNI",
-    "avx512_bf16": "AVX512-BF16",
-    "avx512_fp16": "AVX512-FP16",
-    "amx_bf16": "AMX-BF16",
-    "amx_int8": "AMX-INT8",
+    "avx2": "AVX2", "avx512f": "AVX512F", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512-BF16", "avx512_fp16": "AVX512-FP16", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"
 }
 # aarch64 "Features": bf16 (BFDOT/BFMMLA), i8mm and asimddp (int8 dot products).
 _ARM_FLAGS = {"asimddp": "DOTPROD", "i8mm": "I8MM", "bf16": "BF16", "sve": "SVE"}
@@ -162,9 +156,8 @@ def ort_int8_options() -> dict:
 
     cpu = cpu_features()
     return {
-        "reduce_range": cpu.x86 and not cpu.vnni,
-        "activation_type": QuantType.QUInt8 if cpu.x86 else QuantType.QInt8,
-        "weight_type": QuantType.QInt8,
+        "reduce_range": cpu.x86 and not cpu.vnni, "activation_type": QuantType.QUInt8 if cpu.x86 else QuantType.QInt8,
+        "weight_type": QuantType.QInt8
     }
 
 
@@ -178,14 +171,6 @@ def _best_isa() -> str:
 
 
 __all__ = [
-    "CpuFeatures",
-    "cpu_features",
-    "describe",
-    "native_bf16",
-    "unsupported_reason",
-    "cpu_bf16_gap",
-    "device_in_words",
-    "bf16_refusal",
-    "ort_int8_options",
-    "NATIVE_BF16_NEEDS",
+    "CpuFeatures", "cpu_features", "describe", "native_bf16", "unsupported_reason", "cpu_bf16_gap", "device_in_words",
+    "bf16_refusal", "ort_int8_options", "NATIVE_BF16_NEEDS"
 ]

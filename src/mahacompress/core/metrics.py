@@ -49,9 +49,8 @@ def correctness(y_true: Sequence[int], predictions: Sequence[Sequence[int]]) -> 
     return (runs == np.asarray(y_true)[None, :]).mean(axis=0)
 
 
-def paired_difference(
-    correct: np.ndarray, reference: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED, level: float = 0.95
-) -> dict:
+def paired_difference(correct: np.ndarray, reference: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED,
+                      level: float = 0.95) -> dict:
     """Accuracy of `correct` minus that of `reference` (per-text correctness, same texts in the same
     order), with a percentile bootstrap interval at `level` from `resamples` seeded resamples of texts."""
     correct, reference = np.asarray(correct, dtype=float), np.asarray(reference, dtype=float)
@@ -62,20 +61,13 @@ def paired_difference(
     means = np.empty(resamples)
     for start in range(0, resamples, 250):  # chunks bound memory at 250 x n indices
         idx = rng.integers(0, len(diff), size=(min(250, resamples - start), len(diff)))
-        means[start : start + len(idx)] = diff[idx].mean(axis=1)
+        means[start:start + len(idx)] = diff[idx].mean(axis=1)
     return _interval(float(diff.mean()), means, level, resamples, seed, len(diff))
 
 
-def paired_macro_f1_difference(
-    y_true: Sequence[int],
-    predicted: Sequence[int],
-    reference: Sequence[int],
-    num_labels: int,
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-    level: float = 0.95,
-) -> dict:
+def paired_macro_f1_difference(y_true: Sequence[int], predicted: Sequence[int], reference: Sequence[int],
+                               num_labels: int, *, resamples: int = RESAMPLES, seed: int = SEED,
+                               level: float = 0.95) -> dict:
     """Macro-F1 of `predicted` minus that of `reference` (label ids of the same texts, every one of the
     `num_labels` classes averaged: `macro_f1` over `range(num_labels)`, as every reported test figure), with a
     percentile bootstrap interval over resampled texts."""
@@ -86,7 +78,7 @@ def paired_macro_f1_difference(
     diffs = np.empty(resamples)
     for start in range(0, resamples, 250):
         idx = rng.integers(0, len(y), size=(min(250, resamples - start), len(y)))
-        diffs[start : start + len(idx)] = _macro_f1(y[idx], a[idx], num_labels) - _macro_f1(y[idx], b[idx], num_labels)
+        diffs[start:start + len(idx)] = _macro_f1(y[idx], a[idx], num_labels) - _macro_f1(y[idx], b[idx], num_labels)
     full = float(_macro_f1(y[None], a[None], num_labels)[0] - _macro_f1(y[None], b[None], num_labels)[0])
     return _interval(full, diffs, level, resamples, seed, len(y))
 
@@ -107,11 +99,6 @@ def _interval(difference: float, resampled: np.ndarray, level: float, resamples:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(resampled, [tail, 100 - tail])
     return {
-        "difference": difference,
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "level": level,
-        "resamples": resamples,
-        "seed": seed,
-        "texts": texts,
+        "difference": difference, "ci_low": float(low), "ci_high": float(high), "level": level, "resamples": resamples,
+        "seed": seed, "texts": texts
     }

@@ -48,59 +48,24 @@ SPECS: dict[str, BackendSpec] = {
     s.name: s
     for s in (
         BackendSpec("fp32", "torch", "PyTorch"),
-        BackendSpec(
-            "bf16", "torch", "PyTorch, weights cast to bf16", needs=frozenset({"native-bf16"}), serves_as="bf16"
-        ),
+        BackendSpec("bf16", "torch", "PyTorch, weights cast to bf16", needs=frozenset({"native-bf16"}),
+                    serves_as="bf16"),
         BackendSpec("fp16", "torch", "PyTorch in fp16", needs=frozenset({"gpu"}), serves_as="fp16"),
         # dynamic quantisation; torch's dynamic Linear always uses 7-bit activations
         BackendSpec("int8", "torch", "PyTorch dynamic int8", serves_as="int8"),
         BackendSpec("onnx", "onnxruntime", "ONNX Runtime, fp32", file="onnx", ships=3),
-        BackendSpec(
-            "onnx-int8",
-            "onnxruntime",
-            "ONNX Runtime, dynamic int8",
-            file="onnx-int8",
-            needs=frozenset({"vnni"}),
-            ships=2,
-            serves_as="onnx",
-        ),
-        BackendSpec(
-            "onnx-int8-fused",
-            "onnxruntime",
-            "ONNX Runtime, graph fusion then dynamic int8",
-            file="onnx-int8-fused",
-            needs=frozenset({"vnni"}),
-            ships=1,
-            serves_as="fused",
-        ),
-        BackendSpec(
-            "onnx-int8-static",
-            "onnxruntime",
-            "ONNX Runtime, static int8, QDQ",
-            file="onnx-int8-static",
-            needs=frozenset({"vnni", "calibration"}),
-        ),
-        BackendSpec("openvino", "openvino", "OpenVINO, fp32", file="onnx", packages=("openvino",), ships=5),
+        BackendSpec("onnx-int8", "onnxruntime", "ONNX Runtime, dynamic int8", file="onnx-int8", needs=frozenset(
+            {"vnni"}), ships=2, serves_as="onnx"),
+        BackendSpec("onnx-int8-fused", "onnxruntime", "ONNX Runtime, graph fusion then dynamic int8",
+                    file="onnx-int8-fused", needs=frozenset({"vnni"}), ships=1, serves_as="fused"),
+        BackendSpec("onnx-int8-static", "onnxruntime", "ONNX Runtime, static int8, QDQ", file="onnx-int8-static",
+                    needs=frozenset({"vnni", "calibration"})),
+        BackendSpec("openvino", "openvino", "OpenVINO, fp32", file="onnx", packages=("openvino", ), ships=5),
         # the ONNX export compiled by OpenVINO with bf16 inference precision (runtime.openvino_config)
-        BackendSpec(
-            "openvino-bf16",
-            "openvino",
-            "OpenVINO in bf16",
-            file="onnx",
-            needs=frozenset({"native-bf16"}),
-            packages=("openvino",),
-            ships=6,
-        ),
-        BackendSpec(
-            "openvino-int8",
-            "openvino",
-            "NNCF int8 OpenVINO IR",
-            file="openvino-int8",
-            needs=frozenset({"vnni", "calibration"}),
-            packages=("openvino", "nncf"),
-            ships=4,
-            serves_as="openvino",
-        ),
+        BackendSpec("openvino-bf16", "openvino", "OpenVINO in bf16", file="onnx", needs=frozenset({"native-bf16"}),
+                    packages=("openvino", ), ships=6),
+        BackendSpec("openvino-int8", "openvino", "NNCF int8 OpenVINO IR", file="openvino-int8", needs=frozenset(
+            {"vnni", "calibration"}), packages=("openvino", "nncf"), ships=4, serves_as="openvino"),
         BackendSpec("static", NUMPY, "numpy, a static-embedding student", ships=7),  # train/static.py
         BackendSpec("tfidf", NUMPY, "numpy, the TF-IDF reference"),  # study/tfidf.py: TF-IDF + logistic regression
     )
@@ -108,14 +73,11 @@ SPECS: dict[str, BackendSpec] = {
 BACKENDS = tuple(SPECS)
 CALIBRATED_BACKENDS = tuple(n for n, s in SPECS.items() if "calibration" in s.needs)
 # what `export` writes a folder for, its default first
-EXPORT_BACKENDS = tuple(
-    s.name for s in sorted((s for s in SPECS.values() if s.ships is not None), key=lambda s: s.ships)
-)
+EXPORT_BACKENDS = tuple(s.name
+                        for s in sorted((s for s in SPECS.values() if s.ships is not None), key=lambda s: s.ships))
 # the needs a user must know of before choosing a backend, as the CLI's help says them (vnni only changes a file)
 _NEED_NOTES = {
-    "gpu": "a CUDA GPU only",
-    "native-bf16": "native bf16 only",
-    "calibration": "calibrated on training texts",
+    "gpu": "a CUDA GPU only", "native-bf16": "native bf16 only", "calibration": "calibrated on training texts"
 }
 
 

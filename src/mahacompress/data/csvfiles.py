@@ -64,9 +64,8 @@ def _find_col(header: list[str], want: str, path: Path, options: str) -> int:
     return lowered.index(want.strip().lower())
 
 
-def read_rows(
-    path: Path, text_col: str, label_col: str | None, options: str = _COLUMN_OPTIONS
-) -> tuple[list[tuple[int, str, str]], dict]:
+def read_rows(path: Path, text_col: str, label_col: str | None,
+              options: str = _COLUMN_OPTIONS) -> tuple[list[tuple[int, str, str]], dict]:
     """Parse `path` into (row number, text, label) triples and drop-counts.
 
     Row numbers are CSV records with the header as row 1, so a message points at the record
@@ -90,12 +89,8 @@ def read_rows(
     # ("Text,Label") with an empty text under their own "labels" header, hence the fixed names.
     header_labels = {header[li].strip().lower(), "label", "labels"}
     stats = {
-        "file": str(path),
-        "rows_read": 0,
-        "header_rows_dropped": 0,
-        "empty_dropped": 0,
-        "empty_label_dropped": 0,
-        "mojibake_rows": 0,
+        "file": str(path), "rows_read": 0, "header_rows_dropped": 0, "empty_dropped": 0, "empty_label_dropped": 0,
+        "mojibake_rows": 0
     }
     rows: list[tuple[int, str, str]] = []
     multiline: list[tuple[int, str]] = []  # judged once the file's labels are known (_looks_merged)
@@ -157,10 +152,8 @@ def _parsed(path: Path, reader, first: int) -> Iterator[list[str]]:
 
 
 def _merged(path: Path, row: int) -> MahaError:
-    return MahaError(
-        f"{path}, row {row}: a text spans several lines that look like records of their own "
-        f"(an unbalanced quote merged them); fix the quoting at or above this row"
-    )
+    return MahaError(f"{path}, row {row}: a text spans several lines that look like records of their own "
+                     f"(an unbalanced quote merged them); fix the quoting at or above this row")
 
 
 def _looks_merged(text: str, fields: int, label_at: int, labels: set[str]) -> bool:
@@ -192,12 +185,9 @@ def _quote_left_open(text: str) -> bool:
 
 def _check_encoding(path: Path, raw: bytes) -> None:
     """Name UTF-16/32 files (by their byte-order mark, or NUL bytes without one) instead of misreading them."""
-    for bom, name in (
-        (codecs.BOM_UTF32_LE, "UTF-32"),
-        (codecs.BOM_UTF32_BE, "UTF-32"),
-        (codecs.BOM_UTF16_LE, "UTF-16"),
-        (codecs.BOM_UTF16_BE, "UTF-16"),
-    ):
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+                      (codecs.BOM_UTF16_BE, "UTF-16"),
+                      ):
         if raw.startswith(bom):
             raise MahaError(f"{path}: this file is {name} (byte-order mark); re-save it as UTF-8")
     if b"\x00" in raw[:4096]:
@@ -212,15 +202,12 @@ def _check_text_like_labels(path: Path, rows: list[tuple[int, str, str]]) -> Non
     for row, _, lab in rows:
         if counts[lab] == 1 and (len(lab) > 40 or len(lab.split()) > 3):
             shown = lab if len(lab) <= 40 else lab[:37] + "..."
-            raise MahaError(
-                f"{path}, row {row}: label '{shown}' occurs once and looks like text; "
-                f"an unquoted comma in a text, or records merged by an unbalanced quote above this row?"
-            )
+            raise MahaError(f"{path}, row {row}: label '{shown}' occurs once and looks like text; "
+                            f"an unquoted comma in a text, or records merged by an unbalanced quote above this row?")
 
 
-def read_labeled_csv(
-    path: Path, text_col: str, label_col: str, options: str = _COLUMN_OPTIONS
-) -> tuple[list[str], list[str], dict]:
+def read_labeled_csv(path: Path, text_col: str, label_col: str,
+                     options: str = _COLUMN_OPTIONS) -> tuple[list[str], list[str], dict]:
     """Texts, label names and drop-counts of one CSV (header repeats and empty texts removed); `options`:
     what sets the columns of this file, named when one is missing."""
     rows, stats = read_rows(Path(path), text_col, label_col, options)
@@ -270,11 +257,5 @@ def read_label_map(path: str | Path) -> dict[str, str]:
 
 
 __all__ = [
-    "read_rows",
-    "read_labeled_csv",
-    "read_text_column",
-    "read_label_map",
-    "normalize",
-    "is_mojibake",
-    "MAX_TEXT_CHARS",
+    "read_rows", "read_labeled_csv", "read_text_column", "read_label_map", "normalize", "is_mojibake", "MAX_TEXT_CHARS"
 ]

@@ -38,25 +38,12 @@ NAMED: dict[str, _Named] = {
     # SHC_Train is preferred when a user has it; here only Valid exists, so the protocol
     # trains on Valid minus every text that also occurs in Test.
     "mahanews-shc": _Named("mahanews-shc", ("SHC_Train.csv", "SHC_Valid.csv"), "SHC_Test.csv", "Text", "Label", _SHC),
-    "mahanews-lpc": _Named(
-        "indicnews-marathi-lpc",
-        ("Marathi_LPC_Train.csv", "Marathi_LPC_Valid.csv"),
-        "Marathi_LPC_Test.csv",
-        "text",
-        "labels",
-        _LPC,
-    ),
+    "mahanews-lpc": _Named("indicnews-marathi-lpc", ("Marathi_LPC_Train.csv", "Marathi_LPC_Valid.csv"),
+                           "Marathi_LPC_Test.csv", "text", "labels", _LPC),
     "mahanews-ldc": _Named("mahanews-ldc", ("LDC_Train.csv", "LDC_Valid.csv"), "LDC_Test.csv", "Text", "Label", None),
     # The sentiment track: a whole training split, its own validation file as dev, a clean test file.
-    "mahasent-mr": _Named(
-        "mahasent-mr",
-        ("MahaSent_MR_Train.csv",),
-        "MahaSent_MR_Test.csv",
-        "marathi_sentence",
-        "label",
-        _MAHASENT,
-        dev_file="MahaSent_MR_Val.csv",
-    ),
+    "mahasent-mr": _Named("mahasent-mr", ("MahaSent_MR_Train.csv", ), "MahaSent_MR_Test.csv", "marathi_sentence",
+                          "label", _MAHASENT, dev_file="MahaSent_MR_Val.csv")
 }
 
 
@@ -96,10 +83,8 @@ def _named_in(folder: Path, spec: _Named) -> dict[str, Path] | None:
 def _fetch_named(dataset: str, spec: _Named) -> dict[str, Path]:
     """Download a named dataset into the user cache (last resort: nothing local was found)."""
     if spec.base_url is None:
-        raise MahaError(
-            f"{dataset}: files not found locally and no public download is known; "
-            f"pass --data-dir (folder holding {spec.test_file})"
-        )
+        raise MahaError(f"{dataset}: files not found locally and no public download is known; "
+                        f"pass --data-dir (folder holding {spec.test_file})")
     cache = _cache_dir(dataset)
     for name in filter(None, (spec.test_file, spec.dev_file)):
         if not (cache / name).is_file():
@@ -107,8 +92,7 @@ def _fetch_named(dataset: str, spec: _Named) -> dict[str, Path]:
                 download(spec.base_url + name, cache / name)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 raise MahaError(
-                    f"could not download {spec.base_url + name} ({e}); pass --data-dir with the CSV files"
-                ) from None
+                    f"could not download {spec.base_url + name} ({e}); pass --data-dir with the CSV files") from None
     last_err = ""
     for name in spec.train_files:  # Train may not be published: fall back to Valid
         url = spec.base_url + name
@@ -132,19 +116,16 @@ def _folder_files(folder: Path) -> dict[str, Path]:
         for key in keys:
             hits = [p for p in csvs if key in p.name.lower()]
             if len(hits) > 1:
-                raise MahaError(
-                    f"{folder}: several {role} CSVs match '{key}': "
-                    f"{', '.join(p.name for p in hits)}; keep one or pass another folder"
-                )
+                raise MahaError(f"{folder}: several {role} CSVs match '{key}': "
+                                f"{', '.join(p.name for p in hits)}; keep one or pass another folder")
             if hits:
                 return hits[0]
         return None
 
-    train, test = pick(("train", "valid", "dev"), "training"), pick(("test",), "test")
+    train, test = pick(("train", "valid", "dev"), "training"), pick(("test", ), "test")
     if train is None or test is None:
-        missing = (
-            "training CSV (name containing train/valid/dev)" if train is None else "test CSV (name containing test)"
-        )
+        missing = ("training CSV (name containing train/valid/dev)"
+                   if train is None else "test CSV (name containing test)")
         raise MahaError(f"{folder}: no {missing}; CSVs here: {', '.join(p.name for p in csvs) or 'none'}")
     files = {"train": train, "test": test}
     if "train" in train.name.lower() and (dev := pick(("valid", "val", "dev"), "validation")) is not None:
@@ -167,10 +148,8 @@ def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
         if data_dir is None and ("/" in dataset or dataset.startswith(".")):
             raise MahaError(f"{dataset}: no such folder of CSVs")
         if data_dir is None:
-            raise MahaError(
-                f"unknown dataset '{dataset}': not a folder and not one of "
-                f"{', '.join(NAMED)}; pass a folder of CSVs or --data-dir"
-            )
+            raise MahaError(f"unknown dataset '{dataset}': not a folder and not one of "
+                            f"{', '.join(NAMED)}; pass a folder of CSVs or --data-dir")
         d = Path(data_dir)
         if not d.is_dir():
             raise MahaError(f"{d}: data folder not found")
@@ -181,8 +160,7 @@ def resolve_files(dataset: str, data_dir: str | None = None) -> dict[str, Path]:
             if found := _named_in(folder, spec):
                 return found
         raise MahaError(
-            f"{d}: no {spec.test_file} with {' or '.join(spec.train_files)} (looked in {d} and {d / spec.folder})"
-        )
+            f"{d}: no {spec.test_file} with {' or '.join(spec.train_files)} (looked in {d} and {d / spec.folder})")
     for root in search_roots():
         if found := _named_in(root / spec.folder, spec):
             return found

@@ -48,10 +48,9 @@ class Splits:
             return {"rows": len(ts), "labels": {n: counts.get(i, 0) for i, n in enumerate(self.labels)}}
 
         return {
-            "dataset": self.name,
-            "labels": list(self.labels),
-            "splits": {"train": one(self.train), "dev": one(self.dev), "test": one(self.test)},
-            "cleaning": self.cleaning,
+            "dataset": self.name, "labels": list(self.labels),
+            "splits": {"train": one(self.train), "dev": one(self.dev),
+                       "test": one(self.test)}, "cleaning": self.cleaning
         }
 
 
@@ -62,10 +61,8 @@ def check_label_map_targets(path: str | Path, labels: list[str], model: str) -> 
     """A label map may only rename to labels `model` predicts (a model's labels are fixed once trained)."""
     unknown = sorted(set(read_label_map(path).values()) - set(labels))
     if unknown:
-        raise MahaError(
-            f"{path}: maps to {', '.join(repr(n) for n in unknown)}, which the model {model} does not "
-            f"have (its labels: {', '.join(labels)})"
-        )
+        raise MahaError(f"{path}: maps to {', '.join(repr(n) for n in unknown)}, which the model {model} does not "
+                        f"have (its labels: {', '.join(labels)})")
 
 
 def _label_key(label: str) -> str:
@@ -114,10 +111,8 @@ def _unknown_label(path: Path, row: int, label: str, train_file: Path, counts: C
     close = same or [keys[k] for k in difflib.get_close_matches(_label_key(label), list(keys), n=1, cutoff=0.8)]
     where = f"{path}, row {row}: label '{label}' is not a training label ({train_file.name} has: {', '.join(labels)})"
     if same:
-        return MahaError(
-            f"{where}; did you mean '{same[0]}'? pass --fold-label-case, or --label-map FILE "
-            f"with the row {label},{same[0]}"
-        )
+        return MahaError(f"{where}; did you mean '{same[0]}'? pass --fold-label-case, or --label-map FILE "
+                         f"with the row {label},{same[0]}")
     if close:
         return MahaError(f"{where}; did you mean '{close[0]}'? pass --label-map FILE with the row {label},{close[0]}")
     return MahaError(f"{where}; fix the file, or rename it with --label-map FILE (rows from,to)")
@@ -205,12 +200,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         dv_rows = dv_kept
         test_keys = test_keys | dv_seen
     train_rows = [r for r in kept if normalize(r[1]) not in test_keys]
-    tr_stats.update(
-        duplicates_dropped=dup,
-        conflicting_dropped=conflict,
-        overlap_with_test_dropped=len(kept) - len(train_rows),
-        final_rows=len(train_rows),
-    )
+    tr_stats.update(duplicates_dropped=dup, conflicting_dropped=conflict,
+                    overlap_with_test_dropped=len(kept) - len(train_rows), final_rows=len(train_rows))
     if not train_rows:
         raise MahaError(f"{files['train']}: no usable rows after cleaning")
 
@@ -220,10 +211,8 @@ def load_splits(cfg: DataConfig) -> Splits:
     # and listed in cleaning["labels_without_training_rows"] so reports can exclude it.
     label_names = sorted({lab for _, _, lab in tr_rows})
     if len(label_names) < 2:
-        raise MahaError(
-            f"{files['train']}: every row has the label '{label_names[0]}'; "
-            f"a classifier needs at least two classes (wrong --label-col?)"
-        )
+        raise MahaError(f"{files['train']}: every row has the label '{label_names[0]}'; "
+                        f"a classifier needs at least two classes (wrong --label-col?)")
     ids = {n: i for i, n in enumerate(label_names)}
     left = {lab for _, _, lab in train_rows}
     starved = [n for n in label_names if n not in left]
@@ -236,9 +225,8 @@ def load_splits(cfg: DataConfig) -> Splits:
                 seen_t.add(k)
                 deduped.append(r)
         te_rows = deduped
-    te_stats.update(
-        duplicate_rows_in_file=te_dups, duplicates_dropped=te_dups if cfg.dedup_test else 0, final_rows=len(te_rows)
-    )
+    te_stats.update(duplicate_rows_in_file=te_dups, duplicates_dropped=te_dups if cfg.dedup_test else 0,
+                    final_rows=len(te_rows))
     if not te_rows:
         raise MahaError(f"{files['test']}: no usable rows after cleaning")
     for role, role_rows in (("test", te_rows), ("dev", dv_rows)):
@@ -257,8 +245,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.max_train_rows is not None and cfg.max_train_rows > len(tr_idx):
         raise MahaError(
             f"{files['train']}: max_train_rows {cfg.max_train_rows} is more than the {len(tr_idx)} training "
-            f"rows left after cleaning{' and the dev split' if dev_idx else ''}; lower the cap or drop it"
-        )
+            f"rows left after cleaning{' and the dev split' if dev_idx else ''}; lower the cap or drop it")
     if cfg.max_train_rows is not None and cfg.max_train_rows < len(tr_idx):
         # Pick the rows to drop, so the subsample is `kept` and keeps singleton classes.
         sub_y = [y[i] for i in tr_idx]
@@ -266,40 +253,25 @@ def load_splits(cfg: DataConfig) -> Splits:
         tr_idx = [tr_idx[i] for i in keep]
 
     cleaning = {
-        "files": {role: str(path) for role, path in files.items()},
-        "train_source": tr_stats,
-        "test": te_stats,
-        "dev_source": dev_source,
-        **({"dev": dv_stats} if dv_rows else {}),
-        "dev_fraction": cfg.dev_fraction,
-        "seed": cfg.seed,
-        "dedup_test": cfg.dedup_test,
-        "max_train_rows": cfg.max_train_rows,
-        "label_map": cfg.label_map,
-        "fold_label_case": cfg.fold_label_case,
-        "labels_renamed": renames,
-        "labels_without_training_rows": starved,
-        "notes": [
+        "files": {role: str(path)
+                  for role, path in files.items()}, "train_source": tr_stats, "test": te_stats,
+        "dev_source": dev_source, **({"dev": dv_stats} if dv_rows else {}), "dev_fraction": cfg.dev_fraction,
+        "seed": cfg.seed, "dedup_test": cfg.dedup_test, "max_train_rows": cfg.max_train_rows,
+        "label_map": cfg.label_map, "fold_label_case": cfg.fold_label_case, "labels_renamed": renames,
+        "labels_without_training_rows": starved, "notes": [
             "mojibake_rows (Devanagari decoded as cp866) are counted and kept, not repaired",
             "test keeps internal duplicates" if not cfg.dedup_test else "test de-duplicated",
-            "duplicates and train/test overlap compared after whitespace normalisation",
-        ]
-        + [
+            "duplicates and train/test overlap compared after whitespace normalisation"
+        ] + [
             f"label '{n}' has no training rows left after cleaning (every copy was a duplicate, "
-            f"conflicting or also in the test file): the model cannot predict it"
-            for n in starved
-        ],
+            f"conflicting or also in the test file): the model cannot predict it" for n in starved
+        ]
     }
     return Splits(
-        name=name,
-        labels=label_names,
-        train=_subset(texts, y, tr_idx),
-        dev=TextSet([t for _, t, _ in dv_rows], [ids[lab] for _, _, lab in dv_rows])
-        if dv_rows
-        else _subset(texts, y, dev_idx),
-        test=TextSet([t for _, t, _ in te_rows], [ids[lab] for _, _, lab in te_rows]),
-        cleaning=cleaning,
-    )
+        name=name, labels=label_names, train=_subset(texts, y, tr_idx),
+        dev=TextSet([t for _, t, _ in dv_rows], [ids[lab]
+                                                 for _, _, lab in dv_rows]) if dv_rows else _subset(texts, y, dev_idx),
+        test=TextSet([t for _, t, _ in te_rows], [ids[lab] for _, _, lab in te_rows]), cleaning=cleaning)
 
 
 __all__ = ["TextSet", "Splits", "load_splits", "relabel", "check_label_map_targets"]

@@ -43,9 +43,7 @@ class TransferSet:
         """What a model folder records of it: the counts, and every setting that shapes the pieces (`config`),
         so trim and export rebuild exactly these pieces (`for_splits` with the recorded configuration)."""
         return {
-            **self.counts,
-            "use_labels": self.use_labels,
-            **({"config": asdict(self.config)} if self.config else {}),
+            **self.counts, "use_labels": self.use_labels, **({"config": asdict(self.config)} if self.config else {})
         }
 
 
@@ -59,8 +57,7 @@ def resolve(path: str, data_dir: str | None = None) -> Path:
         if (root / given).exists():
             return root / given
     raise MahaError(
-        f"transfer set {path}: file not found (looked in the current folder and in {', '.join(str(r) for r in roots)})"
-    )
+        f"transfer set {path}: file not found (looked in the current folder and in {', '.join(str(r) for r in roots)})")
 
 
 def read_texts(path: Path, text_col: str | None, label_col: str | None) -> tuple[list[str], list[str] | None]:
@@ -75,10 +72,8 @@ def read_texts(path: Path, text_col: str | None, label_col: str | None) -> tuple
             texts, labels = read_text_column(path, text_col or "text", options), None
     else:
         if text_col or label_col:
-            raise MahaError(
-                f"{path}: columns were named, but only a .csv file has columns "
-                "(a plain text file holds one text per line)"
-            )
+            raise MahaError(f"{path}: columns were named, but only a .csv file has columns "
+                            "(a plain text file holds one text per line)")
         texts, labels = [], None
         for row, raw in enumerate(path.read_bytes().split(b"\n"), 1):
             try:
@@ -119,16 +114,15 @@ class OverlapFilter:
             k = min(n, len(ws))
             if k < min(n, _MIN_SHORT_WORDS):
                 continue
-            self.grams.setdefault(k, set()).update(tuple(ws[i : i + k]) for i in range(len(ws) - k + 1))
+            self.grams.setdefault(k, set()).update(tuple(ws[i:i + k]) for i in range(len(ws) - k + 1))
 
     def hits(self, text: str) -> bool:
         ws = words(text)
-        return any(tuple(ws[i : i + k]) in grams for k, grams in self.grams.items() for i in range(len(ws) - k + 1))
+        return any(tuple(ws[i:i + k]) in grams for k, grams in self.grams.items() for i in range(len(ws) - k + 1))
 
 
-def build_transfer(
-    cfg: TransferConfig, protected: Sequence[str], *, labelled: Sequence[str] = (), data_dir: str | None = None
-) -> TransferSet:
+def build_transfer(cfg: TransferConfig, protected: Sequence[str], *, labelled: Sequence[str] = (),
+                   data_dir: str | None = None) -> TransferSet:
     """Read `cfg.path`, cut it into windows, drop pieces overlapping `protected` texts, dedupe, cap.
 
     `labelled` are the training texts the student already sees with their labels: a piece that repeats
@@ -146,12 +140,8 @@ def build_transfer(
     seen: set[str] = set()
     pieces: list[tuple[str, str | None]] = []
     counts = {
-        "file": str(path),
-        "texts_read": len(texts),
-        "pieces": 0,
-        "dropped_overlap": 0,
-        "dropped_labelled": 0,
-        "dropped_duplicate": 0,
+        "file": str(path), "texts_read": len(texts), "pieces": 0, "dropped_overlap": 0, "dropped_labelled": 0,
+        "dropped_duplicate": 0
     }
     for i, text in enumerate(texts):
         for piece in windows(text, cfg.window_words):
@@ -170,20 +160,13 @@ def build_transfer(
     counts["dropped_by_cap"] = len(seen) - len(pieces)
     counts["kept"] = len(pieces)
     if not pieces:
-        raise MahaError(
-            f"{path}: no transfer piece is left after dropping overlap with the dev/test texts "
-            f"({counts['dropped_overlap']}) and repeats of labelled training texts "
-            f"({counts['dropped_labelled']})"
-        )
+        raise MahaError(f"{path}: no transfer piece is left after dropping overlap with the dev/test texts "
+                        f"({counts['dropped_overlap']}) and repeats of labelled training texts "
+                        f"({counts['dropped_labelled']})")
     if cfg.use_labels and labels is None:
         raise MahaError(f"{path}: use_labels needs label_col, the column that holds the labels")
-    return TransferSet(
-        [p for p, _ in pieces],
-        [lab for _, lab in pieces] if labels else None,
-        cfg.use_labels,
-        counts,
-        replace(cfg, path=str(path.resolve())),
-    )
+    return TransferSet([p for p, _ in pieces], [lab for _, lab in pieces] if labels else None, cfg.use_labels, counts,
+                       replace(cfg, path=str(path.resolve())))
 
 
 def for_splits(cfg: TransferConfig, splits: Splits, data_dir: str | None = None) -> TransferSet:

@@ -45,8 +45,8 @@ from pathlib import Path
 from ..core.config import TrainConfig
 from ..core.errors import MahaError
 from ..core.files import EXPORT_RECORD, TRAINING_RECORD, staged_dir, write_json, write_text
+from ..core.model_source import recorded_max_length
 from ..core.registry import CALIBRATED_BACKENDS, EXPORT_BACKENDS, SPECS, is_transformer
-from ..core.validate import recorded_max_length
 from ..infer import runtime
 from ..infer.runtime import OPENVINO_ENGINE, STATIC_KIND
 
@@ -56,25 +56,15 @@ TRANSFORMER_BACKENDS = tuple(n for n in EXPORT_BACKENDS if is_transformer(n))
 _SERVER_NEEDS = "starlette>=0.40,<2\nuvicorn>=0.30,<1\nprometheus_client>=0.20,<1\n"
 REQUIREMENTS = "onnxruntime>=1.20\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
 STATIC_REQUIREMENTS = "tokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS  # a table lookup: no onnxruntime
-OPENVINO_REQUIREMENTS = (
-    "openvino>=2025.3\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
-)  # the openvino extra's floor
+OPENVINO_REQUIREMENTS = ("openvino>=2025.3\ntokenizers>=0.21\nnumpy>=1.26\n" + _SERVER_NEEDS
+                         )  # the openvino extra's floor
 STATIC_TABLE = "piece_logits.npy"
 _LICENCES = {"mahanews": "L3Cube-MahaNews, CC BY-NC-SA 4.0 (non-commercial use)"}
 
 
-def export(
-    model_dir: Path,
-    out: Path,
-    *,
-    backend: str | None = None,
-    corpus: Sequence[str] | None = None,
-    corpus_names: Sequence[str] = (),
-    splits=None,
-    max_length: int | None = None,
-    calibration_texts: Sequence[str] | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def export(model_dir: Path, out: Path, *, backend: str | None = None, corpus: Sequence[str] | None = None,
+           corpus_names: Sequence[str] = (), splits=None, max_length: int | None = None,
+           calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> dict:
     """Write the deployable folder `out` for classifier `model_dir`; returns its manifest (export.json).
 
     `backend` defaults to `static` for a static-embedding student (the only one it has: an ONNX graph of
@@ -97,46 +87,29 @@ def export(
         max_length = recorded_max_length(model_dir) or TrainConfig.max_length
     backend = export_backend(model_dir, backend, trimming=corpus is not None)
     if backend in CALIBRATED_BACKENDS and not calibration_texts:
-        raise MahaError(
-            f"--backend {backend} calibrates activation ranges on training texts: name its training "
-            "data (a training record, or --corpus)"
-        )
+        raise MahaError(f"--backend {backend} calibrates activation ranges on training texts: name its training "
+                        "data (a training record, or --corpus)")
     static = backend == "static"
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent if out.parent.exists() else None) as work:
         source, trim_record = model_dir, None
         if corpus is not None:
             source = Path(work) / "trimmed"
-            trim_record = trim(
-                model_dir, corpus, source, corpus_names=corpus_names, trust_remote_code=trust_remote_code
-            )
+            trim_record = trim(model_dir, corpus, source, corpus_names=corpus_names,
+                               trust_remote_code=trust_remote_code)
         if not (source / "tokenizer.json").is_file():
             raise MahaError(f"{source / 'tokenizer.json'}: export needs a fast tokenizer (tokenizer.json)")
         tokenizer = load_tokenizer(str(source), trust_remote_code=trust_remote_code)  # the folder checked first
         labels = ModelFolder.of(source, trust_remote_code=trust_remote_code).labels
         info = ModelFolder.of(model_dir, trust_remote_code=trust_remote_code).records.get(TRAINING_RECORD, {})
-        # padding recorded for every kind (validate.exported_manifest checks it); a static table pads nothing
+        # padding recorded for every kind (model_source.exported_manifest checks it); a static table pads nothing
         manifest = {
-            "labels": list(labels),
-            "max_length": max_length,
-            "pad_id": tokenizer.pad_token_id,
-            "pad_token": tokenizer.pad_token,
-            "backend": backend,
-            "source": str(model_dir),
-            "made_with": _training_record(info),
+            "labels": list(labels), "max_length": max_length, "pad_id": tokenizer.pad_token_id,
+            "pad_token": tokenizer.pad_token, "backend": backend, "source": str(model_dir),
+            "made_with": _training_record(info)
         }
-        model_files = (
-            [_static_table(source, Path(work), max_length, manifest, info)]
-            if static
-            else _transformer_files(
-                source,
-                backend,
-                manifest,
-                max_length,
-                calibration_texts,
-                None if source == model_dir else Path(work) / "derived",
-                trust_remote_code,
-            )
-        )
+        model_files = ([_static_table(source, Path(work), max_length, manifest, info)] if static else
+                       _transformer_files(source, backend, manifest, max_length, calibration_texts,
+                                          None if source == model_dir else Path(work) / "derived", trust_remote_code))
         if trim_record is not None:
             manifest["trim"] = trim_record
         with staged_dir(out, EXPORT_RECORD) as tmp:
@@ -151,10 +124,8 @@ def export(
                 manifest["test"] = score_exported(tmp, splits)
                 if trim_record is not None:
                     manifest["test"]["texts_with_removed_pieces"] = texts_with_removed_pieces(
-                        load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code),
-                        tokenizer,
-                        splits.test.texts,
-                    )
+                        load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code), tokenizer,
+                        splits.test.texts)
             if trim_record is not None:
                 shutil.copyfile(source / TRIM_RECORD, tmp / TRIM_RECORD)
             manifest["disk_bytes"] = sum(p.stat().st_size for p in tmp.iterdir())
@@ -174,57 +145,36 @@ def export_backend(model_dir: Path, backend: str | None, *, trimming: bool = Fal
     if backend not in EXPORT_BACKENDS:
         raise MahaError(f"unknown export backend {backend!r}: choose one of {', '.join(EXPORT_BACKENDS)}")
     if static and backend != "static":
-        raise MahaError(
-            f"{model_dir}: a static-embedding student exports as its table (--backend static, its "
-            f"default); {backend} does not apply"
-        )
+        raise MahaError(f"{model_dir}: a static-embedding student exports as its table (--backend static, its "
+                        f"default); {backend} does not apply")
     if not static and backend == "static":
-        raise MahaError(
-            f"{model_dir}: --backend static is for static-embedding students; choose one of "
-            f"{', '.join(TRANSFORMER_BACKENDS)}"
-        )
+        raise MahaError(f"{model_dir}: --backend static is for static-embedding students; choose one of "
+                        f"{', '.join(TRANSFORMER_BACKENDS)}")
     if (why := unsupported_reason(backend)) is not None:
         raise MahaError(f"--backend {backend}: {why}")
     if static and trimming:
-        raise MahaError(
-            f"{model_dir}: a static-embedding student's tokenizer was trimmed when its table was built; "
-            "export it without --trim-vocab"
-        )
+        raise MahaError(f"{model_dir}: a static-embedding student's tokenizer was trimmed when its table was built; "
+                        "export it without --trim-vocab")
     return backend
 
 
-def _transformer_files(
-    source: Path,
-    backend: str,
-    manifest: dict,
-    max_length: int,
-    calibration_texts: Sequence[str] | None,
-    cache_dir: Path | None,
-    trust_remote_code: bool,
-) -> list[Path]:
+def _transformer_files(source: Path, backend: str, manifest: dict, max_length: int,
+                       calibration_texts: Sequence[str] | None, cache_dir: Path | None,
+                       trust_remote_code: bool) -> list[Path]:
     """The files `backend` serves `source` from (an ONNX graph; or OpenVINO IR, .xml then .bin); their facts go
     into `manifest`. Built once into the derived-file cache (the very files the benchmark backend times), or
     into `cache_dir`: a trimmed copy made for this export is temporary, and so are its files."""
     from ..infer.build import SEVEN_BIT_SUFFIX, served_files
 
-    files = served_files(
-        source,
-        backend,
-        max_length=max_length,
-        cache_dir=cache_dir,
-        calibration_texts=calibration_texts,
-        trust_remote_code=trust_remote_code,
-    )
+    files = served_files(source, backend, max_length=max_length, cache_dir=cache_dir,
+                         calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
     from ..infer.openvino_engine import inference_precision
 
     openvino = SPECS[backend].engine == "openvino"
     ir = files[0].suffix == ".xml"  # OpenVINO IR (int8); openvino / openvino-bf16 compile the ONNX graph itself
-    manifest.update(
-        kind="transformer",
-        engine=OPENVINO_ENGINE if openvino else "onnxruntime",
-        model_file="model.xml" if ir else "model.onnx",
-        needs=(OPENVINO_REQUIREMENTS if openvino else REQUIREMENTS).split(),
-    )
+    manifest.update(kind="transformer", engine=OPENVINO_ENGINE if openvino else "onnxruntime",
+                    model_file="model.xml" if ir else "model.onnx",
+                    needs=(OPENVINO_REQUIREMENTS if openvino else REQUIREMENTS).split())
     if openvino:
         manifest["inference_precision"] = inference_precision(backend)
     if ir:
@@ -247,19 +197,12 @@ def _static_table(source: Path, work: Path, max_length: int, manifest: dict, inf
     np.save(path, table.piece_logits)
     built = info.get("static", {})
     counts = {
-        "pieces": len(table.piece_logits),
-        "counted_pieces": int(table.counted.sum()),
-        "labels": len(table.bias),
-        **{k: built[k] for k in ("pieces_before", "dim", "teacher_hidden") if k in built},
+        "pieces": len(table.piece_logits), "counted_pieces": int(table.counted.sum()), "labels": len(table.bias),
+        **{k: built[k]
+           for k in ("pieces_before", "dim", "teacher_hidden") if k in built}
     }
-    manifest.update(
-        kind=STATIC_KIND,
-        model_file=STATIC_TABLE,
-        bias=table.bias.tolist(),
-        special_ids=table.special_ids,
-        needs=STATIC_REQUIREMENTS.split(),
-        static=counts,
-    )
+    manifest.update(kind=STATIC_KIND, model_file=STATIC_TABLE, bias=table.bias.tolist(), special_ids=table.special_ids,
+                    needs=STATIC_REQUIREMENTS.split(), static=counts)
     return path
 
 
@@ -287,11 +230,8 @@ def score_exported(folder: Path, splits) -> dict:
     # macro-F1 over the classes the test split holds or the folder predicts, as exports have always been scored
     # (model cards, optimize's reports); `evaluate` averages over the dataset's every class instead
     return {
-        "dataset": splits.name,
-        "rows": len(truth),
-        "accuracy": accuracy(truth, pred),
-        "macro_f1": macro_f1(truth, pred, labels_present(truth, pred)),
-        "texts_per_s_batch32": len(truth) / seconds,
+        "dataset": splits.name, "rows": len(truth), "accuracy": accuracy(truth, pred),
+        "macro_f1": macro_f1(truth, pred, labels_present(truth, pred)), "texts_per_s_batch32": len(truth) / seconds
     }
 
 
@@ -303,18 +243,13 @@ def _what_it_is(manifest: dict) -> str:
             return f"An {manifest['backend']} ONNX model {source}."
         if manifest.get("weights_file"):
             return f"An {manifest['backend']} OpenVINO IR model {source}."
-        return (
-            f"An {manifest['backend']} model {source}: an fp32 ONNX graph that OpenVINO compiles with "
-            f"{manifest['inference_precision']} inference precision (a CPU without native bf16 runs it in f32)."
-        )
+        return (f"An {manifest['backend']} model {source}: an fp32 ONNX graph that OpenVINO compiles with "
+                f"{manifest['inference_precision']} inference precision (a CPU without native bf16 runs it in f32).")
     teacher = manifest.get("made_with", {}).get("teacher")
-    return (
-        f"A static-embedding student {source}"
-        + (f", distilled from the teacher `{teacher}`" if teacher else "")
-        + ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "
-        f"so `{manifest['model_file']}` holds each piece's logits and a text's logits are the mean of its "
-        "pieces' rows plus the bias (numpy and tokenizers only, no onnxruntime)."
-    )
+    return (f"A static-embedding student {source}" + (f", distilled from the teacher `{teacher}`" if teacher else "") +
+            ": a table lookup and a mean, no attention and no layers. Its linear head is folded into the table, "
+            f"so `{manifest['model_file']}` holds each piece's logits and a text's logits are the mean of its "
+            "pieces' rows plus the bias (numpy and tokenizers only, no onnxruntime).")
 
 
 def model_card(manifest: dict) -> str:
@@ -323,43 +258,31 @@ def model_card(manifest: dict) -> str:
     dataset = made.get("dataset") or (manifest.get("test") or {}).get("dataset") or "unknown"
     licence = next((v for k, v in _LICENCES.items() if str(dataset).startswith(k)), "see the dataset's source")
     lines = [
-        f"# Marathi text classifier ({len(manifest['labels'])} labels)",
-        "",
-        _what_it_is(manifest),
-        "",
-        "## How it was made",
-        "",
+        f"# Marathi text classifier ({len(manifest['labels'])} labels)", "",
+        _what_it_is(manifest), "", "## How it was made", ""
     ]
     lines += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in made.items()] or ["- no training record found"]
     if "static" in manifest:
         t = manifest["static"]
         before = f" of the teacher's {t['pieces_before']}" if "pieces_before" in t else ""
         width = f", {t['dim']}-dimensional before the head was folded in" if "dim" in t else ""
-        lines.append(
-            f"- pieces kept: {t['pieces']}{before} (those of its training corpus; {t['counted_pieces']} "
-            f"count in the mean, the rest are special tokens){width}"
-        )
+        lines.append(f"- pieces kept: {t['pieces']}{before} (those of its training corpus; {t['counted_pieces']} "
+                     f"count in the mean, the rest are special tokens){width}")
     if "trim" in manifest:
         t = manifest["trim"]
-        lines.append(
-            f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
-            f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})"
-        )
+        lines.append(f"- vocabulary trimmed from {t['pieces_before']} to {t['pieces_kept']} pieces on "
+                     f"{t['corpus_texts']} corpus texts ({', '.join(t['corpus']) or 'training texts'})")
     if manifest.get("int8_weight_bits") == 8:
-        lines.append(
-            "- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI the U8S8 int8 "
-            "kernels can saturate: re-export there, which builds 7-bit weights"
-        )
+        lines.append("- int8 weights use 8 bits (built on a CPU with VNNI); on an x86 CPU without VNNI the U8S8 int8 "
+                     "kernels can saturate: re-export there, which builds 7-bit weights")
     elif manifest.get("int8_weight_bits") == 7:
         lines.append(
-            "- int8 weights use 7 bits (built on a CPU without VNNI, against U8S8 saturation); they run on any CPU"
-        )
+            "- int8 weights use 7 bits (built on a CPU without VNNI, against U8S8 saturation); they run on any CPU")
     lines += ["", "## Data and licence", "", f"- data: {dataset}; licence: {licence}", "", "## Measured", ""]
     test = manifest.get("test")
     if test:
         lines.append(
-            f"- test split ({test['rows']} texts): accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}"
-        )
+            f"- test split ({test['rows']} texts): accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}")
         lines.append(f"- {test['texts_per_s_batch32']:.1f} texts/s at batch 32 on the exporting machine")
         if "texts_with_removed_pieces" in test:
             lines.append(f"- test texts that needed a removed piece: {test['texts_with_removed_pieces']}")
@@ -368,22 +291,12 @@ def model_card(manifest: dict) -> str:
     lines.append(f"- folder size: {manifest['disk_bytes'] / 2**20:.1f} MiB")
     runtime_needs = len(manifest["needs"]) - len(_SERVER_NEEDS.split())
     lines += [
-        "",
-        "## How to run it",
-        "",
-        "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt; "
-        f"the first {runtime_needs} are enough for runtime.py).",
-        "",
-        "```python",
-        "from runtime import Classifier  # runtime.py in this folder",
-        "clf = Classifier('.')",
-        "print(clf.predict(['आज पुण्यात पाऊस पडला']))",
-        "```",
-        "",
+        "", "## How to run it", "", "Needs only: " + ", ".join(manifest["needs"]) + " (requirements.txt; "
+        f"the first {runtime_needs} are enough for runtime.py).", "", "```python",
+        "from runtime import Classifier  # runtime.py in this folder", "clf = Classifier('.')",
+        "print(clf.predict(['आज पुण्यात पाऊस पडला']))", "```", "",
         "Or serve it over HTTP from this folder: `python server.py --port 8000` (POST /predict, GET /health, "
-        "/info, /metrics; `python server.py --help` for the limits and `--api-key`).",
-        "",
-        "Labels: " + ", ".join(manifest["labels"]),
-        "",
+        "/info, /metrics; `python server.py --help` for the limits and `--api-key`).", "",
+        "Labels: " + ", ".join(manifest["labels"]), ""
     ]
     return "\n".join(lines)

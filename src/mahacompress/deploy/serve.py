@@ -99,11 +99,9 @@ class Batcher:
 
     async def submit(self, texts: list[str]) -> list[dict]:
         if self.pending + len(texts) > self.limits.max_queued_texts:
-            raise _Refused(
-                429,
-                f"busy: {self.pending} texts queued (limit {self.limits.max_queued_texts}); retry later",
-                {"Retry-After": str(self.limits.retry_after_s)},
-            )
+            raise _Refused(429,
+                           f"busy: {self.pending} texts queued (limit {self.limits.max_queued_texts}); retry later",
+                           {"Retry-After": str(self.limits.retry_after_s)})
         self.pending += len(texts)
         future = asyncio.get_running_loop().create_future()
         try:
@@ -137,9 +135,8 @@ class Batcher:
         texts = [t for batch, _ in items for t in batch]
         self.on_call(len(texts))
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.classifier.predict, texts, self.limits.max_batch
-            )
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self.classifier.predict, texts,
+                                                                       self.limits.max_batch)
         except Exception as exc:  # noqa: BLE001 - the service stays up; the failing request gets a 500
             if len(items) == 1:
                 if not items[0][1].done():
@@ -152,7 +149,7 @@ class Batcher:
         start = 0
         for batch, future in items:
             if not future.done():  # a client that went away leaves a cancelled future
-                future.set_result(results[start : start + len(batch)])
+                future.set_result(results[start:start + len(batch)])
             start += len(batch)
 
 
@@ -218,19 +215,13 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mahacompress_requests",
-            "HTTP requests answered, by path and status",
-            ["path", "status"],
-            registry=self.registry,
-        )
-        self.seconds = Histogram(
-            "mahacompress_request_seconds", "Time to answer an HTTP request, by path", ["path"], registry=self.registry
-        )
+        self.requests = Counter("mahacompress_requests", "HTTP requests answered, by path and status",
+                                ["path", "status"], registry=self.registry)
+        self.seconds = Histogram("mahacompress_request_seconds", "Time to answer an HTTP request, by path", ["path"],
+                                 registry=self.registry)
         buckets = sorted({2**k for k in range(max_batch.bit_length())} | {max_batch})
-        self.batch_texts = Histogram(
-            "mahacompress_batch_texts", "Texts run together in one model call", buckets=buckets, registry=self.registry
-        )
+        self.batch_texts = Histogram("mahacompress_batch_texts", "Texts run together in one model call",
+                                     buckets=buckets, registry=self.registry)
         self.queued = Gauge("mahacompress_queued_texts", "Texts admitted and not yet answered", registry=self.registry)
 
     def measured(self, path: str, handler: Handler) -> Handler:
@@ -262,24 +253,15 @@ def _guarded(handler: Handler, api_key: str | None) -> Handler:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = request.headers.get("x-api-key") or (token.strip() if scheme.lower() == "bearer" else "")
         if not hmac.compare_digest(given.encode(), wanted):
-            return JSONResponse(
-                {"error": "missing or wrong API key (send Authorization: Bearer KEY or X-API-Key)"},
-                401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return JSONResponse({"error": "missing or wrong API key (send Authorization: Bearer KEY or X-API-Key)"},
+                                401, headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
     return checked
 
 
-def create_app(
-    folder: str | Path,
-    limits: Limits = Limits(),
-    threads: int | None = None,
-    memory_arena: bool = True,
-    api_key: str | None = None,
-    memory_pattern: bool = False,
-) -> Starlette:
+def create_app(folder: str | Path, limits: Limits = Limits(), threads: int | None = None, memory_arena: bool = True,
+               api_key: str | None = None, memory_pattern: bool = False) -> Starlette:
     """The ASGI app serving the exported `folder` (the model is loaded here, before the first request).
     With `api_key`, /predict, /info and /metrics need it; /health stays open for load balancers and probes."""
     folder = _check_folder(Path(folder))
@@ -290,10 +272,9 @@ def create_app(
     metrics.queued.set_function(lambda: batcher.pending)
     manifest = classifier.manifest
     info = {
-        "labels": classifier.labels,
-        "limits": asdict(limits),
-        "intra_op_threads": classifier.threads,
-        **{k: manifest[k] for k in ("backend", "source", "made_with", "trim", "test", "disk_bytes") if k in manifest},
+        "labels": classifier.labels, "limits": asdict(limits), "intra_op_threads": classifier.threads,
+        **{k: manifest[k]
+           for k in ("backend", "source", "made_with", "trim", "test", "disk_bytes") if k in manifest}
     }
 
     async def predict(request: Request) -> JSONResponse:
@@ -319,31 +300,19 @@ def create_app(
         batcher.executor.shutdown(wait=True)
 
     handlers = {
-        "/predict": _guarded(predict, api_key),
-        "/health": health,
-        "/info": _guarded(describe, api_key),
-        "/metrics": _guarded(metrics.exposition, api_key),
+        "/predict": _guarded(predict, api_key), "/health": health, "/info": _guarded(describe, api_key),
+        "/metrics": _guarded(metrics.exposition, api_key)
     }
     return Starlette(
         routes=[
             Route(path, metrics.measured(path, handler), methods=["POST"] if path == "/predict" else ["GET"])
             for path, handler in handlers.items()
-        ],
-        lifespan=lifespan,
-    )
+        ], lifespan=lifespan)
 
 
-def serve(
-    folder: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    limits: Limits = Limits(),
-    threads: int | None = None,
-    memory_arena: bool = True,
-    api_key: str | None = None,
-    workers: int = 1,
-    memory_pattern: bool = False,
-) -> None:
+def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits = Limits(),
+          threads: int | None = None, memory_arena: bool = True, api_key: str | None = None, workers: int = 1,
+          memory_pattern: bool = False) -> None:
     """Run the service until SIGINT/SIGTERM (uvicorn finishes in-flight requests, then re-raises the signal,
     so one worker exits -15 after a clean shutdown; the `workers` supervisor exits 0).
 
@@ -360,8 +329,8 @@ def serve(
     options = dict(host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
     if workers == 1:
         uvicorn.Server(
-            uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key, memory_pattern), **options)
-        ).run(sockets=[sock])
+            uvicorn.Config(create_app(folder, limits, threads, memory_arena, api_key, memory_pattern),
+                           **options)).run(sockets=[sock])
         return
     from uvicorn.supervisors import Multiprocess
 
@@ -373,8 +342,7 @@ def serve(
         threads,
         memory_arena,
         api_key,  # pickled to each
-        memory_pattern,
-    )
+        memory_pattern)
     Multiprocess(uvicorn.Config(factory, factory=True, workers=workers, **options), sockets=[sock]).run()
 
 
@@ -388,9 +356,8 @@ def _listen(host: str, port: int) -> socket.socket:
     in use is one ServeError line naming both (uvicorn logs several lines and exits 3)."""
     sock = None
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
         sock.bind(address)
@@ -406,10 +373,8 @@ def exposure_warning(address: str, port: int, api_key: str | None) -> str | None
     should be visible, not silent."""
     if api_key is not None or ipaddress.ip_address(address.split("%")[0]).is_loopback:
         return None
-    return (
-        f"warning: serving on {address}:{port} without an API key: anyone who can reach it can use the "
-        "model (set --api-key or MAHACOMPRESS_API_KEY)"
-    )
+    return (f"warning: serving on {address}:{port} without an API key: anyone who can reach it can use the "
+            "model (set --api-key or MAHACOMPRESS_API_KEY)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -421,25 +386,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(prog: str, folder: Path | None) -> _Parser:
     d = Limits()
-    p = _Parser(
-        prog=prog,
-        description="Serve an exported folder over HTTP: POST /predict, GET /health, GET /info, GET /metrics.",
-    )
-    p.add_argument(
-        "folder",
-        type=Path,
-        nargs="?" if folder else None,
-        default=folder,
-        help="a folder written by `mahacompress export`" + (" (default: this file's)" if folder else ""),
-    )
+    p = _Parser(prog=prog,
+                description="Serve an exported folder over HTTP: POST /predict, GET /health, GET /info, GET /metrics.")
+    p.add_argument("folder", type=Path, nargs="?" if folder else None, default=folder,
+                   help="a folder written by `mahacompress export`" + (" (default: this file's)" if folder else ""))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="onnxruntime threads per worker (default: one per core, shared out among --workers)",
-    )
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads per worker (default: one per core, shared out among --workers)")
     p.add_argument("--workers", type=int, default=1, help="server processes on the one port (default: 1)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most texts in one model call")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait for a batch to fill")
@@ -447,24 +401,15 @@ def _parser(prog: str, folder: Path | None) -> _Parser:
     p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longest text (413 above)")
     p.add_argument("--max-queued-texts", type=int, default=d.max_queued_texts, help="most texts waiting (429 above)")
     p.add_argument(
-        "--memory-arena",
-        action=argparse.BooleanOptionalAction,
-        default=True,
+        "--memory-arena", action=argparse.BooleanOptionalAction, default=True,
         help="onnxruntime's CPU memory arena: off returns memory after each batch instead of keeping "
-        "the largest batch shape's",
-    )
+        "the largest batch shape's")
     p.add_argument(
-        "--memory-pattern",
-        action=argparse.BooleanOptionalAction,
-        default=False,
+        "--memory-pattern", action=argparse.BooleanOptionalAction, default=False,
         help="onnxruntime's per-shape allocation plans: on keeps one per (batch, length) shape served, "
-        "so memory grows with the shapes seen",
-    )
-    p.add_argument(
-        "--api-key",
-        default=os.environ.get(API_KEY_ENV) or None,
-        help=f"key /predict, /info and /metrics require (default: ${API_KEY_ENV})",
-    )
+        "so memory grows with the shapes seen")
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                   help=f"key /predict, /info and /metrics require (default: ${API_KEY_ENV})")
     return p
 
 
@@ -492,24 +437,10 @@ def main(argv: list[str] | None = None, prog: str = "server.py", folder: Path | 
         if getattr(args, name) is not None:
             _check_range("--" + name.replace("_", "-"), getattr(args, name), 1)
     _check_range("--max-wait-ms", args.max_wait_ms, 0)
-    limits = Limits(
-        max_texts=args.max_texts,
-        max_text_chars=args.max_text_chars,
-        max_queued_texts=args.max_queued_texts,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-    )
-    serve(
-        args.folder,
-        args.host,
-        args.port,
-        limits,
-        threads=args.threads,
-        memory_arena=args.memory_arena,
-        api_key=args.api_key,
-        workers=args.workers,
-        memory_pattern=args.memory_pattern,
-    )
+    limits = Limits(max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                    max_queued_texts=args.max_queued_texts, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    serve(args.folder, args.host, args.port, limits, threads=args.threads, memory_arena=args.memory_arena,
+          api_key=args.api_key, workers=args.workers, memory_pattern=args.memory_pattern)
 
 
 if __name__ == "__main__":

@@ -19,4 +19,4 @@ def length_sorted_batches(texts: Sequence[str], batch_size: int) -> Iterator[np.
     """
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(texts), batch_size):
-        yield order[start : start + batch_size]
+        yield order[start:start + batch_size]

@@ -35,15 +35,8 @@ def int8_file_name(stem: str) -> str:
     return f"{stem}{SEVEN_BIT_SUFFIX if ort_int8_options()['reduce_range'] else ''}.onnx"
 
 
-def served_file(
-    model_dir: str | Path,
-    backend: str,
-    *,
-    max_length: int = 128,
-    cache_dir: str | Path | None = None,
-    calibration_texts: Sequence[str] | None = None,
-    trust_remote_code: bool = False,
-) -> Path:
+def served_file(model_dir: str | Path, backend: str, *, max_length: int = 128, cache_dir: str | Path | None = None,
+                calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> Path:
     """The file `backend` serves `model_dir` from, built first if this checkpoint has none yet (loading it with
     `trust_remote_code` to build)."""
     kind = SPECS[backend].file
@@ -60,25 +53,12 @@ def served_file(
     return _BUILDERS[kind](model_dir, fp32, backend, max_length, calibration_texts, trust_remote_code)
 
 
-def served_files(
-    model_dir: str | Path,
-    backend: str,
-    *,
-    max_length: int = 128,
-    cache_dir: str | Path | None = None,
-    calibration_texts: Sequence[str] | None = None,
-    trust_remote_code: bool = False,
-) -> list[Path]:
+def served_files(model_dir: str | Path, backend: str, *, max_length: int = 128, cache_dir: str | Path | None = None,
+                 calibration_texts: Sequence[str] | None = None, trust_remote_code: bool = False) -> list[Path]:
     """Every file `backend` loads for `model_dir`, the served file first (OpenVINO IR is an .xml and a .bin: sizes
     on disk and exported folders need both)."""
-    path = served_file(
-        model_dir,
-        backend,
-        max_length=max_length,
-        cache_dir=cache_dir,
-        calibration_texts=calibration_texts,
-        trust_remote_code=trust_remote_code,
-    )
+    path = served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
+                       calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
     return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
 
 
@@ -88,9 +68,8 @@ def fusion_record(model_dir: str | Path, cache_dir: str | Path | None = None) ->
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _int8(
-    model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None, trust_remote_code: bool
-) -> Path:
+def _int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+          trust_remote_code: bool) -> Path:
     from .onnxruntime_engine import quantize_dynamic_int8
 
     target = fp32.with_name(int8_file_name("model-int8"))
@@ -99,9 +78,8 @@ def _int8(
     return target
 
 
-def _fused_int8(
-    model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None, trust_remote_code: bool
-) -> Path:
+def _fused_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                trust_remote_code: bool) -> Path:
     from .onnxruntime_engine import fuse_int8
 
     target = fp32.with_name(int8_file_name("model-fused-int8"))
@@ -115,52 +93,27 @@ def _fused_int8(
     return target
 
 
-def _static_int8(
-    model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None, trust_remote_code: bool
-) -> Path:
+def _static_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                 trust_remote_code: bool) -> Path:
     from .onnxruntime_engine import quantize_static_int8
 
     suffix = SEVEN_BIT_SUFFIX if ort_int8_options()["reduce_range"] else ""
-    return calibrated_file(
-        model_dir,
-        fp32,
-        backend,
-        max_length,
-        texts,
-        lambda key: f"model-int8-static-{key}{suffix}.onnx",
-        quantize_static_int8,
-        trust_remote_code,
-    )
+    return calibrated_file(model_dir, fp32, backend, max_length, texts,
+                           lambda key: f"model-int8-static-{key}{suffix}.onnx", quantize_static_int8, trust_remote_code)
 
 
-def _openvino_int8(
-    model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None, trust_remote_code: bool
-) -> Path:
+def _openvino_int8(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                   trust_remote_code: bool) -> Path:
     from .openvino_engine import full_range_int8, quantize_openvino_int8
 
     suffix = "" if full_range_int8() else SEVEN_BIT_SUFFIX
-    return calibrated_file(
-        model_dir,
-        fp32,
-        backend,
-        max_length,
-        texts,
-        lambda key: f"openvino-int8-{key}{suffix}/model.xml",
-        quantize_openvino_int8,
-        trust_remote_code,
-    )
+    return calibrated_file(model_dir, fp32, backend, max_length, texts,
+                           lambda key: f"openvino-int8-{key}{suffix}/model.xml", quantize_openvino_int8,
+                           trust_remote_code)
 
 
-def calibrated_file(
-    model_dir: Path,
-    fp32: Path,
-    backend: str,
-    max_length: int,
-    texts: Sequence[str] | None,
-    name: Callable[[str], str],
-    build: Callable,
-    trust_remote_code: bool,
-) -> Path:
+def calibrated_file(model_dir: Path, fp32: Path, backend: str, max_length: int, texts: Sequence[str] | None,
+                    name: Callable[[str], str], build: Callable, trust_remote_code: bool) -> Path:
     """A calibrated file: the one of `texts` (built on first use), or without texts the newest one built."""
     if texts:
         target = fp32.parent / name(texts_digest(texts, max_length))
@@ -171,16 +124,12 @@ def calibrated_file(
     pattern = re.compile(re.escape(name("KEY")).replace("KEY", "[0-9a-f]{16}"))
     built = [p for p in fp32.parent.glob(name("*")) if pattern.fullmatch(p.relative_to(fp32.parent).as_posix())]
     if not built:
-        raise MahaError(
-            f"{model_dir}: {backend} calibrates activation ranges on training texts and none "
-            "are cached: pass calibration_texts (or build it once with benchmarks/runtimes.py)"
-        )
+        raise MahaError(f"{model_dir}: {backend} calibrates activation ranges on training texts and none "
+                        "are cached: pass calibration_texts (or build it once with benchmarks/runtimes.py)")
     return max(built, key=lambda p: p.stat().st_mtime_ns)
 
 
 _BUILDERS = {
-    "onnx-int8": _int8,
-    "onnx-int8-fused": _fused_int8,
-    "onnx-int8-static": _static_int8,
-    "openvino-int8": _openvino_int8,
+    "onnx-int8": _int8, "onnx-int8-fused": _fused_int8, "onnx-int8-static": _static_int8,
+    "openvino-int8": _openvino_int8
 }

@@ -45,8 +45,7 @@ def _tool_versions() -> str:
 def derived_dir(model_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The cache folder of `model_dir`'s served files: its folder name (for people) plus the key."""
     key = hashlib.sha256(
-        f"{checkpoint_digest(model_dir)}|{_tool_versions()}|recipe={BUILD_RECIPE}".encode()
-    ).hexdigest()[:20]
+        f"{checkpoint_digest(model_dir)}|{_tool_versions()}|recipe={BUILD_RECIPE}".encode()).hexdigest()[:20]
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "derived"
     return root / f"{Path(model_dir).resolve().name}-{key}"
 

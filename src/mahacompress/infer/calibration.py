@@ -26,8 +26,7 @@ def calibration_batches(tokenizer, texts: Sequence[str], max_length: int) -> lis
     """Tokenised batches of the calibration texts, as the served model will see them."""
     out = []
     for idx in length_sorted_batches(texts, CALIBRATION_BATCH):
-        enc = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="np"
-        )
+        enc = tokenizer([texts[i]
+                         for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="np")
         out.append({k: v.astype(np.int64) for k, v in enc.items()})
     return out

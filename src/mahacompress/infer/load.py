@@ -22,18 +22,9 @@ def default_backend(model_dir: str) -> str:
     return "static" if is_static(model_dir) else "fp32"
 
 
-def load_backend(
-    model_dir: str,
-    backend: str,
-    *,
-    max_length: int = 128,
-    threads: int | None = None,
-    device: str | None = None,
-    cache_dir: str | Path | None = None,
-    calibration_texts: Sequence[str] | None = None,
-    force: bool = False,
-    trust_remote_code: bool = False,
-) -> Backend:
+def load_backend(model_dir: str, backend: str, *, max_length: int = 128, threads: int | None = None, device: str
+                 | None = None, cache_dir: str | Path | None = None, calibration_texts: Sequence[str] | None = None,
+                 force: bool = False, trust_remote_code: bool = False) -> Backend:
     """Load `model_dir` to run with `backend` (one of BACKENDS).
 
     fp32/bf16/fp16 run on `device` (default: CUDA when present, else CPU); int8, the ONNX and the
@@ -54,30 +45,16 @@ def load_backend(
     if engine == "torch":
         from .torch_engine import load_torch
 
-        return load_torch(
-            model_dir,
-            backend,
-            max_length=max_length,
-            threads=threads,
-            device=device,
-            force=force,
-            trust_remote_code=trust_remote_code,
-        )
+        return load_torch(model_dir, backend, max_length=max_length, threads=threads, device=device, force=force,
+                          trust_remote_code=trust_remote_code)
     from ..models.load import load_tokenizer
     from .build import served_file
 
-    path = served_file(
-        model_dir,
-        backend,
-        max_length=max_length,
-        cache_dir=cache_dir,
-        calibration_texts=calibration_texts,
-        trust_remote_code=trust_remote_code,
-    )
+    path = served_file(model_dir, backend, max_length=max_length, cache_dir=cache_dir,
+                       calibration_texts=calibration_texts, trust_remote_code=trust_remote_code)
     if engine == "onnxruntime":
         from .onnxruntime_engine import OnnxRuntimeBackend as runner
     else:
         from .openvino_engine import OpenVinoBackend as runner
-    return runner(
-        backend, path, load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code), max_length, threads
-    )
+    return runner(backend, path, load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code), max_length,
+                  threads)

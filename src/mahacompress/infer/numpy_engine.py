@@ -32,9 +32,8 @@ PIPELINE = "tfidf.joblib"  # the fitted pipeline in a TF-IDF folder (baseline.sa
 def is_static(model_dir: str | Path) -> bool:
     """Whether a folder holds a static-embedding student (its config names the class's model type)."""
     config = Path(model_dir) / "config.json"
-    return (
-        config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type") == StaticConfig.model_type
-    )
+    return (config.is_file()
+            and json.loads(config.read_text(encoding="utf-8")).get("model_type") == StaticConfig.model_type)
 
 
 class StaticBackend:
@@ -56,11 +55,8 @@ class StaticBackend:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         weights = load_file(str(model_dir / "model.safetensors"))
         table = weights["embeddings.weight"].astype(np.float32)
-        self.table = StaticTable(
-            table @ weights["classifier.weight"].astype(np.float32).T,
-            weights["classifier.bias"],
-            config.get("special_ids", []),
-        )
+        self.table = StaticTable(table @ weights["classifier.weight"].astype(np.float32).T, weights["classifier.bias"],
+                                 config.get("special_ids", []))
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.no_padding()

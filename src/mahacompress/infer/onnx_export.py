@@ -33,22 +33,15 @@ def export_onnx(model_dir: str | Path, out: Path, *, trust_remote_code: bool = F
     model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).float().eval()
     if getattr(model.config, "heads_per_layer", None) is None:
         model.set_attn_implementation("eager")
-    encoded = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)(
-        EXAMPLE_TEXTS, padding=True, return_tensors="pt"
-    )
+    encoded = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)(EXAMPLE_TEXTS, padding=True,
+                                                                                  return_tensors="pt")
     # Passed by position, so in the order forward() takes them (a BERT tokenizer returns token_type_ids
     # before attention_mask; forward takes attention_mask second).
     example = {k: encoded[k] for k in inspect.signature(model.forward).parameters if k in encoded}
     with atomic_path(out) as tmp, warnings.catch_warnings(), quiet_logs():
         warnings.simplefilter("ignore")  # tracer chatter about transformers internals, not about the result
-        torch.onnx.export(
-            model,
-            tuple(example.values()),
-            str(tmp),
-            dynamo=False,
-            input_names=list(example),
-            output_names=["logits"],
-            opset_version=ONNX_OPSET,
-            dynamic_axes={k: {0: "batch", 1: "sequence"} for k in example},
-        )
+        torch.onnx.export(model, tuple(example.values()), str(tmp), dynamo=False, input_names=list(example),
+                          output_names=["logits"], opset_version=ONNX_OPSET,
+                          dynamic_axes={k: {0: "batch", 1: "sequence"}
+                                        for k in example})
     return out

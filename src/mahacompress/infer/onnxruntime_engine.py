@@ -58,18 +58,12 @@ def quantize_dynamic_int8(fp32: Path, target: Path, *, typed_outputs: bool = Fal
 
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if typed_outputs else {}
     with atomic_path(target) as tmp, quiet_logs():
-        quantize_dynamic(
-            fp32,
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            reduce_range=ort_int8_options()["reduce_range"],
-            extra_options=extra,
-        )
+        quantize_dynamic(fp32, str(tmp), weight_type=QuantType.QInt8, reduce_range=ort_int8_options()["reduce_range"],
+                         extra_options=extra)
 
 
-def fuse_int8(
-    fp32: Path, target: Path, heads_per_layer: list[int] | None, num_attention_heads: int, head_dim: int
-) -> dict:
+def fuse_int8(fp32: Path, target: Path, heads_per_layer: list[int] | None, num_attention_heads: int,
+              head_dim: int) -> dict:
     """The transformer optimizer's fusions of `fp32`, then dynamic int8, to `target`; returns what fused."""
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -84,11 +78,8 @@ def fuse_int8(
         fused.save_model_to_file(str(fused_path))
         quantize_dynamic_int8(fused_path, target, typed_outputs=True)
     return {
-        "fused_operators": stats,
-        "num_heads": num_heads,
-        "hidden_size": hidden,
-        "heads_per_layer": heads_per_layer,
-        "attention_fused": bool(stats.get("Attention")),
+        "fused_operators": stats, "num_heads": num_heads, "hidden_size": hidden, "heads_per_layer": heads_per_layer,
+        "attention_fused": bool(stats.get("Attention"))
     }
 
 
@@ -101,6 +92,7 @@ def quantize_static_int8(fp32: Path, target: Path, batches: list[dict[str, np.nd
     names = [i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input]
 
     class Reader(CalibrationDataReader):
+
         def __init__(self):
             self.items = iter([{k: b[k] for k in names} for b in batches])
 
@@ -108,12 +100,5 @@ def quantize_static_int8(fp32: Path, target: Path, batches: list[dict[str, np.nd
             return next(self.items, None)
 
     with atomic_path(target) as tmp, quiet_logs():
-        quantize_static(
-            str(fp32),
-            str(tmp),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            **ort_int8_options(),
-        )
+        quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        op_types_to_quantize=["MatMul", "Gemm"], **ort_int8_options())

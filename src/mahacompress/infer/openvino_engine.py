@@ -58,12 +58,9 @@ def quantize_openvino_int8(fp32: Path, target: Path, batches: list[dict[str, np.
     names = [next(iter(i.get_names())) for i in model.inputs]
     fix = OverflowFix.FIRST_LAYER if full_range_int8() else OverflowFix.ENABLE
     with quiet_logs():
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset([{k: b[k] for k in names} for b in batches]),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(batches),
-            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix),
-        )
+        quantized = nncf.quantize(model, nncf.Dataset([{k: b[k]
+                                                        for k in names} for b in batches]),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches),
+                                  advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
     with staged_dir(target.parent, target.name) as tmp:
         ov.save_model(quantized, str(tmp / target.name))

@@ -11,15 +11,8 @@ from .evaluate import model_labels, model_logits
 __all__ = ["predict_texts", "read_text_column"]
 
 
-def predict_texts(
-    model_name: str,
-    texts: list[str],
-    *,
-    backend: str = "fp32",
-    max_length: int = 128,
-    batch_size: int = 64,
-    trust_remote_code: bool = False,
-) -> list[dict]:
+def predict_texts(model_name: str, texts: list[str], *, backend: str = "fp32", max_length: int = 128,
+                  batch_size: int = 64, trust_remote_code: bool = False) -> list[dict]:
     """[{text, label, probability}] for each text, in order. Empty or huge texts are refused by position.
     `trust_remote_code` lets the model run the Python code its folder ships."""
     if not texts:
@@ -30,18 +23,10 @@ def predict_texts(
         if len(text) > MAX_TEXT_CHARS:
             raise MahaError(f"text {i}: {len(text)} characters (limit {MAX_TEXT_CHARS})")
     labels = model_labels(model_name, trust_remote_code=trust_remote_code)
-    logits = model_logits(
-        model_name,
-        texts,
-        backend=backend,
-        max_length=max_length,
-        batch_size=batch_size,
-        trust_remote_code=trust_remote_code,
-    )
+    logits = model_logits(model_name, texts, backend=backend, max_length=max_length, batch_size=batch_size,
+                          trust_remote_code=trust_remote_code)
     exp = np.exp(logits - logits.max(axis=-1, keepdims=True))  # as runtime.py: numpy alone, no scipy
     probs = exp / exp.sum(axis=-1, keepdims=True)
     best = probs.argmax(-1)
-    return [
-        {"text": t, "label": labels[int(k)], "probability": float(probs[i, k])}
-        for i, (t, k) in enumerate(zip(texts, best))
-    ]
+    return [{"text": t, "label": labels[int(k)], "probability": float(probs[i, k])}
+            for i, (t, k) in enumerate(zip(texts, best))]

@@ -70,9 +70,8 @@ class Classifier:
     returns a label and probabilities per text. `threads` is the intra-op thread count the model runs with (1
     for a static table)."""
 
-    def __init__(
-        self, folder: str | Path, threads: int | None = None, memory_arena: bool = True, memory_pattern: bool = False
-    ):
+    def __init__(self, folder: str | Path, threads: int | None = None, memory_arena: bool = True,
+                 memory_pattern: bool = False):
         """`memory_arena=False` turns off onnxruntime's CPU arena: without it, memory is returned after each
         call instead of kept at the largest (batch, length) shape seen. `memory_pattern` is onnxruntime's
         per-shape allocation plan cache, off by default: a service sees a new (batch, length) shape with
@@ -89,9 +88,8 @@ class Classifier:
         self.static: StaticTable | None = None
         if self.manifest.get("kind") == STATIC_KIND:
             self.tokenizer.no_padding()
-            self.static = StaticTable(
-                np.load(self.folder / self.manifest["model_file"]), self.manifest["bias"], self.manifest["special_ids"]
-            )
+            self.static = StaticTable(np.load(self.folder / self.manifest["model_file"]), self.manifest["bias"],
+                                      self.manifest["special_ids"])
             self.threads = 1
             return
         self.tokenizer.enable_padding(pad_id=self.manifest["pad_id"], pad_token=self.manifest["pad_token"])
@@ -100,10 +98,8 @@ class Classifier:
             import openvino as ov
 
             self.compiled = ov.Core().compile_model(
-                str(self.folder / self.manifest["model_file"]),
-                "CPU",
-                openvino_config(threads, self.manifest.get("inference_precision", "f32")),
-            )
+                str(self.folder / self.manifest["model_file"]), "CPU",
+                openvino_config(threads, self.manifest.get("inference_precision", "f32")))
             self.inputs = [next(iter(i.get_names())) for i in self.compiled.inputs]
             self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
             return
@@ -115,9 +111,8 @@ class Classifier:
         opts.enable_cpu_mem_arena = memory_arena
         opts.enable_mem_pattern = memory_pattern
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.folder / self.manifest["model_file"]), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(self.folder / self.manifest["model_file"]), opts,
+                                            providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.threads = self.session.get_session_options().intra_op_num_threads
 
@@ -139,7 +134,7 @@ class Classifier:
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
+            idx = order[start:start + batch_size]
             out[idx] = self._forward([texts[i] for i in idx])
         return out
 
@@ -148,9 +143,8 @@ class Classifier:
         if self.static is not None:
             return self.static.logits([e.ids for e in encs])
         arrays = {
-            "input_ids": [e.ids for e in encs],
-            "attention_mask": [e.attention_mask for e in encs],
-            "token_type_ids": [e.type_ids for e in encs],
+            "input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs],
+            "token_type_ids": [e.type_ids for e in encs]
         }
         feed = {name: np.asarray(arrays[name], dtype=np.int64) for name in self.inputs}
         if self.compiled is not None:
@@ -162,10 +156,8 @@ class Classifier:
         logits = self.logits(texts, batch_size)
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = exp / exp.sum(axis=1, keepdims=True)
-        return [
-            {
-                "label": self.labels[int(p.argmax())],
-                "probabilities": {lab: round(float(x), 6) for lab, x in zip(self.labels, p)},
-            }
-            for p in probs
-        ]
+        return [{
+            "label": self.labels[int(p.argmax())],
+            "probabilities": {lab: round(float(x), 6)
+                              for lab, x in zip(self.labels, p)}
+        } for p in probs]

@@ -50,16 +50,8 @@ class TorchBackend(BatchedBackend):
         return self.model(**batch).logits.float().cpu().numpy()
 
 
-def load_torch(
-    model_dir: str,
-    backend: str,
-    *,
-    max_length: int,
-    threads: int | None,
-    device: str | None,
-    force: bool,
-    trust_remote_code: bool = False,
-) -> TorchBackend:
+def load_torch(model_dir: str, backend: str, *, max_length: int, threads: int | None, device: str | None, force: bool,
+               trust_remote_code: bool = False) -> TorchBackend:
     """`backend` (fp32, bf16, fp16, int8) of `model_dir`; refuses, in one line, a device that cannot run it."""
     tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
     if threads:
@@ -67,8 +59,7 @@ def load_torch(
     if backend == "int8":
         if device not in (None, "cpu"):
             raise MahaError(
-                f"int8 (dynamic quantisation) runs on the CPU only, not {device}: use fp16 or bf16 on a GPU"
-            )
+                f"int8 (dynamic quantisation) runs on the CPU only, not {device}: use fp16 or bf16 on a GPU")
         model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code)
         return TorchBackend(backend, quantize_int8(model), tokenizer, max_length, "cpu")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -77,8 +68,7 @@ def load_torch(
         raise MahaError(f"{backend} inference needs a CUDA GPU; {device_in_words(dev)}: use bf16, int8 or onnx-int8")
     if "native-bf16" in needs and not native_bf16(dev) and not force:
         raise MahaError(
-            bf16_refusal("inference", dev, "fp16 or fp32" if dev.type == "cuda" else "fp32, int8 or onnx-int8")
-        )
+            bf16_refusal("inference", dev, "fp16 or fp32" if dev.type == "cuda" else "fp32, int8 or onnx-int8"))
     # bf16 casts the weights instead of using torch.autocast: autocast re-casts every weight on every
     # call; the cast model was faster in both measurements (module docstring), by 7% to 30%.
     model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).to(dev, _DTYPES[backend])

@@ -38,21 +38,12 @@ INDIA_KG_CO2_PER_KWH = 0.713441
 # from a TDP table and the CPU load. RAM power is always modelled (watts per GB), never read.
 _METERED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi"}
 
-
 # ---------------------------------------------------------------- memory, size, parameters
 
 
-def peak_memory(
-    model_dir: str | Path,
-    backend: str,
-    texts: Sequence[str],
-    batch_size: int = 32,
-    *,
-    max_length: int = 128,
-    threads: int | None = None,
-    cache_dir: str | Path | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def peak_memory(model_dir: str | Path, backend: str, texts: Sequence[str], batch_size: int = 32, *,
+                max_length: int = 128, threads: int | None = None, cache_dir: str | Path | None = None,
+                trust_remote_code: bool = False) -> dict:
     """Peak memory (MiB) of a fresh Python process that loads `model_dir` with `backend` and runs `texts`
     through it: `peak_rss_mb`, its resident memory (the model plus the interpreter, torch and
     transformers: ~the same few hundred MiB in every row), and `peak_gpu_mb` when the model ran on a CUDA
@@ -67,23 +58,19 @@ def peak_memory(
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
         cmd = [
-            sys.executable,
-            "-m",
-            "mahacompress.measure.footprint",
-            str(model_dir),
-            backend,
-            str(texts_file),
-            "--batch-size",
-            str(batch_size),
-            "--max-length",
-            str(max_length),
+            sys.executable, "-m", "mahacompress.measure.footprint",
+            str(model_dir), backend,
+            str(texts_file), "--batch-size",
+            str(batch_size), "--max-length",
+            str(max_length)
         ]
         cmd += ["--threads", str(threads)] if threads else []
         cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
         cmd += ["--trust-remote-code"] if trust_remote_code else []
         env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
+            **os.environ, "PYTHONPATH": os.pathsep.join(
+                filter(None,
+                       [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")]))
         }
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
     if proc.returncode != 0:
@@ -115,9 +102,8 @@ def size_on_disk_mb(path: str | Path) -> float:
     return sum(f.stat().st_size for f in files) / MIB
 
 
-def served_size_mb(
-    model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None, trust_remote_code: bool = False
-) -> float:
+def served_size_mb(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None,
+                   trust_remote_code: bool = False) -> float:
     """MiB of what serving `model_dir` with `backend` loads: the runtime's own file(s) in the derived-file
     cache ((int8, fused or calibrated) ONNX, OpenVINO IR), the int8-quantised state dict (as torch.save
     writes it), or the checkpoint's weight files for fp32/bf16/fp16."""
@@ -127,8 +113,7 @@ def served_size_mb(
         # a calibrated file was built already (the grid builds it before it scores)
         return sum(
             size_on_disk_mb(p)
-            for p in served_files(model_dir, backend, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
-        )
+            for p in served_files(model_dir, backend, cache_dir=cache_dir, trust_remote_code=trust_remote_code))
     if backend == "tfidf":
         from ..infer.numpy_engine import PIPELINE
 
@@ -136,8 +121,7 @@ def served_size_mb(
     if backend == "int8":
         buf = io.BytesIO()
         torch.save(
-            quantize_int8(load_classifier(str(model_dir), trust_remote_code=trust_remote_code)).state_dict(), buf
-        )
+            quantize_int8(load_classifier(str(model_dir), trust_remote_code=trust_remote_code)).state_dict(), buf)
         return buf.tell() / MIB
     return size_on_disk_mb(model_dir)
 
@@ -203,26 +187,18 @@ class Energy:
 
     def as_dict(self) -> dict:
         return {
-            "seconds": self.seconds,
-            "energy_kwh": self.energy_kwh,
-            "co2_kg": self.co2_kg,
-            "energy_measured": self.energy_measured,
-            "energy_method": self.energy_method,
+            "seconds": self.seconds, "energy_kwh": self.energy_kwh, "co2_kg": self.co2_kg,
+            "energy_measured": self.energy_measured, "energy_method": self.energy_method
         }
 
     def _start_tracker(self):
         from codecarbon import OfflineEmissionsTracker
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)  # it logs INFO/WARNING before reading log_level
-        tracker = OfflineEmissionsTracker(
-            country_iso_code=self.country_iso_code,
-            log_level="error",
-            output_methods=[],
-            output_dir=self._output_dir.name,
-            measure_power_secs=self.measure_power_secs,
-            tracking_mode="process",
-            allow_multiple_runs=True,
-        )  # another job may track the same machine
+        tracker = OfflineEmissionsTracker(country_iso_code=self.country_iso_code, log_level="error", output_methods=[],
+                                          output_dir=self._output_dir.name, measure_power_secs=self.measure_power_secs,
+                                          tracking_mode="process",
+                                          allow_multiple_runs=True)  # another job may track the same machine
         tracker.start()
         return tracker
 
@@ -237,10 +213,8 @@ class Energy:
         parts = ", ".join(f"{h} {'metered' if m else 'modelled from TDP and load'}" for h, m in zip(hardware, metered))
         grid = self.co2_kg / self.energy_kwh * 1000 if self.energy_kwh else 0.0
         how = "measured" if self.energy_measured else "estimated"
-        self.energy_method = (
-            f"codecarbon {codecarbon.__version__}: {how} ({parts}; RAM modelled; this process's "
-            f"share), grid of {self.country_iso_code} at {grid:.0f} g/kWh"
-        )
+        self.energy_method = (f"codecarbon {codecarbon.__version__}: {how} ({parts}; RAM modelled; this process's "
+                              f"share), grid of {self.country_iso_code} at {grid:.0f} g/kWh")
 
     def _estimate(self) -> None:
         cpus = os.cpu_count() or 1
@@ -248,11 +222,9 @@ class Energy:
         self.co2_kg = self.energy_kwh * INDIA_KG_CO2_PER_KWH
         self.energy_measured = False
         grid = "India" + ("" if self.country_iso_code == "IND" else f" (no figure for {self.country_iso_code})")
-        self.energy_method = (
-            f"estimated: {self.seconds:.1f} s x {ASSUMED_WATTS_PER_CPU:g} W x {cpus} CPUs, "
-            f"grid of {grid} at {INDIA_KG_CO2_PER_KWH * 1000:g} g/kWh; codecarbon unusable "
-            f"({self._failure})"
-        )
+        self.energy_method = (f"estimated: {self.seconds:.1f} s x {ASSUMED_WATTS_PER_CPU:g} W x {cpus} CPUs, "
+                              f"grid of {grid} at {INDIA_KG_CO2_PER_KWH * 1000:g} g/kWh; codecarbon unusable "
+                              f"({self._failure})")
 
 
 # ---------------------------------------------------------------- peak-memory child process
@@ -272,14 +244,8 @@ def _peak_memory_child(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     texts = json.loads(Path(args.texts_json).read_text(encoding="utf-8"))
     try:
-        backend = load_backend(
-            args.model_dir,
-            args.backend,
-            max_length=args.max_length,
-            threads=args.threads,
-            cache_dir=args.cache_dir,
-            trust_remote_code=args.trust_remote_code,
-        )
+        backend = load_backend(args.model_dir, args.backend, max_length=args.max_length, threads=args.threads,
+                               cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code)
     except MahaError as exc:
         sys.exit(str(exc))  # one line on stderr, which the parent repeats in its own MahaError
     backend.logits(texts, batch_size=args.batch_size)

@@ -18,7 +18,6 @@ from ..infer import Backend
 
 DEFAULT_THREADS = 2  # the development machine's core count; fixed so rows are comparable across runs
 
-
 # ---------------------------------------------------------------- latency
 
 MODES = ("model", "e2e", "e2e_sorted")  # what a timing covers, and how its batches are formed (latency)
@@ -31,17 +30,9 @@ MODES = ("model", "e2e", "e2e_sorted")  # what a timing covers, and how its batc
 SETTLE_SECONDS = 0.2
 
 
-def latency(
-    backends: dict[str, Backend],
-    texts: Sequence[str],
-    batch_sizes: Sequence[int] = (1, 32),
-    repeats: int = 5,
-    warmup: int = 2,
-    batches_per_repeat: int | Mapping[int, int] | None = None,
-    threads: int = DEFAULT_THREADS,
-    progress: bool = True,
-    modes: Mapping[int, Sequence[str]] | None = None,
-) -> dict[str, dict]:
+def latency(backends: dict[str, Backend], texts: Sequence[str], batch_sizes: Sequence[int] = (1, 32), repeats: int = 5,
+            warmup: int = 2, batches_per_repeat: int | Mapping[int, int] | None = None, threads: int = DEFAULT_THREADS,
+            progress: bool = True, modes: Mapping[int, Sequence[str]] | None = None) -> dict[str, dict]:
     """Per backend and batch size B, for each timing mode: p50/p95 milliseconds and texts/s.
 
     Modes (default: all three at every B > 1, `model` and `e2e` at B = 1):
@@ -67,18 +58,16 @@ def latency(
     if not texts:
         raise MahaError("latency needs at least one text")
     names = list(backends)
-    counts = (
-        batches_per_repeat
-        if isinstance(batches_per_repeat, Mapping)
-        else dict.fromkeys(batch_sizes, batches_per_repeat)
-    )
+    counts = (batches_per_repeat if isinstance(batches_per_repeat, Mapping) else dict.fromkeys(
+        batch_sizes, batches_per_repeat))
     modes = modes or {bs: MODES if bs > 1 else MODES[:2] for bs in batch_sizes}
     by_length = sorted(texts, key=len)
     plans = [(bs, mode) for bs in batch_sizes for mode in modes[bs]]
     raw = {(bs, mode): _chunks(by_length if mode == "e2e_sorted" else texts, bs, counts.get(bs)) for bs, mode in plans}
     batches = {
         name: {
-            plan: [backends[name].encode(c) for c in raw[plan]] if plan[1] == "model" else raw[plan] for plan in plans
+            plan: [backends[name].encode(c) for c in raw[plan]] if plan[1] == "model" else raw[plan]
+            for plan in plans
         }
         for name in names
     }
@@ -94,7 +83,7 @@ def latency(
                     for i in range(warmup):
                         _timed(backends[name], batches[name][plan][i % len(batches[name][plan])], plan[1])
             for r in range(repeats):
-                for name in names[r % len(names) :] + names[: r % len(names)]:
+                for name in names[r % len(names):] + names[:r % len(names)]:
                     bar.update(task, description=f"repeat {r + 1}/{repeats}: {name}")
                     time.sleep(SETTLE_SECONDS)  # no backend is timed while its predecessor's threads still spin
                     for plan in plans:
@@ -131,13 +120,9 @@ def _summarise(per_plan: dict[tuple, list[list[float]]], repeats: int, threads: 
         p50 = float(np.median([np.mean(times) for times in per_repeat])) * 1000
         row[f"{_key(mode, bs)}_p50"] = p50
         row[f"{_key(mode, bs)}_p95"] = float(np.percentile(np.concatenate(per_repeat), 95)) * 1000
-        row[
-            {
-                "model": f"throughput_b{bs}",
-                "e2e": f"e2e_throughput_b{bs}",
-                "e2e_sorted": f"e2e_throughput_b{bs}_sorted",
-            }[mode]
-        ] = bs * 1000 / p50
+        row[{
+            "model": f"throughput_b{bs}", "e2e": f"e2e_throughput_b{bs}", "e2e_sorted": f"e2e_throughput_b{bs}_sorted"
+        }[mode]] = bs * 1000 / p50
     row.update(repeats=repeats, threads=threads)
     return row
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import MahaError
 from ..core.files import EXPORT_RECORD, PRUNING_RECORD, TRAINING_RECORD, TRIM_RECORD
-from ..core.validate import check_model, remote_code_refusal
+from ..core.model_source import check_model, remote_code_refusal
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -37,12 +37,8 @@ RECORDS = (TRAINING_RECORD, PRUNING_RECORD, TRIM_RECORD, EXPORT_RECORD)  # how a
 
 def checkpoint_files(model_dir: str | Path) -> list[Path]:
     """The files that make the checkpoint: config, weights, modelling code, tokenizer (sorted by name)."""
-    return sorted(
-        p
-        for p in Path(model_dir).iterdir()
-        if p.is_file()
-        and (p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES or p.name.startswith(_TOKENIZER_PREFIXES))
-    )
+    return sorted(p for p in Path(model_dir).iterdir() if p.is_file() and (
+        p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES or p.name.startswith(_TOKENIZER_PREFIXES)))
 
 
 def checkpoint_digest(model_dir: str | Path) -> str:
@@ -87,7 +83,7 @@ def register_own_classes() -> None:
 
 def load_error(name: str, what: str, exc: Exception) -> MahaError:
     """One line for a failed load; transformers' refusal to run a model's own code (a hub id, whose config
-    `validate.check_model` cannot read beforehand) becomes the line a local folder gets."""
+    `model_source.check_model` cannot read beforehand) becomes the line a local folder gets."""
     message = str(exc)
     if "trust_remote_code" in message:
         return remote_code_refusal(name)
@@ -105,9 +101,8 @@ def read_config(name: str, *, trust_remote_code: bool = False, source: str | Pat
         raise load_error(name, "config", exc) from None
 
 
-def read_tokenizer(
-    name: str, *, trust_remote_code: bool = False, source: str | Path | None = None
-) -> PreTrainedTokenizerBase:
+def read_tokenizer(name: str, *, trust_remote_code: bool = False,
+                   source: str | Path | None = None) -> PreTrainedTokenizerBase:
     """The tokenizer of hub id or folder `name` (read from `source` when given), with one-line errors."""
     from transformers import AutoTokenizer
 
@@ -151,7 +146,7 @@ class ModelFolder:
         return _opened(str(model_dir), path, trust_remote_code, tuple(stamp))
 
     def check(self) -> None:
-        """Fail with one line unless the folder can be loaded (`validate.check_model`: config, code to run, every
+        """Fail with one line unless the folder can be loaded (`model_source.check_model`: config, code to run, every
         weights file's header, tokenizer files); checked once, a failure again on every call."""
         if not self._checked:
             check_model(self.name, trust_remote_code=self.trust_remote_code)

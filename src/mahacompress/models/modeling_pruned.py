@@ -207,5 +207,5 @@ PRUNED_CLASSES = {
     "bert": (PrunedBertConfig, PrunedBertModel, PrunedBertForSequenceClassification),
     "roberta": (PrunedRobertaConfig, PrunedRobertaModel, PrunedRobertaForSequenceClassification),
     "xlm-roberta": (PrunedXLMRobertaConfig, PrunedXLMRobertaModel, PrunedXLMRobertaForSequenceClassification),
-    "camembert": (PrunedCamembertConfig, PrunedCamembertModel, PrunedCamembertForSequenceClassification),
+    "camembert": (PrunedCamembertConfig, PrunedCamembertModel, PrunedCamembertForSequenceClassification)
 }

@@ -20,9 +20,8 @@ class StaticConfig(PretrainedConfig):
 
     model_type = "mahacompress-static"
 
-    def __init__(
-        self, vocab_size: int = 2, hidden_size: int = 256, special_ids: list[int] | None = None, **kwargs
-    ) -> None:
+    def __init__(self, vocab_size: int = 2, hidden_size: int = 256, special_ids: list[int] | None = None,
+                 **kwargs) -> None:
         self.vocab_size, self.hidden_size = vocab_size, hidden_size
         self.special_ids = list(special_ids or [])
         super().__init__(**kwargs)
@@ -53,13 +52,8 @@ class StaticForSequenceClassification(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs,
-    ) -> SequenceClassifierOutput:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
         # from the config at every call, not a buffer: from_pretrained builds models on the meta device and
         # leaves non-persistent buffers uninitialised
         special = torch.tensor(self.config.special_ids, dtype=input_ids.dtype, device=input_ids.device)

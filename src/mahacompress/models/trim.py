@@ -78,8 +78,7 @@ def training_corpus(model_dir: Path, with_transfer: bool = True) -> list[str]:
     record = next((p for p in records if p.is_file()), None)
     if record is None:
         raise MahaError(
-            f"{records[0]}: not found (nor pruning.json), so the training corpus is unknown; name one with --corpus"
-        )
+            f"{records[0]}: not found (nor pruning.json), so the training corpus is unknown; name one with --corpus")
     info = json.loads(record.read_text(encoding="utf-8"))
     given = info.get("data_config") or {"dataset": (info.get("dataset") or {}).get("dataset")}
     if not given.get("dataset"):
@@ -104,22 +103,17 @@ def _recorded_transfer(record: Path, recorded: dict | None, splits: Splits) -> T
         return None
     if recorded.get("config"):
         return for_splits(TransferConfig(**_known(TransferConfig, recorded["config"])), splits)
-    older = (
-        f"{record}: the transfer set {recorded['file']} is recorded by its file name only (written by an older "
-        "mahacompress)"
-    )
+    older = (f"{record}: the transfer set {recorded['file']} is recorded by its file name only (written by an older "
+             "mahacompress)")
     fix = "name the texts to keep with --corpus FILE (the training split and the transfer texts)"
     try:
         transfer = for_splits(TransferConfig(path=recorded["file"]), splits)
     except MahaError as exc:  # its own fix names options of distill, not of trim or export
         raise MahaError(
-            f"{older}, and the default settings cannot rebuild it ({str(exc).split('; ')[0]}); {fix}"
-        ) from None
+            f"{older}, and the default settings cannot rebuild it ({str(exc).split('; ')[0]}); {fix}") from None
     if recorded.get("kept") not in (None, len(transfer.texts)):
-        raise MahaError(
-            f"{older}, and the default settings rebuild {len(transfer.texts)} pieces of it, not the "
-            f"{recorded['kept']} the model distilled on; {fix}"
-        )
+        raise MahaError(f"{older}, and the default settings rebuild {len(transfer.texts)} pieces of it, not the "
+                        f"{recorded['kept']} the model distilled on; {fix}")
     return transfer
 
 
@@ -134,10 +128,8 @@ def _fast_tokenizer(model_dir: Path, trust_remote_code: bool):
 
     path = Path(model_dir) / "tokenizer.json"
     if not path.is_file():
-        raise MahaError(
-            f"{path}: not found; trimming needs a fast tokenizer (save the tokenizer with "
-            "transformers' fast tokenizer class first)"
-        )
+        raise MahaError(f"{path}: not found; trimming needs a fast tokenizer (save the tokenizer with "
+                        "transformers' fast tokenizer class first)")
     tokenizer = load_tokenizer(str(model_dir), trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise MahaError(f"{path}: the folder's tokenizer loads as a slow tokenizer; trimming needs a fast one")
@@ -160,7 +152,7 @@ def kept_ids(spec: dict, tokenizer, texts: Sequence[str]) -> list[int]:
         bare = piece
         for p in prefixes:
             if bare.startswith(p) and len(bare) > len(p):
-                bare = bare[len(p) :]
+                bare = bare[len(p):]
         if len(bare) == 1 and _scripts(bare) & scripts:
             keep.add(i)
     return sorted(i for i in keep if 0 <= i < len(pieces))
@@ -220,8 +212,7 @@ def texts_with_removed_pieces(original, trimmed, texts: Sequence[str]) -> int:
     kept = set(trimmed.get_vocab())
     return sum(
         any(piece not in kept for piece in enc.tokens)
-        for enc in original.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True)
-    )
+        for enc in original.backend_tokenizer.encode_batch(list(texts), add_special_tokens=True))
 
 
 def trimmed_tokenizer(model_dir: Path, texts: Sequence[str], *, trust_remote_code: bool = False):
@@ -234,22 +225,14 @@ def trimmed_tokenizer(model_dir: Path, texts: Sequence[str], *, trust_remote_cod
     spec = json.loads((Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8"))
     keep = kept_ids(spec, tokenizer, texts)
     new_tok = Tokenizer.from_str(json.dumps(trimmed_spec(spec, keep), ensure_ascii=False))
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=new_tok,
-        model_max_length=tokenizer.model_max_length,
-        **{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=new_tok, model_max_length=tokenizer.model_max_length,
+                                   **{k: v
+                                      for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)})
     return fast, keep, spec
 
 
-def trim(
-    model_dir: Path,
-    texts: Sequence[str],
-    out_dir: Path,
-    *,
-    corpus_names: Sequence[str] = (),
-    trust_remote_code: bool = False,
-) -> dict:
+def trim(model_dir: Path, texts: Sequence[str], out_dir: Path, *, corpus_names: Sequence[str] = (),
+         trust_remote_code: bool = False) -> dict:
     """Write a trimmed copy of the classifier folder `model_dir` to `out_dir`; returns the trim record.
 
     Works for any AutoModelForSequenceClassification folder (dense, layer subsets, pruned models with
@@ -266,10 +249,8 @@ def trim(
     model = load_classifier(str(model_dir), trust_remote_code=trust_remote_code).eval()
     old = model.get_input_embeddings()
     if old.weight.shape[0] < len(_pieces(spec["model"])):
-        raise MahaError(
-            f"{model_dir}: embedding has {old.weight.shape[0]} rows but the tokenizer "
-            f"{len(_pieces(spec['model']))} pieces"
-        )
+        raise MahaError(f"{model_dir}: embedding has {old.weight.shape[0]} rows but the tokenizer "
+                        f"{len(_pieces(spec['model']))} pieces")
     index = torch.tensor(keep)
     pad = fast.pad_token_id
     new = torch.nn.Embedding(len(keep), old.weight.shape[1], padding_idx=pad)
@@ -283,24 +264,14 @@ def trim(
             setattr(model.config, name, keep.index(old_id) if old_id in keep else None)
 
     record = {
-        "source": str(model_dir),
-        "source_checkpoint": checkpoint_digest(model_dir),
-        "pieces_before": len(_pieces(spec["model"])),
-        "pieces_kept": len(keep),
-        "embedding_rows_before": int(old.weight.shape[0]),
-        "corpus": list(corpus_names),
-        "corpus_texts": len(texts),
-        "tokenizer_model": spec["model"]["type"],
+        "source": str(model_dir), "source_checkpoint": checkpoint_digest(model_dir), "pieces_before": len(
+            _pieces(spec["model"])), "pieces_kept": len(keep), "embedding_rows_before": int(old.weight.shape[0]),
+        "corpus": list(corpus_names), "corpus_texts": len(texts), "tokenizer_model": spec["model"]["type"]
     }
     with staged_dir(out_dir, TRIM_RECORD) as tmp:
         for path in model_dir.iterdir():  # records and modelling code (training.json, pruning.json, *.py)
-            if (
-                path.is_file()
-                and not path.name.startswith(".")
-                and path.suffix not in _WEIGHT_SUFFIXES
-                and path.name not in _TOKENIZER_FILES
-                and path.name != "config.json"
-            ):
+            if (path.is_file() and not path.name.startswith(".") and path.suffix not in _WEIGHT_SUFFIXES
+                    and path.name not in _TOKENIZER_FILES and path.name != "config.json"):
                 shutil.copy2(path, tmp / path.name)
         model.save_pretrained(tmp)
         fast.save_pretrained(tmp)

@@ -177,18 +177,9 @@ def findings(results: Results) -> Findings:
     spread = _spread(config.get("run_to_run_points"), max((s.high - s.low for s in seeds), default=0.0))
     fastest, not_considered = fastest_serving(rows, within)
     reference, frontier = _frontier(rows)
-    return Findings(
-        within,
-        tuple(seeds),
-        spread,
-        tuple(verdicts(rows, within, spread)),
-        tuple(Chosen(r["name"], r.get("source_row"), r["chosen_by"]) for r in rows if r.get("chosen_by")),
-        tuple(fastest),
-        tuple(not_considered),
-        reference,
-        tuple(frontier),
-        transfer(rows),
-    )
+    return Findings(within, tuple(seeds), spread, tuple(verdicts(rows, within, spread)),
+                    tuple(Chosen(r["name"], r.get("source_row"), r["chosen_by"]) for r in rows if r.get("chosen_by")),
+                    tuple(fastest), tuple(not_considered), reference, tuple(frontier), transfer(rows))
 
 
 def reference_seed(teacher: Row) -> Row:
@@ -199,17 +190,17 @@ def reference_seed(teacher: Row) -> Row:
 
 def served_backend(rows: list[Row]) -> str:
     """The backend of the rows' `served` blocks (one per grid run)."""
-    names = sorted(
-        {r["served"]["backend"] for r in rows if isinstance(r.get("served"), dict) and "backend" in r["served"]}
-    )
+    names = sorted({
+        r["served"]["backend"]
+        for r in rows if isinstance(r.get("served"), dict) and "backend" in r["served"]
+    })
     return ", ".join(names) or "ONNX Runtime int8"
 
 
 def seed_ranges(rows: list[Row]) -> list[SeedRange]:
     """Each row trained with several seeds: the run-to-run spread this grid measured itself."""
     return [
-        SeedRange(r["name"], 100 * min(accs), 100 * max(accs), len(accs))
-        for r in rows
+        SeedRange(r["name"], 100 * min(accs), 100 * max(accs), len(accs)) for r in rows
         if len(accs := [s["accuracy"] for s in r.get("seeds") or [] if s.get("accuracy") is not None]) > 1
     ]
 
@@ -224,16 +215,10 @@ def verdicts(rows: list[Row], within: float, spread: Spread | None) -> list[Verd
     """Each row's and served block's difference to the teacher against the budget `within` (points). A row
     trained here is trained again by a re-run, so the spread applies to it; a row serving another row's model
     (`source_row`) is deterministic given it."""
-    compared = [
-        (r["name"], False, Difference.of(r), not r.get("source_row"))
-        for r in rows
-        if r.get("vs_baseline") and r["name"] != TEACHER
-    ]
-    compared += [
-        (r["name"], True, Difference.of(r["served"]), True)
-        for r in rows
-        if isinstance(r.get("served"), dict) and r["served"].get("vs_baseline")
-    ]
+    compared = [(r["name"], False, Difference.of(r), not r.get("source_row")) for r in rows
+                if r.get("vs_baseline") and r["name"] != TEACHER]
+    compared += [(r["name"], True, Difference.of(r["served"]), True) for r in rows
+                 if isinstance(r.get("served"), dict) and r["served"].get("vs_baseline")]
     found = []
     for name, served, d, trained in compared:
         close = 100 * d.difference >= -within - FLOAT_NOISE
@@ -249,8 +234,7 @@ def fastest_serving(rows: list[Row], within: float) -> tuple[list[FastestServing
     the best+X rows left out for falling further."""
     dev = {r["name"]: r.get("dev_accuracy") for r in rows}
     served = [
-        r
-        for r in rows
+        r for r in rows
         if serves_best(r) and r.get("dev_accuracy") is not None and dev.get(r.get("source_row")) is not None
     ]
     equal = [r for r in served if r["dev_accuracy"] >= dev[r["source_row"]] - within / 100]
@@ -260,28 +244,16 @@ def fastest_serving(rows: list[Row], within: float) -> tuple[list[FastestServing
         if timed:
             win = max(timed, key=lambda r: r[f"speedup_b{batch}"])
             found.append(
-                FastestServing(
-                    batch,
-                    win["name"],
-                    win["backend"],
-                    win["source_row"],
-                    win[f"speedup_b{batch}"],
-                    tuple((r["name"], r[f"speedup_b{batch}"]) for r in timed if r is not win),
-                )
-            )
+                FastestServing(batch, win["name"], win["backend"], win["source_row"], win[f"speedup_b{batch}"],
+                               tuple((r["name"], r[f"speedup_b{batch}"]) for r in timed if r is not win)))
     return found, [r["name"] for r in served if r not in equal]
 
 
 def _frontier(rows: list[Row]) -> tuple[Reference | None, list[FrontierLine]]:
     """Per budget and batch size, the fastest model end to end whose 95% interval excludes a loss larger than
     the budget (rows and served blocks alike), and the reference against the teacher."""
-    entries = [
-        (row["name"], block is not row, block, row)
-        for row in rows
-        if row["name"] not in (TEACHER, REFERENCE)
-        for block in (row, row.get("served"))
-        if isinstance(block, dict) and block.get("vs_baseline")
-    ]
+    entries = [(row["name"], block is not row, block, row) for row in rows if row["name"] not in (TEACHER, REFERENCE)
+               for block in (row, row.get("served")) if isinstance(block, dict) and block.get("vs_baseline")]
     base = next((r for r in rows if r["name"] == TEACHER), None)
     ref = next((r for r in rows if r["name"] == REFERENCE), None)
     if not entries or base is None or not any(e[2].get("e2e_speedup_b32") for e in entries):
@@ -290,29 +262,21 @@ def _frontier(rows: list[Row]) -> tuple[Reference | None, list[FrontierLine]]:
     if ref and ref.get("vs_baseline"):
         first = reference_seed(base)
         mean = (len(base["seeds"]), base["accuracy"], base["macro_f1"]) if first is not base else None
-        reference = Reference(
-            ref["accuracy"],
-            ref["macro_f1"],
-            first["accuracy"],
-            first["macro_f1"],
-            Difference.of(ref),
-            mean,
-            _ratio(ref, base, 32),
-        )
+        reference = Reference(ref["accuracy"], ref["macro_f1"], first["accuracy"], first["macro_f1"],
+                              Difference.of(ref), mean, _ratio(ref, base, 32))
     lines: list[FrontierLine] = []
     for batch in (32, 1):
         key = f"e2e_speedup_b{batch}"
         for budget in BUDGETS:
             timed = [
-                e
-                for e in entries
+                e for e in entries
                 if 100 * e[2]["vs_baseline"]["ci_low"] >= -budget - FLOAT_NOISE and e[2].get(key) is not None
             ]
             winner = _winner(timed, batch, ref) if timed else None
             if lines and lines[-1].batch == batch and lines[-1].winner == winner:
                 lines[-1] = FrontierLine(batch, (*lines[-1].budgets, budget), winner)
             else:
-                lines.append(FrontierLine(batch, (budget,), winner))
+                lines.append(FrontierLine(batch, (budget, ), winner))
     return reference, lines
 
 
@@ -325,25 +289,14 @@ def _winner(timed: list[tuple[str, bool, dict, Row]], batch: int, ref: Row | Non
     teacher = max((e for e in timed if e[3].get("source_row") == TEACHER), key=lambda e: e[2][key], default=None)
     versus = None
     if ref:
-        versus = (
-            100 * (block["accuracy"] - ref["accuracy"]),
-            100 * (block["macro_f1"] - ref["macro_f1"]),
-            _ratio(block, ref, batch),
-        )
-    return Winner(
-        name,
-        served,
-        block[key],
-        block.get(f"speedup_b{batch}") or None,
-        block["accuracy"],
-        Difference.of(block),
-        block.get("disk_mb"),
-        row["peak_rss_mb"] if not served and row.get("peak_rss_mb") else None,
-        (label(teacher[0], teacher[1]), _ratio(block, teacher[2], batch))
-        if teacher and teacher[2] is not block
-        else None,
-        versus,
-    )
+        versus = (100 * (block["accuracy"] - ref["accuracy"]), 100 * (block["macro_f1"] - ref["macro_f1"]),
+                  _ratio(block, ref, batch),
+                  )
+    return Winner(name, served, block[key],
+                  block.get(f"speedup_b{batch}") or None, block["accuracy"], Difference.of(block), block.get("disk_mb"),
+                  row["peak_rss_mb"] if not served and row.get("peak_rss_mb") else None,
+                  (label(teacher[0], teacher[1]),
+                   _ratio(block, teacher[2], batch)) if teacher and teacher[2] is not block else None, versus)
 
 
 def label(row: str, served: bool) -> str:
@@ -366,13 +319,7 @@ def transfer(rows: list[Row]) -> Transfer | None:
         return None
     first = next(iter(groups.values()))[0]["transfer"]
     uses = tuple(
-        TransferUse(
-            tuple(r["name"] for r in members),
-            members[0]["transfer"]["kept"],
-            members[0]["transfer"].get("teacher_agreement_with_file_labels"),
-        )
-        for members in groups.values()
-    )
-    return Transfer(
-        first["file"], first["texts_read"], first["pieces"], first["dropped_overlap"], first["dropped_duplicate"], uses
-    )
+        TransferUse(tuple(r["name"] for r in members), members[0]["transfer"]["kept"], members[0]["transfer"].get(
+            "teacher_agreement_with_file_labels")) for members in groups.values())
+    return Transfer(first["file"], first["texts_read"], first["pieces"], first["dropped_overlap"],
+                    first["dropped_duplicate"], uses)

@@ -15,11 +15,9 @@ from .markdown import findings_lines
 from .plots import plots as draw_plots
 from .tables import choice_table, csv_text, markdown_table
 
-CHOICE_NOTE = (
-    "Each model as it can be deployed (a row, or a row's model in the runtime the grid serves it with), "
-    "fastest end to end at batch 32 first; `e2e` = raw strings in, labels out. All figures are below and "
-    "in results.csv."
-)
+CHOICE_NOTE = ("Each model as it can be deployed (a row, or a row's model in the runtime the grid serves it with), "
+               "fastest end to end at batch 32 first; `e2e` = raw strings in, labels out. All figures are below and "
+               "in results.csv.")
 
 
 def write_report(out_dir: Path) -> Path:
@@ -39,11 +37,9 @@ def write_report(out_dir: Path) -> Path:
     if choice:
         md += ["## Choosing a model", "", CHOICE_NOTE, "", choice, "", "## All figures", ""]
     md += [
-        markdown_table(rows, meta.get("unlearnable_classes")),
-        "",
-        "Accuracy and macro-F1 are fractions of the test split"
-        + _seeds_note(rows)
-        + "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
+        markdown_table(rows, meta.get("unlearnable_classes")), "",
+        "Accuracy and macro-F1 are fractions of the test split" + _seeds_note(rows) +
+        "; `Δ acc.` is the paired difference to the baseline in accuracy points over the same test texts, "
         "with a 95% bootstrap interval. Two kinds of latency, in milliseconds per batch: **model-only** (`b1`, "
         "`b32`, `speedup`: texts tokenised before timing, the model alone) and **end-to-end** (`e2e`: raw strings "
         "in, labels out, tokenisation or TF-IDF featurisation included, as `serve` and `predict` run). Batches "
@@ -51,16 +47,11 @@ def write_report(out_dir: Path) -> Path:
         "(less padding, as offline scoring of a file does). A speedup is the baseline's latency / the row's in "
         "the same mode, both measured in the same process, interleaved, median of the repeats below. "
         "`served` = the same model run by "
-        f"`{served_backend(done)}`, timed in the same session. "
-        + _timed_texts(meta)
-        + (
-            f"Every row is scored and timed with max_length {max_length} (the baseline's) on the same test texts. "
-            if max_length
-            else ""
-        )
-        + "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
-        "Sizes are MiB (2^20 bytes). Energy and CO2 cover building the row (training) and scoring it.",
-        "",
+        f"`{served_backend(done)}`, timed in the same session. " + _timed_texts(meta) +
+        (f"Every row is scored and timed with max_length {max_length} (the baseline's) on the same test texts. "
+         if max_length else "") +
+        "`enc. sparsity` = share of the teacher's encoder Linear weights that the row's model no longer has. "
+        "Sizes are MiB (2^20 bytes). Energy and CO2 cover building the row (training) and scoring it.", ""
     ]
     md += findings_lines(found)
     for plot in plots:
@@ -83,17 +74,10 @@ def _seeds_note(rows: list[Row]) -> str:
     if not seeded:
         return ""
     teacher = any(r["name"] == "baseline" and len(r.get("seeds") or []) > 1 for r in rows)
-    return (
-        " (mean ± SD over seeds for the rows trained with several; seeds per row: "
-        + ", ".join(seeded)
-        + "; intervals pool each text's correctness over a row's seeds"
-        + (
-            "; every `Δ acc.` is against the baseline's first seed, the teacher every student learned from"
-            if teacher
-            else ""
-        )
-        + ")"
-    )
+    return (" (mean ± SD over seeds for the rows trained with several; seeds per row: " + ", ".join(seeded) +
+            "; intervals pool each text's correctness over a row's seeds" +
+            ("; every `Δ acc.` is against the baseline's first seed, the teacher every student learned from"
+             if teacher else "") + ")")
 
 
 def _timed_texts(meta: Meta) -> str:

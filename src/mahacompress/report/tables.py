@@ -13,40 +13,23 @@ from ..study.results import Row
 # (field, header, format) of the Markdown table, in the order a user reads them when choosing a model.
 # A dotted field reads a nested block (`served.x`: the row's model as the grid serves it, `served.backend`).
 COLUMNS = [
-    ("name", "row", "{}"),
-    ("accuracy", "acc.", "{:.2%}"),
-    ("vs_baseline", "Δ acc. vs baseline [95% CI]", "{}"),
-    ("macro_f1", "macro-F1", "{:.2%}"),
-    ("accuracy_learnable", "acc. w/o untrained classes", "{:.2%}"),
-    ("macro_f1_learnable", "F1 w/o untrained classes", "{:.2%}"),
-    ("encoder_sparsity", "enc. sparsity", "{:.1%}"),
-    ("params_total", "params", "{:,}"),
-    ("disk_mb", "disk MiB", "{:.0f}"),
-    ("latency_ms_b1_p50", "b1 p50 ms", "{:.2f}"),
-    ("latency_ms_b32_p50", "b32 p50 ms", "{:.1f}"),
-    ("latency_ms_b32_p95", "b32 p95 ms", "{:.1f}"),
-    ("throughput_b32", "texts/s", "{:.0f}"),
-    ("speedup_b32", "speedup b32", "{:.2f}x"),
-    ("speedup_b1", "speedup b1", "{:.2f}x"),
-    ("e2e_ms_b1_p50", "e2e b1 ms", "{:.2f}"),
-    ("e2e_ms_b32_p50", "e2e b32 ms", "{:.1f}"),
-    ("e2e_ms_b32_sorted_p50", "e2e b32 sorted ms", "{:.1f}"),
-    ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"),
-    ("e2e_speedup_b32", "e2e speedup b32", "{:.2f}x"),
-    ("e2e_speedup_b1", "e2e speedup b1", "{:.2f}x"),
-    ("served.accuracy", "served acc.", "{:.2%}"),
-    ("served.vs_baseline", "served Δ acc. [95% CI]", "{}"),
-    ("served.speedup_b32", "served speedup b32", "{:.2f}x"),
+    ("name", "row", "{}"), ("accuracy", "acc.", "{:.2%}"), ("vs_baseline", "Δ acc. vs baseline [95% CI]", "{}"),
+    ("macro_f1", "macro-F1", "{:.2%}"), ("accuracy_learnable", "acc. w/o untrained classes", "{:.2%}"),
+    ("macro_f1_learnable", "F1 w/o untrained classes", "{:.2%}"), ("encoder_sparsity", "enc. sparsity", "{:.1%}"),
+    ("params_total", "params", "{:,}"), ("disk_mb", "disk MiB", "{:.0f}"), ("latency_ms_b1_p50", "b1 p50 ms", "{:.2f}"),
+    ("latency_ms_b32_p50", "b32 p50 ms", "{:.1f}"), ("latency_ms_b32_p95", "b32 p95 ms", "{:.1f}"),
+    ("throughput_b32", "texts/s", "{:.0f}"), ("speedup_b32", "speedup b32", "{:.2f}x"),
+    ("speedup_b1", "speedup b1", "{:.2f}x"), ("e2e_ms_b1_p50", "e2e b1 ms", "{:.2f}"),
+    ("e2e_ms_b32_p50", "e2e b32 ms", "{:.1f}"), ("e2e_ms_b32_sorted_p50", "e2e b32 sorted ms", "{:.1f}"),
+    ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"), ("e2e_speedup_b32", "e2e speedup b32", "{:.2f}x"),
+    ("e2e_speedup_b1", "e2e speedup b1", "{:.2f}x"), ("served.accuracy", "served acc.", "{:.2%}"),
+    ("served.vs_baseline", "served Δ acc. [95% CI]", "{}"), ("served.speedup_b32", "served speedup b32", "{:.2f}x"),
     ("served.speedup_b1", "served speedup b1", "{:.2f}x"),
     ("served.e2e_speedup_b32", "served e2e speedup b32", "{:.2f}x"),
-    ("served.e2e_speedup_b1", "served e2e speedup b1", "{:.2f}x"),
-    ("served.disk_mb", "served disk MiB", "{:.0f}"),
-    ("peak_rss_mb", "peak MiB", "{:.0f}"),
-    ("peak_gpu_mb", "peak GPU MiB", "{:.0f}"),
-    ("train_seconds", "train s", "{:.0f}"),
-    ("energy_kwh", "kWh", "{:.4f}"),
-    ("co2_kg", "CO2 kg", "{:.4f}"),
-    ("energy_measured", "energy", "{}"),
+    ("served.e2e_speedup_b1", "served e2e speedup b1", "{:.2f}x"), ("served.disk_mb", "served disk MiB", "{:.0f}"),
+    ("peak_rss_mb", "peak MiB", "{:.0f}"), ("peak_gpu_mb", "peak GPU MiB", "{:.0f}"),
+    ("train_seconds", "train s", "{:.0f}"), ("energy_kwh", "kWh", "{:.4f}"), ("co2_kg", "CO2 kg", "{:.4f}"),
+    ("energy_measured", "energy", "{}")
 ]
 
 
@@ -97,19 +80,12 @@ def markdown_table(rows: list[dict], unlearnable: list[str] | None = None) -> st
 
 # The short table a user chooses from: one line per deployable model (each row, and each row's model as the grid
 # serves it), fastest end to end first; every figure of the long table is in results.csv and under "All figures".
-CHOICE_COLUMNS = [
-    ("accuracy", "acc.", "{:.2%}"),
-    ("vs_baseline", "Δ acc. [95% CI]", "{}"),
-    ("macro_f1", "macro-F1", "{:.2%}"),
-    ("e2e_ms_b32_p50", "e2e b32 ms", "{:.1f}"),
-    ("e2e_speedup_b32", "e2e speedup b32", "{:.1f}x"),
-    ("e2e_speedup_b1", "e2e speedup b1", "{:.1f}x"),
-    ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"),
-    ("disk_mb", "disk MiB", "{:.0f}"),
-    ("peak_rss_mb", "peak MiB", "{:.0f}"),
-    ("peak_gpu_mb", "peak GPU MiB", "{:.0f}"),
-    ("energy_kwh", "build kWh", "{:.4f}"),
-]
+CHOICE_COLUMNS = [("accuracy", "acc.", "{:.2%}"), ("vs_baseline", "Δ acc. [95% CI]", "{}"),
+                  ("macro_f1", "macro-F1", "{:.2%}"), ("e2e_ms_b32_p50", "e2e b32 ms", "{:.1f}"),
+                  ("e2e_speedup_b32", "e2e speedup b32", "{:.1f}x"), ("e2e_speedup_b1", "e2e speedup b1", "{:.1f}x"),
+                  ("e2e_throughput_b32", "e2e texts/s", "{:.0f}"), ("disk_mb", "disk MiB", "{:.0f}"),
+                  ("peak_rss_mb", "peak MiB", "{:.0f}"), ("peak_gpu_mb", "peak GPU MiB", "{:.0f}"),
+                  ("energy_kwh", "build kWh", "{:.4f}"), ]
 
 
 def choice_table(rows: list[dict]) -> str:
@@ -139,9 +115,8 @@ def csv_text(rows: list[Row]) -> str:
     flat = [_flat(r) for r in rows]
     fields = sorted({k for r in flat for k in r if not isinstance(r[k], (dict, list))})
     buf = io.StringIO()
-    writer = csv.DictWriter(
-        buf, fieldnames=["name"] + [f for f in fields if f != "name"], extrasaction="ignore", lineterminator="\n"
-    )
+    writer = csv.DictWriter(buf, fieldnames=["name"] + [f for f in fields if f != "name"], extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(flat)
     return buf.getvalue()

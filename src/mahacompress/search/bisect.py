@@ -13,16 +13,9 @@ from collections.abc import Callable
 CLEARLY_FASTER = 1.2
 
 
-def search(
-    order: list[str],
-    fastest_ms: dict[str, float],
-    teacher_ms: float,
-    tried: dict[str, dict],
-    run_trial: Callable[[str], dict[str, dict]],
-    out_of_time: Callable[[], bool],
-    family: dict[str, str] | None = None,
-    sources: dict[str, str | None] | None = None,
-) -> bool:
+def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
+           run_trial: Callable[[str], dict[str, dict]], out_of_time: Callable[[], bool],
+           family: dict[str, str] | None = None, sources: dict[str, str | None] | None = None) -> bool:
     """Bisect `order` (candidates by their fastest time): train the middle of those that can still win
     (`open_candidates`), add what `run_trial(name)` returns ({name: outcome}: a kdpNN trial adds its kd row
     too) to `tried`, until none can win. Returns whether it stopped because `out_of_time()`."""
@@ -49,33 +42,20 @@ def train_chain(names: list[str], train_one: Callable[[str], dict], out_of_time:
     return results
 
 
-def open_candidates(
-    order: list[str],
-    fastest_ms: dict[str, float],
-    teacher_ms: float,
-    tried: dict[str, dict],
-    family: dict[str, str] | None = None,
-    sources: dict[str, str | None] | None = None,
-) -> list[str]:
+def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
+                    family: dict[str, str] | None = None, sources: dict[str, str | None] | None = None) -> list[str]:
     """Untried candidates that could beat the best passing model: faster than it, and not ruled out by a failure
     (`ruled_out`). A trial that errored proves nothing."""
     best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
     return [
-        n
-        for i, n in enumerate(order)
-        if n not in tried
-        and ruled_out(order, i, tried, family, sources) is None
-        and fastest_ms[n] * CLEARLY_FASTER < best
+        n for i, n in enumerate(order)
+        if n not in tried and ruled_out(order, i, tried, family, sources) is None and fastest_ms[n] *
+        CLEARLY_FASTER < best
     ]
 
 
-def ruled_out(
-    order: list[str],
-    i: int,
-    tried: dict[str, dict],
-    family: dict[str, str] | None,
-    sources: dict[str, str | None] | None = None,
-) -> str | None:
+def ruled_out(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None,
+              sources: dict[str, str | None] | None = None) -> str | None:
     """Why `order[i]` is assumed to fail, if a failure says so: the model it is built from failed (a kdpNN
     prunes its kd row's student further: it starts from that model's accuracy and removes weights), or a slower
     candidate of its family failed (accuracy is assumed to rise with size within a family: layer students, pruned
@@ -85,27 +65,17 @@ def ruled_out(
     if source and tried.get(source, {}).get("passed") is False:
         return f"{source} failed, and it is built from {source}'s trained model"
     same = (lambda n: True) if family is None else (lambda n: family[n] == family[order[i]])
-    failed = [n for n in order[i + 1 :] if same(n) and tried.get(n, {}).get("passed") is False]
-    return (
-        f"{failed[-1]} is slower and failed (accuracy is assumed to rise with size within a family)" if failed else None
-    )
+    failed = [n for n in order[i + 1:] if same(n) and tried.get(n, {}).get("passed") is False]
+    return (f"{failed[-1]} is slower and failed (accuracy is assumed to rise with size within a family)"
+            if failed else None)
 
 
-def verdicts(
-    order: list[str],
-    fastest_ms: dict[str, float],
-    teacher_ms: float,
-    tried: dict[str, dict],
-    timed_out: bool,
-    family: dict[str, str] | None = None,
-    sources: dict[str, str | None] | None = None,
-) -> dict[str, dict]:
+def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict], timed_out: bool,
+             family: dict[str, str] | None = None, sources: dict[str, str | None] | None = None) -> dict[str, dict]:
     """Why each candidate was or was not trained: passed / failed / error, or not trained because it cannot
     win, was pruned by the search, or the time ran out."""
-    best_name, best = min(
-        [("the teacher", teacher_ms)] + [(n, o["ms"]) for n, o in tried.items() if o.get("passed")],
-        key=lambda item: item[1],
-    )
+    best_name, best = min([("the teacher", teacher_ms)] + [(n, o["ms"]) for n, o in tried.items() if o.get("passed")],
+                          key=lambda item: item[1])
     out = {}
     for i, name in enumerate(order):
         why_not = ruled_out(order, i, tried, family, sources)
@@ -114,10 +84,9 @@ def verdicts(
             out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
         elif fastest_ms[name] * CLEARLY_FASTER >= best:
             out[name] = {
-                "status": "cannot win",
-                "why": f"its fastest shippable runtime ({fastest_ms[name]:.1f} ms) "
+                "status": "cannot win", "why": f"its fastest shippable runtime ({fastest_ms[name]:.1f} ms) "
                 f"is not {CLEARLY_FASTER:g}x faster than {best_name} "
-                f"({best:.1f} ms), which passed",
+                f"({best:.1f} ms), which passed"
             }
         elif why_not is not None:
             out[name] = {"status": "pruned by the search", "why": why_not}

@@ -19,15 +19,8 @@ from ..models.folder import checkpoint_digest
 from ..models.load import load_classifier, load_tokenizer, save_classifier
 from ..models.trim import corpus_texts, trim
 from ..study.context import RecipeContext
-from ..study.recipes import (
-    KINDS,
-    RowSpec,
-    kdprune_source,
-    left_out,
-    parse_row,
-    settings_of,
-    transfer_set,
-)
+from ..study.recipes import KINDS, left_out, parse_row, settings_of
+from ..study.rowspec import RowSpec, kdprune_source, transfer_set
 from ..train.distill import layer_student
 from ..train.pruning.compact import compact, plan, save_pruned
 from ..train.pruning.masks import MaskedModel, make_binarizer
@@ -40,9 +33,8 @@ def native_runtimes() -> list[str]:
     return [r for r in OPTIMIZE_RUNTIMES if unsupported_reason(r) is None]
 
 
-def resolve_candidates(
-    names: list[str], *, transfer: bool, teacher_layers: int | None, teacher_hidden: int | None, grid_cfg: GridConfig
-) -> tuple[list[RowSpec], dict[str, str]]:
+def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int | None, teacher_hidden: int | None,
+                       grid_cfg: GridConfig) -> tuple[list[RowSpec], dict[str, str]]:
     """The candidates' row specs (with `+tr` on every row that distils when a transfer set is given: it adds
     training text, not latency), each kdpNN's `kd` row added, and the rows left out with why (a layer
     student deeper than the teacher, `recipes.left_out`, as the grid skips such a row)."""
@@ -51,10 +43,8 @@ def resolve_candidates(
     for name in names:
         spec = parse_row(name)
         if spec.served_from_another or spec.mp or not (KINDS[spec.kind].compressed or spec.kind == "static"):
-            raise MahaError(
-                f"candidate '{name}': expected a compressed row of the grid (kd[N], pNN[+kd], kdpNN, "
-                "static), trained and run in fp32; the runtime is chosen by measurement"
-            )
+            raise MahaError(f"candidate '{name}': expected a compressed row of the grid (kd[N], pNN[+kd], kdpNN, "
+                            "static), trained and run in fp32; the runtime is chosen by measurement")
         if spec.tr and not transfer:
             raise MahaError(f"candidate '{name}' uses the transfer set: give --transfer-set")
         if transfer and not spec.tr and (spec.kd or KINDS[spec.kind].distils):
@@ -91,9 +81,8 @@ def build_shape(ctx: RecipeContext, spec: RowSpec, folder: Path) -> None:
     info = {"untrained_shape_of": spec.name, "settings": settings}
     corpus = training_texts(ctx, spec)
     if spec.kind == "static":  # the table before its training: the teacher's trimmed vocabulary, PCA, SIF
-        model, tokenizer, _ = build_table(
-            ctx.teacher_dir, corpus, ctx.cfg.static_dim, trust_remote_code=ctx.trust_remote_code
-        )
+        model, tokenizer, _ = build_table(ctx.teacher_dir, corpus, ctx.cfg.static_dim,
+                                          trust_remote_code=ctx.trust_remote_code)
         save_classifier(model, tokenizer, folder, info)
         return
     model = load_classifier(ctx.teacher_dir, trust_remote_code=ctx.trust_remote_code)
@@ -116,8 +105,7 @@ def build_shape(ctx: RecipeContext, spec: RowSpec, folder: Path) -> None:
             corpus,
             folder,
             corpus_names=corpus_names(spec),  # copies training.json, the record above
-            trust_remote_code=ctx.trust_remote_code,
-        )
+            trust_remote_code=ctx.trust_remote_code)
 
 
 def served_copy(out: Path, ctx: RecipeContext, spec: RowSpec, model_dir: str) -> str:
@@ -128,17 +116,10 @@ def served_copy(out: Path, ctx: RecipeContext, spec: RowSpec, model_dir: str) ->
         return model_dir
     folder = out / "served" / folder_of(spec)
     record = folder / TRIM_RECORD
-    if not (
-        record.is_file()
-        and json.loads(record.read_text(encoding="utf-8")).get("source_checkpoint") == checkpoint_digest(model_dir)
-    ):
-        trim(
-            Path(model_dir),
-            training_texts(ctx, spec),
-            folder,
-            corpus_names=corpus_names(spec),
-            trust_remote_code=ctx.trust_remote_code,
-        )
+    if not (record.is_file() and json.loads(record.read_text(encoding="utf-8")).get("source_checkpoint")
+            == checkpoint_digest(model_dir)):
+        trim(Path(model_dir), training_texts(ctx, spec), folder, corpus_names=corpus_names(spec),
+             trust_remote_code=ctx.trust_remote_code)
     return str(folder)
 
 

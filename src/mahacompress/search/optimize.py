@@ -52,7 +52,6 @@ grid's own, never through the grid.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -65,22 +64,20 @@ from ..core.files import SEARCH_RECORD, TRAINING_RECORD, output_lock, write_json
 from ..core.hardware import describe, unsupported_reason
 from ..core.validate import check_optimize_config, check_output_dir
 from ..data.splits import load_splits
-from ..infer.numpy_engine import is_static
 from ..models.load import config_labels, load_config
-from ..study.context import RecipeContext, RowSettings, open_context
-from ..study.grid import timing_texts
+from ..study.context import RowSettings, open_context
 from ..study.preset import load_preset
-from ..study.recipes import RowSpec, build, parse_row, settings_of, transfer_set
+from ..study.recipes import build, parse_row
+from ..study.rowspec import transfer_set
+from ..study.timing import timing_texts
 from .bisect import search, train_chain, verdicts
 from .candidates import (
     build_shape,
-    corpus_names,
     folder_of,
     native_runtimes,
     resolve_candidates,
     served_copy,
     source_of,
-    training_texts,
 )
 from .report import write_report
 from .scoring import (
@@ -91,6 +88,8 @@ from .scoring import (
     runtimes_of,
     time_models,
 )
+from .trials import candidate_row, check_claim, saved_trial, shape_timing, train_trial, trial_path
+from .winner import export_winner
 
 _console = Console(stderr=True, markup=False, highlight=False)
 
@@ -107,87 +106,50 @@ SHAPE_TIMING_TEXTS = 64
 # ---------------------------------------------------------------- the command
 
 
-def optimize(
-    teacher: str,
-    data: DataConfig,
-    cfg: OptimizeConfig,
-    out: Path,
-    *,
-    transfer: TransferConfig | None = None,
-    clock=time.monotonic,
-    trust_remote_code: bool = False,
-) -> dict:
+def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, transfer: TransferConfig | None = None,
+             clock=time.monotonic, trust_remote_code: bool = False) -> dict:
     """Find, export and report the fastest model within `cfg.budget` dev points of `teacher` (see the module
     docstring); returns the report written to `out/optimize.json`. `trust_remote_code` lets the teacher (and so
     every model built from it) run the Python code its folder or hub repository ships."""
     start = clock()
     check_optimize_config(cfg)
     out = Path(out)
-    check_output_dir(
-        out,
-        SEARCH_RECORD,
-        grows=True,
-        inputs=(teacher, data.dataset, data.data_dir, transfer.path if transfer else None),
-    )
+    check_output_dir(out, SEARCH_RECORD, grows=True,
+                     inputs=(teacher, data.dataset, data.data_dir, transfer.path if transfer else None))
     with output_lock(out):  # the search resumes in its folder: a second run into it at the same time is refused
         return _search(teacher, data, cfg, out, transfer, clock, trust_remote_code, start)
 
 
-def _search(
-    teacher: str,
-    data: DataConfig,
-    cfg: OptimizeConfig,
-    out: Path,
-    transfer: TransferConfig | None,
-    clock,
-    trust_remote_code: bool,
-    start: float,
-) -> dict:
+def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, transfer: TransferConfig | None, clock,
+            trust_remote_code: bool, start: float) -> dict:
     """`optimize`'s steps 1-5, once its options and output folder are checked and the folder is locked."""
     grid_cfg, preset = load_preset(cfg.preset)
-    transfer_cfg = (
-        replace(grid_cfg.transfer, path=transfer.path, text_col=transfer.text_col, label_col=None)
-        if transfer and transfer.path
-        else TransferConfig()
-    )
+    transfer_cfg = (replace(grid_cfg.transfer, path=transfer.path, text_col=transfer.text_col, label_col=None)
+                    if transfer and transfer.path else TransferConfig())
     # the user's file replaces the preset's, also in a row's transfer_overrides (which keep their caps and windows)
     overrides = {
-        row: {k: v for k, v in values.items() if k not in ("path", "text_col", "label_col")}
+        row: {k: v
+              for k, v in values.items() if k not in ("path", "text_col", "label_col")}
         for row, values in grid_cfg.transfer_overrides.items()
     }
-    grid_cfg = replace(
-        grid_cfg, transfer=transfer_cfg, transfer_overrides=overrides, max_train_rows=data.max_train_rows
-    )
+    grid_cfg = replace(grid_cfg, transfer=transfer_cfg, transfer_overrides=overrides,
+                       max_train_rows=data.max_train_rows)
     identity = {
-        "teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher,
-        "data": asdict(data),
-        "transfer": asdict(transfer_cfg),
-        "finetune": asdict(grid_cfg.finetune),
+        "teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher, "data": asdict(data),
+        "transfer": asdict(transfer_cfg), "finetune": asdict(grid_cfg.finetune)
     }
-    _check_claim(out, identity)
+    check_claim(out, identity)
     splits = load_splits(data)
     teacher_config = _check_teacher(teacher, splits.labels, trust_remote_code)
-    specs, unfit = resolve_candidates(
-        cfg.candidates,
-        transfer=transfer_cfg.path is not None,
-        teacher_layers=getattr(teacher_config, "num_hidden_layers", None),
-        teacher_hidden=getattr(teacher_config, "hidden_size", None),
-        grid_cfg=grid_cfg,
-    )
+    specs, unfit = resolve_candidates(cfg.candidates, transfer=transfer_cfg.path is not None,
+                                      teacher_layers=getattr(teacher_config, "num_hidden_layers", None),
+                                      teacher_hidden=getattr(teacher_config, "hidden_size", None), grid_cfg=grid_cfg)
     if unfit:
-        _console.print(
-            "left out, the teacher cannot give them their shape: "
-            + "; ".join(f"{n} ({why})" for n, why in unfit.items())
-        )
+        _console.print("left out, the teacher cannot give them their shape: " + "; ".join(f"{n} ({why})"
+                                                                                          for n, why in unfit.items()))
     write_json(out / SEARCH_RECORD, identity)  # every check passed: the folder is this search's from now on
-    ctx = open_context(
-        RowSettings(grid_cfg, teacher, data.dataset),
-        splits,
-        data,
-        out / "models",
-        trust_remote_code=trust_remote_code,
-        cache=out / "cache",
-    )
+    ctx = open_context(RowSettings(grid_cfg, teacher, data.dataset), splits, data, out / "models",
+                       trust_remote_code=trust_remote_code, cache=out / "cache")
     teacher_dir = ctx.teacher_dir
     if teacher_dir != teacher and not (Path(teacher_dir) / TRAINING_RECORD).is_file():
         _console.print(f"fine-tuning the teacher {teacher} on {splits.name} first (its labels are not the dataset's)")
@@ -197,10 +159,9 @@ def _search(
             transfer_set(ctx, spec)
     # torch fp32, the reference, and fp32 ONNX, what ships when nothing faster passes, are always measured
     runtimes = list(
-        dict.fromkeys(
-            [REFERENCE, "onnx", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)]
-        )
-    )
+        dict.fromkeys([
+            REFERENCE, "onnx", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)
+        ]))
     texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
 
     phases: dict[str, float] = {}  # this invocation's seconds per step, for the report
@@ -214,33 +175,23 @@ def _search(
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(ctx, spec, out / "shapes" / folder_of(spec))
-    shape_ms, reused_seconds = _shape_timing(
-        out,
-        specs,
-        teacher_dir,
-        runtimes,
-        texts[: max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)],
-        cfg.batch_size,
-        replace(ctx, calibration=ctx.calibration[:SHAPE_CALIBRATION_TEXTS]),
-    )
+    shape_ms, reused_seconds = shape_timing(out, specs, teacher_dir, runtimes,
+                                            texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
+                                            replace(ctx, calibration=ctx.calibration[:SHAPE_CALIBRATION_TEXTS]))
     teacher_pred = dev_predictions(teacher_dir, runtimes, ctx)
-    teacher_outcome = outcome(
-        {"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred[REFERENCE], splits, cfg
-    )
+    teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred[REFERENCE], splits,
+                              cfg)
     fastest = {s.name: min(ms for r, ms in shape_ms[s.name].items() if r in SHIPPABLE) for s in specs}
     order = sorted(fastest, key=fastest.get)
     lap("shapes (build, time) and the teacher's dev scores")
-    _console.print(
-        "candidates by their fastest runtime: "
-        + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order)
-        + f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})"
-    )
+    _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
+                   f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})")
 
     # 3. the search: reuse finished trials, then bisect
     by_name = {s.name: s for s in specs}
     tried = {}
     for spec in specs:
-        trial = _saved_trial(out, ctx, spec)
+        trial = saved_trial(out, ctx, spec)
         if trial is not None:
             served = served_copy(out, ctx, spec, trial["model_dir"])
             if trial.get("served_dir") != served:  # judged before trimming (an older version): judge what ships
@@ -248,7 +199,7 @@ def _search(
             missing = [r for r in runtimes_of(served, runtimes) if r not in trial["dev_predictions"]]
             if missing:  # a runtime this run adds (a package installed since): judge the trained model in it too
                 trial["dev_predictions"] |= dev_predictions(served, missing, ctx)
-                write_json(_trial_path(out, spec), trial)
+                write_json(trial_path(out, spec), trial)
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred[REFERENCE], splits, cfg)
             reused_seconds += trial.get("seconds", 0.0)
             ctx.finished[spec.name] = [trial["model_dir"]]  # a kdpNN trial may prune its model
@@ -260,15 +211,13 @@ def _search(
         spec = by_name[name]
         _console.print(f"training {name} ({clock() - start:.0f} s into the run)")
         try:
-            trials[name] = _trial(out, ctx, spec, runtimes)
+            trials[name] = train_trial(out, ctx, spec, runtimes)
         except MahaError as exc:
             return {"passed": None, "ms": None, "error": str(exc)}
         o = outcome(trials[name], shape_ms[name], teacher_pred[REFERENCE], splits, cfg)
-        _console.print(
-            f"{name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
-            f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: "
-            + (f"passes in {o['runtime']} ({o['ms']:.1f} ms)" if o["passed"] else "fails")
-        )
+        _console.print(f"{name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
+                       f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: " +
+                       (f"passes in {o['runtime']} ({o['ms']:.1f} ms)" if o["passed"] else "fails"))
         return o
 
     def run_trial(name: str) -> dict[str, dict]:
@@ -288,20 +237,16 @@ def _search(
     # 4. the winner: re-timed trained, its runtime chosen, exported, scored on test once
     passing = {n: o for n, o in tried.items() if o.get("passed")}
     winner = min(passing, key=lambda n: passing[n]["ms"]) if passing else "teacher"
-    winner_trial = _saved_trial(out, ctx, by_name[winner]) if winner != "teacher" else None
+    winner_trial = saved_trial(out, ctx, by_name[winner]) if winner != "teacher" else None
     winner_dir = winner_trial["model_dir"] if winner_trial else teacher_dir
     timed = {"teacher": (teacher_dir, runtimes)}
     if winner_trial:
         timed[winner] = (winner_trial["served_dir"], runtimes)
     final_ms = time_models(timed, texts, cfg.batch_size, ctx)
-    teacher_final = outcome(
-        {"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred[REFERENCE], splits, cfg
-    )
-    chosen = (
-        teacher_final
-        if winner == "teacher"
-        else outcome(winner_trial, final_ms[winner], teacher_pred[REFERENCE], splits, cfg)
-    )
+    teacher_final = outcome({"dev_predictions": teacher_pred}, final_ms["teacher"], teacher_pred[REFERENCE], splits,
+                            cfg)
+    chosen = (teacher_final
+              if winner == "teacher" else outcome(winner_trial, final_ms[winner], teacher_pred[REFERENCE], splits, cfg))
     overtaken = None
     if winner != "teacher" and (not chosen["passed"] or chosen["ms"] >= teacher_final["ms"]):
         # timed again beside the teacher, the student is no faster than the teacher in its fastest shippable
@@ -313,71 +258,31 @@ def _search(
         # further from its torch fp32 reference than the budget): it ships as fp32 ONNX, the reference's arithmetic
         chosen = chosen | {"runtime": "onnx", "ms": final_ms["teacher"]["onnx"]}
         note = "no shippable runtime passed on dev; exported as fp32 ONNX"
-    exported = _export(out, winner_dir, chosen["runtime"], ctx, by_name.get(winner)) | {"note": note}
+    exported = export_winner(out, winner_dir, chosen["runtime"], ctx, by_name.get(winner)) | {"note": note}
     lap("the winner (time, export, test)")
     report = {
         "meta": {
-            "teacher": teacher,
-            "teacher_dir": teacher_dir,
-            "dataset": splits.summary(),
-            "machine": describe(),
-            "config": asdict(cfg),
-            "preset": preset,
-            "runtimes": runtimes,
-            "max_length": ctx.max_length,
+            "teacher": teacher, "teacher_dir": teacher_dir, "dataset": splits.summary(), "machine": describe(),
+            "config": asdict(cfg), "preset": preset, "runtimes": runtimes, "max_length": ctx.max_length,
             "timing": f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
-            f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts",
-            "seconds": clock() - start,
-            "reused_seconds": reused_seconds,
-            "timed_out": timed_out,
-            "phases": phases,
-        },
-        "teacher": {
-            "ms": shape_ms["teacher"],
-            "final_ms": final_ms["teacher"],
-            "dev": teacher_outcome["dev"]["dev"],
-            "runtimes": teacher_outcome["runtimes"],
-        },
-        "candidates": [
-            _candidate_row(
-                name,
-                shape_ms[name],
-                status[name],
-                tried.get(name),
-                trials.get(name) or _saved_trial(out, ctx, by_name[name]),
-            )
-            for name in order
-        ]
-        + [{"name": n, "status": "left out", "why": why} for n, why in unfit.items()],
-        "winner": {
-            "name": winner,
-            "model_dir": winner_dir,
-            "runtime": chosen["runtime"],
-            "ms": chosen["ms"],
-            "dev": chosen["runtimes"][chosen["runtime"]],
-            "final_ms": final_ms[winner],
+            f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts", "seconds": clock() - start,
+            "reused_seconds": reused_seconds, "timed_out": timed_out, "phases": phases
+        }, "teacher": {
+            "ms": shape_ms["teacher"], "final_ms": final_ms["teacher"], "dev": teacher_outcome["dev"]["dev"],
+            "runtimes": teacher_outcome["runtimes"]
+        }, "candidates": [
+            candidate_row(name, shape_ms[name], status[name], tried.get(name),
+                          trials.get(name) or saved_trial(out, ctx, by_name[name])) for name in order
+        ] + [{"name": n, "status": "left out", "why": why} for n, why in unfit.items()], "winner": {
+            "name": winner, "model_dir": winner_dir, "runtime": chosen["runtime"], "ms": chosen["ms"],
+            "dev": chosen["runtimes"][chosen["runtime"]], "final_ms": final_ms[winner],
             "speedup_vs_teacher_fp32": final_ms["teacher"]["fp32"] / chosen["ms"],
             "speedup_vs_teacher_fastest": teacher_final["ms"] / chosen["ms"],
-            "teacher_fastest_runtime": teacher_final["runtime"],
-            "export": exported,
-            "overtaken": overtaken,
-        },
-        "not_tried": [n for n in order if status[n]["status"] in ("out of time", "not tried")],
+            "teacher_fastest_runtime": teacher_final["runtime"], "export": exported, "overtaken": overtaken
+        }, "not_tried": [n for n in order if status[n]["status"] in ("out of time", "not tried")]
     }
     write_report(out, report)
     return report
-
-
-def _check_claim(out: Path, identity: dict) -> None:
-    """Refuse an `out` that holds another search (other teacher, data, transfer set or teacher fine-tuning)."""
-    record = out / SEARCH_RECORD
-    saved = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else identity
-    what = next((k for k in identity if saved.get(k) != identity[k]), None)
-    if what is not None:
-        raise MahaError(
-            f"{out}: holds a search for another {what} ({SEARCH_RECORD}); choose another --out, or "
-            "run it with the same teacher, data and transfer set to resume it"
-        )
 
 
 def _check_teacher(teacher: str, labels: list[str], trust_remote_code: bool):
@@ -390,127 +295,3 @@ def _check_teacher(teacher: str, labels: list[str], trust_remote_code: bool):
     if named and any(a.endswith("ForSequenceClassification") for a in archs) and have != list(labels):
         raise MahaError(f"{teacher}: the teacher's labels {have} differ from the dataset's {list(labels)}")
     return config
-
-
-def _trial_path(out: Path, spec: RowSpec) -> Path:
-    return out / "trials" / f"{folder_of(spec)}.json"
-
-
-def _shape_timing(
-    out: Path,
-    specs: list[RowSpec],
-    teacher_dir: str,
-    runtimes: list[str],
-    texts: list[str],
-    batch_size: int,
-    ctx: RecipeContext,
-) -> tuple[dict, float]:
-    """The shapes' and the teacher's latencies, measured once per batch size, runtimes, teacher and shapes (their
-    settings: another preset's layers or block size is another shape), and reused on re-run while those hold;
-    with the seconds an earlier invocation spent measuring them (0 when measured now), for the report's run time."""
-    key = {
-        "batch_size": batch_size,
-        "texts": len(texts),
-        "runtimes": runtimes,
-        "candidates": sorted(s.name for s in specs),
-        "measure": asdict(ctx.measure),
-        "max_length": ctx.max_length,
-        "teacher": str(teacher_dir),
-        "shapes": {s.name: settings_of(ctx.settings, s) for s in specs},
-    }
-    path = out / "shapes" / "latency.json"
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") == key:
-            return saved["ms"], saved.get("seconds", 0.0)  # files before 2026-12-03 did not record it
-    _console.print(
-        f"timing {len(specs)} untrained shapes and the teacher in {', '.join(runtimes)} at batch {batch_size}"
-    )
-    models = {"teacher": (teacher_dir, runtimes)} | {s.name: (out / "shapes" / folder_of(s), runtimes) for s in specs}
-    started = time.monotonic()
-    ms = time_models(models, texts, batch_size, ctx)
-    write_json(path, {"key": key, "ms": ms, "seconds": time.monotonic() - started})
-    return ms, 0.0
-
-
-def _saved_trial(out: Path, ctx: RecipeContext, spec: RowSpec) -> dict | None:
-    """The finished trial of `spec` if its settings still hold (a trained model folder and its dev predictions)."""
-    path = _trial_path(out, spec)
-    if not path.is_file():
-        return None
-    trial = json.loads(path.read_text(encoding="utf-8"))
-    return (
-        trial
-        if trial.get("settings") == settings_of(ctx.settings, spec) and Path(trial["model_dir"]).is_dir()
-        else None
-    )
-
-
-def _trial(out: Path, ctx: RecipeContext, spec: RowSpec, runtimes: list[str]) -> dict:
-    """Train `spec` with the study's builder (`recipes.build`), score it on dev in each runtime as it ships
-    (`served_copy`), and record it (atomically)."""
-    started = time.monotonic()
-    built = build(ctx, spec, out / "models" / folder_of(spec))
-    ctx.finished[spec.name] = [built["model_dir"]]  # a kdpNN trial prunes its kd row's model
-    served = served_copy(out, ctx, spec, built["model_dir"])
-    trial = {
-        "name": spec.name,
-        "settings": settings_of(ctx.settings, spec),
-        "model_dir": built["model_dir"],
-        "served_dir": served,
-        "train_seconds": built["train_seconds"],
-        "dev_history": built.get("dev_history"),
-        "dev_predictions": dev_predictions(served, runtimes, ctx),
-    }
-    trial["seconds"] = time.monotonic() - started
-    write_json(_trial_path(out, spec), trial)
-    return trial
-
-
-def _export(out: Path, model_dir: str, runtime: str, ctx: RecipeContext, spec: RowSpec | None) -> dict:
-    """Export the winner in the runtime it was chosen in (its fastest passing one: every runtime a verdict rests
-    on ships, `SHIPPABLE`), vocabulary trimmed to its training corpus; the exported folder is scored on TEST
-    here, the only time test is read."""
-    from ..deploy.export import export
-
-    corpus = None if is_static(model_dir) else training_texts(ctx, spec)
-    manifest = export(
-        Path(model_dir),
-        out / "export",
-        backend=runtime,
-        corpus=corpus,
-        corpus_names=corpus_names(spec),
-        splits=ctx.splits,
-        max_length=ctx.max_length,
-        calibration_texts=ctx.calibration,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-    return {
-        "folder": str(out / "export"),
-        "backend": runtime,
-        "test": manifest.get("test"),
-        "disk_mb": manifest["disk_bytes"] / 2**20,
-    }
-
-
-def _candidate_row(name: str, ms: dict[str, float], status: dict, tried: dict | None, trial: dict | None) -> dict:
-    row = {
-        "name": name,
-        **status,
-        "ms": ms,
-        "fastest_ms": min(ms.values()),
-        "fastest_runtime": min(ms, key=ms.get),
-        "trained": tried is not None and not tried.get("error"),
-    }
-    if tried and tried.get("error"):
-        row["why"] = tried["error"]
-    if tried and not tried.get("error"):
-        row |= {
-            "dev": tried["dev"],
-            "runtimes": tried["runtimes"],
-            "passing_runtime": tried["runtime"],
-            "passing_ms": tried["ms"],
-        }
-    if trial:
-        row |= {"model_dir": trial["model_dir"], "train_seconds": trial["train_seconds"]}
-    return row

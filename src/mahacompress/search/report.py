@@ -20,17 +20,12 @@ def _run_time(meta: dict) -> str:
     """This invocation's minutes and, after a resume, what the trials and shape timings it reused had cost: the
     search's whole cost is their sum (an interrupted invocation's unfinished trial is in neither)."""
     now, reused = meta["seconds"] / 60, meta.get("reused_seconds", 0.0) / 60
-    steps = (
-        " (" + ", ".join(f"{name} {s / 60:.1f}" for name, s in meta["phases"].items()) + ")"
-        if meta.get("phases")
-        else ""
-    )
+    steps = (" (" + ", ".join(f"{name} {s / 60:.1f}"
+                              for name, s in meta["phases"].items()) + ")" if meta.get("phases") else "")
     if not reused:
         return f"{now:.1f} min{steps}"
-    return (
-        f"{now + reused:.1f} min in all: {now:.1f} min this invocation{steps}, {reused:.1f} min in earlier ones "
-        "(the trials and shape timings reused)"
-    )
+    return (f"{now + reused:.1f} min in all: {now:.1f} min this invocation{steps}, {reused:.1f} min in earlier ones "
+            "(the trials and shape timings reused)")
 
 
 def dev_resolution(report: dict) -> str:
@@ -42,107 +37,74 @@ def dev_resolution(report: dict) -> str:
     rows = report["meta"]["dataset"]["splits"]["dev"]["rows"]
     cfg = report["meta"]["config"]
     budget = cfg["budget"]
-    text = f"{rows} texts" + (
-        f", so {budget:g} point{'' if budget == 1 else 's'} = {budget * rows / 100:.1f} texts"
-        if cfg["metric"] == "accuracy"
-        else ""
-    )
-    widths = [
-        (c["dev"]["ci_high_points"] - c["dev"]["ci_low_points"]) / 2 for c in report["candidates"] if c.get("dev")
-    ]
+    text = f"{rows} texts" + (f", so {budget:g} point{'' if budget == 1 else 's'} = {budget * rows / 100:.1f} texts"
+                              if cfg["metric"] == "accuracy" else "")
+    widths = [(c["dev"]["ci_high_points"] - c["dev"]["ci_low_points"]) / 2 for c in report["candidates"]
+              if c.get("dev")]
     if not widths:
         return text
     half = float(np.median(widths))
     text += f"; the trained candidates' 95% intervals are +/-{half:.2f} points (median half-width)"
     if half > budget:
-        text += (
-            ": **wider than the budget, so a candidate near the line can land on either side of it by "
-            "chance**; a larger dev split or a larger budget is needed before a verdict near the line means much"
-        )
+        text += (": **wider than the budget, so a candidate near the line can land on either side of it by "
+                 "chance**; a larger dev split or a larger budget is needed before a verdict near the line means much")
     return text
 
 
 def markdown(report: dict) -> str:
     meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
     metric = cfg["metric"]
-    rule = (
-        "the dev point estimate" if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% interval"
-    ) + f" at most {cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'} below the teacher's dev {metric}"
+    rule = ("the dev point estimate"
+            if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% interval"
+            ) + f" at most {cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'} below the teacher's dev {metric}"
     test = w["export"]["test"] or {}
     lines = [
-        f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`",
-        "",
-        f"- machine: {meta['machine']}",
-        f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
-        f"- pass rule: {rule}",
+        f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`", "", f"- machine: {meta['machine']}",
+        f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}", f"- pass rule: {rule}",
         f"- dev split: {dev_resolution(report)}",
-        f"- run time: {_run_time(meta)}" + (" (the time budget ran out)" if meta["timed_out"] else ""),
-        "",
-        "## Winner",
-        "",
-        f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "
+        f"- run time: {_run_time(meta)}" + (" (the time budget ran out)" if meta["timed_out"] else ""), "", "## Winner",
+        "", f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "
         f"{w['speedup_vs_teacher_fp32']:.1f}x the teacher in fp32 and {w['speedup_vs_teacher_fastest']:.1f}x the "
         f"teacher in its own fastest runtime within budget ({w['teacher_fastest_runtime']}), same session; dev "
         f"{metric} {w['dev']['dev']:.2%} ({w['dev']['difference_points']:+.2f} points "
-        f"[{w['dev']['ci_low_points']:+.2f}, {w['dev']['ci_high_points']:+.2f}]).",
-        "",
-        f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)"
-        + (f"; {w['export']['note']}" if w["export"]["note"] else ""),
-        *(
-            [
-                f"- {w['overtaken']['name']} passed the search ({w['overtaken']['runtime']}), but timed again beside "
-                "the teacher it was no faster than the teacher in its fastest shippable runtime within budget, so the "
-                "teacher "
-                "ships"
-            ]
-            if w.get("overtaken")
-            else []
-        ),
+        f"[{w['dev']['ci_low_points']:+.2f}, {w['dev']['ci_high_points']:+.2f}]).", "",
+        f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)" +
+        (f"; {w['export']['note']}" if w["export"]["note"] else ""), *([
+            f"- {w['overtaken']['name']} passed the search ({w['overtaken']['runtime']}), but timed again beside "
+            "the teacher it was no faster than the teacher in its fastest shippable runtime within budget, so the "
+            "teacher "
+            "ships"
+        ] if w.get("overtaken") else []),
         f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
-        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts",
-        f"- checkpoint: `{w['model_dir']}`",
-        "",
-        "## Candidates",
-        "",
+        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts", f"- checkpoint: `{w['model_dir']}`",
+        "", "## Candidates", "",
         f"| candidate | fastest untrained (runtime) | status | dev {metric} | vs teacher, points [95% CI] | "
-        "passing runtime, ms | why |",
-        "|---|---|---|---|---|---|---|",
+        "passing runtime, ms | why |", "|---|---|---|---|---|---|---|"
     ]
     for c in report["candidates"]:
         if c["status"] == "left out":
             lines.append(f"| {c['name']} | - | left out | - | - | - | {c['why']} |")
             continue
         dev = c.get("dev")
-        lines.append(
-            f"| {c['name']} | {c['fastest_ms']:.1f} ({c['fastest_runtime']}) | {c['status']} | "
-            + (
-                f"{dev['dev']:.2%} | {dev['difference_points']:+.2f} [{dev['ci_low_points']:+.2f}, "
-                f"{dev['ci_high_points']:+.2f}] | "
-                if dev
-                else "- | - | "
-            )
-            + (f"{c['passing_runtime']}, {c['passing_ms']:.1f}" if c.get("passing_runtime") else "-")
-            + f" | {c.get('why', '')} |"
-        )
+        lines.append(f"| {c['name']} | {c['fastest_ms']:.1f} ({c['fastest_runtime']}) | {c['status']} | " +
+                     (f"{dev['dev']:.2%} | {dev['difference_points']:+.2f} [{dev['ci_low_points']:+.2f}, "
+                      f"{dev['ci_high_points']:+.2f}] | " if dev else "- | - | ") +
+                     (f"{c['passing_runtime']}, {c['passing_ms']:.1f}" if c.get("passing_runtime") else "-") +
+                     f" | {c.get('why', '')} |")
     teacher = report["teacher"]
     lines += [
-        "",
-        f"The teacher: dev {metric} {teacher['dev']:.2%}; untrained-session latency "
-        + ", ".join(f"{r} {v:.1f} ms" for r, v in teacher["ms"].items())
-        + ".",
-        "",
+        "", f"The teacher: dev {metric} {teacher['dev']:.2%}; untrained-session latency " +
+        ", ".join(f"{r} {v:.1f} ms" for r, v in teacher["ms"].items()) + ".", ""
     ]
     if report["not_tried"]:
         lines += [
             f"Not tried: {', '.join(report['not_tried'])} (run again with a larger --time-budget: finished "
-            "trials are reused).",
-            "",
+            "trials are reused).", ""
         ]
     lines += [
         "Dev scores of trained candidates are their fp32 (or static) model's; a candidate passes when any "
         "runtime passes, and is placed by its fastest passing runtime. Untrained candidates were timed as "
-        "untrained models of the same shape.",
-        "",
+        "untrained models of the same shape.", ""
     ]
     return "\n".join(lines)
 
@@ -162,12 +124,8 @@ def _plot(path: Path, report: dict) -> None:
         if c.get("dev"):
             d = c["dev"]
             ax.errorbar(
-                c["fastest_ms"],
-                d["difference_points"],
-                fmt="o",
-                color=colours.get(c["status"], "grey"),
-                yerr=[[d["difference_points"] - d["ci_low_points"]], [d["ci_high_points"] - d["difference_points"]]],
-            )
+                c["fastest_ms"], d["difference_points"], fmt="o", color=colours.get(c["status"], "grey"),
+                yerr=[[d["difference_points"] - d["ci_low_points"]], [d["ci_high_points"] - d["difference_points"]]])
             ax.annotate(c["name"], (c["fastest_ms"], d["difference_points"]), textcoords="offset points", xytext=(4, 4))
         elif "fastest_ms" in c:
             ax.plot(c["fastest_ms"], 0.02, "|", color="grey", markersize=12, transform=ax.get_xaxis_transform())

@@ -35,15 +35,10 @@ def runtimes_of(model_dir: str | Path, runtimes: list[str]) -> list[str]:
 def load(model_dir: str | Path, runtime: str, ctx: RecipeContext):
     """A backend for `model_dir`, its ONNX/OpenVINO files cached under the run's folder (`ctx.cache`: never beside
     the user's teacher), calibrated ones on a seeded sample of training texts (`ctx.calibration`)."""
-    return load_backend(
-        str(model_dir),
-        runtime,
-        max_length=ctx.max_length,
-        threads=ctx.measure.threads,
-        cache_dir=ctx.cache,
-        calibration_texts=ctx.calibration if runtime in CALIBRATED_BACKENDS else None,
-        trust_remote_code=ctx.trust_remote_code,
-    )
+    return load_backend(str(model_dir), runtime, max_length=ctx.max_length, threads=ctx.measure.threads,
+                        cache_dir=ctx.cache,
+                        calibration_texts=ctx.calibration if runtime in CALIBRATED_BACKENDS else None,
+                        trust_remote_code=ctx.trust_remote_code)
 
 
 def dev_predictions(model_dir: str | Path, runtimes: list[str], ctx: RecipeContext) -> dict[str, list[int]]:
@@ -69,17 +64,13 @@ def judge(y: list[int], predicted: list[int], reference: list[int], cfg: Optimiz
         d = paired_macro_f1_difference(y, predicted, reference, num_labels)
     decisive = d["difference"] if cfg.decide == "point" else d["ci_low"]
     return {
-        "dev": score,
-        "difference_points": 100 * d["difference"],
-        "ci_low_points": 100 * d["ci_low"],
-        "ci_high_points": 100 * d["ci_high"],
-        "passed": decisive >= -cfg.budget / 100 - _TOLERANCE,
+        "dev": score, "difference_points": 100 * d["difference"], "ci_low_points": 100 * d["ci_low"],
+        "ci_high_points": 100 * d["ci_high"], "passed": decisive >= -cfg.budget / 100 - _TOLERANCE
     }
 
 
-def time_models(
-    models: dict[str, tuple[str, list[str]]], texts: list[str], batch_size: int, ctx: RecipeContext
-) -> dict:
+def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batch_size: int,
+                ctx: RecipeContext) -> dict:
     """End-to-end p50 milliseconds at `batch_size` of each (name -> (model folder, runtimes)).
 
     One session per runtime, each holding every model in that runtime and the first model (the teacher) in
@@ -99,15 +90,8 @@ def time_models(
     for runtime, members in groups.items():
         backends = {anchor: load(first_folder, REFERENCE, ctx)}
         backends |= {f"{name} | {runtime}": load(folder, runtime, ctx) for name, folder in members}
-        timing = latency(
-            backends,
-            texts,
-            batch_sizes=(batch_size,),
-            repeats=m.repeats,
-            warmup=m.warmup,
-            threads=m.threads,
-            modes={batch_size: ("e2e",)},
-        )
+        timing = latency(backends, texts, batch_sizes=(batch_size, ), repeats=m.repeats, warmup=m.warmup,
+                         threads=m.threads, modes={batch_size: ("e2e", )})
         del backends
         gc.collect()
         key = f"e2e_ms_b{batch_size}_p50"
@@ -127,9 +111,6 @@ def outcome(trial: dict, ms: dict[str, float], teacher: list[int], splits: Split
     best = min(passing, key=lambda r: ms[r]) if passing else None
     fp32 = per_runtime.get("fp32") or per_runtime.get("static") or next(iter(per_runtime.values()))
     return {
-        "passed": best is not None,
-        "ms": ms[best] if best else None,
-        "runtime": best,
-        "runtimes": per_runtime,
-        "dev": fp32,
+        "passed": best is not None, "ms": ms[best] if best else None, "runtime": best, "runtimes": per_runtime,
+        "dev": fp32
     }

@@ -85,20 +85,12 @@ class RecipeContext:
             _console.print(
                 f"transfer set {c['file']}: {c['kept']} pieces of {c['pieces']} used ({c['dropped_overlap']} "
                 f"overlapping dev/test texts, {c['dropped_labelled']} labelled training texts and "
-                f"{c['dropped_duplicate']} duplicates dropped, {c['dropped_by_cap']} over the cap)"
-            )
+                f"{c['dropped_duplicate']} duplicates dropped, {c['dropped_by_cap']} over the cap)")
         return self.transfers[key]
 
 
-def open_context(
-    settings: RowSettings,
-    splits: Splits,
-    data: DataConfig,
-    models: Path,
-    *,
-    trust_remote_code: bool = False,
-    cache: Path | None = None,
-) -> RecipeContext:
+def open_context(settings: RowSettings, splits: Splits, data: DataConfig, models: Path, *,
+                 trust_remote_code: bool = False, cache: Path | None = None) -> RecipeContext:
     """The context of a run over `splits`: the teacher used as it is when it already knows the labels, else
     the `baseline` row's folder under `models` (which `recipes.build` of that row makes)."""
     teacher = settings.teacher
@@ -107,20 +99,10 @@ def open_context(
     teacher_dir = str(models / "baseline")
     if config_labels(config) == splits.labels:
         if settings.cfg.row_seeds.get("baseline", 1) > 1:
-            raise MahaError(
-                f"row_seeds.baseline: {teacher} already knows the labels, so it is not fine-tuned here "
-                "and has one seed; drop row_seeds.baseline or pass the model it was fine-tuned from"
-            )
+            raise MahaError(f"row_seeds.baseline: {teacher} already knows the labels, so it is not fine-tuned here "
+                            "and has one seed; drop row_seeds.baseline or pass the model it was fine-tuned from")
         teacher_dir = teacher
-    return RecipeContext(
-        settings,
-        teacher_dir,
-        splits,
-        data,
-        trust_remote_code=trust_remote_code,
-        cache=cache,
-        precision=training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu"),
-        teacher_layers=getattr(config, "num_hidden_layers", None),
-        teacher_hidden=getattr(config, "hidden_size", None),
-        calibration=calibration_sample(splits.train.texts),
-    )
+    return RecipeContext(settings, teacher_dir, splits, data, trust_remote_code=trust_remote_code, cache=cache,
+                         precision=training_precision("auto", "cuda" if torch.cuda.is_available() else "cpu"),
+                         teacher_layers=getattr(config, "num_hidden_layers", None), teacher_hidden=getattr(
+                             config, "hidden_size", None), calibration=calibration_sample(splits.train.texts))

@@ -7,56 +7,38 @@ preset's rows. Trained rows are built once per seed (`seeds`), and the compresse
 Data flows one way: rows are built and scored one at a time (each finished row, even each finished
 seed, is written to `results.json` at once and never rebuilt), then every finished row is timed in
 one interleaved session so speedups compare like with like, then `report` reads `results.json` alone.
-Every row is scored and timed with the baseline's `max_length` on the same test texts.
+Every row is scored and timed with the baseline's `max_length` on the same test texts. A row's figures are
+`scoring.py`'s, the timing session `timing.py`'s, and the machine, versions and caveats beside the rows `meta.py`'s.
 """
 
 from __future__ import annotations
 
-import os
 import platform
-import random
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, replace
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import torch
 from rich.console import Console
 
 from ..core.config import DataConfig, GridConfig
 from ..core.errors import MahaError
 from ..core.files import RESULTS_RECORD, output_lock
-from ..core.metrics import correctness, paired_difference
 from ..core.validate import check_output_dir
 from ..data.splits import load_splits
-from ..infer import CALIBRATED_BACKENDS, load_backend
-from ..infer.build import served_file
-from ..infer.evaluate import classification_metrics, predict_splits, unlearnable_classes
-from ..infer.numpy_engine import is_static, is_tfidf, load_tfidf
-from ..measure.footprint import Energy, count_params, peak_memory, served_size_mb
-from ..measure.latency import latency, speedups
+from ..infer.evaluate import unlearnable_classes
+from ..measure.footprint import Energy
 from ..models.load import load_skeleton
 from ..train.pruning.compact import encoder_linear_count
 from .context import RecipeContext, RowSettings, open_context
+from .meta import caveats, machine, version
 from .preset import check_for_teacher, load_preset
-from .recipes import (
-    KINDS,
-    SERVED_BACKEND,
-    RowSpec,
-    build,
-    is_candidate,
-    left_out,
-    parse_row,
-    seeds_of,
-    settings_of,
-    train_config,
-    transfer_set,
-    unsupported,
-)
+from .recipes import KINDS, SERVED_BACKEND, build, is_candidate, left_out, parse_row, seeds_of, settings_of, unsupported
 from .results import read_results, write_results
+from .rowspec import RowSpec, train_config, transfer_set
+from .scoring import compare_to_baseline, score, served_block, structure, summary
+from .timing import time_rows
 
 _console = Console(stderr=True)
 
@@ -68,9 +50,8 @@ class Grid:
     built from a teacher that ships its own code are saved with that code too.
     """
 
-    def __init__(
-        self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path, *, trust_remote_code: bool = False
-    ):
+    def __init__(self, teacher: str, cfg: GridConfig, preset: str, dataset: str, out: Path, *,
+                 trust_remote_code: bool = False):
         self.teacher, self.cfg, self.preset, self.dataset, self.out = teacher, cfg, preset, dataset, Path(out)
         self.trust_remote_code = trust_remote_code
         self.models = self.out / "models"
@@ -103,33 +84,25 @@ class Grid:
     # ------------------------------------------------------------------ building rows
     def run(self) -> Path:
         # kept whole: every row's folder records it (`data_config`), so trim/export rebuild its corpus from it
-        self.data = DataConfig(
-            self.dataset,
-            text_col=self.cfg.text_col,
-            label_col=self.cfg.label_col,
-            max_train_rows=self.cfg.max_train_rows,
-        )
+        self.data = DataConfig(self.dataset, text_col=self.cfg.text_col, label_col=self.cfg.label_col,
+                               max_train_rows=self.cfg.max_train_rows)
         self.splits = load_splits(self.data)
         self.unlearnable = unlearnable_classes(self.splits)
         self._save()  # results.json marks the folder as this grid's before any model is in it: an early kill resumes
-        self.ctx = open_context(
-            self.settings, self.splits, self.data, self.models, trust_remote_code=self.trust_remote_code
-        )
+        self.ctx = open_context(self.settings, self.splits, self.data, self.models,
+                                trust_remote_code=self.trust_remote_code)
         unfit = {n: why for n in self.cfg.rows if (why := self._left_out(parse_row(n)))}
         if unfit:
             _console.print(
-                "left out, the teacher cannot give them their shape: "
-                + "; ".join(f"{n} ({why})" for n, why in unfit.items()),
-                markup=False,
-                highlight=False,
-            )
+                "left out, the teacher cannot give them their shape: " + "; ".join(f"{n} ({why})"
+                                                                                   for n, why in unfit.items()),
+                markup=False, highlight=False)
         for name in self.cfg.rows:  # a bad transfer file stops here, before any row is trained
             if parse_row(name).tr and self.rows.get(name, {}).get("status") != "done" and name not in unfit:
                 transfer_set(self.ctx, parse_row(name))
         if self.stale:
             _console.print(
-                f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}"
-            )
+                f"preset settings changed since these rows were built; building again: {', '.join(self.stale)}")
         for i, name in enumerate(self.cfg.rows, 1):
             if self.rows.get(name, {}).get("status") == "done":  # finished earlier, same settings: kept
                 self._complete(self.rows[name])
@@ -142,9 +115,9 @@ class Grid:
                 self.rows[name] = {"name": name, "status": "failed", "reason": str(exc)}
             self._finished(self.rows[name])
             self._save()
-        self._compare_all()
+        compare_to_baseline(self.rows, self.splits.test.labels)
         start = time.time()
-        self._measure_all()
+        time_rows(self.ctx, self.rows)
         self.timing_seconds = time.time() - start
         self._save()
         return self.out
@@ -153,7 +126,7 @@ class Grid:
         return left_out(spec, self.cfg, self.ctx.teacher_layers, self.ctx.teacher_hidden)
 
     def _finished(self, row: dict) -> None:
-        """A done row's models, by seed, for the rows built from it (`recipes.kdprune_source`)."""
+        """A done row's models, by seed, for the rows built from it (`rowspec.kdprune_source`)."""
         if row.get("status") == "done":
             self.ctx.finished[row["name"]] = [s["model_dir"] for s in row["seeds"]]
 
@@ -167,11 +140,8 @@ class Grid:
         precision = self.ctx.precision
         backend = precision if spec.mp else spec.backend  # `mp` runs in the precision it trained in
         row = {
-            "name": spec.name,
-            "status": "done",
-            "settings": self.settings_of(spec),
-            "backend": backend,
-            "train_precision": precision if spec.mp else "fp32",
+            "name": spec.name, "status": "done", "settings": self.settings_of(spec), "backend": backend,
+            "train_precision": precision if spec.mp else "fp32"
         }
         with Energy(country_iso_code=self.cfg.measure.country) as energy:
             if spec.served_from_another:
@@ -179,13 +149,14 @@ class Grid:
                 if self.rows.get(source, {}).get("status") != "done":
                     raise MahaError(f"row '{source}' has not finished, so '{spec.name}' has no model to serve")
                 model_dir = self.rows[source]["model_dir"]
-                runs = [{"seed": None, "model_dir": model_dir, "train_seconds": 0.0, **self._score(model_dir, backend)}]
+                scores = score(self.ctx, model_dir, backend, self.unlearnable)
+                runs = [{"seed": None, "model_dir": model_dir, "train_seconds": 0.0, **scores}]
                 row.update(source_row=source, chosen_by=how)
             else:
                 runs = self._runs(spec, row["settings"])
-            row.update(self._summary(runs))
+            row.update(summary(runs, self._structure(runs[0]["model_dir"])))
             if self._wants_served(spec):
-                row["served"] = self._serve(row["model_dir"])
+                row["served"] = served_block(self.ctx, row["model_dir"], self.unlearnable)
         row["build_seconds"] = time.time() - start
         row.update(energy.as_dict())
         return row
@@ -199,110 +170,23 @@ class Grid:
             seed = train_config(self.cfg, spec).seed + i if KINDS[spec.kind].trained else None
             folder = spec.name.replace("+", "_") + (f"_seed{seed}" if i else "")  # module names: identifiers
             built = build(self.ctx, spec, self.models / folder, seed_index=i)
-            runs.append({"seed": seed, **built, **self._score(built["model_dir"], backend)})
+            runs.append({"seed": seed, **built, **score(self.ctx, built["model_dir"], backend, self.unlearnable)})
             if seeds_of(self.cfg, spec) > 1:
                 self.rows[spec.name] = {"name": spec.name, "status": "partial", "settings": settings, "seeds": runs}
                 self._save()
         return runs
 
-    def _score(self, model_dir: str, backend: str) -> dict:
-        """Test figures (all classes and learnable ones), the test predictions, and dev accuracy (for `best`)."""
-        self._calibrate(model_dir, backend)
-        pred = predict_splits(
-            model_dir,
-            self.splits,
-            ("test", "dev"),
-            backend=backend,
-            max_length=self.max_length,
-            trust_remote_code=self.trust_remote_code,
-        )  # the model loaded once for both
-        test, dev = pred["test"], pred["dev"]
-        m = classification_metrics(self.splits.test.labels, test, self.splits.labels, self.unlearnable)
-        sub = m.get("learnable", {})
-        return {
-            "accuracy": m["accuracy"],
-            "macro_f1": m["macro_f1"],
-            "accuracy_learnable": sub.get("accuracy"),
-            "macro_f1_learnable": sub.get("macro_f1"),
-            "dev_accuracy": float(np.mean(dev == np.asarray(self.splits.dev.labels))),
-            "per_class_f1": {k: v["f1"] for k, v in m["per_class"].items()},
-            "test_predictions": test.tolist(),
-        }
-
-    def _summary(self, runs: list[dict]) -> dict:
-        """Row figures from its seeds: scores as the mean (and sample SD) over seeds; the model, its
-        structure, dev accuracy and per-class F1 of the first seed, which is the one timed and served."""
-        first = runs[0]
-        row = {
-            "model_dir": first["model_dir"],
-            "train_seconds": first["train_seconds"],
-            "dev_accuracy": first["dev_accuracy"],
-            "test_rows": len(first["test_predictions"]),
-            "per_class_f1": first["per_class_f1"],
-            **self._structure(first["model_dir"]),
-        }
-        if first.get("transfer"):
-            row["transfer"] = first["transfer"]  # its counts and the teacher's agreement with the file's labels
-        if first.get("dev_history"):
-            row["dev_history"] = first["dev_history"]  # to choose epochs from: still rising at the end?
-        for key in ("accuracy", "macro_f1", "accuracy_learnable", "macro_f1_learnable"):
-            values = [r[key] for r in runs if r[key] is not None]
-            row[key] = float(np.mean(values)) if values else None
-            if len(values) > 1:
-                row[f"{key}_sd"] = float(np.std(values, ddof=1))
-        row["seeds"] = [{k: v for k, v in r.items() if k != "per_class_f1"} for r in runs]
-        return row
-
     def _structure(self, model_dir: str) -> dict:
-        """Parameters and encoder Linear weights; a model with no encoder (static, tfidf) has no sparsity."""
-        if is_tfidf(model_dir):
-            linear = load_tfidf(model_dir).classifier
-            return {
-                "params_total": int(linear.coef_.size + linear.intercept_.size),
-                "params_encoder": 0,
-                "encoder_linear_weights": 0,
-            }
-        model = load_skeleton(str(model_dir), trust_remote_code=self.trust_remote_code)  # shapes: no weights read
-        if is_static(model_dir):
-            return {
-                "params_total": sum(p.numel() for p in model.parameters()),
-                "params_encoder": 0,
-                "encoder_linear_weights": 0,
-            }
-        params, weights = count_params(model), sum(encoder_linear_count(model))
-        return {
-            "params_total": params["total"],
-            "params_encoder": params["encoder"],
-            "encoder_linear_weights": weights,
-            "encoder_sparsity": 1 - weights / self._teacher_weights(),
-        }
-
-    def _calibrate(self, model_dir: str, backend: str) -> None:
-        """Calibrated int8 backends learn activation ranges from training texts (never dev or test): their
-        file is built here once, so every later load (scoring, timing, peak memory) serves the same file."""
-        if backend in CALIBRATED_BACKENDS:
-            served_file(
-                model_dir,
-                backend,
-                max_length=self.max_length,
-                calibration_texts=self.ctx.calibration,
-                trust_remote_code=self.trust_remote_code,
-            )
+        return structure(model_dir, self._teacher_weights, trust_remote_code=self.trust_remote_code)
 
     def _wants_served(self, spec: RowSpec) -> bool:
         return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another
-
-    def _serve(self, model_dir: str) -> dict:
-        """The row's (first-seed) model as a user would deploy it (SERVED_BACKEND)."""
-        scores = self._score(model_dir, SERVED_BACKEND)
-        scores.pop("per_class_f1")
-        return {"backend": SERVED_BACKEND, **scores}
 
     def _complete(self, row: dict) -> None:
         """Add the served block a finished row lacks (`served_blocks` turned on, or another `SERVED_BACKEND`,
         since it was built), without rebuilding its model."""
         if self._wants_served(parse_row(row["name"])) and row.get("served", {}).get("backend") != SERVED_BACKEND:
-            row["served"] = self._serve(row["model_dir"])
+            row["served"] = served_block(self.ctx, row["model_dir"], self.unlearnable)
 
     def pick_best(self) -> tuple[str, str]:
         """The fastest compressed row within `best_within_points` of the teacher's DEV accuracy (never
@@ -316,22 +200,16 @@ class Grid:
         floor = teacher["dev_accuracy"] - points / 100
         within = f"{points:g} point{'s' if points != 1 else ''}"
         close = [r for r in candidates if r["dev_accuracy"] >= floor]
-        listed = ", ".join(
-            f"{r['name']} {r['dev_accuracy']:.2%}"
-            for r in sorted(candidates, key=lambda r: r["encoder_linear_weights"])
-        )
+        listed = ", ".join(f"{r['name']} {r['dev_accuracy']:.2%}"
+                           for r in sorted(candidates, key=lambda r: r["encoder_linear_weights"]))
         if close:
             pick = min(close, key=lambda r: (r["encoder_linear_weights"], -r["dev_accuracy"]))
-            how = (
-                f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within {within} "
-                f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})"
-            )
+            how = (f"fewest encoder Linear weights (speed proxy, chosen before timing) among rows within {within} "
+                   f"of the teacher's dev accuracy {teacher['dev_accuracy']:.2%} (dev accuracy: {listed})")
         else:
             pick = max(candidates, key=lambda r: r["dev_accuracy"])
-            how = (
-                f"no row within {within} of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
-                f"accurate on dev (dev accuracy: {listed})"
-            )
+            how = (f"no row within {within} of the teacher's dev accuracy {teacher['dev_accuracy']:.2%}: the most "
+                   f"accurate on dev (dev accuracy: {listed})")
         return pick["name"], how
 
     def _teacher_weights(self) -> int:
@@ -341,157 +219,31 @@ class Grid:
             self._dense_weights = sum(encoder_linear_count(teacher))
         return self._dense_weights
 
-    # ------------------------------------------------------------------ comparing and measuring
-    def _compare_all(self) -> None:
-        """Every row's (and served block's) paired accuracy difference to the baseline, with a bootstrap CI."""
-        base = self.rows.get("baseline", {})
-        if base.get("status") != "done":
-            return
-        y = self.splits.test.labels
-        reference = correctness(y, [base["seeds"][0]["test_predictions"]])
-        for row in self.rows.values():
-            if row.get("status") != "done":
-                continue
-            row["vs_baseline"] = paired_difference(
-                correctness(y, [s["test_predictions"] for s in row["seeds"]]), reference
-            )
-            if "served" in row:
-                row["served"]["vs_baseline"] = paired_difference(
-                    correctness(y, [row["served"]["test_predictions"]]), reference
-                )
-
-    def _measure_all(self) -> None:
-        """Time every finished row and served block in one interleaved session; sizes and peak memory per row."""
-        done = [r for r in self.rows.values() if r.get("status") == "done"]
-        if not done:
-            return
-        texts = timing_texts(self.splits.test.texts, self.cfg.measure.texts)
-        threads, trust = self.cfg.measure.threads, {"trust_remote_code": self.trust_remote_code}
-        served = {_served_key(r["name"]): r for r in done if "served" in r}
-        backends = {
-            r["name"]: load_backend(r["model_dir"], r["backend"], max_length=self.max_length, threads=threads, **trust)
-            for r in done
-        }
-        backends |= {
-            key: load_backend(
-                r["model_dir"], r["served"]["backend"], max_length=self.max_length, threads=threads, **trust
-            )
-            for key, r in served.items()
-        }
-        m = self.cfg.measure
-        timing = speedups(
-            latency(
-                backends,
-                texts,
-                repeats=m.repeats,
-                warmup=m.warmup,
-                threads=threads,
-                batches_per_repeat={1: min(m.batch1_texts, len(texts))},
-            )
-        )
-        del backends
-        for row in done:
-            row.update(timing.get(row["name"], {}))
-            row["disk_mb"] = served_size_mb(row["model_dir"], row["backend"], **trust)
-            row.update(
-                peak_memory(
-                    row["model_dir"], row["backend"], texts, max_length=self.max_length, threads=threads, **trust
-                )
-            )
-        for key, row in served.items():
-            row["served"].update(timing.get(key, {}))
-            row["served"]["disk_mb"] = served_size_mb(row["model_dir"], row["served"]["backend"], **trust)
-
     def _save(self) -> None:
         order = {n: i for i, n in enumerate(self.cfg.rows)}
         rows = sorted(self.rows.values(), key=lambda r: order.get(r["name"], len(order)))
-        write_results(self.results_path, self._meta(), rows, self._caveats(rows))
+        write_results(self.results_path, self._meta(), rows, caveats(rows, self.unlearnable))
 
     def _meta(self) -> dict:
-        summary = self.splits.summary()
+        split_summary = self.splits.summary()
         return {
-            "preset": self.preset,
-            "dataset": self.dataset,
-            "teacher": self.teacher,
-            "train_rows": summary["splits"]["train"]["rows"],
-            "dev_rows": summary["splits"]["dev"]["rows"],
-            "test_rows": summary["splits"]["test"]["rows"],
-            "max_length": self.max_length,
-            "seeds": self.cfg.seeds,
-            "size_unit": "MiB",
-            "machine": _machine(),
-            "timing_session_seconds": self.timing_seconds,
-            "timing_texts": "a seeded random sample of "
-            f"{min(self.cfg.measure.texts, summary['splits']['test']['rows'])} "
-            "test texts, in random order (arrival order)",
-            "unlearnable_classes": self.unlearnable,
-            "versions": {p: _version(p) for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
-            | {"python": platform.python_version(), "mahacompress": _version("mahacompress")},
-            "config": asdict(self.cfg),
-            "test_labels": list(self.splits.test.labels),
+            "preset": self.preset, "dataset": self.dataset, "teacher": self.teacher,
+            "train_rows": split_summary["splits"]["train"]["rows"], "dev_rows": split_summary["splits"]["dev"]["rows"],
+            "test_rows": split_summary["splits"]["test"]["rows"], "max_length": self.max_length,
+            "seeds": self.cfg.seeds, "size_unit": "MiB", "machine": machine(),
+            "timing_session_seconds": self.timing_seconds, "timing_texts": "a seeded random sample of "
+            f"{min(self.cfg.measure.texts, split_summary['splits']['test']['rows'])} "
+            "test texts, in random order (arrival order)", "unlearnable_classes": self.unlearnable,
+            "versions": {p: version(p)
+                         for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
+            | {"python": platform.python_version(), "mahacompress": version("mahacompress")}, "config": asdict(
+                self.cfg), "test_labels": list(self.splits.test.labels)
         }
 
-    def _caveats(self, rows: list[dict]) -> list[str]:
-        notes = []
-        if self.unlearnable:
-            notes.append(
-                f"No training row of {', '.join(self.unlearnable)} is left after cleaning, so no model can "
-                "predict it: the 'w/o untrained classes' columns leave its test rows out."
-            )
-        if any(r.get("energy_measured") is False for r in rows):
-            notes.append(
-                "Energy is CodeCarbon's estimate (no hardware power counters readable here), not a "
-                "measurement; CO2 uses the configured country's grid intensity."
-            )
-        for status, what in (
-            ("failed", "could not run"),
-            ("skipped", "were not run (this machine cannot run them, or the teacher cannot give them their shape)"),
-        ):
-            names = [r["name"] for r in rows if r.get("status") == status]
-            if names:
-                notes.append(f"Rows that {what} stay in the table with their reason: {', '.join(names)}.")
-        notes.append("Timings are ratios from one process on this machine; absolute milliseconds depend on it.")
-        return notes
 
-
-def timing_texts(texts: list[str], n: int, seed: int = 0) -> list[str]:
-    """A seeded random sample of `n` texts in random order: batches in arrival order, as a service gets
-    them (a file's own order can group texts by label or length, which flatters padding)."""
-    return random.Random(seed).sample(list(texts), min(n, len(texts)))
-
-
-def _machine() -> str:
-    """CPU model with its instruction sets (what bf16/int8 rows can use), core count and torch threads
-    (plus the GPU when one is used)."""
-    from ..core.hardware import describe
-
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{describe()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads{gpu}"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _served_key(name: str) -> str:
-    return f"{name} (served)"
-
-
-def reproduce(
-    teacher: str,
-    preset: str | Path,
-    out: Path,
-    dataset: str | None = None,
-    *,
-    seeds: int | None = None,
-    text_col: str | None = None,
-    label_col: str | None = None,
-    trust_remote_code: bool = False,
-    finish: Callable[[Path], Path] | None = None,
-) -> list[Path]:
+def reproduce(teacher: str, preset: str | Path, out: Path, dataset: str | None = None, *, seeds: int | None = None,
+              text_col: str | None = None, label_col: str | None = None, trust_remote_code: bool = False,
+              finish: Callable[[Path], Path] | None = None) -> list[Path]:
     """Run (or resume) the whole grid on each dataset of the preset (or on `dataset`); returns what `finish` made
     of each finished folder (the CLI passes `report.render.write_report`: the report is written while the folder
     is still locked), or the folders.

@@ -14,8 +14,10 @@ import yaml
 
 from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
 from ..core.errors import MahaError
-from ..core.validate import check_max_length, check_model, check_train_config
-from .recipes import KINDS, kdprune_source, parse_row, train_config
+from ..core.model_source import check_model
+from ..core.validate import check_max_length, check_train_config
+from .recipes import KINDS, parse_row
+from .rowspec import kdprune_source, train_config
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -25,10 +27,8 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
         shipped = resources.files("mahacompress.study") / "presets" / f"{preset}.yaml"
         if not shipped.is_file():
             names = sorted(
-                p.name.removesuffix(".yaml")
-                for p in (resources.files("mahacompress.study") / "presets").iterdir()
-                if p.name.endswith(".yaml")
-            )
+                p.name.removesuffix(".yaml") for p in (resources.files("mahacompress.study") / "presets").iterdir()
+                if p.name.endswith(".yaml"))
             raise MahaError(f"preset '{preset}': not a file and not one of {', '.join(names)}")
         path = Path(str(shipped))
     try:
@@ -44,8 +44,7 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
             raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
         if spec.kind == "kdprune" and kdprune_source(spec) not in cfg.rows[:i]:
             raise MahaError(
-                f"{path}: row '{row}' prunes the student of row '{kdprune_source(spec)}': list that row before it"
-            )
+                f"{path}: row '{row}' prunes the student of row '{kdprune_source(spec)}': list that row before it")
     return cfg, path.stem
 
 
@@ -54,11 +53,11 @@ def _check_overrides(cfg: GridConfig, where: str) -> None:
     are the `finetune` section itself) with valid training settings; each `transfer_overrides` entry a row
     marked +tr with valid transfer settings; each `row_seeds` entry names a trained row, the baseline
     included, with a number of seeds of 1 or more."""
-    for key, entries, rows in (
-        ("train_overrides", cfg.train_overrides, [r for r in cfg.rows if KINDS[parse_row(r).kind].seeded]),
-        ("transfer_overrides", cfg.transfer_overrides, [r for r in cfg.rows if parse_row(r).tr]),
-        ("row_seeds", cfg.row_seeds, [r for r in cfg.rows if KINDS[parse_row(r).kind].trained]),
-    ):
+    for key, entries, rows in (("train_overrides", cfg.train_overrides, [
+            r for r in cfg.rows if KINDS[parse_row(r).kind].seeded
+    ]), ("transfer_overrides", cfg.transfer_overrides, [r for r in cfg.rows if parse_row(r).tr]),
+                               ("row_seeds", cfg.row_seeds, [r for r in cfg.rows if KINDS[parse_row(r).kind].trained]),
+                               ):
         for row in entries:
             if row not in rows:
                 what = "a row marked +tr" if key == "transfer_overrides" else "a trained row"

@@ -15,32 +15,36 @@ transformer graph fusion (`fused`), or OpenVINO's calibrated int8 (`openvino`)).
 
 A recipe is data: the runner (`grid.Grid`) builds, scores and times every row the same way, so a new kind
 of row is one entry of `KINDS`; `build` runs a recipe with the run's `context.RecipeContext`, for the grid and
-`optimize` alike.
+`optimize` alike. What a row name asks for (`RowSpec`) and its preset sections live in `rowspec.py`; each kind's
+builder, in `builders.py`.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
+from ..core.config import GridConfig, TrainConfig
 from ..core.errors import MahaError
 from ..core.hardware import unsupported_reason
 from ..core.registry import EXPORT_BACKENDS, SPECS
-from ..data.transfer import TransferSet
-from ..train.distill import distill
-from ..train.loop import finetune
 from ..train.pruning.compact import PRUNED_FORMAT_VERSION
-from ..train.pruning.prune import prune
-from ..train.static import distill_static
+from .builders import (
+    build_kdprune,
+    build_layers,
+    build_mp,
+    build_prune,
+    build_static,
+    build_teacher,
+    build_tfidf,
+)
 from .context import RecipeContext, RowSettings
 from .results import BEST
-from .tfidf import C_GRID, VECTORIZER, save_tfidf
+from .rowspec import RowSpec, kdprune_source, train_config, transfer_config
+from .tfidf import C_GRID, VECTORIZER
 
 # How the `served` block of a compressed row runs it: as a user deploys it, in export's default (fused ONNX
 # Runtime int8: the fastest runtime at batch 1 and within the noise of OpenVINO int8 at batch 32 on every model
@@ -55,26 +59,8 @@ PRUNED_MODEL_SETTINGS = {"format": PRUNED_FORMAT_VERSION}
 class Chooser(Protocol):
     """What a served row's source asks of the runner: `best` is the row the grid chooses on dev."""
 
-    def pick_best(self) -> tuple[str, str]: ...
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """What a row name asks for."""
-
-    name: str
-    kind: str  # a key of KINDS
-    number: int | None = None  # the number in the name: pNN's sparsity in percent, kdN's layers
-    kd: bool = False
-    mp: bool = False
-    tr: bool = False  # distilled on the preset's transfer set too
-    ends: bool = False  # a layer student of the teacher's bottom and top layers, not evenly spaced ones
-    backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
-    served_from_another: bool = False
-
-    @property
-    def sparsity(self) -> float | None:
-        return self.number / 100 if self.kind in ("prune", "kdprune") else None
+    def pick_best(self) -> tuple[str, str]:
+        ...
 
 
 @dataclass(frozen=True)
@@ -116,25 +102,16 @@ def _transfer_settings(rs: RowSettings, spec: RowSpec) -> dict:
 
 def _layers_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "distill": asdict(train_config(rs.cfg, spec)),
-        "student_layers": spec.number or rs.cfg.student_layers,
-        **({"layer_choice": "ends"} if spec.ends else {}),
-        **_transfer_settings(rs, spec),
+        "distill": asdict(train_config(rs.cfg, spec)), "student_layers": spec.number or rs.cfg.student_layers,
+        **({"layer_choice": "ends"} if spec.ends else {}), **_transfer_settings(rs, spec)
     }
 
 
 def _prune_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "prune_train": asdict(train_config(rs.cfg, spec)),
-        "prune": asdict(rs.cfg.prune),
-        **PRUNED_MODEL_SETTINGS,
-        **_transfer_settings(rs, spec),
+        "prune_train": asdict(train_config(rs.cfg, spec)), "prune": asdict(rs.cfg.prune), **PRUNED_MODEL_SETTINGS,
+        **_transfer_settings(rs, spec)
     }
-
-
-def kdprune_source(spec: RowSpec) -> str:
-    """The layer-student row a `kdpNN` row prunes: `kd`, or `kd+tr` when the transfer set is used."""
-    return "kd+tr" if spec.tr else "kd"
 
 
 def _kdprune_settings(rs: RowSettings, spec: RowSpec) -> dict:
@@ -144,9 +121,7 @@ def _kdprune_settings(rs: RowSettings, spec: RowSpec) -> dict:
 
 def _static_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "static": asdict(train_config(rs.cfg, spec)),
-        "static_dim": rs.cfg.static_dim,
-        **_transfer_settings(rs, spec),
+        "static": asdict(train_config(rs.cfg, spec)), "static_dim": rs.cfg.static_dim, **_transfer_settings(rs, spec)
     }
 
 
@@ -161,162 +136,27 @@ def _best_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {"candidates": {c.name: settings_of(rs, c) for c in candidates}, **within}
 
 
-def _build_teacher(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    if ctx.teacher_dir == ctx.teacher:
-        return {"model_dir": ctx.teacher, "train_seconds": _recorded_seconds(Path(ctx.teacher))}
-    return timed(
-        out,
-        finetune,
-        ctx.teacher,
-        ctx.splits,
-        tcfg,
-        out,
-        resume=True,
-        data=ctx.data,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-
-
-def _build_mp(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    return timed(
-        out,
-        finetune,
-        _base_model(ctx),
-        ctx.splits,
-        replace(tcfg, mixed_precision=ctx.precision),
-        out,
-        resume=True,
-        data=ctx.data,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-
-
-def _build_layers(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    layers = spec.number or ctx.cfg.student_layers
-    return timed(
-        out,
-        distill,
-        ctx.teacher_dir,
-        f"layers:{layers}" + (":ends" if spec.ends else ""),
-        ctx.splits,
-        tcfg,
-        out,
-        resume=True,
-        transfer=transfer_set(ctx, spec) if spec.tr else None,
-        data=ctx.data,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-
-
-def _build_prune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    tcfg = replace(tcfg, mixed_precision=ctx.precision) if spec.mp else tcfg
-    return timed(
-        out,
-        prune,
-        ctx.teacher_dir,
-        ctx.splits,
-        tcfg,
-        replace(ctx.cfg.prune, sparsity=spec.sparsity),
-        out,
-        resume=True,
-        distill_from=ctx.teacher_dir if spec.kd else None,
-        transfer=transfer_set(ctx, spec) if spec.tr else None,
-        data=ctx.data,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-
-
-def _build_kdprune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    """Depth, then width: the layer student of the `kd` row (its seed of the same index when it has one)
-    pruned to NN% of its own encoder weights while distilling from the teacher."""
-    students = ctx.finished.get(kdprune_source(spec))
-    if not students:
-        raise MahaError(f"row '{spec.name}' prunes row '{kdprune_source(spec)}', which has not finished")
-    index = tcfg.seed - train_config(ctx.cfg, spec).seed  # which of this row's seeds is being built
-    student = students[index] if index < len(students) else students[0]
-    return timed(
-        out,
-        prune,
-        student,
-        ctx.splits,
-        tcfg,
-        replace(ctx.cfg.prune, sparsity=spec.sparsity),
-        out,
-        resume=True,
-        distill_from=ctx.teacher_dir,
-        transfer=transfer_set(ctx, spec) if spec.tr else None,
-        data=ctx.data,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-
-
-def _build_static(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    return timed(
-        out,
-        distill_static,
-        ctx.teacher_dir,
-        ctx.splits,
-        tcfg,
-        out,
-        dim=ctx.cfg.static_dim,
-        resume=True,
-        transfer=transfer_set(ctx, spec) if spec.tr else None,
-        data=ctx.data,
-        trust_remote_code=ctx.trust_remote_code,
-    )
-
-
-def _build_tfidf(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig | None) -> dict:
-    return timed(out, save_tfidf, ctx.splits, out)
-
-
 def _baseline_source(runner: Chooser, spec: RowSpec) -> tuple[str, str]:
     return "baseline", "the teacher"
 
 
 KINDS: dict[str, Kind] = {
-    "baseline": Kind(
-        r"baseline", frozenset(SERVING), _teacher_settings, _build_teacher, _baseline_source, seeds_on_request=True
-    ),
-    "mp": Kind(r"mp", frozenset(), _mp_settings, _build_mp, seeded=True),
-    "kd": Kind(
-        r"kd([1-9]\d*)?",
-        frozenset({"tr", "ends"}),
-        _layers_settings,
-        _build_layers,
-        seeded=True,
-        compressed=True,
-        distils=True,
-    ),
-    "prune": Kind(
-        r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, _build_prune, seeded=True, compressed=True
-    ),
+    "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, build_teacher, _baseline_source,
+                     seeds_on_request=True),
+    "mp": Kind(r"mp", frozenset(), _mp_settings, build_mp, seeded=True),
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends"}), _layers_settings, build_layers, seeded=True,
+               compressed=True, distils=True),
+    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, build_prune, seeded=True,
+                  compressed=True),
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
-    "kdprune": Kind(
-        r"kdp([1-9]\d?)",
-        frozenset({"tr"}),
-        _kdprune_settings,
-        _build_kdprune,
-        seeded=True,
-        compressed=True,
-        distils=True,
-    ),
+    "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr"}), _kdprune_settings, build_kdprune, seeded=True, compressed=True,
+                    distils=True),
     BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
-    "static": Kind(
-        r"static", frozenset({"tr"}), _static_settings, _build_static, seeded=True, backend="static", distils=True
-    ),
-    "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, _build_tfidf, backend="tfidf"),
-}
-# which section of a preset trains each trained kind (its seed is varied per run)
-_TRAIN_SECTION = {
-    "baseline": "finetune",
-    "mp": "finetune",
-    "kd": "distill",
-    "prune": "prune_train",
-    "kdprune": "prune_train",
-    "static": "static",
+    "static": Kind(r"static", frozenset({"tr"}), _static_settings, build_static, seeded=True, backend="static",
+                   distils=True),
+    "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, build_tfidf, backend="tfidf")
 }
 
 
@@ -329,30 +169,20 @@ def parse_row(name: str) -> RowSpec:
             continue
         serving = [m for m in mods if m in SERVING]
         # a serving modifier stands alone (the row is another row's model served so); others need a build
-        if (
-            len(set(mods)) == len(mods)
-            and set(mods) <= kind.modifiers
-            and (len(mods) == 1 if serving else kind.build is not None)
-            and ("tr" not in mods or "kd" in mods or kind.distils)
-        ):  # a transfer set needs a teacher
+        if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
+                and (len(mods) == 1 if serving else kind.build is not None)
+                and ("tr" not in mods or "kd" in mods or kind.distils)):  # a transfer set needs a teacher
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
-            return RowSpec(
-                name,
-                kind_name,
-                int(number) if number else None,
-                kd="kd" in mods or kind_name in ("kd", "kdprune"),
-                mp=mp,
-                tr="tr" in mods,
-                ends="ends" in mods,
-                backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
-                served_from_another=bool(serving),
-            )
+            return RowSpec(name, kind_name,
+                           int(number) if number else None, kd="kd" in mods or kind_name in ("kd", "kdprune"), mp=mp,
+                           tr="tr" in mods, ends="ends" in mods,
+                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
+                           served_from_another=bool(serving))
         break
     raise MahaError(
         f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr], pNN[+kd[+tr]][+mp], "
-        f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}"
-    )
+        f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
 
 
 def is_candidate(spec: RowSpec) -> bool:
@@ -367,37 +197,14 @@ def unsupported(spec: RowSpec) -> str | None:
     return unsupported_reason(spec.backend) or (unsupported_reason("bf16") if spec.mp else None)
 
 
-def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
-    """The training settings of a trained row: its kind's preset section with the row's overrides."""
-    return _overridden(getattr(cfg, _TRAIN_SECTION[spec.kind]), cfg.train_overrides, "train_overrides", spec)
-
-
-def transfer_config(cfg: GridConfig, spec: RowSpec) -> TransferConfig:
-    """The transfer set a `+tr` row distils on: the preset's `transfer` section with the row's overrides."""
-    return _overridden(cfg.transfer, cfg.transfer_overrides, "transfer_overrides", spec)
-
-
-_Section = TypeVar("_Section", TrainConfig, TransferConfig)
-
-
-def _overridden(base: _Section, overrides: dict[str, dict], key: str, spec: RowSpec) -> _Section:
-    """`base` (a preset section) with the values `overrides` gives for the row replaced, each checked against
-    the section's own field types, so an override can change only what the section has."""
-    values = overrides.get(spec.name, {})
-    checked = from_dict(type(base), values, f"{key}.{spec.name}")
-    return replace(base, **{name: getattr(checked, name) for name in values})
-
-
 def settings_of(rs: RowSettings, spec: RowSpec) -> dict:
     """Everything in the run's settings that shapes a row's model (a re-run rebuilds the row, or retrains the
     trial, when this changes), computed once per row and kept in `rs.known`."""
     if spec.name not in rs.known:
         n = seeds_of(rs.cfg, spec)
         rs.known[spec.name] = {
-            "dataset": rs.dataset,
-            "max_train_rows": rs.cfg.max_train_rows,
-            **KINDS[spec.kind].settings(rs, spec),
-            **({"seeds": n} if n > 1 else {}),
+            "dataset": rs.dataset, "max_train_rows": rs.cfg.max_train_rows, **KINDS[spec.kind].settings(rs, spec),
+            **({"seeds": n} if n > 1 else {})
         }
     return rs.known[spec.name]
 
@@ -424,63 +231,15 @@ def build(ctx: RecipeContext, spec: RowSpec, folder: Path, seed_index: int = 0) 
     return kind.build(ctx, spec, Path(folder), tcfg)
 
 
-def transfer_set(ctx: RecipeContext, spec: RowSpec) -> TransferSet:
-    """The transfer set a `+tr` row distils on (the run's, with the row's `transfer_overrides`)."""
-    return ctx.transfer_set(transfer_config(ctx.cfg, spec))
-
-
 def left_out(spec: RowSpec, cfg: GridConfig, teacher_layers: int | None, teacher_hidden: int | None) -> str | None:
     """Why the teacher cannot give `spec` its shape (a layer student deeper than it, a static table wider than its
     hidden size), or None. The grid and `optimize` both leave such a row out with this reason, before any work, and
     go on with the rest: a preset or a candidate list names sizes for the teachers it was written for (cpu-quick's
     6-layer `kd`, optimize's default candidates), and a shallower teacher still answers with every other row."""
-    layers = (
-        (spec.number or cfg.student_layers)
-        if spec.kind == "kd"
-        else cfg.student_layers
-        if spec.kind == "kdprune"
-        else None
-    )
+    layers = ((spec.number or cfg.student_layers)
+              if spec.kind == "kd" else cfg.student_layers if spec.kind == "kdprune" else None)
     if layers is not None and teacher_layers is not None and layers > teacher_layers:
         return f"a {layers}-layer student of a {teacher_layers}-layer teacher"
     if spec.kind == "static" and teacher_hidden is not None and cfg.static_dim > teacher_hidden:
         return f"static_dim {cfg.static_dim} exceeds the teacher's hidden size {teacher_hidden}"
-    return None
-
-
-def _base_model(ctx: RecipeContext) -> str:
-    """What the teacher was fine-tuned from (for the `mp` row, which repeats that fine-tuning in bf16)."""
-    if ctx.teacher_dir != ctx.teacher:
-        return ctx.teacher
-    if ctx.cfg.base_model:
-        return ctx.cfg.base_model
-    record = Path(ctx.teacher_dir) / "training.json"
-    if record.is_file():
-        return json.loads(record.read_text(encoding="utf-8"))["base_model"]
-    raise MahaError(
-        f"{ctx.teacher_dir}: no training.json naming the model it was fine-tuned from and no base_model "
-        "in the preset, so `mp` cannot repeat its fine-tuning in mixed precision"
-    )
-
-
-def timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
-    """Run a builder; the model folder and its training seconds (as the trainer recorded them, else wall time)."""
-    t0 = time.time()
-    info = fn(*args, **kwargs)
-    info = info if isinstance(info, dict) else {}
-    seconds = info.get("result", {}).get("seconds")
-    transfer = {"transfer": info["transfer"]} if info.get("transfer") else {}
-    history = info.get("result", {}).get("dev_history")  # (step, dev macro-F1): did training converge?
-    return {
-        "model_dir": str(out),
-        "train_seconds": seconds if seconds is not None else time.time() - t0,
-        **transfer,
-        **({"dev_history": history} if history else {}),
-    }
-
-
-def _recorded_seconds(model_dir: Path) -> float | None:
-    record = model_dir / "training.json"
-    if record.is_file():
-        return json.loads(record.read_text(encoding="utf-8")).get("result", {}).get("seconds")
     return None

@@ -136,11 +136,9 @@ def read_results(path: Path) -> Results:
     layout = results.get("layout", 1)
     if layout != LAYOUT:
         age = "an older" if isinstance(layout, int) and layout < LAYOUT else "another"
-        raise MahaError(
-            f"{path}: written by {age} mahacompress (layout {layout}; this one reads layout {LAYOUT}); "
-            f"render it with the mahacompress that wrote it, or re-run `mahacompress reproduce` into a "
-            f"new folder for today's layout"
-        )
+        raise MahaError(f"{path}: written by {age} mahacompress (layout {layout}; this one reads layout {LAYOUT}); "
+                        f"render it with the mahacompress that wrote it, or re-run `mahacompress reproduce` into a "
+                        f"new folder for today's layout")
     if not isinstance(results.get("meta"), dict) or not isinstance(results.get("caveats"), list):
         raise MahaError(f"{path}: not a results.json written by `mahacompress reproduce` (no meta or caveats)")
     return results

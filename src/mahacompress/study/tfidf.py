@@ -54,13 +54,8 @@ def tfidf_baseline(splits: Splits, repeats: int = 5, timed_texts: int = 256) -> 
     model, best_c, best_f1 = fit_tfidf(splits)
     pred = model.predict(splits.test.texts)
     result = classification_metrics(splits.test.labels, pred, splits.labels, unlearnable_classes(splits))
-    timing = latency(
-        {"tfidf": TfidfBackend(model, len(splits.labels))},
-        splits.test.texts[:timed_texts],
-        repeats=repeats,
-        batches_per_repeat={1: 64},
-        progress=False,
-    )["tfidf"]
+    timing = latency({"tfidf": TfidfBackend(model, len(splits.labels))}, splits.test.texts[:timed_texts],
+                     repeats=repeats, batches_per_repeat={1: 64}, progress=False)["tfidf"]
     result.update(C=best_c, dev_macro_f1=best_f1, **timing)
     return result
 
@@ -70,12 +65,8 @@ def save_tfidf(splits: Splits, out_dir: Path) -> dict:
     start = time.time()
     model, best_c, best_f1 = fit_tfidf(splits)
     record = {
-        "labels": list(splits.labels),
-        "C": best_c,
-        "dev_macro_f1": best_f1,
-        "vectorizer": VECTORIZER,
-        "dataset": splits.summary(),
-        "result": {"seconds": time.time() - start},
+        "labels": list(splits.labels), "C": best_c, "dev_macro_f1": best_f1, "vectorizer": VECTORIZER,
+        "dataset": splits.summary(), "result": {"seconds": time.time() - start}
     }
     with staged_dir(out_dir, TFIDF_RECORD) as tmp:
         with atomic_path(tmp / PIPELINE) as path:

@@ -27,7 +27,8 @@ from ..data.splits import Splits, TextSet
 from ..data.transfer import TransferSet
 from ..infer.evaluate import predict_logits
 from ..models.load import config_labels, load_classifier, load_tokenizer, save_classifier
-from .loop import checkpoints_for, data_record, fit
+from .checkpoints import checkpoints_for, data_record
+from .loop import fit
 from .losses import UNLABELLED, evenly_spaced
 from .processes import is_main_process, process_state
 from .pruning.structure import layer_list, set_layer_list
@@ -55,16 +56,8 @@ def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
     return h.hexdigest()[:24]
 
 
-def teacher_logits(
-    teacher: str,
-    texts: list[str],
-    *,
-    max_length: int,
-    labels: list[str] | None = None,
-    cache_dir: Path | None = None,
-    batch_size: int = 64,
-    trust_remote_code: bool = False,
-) -> np.ndarray:
+def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: list[str] | None = None,
+                   cache_dir: Path | None = None, batch_size: int = 64, trust_remote_code: bool = False) -> np.ndarray:
     """Teacher logits for `texts`, computed once and cached as .npy (written atomically).
 
     With `labels`, a teacher whose label list differs (by name and order) is refused. `trust_remote_code`
@@ -74,11 +67,8 @@ def teacher_logits(
     path = cache_dir / f"{_fingerprint(teacher, texts, max_length)}.npy"
     state = process_state()
     if state.num_processes == 1:
-        return (
-            np.load(path)
-            if path.exists()
-            else _compute_logits(teacher, texts, max_length, labels, path, batch_size, trust_remote_code)
-        )
+        return (np.load(path) if path.exists() else _compute_logits(teacher, texts, max_length, labels, path,
+                                                                    batch_size, trust_remote_code))
     # Several processes (torchrun): the main one computes and writes the cache, the others then read
     # it; a failure on the main process is sent to all, so every process stops with the same line.
     failure = [None]
@@ -88,9 +78,8 @@ def teacher_logits(
                 _compute_logits(teacher, texts, max_length, labels, path, batch_size, trust_remote_code)
         except Exception as exc:
             failure = [
-                str(exc)
-                if isinstance(exc, MahaError)
-                else f"{teacher}: computing teacher logits failed on the main process ({type(exc).__name__})"
+                str(exc) if isinstance(exc, MahaError) else
+                f"{teacher}: computing teacher logits failed on the main process ({type(exc).__name__})"
             ]
     broadcast_object_list(failure)
     if failure[0] is not None:
@@ -98,15 +87,8 @@ def teacher_logits(
     return np.load(path)
 
 
-def _compute_logits(
-    teacher: str,
-    texts: list[str],
-    max_length: int,
-    labels: list[str] | None,
-    path: Path,
-    batch_size: int,
-    trust_remote_code: bool,
-) -> np.ndarray:
+def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: list[str] | None, path: Path,
+                    batch_size: int, trust_remote_code: bool) -> np.ndarray:
     model = load_classifier(teacher, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code)
     if labels is not None:
@@ -117,9 +99,8 @@ def _compute_logits(
     return logits
 
 
-def teacher_for_fit(
-    teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig, *, trust_remote_code: bool = False
-) -> dict:
+def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig, *,
+                    trust_remote_code: bool = False) -> dict:
     """`fit`'s teacher arguments: cached train-split logits, or the live model when hidden states are distilled.
 
     `teacher` is a model folder / hub id (loaded with `trust_remote_code`), or logits already computed for
@@ -134,13 +115,8 @@ def teacher_for_fit(
         _check_labels(teacher, model, splits.labels)
         return {"teacher_model": model}
     return {
-        "teacher_logits": teacher_logits(
-            teacher,
-            splits.train.texts,
-            max_length=cfg.max_length,
-            labels=splits.labels,
-            trust_remote_code=trust_remote_code,
-        )
+        "teacher_logits": teacher_logits(teacher, splits.train.texts, max_length=cfg.max_length, labels=splits.labels,
+                                         trust_remote_code=trust_remote_code)
     }
 
 
@@ -156,10 +132,8 @@ def with_transfer(splits: Splits, transfer: TransferSet | None) -> Splits:
         ids = {name: i for i, name in enumerate(splits.labels)}
         unknown = sorted(set(transfer.source_labels) - set(ids))
         if unknown:
-            raise MahaError(
-                f"{transfer.counts.get('file')}: labels {unknown} are not the dataset's "
-                f"({', '.join(splits.labels)}); set use_labels off or fix the file"
-            )
+            raise MahaError(f"{transfer.counts.get('file')}: labels {unknown} are not the dataset's "
+                            f"({', '.join(splits.labels)}); set use_labels off or fix the file")
         extra = [ids[label] for label in transfer.source_labels]
     else:
         extra = [UNLABELLED] * len(transfer.texts)
@@ -167,14 +141,9 @@ def with_transfer(splits: Splits, transfer: TransferSet | None) -> Splits:
     return replace(splits, train=train)
 
 
-def distillation_inputs(
-    teacher: str | np.ndarray,
-    splits: Splits,
-    cfg: TrainConfig,
-    transfer: TransferSet | None = None,
-    *,
-    trust_remote_code: bool = False,
-) -> tuple[Splits, dict, dict | None]:
+def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig,
+                        transfer: TransferSet | None = None, *,
+                        trust_remote_code: bool = False) -> tuple[Splits, dict, dict | None]:
     """What `fit` needs to distil: the training splits (plus transfer pieces), the teacher arguments, and
     a record of the transfer set (its counts, the settings that built it, and how often the teacher's label
     agrees with the file's). `trust_remote_code`: see `teacher_for_fit`.
@@ -189,11 +158,10 @@ def distillation_inputs(
     logits = teacher_args.get("teacher_logits")
     if transfer.source_labels is not None and logits is not None:
         ids = {name: i for i, name in enumerate(splits.labels)}
-        predicted = logits[len(splits.train) :].argmax(-1)
+        predicted = logits[len(splits.train):].argmax(-1)
         known = [(p, ids[label]) for p, label in zip(predicted, transfer.source_labels) if label in ids]
-        record["teacher_agreement_with_file_labels"] = (
-            sum(int(p == y) for p, y in known) / len(known) if known else None
-        )
+        record["teacher_agreement_with_file_labels"] = (sum(int(p == y)
+                                                            for p, y in known) / len(known) if known else None)
         record["pieces_with_known_label"] = len(known)
     return train_splits, teacher_args, record
 
@@ -262,18 +230,9 @@ def describe(student_spec: str) -> dict:
     )
 
 
-def distill(
-    teacher: str,
-    student_spec: str,
-    splits: Splits,
-    cfg: TrainConfig,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    transfer: TransferSet | None = None,
-    data: DataConfig | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
+            transfer: TransferSet | None = None, data: DataConfig | None = None,
+            trust_remote_code: bool = False) -> dict:
     """Distil `teacher` into a `layers:N[:choice]` student or an existing student folder; save it to `out_dir`.
 
     `data` (the configuration `splits` was loaded with) goes into training.json for trim and export.
@@ -299,13 +258,8 @@ def distill(
     with checkpoints_for(out_dir) as work:
         result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
         info = {
-            "teacher": teacher,
-            "student": student_spec,
-            "dataset": splits.summary(),
-            "data_config": data_record(data),
-            "train_config": asdict(cfg),
-            "transfer": transfer_record,
-            "result": asdict(result),
+            "teacher": teacher, "student": student_spec, "dataset": splits.summary(), "data_config": data_record(data),
+            "train_config": asdict(cfg), "transfer": transfer_record, "result": asdict(result)
         }
         if is_main_process():
             save_classifier(student, tokenizer, Path(out_dir), info)

@@ -14,10 +14,7 @@ and `resume=True` continues from there on the same batch order.
 from __future__ import annotations
 
 import math
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,10 +28,10 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 
 from ..core.config import DataConfig, TrainConfig
 from ..core.errors import MahaError
-from ..core.files import atomic_path
 from ..core.metrics import labels_present, macro_f1
 from ..data.splits import Splits
 from ..infer.evaluate import predict_logits
+from .checkpoints import atomic_save, checkpoints_for, data_record, load_trainable_state, trainable_state
 from .losses import hidden_state_loss, kd_loss, layer_map
 from .precision import training_precision
 from .processes import cpu_processes, failures_named, is_main_process, local_rows
@@ -88,30 +85,9 @@ def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list
     window = batch_size * 16
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches += [np.array(chunk[i : i + batch_size]) for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [np.array(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict minus frozen parameters: checkpoints skip the 96M-row frozen embedding (~370 MB)."""
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {k: v for k, v in model.state_dict().items() if k not in frozen}
-
-
-def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    if unexpected or set(missing) - frozen:
-        raise MahaError(
-            f"checkpoint does not fit the model (missing {sorted(set(missing) - frozen)[:3]}, "
-            f"unexpected {unexpected[:3]})"
-        )
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, hooks: TrainHooks) -> torch.optim.Optimizer:
@@ -132,19 +108,9 @@ def freeze_word_embeddings(model: torch.nn.Module) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
 
 
-def fit(
-    model: torch.nn.Module,
-    tokenizer,
-    splits: Splits,
-    cfg: TrainConfig,
-    out_dir: Path,
-    *,
-    hooks: TrainHooks | None = None,
-    teacher_logits: np.ndarray | None = None,
-    teacher_model: torch.nn.Module | None = None,
-    resume: bool = False,
-    desc: str = "fine-tune",
-) -> FitResult:
+def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out_dir: Path, *,
+        hooks: TrainHooks | None = None, teacher_logits: np.ndarray | None = None,
+        teacher_model: torch.nn.Module | None = None, resume: bool = False, desc: str = "fine-tune") -> FitResult:
     """Train `model` in place on `splits.train`, select on dev macro-F1, and load the best weights back.
 
     A teacher turns on the KD loss: `teacher_logits` ([len(train), num_labels], aligned with
@@ -162,8 +128,7 @@ def fit(
         raise MahaError(f"{splits.name}: empty train or dev split, nothing to train on")
     if teacher_logits is not None and teacher_logits.shape != (len(splits.train), len(splits.labels)):
         raise MahaError(
-            f"teacher logits have shape {teacher_logits.shape}, expected ({len(splits.train)}, {len(splits.labels)})"
-        )
+            f"teacher logits have shape {teacher_logits.shape}, expected ({len(splits.train)}, {len(splits.labels)})")
     if teacher_logits is not None and teacher_model is not None:
         raise MahaError("give the teacher as cached logits or as a live model, not both")
     if cfg.kd_hidden_weight > 0 and teacher_model is None:
@@ -182,10 +147,8 @@ def fit(
     accelerator = Accelerator(cpu=cpu_processes(), kwargs_handlers=[ddp])
     rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if cfg.batch_size < processes:
-        raise MahaError(
-            f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
-            f"{processes} processes; use --batch-size {processes} or more, or fewer processes"
-        )
+        raise MahaError(f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
+                        f"{processes} processes; use --batch-size {processes} or more, or fewer processes")
     precision = training_precision(cfg.mixed_precision, accelerator.device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
@@ -214,7 +177,7 @@ def fit(
     step, best_f1, bad_evals, stopped_early, elapsed, history = 0, -1.0, 0, False, 0.0, []
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        _load_trainable_state(accelerator.unwrap_model(model), state["model"])
+        load_trainable_state(accelerator.unwrap_model(model), state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -225,22 +188,13 @@ def fit(
 
     def save_checkpoint() -> None:
         if main:
-            _atomic_save(
+            atomic_save(
                 {
-                    "model": _trainable_state(accelerator.unwrap_model(model)),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "hooks": hooks.state_dict(),
-                    "step": step,
-                    "best_f1": best_f1,
-                    "bad_evals": bad_evals,
-                    "elapsed": elapsed + time.time() - start,
-                    "dev_history": history,
-                    "torch_rng": torch.get_rng_state(),
-                },
-                ckpt_path,
-            )
+                    "model": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "hooks": hooks.state_dict(),
+                    "step": step, "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
+                    "dev_history": history, "torch_rng": torch.get_rng_state()
+                }, ckpt_path)
 
     def check_finite(loss: torch.Tensor) -> None:
         """Stop on a loss that is NaN or infinite in any process (all processes agree, none hangs)."""
@@ -249,21 +203,14 @@ def fit(
             bad = accelerator.reduce(bad, reduction="sum")
         if bad.item():
             kept = f"the last good checkpoint stays in {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
-            raise MahaError(
-                f"step {step + 1}: the training loss is not finite (NaN or infinite); stopped, {kept}, "
-                f"no model written (check the learning rate, temperature and data)"
-            )
+            raise MahaError(f"step {step + 1}: the training loss is not finite (NaN or infinite); stopped, {kept}, "
+                            f"no model written (check the learning rate, temperature and data)")
 
     start = time.time()
     model.train()
-    columns = (
-        TextColumn(f"[bold]{desc}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+    columns = (TextColumn(f"[bold]{desc}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn(),
+               )
     with Progress(*columns, disable=not main) as progress, failures_named(rank, processes, step_of=lambda: step):
         task = progress.add_task(desc, total=total_steps, completed=step, info="")
         heartbeat = Heartbeat(desc, total_steps, step, enabled=main and not progress.console.is_terminal)
@@ -290,9 +237,8 @@ def fit(
                     else:
                         loss = F.cross_entropy(logits, y)
                     if hidden_map is not None:
-                        loss = loss + cfg.kd_hidden_weight * hidden_state_loss(
-                            out.hidden_states, taught.hidden_states, batch["attention_mask"], hidden_map
-                        )
+                        loss = loss + cfg.kd_hidden_weight * hidden_state_loss(out.hidden_states, taught.hidden_states,
+                                                                               batch["attention_mask"], hidden_map)
                     loss = loss * share
                     extra = hooks.extra_loss(model)
                     if extra is not None:
@@ -318,18 +264,14 @@ def fit(
                         if dev_f1 > best_f1:
                             best_f1, bad_evals = dev_f1, 0
                             if main:
-                                _atomic_save(_trainable_state(accelerator.unwrap_model(model)), best_path)
+                                atomic_save(trainable_state(accelerator.unwrap_model(model)), best_path)
                         else:
                             bad_evals += 1
                         if main:  # a line that stays: a log file (no terminal) gets no live bar, only these
                             minutes = (elapsed + time.time() - start) / 60
-                            progress.console.print(
-                                f"{desc}: step {step}/{total_steps}, dev macro-F1 {dev_f1:.3f} "
-                                f"(best {best_f1:.3f}), {minutes:.1f} min",
-                                markup=False,
-                                highlight=False,
-                                soft_wrap=True,
-                            )  # one line, even in a log
+                            progress.console.print(f"{desc}: step {step}/{total_steps}, dev macro-F1 {dev_f1:.3f} "
+                                                   f"(best {best_f1:.3f}), {minutes:.1f} min", markup=False,
+                                                   highlight=False, soft_wrap=True)  # one line, even in a log
                         if main and cfg.early_stopping_patience and bad_evals >= cfg.early_stopping_patience:
                             accelerator.set_trigger()
                         stopped_early = accelerator.check_trigger()  # the main process decides for all
@@ -341,79 +283,28 @@ def fit(
     accelerator.wait_for_everyone()  # best.pt is complete before anyone reads it
     unwrapped = accelerator.unwrap_model(model)
     if best_path.exists():
-        _load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
+        load_trainable_state(unwrapped, torch.load(best_path, map_location="cpu", weights_only=True))
     else:  # no evaluation was allowed (e.g. a schedule longer than training): keep the last weights
         best_f1 = _dev_macro_f1(model, tokenizer, splits, cfg, accelerator)
-    return FitResult(
-        best_dev_macro_f1=best_f1,
-        steps=step,
-        seconds=elapsed + time.time() - start,
-        stopped_early=stopped_early,
-        dev_history=history,
-    )
+    return FitResult(best_dev_macro_f1=best_f1, steps=step, seconds=elapsed + time.time() - start,
+                     stopped_early=stopped_early, dev_history=history)
 
 
-def _dev_macro_f1(
-    model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, accelerator: Accelerator
-) -> float:
+def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig,
+                  accelerator: Accelerator) -> float:
     """Dev macro-F1: each process scores a contiguous share of the dev texts, all get the same gathered figure."""
     unwrapped = accelerator.unwrap_model(model)
     with accelerator.split_between_processes(list(splits.dev.texts)) as texts:
-        logits = predict_logits(
-            unwrapped,
-            tokenizer,
-            texts,
-            batch_size=2 * cfg.batch_size,
-            max_length=cfg.max_length,
-            device=accelerator.device,
-        )
+        logits = predict_logits(unwrapped, tokenizer, texts, batch_size=2 * cfg.batch_size, max_length=cfg.max_length,
+                                device=accelerator.device)
     predicted = np.concatenate(gather_object([logits])).argmax(-1)
     # over the classes dev holds or the model predicts, as training has always scored: the dataset's every class
     # would average in a class dev lacks, changing the recorded figure and which checkpoint is kept
     return macro_f1(splits.dev.labels, predicted, labels_present(splits.dev.labels, predicted))
 
 
-def data_record(data: DataConfig | None) -> dict | None:
-    """The data configuration as given (columns, seed, cap, dev fraction, label renames), its folders and
-    label map made absolute.
-
-    Written into training.json / pruning.json so that trim and export rebuild the very training split
-    later, from any working folder: the summary's dataset name alone is a folder's last component for a
-    user's folder of CSVs, which names nothing.
-    """
-    if data is None:
-        return None
-    record = asdict(data)
-    for key in ("dataset", "data_dir", "label_map"):
-        path = Path(record[key]).expanduser() if record[key] else None
-        if path is not None and path.exists():
-            record[key] = str(path.resolve())
-    return record
-
-
-@contextmanager
-def checkpoints_for(out_dir: Path) -> Iterator[Path]:
-    """The checkpoint folder of a run that writes `out_dir`: `<out_dir>.work/`, kept while the run is
-    unfinished (so `resume` continues from it, and a crash leaves it) and removed once the block that fits
-    and saves has finished without an error. Every trained folder (fine-tune, distil, prune, static) goes
-    through here, so where checkpoints live and when they go is decided once."""
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".work")
-    yield work
-    if is_main_process():
-        shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed
-
-
-def finetune(
-    model_name: str,
-    splits: Splits,
-    cfg: TrainConfig,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    data: DataConfig | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
+             data: DataConfig | None = None, trust_remote_code: bool = False) -> dict:
     """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
 
     Checkpoints live in `<out_dir>.work/` until the run succeeds; the finished folder appears
@@ -428,11 +319,8 @@ def finetune(
     with checkpoints_for(out_dir) as work:
         result = fit(model, tokenizer, splits, cfg, work, resume=resume, desc="fine-tune")
         summary = {
-            "base_model": model_name,
-            "dataset": splits.summary(),
-            "data_config": data_record(data),
-            "train_config": asdict(cfg),
-            "result": asdict(result),
+            "base_model": model_name, "dataset": splits.summary(), "data_config": data_record(data),
+            "train_config": asdict(cfg), "result": asdict(result)
         }
         if is_main_process():
             save_classifier(model, tokenizer, Path(out_dir), summary)

@@ -15,9 +15,8 @@ from ..core.errors import MahaError
 UNLABELLED = -100  # label id of a transfer-set text: the KD term uses it, cross-entropy skips it
 
 
-def kd_loss(
-    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float
-) -> torch.Tensor:
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
+            temperature: float) -> torch.Tensor:
     """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy.
 
     T^2 keeps the soft-target gradients on the scale of the hard-label ones (Hinton et al. 2015), so
@@ -26,20 +25,15 @@ def kd_loss(
     when it has none, instead of the NaN of an empty mean).
     """
     t = temperature
-    kl = F.kl_div(
-        F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True, reduction="batchmean"
-    )
+    kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), log_target=True,
+                  reduction="batchmean")
     labelled = (labels != UNLABELLED).sum().clamp(min=1)
     ce = F.cross_entropy(student, labels, ignore_index=UNLABELLED, reduction="sum") / labelled
     return alpha * t * t * kl + (1 - alpha) * ce
 
 
-def hidden_state_loss(
-    student: tuple[torch.Tensor, ...],
-    teacher: tuple[torch.Tensor, ...],
-    attention_mask: torch.Tensor,
-    layer_map: list[int],
-) -> torch.Tensor:
+def hidden_state_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...],
+                      attention_mask: torch.Tensor, layer_map: list[int]) -> torch.Tensor:
     """Mean over student layers of (1 - cosine) between its output and its teacher layer's, on real tokens.
 
     The cosine form (DistilBERT's) is blind to the scale of hidden states, so one weight fits any model.
@@ -47,10 +41,8 @@ def hidden_state_loss(
     teacher index matched to the student's layer i + 1.
     """
     real = attention_mask.bool()
-    terms = [
-        (1 - F.cosine_similarity(student[i + 1][real].float(), teacher[t][real].float(), dim=-1)).mean()
-        for i, t in enumerate(layer_map)
-    ]
+    terms = [(1 - F.cosine_similarity(student[i + 1][real].float(), teacher[t][real].float(), dim=-1)).mean()
+             for i, t in enumerate(layer_map)]
     return torch.stack(terms).mean()
 
 

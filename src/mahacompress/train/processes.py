@@ -66,14 +66,11 @@ def failures_named(rank: int, processes: int, step_of) -> Iterator[None]:
     try:
         yield
     except (MemoryError, torch.OutOfMemoryError):
-        raise MahaError(
-            f"{where}step {step_of() + 1}: out of memory; use a smaller --batch-size or "
-            f"--max-length (checkpoints so far are kept, no model written)"
-        ) from None
+        raise MahaError(f"{where}step {step_of() + 1}: out of memory; use a smaller --batch-size or "
+                        f"--max-length (checkpoints so far are kept, no model written)") from None
     except RuntimeError as exc:  # gloo: "Connection closed by peer"; NCCL: a DistBackendError
         gone = isinstance(exc, torch.distributed.DistError) or "closed by peer" in str(exc)
         if processes == 1 or not gone:
             raise
         raise MahaError(
-            f"{where}step {step_of() + 1}: another process stopped (its message says why); no model written"
-        ) from None
+            f"{where}step {step_of() + 1}: another process stopped (its message says why); no model written") from None

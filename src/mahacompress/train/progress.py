@@ -28,7 +28,5 @@ class Heartbeat:
         self.last = now
         rate = (step - self.first_step) / max(now - self.started, 1e-9)
         left = (self.total - step) / rate / 60 if rate > 0 else float("inf")
-        return (
-            f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate:.2f} steps/s, "
-            f"loss {loss:.3f}, {left:.1f} min left"
-        )
+        return (f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate:.2f} steps/s, "
+                f"loss {loss:.3f}, {left:.1f} min left")

@@ -38,30 +38,29 @@ from ..infer.runtime import STATIC_KIND
 from ..models.load import config_labels, load_classifier, save_classifier
 from ..models.modeling_static import StaticConfig, StaticForSequenceClassification
 from ..models.trim import trimmed_tokenizer
+from .checkpoints import checkpoints_for, data_record
 from .distill import distillation_inputs
-from .loop import checkpoints_for, data_record, fit
+from .loop import fit
 from .processes import is_main_process
 
 SIF_A = 1e-3  # Arora et al.'s smoothing constant; pieces rarer than this keep about their whole weight
 
 
 @torch.inference_mode()
-def piece_vectors(
-    teacher: torch.nn.Module, template: list[int], ids: Sequence[int], batch_size: int = 256
-) -> np.ndarray:
+def piece_vectors(teacher: torch.nn.Module, template: list[int], ids: Sequence[int],
+                  batch_size: int = 256) -> np.ndarray:
     """Mean last hidden state of `[CLS] piece [SEP]` (the tokenizer's own `template`) for each piece id."""
     teacher.eval()
     rows = []
     for start in range(0, len(ids), batch_size):
-        chunk = torch.tensor([template[:1] + [i] + template[1:] for i in ids[start : start + batch_size]])
+        chunk = torch.tensor([template[:1] + [i] + template[1:] for i in ids[start:start + batch_size]])
         hidden = teacher(input_ids=chunk, attention_mask=torch.ones_like(chunk), output_hidden_states=True)
         rows.append(hidden.hidden_states[-1].float().mean(1).numpy())
     return np.concatenate(rows)
 
 
-def build_table(
-    teacher_dir: str, corpus: Sequence[str], dim: int, *, trust_remote_code: bool = False
-) -> tuple[StaticForSequenceClassification, object, dict]:
+def build_table(teacher_dir: str, corpus: Sequence[str], dim: int, *,
+                trust_remote_code: bool = False) -> tuple[StaticForSequenceClassification, object, dict]:
     """An untrained static student (table from the teacher, fresh head) with its trimmed tokenizer
     (`trust_remote_code`: the teacher may run the Python code its folder ships)."""
     from sklearn.decomposition import PCA
@@ -77,67 +76,42 @@ def build_table(
     vectors = piece_vectors(teacher, old_template, keep)
     n_components = min(dim, len(keep) - 1)
     table = PCA(n_components=n_components, svd_solver="full", random_state=0).fit_transform(vectors)
-    counts = Counter(
-        i for enc in tokenizer.backend_tokenizer.encode_batch(list(corpus), add_special_tokens=False) for i in enc.ids
-    )
+    counts = Counter(i for enc in tokenizer.backend_tokenizer.encode_batch(list(corpus), add_special_tokens=False)
+                     for i in enc.ids)
     total = max(1, sum(counts.values()))
     freq = np.array([counts.get(i, 0) / total for i in range(len(keep))])
     table *= (SIF_A / (SIF_A + freq))[:, None]
     table[special] = 0.0
     labels = config_labels(teacher.config)
-    config = StaticConfig(
-        vocab_size=len(keep),
-        hidden_size=n_components,
-        special_ids=special,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={lab: i for i, lab in enumerate(labels)},
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = StaticConfig(vocab_size=len(keep), hidden_size=n_components, special_ids=special, num_labels=len(labels),
+                          id2label=dict(enumerate(labels)), label2id={lab: i
+                                                                      for i, lab in enumerate(labels)},
+                          pad_token_id=tokenizer.pad_token_id)
     model = StaticForSequenceClassification(config)
     with torch.no_grad():
         model.embeddings.weight.copy_(torch.from_numpy(table).float())
     record = {
-        "pieces_before": int(teacher.config.vocab_size),
-        "pieces_kept": len(keep),
-        "dim": n_components,
-        "teacher_hidden": hidden,
-        "corpus_texts": len(corpus),
-        "sif_a": SIF_A,
+        "pieces_before": int(teacher.config.vocab_size), "pieces_kept": len(keep), "dim": n_components,
+        "teacher_hidden": hidden, "corpus_texts": len(corpus), "sif_a": SIF_A
     }
     return model, tokenizer, record
 
 
-def distill_static(
-    teacher: str,
-    splits: Splits,
-    cfg: TrainConfig,
-    out_dir: Path,
-    *,
-    dim: int = 256,
-    resume: bool = False,
-    transfer: TransferSet | None = None,
-    data: DataConfig | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, dim: int = 256,
+                   resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None,
+                   trust_remote_code: bool = False) -> dict:
     """Build the static student of `teacher` and train its head (and table, unless frozen) by KD; save it,
     recording `data` (the configuration `splits` was loaded with) as every trained folder does.
     `trust_remote_code` lets the teacher run the Python code its folder ships."""
-    train_splits, teacher_args, transfer_record = distillation_inputs(
-        teacher, splits, cfg, transfer, trust_remote_code=trust_remote_code
-    )
+    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer,
+                                                                      trust_remote_code=trust_remote_code)
     model, tokenizer, record = build_table(teacher, train_splits.train.texts, dim, trust_remote_code=trust_remote_code)
     with checkpoints_for(out_dir) as work:
         result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static", **teacher_args)
         info = {
-            "teacher": teacher,
-            "student": STATIC_KIND,
-            "static": record,
-            "dataset": splits.summary(),
-            "data_config": data_record(data),
-            "train_config": asdict(cfg),
-            "transfer": transfer_record,
-            "result": asdict(result),
+            "teacher": teacher, "student": STATIC_KIND, "static": record, "dataset": splits.summary(),
+            "data_config": data_record(data), "train_config": asdict(cfg), "transfer": transfer_record,
+            "result": asdict(result)
         }
         if is_main_process():
             save_classifier(model, tokenizer, Path(out_dir), info)

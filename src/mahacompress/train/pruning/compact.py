@@ -98,10 +98,8 @@ def compact(model: PreTrainedModel, structure: Structure) -> PreTrainedModel:
     """Slice a baked (plain, zero-holding) classifier into its family's pruned class (modeling_pruned.py)."""
     cfg = model.config
     if cfg.model_type not in PRUNED_CLASSES:
-        raise MahaError(
-            f"compaction does not support model type '{cfg.model_type}' "
-            f"(supported: {', '.join(sorted(PRUNED_CLASSES))})"
-        )
+        raise MahaError(f"compaction does not support model type '{cfg.model_type}' "
+                        f"(supported: {', '.join(sorted(PRUNED_CLASSES))})")
     heads_total, act = cfg.num_attention_heads, ACT2FN[cfg.hidden_act]
     paths = role_paths(structure)
     state = model.state_dict()
@@ -129,12 +127,8 @@ def compact(model: PreTrainedModel, structure: Structure) -> PreTrainedModel:
         keep_n = torch.nonzero(~(in_zero | out_zero)).flatten()
         r = torch.tensor(keep_rows, dtype=torch.long)
         sliced = {
-            "q": (wq[r], bq[r]),
-            "k": (wk[r], bk[r]),
-            "v": (wv[r], bv[r]),
-            "o": (wo[:, r], bo),
-            "ffn_in": (wi[keep_n], bi[keep_n]),
-            "ffn_out": (wf[:, keep_n], bf),
+            "q": (wq[r], bq[r]), "k": (wk[r], bk[r]), "v": (wv[r], bv[r]), "o": (wo[:, r], bo),
+            "ffn_in": (wi[keep_n], bi[keep_n]), "ffn_out": (wf[:, keep_n], bf)
         }
         prefix = f"{structure.base}.{structure.layers}.{i}."
         for role, (w, b) in sliced.items():

@@ -71,7 +71,7 @@ class TopKBinarizer(Binarizer):
 
     def keep(self, scores: list[torch.Tensor], costs: list[int]) -> list[torch.Tensor]:
         flat = torch.cat([s.flatten() for s in scores])
-        cost = torch.cat([torch.full((s.numel(),), float(c), device=flat.device) for s, c in zip(scores, costs)])
+        cost = torch.cat([torch.full((s.numel(), ), float(c), device=flat.device) for s, c in zip(scores, costs)])
         order = torch.argsort(flat, descending=True, stable=True)
         kept_cost = torch.cat([cost.new_zeros(1), torch.cumsum(cost[order].double(), 0)])
         budget = (1.0 - self.target * self.progress) * float(cost.sum())
@@ -145,13 +145,8 @@ class MaskedLinear(nn.Linear):
 
     def to_linear(self) -> nn.Linear:
         """A plain nn.Linear holding the masked weight (masks baked in)."""
-        out = nn.Linear(
-            self.in_features,
-            self.out_features,
-            bias=self.bias is not None,
-            device=self.weight.device,
-            dtype=self.weight.dtype,
-        )
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.weight.device,
+                        dtype=self.weight.dtype)
         with torch.no_grad():
             out.weight.copy_(self.weight * self.weight_mask())
             if self.bias is not None:

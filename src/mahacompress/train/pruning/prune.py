@@ -20,8 +20,9 @@ from ...core.errors import MahaError
 from ...core.files import PRUNING_RECORD, staged_dir, write_json
 from ...core.validate import check_prune_config
 from ...data.splits import Splits
+from ..checkpoints import checkpoints_for, data_record
 from ..distill import distillation_inputs
-from ..loop import TrainHooks, checkpoints_for, data_record, fit
+from ..loop import TrainHooks, fit
 from ..processes import is_main_process
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
 from .masks import MaskedModel, make_binarizer
@@ -69,10 +70,8 @@ class PruningHooks(TrainHooks):
 def _check_model_config(config, where: str) -> None:
     """Architecture and classification head, from the config alone (before any weights load)."""
     if config.model_type not in ARCHITECTURES:
-        raise MahaError(
-            f"{where}: pruning does not support model type '{config.model_type}' "
-            f"(supported: {', '.join(sorted(ARCHITECTURES))})"
-        )
+        raise MahaError(f"{where}: pruning does not support model type '{config.model_type}' "
+                        f"(supported: {', '.join(sorted(ARCHITECTURES))})")
     archs = getattr(config, "architectures", None) or []
     if not any(a.endswith("ForSequenceClassification") for a in archs) or not getattr(config, "id2label", None):
         raise MahaError(f"{where}: not a sequence classifier (architectures {archs}); fine-tune it first")
@@ -80,10 +79,9 @@ def _check_model_config(config, where: str) -> None:
 
 def _check_block_size(model: nn.Module, block: int) -> None:
     """Attention matrices are cut into square blocks; FFN neurons need no divisibility."""
-    hidden, width = (
-        model.config.hidden_size,
-        model.config.num_attention_heads * (model.config.hidden_size // model.config.num_attention_heads),
-    )
+    hidden, width = (model.config.hidden_size,
+                     model.config.num_attention_heads * (model.config.hidden_size // model.config.num_attention_heads),
+                     )
     if hidden % block or width % block:
         raise MahaError(f"block size {block} does not divide the attention matrices ({width}x{hidden})")
 
@@ -110,20 +108,9 @@ def _load(source, tokenizer, splits: Splits, trust_remote_code: bool) -> tuple[n
     return model, tokenizer
 
 
-def prune(
-    model_dir_or_model,
-    splits: Splits,
-    train_cfg: TrainConfig,
-    prune_cfg: PruneConfig,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    distill_from=None,
-    tokenizer=None,
-    transfer=None,
-    data: DataConfig | None = None,
-    trust_remote_code: bool = False,
-) -> dict:
+def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg: PruneConfig, out_dir: Path, *,
+          resume: bool = False, distill_from=None, tokenizer=None, transfer=None, data: DataConfig | None = None,
+          trust_remote_code: bool = False) -> dict:
     """Prune a fine-tuned classifier to `prune_cfg.sparsity` and save the compacted folder to `out_dir`.
 
     `distill_from` (a teacher folder or precomputed train-split logits) adds the KD loss, and
@@ -138,52 +125,34 @@ def prune(
     _check_block_size(model, prune_cfg.block_size)
     if transfer is not None and distill_from is None:
         raise MahaError("a transfer set is only used for distillation: give distill_from (the teacher) too")
-    train_splits, teacher, transfer_record = (
-        distillation_inputs(distill_from, splits, train_cfg, transfer, trust_remote_code=trust_remote_code)
-        if distill_from is not None
-        else (splits, {}, None)
-    )
+    train_splits, teacher, transfer_record = (distillation_inputs(
+        distill_from, splits, train_cfg, transfer, trust_remote_code=trust_remote_code) if distill_from is not None else
+                                              (splits, {}, None))
 
     dense, dense_layers = dense_count(model, structure), encoder_linear_count(model, structure)
     binarizer = make_binarizer(prune_cfg.binarizer, prune_cfg.sparsity, prune_cfg.penalty)
     masked = MaskedModel(model, structure, prune_cfg.block_size, binarizer)
     hooks = PruningHooks(masked, CubicSchedule(prune_cfg.initial_warmup, prune_cfg.final_warmup), prune_cfg)
     with checkpoints_for(out_dir) as work:
-        result = fit(
-            model, tokenizer, train_splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune", **teacher
-        )
+        result = fit(model, tokenizer, train_splits, train_cfg, work, hooks=hooks, resume=resume, desc="prune",
+                     **teacher)
         if hooks.plan is None:  # training ended before the final warm-up: fix the structure now
             hooks.freeze()
         pruned = compact(masked.unwrap().cpu(), structure)
 
         kept_layers = encoder_linear_count(pruned)
         summary = {
-            "target_sparsity": prune_cfg.sparsity,
-            "reached_sparsity": 1 - sum(kept_layers) / dense,
-            "binarizer_sparsity_before_calibration": hooks.natural,
-            "calibrated_cut_score": hooks.plan.cut,
-            "binarizer": prune_cfg.binarizer,
-            "block_size": prune_cfg.block_size,
-            "dense_encoder_linear_weights": dense,
-            "kept_encoder_linear_weights": sum(kept_layers),
-            "layers": [
-                {"sparsity": 1 - kept / full, "removed_heads": heads, "heads": n_heads, "ffn_width": width}
-                for kept, full, heads, n_heads, width in zip(
-                    kept_layers,
-                    dense_layers,
-                    hooks.plan.removed_heads,
-                    pruned.config.heads_per_layer,
-                    pruned.config.intermediate_sizes,
-                )
-            ],
+            "target_sparsity": prune_cfg.sparsity, "reached_sparsity": 1 - sum(kept_layers) / dense,
+            "binarizer_sparsity_before_calibration": hooks.natural, "calibrated_cut_score": hooks.plan.cut,
+            "binarizer": prune_cfg.binarizer, "block_size": prune_cfg.block_size, "dense_encoder_linear_weights": dense,
+            "kept_encoder_linear_weights": sum(kept_layers), "layers": [{
+                "sparsity": 1 - kept / full, "removed_heads": heads, "heads": n_heads, "ffn_width": width
+            } for kept, full, heads, n_heads, width in zip(kept_layers, dense_layers, hooks.plan.removed_heads, pruned.
+                                                           config.heads_per_layer, pruned.config.intermediate_sizes)],
             "source_model": str(model_dir_or_model) if not isinstance(model_dir_or_model, nn.Module) else None,
             "distilled_from": "logits" if isinstance(distill_from, np.ndarray) else distill_from and str(distill_from),
-            "dataset": splits.summary(),
-            "data_config": data_record(data),
-            "transfer": transfer_record,
-            "prune_config": asdict(prune_cfg),
-            "train_config": asdict(train_cfg),
-            "result": asdict(result),
+            "dataset": splits.summary(), "data_config": data_record(data), "transfer": transfer_record,
+            "prune_config": asdict(prune_cfg), "train_config": asdict(train_cfg), "result": asdict(result)
         }
         if is_main_process():
             with staged_dir(out_dir, PRUNING_RECORD) as tmp:

@@ -30,7 +30,7 @@ class CubicSchedule:
             return 0.0
         if step >= end:
             return 1.0
-        return 1.0 - (1.0 - (step - start) / (end - start)) ** 3
+        return 1.0 - (1.0 - (step - start) / (end - start))**3
 
     def final_phase(self, step: int, total_steps: int) -> bool:
         """True from the first step of the final warm-up on."""

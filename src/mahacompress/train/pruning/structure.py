@@ -33,12 +33,8 @@ class Structure:
 _BERT = Structure(base="bert")
 _ROBERTA = Structure(base="roberta")
 
-ARCHITECTURES: dict[str, Structure] = {
-    "bert": _BERT,
-    "roberta": _ROBERTA,
-    "xlm-roberta": _ROBERTA,
-    "camembert": _ROBERTA,
-}
+ARCHITECTURES: dict[str,
+                    Structure] = {"bert": _BERT, "roberta": _ROBERTA, "xlm-roberta": _ROBERTA, "camembert": _ROBERTA, }
 
 
 def structure_of(model: nn.Module) -> Structure:
@@ -46,8 +42,7 @@ def structure_of(model: nn.Module) -> Structure:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ARCHITECTURES:
         raise MahaError(
-            f"pruning does not support model type '{model_type}' (supported: {', '.join(sorted(ARCHITECTURES))})"
-        )
+            f"pruning does not support model type '{model_type}' (supported: {', '.join(sorted(ARCHITECTURES))})")
     return ARCHITECTURES[model_type]
 
 
@@ -61,10 +56,8 @@ def _family(model: nn.Module, purpose: str) -> Structure:
     model_type = str(getattr(getattr(model, "config", None), "model_type", None))
     structure = ARCHITECTURES.get(model_type.removeprefix("pruned_"))
     if structure is None:
-        raise MahaError(
-            f"{purpose} need a BERT-family encoder; model type '{model_type}' is not one "
-            f"(supported: {', '.join(sorted(ARCHITECTURES))})"
-        )
+        raise MahaError(f"{purpose} need a BERT-family encoder; model type '{model_type}' is not one "
+                        f"(supported: {', '.join(sorted(ARCHITECTURES))})")
     return structure
 
 
@@ -82,12 +75,8 @@ def set_layer_list(model: nn.Module, layers: nn.ModuleList) -> None:
 def role_paths(structure: Structure) -> dict[str, str]:
     """Path of each prunable Linear inside a layer, keyed by role."""
     return {
-        "q": structure.query,
-        "k": structure.key,
-        "v": structure.value,
-        "o": structure.attn_out,
-        "ffn_in": structure.ffn_in,
-        "ffn_out": structure.ffn_out,
+        "q": structure.query, "k": structure.key, "v": structure.value, "o": structure.attn_out,
+        "ffn_in": structure.ffn_in, "ffn_out": structure.ffn_out
     }
 
 

@@ -1,0 +1,73 @@
+"""What a row name asks for (`RowSpec`, which `recipes.parse_row` makes) and the preset settings that follow from
+it: its training section with the row's overrides (`train_config`), its transfer set with the row's overrides
+(`transfer_config`, `transfer_set`), and the row a `kdpNN` row prunes (`kdprune_source`).
+
+Why a module of its own: the builders (`builders.py`) and the recipes' table (`recipes.KINDS`) both read these,
+and the table holds the builders, so these sit below both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
+from ..data.transfer import TransferSet
+from .context import RecipeContext
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What a row name asks for."""
+
+    name: str
+    kind: str  # a key of KINDS
+    number: int | None = None  # the number in the name: pNN's sparsity in percent, kdN's layers
+    kd: bool = False
+    mp: bool = False
+    tr: bool = False  # distilled on the preset's transfer set too
+    ends: bool = False  # a layer student of the teacher's bottom and top layers, not evenly spaced ones
+    backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
+    served_from_another: bool = False
+
+    @property
+    def sparsity(self) -> float | None:
+        return self.number / 100 if self.kind in ("prune", "kdprune") else None
+
+
+# which section of a preset trains each trained kind (its seed is varied per run)
+_TRAIN_SECTION = {
+    "baseline": "finetune", "mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
+    "static": "static"
+}
+
+
+def kdprune_source(spec: RowSpec) -> str:
+    """The layer-student row a `kdpNN` row prunes: `kd`, or `kd+tr` when the transfer set is used."""
+    return "kd+tr" if spec.tr else "kd"
+
+
+def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
+    """The training settings of a trained row: its kind's preset section with the row's overrides."""
+    return _overridden(getattr(cfg, _TRAIN_SECTION[spec.kind]), cfg.train_overrides, "train_overrides", spec)
+
+
+def transfer_config(cfg: GridConfig, spec: RowSpec) -> TransferConfig:
+    """The transfer set a `+tr` row distils on: the preset's `transfer` section with the row's overrides."""
+    return _overridden(cfg.transfer, cfg.transfer_overrides, "transfer_overrides", spec)
+
+
+_Section = TypeVar("_Section", TrainConfig, TransferConfig)
+
+
+def _overridden(base: _Section, overrides: dict[str, dict], key: str, spec: RowSpec) -> _Section:
+    """`base` (a preset section) with the values `overrides` gives for the row replaced, each checked against
+    the section's own field types, so an override can change only what the section has."""
+    values = overrides.get(spec.name, {})
+    checked = from_dict(type(base), values, f"{key}.{spec.name}")
+    return replace(base, **{name: getattr(checked, name) for name in values})
+
+
+def transfer_set(ctx: RecipeContext, spec: RowSpec) -> TransferSet:
+    """The transfer set a `+tr` row distils on (the run's, with the row's `transfer_overrides`)."""
+    return ctx.transfer_set(transfer_config(ctx.cfg, spec))
