@@ -27,7 +27,7 @@ from mahacompress.core.files import write_json, write_text
 from mahacompress.data.splits import load_splits
 from mahacompress.data.transfer import build_transfer
 from mahacompress.infer.evaluate import evaluate_model
-from mahacompress.study.grid import load_preset
+from mahacompress.study.preset import load_preset
 from mahacompress.train.distill import distill
 from mahacompress.train.pruning.prune import prune
 

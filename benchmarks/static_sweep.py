@@ -24,7 +24,7 @@ from mahacompress.core.files import write_json, write_text
 from mahacompress.data.splits import load_splits
 from mahacompress.data.transfer import build_transfer
 from mahacompress.infer.evaluate import evaluate_model
-from mahacompress.study.grid import load_preset
+from mahacompress.study.preset import load_preset
 from mahacompress.train.static import distill_static
 
 # (name, settings): "transfer" adds the preset's transfer set, "dim" the table width, the rest is TrainConfig.

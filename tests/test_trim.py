@@ -235,7 +235,7 @@ def test_a_student_distilled_on_a_csv_transfer_set_trims_and_exports_on_exactly_
 
     from mahacompress.cli.app import app
     from mahacompress.models.load import save_classifier
-    from mahacompress.study.grid import load_preset
+    from mahacompress.study.preset import load_preset
 
     column = load_preset("sentiment-quick")[0].transfer.text_col  # marathi_sentence
     rng = random.Random(3)

@@ -248,7 +248,8 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     chosen = (teacher_final
               if winner == "teacher" else outcome(winner_trial, final_ms[winner], teacher_pred[REFERENCE], splits, cfg))
     overtaken = None
-    if winner != "teacher" and (not chosen["passed"] or chosen["ms"] >= teacher_final["ms"]):
+    if winner != "teacher" and (not chosen["passed"]
+                                 or (teacher_final["passed"] and chosen["ms"] >= teacher_final["ms"])):
         # timed again beside the teacher, the student is no faster than the teacher in its fastest shippable
         # runtime within budget (or none of its runtimes passes among those timed now): the teacher ships
         overtaken = {"name": winner, "ms": chosen["ms"], "runtime": chosen["runtime"]}
