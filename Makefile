@@ -15,7 +15,7 @@ $(BIN)/mahacompress: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU wheel of torch first: an unpinned resolution would pull gigabytes of CUDA packages
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test,serve,openvino,docs]"
+	$(BIN)/pip install --quiet -e ".[test,serve,openvino,docs,cluster]"
 	touch $@
 
 install: $(BIN)/mahacompress

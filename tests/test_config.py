@@ -54,7 +54,7 @@ def test_a_good_preset_loads_the_values_it_always_did():
 @pytest.mark.parametrize("text, line", [
     ("prune: {sparsityy: 0.5}", ("tiny.yaml: prune: unknown key 'sparsityy' (known: binarizer, block_size, "
                                  "final_warmup, initial_warmup, penalty, score_lr, sparsity)"),
-     ), ("epochs: 3", "tiny.yaml: unknown key 'epochs' (known: base_model, "),
+     ), ("epochs: 3", "tiny.yaml: unknown key 'epochs' (known: augment, base_model, "),
     ("finetune: {epochs: lots}", "tiny.yaml: finetune.epochs: bad value 'lots' (expected a number)"),
     ("finetune: {epochs: true}", "tiny.yaml: finetune.epochs: bad value True (expected a number)"),
     ("finetune: {batch_size: '8'}", "tiny.yaml: finetune.batch_size: bad value '8' (expected a whole number)"),

@@ -183,3 +183,116 @@ def test_predict_and_evaluate_run_a_static_student_with_numpy_by_default(static_
               str(data), "--max-length", "32", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout[result.stdout.index("{"):])["backend"] == "static"
+
+
+# ---------------------------------------------------------------- the table pre-trained against the teacher's features
+
+PRE = TrainConfig(**{**CFG.__dict__, "pretrain_epochs": 40})
+
+
+def _pretrained(teacher_dir, texts):
+    """A fresh table pre-trained on the teacher's features of `texts`, with its projection, record and features."""
+    from mahacompress.train.static_pretrain import pretrain_table, teacher_features
+
+    model, tokenizer, _ = build_table(str(teacher_dir), texts, dim=16)
+    features = teacher_features(str(teacher_dir), texts, max_length=PRE.max_length)
+    projection, record = pretrain_table(model, tokenizer, texts, features, PRE)
+    return model, tokenizer, projection, record, features
+
+
+def test_pretraining_regresses_the_teacher_features_and_the_head_is_the_teachers_composed(teacher_dir, toy_splits):
+    from mahacompress.infer.evaluate import predict_logits
+    from mahacompress.train.static_pretrain import compose_head, final_linear
+
+    texts = toy_splits.train.texts
+    model, tokenizer, projection, record, features = _pretrained(teacher_dir, texts)
+    teacher = load_classifier(str(teacher_dir))
+    head = final_linear(teacher)
+    assert head is teacher.classifier and features.shape == (len(texts), head.in_features)
+    with torch.no_grad():  # the features are what the teacher's head reads: its logits follow from them
+        np.testing.assert_allclose(
+            head(torch.from_numpy(features)).numpy(),
+            predict_logits(teacher, load_tokenizer(str(teacher_dir)), texts, max_length=32), rtol=1e-4, atol=1e-4)
+    assert record["held_out_texts"] == 5 and record["texts"] == len(texts) and record["feature_width"] == 64
+    assert record["held_out_cosine_after"] > record["held_out_cosine_before"]  # the cosine loss went down
+
+    compose_head(model, head, projection)
+    enc = tokenizer([toy_splits.test.texts[0]], return_tensors="pt")
+    with torch.no_grad():
+        composed = head(projection(model.pooled(enc["input_ids"], enc["attention_mask"])))
+        np.testing.assert_allclose(model(**enc).logits.numpy(), composed.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_pretraining_is_deterministic_for_a_seed(teacher_dir, toy_splits):
+    texts = toy_splits.train.texts[:60]
+    first, _, p1, r1, _ = _pretrained(teacher_dir, texts)
+    second, _, p2, r2, _ = _pretrained(teacher_dir, texts)
+    assert torch.equal(first.embeddings.weight, second.embeddings.weight) and torch.equal(p1.weight, p2.weight)
+    assert {k: v for k, v in r1.items() if k != "seconds"} == {k: v for k, v in r2.items() if k != "seconds"}
+
+
+def _toy_csvs(splits, root):
+    root.mkdir()
+    for name, part in (("x_train.csv", splits.train), ("x_valid.csv", splits.dev), ("x_test.csv", splits.test)):
+        rows = [f"{t},{splits.labels[y]}" for t, y in zip(part.texts, part.labels)]
+        (root / name).write_text("\n".join(["text,label", *rows]) + "\n", encoding="utf-8")
+    return root
+
+
+def test_distill_static_with_pretraining_from_the_cli(teacher_dir, toy_splits, tmp_path):
+    from clirun import run
+
+    data, out = _toy_csvs(toy_splits, tmp_path / "data"), tmp_path / "pre"
+    result = run("distill", "--teacher", str(teacher_dir), "--student", "static:16", "--pretrain-epochs", "1", "--out",
+                 str(out), "--dataset", str(data), "--epochs", "1", "--batch-size", "16", "--max-length", "32",
+                 "--no-freeze-embeddings")
+    assert result.exit_code == 0, result.output
+    assert "pretrain static table: epoch 1/1" in result.output
+    info = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    pre = info["pretrain"]
+    assert info["student"] == "static-embedding" and info["static"]["dim"] == 16
+    assert pre["epochs"] == 1 and pre["texts"] == info["dataset"]["splits"]["train"]["rows"]
+    assert pre["seconds"] >= 0 and {"held_out_cosine_before", "held_out_cosine_after"} <= set(pre)
+    assert info["train_config"]["pretrain_epochs"] == 1
+    # the table trains too (--no-freeze-embeddings), so dev chose between KD of the head alone and of head and table
+    scores = pre["dev_macro_f1"]
+    assert set(scores) == {"head_only", "head_and_table"}
+    assert pre["kept"] == ("head only" if scores["head_only"] > scores["head_and_table"] else "head and table")
+    assert info["result"]["best_dev_macro_f1"] == max(scores.values())
+    predicted = run("predict", "--model", str(out), "--json", *TEXTS[:2])
+    assert predicted.exit_code == 0, predicted.output
+    assert {row["label"] for row in json.loads(predicted.stdout)} <= set(toy_splits.labels)
+    evaluated = run("evaluate", "--model", str(out), "--dataset", str(data), "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout[evaluated.stdout.index("{"):])["backend"] == "static"
+
+
+def test_pretrain_epochs_refusals_are_one_line(teacher_dir, tmp_path):
+    from clirun import one_line_error, run
+
+    common = ("--out", str(tmp_path / "o"), "--dataset", str(tmp_path / "nowhere"))
+    cases = {("--student", "static", "--pretrain-epochs", "-1"): "--pretrain-epochs -1: expected a value at least 0",
+             ("--student", "layers:2", "--pretrain-epochs", "1"): "--pretrain-epochs pre-trains a static student",
+             ("--student", "static:65"): "--student static:DIM 65: expected a value in [1, 64]"}
+    for args, reason in cases.items():
+        assert reason in one_line_error(run("distill", "--teacher", str(teacher_dir), *args, *common))
+    hub = run("distill", "--teacher", "owner/name", "--student", "static", *common)
+    assert "a static student is built from a local teacher folder" in one_line_error(hub)
+    assert not (tmp_path / "o").exists()
+
+
+def test_static_student_specs_and_the_teacher_feature_cache(teacher_dir, toy_splits, tmp_path, monkeypatch):
+    import mahacompress.train.static_pretrain as pre
+    from mahacompress.train.distill import describe, teacher_logits
+
+    assert describe("static") == {"kind": "static", "dim": 256} and describe("static:32")["dim"] == 32
+    with pytest.raises(MahaError, match=r"static\[:DIM\]"):
+        describe("static:wide")
+    monkeypatch.setenv("MAHACOMPRESS_CACHE", str(tmp_path))
+    texts = toy_splits.train.texts[:20]
+    first = pre.teacher_features(str(teacher_dir), texts, max_length=32)
+    monkeypatch.setattr(pre, "compute_features", lambda *a, **k: pytest.fail("teacher ran again"))
+    assert np.array_equal(pre.teacher_features(str(teacher_dir), texts, max_length=32), first)
+    teacher_logits(str(teacher_dir), texts, max_length=32)  # same teacher, texts and length: another file
+    cached = sorted(p.name for p in tmp_path.rglob("*.npy"))
+    assert len(cached) == 2 and sum(name.endswith("-features.npy") for name in cached) == 1

@@ -29,6 +29,27 @@ LabelMap = Annotated[
 DedupTest = Annotated[bool, typer.Option(help="Evaluate on the de-duplicated test split.")]
 MaxTrainRows = Annotated[int | None, typer.Option(help="Stratified slice of the training split (quick runs).")]
 HiddenWeight = Annotated[float, typer.Option(help="Weight of hidden-state distillation (runs the teacher live).")]
+AttentionWeight = Annotated[
+    float,
+    typer.Option(
+        help="Weight of MiniLMv2 attention-relation distillation: query-query, key-key, value-value on mapped layers "
+        "(runs the teacher live).")]
+RelationHeads = Annotated[int, typer.Option(help="Heads the attention relations are split into.")]
+LayerMap = Annotated[
+    str | None,
+    typer.Option(
+        help="Teacher layer (0-based) each student layer learns from in the intermediate terms, e.g. 0,11; default: "
+        "the layers a layer student was copied from, else evenly spaced.")]
+Augment = Annotated[
+    int | None,
+    typer.Option(
+        help="Up to N teacher-labelled variants of each training text (near-neighbour word replacement, deletion, "
+        "cropping), trained with the KD term only.")]
+PretrainEpochs = Annotated[
+    float,
+    typer.Option(
+        help="Static students: epochs their table regresses the teacher's features (the input of its classification "
+        "layer) before the head, which starts as the teacher's own, trains by KD; 0 = off.")]
 Patience = Annotated[int, typer.Option(help="Early-stopping patience in evaluations; 0 = off.")]
 FreezeEmbeddings = Annotated[bool, typer.Option(help="Freeze word embeddings (fast on CPU).")]
 MixedPrecision = Annotated[str, typer.Option(help="no | bf16 | fp16")]

@@ -151,57 +151,69 @@ def report(out: Annotated[Path, typer.Option(help="A reproduce output folder hol
 
 
 def optimize(
-        teacher: Annotated[
-            str,
-            typer.Option(
-                help="Teacher folder or hub id (fine-tuned first when it is no classifier for the dataset's labels)."
-            ), ], out: Annotated[Path,
-                                 typer.Option(help="Folder for the search: shapes, models, trials, the exported "
-                                              "winner (export/), optimize.json, report.md, optimize.png."), ],
-        budget: Annotated[float,
-                          typer.Option(help="Dev points of --metric the model may lose against the teacher."
-                                       )] = OptimizeConfig.budget, dataset: Dataset = "mahanews-shc",
-        data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
-        max_train_rows: MaxTrainRows = None, fold_label_case: FoldLabelCase = False, label_map: LabelMap = None,
-        transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
-        metric: Annotated[str, typer.Option(help="accuracy | macro-f1")] = OptimizeConfig.metric,
-        batch_size: Annotated[int, typer.Option(
-            help="The batch every latency is measured at.")] = OptimizeConfig.batch_size, time_budget: Annotated[
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="Teacher folder or hub id (fine-tuned first when it is no classifier for the dataset's labels)."), ],
+    out: Annotated[Path,
+                   typer.Option(help="Folder for the search: shapes, models, trials, the exported "
+                                "winner (export/), optimize.json, report.md, optimize.png."), ],
+    budget: Annotated[float, typer.Option(
+        help="Dev points of --metric the model may lose against the teacher.")] = OptimizeConfig.budget,
+    dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None, label_col: LabelCol = None,
+    max_train_rows: MaxTrainRows = None, fold_label_case: FoldLabelCase = False, label_map: LabelMap = None,
+    transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
+    metric: Annotated[str, typer.Option(help="accuracy | macro-f1")] = OptimizeConfig.metric,
+    batch_size: Annotated[int,
+                          typer.Option(help="The batch every latency is measured at.")] = OptimizeConfig.batch_size,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(help="Wall-clock limit of the whole run, such as 90m, 2h or 3600s: no trial starts that the time "
+                     "left cannot cover (the best passing model so far wins); at the limit the run stops with its "
+                     "report so far (exit 124) and the same command resumes it."), ] = None,
+    decide: Annotated[
+        str,
+        typer.Option(help="point: the dev point estimate must be within the budget (the grid's `best` rule; default); "
+                     "interval: the paired-bootstrap interval's lower bound must be"), ] = OptimizeConfig.decide,
+    preset: Annotated[str, typer.Option(
+        help="Grid preset whose training and timing settings the recipes use.")] = OptimizeConfig.preset,
+    candidates: Annotated[str | None,
+                          typer.Option(help="Comma-separated grid rows to consider (default: " +
+                                       ",".join(OptimizeConfig().candidates) +
+                                       "); +tr is added when --transfer-set is given."), ] = None,
+    runtimes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated runtimes to measure, each one an export backend (" +
+                     ",".join(OPTIMIZE_RUNTIMES) +
+                     "; default: every one this machine runs natively; fp32 ONNX is always measured)."), ] = None,
+    trust_remote_code: TrustRemoteCode = False, workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Train trials as Ray tasks, N at a time, the same winner as in process (needs the cluster "
+            "extra); a local Ray instance unless --ray-address.")] = None, ray_address: Annotated[
                 str | None,
                 typer.Option(
-                    help="Wall-clock limit such as 90m, 2h or 3600s, checked before each trial: the best passing model "
-                    "so far is returned and the rest listed as not tried."), ] = None,
-        decide: Annotated[
-            str,
-            typer.Option(
-                help="point: the dev point estimate must be within the budget (the grid's `best` rule; default); "
-                "interval: the paired-bootstrap interval's lower bound must be"), ] = OptimizeConfig.decide,
-        preset: Annotated[str,
-                          typer.Option(help="Grid preset whose training and timing settings the recipes use."
-                                       )] = OptimizeConfig.preset,
-        candidates: Annotated[str | None,
-                              typer.Option(help="Comma-separated grid rows to consider (default: " +
-                                           ",".join(OptimizeConfig().candidates) +
-                                           "); +tr is added when --transfer-set is given."), ] = None,
-        runtimes: Annotated[
-            str | None,
-            typer.Option(help="Comma-separated runtimes to measure, each one an export backend (" +
-                         ",".join(OPTIMIZE_RUNTIMES) +
-                         "; default: every one this machine runs natively; fp32 ONNX is always measured)."), ] = None,
-        trust_remote_code: TrustRemoteCode = False) -> None:
+                    help="An existing Ray cluster's HOST:PORT (`ray start --head` prints it) for --workers.")] = None
+) -> None:
     """The fastest model within --budget dev points of the teacher, on this machine, at --batch-size: exported."""
 
     def names(text: str | None) -> list[str] | None:
         return [n.strip() for n in text.split(",") if n.strip()] if text is not None else None
 
+    seconds = check.parse_duration("--time-budget", time_budget) if time_budget is not None else None
     cfg = OptimizeConfig(budget=budget, metric=metric, batch_size=batch_size, decide=decide, preset=preset,
-                         time_budget_s=check.parse_duration("--time-budget", time_budget) if time_budget else None,
+                         time_budget_s=seconds,
                          candidates=names(candidates) if candidates is not None else OptimizeConfig().candidates,
                          runtimes=names(runtimes))
     check.check_optimize_config(cfg)
+    from ..search.workers import check_workers  # no torch, no Ray at import
+
+    check_workers(workers, ray_address)  # before the teacher: one line, nothing loaded; Ray itself is not imported
     model_source.check_model(teacher, trust_remote_code=trust_remote_code)
     check.check_output_dir(out, SEARCH_RECORD, grows=True, inputs=(teacher, dataset, data_dir, transfer_set))
+    from ..search.budget import Stopped
     from ..search.optimize import optimize as run  # it locks --out itself (files.output_lock), as a library call too
+    from ..search.report import stop_line
     from ..train.processes import process_count
 
     if process_count() > 1:  # it times models on one device; trials as separate workers: docs/guide/optimize.md
@@ -209,7 +221,12 @@ def optimize(
     data = data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows,
                        fold_label_case=fold_label_case, label_map=label_map)
     transfer = TransferConfig(path=transfer_set, text_col=transfer_text_col) if transfer_set else None
-    report = run(teacher, data, cfg, out, transfer=transfer, trust_remote_code=trust_remote_code)
+    try:
+        report = run(teacher, data, cfg, out, transfer=transfer, trust_remote_code=trust_remote_code, workers=workers,
+                     ray_address=ray_address)
+    except Stopped as stop:  # SIGINT, SIGTERM or the time budget: its report so far is written, one line says more
+        console.print(stop_line(stop.report, out), soft_wrap=True)
+        raise typer.Exit(stop.code) from None
     w = report["winner"]
     test = w["export"]["test"] or {}
     console.print(

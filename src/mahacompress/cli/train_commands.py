@@ -11,10 +11,13 @@ from rich.table import Table
 
 from ..core import model_source
 from ..core import validate as check
-from ..core.config import PruneConfig, TrainConfig, TransferConfig
+from ..core.config import AugmentConfig, PruneConfig, TrainConfig, TransferConfig
+from ..core.errors import MahaError
 from ..core.files import PRUNING_RECORD, TRAINING_RECORD
 from .checks import one_writer
 from .options import (
+    AttentionWeight,
+    Augment,
     DataDir,
     Dataset,
     FoldLabelCase,
@@ -22,9 +25,12 @@ from .options import (
     HiddenWeight,
     LabelCol,
     LabelMap,
+    LayerMap,
     MaxTrainRows,
     MixedPrecision,
     Patience,
+    PretrainEpochs,
+    RelationHeads,
     TextCol,
     TransferLabelCol,
     TransferMax,
@@ -84,12 +90,30 @@ def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freez
                        mixed_precision=mixed_precision, seed=seed, **extra)
 
 
+def _levers(augment: int | None, attention_weight: float, relation_heads: int, layer_map: str | None) -> dict:
+    """The knowledge levers' TrainConfig fields from their options: `--augment` must be a count of 1 or more
+    when given, `--layer-map` a comma-separated list of layer numbers (checked against the teacher later)."""
+    if augment is not None:
+        check.check_range("--augment", augment, 1)
+    layers = None
+    if layer_map is not None:
+        try:
+            layers = [int(part) for part in layer_map.split(",")]
+        except ValueError:
+            raise MahaError(
+                f"--layer-map {layer_map}: expected teacher layer numbers separated by commas, e.g. 0,11") from None
+    return {
+        "augment": AugmentConfig(per_text=augment or 0), "kd_attention_weight": attention_weight,
+        "relation_heads": relation_heads, "kd_layer_map": layers
+    }
+
+
 def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")], student: Annotated[
     str,
     typer.Option(
         help="pruned:S | layers:N[:even|ends] (which N teacher layers: evenly spaced, the default, or the bottom "
-        "and top ones) | a student model folder"), ], out: Annotated[Path,
-                                                                     typer.Option(help="Output model folder.")],
+        "and top ones) | static[:DIM] (a static-embedding student, DIM 256 by default; the teacher must be a "
+        "folder) | a student model folder"), ], out: Annotated[Path, typer.Option(help="Output model folder.")],
             dataset: Dataset = "mahanews-shc", data_dir: DataDir = None, text_col: TextCol = None,
             label_col: LabelCol = None, max_train_rows: MaxTrainRows = None, fold_label_case: FoldLabelCase = False,
             label_map: LabelMap = None, epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size,
@@ -98,22 +122,32 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
             patience: Patience = TrainConfig.early_stopping_patience,
             alpha: Annotated[float, typer.Option(help="Weight of the KD term.")] = TrainConfig.kd_alpha,
             temperature: Annotated[float, typer.Option(help="Softmax temperature T.")] = TrainConfig.kd_temperature,
-            hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight, transfer_set: TransferSetOpt = None,
-            transfer_text_col: TransferTextCol = None, transfer_label_col: TransferLabelCol = None,
-            transfer_window: TransferWindow = TransferConfig.window_words, transfer_max: TransferMax = None,
-            transfer_use_labels: TransferUseLabels = False,
+            hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
+            attention_weight: AttentionWeight = TrainConfig.kd_attention_weight,
+            relation_heads: RelationHeads = TrainConfig.relation_heads, layer_map: LayerMap = None,
+            augment: Augment = None, transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
+            transfer_label_col: TransferLabelCol = None, transfer_window: TransferWindow = TransferConfig.window_words,
+            transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
+            pretrain_epochs: PretrainEpochs = TrainConfig.pretrain_epochs,
             mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
             resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
-    """Knowledge distillation into a shallower student, an existing student, or a pruned teacher."""
+    """Knowledge distillation into a shallower student, an existing student, a pruned teacher or a static student."""
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
-                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight,
+                     pretrain_epochs=pretrain_epochs, **_levers(augment, attention_weight, relation_heads, layer_map))
     check.check_train_config(cfg)
-    from ..train.distill import describe
+    from ..train.distill import check_student_levers, describe
     from ..train.distill import distill as run
 
     spec = describe(student)
+    if pretrain_epochs > 0 and spec["kind"] != "static":
+        raise MahaError(f"--pretrain-epochs pre-trains a static student's table; --student {student} has none "
+                        "(use --student static[:DIM], or leave the option out)")
+    if spec["kind"] == "static":
+        _check_static(teacher, student, spec["dim"], cfg)
     _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
                     (teacher, spec.get("path")), (dataset, data_dir, transfer_set), trust_remote_code)
+    check_student_levers(teacher, student, cfg, trust_remote_code=trust_remote_code)
     if spec["kind"] == "pruned":
         check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
     data = data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed,
@@ -126,10 +160,28 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
 
         prune(teacher, splits, cfg, PruneConfig(sparsity=spec["sparsity"]), out, resume=resume, distill_from=teacher,
               transfer=transfer, data=data, trust_remote_code=trust_remote_code)
+    elif spec["kind"] == "static":
+        from ..train.static import distill_static
+
+        distill_static(teacher, splits, cfg, out, dim=spec["dim"], resume=resume, transfer=transfer, data=data,
+                       trust_remote_code=trust_remote_code)
     else:
         run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer, data=data,
             trust_remote_code=trust_remote_code)
     _say_once(f"wrote {out}")
+
+
+def _check_static(teacher: str, student: str, dim: int, cfg: TrainConfig) -> None:
+    """What a static student needs before any work: a teacher folder (its table is cut from the folder's tokenizer),
+    a width of 1 up to the teacher's hidden size, and no intermediate-layer terms (it has no layers)."""
+    if not Path(teacher).is_dir():
+        raise MahaError(f"--teacher {teacher}: a static student is built from a local teacher folder (its tokenizer "
+                        "is trimmed to the training corpus); fine-tune or download the teacher into a folder first")
+    hidden = model_source.model_config(teacher).get("hidden_size")
+    check.check_range("--student static:DIM", dim, 1, hidden)
+    if cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0 or cfg.kd_layer_map is not None:
+        raise MahaError(f"--student {student}: a static student has no layers; leave out --hidden-weight, "
+                        "--attention-weight and --layer-map")
 
 
 def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or hub id.")],
@@ -147,16 +199,20 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
           epochs: float = TrainConfig.epochs, batch_size: int = TrainConfig.batch_size, lr: float = TrainConfig.lr,
           max_length: int = TrainConfig.max_length, freeze_embeddings: FreezeEmbeddings = TrainConfig.freeze_embeddings,
           patience: Patience = TrainConfig.early_stopping_patience,
-          distill_from: Annotated[str | None, typer.Option(help="Teacher folder: prune with KD.")] = None,
-          alpha: float = TrainConfig.kd_alpha, temperature: float = TrainConfig.kd_temperature,
-          hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight, transfer_set: TransferSetOpt = None,
-          transfer_text_col: TransferTextCol = None, transfer_label_col: TransferLabelCol = None,
-          transfer_window: TransferWindow = TransferConfig.window_words, transfer_max: TransferMax = None,
-          transfer_use_labels: TransferUseLabels = False, mixed_precision: MixedPrecision = TrainConfig.mixed_precision,
-          seed: int = TrainConfig.seed, resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
+          distill_from: Annotated[str | None, typer.Option(
+              help="Teacher folder: prune with KD.")] = None, alpha: float = TrainConfig.kd_alpha,
+          temperature: float = TrainConfig.kd_temperature, hidden_weight: HiddenWeight = TrainConfig.kd_hidden_weight,
+          attention_weight: AttentionWeight = TrainConfig.kd_attention_weight,
+          relation_heads: RelationHeads = TrainConfig.relation_heads, layer_map: LayerMap = None,
+          augment: Augment = None, transfer_set: TransferSetOpt = None, transfer_text_col: TransferTextCol = None,
+          transfer_label_col: TransferLabelCol = None, transfer_window: TransferWindow = TransferConfig.window_words,
+          transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
+          mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
+          resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
     """Block movement pruning, then physical removal of heads and neurons; writes DIR and DIR/pruning.json."""
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
-                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight)
+                     kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight,
+                     **_levers(augment, attention_weight, relation_heads, layer_map))
     pcfg = PruneConfig(sparsity=sparsity, binarizer=binarizer, block_size=block_size, score_lr=score_lr,
                        penalty=penalty)
     check.check_prune_config(pcfg)
@@ -164,7 +220,10 @@ def prune(model: Annotated[str, typer.Option(help="Fine-tuned teacher folder or 
     check.check_block_size(model, block_size)
     _check_training(cfg, out, PRUNING_RECORD, (model, distill_from), (dataset, data_dir, transfer_set),
                     trust_remote_code)
+    from ..train.distill import check_student_levers
     from ..train.pruning.prune import prune as run
+
+    check_student_levers(distill_from, model, cfg, trust_remote_code=trust_remote_code)
 
     data = data_config(dataset, data_dir, text_col, label_col, max_train_rows=max_train_rows, seed=seed,
                        fold_label_case=fold_label_case, label_map=label_map)

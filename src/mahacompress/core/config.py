@@ -17,7 +17,7 @@ preset key), for options and presets alike.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple, TypeVar
 
@@ -87,6 +87,24 @@ class DataConfig(_Settings):
 
 
 @dataclass
+class AugmentConfig(_Settings):
+    """Teacher-labelled variants of the training texts (train/augment.py), TinyBERT's lever for small students on
+    small labelled sets: each text gives up to `per_text` variants, made by replacing words with their near
+    neighbours in the teacher's own word-vector space, deleting words, or cropping a span. Off while `per_text` is 0.
+    """
+
+    per_text: int = 0  # variants asked of each text (fewer when de-duplication or the overlap filter drops some)
+    replace_rate: Number = 0.3  # chance that a word with neighbours is replaced by one of them
+    delete_rate: Number = 0.1  # chance that a word is deleted
+    crop_rate: Number = 0.2  # share of variants that are a crop: a contiguous span of 60-90% of the words
+    neighbours: int = 8  # a word is replaced by one of its `neighbours` nearest words (cosine)
+    vocabulary: int = 20000  # the most frequent words of the texts that get vectors (and may replace others)
+    transfer: bool = True  # variants of the transfer texts too, not only of the labelled ones
+    ngram: int = 8  # a variant sharing this many consecutive words with a dev/test text is dropped and counted
+    seed: int = 42
+
+
+@dataclass
 class TrainConfig(_Settings):
     """One training loop's settings (fine-tuning, pruning and distillation share them)."""
 
@@ -107,7 +125,30 @@ class TrainConfig(_Settings):
     kd_alpha: Number = 0.5  # weight of the distillation term when teacher logits are given
     kd_temperature: Number = 2.0
     kd_hidden_weight: Number = 0.0  # weight of the hidden-state (cosine) term; > 0 runs the teacher live
+    # weight of MiniLMv2's self-attention relation term (query-query, key-key, value-value); > 0 runs the teacher live
+    kd_attention_weight: Number = 0.0
+    relation_heads: int = 12  # heads the relations are split into, whatever each model's own head count
+    # the teacher layer (0-based) each student layer learns from in the intermediate terms; None: the layers a
+    # layer student was copied from, layer for layer for a student as deep as the teacher, else evenly spaced
+    kd_layer_map: list[int] | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # teacher-labelled variants (KD term only)
+    # static students: epochs their table regresses the teacher's features before the head trains (Tokenlearn's idea)
+    pretrain_epochs: Number = 0.0
     seed: int = 42
+
+
+# Settings added after runs were recorded, and when each is off: `recorded` leaves a setting out while it is off, so
+# a row recorded before it existed keeps its settings and is not built again for a knob it never turned.
+_OFF: dict[str, Any] = {
+    "kd_attention_weight": lambda c: c.kd_attention_weight == 0, "relation_heads": lambda c: c.kd_attention_weight == 0,
+    "kd_layer_map": lambda c: c.kd_layer_map is None, "augment": lambda c: c.augment.per_text == 0,
+    "pretrain_epochs": lambda c: c.pretrain_epochs == 0
+}
+
+
+def recorded(cfg: TrainConfig) -> dict:
+    """`cfg` as a row's settings record it: `asdict`, without the levers left off (`_OFF`)."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in _OFF and _OFF[k](cfg))}
 
 
 class Bounds(NamedTuple):
@@ -124,10 +165,11 @@ TRAIN_RANGES = {
     "epochs": Bounds("--epochs", 0, lo_open=True), "batch_size": Bounds("--batch-size", 1), "lr": Bounds(
         "--lr", 0, lo_open=True), "max_length": Bounds("--max-length", 1), "kd_alpha": Bounds("--alpha", 0, 1),
     "kd_temperature": Bounds("--temperature", 0, lo_open=True), "kd_hidden_weight": Bounds("--hidden-weight", 0),
-    "early_stopping_patience": Bounds("--patience", 0), "evals_per_epoch": Bounds("--evals-per-epoch", 1),
-    "checkpoint_every": Bounds("--checkpoint-every",
-                               1), "weight_decay": Bounds("--weight-decay",
-                                                          0), "warmup_ratio": Bounds("--warmup-ratio", 0, 1)
+    "kd_attention_weight": Bounds("--attention-weight", 0), "relation_heads": Bounds(
+        "--relation-heads", 1), "pretrain_epochs": Bounds("--pretrain-epochs", 0), "early_stopping_patience": Bounds(
+            "--patience", 0), "evals_per_epoch": Bounds("--evals-per-epoch", 1), "checkpoint_every": Bounds(
+                "--checkpoint-every", 1), "weight_decay": Bounds("--weight-decay",
+                                                                 0), "warmup_ratio": Bounds("--warmup-ratio", 0, 1)
 }
 # TrainConfig.mixed_precision; "auto": what the hardware runs natively (hardware.py)
 TRAINING_PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -173,6 +215,16 @@ class TransferConfig(_Settings):
     seed: int = 42
 
 
+@dataclass
+class IntermediateConfig(_Settings):
+    """The intermediate-layer terms a preset's `+mid` rows add (TrainConfig's fields of the same names)."""
+
+    hidden_weight: Number = 1.0  # kd_hidden_weight: hidden states (cosine, through a projection where widths differ)
+    attention_weight: Number = 1.0  # kd_attention_weight: MiniLMv2 attention relations
+    relation_heads: int = 12
+    layer_map: list[int] | None = None  # kd_layer_map
+
+
 BINARIZERS = ("topk", "sigmoid")  # PruneConfig.binarizer (pruning/masks.py implements them)
 
 ROWS = ("baseline", "baseline+bf16", "baseline+int8", "mp", "kd", "p25", "p50", "p75", "p25+kd", "p50+kd", "p75+kd",
@@ -214,6 +266,11 @@ class GridConfig(_Settings):
     best_within_points: Number = 1.0
     served_blocks: bool = True  # score and time every compressed row as recipes.SERVED_BACKEND runs it too
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
+    # what `+aug` adds to a row: teacher-labelled variants of its training texts (per_text must be 1 or more)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(per_text=4))
+    # what `+mid` adds to a layer or pruned student: intermediate-layer terms, each with its weight
+    intermediate: IntermediateConfig = field(default_factory=lambda: IntermediateConfig())
+    static_pretrain_epochs: Number = 5.0  # what `+pre` adds to a static row: its table pre-trained so many epochs
     # per-row changes to the transfer section for rows marked +tr, e.g. {"static+tr": {"max_pieces": None}}: the
     # cap keeps the transformer students' training short, while a static student's steps cost milliseconds, so
     # every piece costs it only the teacher's labelling

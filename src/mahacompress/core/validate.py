@@ -56,9 +56,27 @@ def check_train_config(cfg: TrainConfig, where: str | None = None) -> None:
     for field, bounds in TRAIN_RANGES.items():
         check_range(f"{where}.{field}" if where else bounds.option, getattr(cfg, field), bounds.lo, bounds.hi,
                     lo_open=bounds.lo_open)
+    aug = cfg.augment
+    for field, value, lo, hi in (("per_text", aug.per_text, 0, None), ("replace_rate", aug.replace_rate, 0, 1),
+                                 ("delete_rate", aug.delete_rate, 0, 1), ("crop_rate", aug.crop_rate, 0, 1),
+                                 ("neighbours", aug.neighbours, 1, None), ("vocabulary", aug.vocabulary, 2,
+                                                                           None), ("ngram", aug.ngram, 1, None)):
+        check_range(f"{where}.augment.{field}" if where else "--augment" if field == "per_text" else f"augment.{field}",
+                    value, lo, hi)
     if cfg.mixed_precision not in TRAINING_PRECISIONS:
         name = f"{where}.mixed_precision" if where else "--mixed-precision"
         raise MahaError(f"{name} {cfg.mixed_precision}: expected no, bf16 or fp16")
+
+
+def check_layer_map(layer_map: list[int], student_layers: int, teacher_layers: int, name: str = "--layer-map") -> None:
+    """One teacher layer (0-based, within its depth) for each student layer, before any training starts."""
+    if len(layer_map) != student_layers:
+        raise MahaError(f"{name} {','.join(map(str, layer_map))}: {len(layer_map)} teacher layers for a student of "
+                        f"{student_layers}; give one per student layer")
+    outside = [i for i in layer_map if not 0 <= i < teacher_layers]
+    if outside:
+        raise MahaError(f"{name} {','.join(map(str, layer_map))}: layer {outside[0]} is outside the teacher's "
+                        f"{teacher_layers} layers (0..{teacher_layers - 1})")
 
 
 def check_prune_config(cfg: PruneConfig) -> None:
@@ -98,8 +116,9 @@ def check_optimize_config(cfg: OptimizeConfig) -> None:
     check_choice("--metric", cfg.metric, METRICS)
     check_choice("--decide", cfg.decide, DECISIONS)
     check_range("--batch-size", cfg.batch_size, 1)
-    if cfg.time_budget_s is not None:
-        check_range("--time-budget (seconds)", cfg.time_budget_s, 0)
+    if cfg.time_budget_s is not None and not cfg.time_budget_s > 0:  # nan too; no time for any work is no run
+        raise MahaError(f"--time-budget {cfg.time_budget_s:g} s: expected more than zero, a duration such as 90m, "
+                        "2h or 3600s")
     if not cfg.candidates:
         raise MahaError("--candidates: name at least one row of the grid's registry")
     for runtime in cfg.runtimes or ():
@@ -224,7 +243,7 @@ def check_block_size(name: str, block: int) -> None:
 
 
 __all__ = [
-    "check_range", "check_train_config", "check_prune_config", "check_choice", "parse_duration",
+    "check_range", "check_train_config", "check_layer_map", "check_prune_config", "check_choice", "parse_duration",
     "check_optimize_config", "check_input_file", "check_output_dir", "check_output_file", "check_max_length",
     "check_block_size"
 ]

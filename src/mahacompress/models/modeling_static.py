@@ -52,8 +52,9 @@ class StaticForSequenceClassification(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings = value
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """A text's vector, the mean of its real pieces' rows: what the head reads (and what a table is
+        pre-trained on, before there is a head)."""
         # from the config at every call, not a buffer: from_pretrained builds models on the meta device and
         # leaves non-persistent buffers uninitialised
         special = torch.tensor(self.config.special_ids, dtype=input_ids.dtype, device=input_ids.device)
@@ -61,7 +62,11 @@ class StaticForSequenceClassification(PreTrainedModel):
         if attention_mask is not None:
             weight = weight * attention_mask.to(weight.dtype)
         summed = (self.embeddings(input_ids) * weight.unsqueeze(-1)).sum(1)
-        logits = self.classifier(summed / weight.sum(1, keepdim=True).clamp(min=1.0))
+        return summed / weight.sum(1, keepdim=True).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+        logits = self.classifier(self.pooled(input_ids, attention_mask))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -29,7 +29,8 @@ So the run goes, top to bottom:
    in each runtime (int8 can cost accuracy), trimmed as it
    will ship, against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is
    the point estimate or the interval's lower bound
-   (`OptimizeConfig.decide`). The time budget is checked before each trial: a trial that started finishes.
+   (`OptimizeConfig.decide`). A trial starts only when the time budget left covers its estimate
+   (`budget.trial_estimate`, from the trials finished so far); one that cannot is reported as skipped for budget.
    Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the anchor of every
    speedup, never a verdict, so what passes is what the exported folder runs.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
@@ -39,10 +40,14 @@ So the run goes, top to bottom:
    split scored, once, through the exported folder.
 5. Report: `optimize.json`, `report.md` and `optimize.png` (latency against dev difference).
 
+The time budget bounds the whole run, the teacher's fine-tune and the shapes included: at its deadline, as at
+SIGINT or SIGTERM, the run stops in whatever phase it is in (`budget`), writes the report of what it measured so
+far (with the Pareto front of accuracy against speed) and says in one line how to resume.
+
 Resumable: each trained candidate's dev predictions are written atomically to `trials/` and reused on
 re-run (the pass rule is re-applied, so a new budget or metric costs no training); the shapes' timing is
 reused while the batch size and runtimes are the same. Trials are independent (a folder and a record
-each), which is what lets them run on several workers later (docs/guide/optimize.md).
+each), which is what lets them run on several workers (`workers`, `--workers N`: docs/guide/optimize.md).
 
 This module is the command; its parts live beside it: the candidates and their shapes (`candidates`), the
 measurements and the pass rule (`scoring`), the search's pure decisions (`bisect`) and the report (`report`).
@@ -71,6 +76,7 @@ from ..study.recipes import build, parse_row
 from ..study.rowspec import transfer_set
 from ..study.timing import timing_texts
 from .bisect import search, train_chain, verdicts
+from .budget import Stopped, Watch, trial_estimate
 from .candidates import (
     build_shape,
     folder_of,
@@ -79,7 +85,7 @@ from .candidates import (
     served_copy,
     source_of,
 )
-from .report import write_report
+from .report import NOT_TRIED, write_report
 from .scoring import (
     REFERENCE,
     SHIPPABLE,
@@ -90,6 +96,7 @@ from .scoring import (
 )
 from .trials import candidate_row, check_claim, saved_trial, shape_timing, train_trial, trial_path
 from .winner import export_winner
+from .workers import Search, TrialJob, check_workers, search_on_workers
 
 _console = Console(stderr=True, markup=False, highlight=False)
 
@@ -107,22 +114,39 @@ SHAPE_TIMING_TEXTS = 64
 
 
 def optimize(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, *, transfer: TransferConfig | None = None,
-             clock=time.monotonic, trust_remote_code: bool = False) -> dict:
+             clock=time.monotonic, trust_remote_code: bool = False, workers: int | None = None,
+             ray_address: str | None = None) -> dict:
     """Find, export and report the fastest model within `cfg.budget` dev points of `teacher` (see the module
     docstring); returns the report written to `out/optimize.json`. `trust_remote_code` lets the teacher (and so
-    every model built from it) run the Python code its folder or hub repository ships."""
-    start = clock()
+    every model built from it) run the Python code its folder or hub repository ships.
+
+    Stopped by SIGINT, SIGTERM or its time budget in any phase (`budget.Watch`), it writes the report of what it
+    measured so far (atomically, as every report) and raises `budget.Stopped` with that report, the phase and the
+    exit status: the same call again resumes, reusing every finished step."""
     check_optimize_config(cfg)
+    check_workers(workers, ray_address)  # trials on `workers` Ray tasks (search/workers.py); None: in process
     out = Path(out)
     check_output_dir(out, SEARCH_RECORD, grows=True,
                      inputs=(teacher, data.dataset, data.data_dir, transfer.path if transfer else None))
-    with output_lock(out):  # the search resumes in its folder: a second run into it at the same time is refused
-        return _search(teacher, data, cfg, out, transfer, clock, trust_remote_code, start)
+    # the search resumes in its folder: a second run into it at the same time is refused
+    with output_lock(out), Watch(cfg.time_budget_s, clock) as watch:
+        state: dict = {"teacher": teacher, "cfg": cfg, "tried": {}, "trials": {}, "skipped": {}}
+        try:
+            return _search(teacher, data, cfg, out, transfer, trust_remote_code, watch, state, workers, ray_address)
+        except Stopped as stop:
+            watch.disarm()  # a second Ctrl-C while the report is written is ignored: the report comes first
+            watch.lap()
+            stop.phase = watch.phase
+            stop.report = _report(out, state, watch, stop)
+            write_report(out, stop.report)
+            raise
 
 
-def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, transfer: TransferConfig | None, clock,
-            trust_remote_code: bool, start: float) -> dict:
-    """`optimize`'s steps 1-5, once its options and output folder are checked and the folder is locked."""
+def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, transfer: TransferConfig | None,
+            trust_remote_code: bool, watch: Watch, st: dict, workers: int | None = None,
+            ray_address: str | None = None) -> dict:
+    """`optimize`'s steps 1-5, once its options and output folder are checked and the folder is locked; what it
+    has measured goes into `st` as it goes, for the report of a run stopped before its end."""
     grid_cfg, preset = load_preset(cfg.preset)
     transfer_cfg = (replace(grid_cfg.transfer, path=transfer.path, text_col=transfer.text_col, label_col=None)
                     if transfer and transfer.path else TransferConfig())
@@ -138,12 +162,14 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
         "teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher, "data": asdict(data),
         "transfer": asdict(transfer_cfg), "finetune": asdict(grid_cfg.finetune)
     }
+    st["preset"] = preset
     check_claim(out, identity)
-    splits = load_splits(data)
+    splits = st["splits"] = load_splits(data)
     teacher_config = _check_teacher(teacher, splits.labels, trust_remote_code)
     specs, unfit = resolve_candidates(cfg.candidates, transfer=transfer_cfg.path is not None,
                                       teacher_layers=getattr(teacher_config, "num_hidden_layers", None),
                                       teacher_hidden=getattr(teacher_config, "hidden_size", None), grid_cfg=grid_cfg)
+    st.update(unfit=unfit, names=[s.name for s in specs])
     if unfit:
         _console.print("left out, the teacher cannot give them their shape: " + "; ".join(f"{n} ({why})"
                                                                                           for n, why in unfit.items()))
@@ -151,6 +177,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     ctx = open_context(RowSettings(grid_cfg, teacher, data.dataset), splits, data, out / "models",
                        trust_remote_code=trust_remote_code, cache=out / "cache")
     teacher_dir = ctx.teacher_dir
+    st.update(ctx=ctx, teacher_dir=teacher_dir, max_length=ctx.max_length)
     if teacher_dir != teacher and not (Path(teacher_dir) / TRAINING_RECORD).is_file():
         _console.print(f"fine-tuning the teacher {teacher} on {splits.name} first (its labels are not the dataset's)")
         build(ctx, parse_row("baseline"), Path(teacher_dir))
@@ -158,38 +185,39 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
         if spec.tr:
             transfer_set(ctx, spec)
     # torch fp32, the reference, and fp32 ONNX, what ships when nothing faster passes, are always measured
-    runtimes = list(
+    runtimes = st["runtimes"] = list(
         dict.fromkeys([
             REFERENCE, "onnx", *(r for r in cfg.runtimes or native_runtimes() if unsupported_reason(r) is None)
         ]))
     texts = timing_texts(splits.dev.texts, grid_cfg.measure.texts)  # dev texts: test stays unread until the end
-
-    phases: dict[str, float] = {}  # this invocation's seconds per step, for the report
-
-    def lap(step: str) -> None:
-        phases[step] = clock() - start - sum(phases.values())
-
-    lap("teacher and transfer set")
+    st["timing"] = (f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
+                    f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts")
 
     # 2. shapes, timed untrained beside the teacher
+    watch.enter("shapes")
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(ctx, spec, out / "shapes" / folder_of(spec))
-    shape_ms, reused_seconds = shape_timing(out, specs, teacher_dir, runtimes,
-                                            texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
-                                            replace(ctx, calibration=ctx.calibration[:SHAPE_CALIBRATION_TEXTS]))
+    shape_ms, st["reused_seconds"] = shape_timing(out, specs, teacher_dir, runtimes,
+                                                  texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
+                                                  replace(ctx, calibration=ctx.calibration[:SHAPE_CALIBRATION_TEXTS]))
     teacher_pred = dev_predictions(teacher_dir, runtimes, ctx)
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred[REFERENCE], splits,
                               cfg)
     fastest = {s.name: min(ms for r, ms in shape_ms[s.name].items() if r in SHIPPABLE) for s in specs}
     order = sorted(fastest, key=fastest.get)
-    lap("shapes (build, time) and the teacher's dev scores")
+    family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
+    sources = {s.name: source_of(s) for s in specs}
+    by_name = {s.name: s for s in specs}
+    st.update(shape_ms=shape_ms, teacher_outcome=teacher_outcome, order=order, fastest=fastest, family=family,
+              sources=sources, by_name=by_name)
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
                    f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})")
 
     # 3. the search: reuse finished trials, then bisect
-    by_name = {s.name: s for s in specs}
-    tried = {}
+    watch.enter("trials")
+    tried, trials, skipped = st["tried"], st["trials"], st["skipped"]
+    seconds: dict[str, float] = {}  # finished trials' seconds: what the budget's estimates are made from
     for spec in specs:
         trial = saved_trial(out, ctx, spec)
         if trial is not None:
@@ -201,40 +229,52 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
                 trial["dev_predictions"] |= dev_predictions(served, missing, ctx)
                 write_json(trial_path(out, spec), trial)
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred[REFERENCE], splits, cfg)
-            reused_seconds += trial.get("seconds", 0.0)
+            st["reused_seconds"] += trial.get("seconds", 0.0)
+            if trial.get("seconds"):
+                seconds[spec.name] = trial["seconds"]
             ctx.finished[spec.name] = [trial["model_dir"]]  # a kdpNN trial may prune its model
     if tried:
         _console.print(f"reusing finished trials: {', '.join(tried)}")
-    trials: dict[str, dict] = {}
 
     def train_one(name: str) -> dict:
-        spec = by_name[name]
-        _console.print(f"training {name} ({clock() - start:.0f} s into the run)")
+        if watch.spent():
+            watch.stop("budget")
+        estimate = trial_estimate(name, family, fastest, seconds)
+        if not watch.fits(estimate):  # it could not finish in the budget: the time left may still fit a smaller one
+            skipped[name] = {"estimate_s": estimate, "left_s": max(watch.remaining(), 0.0)}
+            _console.print(f"{name}: not started, its trial is estimated at {estimate / 60:.1f} min and "
+                           f"{skipped[name]['left_s'] / 60:.1f} min of the time budget are left")
+            return {"passed": None, "ms": None, "skipped": True}
+        skipped.pop(name, None)
+        st["current"] = name
+        _console.print(f"training {name} ({watch.elapsed():.0f} s into the run)")
         try:
-            trials[name] = train_trial(out, ctx, spec, runtimes)
+            trials[name] = train_trial(out, ctx, by_name[name], runtimes)
         except MahaError as exc:
+            st["current"] = None
             return {"passed": None, "ms": None, "error": str(exc)}
-        o = outcome(trials[name], shape_ms[name], teacher_pred[REFERENCE], splits, cfg)
+        st["current"] = None
+        seconds[name] = trials[name]["seconds"]
+        o = tried[name] = outcome(trials[name], shape_ms[name], teacher_pred[REFERENCE], splits, cfg)
         _console.print(f"{name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
                        f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: " +
                        (f"passes in {o['runtime']} ({o['ms']:.1f} ms)" if o["passed"] else "fails"))
         return o
 
     def run_trial(name: str) -> dict[str, dict]:
-        source = source_of(by_name[name])
-        return train_chain(([source] if source and source not in tried else []) + [name], train_one, out_of_time)
+        source = sources[name]
+        untrained = source and (source not in tried or tried[source].get("skipped"))
+        return train_chain(([source] if untrained else []) + [name], train_one, watch.spent)
 
-    def out_of_time() -> bool:
-        return cfg.time_budget_s is not None and clock() - start >= cfg.time_budget_s
-
-    family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
-    sources = {s.name: source_of(s) for s in specs}
-    timed_out = search(order, fastest, teacher_outcome["ms"], tried, run_trial, out_of_time, family, sources)
-    status = verdicts(order, fastest, teacher_outcome["ms"], tried, timed_out, family, sources)
-
-    lap("trials")
+    if workers:  # the same search, its trials run ahead on Ray tasks: the same verdicts (search/workers.py)
+        st["timed_out"] = search_on_workers(
+            workers, ray_address, Search(order, fastest, teacher_outcome["ms"], family, sources), tried, watch.spent,
+            TrialJob(out, ctx, by_name, runtimes, shape_ms, teacher_pred[REFERENCE], cfg, ""))
+    else:
+        st["timed_out"] = search(order, fastest, teacher_outcome["ms"], tried, run_trial, watch.spent, family, sources)
 
     # 4. the winner: re-timed trained, its runtime chosen, exported, scored on test once
+    watch.enter("winner")
     passing = {n: o for n, o in tried.items() if o.get("passed")}
     winner = min(passing, key=lambda n: passing[n]["ms"]) if passing else "teacher"
     winner_trial = saved_trial(out, ctx, by_name[winner]) if winner != "teacher" else None
@@ -248,8 +288,8 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     chosen = (teacher_final
               if winner == "teacher" else outcome(winner_trial, final_ms[winner], teacher_pred[REFERENCE], splits, cfg))
     overtaken = None
-    if winner != "teacher" and (not chosen["passed"]
-                                 or (teacher_final["passed"] and chosen["ms"] >= teacher_final["ms"])):
+    if winner != "teacher" and (not chosen["passed"] or
+                                (teacher_final["passed"] and chosen["ms"] >= teacher_final["ms"])):
         # timed again beside the teacher, the student is no faster than the teacher in its fastest shippable
         # runtime within budget (or none of its runtimes passes among those timed now): the teacher ships
         overtaken = {"name": winner, "ms": chosen["ms"], "runtime": chosen["runtime"]}
@@ -260,30 +300,67 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
         chosen = chosen | {"runtime": "onnx", "ms": final_ms["teacher"]["onnx"]}
         note = "no shippable runtime passed on dev; exported as fp32 ONNX"
     exported = export_winner(out, winner_dir, chosen["runtime"], ctx, by_name.get(winner)) | {"note": note}
-    lap("the winner (time, export, test)")
-    report = {
-        "meta": {
-            "teacher": teacher, "teacher_dir": teacher_dir, "dataset": splits.summary(), "machine": describe(),
-            "config": asdict(cfg), "preset": preset, "runtimes": runtimes, "max_length": ctx.max_length,
-            "timing": f"end to end (tokenisation included), batch {cfg.batch_size}, median of "
-            f"{grid_cfg.measure.repeats} interleaved repeats, {len(texts)} dev texts", "seconds": clock() - start,
-            "reused_seconds": reused_seconds, "timed_out": timed_out, "phases": phases
-        }, "teacher": {
-            "ms": shape_ms["teacher"], "final_ms": final_ms["teacher"], "dev": teacher_outcome["dev"]["dev"],
-            "runtimes": teacher_outcome["runtimes"]
-        }, "candidates": [
-            candidate_row(name, shape_ms[name], status[name], tried.get(name),
-                          trials.get(name) or saved_trial(out, ctx, by_name[name])) for name in order
-        ] + [{"name": n, "status": "left out", "why": why} for n, why in unfit.items()], "winner": {
-            "name": winner, "model_dir": winner_dir, "runtime": chosen["runtime"], "ms": chosen["ms"],
-            "dev": chosen["runtimes"][chosen["runtime"]], "final_ms": final_ms[winner],
-            "speedup_vs_teacher_fp32": final_ms["teacher"]["fp32"] / chosen["ms"],
-            "speedup_vs_teacher_fastest": teacher_final["ms"] / chosen["ms"],
-            "teacher_fastest_runtime": teacher_final["runtime"], "export": exported, "overtaken": overtaken
-        }, "not_tried": [n for n in order if status[n]["status"] in ("out of time", "not tried")]
+    watch.lap()
+    report = _report(out, st, watch, None)
+    report["teacher"]["final_ms"] = final_ms["teacher"]
+    report["winner"] = {
+        "name": winner, "model_dir": winner_dir, "runtime": chosen["runtime"], "ms": chosen["ms"],
+        "dev": chosen["runtimes"][chosen["runtime"]], "final_ms": final_ms[winner],
+        "speedup_vs_teacher_fp32": final_ms["teacher"]["fp32"] / chosen["ms"],
+        "speedup_vs_teacher_fastest": teacher_final["ms"] / chosen["ms"],
+        "teacher_fastest_runtime": teacher_final["runtime"], "export": exported, "overtaken": overtaken
     }
     write_report(out, report)
     return report
+
+
+def _statuses(st: dict) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The trained candidates' outcomes and every candidate's status (`bisect.verdicts`), with the ones the time
+    budget skipped and the one a stop cut short in training named as such."""
+    tried = {n: o for n, o in st["tried"].items() if not o.get("skipped")}
+    status = verdicts(st["order"], st["fastest"], st["teacher_outcome"]["ms"], tried,
+                      bool(st.get("timed_out") or st["skipped"]), st["family"], st["sources"])
+    for name, skip in st["skipped"].items():
+        if status[name]["status"] in ("out of time", "not tried"):
+            status[name] = {
+                "status": "skipped for budget", "why": f"its trial was estimated at {skip['estimate_s'] / 60:.1f} "
+                f"min with {skip['left_s'] / 60:.1f} min of the time budget left"
+            }
+    current = st.get("current")
+    if current and current not in tried:
+        status[current] = {"status": "stopped in training", "why": "a re-run resumes it from its checkpoints"}
+    return tried, status
+
+
+def _report(out: Path, st: dict, watch: Watch, stop: Stopped | None) -> dict:
+    """The report of what the run measured: the whole run's (the caller adds the winner), or, for a run `stop`ped
+    before its end, what it measured so far (`winner` None)."""
+    cfg, unfit = st["cfg"], st.get("unfit", {})
+    if "order" in st:
+        tried, status = _statuses(st)
+        rows = [
+            candidate_row(name, st["shape_ms"][name], status[name], tried.get(name), st["trials"].get(name)
+                          or saved_trial(out, st["ctx"], st["by_name"][name])) for name in st["order"]
+        ]
+    else:  # stopped before the shapes were timed
+        rows = [{"name": n, "status": "not reached"} for n in st.get("names", [])]
+    teacher = st.get("teacher_outcome")
+    timed_out = bool(st.get("timed_out") or st["skipped"]) or (stop is not None and stop.reason == "budget")
+    return {
+        "meta": {
+            "teacher": st["teacher"], "teacher_dir": st.get("teacher_dir"),
+            "dataset": st["splits"].summary() if "splits" in st else None, "machine": describe(), "config": asdict(cfg),
+            "preset": st.get("preset"), "runtimes": st.get("runtimes", []), "max_length": st.get("max_length"),
+            "timing": st.get("timing",
+                             ""), "seconds": watch.elapsed(), "reused_seconds": st.get("reused_seconds",
+                                                                                       0.0), "timed_out": timed_out,
+            "phases": dict(watch.phases), "stop": stop.reason if stop else "budget" if timed_out else "finished",
+            "stopped_in": stop.phase if stop else None, "stopped_by": stop.cause if stop else None
+        }, "teacher": {"ms": st["shape_ms"]["teacher"], "dev": teacher["dev"]["dev"], "runtimes": teacher["runtimes"]}
+        if teacher else None, "candidates": rows + [{"name": n, "status": "left out", "why": why}
+                                                    for n, why in unfit.items()], "winner": None,
+        "not_tried": [r["name"] for r in rows if r["status"] in NOT_TRIED]
+    }
 
 
 def _check_teacher(teacher: str, labels: list[str], trust_remote_code: bool):

@@ -7,13 +7,48 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path, write_json, write_text
+from .scoring import SHIPPABLE
+
+# A candidate's statuses that say the search did not get to it (the report lists them to run again)
+NOT_TRIED = ("out of time", "not tried", "skipped for budget", "stopped in training", "not reached")
 
 
 def write_report(out: Path, report: dict) -> None:
-    """optimize.json, report.md and optimize.png, from the report dict alone."""
+    """optimize.json (with the Pareto front), report.md and optimize.png, from the report dict alone; a run stopped
+    before its end writes the same three files from what it measured so far (`winner` None)."""
+    report["pareto"] = pareto_front(report)
     write_json(out / "optimize.json", report)
-    _plot(out / "optimize.png", report)
+    if report.get("teacher"):  # nothing to plot before the teacher's dev score
+        _plot(out / "optimize.png", report)
     write_text(out / "report.md", markdown(report))
+
+
+def pareto_front(report: dict) -> list[dict]:
+    """The models measured so far that no other beats on both speed and dev accuracy: every trained candidate and
+    the teacher in each shippable runtime (the latency of its shape in that runtime, its dev difference there),
+    fastest first. What a user stopping early can choose from; it needs no winner."""
+    teacher = report.get("teacher")
+    models = ([("teacher", teacher["ms"], teacher["runtimes"])] if teacher else []) + [
+        (c["name"], c["ms"], c["runtimes"]) for c in report["candidates"] if c.get("runtimes")
+    ]
+    points = sorted(({"name": name, "runtime": r, "ms": ms[r], "difference_points": dev["difference_points"]}
+                     for name, ms, runtimes in models for r, dev in runtimes.items() if r in SHIPPABLE and r in ms),
+                    key=lambda p: (p["ms"], -p["difference_points"]))
+    front: list[dict] = []
+    for point in points:
+        if not front or point["difference_points"] > front[-1]["difference_points"]:
+            front.append(point)
+    return front
+
+
+def stop_line(report: dict, out: Path) -> str:
+    """The one line a run stopped before its end prints: what stopped it, in which phase, where its report is and
+    how to resume (the same command again: every finished step is reused)."""
+    meta = report["meta"]
+    what = ("the time budget ran out" if meta["stop"] == "budget" else f"interrupted by {meta['stopped_by']}")
+    more = " (with a larger --time-budget to go further)" if meta["stop"] == "budget" else ""
+    return (f"stopped: {what} in the {meta['stopped_in']} phase; the report so far is {Path(out) / 'report.md'}; "
+            f"run the same command again{more} to resume: finished work is reused")
 
 
 def _run_time(meta: dict) -> str:
@@ -51,42 +86,68 @@ def dev_resolution(report: dict) -> str:
     return text
 
 
+def _ending(meta: dict) -> str:
+    """Why the run ended (meta's `stop`, `stopped_in`, `stopped_by`; a report older than them finished)."""
+    stop, phase = meta.get("stop", "finished"), meta.get("stopped_in")
+    if stop == "interrupted":
+        return f"interrupted by {meta['stopped_by']} in the {phase} phase"
+    if stop == "budget":
+        return (f"the time budget ran out in the {phase} phase"
+                if phase else "finished within the time budget, which left candidates untried")
+    return "finished"
+
+
+def _front(report: dict) -> list[str]:
+    front = report.get("pareto") or pareto_front(report)
+    if not front:
+        return []
+    return [
+        "## Accuracy against speed (Pareto front)", "", "Models measured so far that no other beats on both dev "
+        "accuracy and latency, fastest first.", "", "| model | runtime | ms | dev vs teacher, points |",
+        "|---|---|---|---|", *(f"| {p['name']} | {p['runtime']} | {p['ms']:.1f} | {p['difference_points']:+.2f} |"
+                               for p in front), ""
+    ]
+
+
+def _stopped(report: dict) -> list[str]:
+    """A stopped run's header: no winner yet, what it measured, and how to resume."""
+    meta = report["meta"]
+    return [
+        "## Stopped before its end", "", f"No model was exported: {_ending(meta)}. "
+        "Run the same command again to resume: the teacher's fine-tune, the shapes' timing and every finished trial "
+        "are reused, and a trial cut short resumes from its training checkpoints" +
+        (" (a larger --time-budget lets it go further)." if meta["stop"] == "budget" else "."), ""
+    ]
+
+
 def markdown(report: dict) -> str:
-    meta, w, cfg = report["meta"], report["winner"], report["meta"]["config"]
+    """report.md: the winner (or, for a stopped run, how to resume), the Pareto front and every candidate."""
+    meta, w, cfg = report["meta"], report.get("winner"), report["meta"]["config"]
     metric = cfg["metric"]
     rule = ("the dev point estimate"
             if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% interval"
             ) + f" at most {cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'} below the teacher's dev {metric}"
-    test = w["export"]["test"] or {}
+    dataset = meta.get("dataset")
     lines = [
-        f"# optimize: {meta['dataset']['dataset']}, teacher `{meta['teacher']}`", "", f"- machine: {meta['machine']}",
-        f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}", f"- pass rule: {rule}",
-        f"- dev split: {dev_resolution(report)}",
-        f"- run time: {_run_time(meta)}" + (" (the time budget ran out)" if meta["timed_out"] else ""), "", "## Winner",
-        "", f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of {cfg['batch_size']}, "
-        f"{w['speedup_vs_teacher_fp32']:.1f}x the teacher in fp32 and {w['speedup_vs_teacher_fastest']:.1f}x the "
-        f"teacher in its own fastest runtime within budget ({w['teacher_fastest_runtime']}), same session; dev "
-        f"{metric} {w['dev']['dev']:.2%} ({w['dev']['difference_points']:+.2f} points "
-        f"[{w['dev']['ci_low_points']:+.2f}, {w['dev']['ci_high_points']:+.2f}]).", "",
-        f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)" +
-        (f"; {w['export']['note']}" if w["export"]["note"] else ""), *([
-            f"- {w['overtaken']['name']} passed the search ({w['overtaken']['runtime']}), but timed again beside "
-            "the teacher it was no faster than the teacher in its fastest shippable runtime within budget, so the "
-            "teacher "
-            "ships"
-        ] if w.get("overtaken") else []),
-        f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
-        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts", f"- checkpoint: `{w['model_dir']}`",
-        "", "## Candidates", "",
-        f"| candidate | fastest untrained (runtime) | status | dev {metric} | vs teacher, points [95% CI] | "
-        "passing runtime, ms | why |", "|---|---|---|---|---|---|---|"
+        f"# optimize: {dataset['dataset'] if dataset else '(data not read)'}, teacher `{meta['teacher']}`", "",
+        f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
+        f"- pass rule: {rule}", *([f"- dev split: {dev_resolution(report)}"] if dataset else []),
+        f"- run time: {_run_time(meta)}" + (" (the time budget ran out)" if meta["timed_out"] else ""),
+        f"- ended: {_ending(meta)}", ""
+    ]
+    lines += _winner(w, cfg) if w else _stopped(report)
+    lines += _front(report)
+    lines += [
+        "## Candidates", "", f"| candidate | fastest untrained (runtime) | status | dev {metric} | vs teacher, points "
+        "[95% CI] | passing runtime, ms | why |", "|---|---|---|---|---|---|---|"
     ]
     for c in report["candidates"]:
         if c["status"] == "left out":
             lines.append(f"| {c['name']} | - | left out | - | - | - | {c['why']} |")
             continue
         dev = c.get("dev")
-        lines.append(f"| {c['name']} | {c['fastest_ms']:.1f} ({c['fastest_runtime']}) | {c['status']} | " +
+        shape = f"{c['fastest_ms']:.1f} ({c['fastest_runtime']})" if "fastest_ms" in c else "-"
+        lines.append(f"| {c['name']} | {shape} | {c['status']} | " +
                      (f"{dev['dev']:.2%} | {dev['difference_points']:+.2f} [{dev['ci_low_points']:+.2f}, "
                       f"{dev['ci_high_points']:+.2f}] | " if dev else "- | - | ") +
                      (f"{c['passing_runtime']}, {c['passing_ms']:.1f}" if c.get("passing_runtime") else "-") +
@@ -94,8 +155,9 @@ def markdown(report: dict) -> str:
     teacher = report["teacher"]
     lines += [
         "", f"The teacher: dev {metric} {teacher['dev']:.2%}; untrained-session latency " +
-        ", ".join(f"{r} {v:.1f} ms" for r, v in teacher["ms"].items()) + ".", ""
-    ]
+        ", ".join(f"{r} {v:.1f} ms" for r, v in teacher["ms"].items()) + "."
+    ] if teacher else []
+    lines.append("")
     if report["not_tried"]:
         lines += [
             f"Not tried: {', '.join(report['not_tried'])} (run again with a larger --time-budget: finished "
@@ -107,6 +169,28 @@ def markdown(report: dict) -> str:
         "untrained models of the same shape.", ""
     ]
     return "\n".join(lines)
+
+
+def _winner(w: dict, cfg: dict) -> list[str]:
+    """The winner's section: its runtime, speed, dev score, export and its one test score."""
+    test = w["export"]["test"] or {}
+    return [
+        "## Winner", "", f"**{w['name']}** served with **{w['runtime']}**: {w['ms']:.1f} ms per batch of "
+        f"{cfg['batch_size']}, {w['speedup_vs_teacher_fp32']:.1f}x the teacher in fp32 and "
+        f"{w['speedup_vs_teacher_fastest']:.1f}x the teacher in its own fastest runtime within budget "
+        f"({w['teacher_fastest_runtime']}), same session; dev {cfg['metric']} {w['dev']['dev']:.2%} "
+        f"({w['dev']['difference_points']:+.2f} points [{w['dev']['ci_low_points']:+.2f}, "
+        f"{w['dev']['ci_high_points']:+.2f}]).", "",
+        f"- exported to `{w['export']['folder']}` ({w['export']['backend']}, {w['export']['disk_mb']:.1f} MiB)" +
+        (f"; {w['export']['note']}" if w["export"]["note"] else ""), *([
+            f"- {w['overtaken']['name']} passed the search ({w['overtaken']['runtime']}), but timed again beside "
+            "the teacher it was no faster than the teacher in its fastest shippable runtime within budget, so the "
+            "teacher ships"
+        ] if w.get("overtaken") else []),
+        f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
+        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts", f"- checkpoint: `{w['model_dir']}`",
+        ""
+    ]
 
 
 def _plot(path: Path, report: dict) -> None:
@@ -135,7 +219,9 @@ def _plot(path: Path, report: dict) -> None:
     ax.set_xscale("log")
     ax.set_xlabel(f"ms per batch of {cfg['batch_size']} (end to end, fastest runtime of the untrained shape)")
     ax.set_ylabel(f"dev {cfg['metric']} minus teacher's (points)")
-    ax.set_title(f"optimize: winner {report['winner']['name']} ({report['winner']['runtime']}); ticks: not trained")
+    w = report.get("winner")
+    ax.set_title(f"optimize: winner {w['name']} ({w['runtime']}); ticks: not trained"
+                 if w else "optimize, stopped: what was measured so far; ticks: not trained")
     ax.legend(loc="lower right")
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -95,10 +95,11 @@ def timed(out: Path, fn: Callable, *args, **kwargs) -> dict:
     info = info if isinstance(info, dict) else {}
     seconds = info.get("result", {}).get("seconds")
     transfer = {"transfer": info["transfer"]} if info.get("transfer") else {}
+    augment = {"augment": info["augment"]} if info.get("augment") else {}  # variants asked, kept, dropped; seconds
     history = info.get("result", {}).get("dev_history")  # (step, dev macro-F1): did training converge?
     return {
         "model_dir": str(out), "train_seconds": seconds if seconds is not None else time.time() - t0, **transfer,
-        **({"dev_history": history} if history else {})
+        **augment, **({"dev_history": history} if history else {})
     }
 
 

@@ -15,7 +15,7 @@ import yaml
 from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
 from ..core.errors import MahaError
 from ..core.model_source import check_model
-from ..core.validate import check_max_length, check_train_config
+from ..core.validate import check_layer_map, check_max_length, check_train_config, model_config
 from .recipes import KINDS, parse_row
 from .rowspec import kdprune_source, train_config
 
@@ -79,6 +79,13 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
         raise MahaError(f"{where}: student_layers {cfg.student_layers}: expected 1 or more")
     if "static" in kinds and cfg.static_dim < 1:
         raise MahaError(f"{where}: static_dim {cfg.static_dim}: expected 1 or more")
+    specs = [parse_row(r) for r in cfg.rows]
+    if any(s.aug for s in specs) and cfg.augment.per_text < 1:
+        raise MahaError(f"{where}: augment.per_text {cfg.augment.per_text}: rows marked +aug need 1 or more")
+    mid = cfg.intermediate
+    if any(s.mid for s in specs) and mid.hidden_weight <= 0 and mid.attention_weight <= 0:
+        raise MahaError(f"{where}: rows marked +mid need intermediate.hidden_weight or intermediate.attention_weight "
+                        "above 0")
 
 
 def check_for_teacher(cfg: GridConfig, name: str, teacher: str, *, trust_remote_code: bool = False) -> None:
@@ -88,6 +95,13 @@ def check_for_teacher(cfg: GridConfig, name: str, teacher: str, *, trust_remote_
     for key in ("finetune", "distill", "prune_train", "static"):
         check_train_config(getattr(cfg, key), where=f"preset {name}: {key}")
         check_max_length(teacher, getattr(cfg, key).max_length)
+    depth = model_config(teacher).get("num_hidden_layers") if Path(teacher).is_dir() else None
+    for row in cfg.rows:
+        spec = parse_row(row)
+        if spec.mid and cfg.intermediate.layer_map is not None and depth:
+            layers = (spec.number or cfg.student_layers) if spec.kind == "kd" else (
+                cfg.student_layers if spec.kind == "kdprune" else depth)
+            check_layer_map(cfg.intermediate.layer_map, layers, depth, f"preset {name}: intermediate.layer_map")
     for row in cfg.train_overrides:
         tcfg = train_config(cfg, parse_row(row))
         check_train_config(tcfg, where=f"preset {name}: train_overrides.{row}")

@@ -6,8 +6,11 @@ Row names: `baseline` (the fine-tuned teacher), `mp` (the teacher fine-tuned and
 `kdN` (a layer-subset student of `student_layers` / N layers distilled from the teacher; evenly spaced
 layers, or with `+ends` the bottom and top ones), `pNN` (pruned to NN% encoder sparsity and compacted),
 `+kd` (pruned while distilling), `kdpNN` (depth, then width: the `kd` row's student pruned to NN% while
-distilling), `+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+mp`
-(trained and run in bf16), `static[+tr]` (the static-embedding student), `tfidf` (the reference), and
+distilling), `+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+aug`
+(and on teacher-labelled variants of its training texts, the preset's `augment`), `+mid` (with the
+intermediate-layer terms, the preset's `intermediate`), `+mp` (trained and run in bf16), `static[+tr][+aug]`
+(the static-embedding student; `+pre`: its table pre-trained against the teacher's features first), `tfidf`
+(the reference), and
 `baseline+X` / `best+X` (the teacher, or the fastest compressed model within the preset's accuracy budget
 of it on dev, served with bf16, fp16 (a CUDA GPU only), dynamic int8 in PyTorch, int8 in ONNX Runtime plain (`onnx`)
 or with
@@ -27,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from ..core.config import GridConfig, TrainConfig
+from ..core.config import GridConfig, TrainConfig, recorded
 from ..core.errors import MahaError
 from ..core.hardware import unsupported_reason
 from ..core.registry import EXPORT_BACKENDS, SPECS
@@ -89,11 +92,11 @@ class Kind:
 
 
 def _teacher_settings(rs: RowSettings, spec: RowSpec) -> dict:
-    return {"teacher": rs.teacher, "finetune": asdict(rs.cfg.finetune)}
+    return {"teacher": rs.teacher, "finetune": recorded(rs.cfg.finetune)}
 
 
 def _mp_settings(rs: RowSettings, spec: RowSpec) -> dict:
-    return {"finetune": asdict(train_config(rs.cfg, spec)), "base_model": rs.cfg.base_model}
+    return {"finetune": recorded(train_config(rs.cfg, spec)), "base_model": rs.cfg.base_model}
 
 
 def _transfer_settings(rs: RowSettings, spec: RowSpec) -> dict:
@@ -102,14 +105,14 @@ def _transfer_settings(rs: RowSettings, spec: RowSpec) -> dict:
 
 def _layers_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "distill": asdict(train_config(rs.cfg, spec)), "student_layers": spec.number or rs.cfg.student_layers,
+        "distill": recorded(train_config(rs.cfg, spec)), "student_layers": spec.number or rs.cfg.student_layers,
         **({"layer_choice": "ends"} if spec.ends else {}), **_transfer_settings(rs, spec)
     }
 
 
 def _prune_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "prune_train": asdict(train_config(rs.cfg, spec)), "prune": asdict(rs.cfg.prune), **PRUNED_MODEL_SETTINGS,
+        "prune_train": recorded(train_config(rs.cfg, spec)), "prune": asdict(rs.cfg.prune), **PRUNED_MODEL_SETTINGS,
         **_transfer_settings(rs, spec)
     }
 
@@ -121,7 +124,7 @@ def _kdprune_settings(rs: RowSettings, spec: RowSpec) -> dict:
 
 def _static_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "static": asdict(train_config(rs.cfg, spec)), "static_dim": rs.cfg.static_dim, **_transfer_settings(rs, spec)
+        "static": recorded(train_config(rs.cfg, spec)), "static_dim": rs.cfg.static_dim, **_transfer_settings(rs, spec)
     }
 
 
@@ -144,18 +147,18 @@ KINDS: dict[str, Kind] = {
     "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, build_teacher, _baseline_source,
                      seeds_on_request=True),
     "mp": Kind(r"mp", frozenset(), _mp_settings, build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends"}), _layers_settings, build_layers, seeded=True,
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends", "aug", "mid"}), _layers_settings, build_layers, seeded=True,
                compressed=True, distils=True),
-    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr"}), _prune_settings, build_prune, seeded=True,
-                  compressed=True),
+    "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr", "aug", "mid"}), _prune_settings, build_prune,
+                  seeded=True, compressed=True),
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
-    "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr"}), _kdprune_settings, build_kdprune, seeded=True, compressed=True,
-                    distils=True),
+    "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr", "aug", "mid"}), _kdprune_settings, build_kdprune, seeded=True,
+                    compressed=True, distils=True),
     BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
-    "static": Kind(r"static", frozenset({"tr"}), _static_settings, build_static, seeded=True, backend="static",
-                   distils=True),
+    "static": Kind(r"static", frozenset({"tr", "aug", "pre"}), _static_settings, build_static, seeded=True,
+                   backend="static", distils=True),
     "tfidf": Kind(r"tfidf", frozenset(), _tfidf_settings, build_tfidf, backend="tfidf")
 }
 
@@ -171,18 +174,19 @@ def parse_row(name: str) -> RowSpec:
         # a serving modifier stands alone (the row is another row's model served so); others need a build
         if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
                 and (len(mods) == 1 if serving else kind.build is not None)
-                and ("tr" not in mods or "kd" in mods or kind.distils)):  # a transfer set needs a teacher
+                and (kind.distils or "kd" in mods or not {"tr", "aug", "mid"} & set(mods))):  # these need a teacher
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name,
                            int(number) if number else None, kd="kd" in mods or kind_name in ("kd", "kdprune"), mp=mp,
-                           tr="tr" in mods, ends="ends" in mods,
-                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
+                           tr="tr" in mods, ends="ends" in mods, aug="aug" in mods, mid="mid" in mods, pre="pre"
+                           in mods, backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
     raise MahaError(
-        f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr], pNN[+kd[+tr]][+mp], "
-        f"kdpNN[+tr], static[+tr], tfidf or best+{'|best+'.join(SERVING)}")
+        f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr][+aug][+mid], "
+        f"pNN[+kd[+tr][+aug][+mid]][+mp], kdpNN[+tr][+aug][+mid], static[+tr][+aug][+pre], tfidf or "
+        f"best+{'|best+'.join(SERVING)} (+aug, +mid: only with a teacher; +mid: not on static, which has no layers)")
 
 
 def is_candidate(spec: RowSpec) -> bool:

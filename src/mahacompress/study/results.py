@@ -62,6 +62,7 @@ class Row(TypedDict, total=False):
     build_seconds: float
     seconds: float
     transfer: dict | None
+    augment: dict | None  # teacher-labelled variants (rows marked +aug): asked, made, dropped, labelling time
     dev_history: list[dict]
     seeds: list[dict]  # one entry per seed: its model_dir, scores and train_seconds
     # accuracy (test, unless named dev_)

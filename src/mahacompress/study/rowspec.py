@@ -27,6 +27,9 @@ class RowSpec:
     mp: bool = False
     tr: bool = False  # distilled on the preset's transfer set too
     ends: bool = False  # a layer student of the teacher's bottom and top layers, not evenly spaced ones
+    aug: bool = False  # distilled on teacher-labelled variants of its training texts too (the preset's `augment`)
+    mid: bool = False  # with the intermediate-layer terms (the preset's `intermediate`)
+    pre: bool = False  # a static table pre-trained against the teacher's features (`static_pretrain_epochs`)
     backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
     served_from_another: bool = False
 
@@ -48,8 +51,18 @@ def kdprune_source(spec: RowSpec) -> str:
 
 
 def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
-    """The training settings of a trained row: its kind's preset section with the row's overrides."""
-    return _overridden(getattr(cfg, _TRAIN_SECTION[spec.kind]), cfg.train_overrides, "train_overrides", spec)
+    """The training settings of a trained row: its kind's preset section, with the levers its name turns on
+    (`+aug`, `+mid`, `+pre`), then the row's overrides."""
+    section = getattr(cfg, _TRAIN_SECTION[spec.kind])
+    if spec.aug:
+        section = replace(section, augment=cfg.augment)
+    if spec.mid:
+        mid = cfg.intermediate
+        section = replace(section, kd_hidden_weight=mid.hidden_weight, kd_attention_weight=mid.attention_weight,
+                          relation_heads=mid.relation_heads, kd_layer_map=mid.layer_map)
+    if spec.pre:
+        section = replace(section, pretrain_epochs=cfg.static_pretrain_epochs)
+    return _overridden(section, cfg.train_overrides, "train_overrides", spec)
 
 
 def transfer_config(cfg: GridConfig, spec: RowSpec) -> TransferConfig:

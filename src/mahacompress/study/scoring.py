@@ -67,6 +67,8 @@ def summary(runs: list[dict], structure: dict) -> dict:
     }
     if first.get("transfer"):
         row["transfer"] = first["transfer"]  # its counts and the teacher's agreement with the file's labels
+    if first.get("augment"):
+        row["augment"] = first["augment"]  # variants asked, made and dropped, and the teacher's labelling time
     if first.get("dev_history"):
         row["dev_history"] = first["dev_history"]  # to choose epochs from: still rising at the end?
     for key in ("accuracy", "macro_f1", "accuracy_learnable", "macro_f1_learnable"):

@@ -1,17 +1,22 @@
 """Knowledge distillation: a teacher-logit cache and shallow students made from the teacher's layers.
 
-The loss terms live in `distill_loss.py` and are added by the one training loop when it is given a
-teacher, so pruning + KD and layer-subset students share one loop. Our training inputs are fixed per
-text (no augmentation, deterministic truncation), so teacher logits are computed once per (teacher,
-texts, tokenisation) and cached on disk: no teacher forward pass is paid per step. Hidden-state
-distillation (`kd_hidden_weight > 0`) needs every token's hidden state in every layer, too big to
-cache (about 1 GB for 2k headlines), so it runs the teacher live on each batch instead.
+The loss terms live in `losses.py` (the intermediate ones wired in `intermediate.py`) and are added by the
+one training loop when it is given a teacher, so pruning + KD and layer-subset students share one loop. Our
+training inputs are fixed per text (augmented variants are made once, before training; deterministic
+truncation), so teacher logits are computed once per (teacher, texts, tokenisation) and cached on disk: no
+teacher forward pass is paid per step. Hidden-state distillation (`kd_hidden_weight > 0`) needs every token's
+hidden state in every layer, too big to cache (about 1 GB for 2k headlines), and the attention-relation term
+(`kd_attention_weight > 0`, MiniLMv2's query-query, key-key and value-value relations of the mapped layers)
+every mapped layer's query, key and value projections, bigger still, so either runs the teacher live on each
+batch instead.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -26,8 +31,10 @@ from ..core.files import atomic_path, cache_root
 from ..data.splits import Splits, TextSet
 from ..data.transfer import TransferSet
 from ..infer.evaluate import predict_logits
-from ..models.load import config_labels, load_classifier, load_tokenizer, save_classifier
+from ..models.load import config_labels, load_classifier, load_config, load_tokenizer, save_classifier
+from .augment import teacher_augmented
 from .checkpoints import checkpoints_for, data_record
+from .intermediate import check_intermediate
 from .loop import fit
 from .losses import UNLABELLED, evenly_spaced
 from .processes import is_main_process, process_state
@@ -39,8 +46,9 @@ def default_cache() -> Path:
     return cache_root() / "teacher-logits"
 
 
-def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
-    """Key of a cached logit matrix: teacher identity (its config and weight file sizes/times), texts, length."""
+def _fingerprint(teacher: str, texts: list[str], max_length: int, kind: str = "logits") -> str:
+    """Key of a cached teacher matrix: teacher identity (its config and weight file sizes/times), texts, length and
+    what the matrix holds (`kind`; logits' keys are those caches written before there was another kind)."""
     h = hashlib.sha256()
     path = Path(teacher)
     if path.is_dir():
@@ -50,36 +58,44 @@ def _fingerprint(teacher: str, texts: list[str], max_length: int) -> str:
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(str(path.resolve() if path.exists() else teacher).encode())
     h.update(str(max_length).encode())
+    if kind != "logits":
+        h.update(f"kind:{kind}".encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
     return h.hexdigest()[:24]
 
 
-def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: list[str] | None = None,
-                   cache_dir: Path | None = None, batch_size: int = 64, trust_remote_code: bool = False) -> np.ndarray:
-    """Teacher logits for `texts`, computed once and cached as .npy (written atomically).
+def cached_teacher_output(teacher: str, texts: list[str], *, max_length: int, kind: str,
+                          compute: Callable[[], np.ndarray], cache_dir: Path | None = None) -> np.ndarray:
+    """`compute()`, the teacher's `kind` matrix for `texts` (one row per text), computed once and cached as .npy
+    (written atomically) under the teacher, texts and length's fingerprint.
 
-    With `labels`, a teacher whose label list differs (by name and order) is refused. `trust_remote_code`
-    lets the teacher run the Python code its folder or hub repository ships.
+    Launched as several processes (torchrun), the main one computes and writes the cache and the others then read
+    it; a failure on the main process is sent to all, so every process stops with the same line.
     """
     cache_dir = Path(cache_dir or default_cache())
-    path = cache_dir / f"{_fingerprint(teacher, texts, max_length)}.npy"
+    suffix = "" if kind == "logits" else f"-{kind}"
+    path = cache_dir / f"{_fingerprint(teacher, texts, max_length, kind)}{suffix}.npy"
+
+    def compute_and_save() -> np.ndarray:
+        matrix = compute()
+        with atomic_path(path) as tmp:
+            np.save(tmp, matrix)
+        return matrix
+
     state = process_state()
     if state.num_processes == 1:
-        return (np.load(path) if path.exists() else _compute_logits(teacher, texts, max_length, labels, path,
-                                                                    batch_size, trust_remote_code))
-    # Several processes (torchrun): the main one computes and writes the cache, the others then read
-    # it; a failure on the main process is sent to all, so every process stops with the same line.
+        return np.load(path) if path.exists() else compute_and_save()
     failure = [None]
     if state.is_main_process:
         try:
             if not path.exists():
-                _compute_logits(teacher, texts, max_length, labels, path, batch_size, trust_remote_code)
+                compute_and_save()
         except Exception as exc:
             failure = [
                 str(exc) if isinstance(exc, MahaError) else
-                f"{teacher}: computing teacher logits failed on the main process ({type(exc).__name__})"
+                f"{teacher}: computing teacher {kind} failed on the main process ({type(exc).__name__})"
             ]
     broadcast_object_list(failure)
     if failure[0] is not None:
@@ -87,16 +103,31 @@ def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: l
     return np.load(path)
 
 
-def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: list[str] | None, path: Path,
-                    batch_size: int, trust_remote_code: bool) -> np.ndarray:
+def teacher_logits(teacher: str, texts: list[str], *, max_length: int, labels: list[str] | None = None,
+                   cache_dir: Path | None = None, batch_size: int = 64, trust_remote_code: bool = False) -> np.ndarray:
+    """Teacher logits for `texts`, computed once and cached as .npy (`cached_teacher_output`).
+
+    With `labels`, a teacher whose label list differs (by name and order) is refused. `trust_remote_code`
+    lets the teacher run the Python code its folder or hub repository ships.
+    """
+    return cached_teacher_output(
+        teacher, texts, max_length=max_length, kind="logits", cache_dir=cache_dir,
+        compute=lambda: _compute_logits(teacher, texts, max_length, labels, batch_size, trust_remote_code))
+
+
+def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: list[str] | None, batch_size: int,
+                    trust_remote_code: bool) -> np.ndarray:
     model = load_classifier(teacher, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(teacher, trust_remote_code=trust_remote_code)
     if labels is not None:
         _check_labels(teacher, model, labels)
-    logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
-    with atomic_path(path) as tmp:
-        np.save(tmp, logits)
-    return logits
+    return predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
+
+
+def runs_teacher_live(cfg: TrainConfig) -> bool:
+    """Whether training needs the teacher's every hidden state or attention input: too big to cache, so the teacher
+    runs on each batch (the intermediate terms' cost)."""
+    return cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0
 
 
 def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig, *,
@@ -107,10 +138,10 @@ def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig,
     `splits.train`.
     """
     if isinstance(teacher, np.ndarray):
-        if cfg.kd_hidden_weight > 0:
-            raise MahaError("hidden-state distillation needs the teacher model, not only its logits")
+        if runs_teacher_live(cfg):
+            raise MahaError("intermediate-layer distillation needs the teacher model, not only its logits")
         return {"teacher_logits": teacher}
-    if cfg.kd_hidden_weight > 0:
+    if runs_teacher_live(cfg):
         model = load_classifier(teacher, trust_remote_code=trust_remote_code)
         _check_labels(teacher, model, splits.labels)
         return {"teacher_model": model}
@@ -143,27 +174,54 @@ def with_transfer(splits: Splits, transfer: TransferSet | None) -> Splits:
 
 def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig,
                         transfer: TransferSet | None = None, *,
-                        trust_remote_code: bool = False) -> tuple[Splits, dict, dict | None]:
-    """What `fit` needs to distil: the training splits (plus transfer pieces), the teacher arguments, and
-    a record of the transfer set (its counts, the settings that built it, and how often the teacher's label
-    agrees with the file's). `trust_remote_code`: see `teacher_for_fit`.
+                        trust_remote_code: bool = False) -> tuple[Splits, dict, dict | None, dict | None]:
+    """What `fit` needs to distil: the training splits (plus transfer pieces, then augmented variants), the teacher
+    arguments, a record of the transfer set (its counts, the settings that built it, and how often the teacher's
+    label agrees with the file's) and one of the augmentation (`train.augment`; None while `cfg.augment.per_text`
+    is 0). `trust_remote_code`: see `teacher_for_fit`.
+
+    The variants are unlabelled rows, like transfer pieces: only the KD term sees them. Their logits come through
+    the teacher-logit cache, whose key covers every training text, so a re-run with the same settings reuses them.
     """
     if transfer is not None and isinstance(teacher, np.ndarray):
         raise MahaError("a transfer set needs the teacher model to label it, not precomputed logits")
+    augmenting = cfg.augment.per_text > 0
+    if augmenting and isinstance(teacher, np.ndarray):
+        raise MahaError("augmentation (--augment) needs the teacher model to find word neighbours and label the "
+                        "variants, not precomputed logits")
     train_splits = with_transfer(splits, transfer)
+    augmented = None
+    if augmenting:
+        sources = splits.train.texts + (transfer.texts if transfer is not None and cfg.augment.transfer else [])
+        augmented = teacher_augmented(teacher, sources, splits.dev.texts + splits.test.texts, cfg.augment,
+                                      trust_remote_code=trust_remote_code)
+        train = train_splits.train
+        train_splits = replace(
+            train_splits, train=TextSet(train.texts + augmented.texts,
+                                        train.labels + [UNLABELLED] * len(augmented.texts)))
+    t0 = time.perf_counter()
+    if augmented is not None and not runs_teacher_live(cfg) and is_main_process():
+        print(f"augment: the teacher labels {len(train_splits.train)} training texts (cached logits are reused)",
+              flush=True)
     teacher_args = teacher_for_fit(teacher, train_splits, cfg, trust_remote_code=trust_remote_code)
+    augment_record = None
+    if augmented is not None:
+        augment_record = {
+            **augmented.record, "labelling_seconds": time.perf_counter() - t0,
+            "labelling_runtime": "torch fp32 (live, each batch)" if runs_teacher_live(cfg) else "torch fp32"
+        }
     if transfer is None:
-        return train_splits, teacher_args, None
+        return train_splits, teacher_args, None, augment_record
     record = transfer.record()
     logits = teacher_args.get("teacher_logits")
     if transfer.source_labels is not None and logits is not None:
         ids = {name: i for i, name in enumerate(splits.labels)}
-        predicted = logits[len(splits.train):].argmax(-1)
+        predicted = logits[len(splits.train):len(splits.train) + len(transfer.texts)].argmax(-1)
         known = [(p, ids[label]) for p, label in zip(predicted, transfer.source_labels) if label in ids]
         record["teacher_agreement_with_file_labels"] = (sum(int(p == y)
                                                             for p, y in known) / len(known) if known else None)
         record["pieces_with_known_label"] = len(known)
-    return train_splits, teacher_args, record
+    return train_splits, teacher_args, record, augment_record
 
 
 def check_compatible(teacher: str, student: str, splits: Splits, *, trust_remote_code: bool = False) -> None:
@@ -185,6 +243,8 @@ def bottom_and_top(n: int, total: int) -> list[int]:
     return list(range((n + 1) // 2)) + list(range(total - n // 2, total))
 
 
+# a `static` student's table width (`static:DIM` chooses another)
+STATIC_DIM = 256
 # how a `layers:N` student chooses its N teacher layers (`layers:N:ends`); the first is the default
 LAYER_CHOICES = {"even": evenly_spaced, "ends": bottom_and_top}
 
@@ -213,11 +273,14 @@ def layer_student(teacher: PreTrainedModel, n_layers: int, choice: str = "even")
 
 
 def describe(student_spec: str) -> dict:
-    """Parse `pruned:S`, `layers:N[:even|ends]` or a folder into a dict the CLI and the grid both understand."""
+    """Parse `pruned:S`, `layers:N[:even|ends]`, `static[:DIM]` or a folder into a dict the CLI and the grid both
+    understand (a folder named `static` is `./static`)."""
     kind, _, value = student_spec.partition(":")
     count, _, choice = value.partition(":")
     if kind == "layers" and count.isdigit() and choice in ("", *LAYER_CHOICES):
         return {"kind": "layers", "layers": int(count), "choice": choice or next(iter(LAYER_CHOICES))}
+    if kind == "static" and (value == "" or value.isdigit()):
+        return {"kind": "static", "dim": int(value) if value else STATIC_DIM}
     if kind == "pruned":
         try:
             return {"kind": "pruned", "sparsity": float(value)}
@@ -226,8 +289,34 @@ def describe(student_spec: str) -> dict:
     elif Path(student_spec).is_dir():
         return {"kind": "dir", "path": student_spec}
     raise MahaError(
-        f"--student {student_spec}: expected pruned:S, layers:N[:{'|'.join(LAYER_CHOICES)}] or an existing model folder"
-    )
+        f"--student {student_spec}: expected pruned:S, layers:N[:{'|'.join(LAYER_CHOICES)}], static[:DIM] or an "
+        "existing model folder")
+
+
+def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfig, *,
+                         trust_remote_code: bool = False) -> None:
+    """`intermediate.check_intermediate` for a student named as `describe` reads it (a pruned student: the teacher's
+    shape), from the folders' configs alone, so a layer map or relation-head count that cannot fit is refused
+    before any weights load; `teacher` None: no teacher was given, which intermediate terms need."""
+    if teacher is None and (cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0):
+        raise MahaError("--hidden-weight / --attention-weight: intermediate-layer distillation needs a teacher: give "
+                        "--distill-from")
+    named = student_spec.partition(":")[0] in ("layers", "pruned", "static")
+    spec = describe(student_spec) if named else {"kind": "dir", "path": student_spec}  # or a hub id
+    trust = {"trust_remote_code": trust_remote_code}
+    teacher_config = load_config(teacher, **trust) if teacher is not None else None
+    if spec["kind"] == "static":
+        return  # it has no layers: the caller refuses the terms in its own words
+    if spec["kind"] == "layers":
+        depth = teacher_config.num_hidden_layers
+        if not 1 <= spec["layers"] <= depth:
+            return  # `layer_student` names the teacher's depth
+        student_config = copy.deepcopy(teacher_config)
+        student_config.num_hidden_layers = spec["layers"]
+        student_config.distilled_from_layers = LAYER_CHOICES[spec["choice"]](spec["layers"], depth)
+    else:
+        student_config = teacher_config if spec["kind"] == "pruned" else load_config(spec["path"], **trust)
+    check_intermediate(student_config, teacher_config, cfg)
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
@@ -244,22 +333,29 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     spec = describe(student_spec)
     if spec["kind"] == "pruned":
         raise MahaError("pruned:S students are made by `mahacompress prune --distill-from TEACHER`")
+    if spec["kind"] == "static":
+        raise MahaError("static[:DIM] students are made by `train.static.distill_static`; the CLI routes them there")
     trust = {"trust_remote_code": trust_remote_code}
     tokenizer = load_tokenizer(teacher, **trust)
     if spec["kind"] == "layers":
         teacher_model = load_classifier(teacher, **trust)
         _check_labels(teacher, teacher_model, splits.labels)
         student = layer_student(teacher_model, spec["layers"], spec["choice"])
+        teacher_config = teacher_model.config
         del teacher_model
     else:
         check_compatible(teacher, spec["path"], splits, **trust)
         student = load_classifier(spec["path"], **trust)
-    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer, **trust)
+        teacher_config = load_config(teacher, **trust)
+    check_intermediate(student.config, teacher_config, cfg)  # before the teacher's logits or augmented texts
+    train_splits, teacher_args, transfer_record, augment_record = distillation_inputs(
+        teacher, splits, cfg, transfer, **trust)
     with checkpoints_for(out_dir) as work:
         result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
         info = {
             "teacher": teacher, "student": student_spec, "dataset": splits.summary(), "data_config": data_record(data),
-            "train_config": asdict(cfg), "transfer": transfer_record, "result": asdict(result)
+            "train_config": asdict(cfg), "transfer": transfer_record, "augment": augment_record,
+            "result": asdict(result)
         }
         if is_main_process():
             save_classifier(student, tokenizer, Path(out_dir), info)

@@ -2,7 +2,8 @@
 
 What differs between those steps plugs in through `TrainHooks` (extra parameter groups, schedules,
 penalties, when a "best" checkpoint may be chosen) and a teacher (knowledge distillation: cached
-logits, or a live model when hidden states are distilled too);
+logits, or a live model when intermediate layers are distilled too: `intermediate.py`'s hidden-state and
+attention-relation terms);
 the loop itself is plain PyTorch on Hugging Face Accelerate, so the same code runs on a CPU, one
 GPU or several; mixed precision is a `torch.autocast` context and a `GradScaler` for fp16.
 
@@ -13,6 +14,7 @@ and `resume=True` continues from there on the same batch order.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +34,8 @@ from ..core.metrics import labels_present, macro_f1
 from ..data.splits import Splits
 from ..infer.evaluate import predict_logits
 from .checkpoints import atomic_save, checkpoints_for, data_record, load_trainable_state, trainable_state
-from .losses import hidden_state_loss, kd_loss, layer_map
+from .intermediate import intermediate_terms
+from .losses import kd_loss
 from .precision import training_precision
 from .processes import cpu_processes, failures_named, is_main_process, local_rows
 from .progress import Heartbeat
@@ -115,7 +118,9 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
 
     A teacher turns on the KD loss: `teacher_logits` ([len(train), num_labels], aligned with
     `splits.train`, computed once), or `teacher_model`, run on every batch; the live teacher is what
-    `cfg.kd_hidden_weight > 0` needs, since its hidden states are too big to cache.
+    `cfg.kd_hidden_weight > 0` and `cfg.kd_attention_weight > 0` need, since its hidden states and attention
+    projections are too big to cache. A hidden-state projection (student and teacher widths differ) trains
+    with the model and is not part of it.
 
     Launched as several processes (torchrun, accelerate launch), `cfg.batch_size` stays the global
     batch: each process takes its share of every batch and DDP averages the gradients, so the run
@@ -131,10 +136,9 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
             f"teacher logits have shape {teacher_logits.shape}, expected ({len(splits.train)}, {len(splits.labels)})")
     if teacher_logits is not None and teacher_model is not None:
         raise MahaError("give the teacher as cached logits or as a live model, not both")
-    if cfg.kd_hidden_weight > 0 and teacher_model is None:
-        raise MahaError(f"kd_hidden_weight {cfg.kd_hidden_weight}: hidden-state distillation needs a teacher model")
-    hidden_map = layer_map(model.config, teacher_model.config) if cfg.kd_hidden_weight > 0 else None
     set_seed(cfg.seed)
+    terms = intermediate_terms(model, teacher_model, cfg)  # checked before any work; None when not asked for
+    hidden = terms is not None and terms.hidden_states
     if cfg.freeze_embeddings:
         freeze_word_embeddings(model)
 
@@ -142,6 +146,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     # `mixed_precision`: Accelerate's state is a process-wide singleton that refuses a second precision,
     # and the grid trains fp32 and bf16 rows in one process.
     optimizer = _optimizer(model, cfg, hooks)
+    if terms is not None and terms.parameters():
+        optimizer.add_param_group({"params": terms.parameters(), "weight_decay": cfg.weight_decay})
     # Mask scores stop receiving gradients once pruning fixes the structure: DDP must be told.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(hooks.param_groups(model)))
     accelerator = Accelerator(cpu=cpu_processes(), kwargs_handlers=[ddp])
@@ -160,6 +166,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     device = accelerator.device
     if teacher_model is not None:
         teacher_model.to(device).eval().requires_grad_(False)
+    if terms is not None:
+        terms.to(device)
     eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
 
     encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
@@ -184,6 +192,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         hooks.load_state_dict(state["hooks"])
         step, best_f1, bad_evals, elapsed = state["step"], state["best_f1"], state["bad_evals"], state["elapsed"]
         history = state.get("dev_history", [])
+        if terms is not None:
+            terms.load_state_dict(state.get("intermediate", {}))
         torch.set_rng_state(state["torch_rng"])
 
     def save_checkpoint() -> None:
@@ -193,7 +203,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                     "model": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "hooks": hooks.state_dict(),
                     "step": step, "best_f1": best_f1, "bad_evals": bad_evals, "elapsed": elapsed + time.time() - start,
-                    "dev_history": history, "torch_rng": torch.get_rng_state()
+                    "dev_history": history, "torch_rng": torch.get_rng_state(),
+                    "intermediate": terms.state_dict() if terms is not None else {}
                 }, ckpt_path)
 
     def check_finite(loss: torch.Tensor) -> None:
@@ -226,28 +237,34 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_idx]}, return_tensors="pt").to(device)
                 y = labels[batch_idx].to(device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    out = model(**batch, output_hidden_states=hidden_map is not None)
+                    with terms.recording() if terms is not None else contextlib.nullcontext():
+                        out = model(**batch, output_hidden_states=hidden)
+                        if teacher_model is not None:
+                            with torch.no_grad():
+                                taught = teacher_model(**batch, output_hidden_states=hidden)
                     logits = out.logits.float()
                     if teacher_model is not None:
-                        with torch.no_grad():
-                            taught = teacher_model(**batch, output_hidden_states=hidden_map is not None)
                         loss = kd_loss(logits, taught.logits.float(), y, cfg.kd_alpha, cfg.kd_temperature)
                     elif cached_logits is not None:
                         loss = kd_loss(logits, cached_logits[batch_idx].to(device), y, cfg.kd_alpha, cfg.kd_temperature)
                     else:
                         loss = F.cross_entropy(logits, y)
-                    if hidden_map is not None:
-                        loss = loss + cfg.kd_hidden_weight * hidden_state_loss(out.hidden_states, taught.hidden_states,
-                                                                               batch["attention_mask"], hidden_map)
+                    if terms is not None:
+                        loss = loss + terms.loss(out, taught, batch["attention_mask"])
                     loss = loss * share
                     extra = hooks.extra_loss(model)
                     if extra is not None:
                         loss = loss + extra
                 check_finite(loss)
                 accelerator.backward(scaler.scale(loss))
+                extra_params = terms.parameters() if terms is not None else []
+                if processes > 1:  # outside the DDP-wrapped model: averaged here, as DDP averages the model's
+                    for p in extra_params:
+                        if p.grad is not None:
+                            p.grad = accelerator.reduce(p.grad, reduction="mean")
                 if cfg.max_grad_norm:
                     scaler.unscale_(optimizer)
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_([*model.parameters(), *extra_params], cfg.max_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -280,6 +297,8 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                     save_checkpoint()
                 if stopped_early:
                     break
+    if terms is not None:
+        terms.remove()
     accelerator.wait_for_everyone()  # best.pt is complete before anyone reads it
     unwrapped = accelerator.unwrap_model(model)
     if best_path.exists():

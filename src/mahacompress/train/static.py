@@ -12,9 +12,14 @@ The `model2vec` package does steps 2-4 for a whole vocabulary; it was not used b
 one of the tokenizer's 250k pieces (17x the work of the corpus pieces on 2 cores) and builds its own
 tokenizer, not the trimmed one whose ids the table is indexed by.
 
+5. optionally (`pretrain_epochs` > 0; the grid's `static+pre`), the table pre-trained against the teacher's
+   features of the training texts and the head started from the teacher's own final Linear through the learned
+   projection (`static_pretrain.py`: Tokenlearn's idea, Model2Vec's POTION models).
+
 The student then trains in the project's one loop (`train.fit`) with the KD loss on the labelled split
 plus the transfer set, so what it learns is the teacher's function on unlabelled text. Whether the
-table trains too is the training section's `freeze_embeddings`.
+table trains too is the training section's `freeze_embeddings` (pre-training trains it either way: that is
+its purpose).
 
 Serving: the `static` backend (backends/numpy_engine.py) folds the linear head into the table and runs
 it with numpy alone, with the very code an exported static folder runs (`runtime.StaticTable`).
@@ -22,9 +27,10 @@ it with numpy alone, with the very code an exported static folder runs (`runtime
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +43,14 @@ from ..data.transfer import TransferSet
 from ..infer.runtime import STATIC_KIND
 from ..models.load import config_labels, load_classifier, save_classifier
 from ..models.modeling_static import StaticConfig, StaticForSequenceClassification
-from ..models.trim import trimmed_tokenizer
+from ..models.trim import corpus_texts, trimmed_tokenizer
+from .augment import mean_last_hidden
 from .checkpoints import checkpoints_for, data_record
-from .distill import distillation_inputs
-from .loop import fit
+from .distill import STATIC_DIM, distillation_inputs
+from .intermediate import refuse_layerless
+from .loop import FitResult, fit
 from .processes import is_main_process
+from .static_pretrain import pretrain
 
 SIF_A = 1e-3  # Arora et al.'s smoothing constant; pieces rarer than this keep about their whole weight
 
@@ -49,14 +58,9 @@ SIF_A = 1e-3  # Arora et al.'s smoothing constant; pieces rarer than this keep a
 @torch.inference_mode()
 def piece_vectors(teacher: torch.nn.Module, template: list[int], ids: Sequence[int],
                   batch_size: int = 256) -> np.ndarray:
-    """Mean last hidden state of `[CLS] piece [SEP]` (the tokenizer's own `template`) for each piece id."""
-    teacher.eval()
-    rows = []
-    for start in range(0, len(ids), batch_size):
-        chunk = torch.tensor([template[:1] + [i] + template[1:] for i in ids[start:start + batch_size]])
-        hidden = teacher(input_ids=chunk, attention_mask=torch.ones_like(chunk), output_hidden_states=True)
-        rows.append(hidden.hidden_states[-1].float().mean(1).numpy())
-    return np.concatenate(rows)
+    """Mean last hidden state of `[CLS] piece [SEP]` (the tokenizer's own `template`) for each piece id
+    (`augment.mean_last_hidden`, which embeds augmentation's words the same way)."""
+    return mean_last_hidden(teacher, [template[:1] + [i] + template[1:] for i in ids], batch_size)
 
 
 def build_table(teacher_dir: str, corpus: Sequence[str], dim: int, *,
@@ -97,22 +101,55 @@ def build_table(teacher_dir: str, corpus: Sequence[str], dim: int, *,
     return model, tokenizer, record
 
 
-def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, dim: int = 256,
+def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, dim: int = STATIC_DIM,
                    resume: bool = False, transfer: TransferSet | None = None, data: DataConfig | None = None,
                    trust_remote_code: bool = False) -> dict:
     """Build the static student of `teacher` and train its head (and table, unless frozen) by KD; save it,
     recording `data` (the configuration `splits` was loaded with) as every trained folder does.
     `trust_remote_code` lets the teacher run the Python code its folder ships."""
-    train_splits, teacher_args, transfer_record = distillation_inputs(teacher, splits, cfg, transfer,
-                                                                      trust_remote_code=trust_remote_code)
-    model, tokenizer, record = build_table(teacher, train_splits.train.texts, dim, trust_remote_code=trust_remote_code)
+    refuse_layerless(cfg)  # before the teacher loads: a table has no hidden states or attention to match
+    train_splits, teacher_args, transfer_record, augment_record = distillation_inputs(
+        teacher, splits, cfg, transfer, trust_remote_code=trust_remote_code)
+    # the table's pieces and frequencies come from the model's corpus as trim and export rebuild it (augmented
+    # variants left out: they are made of the corpus's own words)
+    model, tokenizer, record = build_table(teacher, corpus_texts(splits, transfer), dim,
+                                           trust_remote_code=trust_remote_code)
+    # redone on a resumed run (cheap, and deterministic for the seed); fit's checkpoint then restores the trained state
+    pretrained = None
+    if cfg.pretrain_epochs > 0:
+        pretrained = pretrain(model, tokenizer, teacher, train_splits.train.texts, cfg,
+                              trust_remote_code=trust_remote_code)
     with checkpoints_for(out_dir) as work:
-        result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static", **teacher_args)
+        if pretrained is not None and not cfg.freeze_embeddings:
+            model, result = _head_then_table(model, tokenizer, train_splits, cfg, work, resume, teacher_args,
+                                             pretrained)
+        else:
+            result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static",
+                         **teacher_args)
         info = {
             "teacher": teacher, "student": STATIC_KIND, "static": record, "dataset": splits.summary(),
             "data_config": data_record(data), "train_config": asdict(cfg), "transfer": transfer_record,
-            "result": asdict(result)
+            "augment": augment_record, "result": asdict(result)
         }
+        if pretrained is not None:
+            info["pretrain"] = pretrained
         if is_main_process():
             save_classifier(model, tokenizer, Path(out_dir), info)
     return info
+
+
+def _head_then_table(model: StaticForSequenceClassification, tokenizer, splits: Splits, cfg: TrainConfig, work: Path,
+                     resume: bool, teacher_args: dict,
+                     pretrained: dict) -> tuple[StaticForSequenceClassification, FitResult]:
+    """After pre-training, "the head, and the table if dev says so": KD from the pre-trained start twice, once with
+    the table frozen and once training it too, and the one with the better dev macro-F1 kept (a table pre-trained on
+    a few thousand texts may already hold what KD would only overfit). Both figures go into `pretrained`."""
+    frozen = copy.deepcopy(model)
+    head_only = fit(frozen, tokenizer, splits, replace(cfg, freeze_embeddings=True), work / "head-only", resume=resume,
+                    desc="distil static (head only)", **teacher_args)
+    both = fit(model, tokenizer, splits, cfg, work / "head-and-table", resume=resume, desc="distil static (table too)",
+               **teacher_args)
+    pretrained["dev_macro_f1"] = {"head_only": head_only.best_dev_macro_f1, "head_and_table": both.best_dev_macro_f1}
+    keep_frozen = head_only.best_dev_macro_f1 > both.best_dev_macro_f1
+    pretrained["kept"] = "head only" if keep_frozen else "head and table"
+    return (frozen, head_only) if keep_frozen else (model, both)

@@ -22,6 +22,7 @@ from ...core.validate import check_prune_config
 from ...data.splits import Splits
 from ..checkpoints import checkpoints_for, data_record
 from ..distill import distillation_inputs
+from ..intermediate import check_intermediate
 from ..loop import TrainHooks, fit
 from ..processes import is_main_process
 from .compact import Plan, compact, dense_count, encoder_linear_count, natural_sparsity, plan, save_pruned
@@ -120,14 +121,21 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
     `trust_remote_code` lets the model and teacher folders run the Python code they ship.
     """
     check_prune_config(prune_cfg)
+    if train_cfg.augment.per_text > 0 and distill_from is None:
+        raise MahaError("augmentation (--augment) is only used for distillation: give --distill-from (the teacher) "
+                        "too")
     model, tokenizer = _load(model_dir_or_model, tokenizer, splits, trust_remote_code)
     structure = structure_of(model)
     _check_block_size(model, prune_cfg.block_size)
     if transfer is not None and distill_from is None:
         raise MahaError("a transfer set is only used for distillation: give distill_from (the teacher) too")
-    train_splits, teacher, transfer_record = (distillation_inputs(
+    if isinstance(distill_from, (str, Path)):  # before the teacher's logits or augmented texts
+        from ...models.load import load_config
+
+        check_intermediate(model.config, load_config(str(distill_from), trust_remote_code=trust_remote_code), train_cfg)
+    train_splits, teacher, transfer_record, augment_record = (distillation_inputs(
         distill_from, splits, train_cfg, transfer, trust_remote_code=trust_remote_code) if distill_from is not None else
-                                              (splits, {}, None))
+                                                              (splits, {}, None, None))
 
     dense, dense_layers = dense_count(model, structure), encoder_linear_count(model, structure)
     binarizer = make_binarizer(prune_cfg.binarizer, prune_cfg.sparsity, prune_cfg.penalty)
@@ -152,7 +160,8 @@ def prune(model_dir_or_model, splits: Splits, train_cfg: TrainConfig, prune_cfg:
             "source_model": str(model_dir_or_model) if not isinstance(model_dir_or_model, nn.Module) else None,
             "distilled_from": "logits" if isinstance(distill_from, np.ndarray) else distill_from and str(distill_from),
             "dataset": splits.summary(), "data_config": data_record(data), "transfer": transfer_record,
-            "prune_config": asdict(prune_cfg), "train_config": asdict(train_cfg), "result": asdict(result)
+            "augment": augment_record, "prune_config": asdict(prune_cfg), "train_config": asdict(train_cfg),
+            "result": asdict(result)
         }
         if is_main_process():
             with staged_dir(out_dir, PRUNING_RECORD) as tmp:

@@ -1,0 +1,116 @@
+"""The lever-by-lever table of issue #38: what each knowledge lever adds to a small student, from one grid run.
+
+The grid (`mahacompress reproduce` with `benchmarks/levers/sentiment-levers.yaml`) builds today's small students
+(`kd2+tr`, `kd3+tr`, `static+tr`) and the same students with each lever turned on by a row modifier (`+aug`:
+teacher-labelled variants; `+mid`: hidden-state and attention-relation terms; `+pre`: the static table
+pre-trained against the teacher's features). This script reads that run's results.json and writes, per row:
+test accuracy (mean and SD over its seeds), macro-F1, the share of the teacher's lead over TF-IDF it keeps
+(`lead kept` = (row - tfidf) / (teacher - tfidf), teacher and tfidf of the same run), the change against the
+same student without its levers, training minutes (mean over seeds), and the served end-to-end speedup at batch
+32 in arrival order (as the grid timed it). Nothing is timed here.
+
+    .venv/bin/mahacompress reproduce --teacher models/e5-small --out runs/sentiment-levers \
+        --preset benchmarks/levers/sentiment-levers.yaml
+    .venv/bin/python benchmarks/levers.py runs/sentiment-levers --out reports/levers/sentiment
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from mahacompress.core.files import write_json, write_text
+
+LEVERS = ("aug", "mid", "pre")  # the row modifiers that turn a lever on
+
+
+def base_of(name: str) -> str:
+    """The same student without its levers: `kd2+tr+aug+mid` -> `kd2+tr`."""
+    return "+".join(part for part in name.split("+") if part not in LEVERS)
+
+
+def summarise(row: dict, teacher: float, tfidf: float) -> dict:
+    """One row's figures: accuracy over its seeds, lead kept, training minutes, served speedup."""
+    seeds = row.get("seeds") or [row]
+    accs = [s["accuracy"] for s in seeds]
+    served = row.get("served") or {}
+    mean = statistics.mean(accs)
+    return {
+        "row": row["name"], "seeds": len(accs), "accuracy": mean,
+        "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None, "accuracies": accs,
+        "macro_f1": row.get("macro_f1"), "lead_kept": (mean - tfidf) / (teacher - tfidf),
+        "train_minutes": statistics.mean(s.get("train_seconds") or 0.0 for s in seeds) / 60,
+        "e2e_speedup_b32": row.get("e2e_speedup_b32"), "served_e2e_speedup_b32": served.get("e2e_speedup_b32"),
+        "served_backend": served.get("backend"), "augment": row.get("augment"), "dev_history": row.get("dev_history")
+    }
+
+
+def table(results: dict) -> list[dict]:
+    """Every student row of the run, with its change against the same student without levers."""
+    rows = {r["name"]: r for r in results["rows"] if r.get("status") == "done"}
+    teacher, tfidf = rows["baseline"]["accuracy"], rows["tfidf"]["accuracy"]
+    out = [summarise(r, teacher, tfidf) for name, r in rows.items() if name not in ("baseline", "tfidf")]
+    by_name = {r["row"]: r for r in out}
+    for r in out:
+        base = by_name.get(base_of(r["row"]))
+        r["vs_base_points"] = None if base is None or base is r else 100 * (r["accuracy"] - base["accuracy"])
+    return out
+
+
+def markdown(results: dict, rows: list[dict], command: str) -> str:
+    meta = results["meta"]
+    by_name = {r["name"]: r for r in results["rows"]}
+    teacher, tfidf = by_name["baseline"], by_name["tfidf"]
+
+    def pct(x: float | None) -> str:
+        return "" if x is None else f"{100 * x:.2f}"
+
+    lines = [
+        "# Knowledge levers for small students (issue #38)", "",
+        f"Dataset {meta['dataset']}, preset `{meta['preset']}`, machine: {meta['machine']}.", "",
+        f"Teacher (fine-tuned e5-small, {len(teacher.get('seeds') or [1])} seed(s)): {pct(teacher['accuracy'])}% test; "
+        f"tfidf {pct(tfidf['accuracy'])}%. Lead kept = (row - tfidf) / (teacher - tfidf), all of this run.", "",
+        "| row | seeds | test acc. % (mean ± SD) | vs same student without levers (points) | lead kept | "
+        "train min (mean) | e2e speedup b32 (fp32) | served e2e speedup b32 |", "|---|---|---|---|---|---|---|---|"
+    ]
+    for r in rows:
+        sd = f" ± {100 * r['accuracy_sd']:.2f}" if r["accuracy_sd"] is not None else ""
+        vs = "" if r["vs_base_points"] is None else f"{r['vs_base_points']:+.2f}"
+        speed = "" if r["e2e_speedup_b32"] is None else f"{r['e2e_speedup_b32']:.1f}x"
+        served = "" if r["served_e2e_speedup_b32"] is None else f"{r['served_e2e_speedup_b32']:.1f}x"
+        lines.append(f"| {r['row']} | {r['seeds']} | {pct(r['accuracy'])}{sd} | {vs} | {100 * r['lead_kept']:.0f}% | "
+                     f"{r['train_minutes']:.1f} | {speed} | {served} |")
+    augmented = [r for r in rows if r["augment"]]
+    if augmented:
+        lines += [
+            "", "Augmentation (per row): variants asked and made, dropped as duplicates or for overlapping dev/test, "
+            "and the teacher's labelling time.", "", "| row | asked | made | duplicates | overlapping | labelling s |",
+            "|---|---|---|---|---|---|"
+        ]
+        for r in augmented:
+            a = r["augment"]
+            lines.append(f"| {r['row']} | {a.get('asked')} | {a.get('made')} | {a.get('dropped_duplicate')} | "
+                         f"{a.get('dropped_overlap')} | {a.get('labelling_seconds') or 0:.0f} |")
+    lines += ["", "Made by:", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a reproduce output folder (its results.json)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for levers.md and levers.json")
+    args = parser.parse_args()
+    results = json.loads((args.run / "results.json").read_text(encoding="utf-8"))
+    rows = table(results)
+    command = ("mahacompress reproduce --teacher models/e5-small --preset benchmarks/levers/sentiment-levers.yaml "
+               f"--out {args.run}\npython benchmarks/levers.py {args.run} --out {args.out}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "levers.json", {"meta": results["meta"], "rows": rows})
+    write_text(args.out / "levers.md", markdown(results, rows, command))
+    print(f"wrote {args.out / 'levers.md'}")
+
+
+if __name__ == "__main__":
+    main()
