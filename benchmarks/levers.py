@@ -31,8 +31,22 @@ def base_of(name: str) -> str:
     return "+".join(part for part in name.split("+") if part not in LEVERS)
 
 
+def lever_seconds(seed: dict) -> float:
+    """What a seed's levers cost beyond its recorded training: augmentation (word vectors, variants, the teacher's
+    labelling) and, from runs made before a row's training time included it, the table's pre-training."""
+    extra = 0.0
+    augment = seed.get("augment") or {}
+    extra += sum(augment.get(k) or 0.0 for k in ("vector_seconds", "variant_seconds", "labelling_seconds"))
+    record = Path(seed.get("model_dir", "")) / "training.json"
+    if record.is_file():
+        pre = json.loads(record.read_text(encoding="utf-8")).get("pretrain") or {}
+        if pre and not pre.get("in_train_seconds"):
+            extra += pre["seconds"]
+    return extra
+
+
 def summarise(row: dict, teacher: float, tfidf: float) -> dict:
-    """One row's figures: accuracy over its seeds, lead kept, training minutes, served speedup."""
+    """One row's figures: accuracy over its seeds, lead kept, training minutes (levers included), served speedup."""
     seeds = row.get("seeds") or [row]
     accs = [s["accuracy"] for s in seeds]
     served = row.get("served") or {}

@@ -126,6 +126,9 @@ def distill_static(teacher: str, splits: Splits, cfg: TrainConfig, out_dir: Path
         else:
             result = fit(model, tokenizer, train_splits, cfg, work, resume=resume, desc="distil static",
                          **teacher_args)
+            if pretrained is not None:  # the row's training time includes its pre-training
+                result = replace(result, seconds=result.seconds + pretrained["seconds"])
+                pretrained["in_train_seconds"] = True
         info = {
             "teacher": teacher, "student": STATIC_KIND, "static": record, "dataset": splits.summary(),
             "data_config": data_record(data), "train_config": asdict(cfg), "transfer": transfer_record,
@@ -152,4 +155,8 @@ def _head_then_table(model: StaticForSequenceClassification, tokenizer, splits: 
     pretrained["dev_macro_f1"] = {"head_only": head_only.best_dev_macro_f1, "head_and_table": both.best_dev_macro_f1}
     keep_frozen = head_only.best_dev_macro_f1 > both.best_dev_macro_f1
     pretrained["kept"] = "head only" if keep_frozen else "head and table"
-    return (frozen, head_only) if keep_frozen else (model, both)
+    pretrained["in_train_seconds"] = True
+    kept = head_only if keep_frozen else both
+    # the row's training time is what it cost: the pre-training and both fits, not only the one kept
+    return (frozen if keep_frozen else model), replace(kept, seconds=pretrained["seconds"] + head_only.seconds +
+                                                        both.seconds)
