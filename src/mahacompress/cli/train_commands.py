@@ -179,7 +179,7 @@ def _check_static(teacher: str, student: str, dim: int, cfg: TrainConfig) -> Non
                         "is trimmed to the training corpus); fine-tune or download the teacher into a folder first")
     hidden = model_source.model_config(teacher).get("hidden_size")
     check.check_range("--student static:DIM", dim, 1, hidden)
-    if cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0 or cfg.kd_layer_map is not None:
+    if cfg.intermediate or cfg.kd_layer_map is not None:
         raise MahaError(f"--student {student}: a static student has no layers; leave out --hidden-weight, "
                         "--attention-weight and --layer-map")
 

@@ -136,6 +136,12 @@ class TrainConfig(_Settings):
     pretrain_epochs: Number = 0.0
     seed: int = 42
 
+    @property
+    def intermediate(self) -> bool:
+        """Whether an intermediate-layer term is asked for (either weight above 0): the teacher then runs live on
+        every batch, and the student needs layers."""
+        return self.kd_hidden_weight > 0 or self.kd_attention_weight > 0
+
 
 # Settings added after runs were recorded, and when each is off: `recorded` leaves a setting out while it is off, so
 # a row recorded before it existed keeps its settings and is not built again for a knob it never turned.

@@ -124,12 +124,6 @@ def _compute_logits(teacher: str, texts: list[str], max_length: int, labels: lis
     return predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)
 
 
-def runs_teacher_live(cfg: TrainConfig) -> bool:
-    """Whether training needs the teacher's every hidden state or attention input: too big to cache, so the teacher
-    runs on each batch (the intermediate terms' cost)."""
-    return cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0
-
-
 def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig, *,
                     trust_remote_code: bool = False) -> dict:
     """`fit`'s teacher arguments: cached train-split logits, or the live model when hidden states are distilled.
@@ -138,10 +132,10 @@ def teacher_for_fit(teacher: str | np.ndarray, splits: Splits, cfg: TrainConfig,
     `splits.train`.
     """
     if isinstance(teacher, np.ndarray):
-        if runs_teacher_live(cfg):
+        if cfg.intermediate:
             raise MahaError("intermediate-layer distillation needs the teacher model, not only its logits")
         return {"teacher_logits": teacher}
-    if runs_teacher_live(cfg):
+    if cfg.intermediate:
         model = load_classifier(teacher, trust_remote_code=trust_remote_code)
         _check_labels(teacher, model, splits.labels)
         return {"teacher_model": model}
@@ -200,7 +194,7 @@ def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainCon
             train_splits, train=TextSet(train.texts + augmented.texts,
                                         train.labels + [UNLABELLED] * len(augmented.texts)))
     t0 = time.perf_counter()
-    if augmented is not None and not runs_teacher_live(cfg) and is_main_process():
+    if augmented is not None and not cfg.intermediate and is_main_process():
         print(f"augment: the teacher labels {len(train_splits.train)} training texts (cached logits are reused)",
               flush=True)
     teacher_args = teacher_for_fit(teacher, train_splits, cfg, trust_remote_code=trust_remote_code)
@@ -208,7 +202,7 @@ def distillation_inputs(teacher: str | np.ndarray, splits: Splits, cfg: TrainCon
     if augmented is not None:
         augment_record = {
             **augmented.record, "labelling_seconds": time.perf_counter() - t0,
-            "labelling_runtime": "torch fp32 (live, each batch)" if runs_teacher_live(cfg) else "torch fp32"
+            "labelling_runtime": "torch fp32 (live, each batch)" if cfg.intermediate else "torch fp32"
         }
     if transfer is None:
         return train_splits, teacher_args, None, augment_record
@@ -298,7 +292,7 @@ def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfi
     """`intermediate.check_intermediate` for a student named as `describe` reads it (a pruned student: the teacher's
     shape), from the folders' configs alone, so a layer map or relation-head count that cannot fit is refused
     before any weights load; `teacher` None: no teacher was given, which intermediate terms need."""
-    if teacher is None and (cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0):
+    if teacher is None and cfg.intermediate:
         raise MahaError("--hidden-weight / --attention-weight: intermediate-layer distillation needs a teacher: give "
                         "--distill-from")
     named = student_spec.partition(":")[0] in ("layers", "pruned", "static")

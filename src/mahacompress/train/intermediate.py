@@ -35,7 +35,7 @@ OPTIONS = "--hidden-weight / --attention-weight"
 
 def refuse_layerless(cfg: TrainConfig, student: str = "the static student") -> None:
     """One line, before any work, when intermediate terms are asked of a student that has no layers."""
-    if cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0:
+    if cfg.intermediate:
         raise MahaError(f"{student} has no layers: {OPTIONS} do not apply")
 
 
@@ -181,7 +181,7 @@ def check_intermediate(student_config, teacher_config, cfg: TrainConfig) -> list
     a step may call it before its costly work (teacher logits, augmentation): one line for a layer map that does not
     fit the two depths or is given with no term to map, a student without layers, or relation heads that do not
     divide the dense widths (a pruned layer's narrower width falls back, `losses.relation_head_count`)."""
-    if cfg.kd_hidden_weight <= 0 and cfg.kd_attention_weight <= 0:
+    if not cfg.intermediate:
         if cfg.kd_layer_map is not None:
             raise MahaError(f"--layer-map {','.join(map(str, cfg.kd_layer_map))} maps the intermediate terms: give "
                             f"{OPTIONS} above 0 too")
@@ -201,7 +201,7 @@ def check_intermediate(student_config, teacher_config, cfg: TrainConfig) -> list
 def intermediate_terms(student: nn.Module, teacher: nn.Module | None, cfg: TrainConfig) -> IntermediateTerms | None:
     """The terms `cfg` asks for (None: neither weight is above 0), refused in one line before any work when the
     student has no layers, no live teacher is given, or `check_intermediate` refuses the settings."""
-    asked = cfg.kd_hidden_weight > 0 or cfg.kd_attention_weight > 0
+    asked = cfg.intermediate
     if asked and teacher is None and getattr(student.config, "num_hidden_layers", None) is not None:
         raise MahaError(f"{OPTIONS}: intermediate-layer distillation needs a teacher model")
     if check_intermediate(student.config, teacher.config if teacher is not None else None, cfg) is None:
