@@ -27,8 +27,11 @@ LEVERS = ("aug", "mid", "pre")  # the row modifiers that turn a lever on
 
 
 def base_of(name: str) -> str:
-    """The same student without its levers: `kd2+tr+aug+mid` -> `kd2+tr`."""
-    return "+".join(part for part in name.split("+") if part not in LEVERS)
+    """The same student without its levers: `kd2+tr+aug+mid` -> `kd2+tr`; a teacher-assistant student (`kdl2+tr`,
+    cut from the trained `kd+tr` student) -> the student of the same depth cut from the teacher (`kd2+tr`)."""
+    head, *mods = name.split("+")
+    head = "kd" + head[len("kdl"):] if head.startswith("kdl") else head
+    return "+".join([head] + [m for m in mods if m not in LEVERS])
 
 
 def lever_seconds(seed: dict) -> float:
@@ -107,6 +110,17 @@ def markdown(results: dict, rows: list[dict], command: str) -> str:
             a = r["augment"]
             lines.append(f"| {r['row']} | {a.get('asked')} | {a.get('made')} | {a.get('dropped_duplicate')} | "
                          f"{a.get('dropped_overlap')} | {a.get('labelling_seconds') or 0:.0f} |")
+    cut = [r for r in rows if r["row"].startswith("kdl")]
+    if cut:
+        assistant = {r["row"]: r for r in rows}.get("kd+tr" if "+tr" in cut[0]["row"] else "kd")
+        lines += [
+            "", "`kdlN` rows (a teacher assistant): the trained 6-layer student cut to N of its layers, then distilled "
+            f"from the teacher for `cut_epochs` ({meta['config'].get('cut_epochs', 'see the preset')}"
+            "); their `vs` column compares them with the student of the same depth cut from the teacher, and their "
+            "training minutes are their own: the assistant's" +
+            (f" ({assistant['train_minutes']:.1f} min, row {assistant['row']})" if assistant else "") +
+            " come first, once for every depth."
+        ]
     lines += ["", "Made by:", "", "```", command, "```", ""]
     return "\n".join(lines)
 

@@ -246,6 +246,13 @@ def _option_cases() -> list[Case]:
          ), ("augment-0", "--augment 0", dist + ("--augment", "0"), "--augment 0"),
         ("augment-negative", "--augment -1", dist + ("--augment", "-1"), "--augment -1"),
         ("augment-text", "--augment two", dist + ("--augment", "two"), "--augment"),
+        ("cut-from-missing", "--cut-from naming no folder", dist + ("--cut-from", "{R}/no-such-student"),
+         "no-such-student"),
+        ("cut-from-too-shallow", "--cut-from a 2-layer student for --student layers:3",
+         tuple(a.replace("layers:1", "layers:3")
+               for a in dist) + ("--cut-from", "{M}"), "has 2 layers; choose layers:1..2"),
+        ("cut-from-static", "--cut-from with a static student",
+         tuple(a.replace("layers:1", "static") for a in dist) + ("--cut-from", "{M}"), "--cut-from copies layers"),
         ("student-spec", "--student layers:x", tuple(a.replace("layers:1", "layers:x") for a in dist), "--student"),
         ("sparsity-0", "--sparsity 0", tuple(a.replace("0.5", "0") for a in pr), "sparsity 0"),
         ("sparsity-above-1", "--sparsity 1.5", tuple(a.replace("0.5", "1.5") for a in pr), "sparsity 1.5"),

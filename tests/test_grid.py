@@ -457,6 +457,34 @@ def test_kdp_rows_prune_each_seed_of_the_kd_student_with_kd(toy_splits, tmp_path
         assert recorded["dataset"] == data and recorded["max_train_rows"] == cfg.max_train_rows
 
 
+def test_kdl_rows_cut_the_trained_kd_student_and_distil_it_for_cut_epochs(toy_splits, tmp_path):
+    """Depth twice: `kdl1` copies one layer of the `kd` row's TRAINED 2-layer student (not the teacher's), keeps the
+    teacher layer it stands for, and trains for `cut_epochs`; listed before its kd row, or deeper than it, refused."""
+    spec = parse_row("kdl1+tr")
+    assert (spec.kind, spec.number, spec.kd, spec.tr) == ("kdcut", 1, True, True)
+    cfg = GridConfig(rows=["baseline", "kd", "kdl3"], student_layers=2)
+    assert left_out(parse_row("kdl3"), cfg, 12, 64) == "3 layers cut from the 2-layer kd student"
+    preset = tmp_path / "order.yaml"
+    for text, match in (("rows: [baseline, kdl1, kd]\n", "list that row before it"),
+                        ("rows: [baseline, kd, kdl1]\ncut_epochs: 0\n", "cut_epochs 0.0: expected a number above 0")):
+        preset.write_text(text)
+        with pytest.raises(MahaError, match=match):
+            load_preset(preset)
+    teacher, cfg, data = _tiny_grid(toy_splits, tmp_path, "cut_epochs: 0.5\n")
+    Grid(teacher, replace(cfg, rows=["baseline", "kd", "kdl1"], student_layers=2), "tiny", data, tmp_path / "out").run()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    _assert_schema(results)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["kdl1"]["status"] == "done", rows["kdl1"]
+    assert rows["kdl1"]["settings"]["cut_student"]["kd"] and rows["kdl1"]["settings"]["distill"]["epochs"] == 0.5
+    models = tmp_path / "out" / "models"
+    record = json.loads((models / "kdl1" / "training.json").read_text())
+    assert record["cut_from"] == str(models / "kd") and record["train_config"]["epochs"] == 0.5
+    config = json.loads((models / "kdl1" / "config.json").read_text())
+    kd_layers = json.loads((models / "kd" / "config.json").read_text())["distilled_from_layers"]
+    assert config["num_hidden_layers"] == 1 and config["distilled_from_layers"][0] in kd_layers  # the teacher's
+
+
 def test_the_accuracy_budget_is_one_setting_for_best_and_the_report(tmp_path):
     grid = Grid("teacher", GridConfig(rows=["baseline", "kd", "kd2"], best_within_points=3.0), "x", "d", tmp_path)
 

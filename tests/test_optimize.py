@@ -15,7 +15,14 @@ from mahacompress.cli.app import app
 from mahacompress.core.config import DataConfig, OptimizeConfig
 from mahacompress.core.errors import MahaError
 from mahacompress.models.load import save_classifier, tiny_bert, tiny_tokenizer
-from mahacompress.search.bisect import CLEARLY_FASTER, open_candidates, search, train_chain, verdicts
+from mahacompress.search.bisect import (
+    CLEARLY_FASTER,
+    next_candidate,
+    open_candidates,
+    search,
+    train_chain,
+    verdicts,
+)
 from mahacompress.search.candidates import folder_of, random_compaction, resolve_candidates
 from mahacompress.search.report import dev_resolution
 from mahacompress.search.scoring import SHIPPABLE, outcome
@@ -127,13 +134,14 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
     import mahacompress.deploy.export as export
     import mahacompress.search.optimize as optimize
     import mahacompress.search.scoring as scoring
+    import mahacompress.search.winner as winner
 
     data, preset = toy_data
     splits = __import__("mahacompress.data.splits", fromlist=["load_splits"]).load_splits(DataConfig(str(data)))
     test_only = set(splits.test.texts) - set(splits.train.texts) - set(splits.dev.texts)
     events: list[str] = []
     mp = pytest.MonkeyPatch()
-    real_load, real_score = scoring.load, export.score_exported
+    real_load, real_score, real_predict = scoring.load, export.score_exported, winner.predict_ids
 
     def watched_load(model_dir, runtime, ctx):
         backend = real_load(model_dir, runtime, ctx)
@@ -150,8 +158,13 @@ def first_run(teacher_dir, toy_data, tmp_path_factory):
         events.append("test scored at the end")
         return real_score(folder, s)
 
+    def watched_predict(model, s, split, **kwargs):  # the winner's and the teacher's test predictions, paired
+        events.append(f"{split} predictions")
+        return real_predict(model, s, split, **kwargs)
+
     mp.setattr(scoring, "load", watched_load)
     mp.setattr(export, "score_exported", watched_score)
+    mp.setattr(winner, "predict_ids", watched_predict)
     out = tmp_path_factory.mktemp("run") / "out"
     try:
         report = optimize.optimize(str(teacher_dir), DataConfig(str(data)), _config(preset), out)
@@ -191,7 +204,8 @@ def test_untrained_shapes_calibrate_on_a_few_texts_trained_models_on_the_full_sa
 def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_at_the_end(first_run):
     out, report, events = first_run
     assert "TEST" not in events and events.count("test scored at the end") == 1
-    assert events[-1] == "test scored at the end"  # nothing is scored after it
+    # then only the exported folder's and the teacher's test predictions, for their paired test difference
+    assert events[events.index("test scored at the end"):] == ["test scored at the end"] + ["test predictions"] * 2
     rows = {c["name"]: c for c in report["candidates"]}
     assert set(rows) == {"kd1", "kd2"} and all(c["fastest_ms"] > 0 for c in rows.values())
     winner = report["winner"]
@@ -215,6 +229,17 @@ def test_a_run_trains_only_what_can_win_exports_the_winner_and_reads_test_once_a
     dev_rows = report["meta"]["dataset"]["splits"]["dev"]["rows"]
     assert f"\n- dev split: {dev_rows} texts, so 100 points = {dev_rows:.1f} texts" in text  # the tests' budget: 100
     assert "median half-width" in text
+    # how sure the verdicts are: per trained candidate, the search's rates, and the winner's test difference
+    assert all(0 <= r["certainty"]["p_wrong"] <= 1 for r in rows.values() if r["trained"])
+    cert = report["certainty"]
+    assert cert["winner"] == winner["name"] and cert["runtime"] == winner["runtime"]
+    assert cert["false_pass"] == 0.0 and cert["within_target"]  # nothing is 100 points below the teacher
+    assert 0 <= cert["false_fail"] <= 1 and cert["target"] == 0.10
+    test = winner["export"]["test_vs_teacher"]
+    assert test["metric"] == "accuracy" and test["rows"] == winner["export"]["test"]["rows"]
+    assert test["ci_low_points"] <= test["difference_points"] <= test["ci_high_points"]
+    assert "## How sure the verdicts are" in text and "within the 10% target" in text
+    assert "- test vs the teacher: accuracy " in text and "interval is within the 100-point budget" in text
     assert json.loads((out / "optimize.json").read_text())["winner"]["name"] == winner["name"]
 
 
@@ -391,6 +416,24 @@ def test_a_candidate_built_from_a_failed_model_is_not_trained():
     assert open_candidates(ORDER, MS, 10.0, tried, family) == ["a", "b", "d", "e"]
     status = verdicts(ORDER, MS, 10.0, tried, False, family, sources)
     assert status["b"] == {"status": "pruned by the search", "why": "c failed, and it is built from c's trained model"}
+
+
+def test_the_model_others_are_built_from_is_trained_first_then_the_bisection_goes_on():
+    """kd (slowest here) is what kdl2 and kdl3 are cut from: it trains first, alone, and the cheap cuts follow."""
+    order = ["static", "kdl2", "kdl3", "kd"]
+    ms = {"static": 1.0, "kdl2": 3.0, "kdl3": 4.0, "kd": 6.0}
+    family = {"static": "static", "kdl2": "kdcut", "kdl3": "kdcut", "kd": "kd"}
+    sources = {"static": None, "kdl2": "kd", "kdl3": "kd", "kd": None}
+    assert next_candidate(order, sources) == "kd" and next_candidate(order) == "kdl3"
+    trained: list[str] = []
+
+    def run_trial(name: str) -> dict[str, dict]:
+        trained.append(name)
+        return {name: {"passed": name != "kdl2", "ms": ms[name]}}
+
+    search(order, ms, 10.0, {}, run_trial, lambda: False, family, sources)
+    # then the bisection: the middle of static, kdl2, kdl3 (kdl2, fails), what is left (kdl3, passes), static
+    assert trained == ["kd", "kdl2", "kdl3", "static"]
 
 
 def _report(dev_rows: int, budget: float, half_widths: list[float], metric: str = "accuracy") -> dict:

@@ -45,6 +45,11 @@ Augment = Annotated[
     typer.Option(
         help="Up to N teacher-labelled variants of each training text (near-neighbour word replacement, deletion, "
         "cropping), trained with the KD term only.")]
+CutFrom = Annotated[
+    Path | None,
+    typer.Option(
+        help="With --student layers:N: copy the N layers from this trained student of the teacher (a "
+        "teacher assistant, e.g. its 6-layer student) instead of from the teacher; a short schedule suffices.")]
 PretrainEpochs = Annotated[
     float,
     typer.Option(

@@ -18,6 +18,7 @@ from .checks import one_writer
 from .options import (
     AttentionWeight,
     Augment,
+    CutFrom,
     DataDir,
     Dataset,
     FoldLabelCase,
@@ -130,7 +131,7 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
             transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
             pretrain_epochs: PretrainEpochs = TrainConfig.pretrain_epochs,
             mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
-            resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
+            cut_from: CutFrom = None, resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
     """Knowledge distillation into a shallower student, an existing student, a pruned teacher or a static student."""
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight,
@@ -143,10 +144,13 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
     if pretrain_epochs > 0 and spec["kind"] != "static":
         raise MahaError(f"--pretrain-epochs pre-trains a static student's table; --student {student} has none "
                         "(use --student static[:DIM], or leave the option out)")
+    if cut_from is not None:
+        _check_cut(student, spec, cut_from)
     if spec["kind"] == "static":
         _check_static(teacher, student, spec["dim"], cfg)
     _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
-                    (teacher, spec.get("path")), (dataset, data_dir, transfer_set), trust_remote_code)
+                    (teacher, spec.get("path"), str(cut_from) if cut_from else None), (dataset, data_dir, transfer_set),
+                    trust_remote_code)
     check_student_levers(teacher, student, cfg, trust_remote_code=trust_remote_code)
     if spec["kind"] == "pruned":
         check.check_range("--student pruned:S", spec["sparsity"], 0, 1, lo_open=True, hi_open=True)
@@ -167,8 +171,17 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
                        trust_remote_code=trust_remote_code)
     else:
         run(teacher, student, splits, cfg, out, resume=resume, transfer=transfer, data=data,
-            trust_remote_code=trust_remote_code)
+            trust_remote_code=trust_remote_code, cut_from=str(cut_from) if cut_from else None)
     _say_once(f"wrote {out}")
+
+
+def _check_cut(student: str, spec: dict, cut_from: Path) -> None:
+    """--cut-from names a folder holding a student deep enough for --student layers:N (read from its config)."""
+    if spec["kind"] != "layers":
+        raise MahaError(f"--cut-from copies layers into a layers:N student; --student {student} is not one")
+    depth = model_source.model_config(str(cut_from)).get("num_hidden_layers") if cut_from.is_dir() else None
+    if depth is not None and spec["layers"] > depth:
+        raise MahaError(f"--student {student}: {cut_from} has {depth} layers; choose layers:1..{depth}")
 
 
 def _check_static(teacher: str, student: str, dim: int, cfg: TrainConfig) -> None:

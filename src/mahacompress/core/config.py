@@ -253,6 +253,9 @@ class GridConfig(_Settings):
     prune_train: TrainConfig = field(default_factory=TrainConfig)  # pN and pN+kd rows
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
+    # epochs of a `kdlN` row (the trained `kd` student cut to N layers, then distilled): it starts from layers that
+    # already serve the task, so it gets a shorter schedule than the `distill` section's
+    cut_epochs: Number = 1.0
     # the static-embedding student (`static` rows): its table trains too unless freeze_embeddings
     static: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=20, lr=5e-3, freeze_embeddings=False, early_stopping_patience=3))

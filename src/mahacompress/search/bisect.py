@@ -17,15 +17,24 @@ def search(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tr
            run_trial: Callable[[str], dict[str, dict]], out_of_time: Callable[[], bool],
            family: dict[str, str] | None = None, sources: dict[str, str | None] | None = None) -> bool:
     """Bisect `order` (candidates by their fastest time): train the middle of those that can still win
-    (`open_candidates`), add what `run_trial(name)` returns ({name: outcome}: a kdpNN trial adds its kd row
-    too) to `tried`, until none can win. Returns whether it stopped because `out_of_time()`."""
+    (`open_candidates`; `next_candidate`: a model others are built from first), add what `run_trial(name)` returns
+    ({name: outcome}: a kdpNN trial adds its kd row too) to `tried`, until none can win. Returns whether it
+    stopped because `out_of_time()`."""
     while True:
         candidates = open_candidates(order, fastest_ms, teacher_ms, tried, family, sources)
         if not candidates:
             return False
         if out_of_time():
             return True
-        tried.update(run_trial(candidates[len(candidates) // 2]))
+        tried.update(run_trial(next_candidate(candidates, sources)))
+
+
+def next_candidate(candidates: list[str], sources: dict[str, str | None] | None = None) -> str:
+    """Which open candidate to train next: one the other open candidates are built from (a kd row a kdpNN prunes
+    or a kdlN cuts) first, since any of their trials trains it anyway and, once trained, a kdlN cut from it costs a
+    short schedule; else the middle one (the bisection)."""
+    built_from = set(filter(None, ((sources or {}).get(name) for name in candidates)))
+    return next((name for name in candidates if name in built_from), candidates[len(candidates) // 2])
 
 
 def train_chain(names: list[str], train_one: Callable[[str], dict], out_of_time: Callable[[], bool]) -> dict[str, dict]:

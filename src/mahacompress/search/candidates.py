@@ -20,7 +20,7 @@ from ..models.load import load_classifier, load_tokenizer, save_classifier
 from ..models.trim import corpus_texts, trim
 from ..study.context import RecipeContext
 from ..study.recipes import KINDS, left_out, parse_row, settings_of
-from ..study.rowspec import RowSpec, kdprune_source, transfer_set
+from ..study.rowspec import RowSpec, built_from, transfer_set
 from ..train.distill import layer_student
 from ..train.pruning.compact import compact, plan, save_pruned
 from ..train.pruning.masks import MaskedModel, make_binarizer
@@ -43,7 +43,7 @@ def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int 
     for name in names:
         spec = parse_row(name)
         if spec.served_from_another or spec.mp or not (KINDS[spec.kind].compressed or spec.kind == "static"):
-            raise MahaError(f"candidate '{name}': expected a compressed row of the grid (kd[N], pNN[+kd], kdpNN, "
+            raise MahaError(f"candidate '{name}': expected a compressed row of the grid (kd[N], pNN[+kd], kdpNN, kdlN, "
                             "static), trained and run in fp32; the runtime is chosen by measurement")
         if spec.tr and not transfer:
             raise MahaError(f"candidate '{name}' uses the transfer set: give --transfer-set")
@@ -87,13 +87,13 @@ def build_shape(ctx: RecipeContext, spec: RowSpec, folder: Path) -> None:
         return
     model = load_classifier(ctx.teacher_dir, trust_remote_code=ctx.trust_remote_code)
     tokenizer = load_tokenizer(ctx.teacher_dir, trust_remote_code=ctx.trust_remote_code)
-    if spec.kind in ("kd", "kdprune"):
-        layers = spec.number if spec.kind == "kd" and spec.number else ctx.cfg.student_layers
+    if spec.kind in ("kd", "kdprune", "kdcut"):  # a kdlN has a kdN's shape: N layers of the teacher's width
+        layers = spec.number if spec.kind in ("kd", "kdcut") and spec.number else ctx.cfg.student_layers
         model = layer_student(model, layers, "ends" if spec.ends else "even")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as work:
         untrimmed = Path(work) / "untrimmed"
-        if spec.kind == "kd":
+        if spec.kind in ("kd", "kdcut"):
             save_classifier(model, tokenizer, untrimmed, info)
         else:
             pruned = random_compaction(model, spec.sparsity, ctx.cfg.prune.block_size)
@@ -140,8 +140,9 @@ def random_compaction(model: torch.nn.Module, sparsity: float, block_size: int, 
 
 
 def source_of(spec: RowSpec) -> str | None:
-    """The candidate whose trained model `spec`'s trial starts from (a kdpNN prunes its kd row's student)."""
-    return kdprune_source(spec) if spec.kind == "kdprune" else None
+    """The candidate whose trained model `spec`'s trial starts from (a kdpNN prunes, a kdlN cuts, its kd row's
+    student)."""
+    return built_from(spec)
 
 
 def folder_of(spec: RowSpec) -> str:

@@ -17,7 +17,9 @@ So the run goes, top to bottom:
    interleaved session per runtime with the teacher in fp32 as the anchor between sessions (calibrated int8 files
    of shapes on a few texts, timed on a few batches: ranking candidates needs less than the winner's final
    figure). A trained model has the same shape, so it has the same latency in each runtime: nothing is trained
-   to learn how fast it will be.
+   to learn how fast it will be. A short probe session first times the teacher and the smallest transformer
+   shape in every runtime; a runtime slower than the fastest by `trials.BEATEN` on both ends of the size range is
+   dropped for the run (neither built for the other shapes nor judged), but torch fp32 and fp32 ONNX.
 3. Search: candidates sorted by their fastest shippable runtime. Within a family of recipes (layer students, pruned
    models, depth+width, static) accuracy rises with size, so the search bisects: train the middle untried
    candidate that can still win, then look only at faster ones if it passed, or only at slower ones of its
@@ -85,6 +87,7 @@ from .candidates import (
     served_copy,
     source_of,
 )
+from .certainty import search_rates, verdict_certainty
 from .report import NOT_TRIED, write_report
 from .scoring import (
     REFERENCE,
@@ -109,6 +112,10 @@ SHAPE_CALIBRATION_TEXTS = 32
 # nine shapes and the teacher over the preset's timing texts (cpu-quick: 128) in six runtimes was minutes of a run;
 # the winner's final figure, beside the teacher, uses the preset's measure.texts
 SHAPE_TIMING_TEXTS = 64
+# Repeats of the shapes' session (at most; the preset's measure.repeats if fewer): a candidate must be
+# `bisect.CLEARLY_FASTER` (1.2x) than the best passing model to be tried, a margin the median of three repeats
+# resolves; the winner's final figure, beside the teacher, uses the preset's repeats
+SHAPE_REPEATS = 3
 
 # ---------------------------------------------------------------- the command
 
@@ -198,9 +205,12 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     for spec in specs:
         _console.print(f"shape of {spec.name}: building it untrained")
         build_shape(ctx, spec, out / "shapes" / folder_of(spec))
-    shape_ms, st["reused_seconds"] = shape_timing(out, specs, teacher_dir, runtimes,
-                                                  texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
-                                                  replace(ctx, calibration=ctx.calibration[:SHAPE_CALIBRATION_TEXTS]))
+    shapes = shape_timing(out, specs, teacher_dir, runtimes,
+                          texts[:max(SHAPE_TIMING_TEXTS, 2 * cfg.batch_size)], cfg.batch_size,
+                          replace(ctx, calibration=ctx.calibration[:SHAPE_CALIBRATION_TEXTS]), keep=(REFERENCE, "onnx"),
+                          repeats=min(ctx.measure.repeats, SHAPE_REPEATS))
+    shape_ms, st["reused_seconds"], st["dropped_runtimes"] = shapes.ms, shapes.seconds, shapes.dropped
+    runtimes = st["runtimes"] = shapes.runtimes  # those beaten everywhere are neither built nor judged again
     teacher_pred = dev_predictions(teacher_dir, runtimes, ctx)
     teacher_outcome = outcome({"dev_predictions": teacher_pred}, shape_ms["teacher"], teacher_pred[REFERENCE], splits,
                               cfg)
@@ -210,7 +220,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     sources = {s.name: source_of(s) for s in specs}
     by_name = {s.name: s for s in specs}
     st.update(shape_ms=shape_ms, teacher_outcome=teacher_outcome, order=order, fastest=fastest, family=family,
-              sources=sources, by_name=by_name)
+              sources=sources, by_name=by_name, teacher_pred=teacher_pred)
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
                    f"; the teacher {teacher_outcome['ms']:.1f} ms ({teacher_outcome['runtime']})")
 
@@ -299,7 +309,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
         # further from its torch fp32 reference than the budget): it ships as fp32 ONNX, the reference's arithmetic
         chosen = chosen | {"runtime": "onnx", "ms": final_ms["teacher"]["onnx"]}
         note = "no shippable runtime passed on dev; exported as fp32 ONNX"
-    exported = export_winner(out, winner_dir, chosen["runtime"], ctx, by_name.get(winner)) | {"note": note}
+    exported = export_winner(out, winner_dir, chosen["runtime"], ctx, by_name.get(winner), cfg.metric) | {"note": note}
     watch.lap()
     report = _report(out, st, watch, None)
     report["teacher"]["final_ms"] = final_ms["teacher"]
@@ -310,6 +320,13 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
         "speedup_vs_teacher_fastest": teacher_final["ms"] / chosen["ms"],
         "teacher_fastest_runtime": teacher_final["runtime"], "export": exported, "overtaken": overtaken
     }
+    # how sure the verdicts are: the winner's false pass and the faster models' false fails, from the dev resamples
+    models = {"teacher": _dev_model(teacher_pred, teacher_outcome, shape_ms["teacher"])} | {
+        n: _dev_model(_trial(out, st, n)["dev_predictions"], o, shape_ms[n])
+        for n, o in tried.items() if "runtimes" in o
+    }
+    report["certainty"] = search_rates(winner, chosen["runtime"], models, splits.dev.labels, teacher_pred[REFERENCE],
+                                       cfg.budget, cfg.metric, len(splits.labels))
     write_report(out, report)
     return report
 
@@ -338,10 +355,18 @@ def _report(out: Path, st: dict, watch: Watch, stop: Stopped | None) -> dict:
     cfg, unfit = st["cfg"], st.get("unfit", {})
     if "order" in st:
         tried, status = _statuses(st)
+        trials = {name: _trial(out, st, name) for name in st["order"]}
         rows = [
-            candidate_row(name, st["shape_ms"][name], status[name], tried.get(name), st["trials"].get(name)
-                          or saved_trial(out, st["ctx"], st["by_name"][name])) for name in st["order"]
+            candidate_row(name, st["shape_ms"][name], status[name], tried.get(name), trials[name])
+            for name in st["order"]
         ]
+        y, reference = st["splits"].dev.labels, st["teacher_pred"][REFERENCE]
+        for row in rows:  # the chance each trained candidate's verdict is wrong, in the runtime it rests on
+            trial = trials[row["name"]]
+            if row.get("runtimes") and trial:
+                row["certainty"] = verdict_certainty(trial["dev_predictions"], row["runtimes"], row["passing_runtime"],
+                                                     row["ms"], y, reference, cfg.budget, cfg.metric,
+                                                     len(st["splits"].labels))
     else:  # stopped before the shapes were timed
         rows = [{"name": n, "status": "not reached"} for n in st.get("names", [])]
     teacher = st.get("teacher_outcome")
@@ -350,17 +375,26 @@ def _report(out: Path, st: dict, watch: Watch, stop: Stopped | None) -> dict:
         "meta": {
             "teacher": st["teacher"], "teacher_dir": st.get("teacher_dir"),
             "dataset": st["splits"].summary() if "splits" in st else None, "machine": describe(), "config": asdict(cfg),
-            "preset": st.get("preset"), "runtimes": st.get("runtimes", []), "max_length": st.get("max_length"),
-            "timing": st.get("timing",
-                             ""), "seconds": watch.elapsed(), "reused_seconds": st.get("reused_seconds",
-                                                                                       0.0), "timed_out": timed_out,
+            "preset": st.get("preset"), "runtimes": st.get("runtimes", []), "dropped_runtimes": st.get(
+                "dropped_runtimes", {}), "max_length": st.get("max_length"), "timing": st.get("timing", ""),
+            "seconds": watch.elapsed(), "reused_seconds": st.get("reused_seconds", 0.0), "timed_out": timed_out,
             "phases": dict(watch.phases), "stop": stop.reason if stop else "budget" if timed_out else "finished",
             "stopped_in": stop.phase if stop else None, "stopped_by": stop.cause if stop else None
         }, "teacher": {"ms": st["shape_ms"]["teacher"], "dev": teacher["dev"]["dev"], "runtimes": teacher["runtimes"]}
         if teacher else None, "candidates": rows + [{"name": n, "status": "left out", "why": why}
                                                     for n, why in unfit.items()], "winner": None,
-        "not_tried": [r["name"] for r in rows if r["status"] in NOT_TRIED]
+        "not_tried": [r["name"] for r in rows if r["status"] in NOT_TRIED], "certainty": None
     }
+
+
+def _trial(out: Path, st: dict, name: str) -> dict | None:
+    """A candidate's trial record: this invocation's, else the one a re-run reused from `trials/` (None untrained)."""
+    return st["trials"].get(name) or saved_trial(out, st["ctx"], st["by_name"][name])
+
+
+def _dev_model(predictions: dict[str, list[int]], judged: dict, ms: dict[str, float]) -> dict:
+    """What `certainty.search_rates` reads of one model: its dev predictions, verdicts and shape latency per runtime."""
+    return {"predictions": predictions, "verdicts": judged["runtimes"], "ms": ms}
 
 
 def _check_teacher(teacher: str, labels: list[str], trust_remote_code: bool):

@@ -51,6 +51,15 @@ def stop_line(report: dict, out: Path) -> str:
             f"run the same command again{more} to resume: finished work is reused")
 
 
+def _dropped(dropped: dict[str, dict[str, float]]) -> str:
+    """The runtimes the probe session dropped as beaten everywhere, with the probes' times that dropped them."""
+    if not dropped:
+        return ""
+    return "; dropped after the probe session (slower than the fastest runtime on every probe by the margin): " + \
+        ", ".join(f"{r} (" + ", ".join(f"{n} {ms:.1f} ms" for n, ms in probes.items()) + ")"
+                  for r, probes in dropped.items())
+
+
 def _run_time(meta: dict) -> str:
     """This invocation's minutes and, after a resume, what the trials and shape timings it reused had cost: the
     search's whole cost is their sum (an interrupted invocation's unfinished trial is in neither)."""
@@ -97,6 +106,64 @@ def _ending(meta: dict) -> str:
     return "finished"
 
 
+def chance(p: float) -> str:
+    """A probability as the report writes it: a percent with one decimal, "<0.1%" for a tiny non-zero one (so a
+    chance that is not zero never reads as 0)."""
+    return "0%" if p == 0 else "<0.1%" if p < 0.001 else f"{p:.1%}"
+
+
+def _verdict_chance(c: dict) -> str:
+    """A candidates-table cell: the chance its verdict is wrong, in the runtime it rests on (`certainty`)."""
+    cert = c.get("certainty")
+    if not cert:
+        return "-"
+    kind = "false pass" if cert["verdict"] == "passed" else "false fail"
+    where = "" if cert["verdict"] == "passed" else f" ({cert['runtime']})"  # a pass's runtime is its own column
+    return f"{kind} {chance(cert['p_wrong'])}{where}"
+
+
+def certainty_section(report: dict) -> list[str]:
+    """How sure the search's verdicts are (`certainty.search_rates`), in plain words: the estimated false-pass and
+    false-fail rates at the budget, whether the false-pass rate meets its target, and, when it does not, that the
+    dev split cannot decide this budget at that risk and what would. Empty before a winner."""
+    cert = report.get("certainty")
+    if not cert:
+        return []
+    cfg, meta = report["meta"]["config"], report["meta"]
+    budget, target = cfg["budget"], cert["target"]
+    points = f"{budget:g} point{'' if budget == 1 else 's'}"
+    rows = meta["dataset"]["splits"]["dev"]["rows"] if meta.get("dataset") else None
+    lines = [
+        "## How sure the verdicts are", "", f"Read from the paired bootstrap of the dev texts ({cert['resamples']} "
+        "resamples, taken as the uncertainty of each true difference), at the budget of " + points + ":", "",
+        f"- false pass: an estimated **{chance(cert['false_pass'])}** chance that {cert['winner']} in "
+        f"{cert['runtime']}, what ships, is in truth more than {points} of dev {cfg['metric']} below the teacher "
+        "(torch fp32); " +
+        (f"within the {target:.0%} target." if cert["within_target"] else f"**above the {target:.0%} target**.")
+    ]
+    misses = cert["false_fail_models"]
+    if misses:
+        top = misses[0]
+        lines.append(f"- false fail: an estimated **{chance(cert['false_fail'])}** chance that a model faster than "
+                     f"it, failed on dev, was in truth within budget (most likely {top['name']} in "
+                     f"{', '.join(top['runtimes'])}: {chance(top['p'])}; {len(misses)} model"
+                     f"{'' if len(misses) == 1 else 's'} counted, as if independent).")
+    else:
+        lines.append("- false fail: 0%: no trained model failed in a runtime faster than the winner's.")
+    if not cert["within_target"]:
+        lines.append(f"- at a {target:.0%} risk of a false pass the dev split" + (f" ({rows} texts)" if rows else "") +
+                     f" is too small to decide a {budget:g}-point budget: a larger "
+                     "dev split" + (f" (about {cert['dev_texts_needed']:,} texts, were this winner's dev difference "
+                                    "and spread the truth)" if cert.get("dev_texts_needed") else "") +
+                     ", a larger --budget, or --decide interval (passing only what the interval's lower "
+                     "bound keeps within budget) would bring the rate down.")
+    lines += [
+        "", "These count only which texts the dev split holds: training noise comes on top, and candidates the "
+        "search ruled out without training them are not counted.", ""
+    ]
+    return lines
+
+
 def _front(report: dict) -> list[str]:
     front = report.get("pareto") or pareto_front(report)
     if not front:
@@ -130,26 +197,27 @@ def markdown(report: dict) -> str:
     dataset = meta.get("dataset")
     lines = [
         f"# optimize: {dataset['dataset'] if dataset else '(data not read)'}, teacher `{meta['teacher']}`", "",
-        f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}",
-        f"- pass rule: {rule}", *([f"- dev split: {dev_resolution(report)}"] if dataset else []),
-        f"- run time: {_run_time(meta)}" + (" (the time budget ran out)" if meta["timed_out"] else ""),
-        f"- ended: {_ending(meta)}", ""
+        f"- machine: {meta['machine']}", f"- timing: {meta['timing']}; runtimes: {', '.join(meta['runtimes'])}" +
+        _dropped(meta.get("dropped_runtimes") or {}), f"- pass rule: {rule}",
+        *([f"- dev split: {dev_resolution(report)}"] if dataset else []), f"- run time: {_run_time(meta)}" +
+        (" (the time budget ran out)" if meta["timed_out"] else ""), f"- ended: {_ending(meta)}", ""
     ]
     lines += _winner(w, cfg) if w else _stopped(report)
+    lines += certainty_section(report)
     lines += _front(report)
     lines += [
         "## Candidates", "", f"| candidate | fastest untrained (runtime) | status | dev {metric} | vs teacher, points "
-        "[95% CI] | passing runtime, ms | why |", "|---|---|---|---|---|---|---|"
+        "[95% CI] | chance the verdict is wrong | passing runtime, ms | why |", "|---|---|---|---|---|---|---|---|"
     ]
     for c in report["candidates"]:
         if c["status"] == "left out":
-            lines.append(f"| {c['name']} | - | left out | - | - | - | {c['why']} |")
+            lines.append(f"| {c['name']} | - | left out | - | - | - | - | {c['why']} |")
             continue
         dev = c.get("dev")
         shape = f"{c['fastest_ms']:.1f} ({c['fastest_runtime']})" if "fastest_ms" in c else "-"
         lines.append(f"| {c['name']} | {shape} | {c['status']} | " +
                      (f"{dev['dev']:.2%} | {dev['difference_points']:+.2f} [{dev['ci_low_points']:+.2f}, "
-                      f"{dev['ci_high_points']:+.2f}] | " if dev else "- | - | ") +
+                      f"{dev['ci_high_points']:+.2f}] | " if dev else "- | - | ") + f"{_verdict_chance(c)} | " +
                      (f"{c['passing_runtime']}, {c['passing_ms']:.1f}" if c.get("passing_runtime") else "-") +
                      f" | {c.get('why', '')} |")
     teacher = report["teacher"]
@@ -166,7 +234,9 @@ def markdown(report: dict) -> str:
     lines += [
         "Dev scores of trained candidates are their fp32 (or static) model's; a candidate passes when any "
         "runtime passes, and is placed by its fastest passing runtime. Untrained candidates were timed as "
-        "untrained models of the same shape.", ""
+        "untrained models of the same shape. The chance a verdict is wrong is the share of the dev bootstrap's "
+        "resamples on the other side of the budget, in the runtime the verdict rests on: the passing runtime for a "
+        "pass, the runtime closest to passing for a failure.", ""
     ]
     return "\n".join(lines)
 
@@ -188,9 +258,28 @@ def _winner(w: dict, cfg: dict) -> list[str]:
             "teacher ships"
         ] if w.get("overtaken") else []),
         f"- test (scored once, at the end, through the exported folder): accuracy {test.get('accuracy', 0):.2%}, "
-        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts", f"- checkpoint: `{w['model_dir']}`",
-        ""
+        f"macro-F1 {test.get('macro_f1', 0):.2%} on {test.get('rows', 0)} texts",
+        *([f"- test vs the teacher: {held_on_test(w, cfg)}"] if w["export"].get("test_vs_teacher") else []),
+        f"- checkpoint: `{w['model_dir']}`", ""
     ]
+
+
+def held_on_test(w: dict, cfg: dict) -> str:
+    """The winner's paired test difference to the teacher in torch fp32 and whether the budget the search kept on
+    dev holds there: the whole 95% interval within it, only the point estimate, or not even that."""
+    d, budget = w["export"]["test_vs_teacher"], cfg["budget"]
+    line = -budget - 1e-7  # points; the pass rule's float tolerance (1e-9 of a fraction)
+    text = (f"{d['metric']} {d['difference_points']:+.2f} points [{d['ci_low_points']:+.2f}, "
+            f"{d['ci_high_points']:+.2f}] against the teacher in torch fp32 on the same {d['rows']} texts: ")
+    if d["ci_low_points"] >= line:
+        text += f"the whole {d['level']:.0%} interval is within the {budget:g}-point budget"
+    elif d["difference_points"] >= line:
+        text += f"within the {budget:g}-point budget, but the {d['level']:.0%} interval reaches below it"
+    else:
+        text += f"**outside the {budget:g}-point budget** on test"
+    if w["name"] == "teacher":
+        text += f" (the teacher itself ships: the difference is what {w['runtime']} changes)"
+    return text
 
 
 def _plot(path: Path, report: dict) -> None:

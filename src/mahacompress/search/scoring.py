@@ -24,7 +24,8 @@ from ..study.context import RecipeContext
 # reference every model is judged against, and its latency the anchor every speedup is against
 SHIPPABLE = frozenset(EXPORT_BACKENDS)
 REFERENCE = "fp32"
-_TOLERANCE = 1e-9  # float noise: 0.90 - 0.91 must pass a 1-point budget
+# float noise: 0.90 - 0.91 must pass a 1-point budget (certainty's resamples are held to the same line)
+TOLERANCE = 1e-9
 
 
 def runtimes_of(model_dir: str | Path, runtimes: list[str]) -> list[str]:
@@ -53,24 +54,30 @@ def dev_predictions(model_dir: str | Path, runtimes: list[str], ctx: RecipeConte
     return out
 
 
+def paired(y: list[int], predicted: list[int], reference: list[int], metric: str, num_labels: int) -> dict:
+    """`predicted`'s `metric` (an `OptimizeConfig.metric`) minus `reference`'s on the same texts, with its paired
+    bootstrap interval (`core.metrics`): one choice of function per metric for the dev verdicts and the winner's
+    test difference alike."""
+    if metric == "accuracy":
+        return paired_difference(correctness(y, [predicted]), correctness(y, [reference]))
+    return paired_macro_f1_difference(y, predicted, reference, num_labels)
+
+
 def judge(y: list[int], predicted: list[int], reference: list[int], cfg: OptimizeConfig, num_labels: int) -> dict:
     """Dev score, its paired difference to the teacher (points, bootstrap interval) and the pass rule's verdict."""
     key = "accuracy" if cfg.metric == "accuracy" else "macro_f1"
     labels = [str(i) for i in range(num_labels)]
     score = classification_metrics(y, predicted, labels)[key]
-    if cfg.metric == "accuracy":
-        d = paired_difference(correctness(y, [predicted]), correctness(y, [reference]))
-    else:
-        d = paired_macro_f1_difference(y, predicted, reference, num_labels)
+    d = paired(y, predicted, reference, cfg.metric, num_labels)
     decisive = d["difference"] if cfg.decide == "point" else d["ci_low"]
     return {
         "dev": score, "difference_points": 100 * d["difference"], "ci_low_points": 100 * d["ci_low"],
-        "ci_high_points": 100 * d["ci_high"], "passed": decisive >= -cfg.budget / 100 - _TOLERANCE
+        "ci_high_points": 100 * d["ci_high"], "passed": decisive >= -cfg.budget / 100 - TOLERANCE
     }
 
 
-def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batch_size: int,
-                ctx: RecipeContext) -> dict:
+def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batch_size: int, ctx: RecipeContext,
+                repeats: int | None = None) -> dict:
     """End-to-end p50 milliseconds at `batch_size` of each (name -> (model folder, runtimes)).
 
     One session per runtime, each holding every model in that runtime and the first model (the teacher) in
@@ -90,7 +97,7 @@ def time_models(models: dict[str, tuple[str, list[str]]], texts: list[str], batc
     for runtime, members in groups.items():
         backends = {anchor: load(first_folder, REFERENCE, ctx)}
         backends |= {f"{name} | {runtime}": load(folder, runtime, ctx) for name, folder in members}
-        timing = latency(backends, texts, batch_sizes=(batch_size, ), repeats=m.repeats, warmup=m.warmup,
+        timing = latency(backends, texts, batch_sizes=(batch_size, ), repeats=repeats or m.repeats, warmup=m.warmup,
                          threads=m.threads, modes={batch_size: ("e2e", )})
         del backends
         gc.collect()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 
 from ..core.errors import MahaError
 from ..core.files import SEARCH_RECORD, write_json
+from ..infer.numpy_engine import is_static
 from ..study.context import RecipeContext
 from ..study.recipes import build, settings_of
 from ..study.rowspec import RowSpec
@@ -40,29 +41,85 @@ def trial_path(out: Path, spec: RowSpec) -> Path:
     return out / "trials" / f"{folder_of(spec)}.json"
 
 
+# A runtime slower than the fastest one by more than this factor on both probes (the teacher and the smallest
+# transformer shape, the two ends of the candidates' sizes) is beaten everywhere between them: it is dropped for
+# the run, so its files are built for no other shape and no trained model. 1.3: well beyond the few percent two
+# timing sessions differ by, so a runtime within reach of the fastest on either probe stays
+BEATEN = 1.3
+# Repeats of the probe session: it only has to find runtimes beaten by BEATEN on both probes
+PROBE_REPEATS = 2
+
+
+@dataclass
+class ShapeTiming:
+    """The shapes' and the teacher's latencies per runtime (`ms`), the runtimes the run goes on with (`runtimes`),
+    those dropped as beaten everywhere with the probes' figures that dropped them (`dropped`), and the seconds an
+    earlier invocation spent measuring them (0 when measured now), for the report's run time."""
+
+    ms: dict[str, dict[str, float]]
+    runtimes: list[str]
+    dropped: dict[str, dict[str, float]]
+    seconds: float
+
+
 def shape_timing(out: Path, specs: list[RowSpec], teacher_dir: str, runtimes: list[str], texts: list[str],
-                 batch_size: int, ctx: RecipeContext) -> tuple[dict, float]:
+                 batch_size: int, ctx: RecipeContext, keep: tuple[str,
+                                                                  ...] = (), repeats: int | None = None) -> ShapeTiming:
     """The shapes' and the teacher's latencies, measured once per batch size, runtimes, teacher and shapes (their
-    settings: another preset's layers or block size is another shape), and reused on re-run while those hold;
-    with the seconds an earlier invocation spent measuring them (0 when measured now), for the report's run time."""
+    settings: another preset's layers or block size is another shape), and reused on re-run while those hold.
+
+    A short probe session first times the teacher and the smallest transformer shape in every runtime; a runtime
+    beaten by `BEATEN` on both (`beaten_everywhere`; never one in `keep`) is dropped, and only the rest are built and
+    timed for every shape, with `repeats` (None: the preset's)."""
     key = {
         "batch_size": batch_size, "texts": len(texts), "runtimes": runtimes,
         "candidates": sorted(s.name for s in specs), "measure": asdict(ctx.measure), "max_length": ctx.max_length,
         "teacher": str(teacher_dir), "shapes": {s.name: settings_of(ctx.settings, s)
-                                                for s in specs}
+                                                for s in specs}, "beaten": BEATEN, "repeats": repeats
     }
     path = out / "shapes" / "latency.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("key") == key:
-            return saved["ms"], saved.get("seconds", 0.0)  # files before 2026-12-03 did not record it
-    _console.print(
-        f"timing {len(specs)} untrained shapes and the teacher in {', '.join(runtimes)} at batch {batch_size}")
-    models = {"teacher": (teacher_dir, runtimes)} | {s.name: (out / "shapes" / folder_of(s), runtimes) for s in specs}
+            return ShapeTiming(saved["ms"], saved["runtimes"], saved["dropped"], saved["seconds"])
     started = time.monotonic()
-    ms = time_models(models, texts, batch_size, ctx)
-    write_json(path, {"key": key, "ms": ms, "seconds": time.monotonic() - started})
-    return ms, 0.0
+    folders = {s.name: out / "shapes" / folder_of(s) for s in specs}
+    probe = _smallest_transformer(folders)
+    kept, dropped = list(runtimes), {}
+    if probe is not None and len([r for r in runtimes if r not in keep]) > 1:
+        _console.print(f"probing {len(runtimes)} runtimes on the teacher and {probe} at batch {batch_size}")
+        probe_ms = time_models({"teacher": (teacher_dir, runtimes), probe: (folders[probe], runtimes)}, texts,
+                               batch_size, ctx, repeats=PROBE_REPEATS)
+        dropped = {r: {n: ms[r] for n, ms in probe_ms.items()} for r in beaten_everywhere(probe_ms, keep)}
+        kept = [r for r in runtimes if r not in dropped]
+        if dropped:
+            _console.print(f"dropped, {BEATEN:g}x slower than the fastest runtime on the teacher and on {probe}: " +
+                           ", ".join(dropped))
+    _console.print(f"timing {len(specs)} untrained shapes and the teacher in {', '.join(kept)} at batch {batch_size}")
+    models = {"teacher": (teacher_dir, kept)} | {name: (folder, kept) for name, folder in folders.items()}
+    ms = time_models(models, texts, batch_size, ctx, repeats)
+    timing = ShapeTiming(ms, kept, dropped, 0.0)
+    write_json(path, {"key": key, **asdict(timing), "seconds": time.monotonic() - started})
+    return timing
+
+
+def beaten_everywhere(probe_ms: dict[str, dict[str, float]], keep: tuple[str, ...] = ()) -> list[str]:
+    """The runtimes slower than the fastest runtime by more than `BEATEN` on every probe (name -> runtime -> ms),
+    but those in `keep`."""
+    runtimes = set.intersection(*(set(ms) for ms in probe_ms.values()))
+    return [
+        r for r in runtimes
+        if r not in keep and all(ms[r] > BEATEN * min(ms[o] for o in runtimes) for ms in probe_ms.values())
+    ]
+
+
+def _smallest_transformer(folders: dict[str, Path]) -> str | None:
+    """The shape with the fewest weight bytes that is not a static table (which runs only in numpy)."""
+    sizes = {
+        name: sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        for name, folder in folders.items() if not is_static(folder)
+    }
+    return min(sizes, key=sizes.get) if sizes else None
 
 
 def saved_trial(out: Path, ctx: RecipeContext, spec: RowSpec) -> dict | None:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from ..core.errors import MahaError
-from .bisect import open_candidates
+from .bisect import next_candidate, open_candidates
 
 _console = Console(stderr=True, markup=False, highlight=False)
 
@@ -137,7 +137,7 @@ class Search:
             candidates = open_candidates(self.order, self.fastest_ms, self.teacher_ms, sim, self.family, self.sources)
             if not candidates:
                 return sim, None
-            name = candidates[len(candidates) // 2]
+            name = next_candidate(candidates, self.sources)
             result = _chain_result(self.chain(name, sim), known)
             if result is None:
                 return sim, name

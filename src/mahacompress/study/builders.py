@@ -21,7 +21,7 @@ from ..train.loop import finetune
 from ..train.pruning.prune import prune
 from ..train.static import distill_static
 from .context import RecipeContext
-from .rowspec import RowSpec, kdprune_source, train_config, transfer_set
+from .rowspec import RowSpec, built_from, train_config, transfer_set
 from .tfidf import save_tfidf
 
 
@@ -55,14 +55,30 @@ def build_prune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig)
 def build_kdprune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
     """Depth, then width: the layer student of the `kd` row (its seed of the same index when it has one)
     pruned to NN% of its own encoder weights while distilling from the teacher."""
-    students = ctx.finished.get(kdprune_source(spec))
-    if not students:
-        raise MahaError(f"row '{spec.name}' prunes row '{kdprune_source(spec)}', which has not finished")
-    index = tcfg.seed - train_config(ctx.cfg, spec).seed  # which of this row's seeds is being built
-    student = students[index] if index < len(students) else students[0]
+    student = _kd_student(ctx, spec, tcfg)
     return timed(out, prune, student, ctx.splits, tcfg, replace(ctx.cfg.prune, sparsity=spec.sparsity), out,
                  resume=True, distill_from=ctx.teacher_dir, transfer=transfer_set(ctx, spec) if spec.tr else None,
                  data=ctx.data, trust_remote_code=ctx.trust_remote_code)
+
+
+def build_kdcut(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
+    """Depth twice: the layer student of the `kd` row (its seed of the same index when it has one) cut to N of its
+    own layers, then distilled from the teacher for the preset's `cut_epochs` (the `kd` student is the teacher
+    assistant: a shallower copy of layers that already serve the task)."""
+    student = _kd_student(ctx, spec, tcfg)
+    return timed(out, distill, ctx.teacher_dir, f"layers:{spec.number}" + (":ends" if spec.ends else ""), ctx.splits,
+                 tcfg, out, resume=True, transfer=transfer_set(ctx, spec) if spec.tr else None, data=ctx.data,
+                 trust_remote_code=ctx.trust_remote_code, cut_from=student)
+
+
+def _kd_student(ctx: RecipeContext, spec: RowSpec, tcfg: TrainConfig) -> str:
+    """The trained model of the row `spec` is built from (`rowspec.built_from`), of the seed being built."""
+    source = built_from(spec)
+    students = ctx.finished.get(source)
+    if not students:
+        raise MahaError(f"row '{spec.name}' is built from row '{source}', which has not finished")
+    index = tcfg.seed - train_config(ctx.cfg, spec).seed  # which of this row's seeds is being built
+    return students[index] if index < len(students) else students[0]
 
 
 def build_static(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:

@@ -126,7 +126,7 @@ class Grid:
         return left_out(spec, self.cfg, self.ctx.teacher_layers, self.ctx.teacher_hidden)
 
     def _finished(self, row: dict) -> None:
-        """A done row's models, by seed, for the rows built from it (`rowspec.kdprune_source`)."""
+        """A done row's models, by seed, for the rows built from it (`rowspec.built_from`)."""
         if row.get("status") == "done":
             self.ctx.finished[row["name"]] = [s["model_dir"] for s in row["seeds"]]
 

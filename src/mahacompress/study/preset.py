@@ -17,7 +17,7 @@ from ..core.errors import MahaError
 from ..core.model_source import check_model
 from ..core.validate import check_layer_map, check_max_length, check_train_config, model_config
 from .recipes import KINDS, parse_row
-from .rowspec import kdprune_source, train_config
+from .rowspec import built_from, train_config
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -42,9 +42,9 @@ def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
         spec = parse_row(row)
         if spec.tr and cfg.transfer.path is None:
             raise MahaError(f"{path}: row '{row}' uses the transfer set, but the preset names none (transfer.path)")
-        if spec.kind == "kdprune" and kdprune_source(spec) not in cfg.rows[:i]:
-            raise MahaError(
-                f"{path}: row '{row}' prunes the student of row '{kdprune_source(spec)}': list that row before it")
+        source = built_from(spec)
+        if source and source not in cfg.rows[:i]:
+            raise MahaError(f"{path}: row '{row}' is built from the student of row '{source}': list that row before it")
     return cfg, path.stem
 
 
@@ -75,8 +75,10 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
     """A layer student has a layer and a static table a dimension (whether the teacher is deep or wide enough is
     the teacher's question: `recipes.left_out`)."""
     kinds = {parse_row(r).kind for r in cfg.rows}
-    if kinds & {"kd", "kdprune"} and cfg.student_layers < 1:
+    if kinds & {"kd", "kdprune", "kdcut"} and cfg.student_layers < 1:
         raise MahaError(f"{where}: student_layers {cfg.student_layers}: expected 1 or more")
+    if "kdcut" in kinds and cfg.cut_epochs <= 0:
+        raise MahaError(f"{where}: cut_epochs {cfg.cut_epochs}: expected a number above 0")
     if "static" in kinds and cfg.static_dim < 1:
         raise MahaError(f"{where}: static_dim {cfg.static_dim}: expected 1 or more")
     specs = [parse_row(r) for r in cfg.rows]
@@ -99,7 +101,7 @@ def check_for_teacher(cfg: GridConfig, name: str, teacher: str, *, trust_remote_
     for row in cfg.rows:
         spec = parse_row(row)
         if spec.mid and cfg.intermediate.layer_map is not None and depth:
-            layers = (spec.number or cfg.student_layers) if spec.kind == "kd" else (
+            layers = (spec.number or cfg.student_layers) if spec.kind in ("kd", "kdcut") else (
                 cfg.student_layers if spec.kind == "kdprune" else depth)
             check_layer_map(cfg.intermediate.layer_map, layers, depth, f"preset {name}: intermediate.layer_map")
     for row in cfg.train_overrides:

@@ -6,7 +6,8 @@ Row names: `baseline` (the fine-tuned teacher), `mp` (the teacher fine-tuned and
 `kdN` (a layer-subset student of `student_layers` / N layers distilled from the teacher; evenly spaced
 layers, or with `+ends` the bottom and top ones), `pNN` (pruned to NN% encoder sparsity and compacted),
 `+kd` (pruned while distilling), `kdpNN` (depth, then width: the `kd` row's student pruned to NN% while
-distilling), `+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+aug`
+distilling), `kdlN` (depth twice: the `kd` row's trained student cut to N layers, then distilled for `cut_epochs`),
+`+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+aug`
 (and on teacher-labelled variants of its training texts, the preset's `augment`), `+mid` (with the
 intermediate-layer terms, the preset's `intermediate`), `+mp` (trained and run in bf16), `static[+tr][+aug]`
 (the static-embedding student; `+pre`: its table pre-trained against the teacher's features first), `tfidf`
@@ -36,6 +37,7 @@ from ..core.hardware import unsupported_reason
 from ..core.registry import EXPORT_BACKENDS, SPECS
 from ..train.pruning.compact import PRUNED_FORMAT_VERSION
 from .builders import (
+    build_kdcut,
     build_kdprune,
     build_layers,
     build_mp,
@@ -46,7 +48,7 @@ from .builders import (
 )
 from .context import RecipeContext, RowSettings
 from .results import BEST
-from .rowspec import RowSpec, kdprune_source, train_config, transfer_config
+from .rowspec import RowSpec, built_from, train_config, transfer_config
 from .tfidf import C_GRID, VECTORIZER
 
 # How the `served` block of a compressed row runs it: as a user deploys it, in export's default (fused ONNX
@@ -118,8 +120,13 @@ def _prune_settings(rs: RowSettings, spec: RowSpec) -> dict:
 
 
 def _kdprune_settings(rs: RowSettings, spec: RowSpec) -> dict:
-    source = parse_row(kdprune_source(spec))
+    source = parse_row(built_from(spec))
     return {**_prune_settings(rs, spec), "pruned_student": {source.name: settings_of(rs, source)}}
+
+
+def _kdcut_settings(rs: RowSettings, spec: RowSpec) -> dict:
+    source = parse_row(built_from(spec))
+    return {**_layers_settings(rs, spec), "cut_student": {source.name: settings_of(rs, source)}}
 
 
 def _static_settings(rs: RowSettings, spec: RowSpec) -> dict:
@@ -154,6 +161,9 @@ KINDS: dict[str, Kind] = {
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
     "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr", "aug", "mid"}), _kdprune_settings, build_kdprune, seeded=True,
                     compressed=True, distils=True),
+    # depth twice: the `kd` row's trained student cut to N layers and distilled briefly (`kdl2`)
+    "kdcut": Kind(r"kdl([1-9]\d*)", frozenset({"tr", "ends", "aug", "mid"}), _kdcut_settings, build_kdcut, seeded=True,
+                  compressed=True, distils=True),
     BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
@@ -178,14 +188,15 @@ def parse_row(name: str) -> RowSpec:
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name,
-                           int(number) if number else None, kd="kd" in mods or kind_name in ("kd", "kdprune"), mp=mp,
-                           tr="tr" in mods, ends="ends" in mods, aug="aug" in mods, mid="mid" in mods, pre="pre"
+                           int(number) if number else None, kd="kd" in mods or kind_name in ("kd", "kdprune", "kdcut"),
+                           mp=mp, tr="tr" in mods, ends="ends" in mods, aug="aug" in mods, mid="mid" in mods, pre="pre"
                            in mods, backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
     raise MahaError(
         f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr][+aug][+mid], "
-        f"pNN[+kd[+tr][+aug][+mid]][+mp], kdpNN[+tr][+aug][+mid], static[+tr][+aug][+pre], tfidf or "
+        f"pNN[+kd[+tr][+aug][+mid]][+mp], kdpNN[+tr][+aug][+mid], kdlN[+ends][+tr][+aug][+mid], "
+        f"static[+tr][+aug][+pre], tfidf or "
         f"best+{'|best+'.join(SERVING)} (+aug, +mid: only with a teacher; +mid: not on static, which has no layers)")
 
 
@@ -241,9 +252,11 @@ def left_out(spec: RowSpec, cfg: GridConfig, teacher_layers: int | None, teacher
     go on with the rest: a preset or a candidate list names sizes for the teachers it was written for (cpu-quick's
     6-layer `kd`, optimize's default candidates), and a shallower teacher still answers with every other row."""
     layers = ((spec.number or cfg.student_layers)
-              if spec.kind == "kd" else cfg.student_layers if spec.kind == "kdprune" else None)
+              if spec.kind == "kd" else cfg.student_layers if spec.kind in ("kdprune", "kdcut") else None)
     if layers is not None and teacher_layers is not None and layers > teacher_layers:
         return f"a {layers}-layer student of a {teacher_layers}-layer teacher"
+    if spec.kind == "kdcut" and spec.number > cfg.student_layers:
+        return f"{spec.number} layers cut from the {cfg.student_layers}-layer kd student"
     if spec.kind == "static" and teacher_hidden is not None and cfg.static_dim > teacher_hidden:
         return f"static_dim {cfg.static_dim} exceeds the teacher's hidden size {teacher_hidden}"
     return None

@@ -1,6 +1,6 @@
 """What a row name asks for (`RowSpec`, which `recipes.parse_row` makes) and the preset settings that follow from
 it: its training section with the row's overrides (`train_config`), its transfer set with the row's overrides
-(`transfer_config`, `transfer_set`), and the row a `kdpNN` row prunes (`kdprune_source`).
+(`transfer_config`, `transfer_set`), and the row a `kdpNN` row prunes or a `kdlN` row cuts (`built_from`).
 
 Why a module of its own: the builders (`builders.py`) and the recipes' table (`recipes.KINDS`) both read these,
 and the table holds the builders, so these sit below both.
@@ -40,13 +40,18 @@ class RowSpec:
 
 # which section of a preset trains each trained kind (its seed is varied per run)
 _TRAIN_SECTION = {
-    "baseline": "finetune", "mp": "finetune", "kd": "distill", "prune": "prune_train", "kdprune": "prune_train",
-    "static": "static"
+    "baseline": "finetune", "mp": "finetune", "kd": "distill", "kdcut": "distill", "prune": "prune_train",
+    "kdprune": "prune_train", "static": "static"
 }
+# the kinds built from the trained model of another row (`built_from`)
+BUILT_FROM_KD = frozenset({"kdprune", "kdcut"})
 
 
-def kdprune_source(spec: RowSpec) -> str:
-    """The layer-student row a `kdpNN` row prunes: `kd`, or `kd+tr` when the transfer set is used."""
+def built_from(spec: RowSpec) -> str | None:
+    """The layer-student row whose trained model a `kdpNN` row prunes or a `kdlN` row cuts: `kd`, or `kd+tr` when the
+    transfer set is used; None for the kinds built from the teacher."""
+    if spec.kind not in BUILT_FROM_KD:
+        return None
     return "kd+tr" if spec.tr else "kd"
 
 
@@ -54,6 +59,8 @@ def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
     """The training settings of a trained row: its kind's preset section, with the levers its name turns on
     (`+aug`, `+mid`, `+pre`), then the row's overrides."""
     section = getattr(cfg, _TRAIN_SECTION[spec.kind])
+    if spec.kind == "kdcut":
+        section = replace(section, epochs=cfg.cut_epochs)
     if spec.aug:
         section = replace(section, augment=cfg.augment)
     if spec.mid:

@@ -258,7 +258,8 @@ def layer_student(teacher: PreTrainedModel, n_layers: int, choice: str = "even")
     student = copy.deepcopy(teacher)
     set_layer_list(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
     student.config.num_hidden_layers = len(keep)
-    student.config.distilled_from_layers = keep
+    origin = getattr(teacher.config, "distilled_from_layers", None)  # cut from a student: the teacher's layers
+    student.config.distilled_from_layers = [origin[i] for i in keep] if origin else keep
     for i, layer in enumerate(layer_list(student)):  # attention modules know their index in v5
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
@@ -314,9 +315,13 @@ def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfi
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
-            transfer: TransferSet | None = None, data: DataConfig | None = None,
-            trust_remote_code: bool = False) -> dict:
+            transfer: TransferSet | None = None, data: DataConfig | None = None, trust_remote_code: bool = False,
+            cut_from: str | None = None) -> dict:
     """Distil `teacher` into a `layers:N[:choice]` student or an existing student folder; save it to `out_dir`.
+
+    `cut_from` (a `layers:N` student only): copy the N layers from this trained student of the same teacher
+    instead of from the teacher (a teacher assistant: its layers already serve the task, so a shallower copy of
+    it starts nearer its end point than a copy of the teacher's layers and needs a shorter schedule).
 
     `data` (the configuration `splits` was loaded with) goes into training.json for trim and export.
     `trust_remote_code` lets teacher and student run the Python code their folders ship.
@@ -332,11 +337,11 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     trust = {"trust_remote_code": trust_remote_code}
     tokenizer = load_tokenizer(teacher, **trust)
     if spec["kind"] == "layers":
-        teacher_model = load_classifier(teacher, **trust)
-        _check_labels(teacher, teacher_model, splits.labels)
-        student = layer_student(teacher_model, spec["layers"], spec["choice"])
-        teacher_config = teacher_model.config
-        del teacher_model
+        source = load_classifier(cut_from or teacher, **trust)
+        _check_labels(cut_from or teacher, source, splits.labels)
+        student = layer_student(source, spec["layers"], spec["choice"])
+        teacher_config = load_config(teacher, **trust) if cut_from else source.config
+        del source
     else:
         check_compatible(teacher, spec["path"], splits, **trust)
         student = load_classifier(spec["path"], **trust)
@@ -347,9 +352,10 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
     with checkpoints_for(out_dir) as work:
         result = fit(student, tokenizer, train_splits, cfg, work, resume=resume, desc="distil", **teacher_args)
         info = {
-            "teacher": teacher, "student": student_spec, "dataset": splits.summary(), "data_config": data_record(data),
-            "train_config": asdict(cfg), "transfer": transfer_record, "augment": augment_record,
-            "result": asdict(result)
+            "teacher": teacher, "student": student_spec,
+            **({"cut_from": str(cut_from)} if cut_from else {}), "dataset": splits.summary(),
+            "data_config": data_record(data), "train_config": asdict(cfg), "transfer": transfer_record,
+            "augment": augment_record, "result": asdict(result)
         }
         if is_main_process():
             save_classifier(student, tokenizer, Path(out_dir), info)
