@@ -114,7 +114,8 @@ def markdown(results: dict, rows: list[dict], command: str) -> str:
     if cut:
         assistant = {r["row"]: r for r in rows}.get("kd+tr" if "+tr" in cut[0]["row"] else "kd")
         lines += [
-            "", "`kdlN` rows (a teacher assistant): the trained 6-layer student cut to N of its layers, then distilled "
+            "", f"`kdlN` rows (a teacher assistant): the trained {meta['config']['student_layers']}-layer student cut "
+            "to N of its layers, then distilled "
             f"from the teacher for `cut_epochs` ({meta['config'].get('cut_epochs', 'see the preset')}"
             "); their `vs` column compares them with the student of the same depth cut from the teacher, and their "
             "training minutes are their own: the assistant's" +

@@ -6,7 +6,8 @@ sessions). This loads these models into one interleaved session (measure.latency
 included, at the batch size optimize searched for, same texts, median of the repeats):
 
 - the grid's teacher (its `baseline` row) in fp32: the reference of every speedup below;
-- the grid's row (`--row`, e.g. `best+openvino`) in the backend the grid served it with;
+- the grid's row (`--row`, e.g. `best+openvino`) in the backend the grid served it with (or `--backend`, e.g. a
+  grid without `best+X` rows: its chosen row in its `served` block's backend);
 - optimize's winner, trimmed as it ships (`served_dir`), in the runtime optimize chose, and its untrimmed
   checkpoint in the same runtime (what trimming the vocabulary changes in speed: it should be nothing); when the
   teacher itself won, only the untrimmed one.
@@ -43,6 +44,9 @@ def main() -> None:
     parser.add_argument("--optimize", type=Path, required=True, help="an optimize --out folder (optimize.json)")
     parser.add_argument("--grid", type=Path, required=True, help="a reproduce --out folder (results.json)")
     parser.add_argument("--row", required=True, help="the grid row to compare with, e.g. best+openvino")
+    parser.add_argument(
+        "--backend", help="the runtime to time the grid row in (default: the row's own; a grid that "
+        "has no best+X row: its chosen row's `served` backend)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -53,6 +57,7 @@ def main() -> None:
     if args.row not in rows:
         parser.error(f"{args.grid / 'results.json'}: no row {args.row!r} (rows: {', '.join(rows)})")
     row, teacher = rows[args.row], rows["baseline"]
+    grid_backend = args.backend or row["backend"]
     winner = report["winner"]
     trial_file = args.optimize / "trials" / f"{winner['name'].replace('+', '_')}.json"  # none when the teacher won
     trial = json.loads(trial_file.read_text("utf-8")) if trial_file.is_file() else None
@@ -63,7 +68,7 @@ def main() -> None:
     batch = meta["config"]["batch_size"]
     models = {
         "teacher (grid baseline) | fp32": (teacher["model_dir"], "fp32"),
-        f"grid {args.row} | {row['backend']}": (row["model_dir"], row["backend"])
+        f"grid {args.row} | {grid_backend}": (row["model_dir"], grid_backend)
     }
     if trial:
         models[f"optimize {winner['name']} trimmed | {winner['runtime']}"] = (trial["served_dir"], winner["runtime"])

@@ -247,7 +247,7 @@ def _option_cases() -> list[Case]:
         ("augment-negative", "--augment -1", dist + ("--augment", "-1"), "--augment -1"),
         ("augment-text", "--augment two", dist + ("--augment", "two"), "--augment"),
         ("cut-from-missing", "--cut-from naming no folder", dist + ("--cut-from", "{R}/no-such-student"),
-         "no-such-student"),
+         "not a folder"),
         ("cut-from-too-shallow", "--cut-from a 2-layer student for --student layers:3",
          tuple(a.replace("layers:1", "layers:3")
                for a in dist) + ("--cut-from", "{M}"), "has 2 layers; choose layers:1..2"),

@@ -153,8 +153,11 @@ def test_the_search_rates_combine_the_faster_failures_and_name_the_likeliest():
     assert set(p) == {"a", "b", "c"}  # the slower failure and the teacher (slower) cannot have cost a faster model
     assert {m["name"]: m["runtimes"] for m in rates["false_fail_models"]}["c"] == ["onnx-int8"]  # its failed one
     assert p["b"] == 0.0 and p["a"] > 0.05 and rates["most_likely_false_fail"] in ("a", "c")
-    assert rates["false_fail"] == pytest.approx(1 - np.prod([1 - v for v in p.values()]))
-    assert rates["false_fail"] > max(p.values())  # two chances of a miss make more than one
+    # the union per resample (same draws for every model): at least the likeliest, at most the sum
+    inside = [within(resampled(y, pred, teacher, "accuracy", 2), 1.0) for pred in (near_fail, far, near_fail)
+              ]  # a's onnx and onnx-int8, c's onnx-int8 (b's is far: never within)
+    assert rates["false_fail"] == pytest.approx(float(np.any(inside, axis=0).mean()))
+    assert max(p.values()) <= rates["false_fail"] <= sum(p.values())
     # a's two failed runtimes: the share of resamples where either is within budget (the same resamples)
     either = within(resampled(y, near_fail, teacher, "accuracy", 2), 1.0) | within(
         resampled(y, far, teacher, "accuracy", 2), 1.0)
@@ -226,8 +229,8 @@ def test_the_dev_texts_a_sure_pass_needs_bring_the_false_pass_to_the_target():
     assert rates["false_pass"] > FALSE_PASS_TARGET and rates["dev_texts_needed"] > 400
     k = round(rates["dev_texts_needed"] / 400)
     big = {"win": _model({"onnx": winner * k}, y * k, teacher * k, {"onnx": 5.0})}
-    assert search_rates("win", "onnx", big, y * k, teacher * k, 1.0, "accuracy", 2)["false_pass"] == pytest.approx(
-        FALSE_PASS_TARGET, abs=0.04)
+    assert search_rates("win", "onnx", big, y * k, teacher * k, 1.0, "accuracy",
+                        2)["false_pass"] == pytest.approx(FALSE_PASS_TARGET, abs=0.04)
     _, _, failing = _pair(400, 40, 48)  # -2 points: no dev split makes it a sure pass
     assert search_rates("win", "onnx", {"win": _model({"onnx": failing}, y, teacher, {"onnx": 5.0})}, y, teacher, 1.0,
                         "accuracy", 2)["dev_texts_needed"] is None

@@ -55,6 +55,12 @@ def test_a_trial_is_estimated_from_the_finished_trials_of_its_family_scaled_up_b
     assert trial_estimate("kd3", family, ms, {"kd2": 60.0}) == 120.0  # twice the latency, twice the training
     assert trial_estimate("kd1", family, ms, {"kd2": 60.0, "static": 600.0}) == 60.0  # its own family first
     assert trial_estimate("kd1", family, ms, {"static": 30.0}) == 60.0  # else any: static at kd1's size
+    # a kdlN (one epoch) after its kd row (four): another family's trial scaled down by the schedules' ratio
+    family |= {"kdl2": "kdcut", "kd": "kd"}
+    ms |= {"kdl2": 2.0, "kd": 6.0}
+    epochs = {"kdl2": 1.0, "kd": 4.0, "static": 20.0}
+    assert trial_estimate("kdl2", family, ms, {"kd": 600.0}, epochs) == 150.0
+    assert trial_estimate("kd", family, ms, {"kdl2": 150.0}, {"kdl2": 1.0, "kd": 4.0}) == 450.0  # never up by epochs
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

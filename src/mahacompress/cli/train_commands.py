@@ -145,7 +145,7 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
         raise MahaError(f"--pretrain-epochs pre-trains a static student's table; --student {student} has none "
                         "(use --student static[:DIM], or leave the option out)")
     if cut_from is not None:
-        _check_cut(student, spec, cut_from)
+        _check_cut(teacher, student, spec, cut_from)
     if spec["kind"] == "static":
         _check_static(teacher, student, spec["dim"], cfg)
     _check_training(cfg, out, PRUNING_RECORD if spec["kind"] == "pruned" else TRAINING_RECORD,
@@ -175,13 +175,26 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
     _say_once(f"wrote {out}")
 
 
-def _check_cut(student: str, spec: dict, cut_from: Path) -> None:
-    """--cut-from names a folder holding a student deep enough for --student layers:N (read from its config)."""
+def _check_cut(teacher: str, student: str, spec: dict, cut_from: Path) -> None:
+    """--cut-from names a layer student of the teacher (a folder: same vocabulary and width, no pruned per-layer
+    sizes, deep enough for --student layers:N), read from the configs alone, before any weights load."""
     if spec["kind"] != "layers":
         raise MahaError(f"--cut-from copies layers into a layers:N student; --student {student} is not one")
-    depth = model_source.model_config(str(cut_from)).get("num_hidden_layers") if cut_from.is_dir() else None
-    if depth is not None and spec["layers"] > depth:
+    if not cut_from.is_dir():
+        raise MahaError(f"--cut-from {cut_from}: not a folder (a trained layer student of the teacher)")
+    config = model_source.model_config(str(cut_from))
+    depth = config.get("num_hidden_layers")
+    if depth is None or config.get("model_type") in model_source.OWN_MODEL_TYPES:
+        raise MahaError(f"--cut-from {cut_from}: not a layer student (its config has no plain layer count: a pruned "
+                        "or static folder cannot be cut by layers)")
+    if spec["layers"] > depth:
         raise MahaError(f"--student {student}: {cut_from} has {depth} layers; choose layers:1..{depth}")
+    if Path(teacher).is_dir():
+        mine = model_source.model_config(teacher)
+        for key in ("vocab_size", "hidden_size"):
+            if config.get(key) != mine.get(key):
+                raise MahaError(f"--cut-from {cut_from}: its {key} {config.get(key)} differs from the teacher's "
+                                f"{mine.get(key)}: cut a student of this teacher (not a trimmed or exported copy)")
 
 
 def _check_static(teacher: str, student: str, dim: int, cfg: TrainConfig) -> None:

@@ -42,6 +42,7 @@ class BackendSpec:
     # None: no exported folder runs it
     ships: int | None = None
     serves_as: str | None = None  # the grid's modifier that serves a row with it (`baseline+X`, `best+X`)
+    precision: str = "fp32"  # its arithmetic: "fp32", "bf16", "fp16" or "int8" (what it may cost in accuracy)
 
 
 SPECS: dict[str, BackendSpec] = {
@@ -49,23 +50,23 @@ SPECS: dict[str, BackendSpec] = {
     for s in (
         BackendSpec("fp32", "torch", "PyTorch"),
         BackendSpec("bf16", "torch", "PyTorch, weights cast to bf16", needs=frozenset({"native-bf16"}),
-                    serves_as="bf16"),
-        BackendSpec("fp16", "torch", "PyTorch in fp16", needs=frozenset({"gpu"}), serves_as="fp16"),
+                    serves_as="bf16", precision="bf16"),
+        BackendSpec("fp16", "torch", "PyTorch in fp16", needs=frozenset({"gpu"}), serves_as="fp16", precision="fp16"),
         # dynamic quantisation; torch's dynamic Linear always uses 7-bit activations
-        BackendSpec("int8", "torch", "PyTorch dynamic int8", serves_as="int8"),
+        BackendSpec("int8", "torch", "PyTorch dynamic int8", serves_as="int8", precision="int8"),
         BackendSpec("onnx", "onnxruntime", "ONNX Runtime, fp32", file="onnx", ships=3),
         BackendSpec("onnx-int8", "onnxruntime", "ONNX Runtime, dynamic int8", file="onnx-int8", needs=frozenset(
-            {"vnni"}), ships=2, serves_as="onnx"),
+            {"vnni"}), ships=2, serves_as="onnx", precision="int8"),
         BackendSpec("onnx-int8-fused", "onnxruntime", "ONNX Runtime, graph fusion then dynamic int8",
-                    file="onnx-int8-fused", needs=frozenset({"vnni"}), ships=1, serves_as="fused"),
+                    file="onnx-int8-fused", needs=frozenset({"vnni"}), ships=1, serves_as="fused", precision="int8"),
         BackendSpec("onnx-int8-static", "onnxruntime", "ONNX Runtime, static int8, QDQ", file="onnx-int8-static",
-                    needs=frozenset({"vnni", "calibration"})),
+                    needs=frozenset({"vnni", "calibration"}), precision="int8"),
         BackendSpec("openvino", "openvino", "OpenVINO, fp32", file="onnx", packages=("openvino", ), ships=5),
         # the ONNX export compiled by OpenVINO with bf16 inference precision (runtime.openvino_config)
         BackendSpec("openvino-bf16", "openvino", "OpenVINO in bf16", file="onnx", needs=frozenset({"native-bf16"}),
-                    packages=("openvino", ), ships=6),
+                    packages=("openvino", ), ships=6, precision="bf16"),
         BackendSpec("openvino-int8", "openvino", "NNCF int8 OpenVINO IR", file="openvino-int8", needs=frozenset(
-            {"vnni", "calibration"}), packages=("openvino", "nncf"), ships=4, serves_as="openvino"),
+            {"vnni", "calibration"}), packages=("openvino", "nncf"), ships=4, serves_as="openvino", precision="int8"),
         BackendSpec("static", NUMPY, "numpy, a static-embedding student", ships=7),  # train/static.py
         BackendSpec("tfidf", NUMPY, "numpy, the TF-IDF reference"),  # study/tfidf.py: TF-IDF + logistic regression
     )

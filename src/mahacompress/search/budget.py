@@ -163,16 +163,24 @@ def _restore_stack(old: _StackT | None) -> None:
         ctypes.CDLL(None).sigaltstack(ctypes.byref(old), None)
 
 
-def trial_estimate(name: str, family: dict[str, str], fastest_ms: dict[str, float],
-                   seconds: dict[str, float]) -> float | None:
+def trial_estimate(name: str, family: dict[str, str], fastest_ms: dict[str, float], seconds: dict[str, float],
+                   epochs: dict[str, float] | None = None) -> float | None:
     """How long `name`'s trial should take, from the finished trials' `seconds` (this run's and reused ones'): the
     longest of its own family (layer students, pruned models, depth+width, static: one recipe, one training
     schedule), scaled up by its untrained shape's latency against that trial's when it is slower (training time
     grows with the compute per text, which the latency measures), never scaled down (data, the served copy and
     its dev scoring cost a faster model about as much); with no finished trial of its family, the longest of any;
-    with none at all, None: the first trial starts, and the deadline stops it cleanly if need be."""
+    with none at all, None: the first trial starts, and the deadline stops it cleanly if need be. Another family's
+    trial is scaled down by the ratio of the training `epochs` (candidate -> its schedule) when `name`'s is shorter:
+    a kdlN's one epoch after the kd row's several."""
     same = [n for n in seconds if family.get(n) == family.get(name)]
     pool = same or list(seconds)
     if not pool:
         return None
-    return max(seconds[n] * max(1.0, fastest_ms[name] / fastest_ms[n] if fastest_ms.get(n) else 1.0) for n in pool)
+    epochs = epochs or {}
+
+    def shorter(n: str) -> float:
+        return min(1.0, epochs[name] / epochs[n]) if not same and epochs.get(name) and epochs.get(n) else 1.0
+
+    return max(seconds[n] * shorter(n) * max(1.0, fastest_ms[name] / fastest_ms[n] if fastest_ms.get(n) else 1.0)
+               for n in pool)

@@ -36,8 +36,8 @@ def native_runtimes() -> list[str]:
 def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int | None, teacher_hidden: int | None,
                        grid_cfg: GridConfig) -> tuple[list[RowSpec], dict[str, str]]:
     """The candidates' row specs (with `+tr` on every row that distils when a transfer set is given: it adds
-    training text, not latency), each kdpNN's `kd` row added, and the rows left out with why (a layer
-    student deeper than the teacher, `recipes.left_out`, as the grid skips such a row)."""
+    training text, not latency), the `kd` row a kdpNN prunes or a kdlN cuts added, and the rows left out with why
+    (a layer student deeper than the teacher, `recipes.left_out`, as the grid skips such a row)."""
     specs: dict[str, RowSpec] = {}
     unfit: dict[str, str] = {}
     for name in names:
@@ -53,7 +53,7 @@ def resolve_candidates(names: list[str], *, transfer: bool, teacher_layers: int 
         if why:
             unfit[spec.name] = why
             continue
-        source = source_of(spec)
+        source = built_from(spec)
         if source and source not in specs:
             specs[source] = parse_row(source)
         specs.setdefault(spec.name, spec)
@@ -137,12 +137,6 @@ def random_compaction(model: torch.nn.Module, sparsity: float, block_size: int, 
     chosen = plan(masked, sparsity)
     masked.freeze(chosen.removed_heads, chosen.removed_neurons)
     return compact(masked.unwrap(), structure)
-
-
-def source_of(spec: RowSpec) -> str | None:
-    """The candidate whose trained model `spec`'s trial starts from (a kdpNN prunes, a kdlN cuts, its kd row's
-    student)."""
-    return built_from(spec)
 
 
 def folder_of(spec: RowSpec) -> str:

@@ -24,7 +24,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ..core.metrics import RESAMPLES, correctness, resampled_difference, resampled_macro_f1_difference
-from .scoring import SHIPPABLE, TOLERANCE
+from .scoring import SHIPPABLE, TOLERANCE, paired
 
 # The false-pass rate the search aims at (issue #39: "verdicts that say how sure they are"): above it, the report
 # says the dev split is too small to decide this budget at that risk, and what would
@@ -63,7 +63,7 @@ def verdict_certainty(predictions: dict[str, list[int]], verdicts: dict[str, dic
     None when no shippable runtime was judged."""
     by_runtime = {
         r: wrong_probability(resampled(y, predictions[r], reference, metric, num_labels), budget, v["passed"])
-        for r, v in verdicts.items() if r in SHIPPABLE and r in predictions
+        for r, v in verdicts.items() if r in SHIPPABLE and r in predictions and r in ms  # a runtime this run times
     }
     if not by_runtime:
         return None
@@ -91,15 +91,15 @@ def search_rates(winner: str, runtime: str, models: dict[str, dict], y: list[int
       shippable runtimes faster than the winner's (by shape latency, as the search compared them; the winner's own
       faster runtimes and a passing candidate's failed faster ones included: any of them, within budget, would
       have won) give p_i, the share of resamples in which at least one of them is within budget (the same
-      resamples for all of a model's runtimes, so their strong correlation is kept). Across models,
-      1 - prod(1 - p_i): independence assumed; scored on the same texts their errors tend to go together, which
-      tends to make this an overstatement rather than an understatement. The model with the largest p_i is named.
+      resamples for all of a model's runtimes, so their strong correlation is kept). Across models, every one is
+      resampled with the same draws of texts, so the rate is the share of resamples in which any of them is
+      within budget: no independence is assumed. The model with the largest p_i is named.
     """
     shipped = models[winner]
     differences = resampled(y, shipped["predictions"][runtime], reference, metric, num_labels)
     false_pass = 1.0 - float(within(differences, budget).mean())
     line_ms = shipped["ms"].get(runtime, 0.0)  # a runtime the shapes were not timed in: nothing counts as faster
-    misses = []
+    misses, insides = [], []
     for name, model in models.items():
         faster = [
             r for r, v in model["verdicts"].items() if r in SHIPPABLE and not v["passed"] and r in model["predictions"]
@@ -110,15 +110,17 @@ def search_rates(winner: str, runtime: str, models: dict[str, dict], y: list[int
                 [within(resampled(y, model["predictions"][r], reference, metric, num_labels), budget)
                  for r in faster], axis=0)
             misses.append({"name": name, "runtimes": faster, "p": float(inside.mean())})
+            insides.append(inside)
     misses.sort(key=lambda m: -m["p"])
     # how many dev texts would bring the false pass to the target, were the winner's observed difference and its
     # per-text spread the truth: the bootstrap's spread shrinks as 1/sqrt(n) (None: at or under the line, no number
     # of texts makes a pass sure)
-    margin = float(np.mean(differences)) + budget / 100
+    margin = paired(y, shipped["predictions"][runtime], reference, metric, num_labels)["difference"] + budget / 100
     z = NormalDist().inv_cdf(1 - FALSE_PASS_TARGET)
     needed = (math.ceil(len(y) * (z * float(np.std(differences)) / margin)**2)
               if margin > 0 and false_pass > FALSE_PASS_TARGET else None)
-    false_fail = 1.0 - float(np.prod([1.0 - m["p"] for m in misses])) if misses else 0.0
+    # every model and runtime is resampled with the same draws of texts (one seed), so the union is read per resample
+    false_fail = float(np.any(insides, axis=0).mean()) if insides else 0.0
     return {
         "budget": budget, "metric": metric, "resamples": RESAMPLES, "target": FALSE_PASS_TARGET, "winner": winner,
         "runtime": runtime, "false_pass": false_pass, "within_target": false_pass <= FALSE_PASS_TARGET,

@@ -21,20 +21,19 @@ So the run goes, top to bottom:
    shape in every runtime; a runtime slower than the fastest by `trials.BEATEN` on both ends of the size range is
    dropped for the run (neither built for the other shapes nor judged), but torch fp32 and fp32 ONNX.
 3. Search: candidates sorted by their fastest shippable runtime. Within a family of recipes (layer students, pruned
-   models, depth+width, static) accuracy rises with size, so the search bisects: train the middle untried
-   candidate that can still win, then look only at faster ones if it passed, or only at slower ones of its
-   family if it failed. A candidate "can still win" while it is `CLEARLY_FASTER` than the best passing model so
-   far (at first the teacher in its fastest shippable runtime within budget), no slower candidate of its family
-   has failed (across families the
-   assumption failed on MahaNews: reports/optimize/mahanews) and the model it is built from (a kdpNN's kd row)
-   has not failed (a kdpNN's trial stops when the kd row it starts from fails). Each trained model is scored on DEV
-   in each runtime (int8 can cost accuracy), trimmed as it
-   will ship, against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is
-   the point estimate or the interval's lower bound
-   (`OptimizeConfig.decide`). A trial starts only when the time budget left covers its estimate
-   (`budget.trial_estimate`, from the trials finished so far); one that cannot is reported as skipped for budget.
-   Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the anchor of every
-   speedup, never a verdict, so what passes is what the exported folder runs.
+   models, depth+width, teacher-assistant students, static) accuracy rises with size, so the search bisects: train
+   the middle untried candidate that can still win (a model other open candidates are built from, the kd row of a
+   kdpNN or a kdlN, first: `bisect.next_candidate`), then look only at faster ones if it passed, or only at slower
+   ones of its family if it failed. A candidate "can still win" while it is `CLEARLY_FASTER` than the best passing
+   model so far (at first the teacher in its fastest shippable runtime within budget), no slower candidate of its
+   family has failed (across families the assumption failed on MahaNews: reports/optimize/mahanews) and the model it
+   is built from (the kd row of a kdpNN or a kdlN) has not failed (such a trial stops when the kd row it starts from
+   fails). Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it will ship,
+   against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point
+   estimate or the interval's lower bound (`OptimizeConfig.decide`). A trial starts only when the time budget left
+   covers its estimate (`budget.trial_estimate`, from the trials finished so far); one that cannot is reported as
+   skipped for budget. Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the
+   anchor of every speedup, never a verdict, so what passes is what the exported folder runs.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
    whose dev score stays within the budget serves it. If it is then no faster than the teacher in the teacher's
    fastest shippable runtime within budget, the teacher ships instead (a user never gets less than the quantised
@@ -75,7 +74,7 @@ from ..models.load import config_labels, load_config
 from ..study.context import RowSettings, open_context
 from ..study.preset import load_preset
 from ..study.recipes import build, parse_row
-from ..study.rowspec import transfer_set
+from ..study.rowspec import built_from, train_config, transfer_set
 from ..study.timing import timing_texts
 from .bisect import search, train_chain, verdicts
 from .budget import Stopped, Watch, trial_estimate
@@ -85,7 +84,6 @@ from .candidates import (
     native_runtimes,
     resolve_candidates,
     served_copy,
-    source_of,
 )
 from .certainty import search_rates, verdict_certainty
 from .report import NOT_TRIED, write_report
@@ -217,8 +215,9 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     fastest = {s.name: min(ms for r, ms in shape_ms[s.name].items() if r in SHIPPABLE) for s in specs}
     order = sorted(fastest, key=fastest.get)
     family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
-    sources = {s.name: source_of(s) for s in specs}
+    sources = {s.name: built_from(s) for s in specs}  # the kd row a kdpNN prunes or a kdlN cuts
     by_name = {s.name: s for s in specs}
+    epochs = {s.name: train_config(grid_cfg, s).epochs for s in specs}  # each schedule, for the budget's estimates
     st.update(shape_ms=shape_ms, teacher_outcome=teacher_outcome, order=order, fastest=fastest, family=family,
               sources=sources, by_name=by_name, teacher_pred=teacher_pred)
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
@@ -249,7 +248,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     def train_one(name: str) -> dict:
         if watch.spent():
             watch.stop("budget")
-        estimate = trial_estimate(name, family, fastest, seconds)
+        estimate = trial_estimate(name, family, fastest, seconds, epochs)
         if not watch.fits(estimate):  # it could not finish in the budget: the time left may still fit a smaller one
             skipped[name] = {"estimate_s": estimate, "left_s": max(watch.remaining(), 0.0)}
             _console.print(f"{name}: not started, its trial is estimated at {estimate / 60:.1f} min and "
@@ -322,8 +321,8 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     }
     # how sure the verdicts are: the winner's false pass and the faster models' false fails, from the dev resamples
     models = {"teacher": _dev_model(teacher_pred, teacher_outcome, shape_ms["teacher"])} | {
-        n: _dev_model(_trial(out, st, n)["dev_predictions"], o, shape_ms[n])
-        for n, o in tried.items() if "runtimes" in o
+        n: _dev_model(trial["dev_predictions"], o, shape_ms[n])
+        for n, o in tried.items() if "runtimes" in o and (trial := _trial(out, st, n))
     }
     report["certainty"] = search_rates(winner, chosen["runtime"], models, splits.dev.labels, teacher_pred[REFERENCE],
                                        cfg.budget, cfg.metric, len(splits.labels))

@@ -147,7 +147,7 @@ def certainty_section(report: dict) -> list[str]:
         lines.append(f"- false fail: an estimated **{chance(cert['false_fail'])}** chance that a model faster than "
                      f"it, failed on dev, was in truth within budget (most likely {top['name']} in "
                      f"{', '.join(top['runtimes'])}: {chance(top['p'])}; {len(misses)} model"
-                     f"{'' if len(misses) == 1 else 's'} counted, as if independent).")
+                     f"{'' if len(misses) == 1 else 's'} counted).")
     else:
         lines.append("- false fail: 0%: no trained model failed in a runtime faster than the winner's.")
     if not cert["within_target"]:

@@ -17,12 +17,13 @@ from rich.console import Console
 
 from ..core.errors import MahaError
 from ..core.files import SEARCH_RECORD, write_json
+from ..core.registry import SPECS
 from ..infer.numpy_engine import is_static
 from ..study.context import RecipeContext
 from ..study.recipes import build, settings_of
 from ..study.rowspec import RowSpec
 from .candidates import folder_of, served_copy
-from .scoring import dev_predictions, time_models
+from .scoring import SHIPPABLE, dev_predictions, time_models
 
 _console = Console(stderr=True, markup=False, highlight=False)
 
@@ -41,11 +42,14 @@ def trial_path(out: Path, spec: RowSpec) -> Path:
     return out / "trials" / f"{folder_of(spec)}.json"
 
 
-# A runtime slower than the fastest one by more than this factor on both probes (the teacher and the smallest
-# transformer shape, the two ends of the candidates' sizes) is beaten everywhere between them: it is dropped for
-# the run, so its files are built for no other shape and no trained model. 1.3: well beyond the few percent two
-# timing sessions differ by, so a runtime within reach of the fastest on either probe stays
+# A runtime slower by more than this factor, on both probes (the teacher and the smallest transformer shape, the
+# two ends of the candidates' sizes), than a shippable runtime of the same or a higher precision is beaten
+# everywhere between them: it is dropped for the run, so its files are built for no other shape and no trained
+# model. 1.3: well beyond the few percent two timing sessions differ by, so a runtime within reach on either probe
+# stays. Only a runtime at least as precise may beat it: a verdict can rest on a slower, more precise runtime when
+# int8 costs a model its accuracy
 BEATEN = 1.3
+_RANK = {"int8": 0, "bf16": 1, "fp16": 1, "fp32": 2}  # precision, lowest first (`registry.BackendSpec.precision`)
 # Repeats of the probe session: it only has to find runtimes beaten by BEATEN on both probes
 PROBE_REPEATS = 2
 
@@ -72,10 +76,12 @@ def shape_timing(out: Path, specs: list[RowSpec], teacher_dir: str, runtimes: li
     beaten by `BEATEN` on both (`beaten_everywhere`; never one in `keep`) is dropped, and only the rest are built and
     timed for every shape, with `repeats` (None: the preset's)."""
     key = {
-        "batch_size": batch_size, "texts": len(texts), "runtimes": runtimes,
-        "candidates": sorted(s.name for s in specs), "measure": asdict(ctx.measure), "max_length": ctx.max_length,
-        "teacher": str(teacher_dir), "shapes": {s.name: settings_of(ctx.settings, s)
-                                                for s in specs}, "beaten": BEATEN, "repeats": repeats
+        "batch_size": batch_size, "texts": len(texts), "runtimes": runtimes, "candidates": sorted(s.name
+                                                                                                  for s in specs),
+        "measure": asdict(ctx.measure), "max_length": ctx.max_length, "teacher": str(teacher_dir), "shapes": {
+            s.name: settings_of(ctx.settings, s)
+            for s in specs
+        }, "beaten": BEATEN, "repeats": repeats, "probe_repeats": PROBE_REPEATS, "keep": list(keep)
     }
     path = out / "shapes" / "latency.json"
     if path.is_file():
@@ -104,13 +110,19 @@ def shape_timing(out: Path, specs: list[RowSpec], teacher_dir: str, runtimes: li
 
 
 def beaten_everywhere(probe_ms: dict[str, dict[str, float]], keep: tuple[str, ...] = ()) -> list[str]:
-    """The runtimes slower than the fastest runtime by more than `BEATEN` on every probe (name -> runtime -> ms),
-    but those in `keep`."""
+    """The runtimes (but those in `keep`) slower by more than `BEATEN`, on every probe (name -> runtime -> ms), than
+    the fastest shippable runtime of the same or a higher precision: a reference that ships in no folder (torch
+    fp32) beats nothing."""
     runtimes = set.intersection(*(set(ms) for ms in probe_ms.values()))
-    return [
-        r for r in runtimes
-        if r not in keep and all(ms[r] > BEATEN * min(ms[o] for o in runtimes) for ms in probe_ms.values())
-    ]
+
+    def rank(r: str) -> int:
+        return _RANK[SPECS[r].precision]
+
+    def beaten(r: str, ms: dict[str, float]) -> bool:
+        rivals = [ms[o] for o in runtimes if o != r and o in SHIPPABLE and rank(o) >= rank(r)]
+        return bool(rivals) and ms[r] > BEATEN * min(rivals)
+
+    return sorted(r for r in runtimes if r not in keep and all(beaten(r, ms) for ms in probe_ms.values()))
 
 
 def _smallest_transformer(folders: dict[str, Path]) -> str | None:

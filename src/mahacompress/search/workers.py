@@ -1,7 +1,8 @@
 """`optimize --workers N`: trials as Ray tasks, on a local Ray instance or an existing cluster (`--ray-address`),
 choosing the same winner, with the same verdicts, as the search in process.
 
-The rule. The search in process (`bisect.search`) is a sequence: train the middle open candidate, then look at
+The rule. The search in process (`bisect.search`) is a sequence: train the open candidate `bisect.next_candidate`
+names (a model others are built from, else the middle one), then look at
 faster ones if it passed, at slower ones of its family if it failed. Every verdict can change what comes next, so
 no two steps of it are independent as such. Workers therefore run it *ahead*: the coordinator replays the
 sequential search over the outcomes it already holds (`replay`); where the replay needs an outcome it does not

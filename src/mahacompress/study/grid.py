@@ -195,7 +195,8 @@ class Grid:
         teacher = self.rows.get("baseline", {})
         candidates = [r for n, r in self.rows.items() if r.get("status") == "done" and is_candidate(parse_row(n))]
         if teacher.get("status") != "done" or not candidates:
-            raise MahaError("'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd, kdpNN)")
+            raise MahaError(
+                "'best' needs the baseline and a finished compressed row (kd, kdN, pNN, pNN+kd, kdpNN, kdlN)")
         points = self.cfg.best_within_points
         floor = teacher["dev_accuracy"] - points / 100
         within = f"{points:g} point{'s' if points != 1 else ''}"

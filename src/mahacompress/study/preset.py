@@ -1,7 +1,7 @@
 """A grid preset: loaded from the shipped ones or a YAML file, and checked before any work.
 
 What a preset may say is `core.config.GridConfig`; this module adds what one field cannot check alone (a row
-named in `train_overrides` must be a trained row of the preset, a kdpNN row needs its kd row listed first)
+named in `train_overrides` must be a trained row of the preset, a kdpNN or kdlN row needs its kd row listed first)
 and, before `reproduce` builds anything, what needs the teacher (its training sections' lengths).
 """
 
@@ -77,7 +77,7 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
     kinds = {parse_row(r).kind for r in cfg.rows}
     if kinds & {"kd", "kdprune", "kdcut"} and cfg.student_layers < 1:
         raise MahaError(f"{where}: student_layers {cfg.student_layers}: expected 1 or more")
-    if "kdcut" in kinds and cfg.cut_epochs <= 0:
+    if cfg.cut_epochs <= 0:  # optimize's kdlN candidates use it whatever the preset's rows
         raise MahaError(f"{where}: cut_epochs {cfg.cut_epochs}: expected a number above 0")
     if "static" in kinds and cfg.static_dim < 1:
         raise MahaError(f"{where}: static_dim {cfg.static_dim}: expected 1 or more")

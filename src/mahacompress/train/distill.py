@@ -258,8 +258,7 @@ def layer_student(teacher: PreTrainedModel, n_layers: int, choice: str = "even")
     student = copy.deepcopy(teacher)
     set_layer_list(student, torch.nn.ModuleList([copy.deepcopy(layers[i]) for i in keep]))
     student.config.num_hidden_layers = len(keep)
-    origin = getattr(teacher.config, "distilled_from_layers", None)  # cut from a student: the teacher's layers
-    student.config.distilled_from_layers = [origin[i] for i in keep] if origin else keep
+    student.config.distilled_from_layers = keep
     for i, layer in enumerate(layer_list(student)):  # attention modules know their index in v5
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
@@ -341,6 +340,9 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
         _check_labels(cut_from or teacher, source, splits.labels)
         student = layer_student(source, spec["layers"], spec["choice"])
         teacher_config = load_config(teacher, **trust) if cut_from else source.config
+        if cut_from:  # the teacher layers the kept ones stand for, which the intermediate terms are mapped to
+            origin = getattr(source.config, "distilled_from_layers", None) or list(range(len(layer_list(source))))
+            student.config.distilled_from_layers = [origin[i] for i in student.config.distilled_from_layers]
         del source
     else:
         check_compatible(teacher, spec["path"], splits, **trust)
