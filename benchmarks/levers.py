@@ -76,7 +76,27 @@ def table(results: dict) -> list[dict]:
     return out
 
 
-def markdown(results: dict, rows: list[dict], command: str) -> str:
+def scored_folder(folder: Path, results: dict) -> dict:
+    """A model folder trained outside the grid, scored on test (fp32, the length it trained at, the data its record
+    names), beside its schedule and training time, and its lead kept against the grid run's teacher and tfidf."""
+    from mahacompress.core.config import DataConfig
+    from mahacompress.data.splits import load_splits
+    from mahacompress.infer.evaluate import evaluate_model
+
+    record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    splits = load_splits(DataConfig(**record["data_config"]))
+    scores = evaluate_model(str(folder), splits, "test", max_length=record["train_config"]["max_length"])
+    rows = {r["name"]: r for r in results["rows"]}
+    teacher, tfidf = rows["baseline"]["accuracy"], rows["tfidf"]["accuracy"]
+    return {
+        "folder": str(folder), "student": record["student"], "cut_from": record.get("cut_from"),
+        "epochs": record["train_config"]["epochs"], "train_minutes": record["result"]["seconds"] / 60,
+        "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
+        "lead_kept": (scores["accuracy"] - tfidf) / (teacher - tfidf), "dev_history": record["result"]["dev_history"]
+    }
+
+
+def markdown(results: dict, rows: list[dict], command: str, extra: list[dict] | None = None) -> str:
     meta = results["meta"]
     by_name = {r["name"]: r for r in results["rows"]}
     teacher, tfidf = by_name["baseline"], by_name["tfidf"]
@@ -122,6 +142,18 @@ def markdown(results: dict, rows: list[dict], command: str) -> str:
             (f" ({assistant['train_minutes']:.1f} min, row {assistant['row']})" if assistant else "") +
             " come first, once for every depth."
         ]
+    if extra:
+        lines += [
+            "", "Trained outside the grid (`mahacompress distill`, the same data, teacher and `distill` settings but "
+            "the epochs), scored on test here; their speed is the grid row's of the same depth:", "",
+            "| folder | student | cut from | epochs | test acc. % | macro-F1 % | lead kept | train min |",
+            "|---|---|---|---|---|---|---|---|"
+        ]
+        lines += [
+            f"| {e['folder']} | {e['student']} | {e['cut_from'] or 'the teacher'} | {e['epochs']:g} | "
+            f"{pct(e['accuracy'])} | {pct(e['macro_f1'])} | {100 * e['lead_kept']:.0f}% | {e['train_minutes']:.1f} |"
+            for e in extra
+        ]
     lines += ["", "Made by:", "", "```", command, "```", ""]
     return "\n".join(lines)
 
@@ -130,14 +162,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a reproduce output folder (its results.json)")
     parser.add_argument("--out", type=Path, required=True, help="folder for levers.md and levers.json")
+    parser.add_argument(
+        "--extra", type=Path, nargs="*", default=[],
+        help="model folders trained outside the grid (e.g. `distill --cut-from` at another schedule): "
+        "scored on test here, at the length and on the data their training.json records")
     args = parser.parse_args()
     results = json.loads((args.run / "results.json").read_text(encoding="utf-8"))
     rows = table(results)
+    extra = [scored_folder(folder, results) for folder in args.extra]
     command = ("mahacompress reproduce --teacher models/e5-small --preset benchmarks/levers/sentiment-levers.yaml "
-               f"--out {args.run}\npython benchmarks/levers.py {args.run} --out {args.out}")
+               f"--out {args.run}\npython benchmarks/levers.py {args.run} --out {args.out}" +
+               (" --extra " + " ".join(map(str, args.extra)) if args.extra else ""))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "levers.json", {"meta": results["meta"], "rows": rows})
-    write_text(args.out / "levers.md", markdown(results, rows, command))
+    write_json(args.out / "levers.json", {"meta": results["meta"], "rows": rows, "extra": extra})
+    write_text(args.out / "levers.md", markdown(results, rows, command, extra))
     print(f"wrote {args.out / 'levers.md'}")
 
 

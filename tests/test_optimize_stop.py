@@ -58,9 +58,12 @@ def test_a_trial_is_estimated_from_the_finished_trials_of_its_family_scaled_up_b
     # a kdlN (one epoch) after its kd row (four): another family's trial scaled down by the schedules' ratio
     family |= {"kdl2": "kdcut", "kd": "kd"}
     ms |= {"kdl2": 2.0, "kd": 6.0}
-    epochs = {"kdl2": 1.0, "kd": 4.0, "static": 20.0}
-    assert trial_estimate("kdl2", family, ms, {"kd": 600.0}, epochs) == 150.0
-    assert trial_estimate("kd", family, ms, {"kdl2": 150.0}, {"kdl2": 1.0, "kd": 4.0}) == 450.0  # never up by epochs
+    schedules = {"kdl2": ("distill", 1.0), "kd": ("distill", 4.0), "p50": ("prune_train", 3.0)}
+    assert trial_estimate("kdl2", family, ms, {"kd": 600.0}, schedules) == 150.0
+    assert trial_estimate("kd", family, ms, {"kdl2": 150.0}, schedules) == 450.0  # never up by epochs
+    # a pruning trial after a distillation one: other steps, so not scaled down by its fewer epochs
+    family["p50"], ms["p50"] = "prune", 8.0
+    assert trial_estimate("p50", family, ms, {"kd": 600.0}, schedules) == 800.0
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -248,3 +251,22 @@ def test_sigint_and_sigterm_in_a_trial_stop_cleanly_and_the_same_command_resumes
     assert proc.returncode == 0 and "winner kd1 in onnx" in err and "Traceback" not in err, err
     report = json.loads((out / "optimize.json").read_text())
     assert report["meta"]["stop"] == "finished" and report["winner"] and report["candidates"][0]["trained"]
+
+
+def test_a_guard_disables_an_alternate_signal_stack_registered_after_the_watch_began():
+    """A native library may register an alternate signal stack mid-run (OpenVINO, NNCF): each phase and trial
+    disables it again, so the next signal's handler runs on the thread's own stack."""
+    import ctypes
+
+    from mahacompress.search.budget import _SS_DISABLE, _StackT
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    memory = ctypes.create_string_buffer(1 << 16)
+    with Watch(None, time.monotonic) as watch:
+        libc.sigaltstack(ctypes.byref(_StackT(ctypes.addressof(memory), 0, len(memory))), None)
+        now = _StackT()
+        libc.sigaltstack(None, ctypes.byref(now))
+        assert not now.ss_flags & _SS_DISABLE  # registered, as a library would leave it
+        watch.enter("shapes")
+        libc.sigaltstack(None, ctypes.byref(now))
+        assert now.ss_flags & _SS_DISABLE

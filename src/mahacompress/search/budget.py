@@ -89,8 +89,17 @@ class Watch:
         """Close the current phase's lap and start `phase`; a spent budget stops the run here, before its work."""
         self.lap()
         self.phase = phase
+        self.guard()
         if self.spent():
             self.stop("budget")
+
+    def guard(self) -> None:
+        """Disable again an alternate signal stack a native library registered since (`_own_stack`): OpenVINO and
+        NNCF do so while building or compiling a model, which a search does in every phase and every trial's dev
+        scoring; a deadline that then fires in the next training died with SIGSEGV. Called at each phase and before
+        each trial."""
+        if self._previous:  # armed: in the main thread, inside the `with`
+            _own_stack()
 
     def lap(self) -> None:
         """Add the seconds since the last lap to the current phase."""
@@ -164,23 +173,25 @@ def _restore_stack(old: _StackT | None) -> None:
 
 
 def trial_estimate(name: str, family: dict[str, str], fastest_ms: dict[str, float], seconds: dict[str, float],
-                   epochs: dict[str, float] | None = None) -> float | None:
+                   schedules: dict[str, tuple[str, float]] | None = None) -> float | None:
     """How long `name`'s trial should take, from the finished trials' `seconds` (this run's and reused ones'): the
     longest of its own family (layer students, pruned models, depth+width, static: one recipe, one training
     schedule), scaled up by its untrained shape's latency against that trial's when it is slower (training time
     grows with the compute per text, which the latency measures), never scaled down (data, the served copy and
     its dev scoring cost a faster model about as much); with no finished trial of its family, the longest of any;
     with none at all, None: the first trial starts, and the deadline stops it cleanly if need be. Another family's
-    trial is scaled down by the ratio of the training `epochs` (candidate -> its schedule) when `name`'s is shorter:
-    a kdlN's one epoch after the kd row's several."""
+    trial trained by the same preset section (`schedules`: candidate -> (section, epochs)) is scaled down by the
+    epochs' ratio when `name`'s schedule is shorter: a kdlN's one epoch after the kd row's four. Across sections
+    steps differ in cost (a pruning step scores masks, and runs the teacher), so nothing is scaled down there."""
     same = [n for n in seconds if family.get(n) == family.get(name)]
     pool = same or list(seconds)
     if not pool:
         return None
-    epochs = epochs or {}
+    schedules = schedules or {}
 
     def shorter(n: str) -> float:
-        return min(1.0, epochs[name] / epochs[n]) if not same and epochs.get(name) and epochs.get(n) else 1.0
+        (mine, epochs), (theirs, their_epochs) = schedules.get(name, ("", 0.0)), schedules.get(n, ("", 0.0))
+        return min(1.0, epochs / their_epochs) if not same and mine and mine == theirs and their_epochs else 1.0
 
     return max(seconds[n] * shorter(n) * max(1.0, fastest_ms[name] / fastest_ms[n] if fastest_ms.get(n) else 1.0)
                for n in pool)

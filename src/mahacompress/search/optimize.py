@@ -74,7 +74,7 @@ from ..models.load import config_labels, load_config
 from ..study.context import RowSettings, open_context
 from ..study.preset import load_preset
 from ..study.recipes import build, parse_row
-from ..study.rowspec import built_from, train_config, transfer_set
+from ..study.rowspec import built_from, train_config, train_section, transfer_set
 from ..study.timing import timing_texts
 from .bisect import search, train_chain, verdicts
 from .budget import Stopped, Watch, trial_estimate
@@ -217,7 +217,8 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
     sources = {s.name: built_from(s) for s in specs}  # the kd row a kdpNN prunes or a kdlN cuts
     by_name = {s.name: s for s in specs}
-    epochs = {s.name: train_config(grid_cfg, s).epochs for s in specs}  # each schedule, for the budget's estimates
+    # each candidate's training section and epochs, for the budget's estimates
+    schedules = {s.name: (train_section(s), train_config(grid_cfg, s).epochs) for s in specs}
     st.update(shape_ms=shape_ms, teacher_outcome=teacher_outcome, order=order, fastest=fastest, family=family,
               sources=sources, by_name=by_name, teacher_pred=teacher_pred)
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
@@ -248,13 +249,14 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     def train_one(name: str) -> dict:
         if watch.spent():
             watch.stop("budget")
-        estimate = trial_estimate(name, family, fastest, seconds, epochs)
+        estimate = trial_estimate(name, family, fastest, seconds, schedules)
         if not watch.fits(estimate):  # it could not finish in the budget: the time left may still fit a smaller one
             skipped[name] = {"estimate_s": estimate, "left_s": max(watch.remaining(), 0.0)}
             _console.print(f"{name}: not started, its trial is estimated at {estimate / 60:.1f} min and "
                            f"{skipped[name]['left_s'] / 60:.1f} min of the time budget are left")
             return {"passed": None, "ms": None, "skipped": True}
         skipped.pop(name, None)
+        watch.guard()  # the last trial's dev scoring may have left a native alternate signal stack registered
         st["current"] = name
         _console.print(f"training {name} ({watch.elapsed():.0f} s into the run)")
         try:

@@ -55,7 +55,7 @@ def _dropped(dropped: dict[str, dict[str, float]]) -> str:
     """The runtimes the probe session dropped as beaten everywhere, with the probes' times that dropped them."""
     if not dropped:
         return ""
-    return "; dropped after the probe session (slower than the fastest runtime on every probe by the margin): " + \
+    return "; dropped, beaten on both probes by a runtime at least as precise: " + \
         ", ".join(f"{r} (" + ", ".join(f"{n} {ms:.1f} ms" for n, ms in probes.items()) + ")"
                   for r, probes in dropped.items())
 

@@ -99,8 +99,8 @@ def shape_timing(out: Path, specs: list[RowSpec], teacher_dir: str, runtimes: li
         dropped = {r: {n: ms[r] for n, ms in probe_ms.items()} for r in beaten_everywhere(probe_ms, keep)}
         kept = [r for r in runtimes if r not in dropped]
         if dropped:
-            _console.print(f"dropped, {BEATEN:g}x slower than the fastest runtime on the teacher and on {probe}: " +
-                           ", ".join(dropped))
+            _console.print(f"dropped, over {BEATEN:g}x slower on the teacher and on {probe} than a runtime at least "
+                           "as precise: " + ", ".join(dropped))
     _console.print(f"timing {len(specs)} untrained shapes and the teacher in {', '.join(kept)} at batch {batch_size}")
     models = {"teacher": (teacher_dir, kept)} | {name: (folder, kept) for name, folder in folders.items()}
     ms = time_models(models, texts, batch_size, ctx, repeats)

@@ -55,10 +55,15 @@ def built_from(spec: RowSpec) -> str | None:
     return "kd+tr" if spec.tr else "kd"
 
 
+def train_section(spec: RowSpec) -> str:
+    """The preset section a trained row's kind trains with (`distill` for kd and kdlN rows, `prune_train`, ...)."""
+    return _TRAIN_SECTION[spec.kind]
+
+
 def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
     """The training settings of a trained row: its kind's preset section, with the levers its name turns on
     (`+aug`, `+mid`, `+pre`), then the row's overrides."""
-    section = getattr(cfg, _TRAIN_SECTION[spec.kind])
+    section = getattr(cfg, train_section(spec))
     if spec.kind == "kdcut":
         section = replace(section, epochs=cfg.cut_epochs)
     if spec.aug:
