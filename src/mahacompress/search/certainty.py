@@ -23,27 +23,12 @@ from statistics import NormalDist
 
 import numpy as np
 
-from ..core.metrics import RESAMPLES, correctness, resampled_difference, resampled_macro_f1_difference
-from .scoring import SHIPPABLE, TOLERANCE, paired
+from ..core.metrics import RESAMPLES
+from .scoring import SHIPPABLE, paired, resampled, within
 
 # The false-pass rate the search aims at (issue #39: "verdicts that say how sure they are"): above it, the report
 # says the dev split is too small to decide this budget at that risk, and what would
 FALSE_PASS_TARGET = 0.10
-
-
-def resampled(y: list[int], predicted: list[int], reference: list[int], metric: str, num_labels: int) -> np.ndarray:
-    """`predicted`'s `metric` (an `OptimizeConfig.metric`) minus `reference`'s in each bootstrap resample of the
-    texts (fractions, not points): the distribution the verdict's interval is read from."""
-    if metric == "accuracy":
-        return resampled_difference(correctness(y, [predicted]), correctness(y, [reference]))
-    return resampled_macro_f1_difference(y, predicted, reference, num_labels)
-
-
-def within(differences: np.ndarray, budget: float) -> np.ndarray:
-    """Which resampled differences are within `budget` points of the teacher: the pass rule's line, with its
-    tolerance for float noise (`scoring.TOLERANCE`), so a resample exactly on the line is within, as a point
-    estimate there passes."""
-    return np.asarray(differences) >= -budget / 100 - TOLERANCE
 
 
 def wrong_probability(differences: np.ndarray, budget: float, passed: bool) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path, write_json, write_text
-from .scoring import SHIPPABLE
+from .scoring import SHIPPABLE, TOLERANCE
 
 # A candidate's statuses that say the search did not get to it (the report lists them to run again)
 NOT_TRIED = ("out of time", "not tried", "skipped for budget", "stopped in training", "not reached")
@@ -268,7 +268,7 @@ def held_on_test(w: dict, cfg: dict) -> str:
     """The winner's paired test difference to the teacher in torch fp32 and whether the budget the search kept on
     dev holds there: the whole 95% interval within it, only the point estimate, or not even that."""
     d, budget = w["export"]["test_vs_teacher"], cfg["budget"]
-    line = -budget - 1e-7  # points; the pass rule's float tolerance (1e-9 of a fraction)
+    line = -budget - 100 * TOLERANCE  # points; the pass rule's float tolerance
     text = (f"{d['metric']} {d['difference_points']:+.2f} points [{d['ci_low_points']:+.2f}, "
             f"{d['ci_high_points']:+.2f}] against the teacher in torch fp32 on the same {d['rows']} texts: ")
     if d["ci_low_points"] >= line:
