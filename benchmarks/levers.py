@@ -90,10 +90,20 @@ def scored_folder(folder: Path, results: dict) -> dict:
     teacher, tfidf = rows["baseline"]["accuracy"], rows["tfidf"]["accuracy"]
     return {
         "folder": str(folder), "student": record["student"], "cut_from": record.get("cut_from"),
-        "epochs": record["train_config"]["epochs"], "train_minutes": record["result"]["seconds"] / 60,
-        "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
-        "lead_kept": (scores["accuracy"] - tfidf) / (teacher - tfidf), "dev_history": record["result"]["dev_history"]
+        "epochs": record["train_config"]["epochs"], "seed": record["train_config"]["seed"],
+        "train_minutes": record["result"]["seconds"] / 60, "accuracy": scores["accuracy"],
+        "macro_f1": scores["macro_f1"], "lead_kept": (scores["accuracy"] - tfidf) / (teacher - tfidf),
+        "dev_history": record["result"]["dev_history"]
     }
+
+
+def seed_groups(extra: list[dict]) -> dict[tuple, list[dict]]:
+    """The extra folders that are seeds of one recipe (the same student, source and epochs), where there are two or
+    more: their mean is what a row with `row_seeds` would report."""
+    groups: dict[tuple, list[dict]] = {}
+    for e in extra:
+        groups.setdefault((e["student"], e["cut_from"], e["epochs"]), []).append(e)
+    return {key: group for key, group in groups.items() if len(group) > 1}
 
 
 def markdown(results: dict, rows: list[dict], command: str, extra: list[dict] | None = None) -> str:
@@ -144,16 +154,24 @@ def markdown(results: dict, rows: list[dict], command: str, extra: list[dict] | 
         ]
     if extra:
         lines += [
-            "", "Trained outside the grid (`mahacompress distill`, the same data, teacher and `distill` settings but "
-            "the epochs), scored on test here; their speed is the grid row's of the same depth:", "",
-            "| folder | student | cut from | epochs | test acc. % | macro-F1 % | lead kept | train min |",
-            "|---|---|---|---|---|---|---|---|"
+            "", "Model folders that are not rows of this run (trained by `mahacompress distill` with the same data, "
+            "teacher and section settings but the epochs or seed, or by an earlier run of this preset), scored on "
+            "test here; their speed is the grid row's of the same depth:", "",
+            "| folder | student | cut from | epochs | seed | test acc. % | macro-F1 % | lead kept | train min |",
+            "|---|---|---|---|---|---|---|---|---|"
         ]
         lines += [
-            f"| {e['folder']} | {e['student']} | {e['cut_from'] or 'the teacher'} | {e['epochs']:g} | "
+            f"| {e['folder']} | {e['student']} | {e['cut_from'] or 'the teacher'} | {e['epochs']:g} | {e['seed']} | "
             f"{pct(e['accuracy'])} | {pct(e['macro_f1'])} | {100 * e['lead_kept']:.0f}% | {e['train_minutes']:.1f} |"
             for e in extra
         ]
+        for (student, cut_from, epochs), group in seed_groups(extra).items():
+            accs = [e["accuracy"] for e in group]
+            mean = statistics.mean(accs)
+            lines.append(f"\n{student} cut from {cut_from or 'the teacher'}, {epochs:g} epochs, {len(group)} seeds: "
+                         f"{pct(mean)} ± {100 * statistics.stdev(accs):.2f}% test, lead kept "
+                         f"{100 * (mean - tfidf['accuracy']) / (teacher['accuracy'] - tfidf['accuracy']):.0f}%, "
+                         f"{statistics.mean(e['train_minutes'] for e in group):.1f} train min (mean).")
     lines += ["", "Made by:", "", "```", command, "```", ""]
     return "\n".join(lines)
 

@@ -292,9 +292,9 @@ METRICS = ("accuracy", "macro-f1")
 DECISIONS = ("point", "interval")  # the pass rule: the dev point estimate, or the bootstrap interval's lower bound
 # Rows of the grid's registry, from the teacher-sized layer student down to the static table: depth, width,
 # both, and no transformer at all (each gets `+tr` when a transfer set is given). The 4- and 3-layer students are
-# cut from the trained `kd` student (kdlN, `cut_epochs`): the search trains `kd` once and each of them for one short
-# schedule, where a kdN from the teacher's layers trains the whole `distill` schedule and kept no more (sentiment:
-# reports/levers/sentiment). The 2-layer one is copied from the teacher: cut from `kd`, one epoch kept less than that
+# cut from the trained `kd` student (kdlN, the preset's `cut_epochs`): the search trains `kd` once and each of them
+# from its layers, which kept more of the teacher than the same depth from the teacher's layers (sentiment:
+# reports/levers/sentiment). The 2-layer one is copied from the teacher: cut from `kd`, it kept no more than that
 OPTIMIZE_CANDIDATES = ("kd", "kdl4", "kdl3", "kd2", "kdp50", "p25+kd", "p50+kd", "p75+kd", "static")
 # the transformer runtimes it measures and may ship: the export backends (export.TRANSFORMER_BACKENDS), each where
 # this machine runs it natively (hardware.unsupported_reason: openvino-bf16 needs native bf16, the OpenVINO ones the

@@ -21,6 +21,7 @@ import ctypes
 import signal
 import threading
 from types import FrameType
+from typing import NamedTuple
 
 # The phases of a search, in order, as the report names them: the teacher (data, checks and the teacher's fine-tune
 # when it needs one), the untrained shapes timed, the trials, the winner timed again, exported and scored on test
@@ -172,26 +173,53 @@ def _restore_stack(old: _StackT | None) -> None:
         ctypes.CDLL(None).sigaltstack(ctypes.byref(old), None)
 
 
+class Schedule(NamedTuple):
+    """How a candidate trains, as far as its trial's cost goes: its preset section and epochs, and whether the
+    teacher runs beside the student at every step (pruning scores its masks against it, an intermediate term reads
+    its hidden states), so that a step costs the teacher's compute and not only the student's."""
+    section: str
+    epochs: float
+    teacher_live: bool
+
+
 def trial_estimate(name: str, family: dict[str, str], fastest_ms: dict[str, float], seconds: dict[str, float],
-                   schedules: dict[str, tuple[str, float]] | None = None) -> float | None:
-    """How long `name`'s trial should take, from the finished trials' `seconds` (this run's and reused ones'): the
-    longest of its own family (layer students, pruned models, depth+width, static: one recipe, one training
-    schedule), scaled up by its untrained shape's latency against that trial's when it is slower (training time
-    grows with the compute per text, which the latency measures), never scaled down (data, the served copy and
-    its dev scoring cost a faster model about as much); with no finished trial of its family, the longest of any;
-    with none at all, None: the first trial starts, and the deadline stops it cleanly if need be. Another family's
-    trial trained by the same preset section (`schedules`: candidate -> (section, epochs)) is scaled down by the
-    epochs' ratio when `name`'s schedule is shorter: a kdlN's one epoch after the kd row's four. Across sections
-    steps differ in cost (a pruning step scores masks, and runs the teacher), so nothing is scaled down there."""
+                   schedules: dict[str, Schedule] | None = None,
+                   train_seconds: dict[str, float] | None = None) -> float | None:
+    """How long `name`'s trial should take, from the finished trials' `seconds` (this run's and reused ones'); None
+    with none finished: the first trial starts, and the deadline stops it cleanly if need be.
+
+    With a finished trial of its own family (layer students, pruned models, depth+width, static: one recipe, one
+    schedule), the longest of them, scaled up by its untrained shape's latency against that trial's when it is
+    slower (training grows with the compute per text, which the latency measures), never scaled down (data, the
+    served copy and its dev scoring cost a faster model about as much).
+
+    Else from every finished trial, the longest estimate. Where neither schedule runs the teacher live, each step
+    costs the student's compute alone (the teacher's outputs are cached), so the other trial's training
+    (`train_seconds`) is scaled both ways by the latency ratio and the epochs' ratio, and the rest of that trial (dev
+    scoring, the served copy) is added unscaled: a static table after a 6-layer student costs its epochs of
+    millisecond steps, not the student's minutes. Where one does run the teacher live, steps differ in kind: the
+    other trial is scaled up by latency only, and down by epochs only within one preset section (a kdlN's one epoch
+    after the kd row's four)."""
     same = [n for n in seconds if family.get(n) == family.get(name)]
-    pool = same or list(seconds)
-    if not pool:
+    if same:
+        return max(seconds[n] * max(1.0, _latency_ratio(name, n, fastest_ms)) for n in same)
+    if not seconds:
         return None
-    schedules = schedules or {}
+    schedules, train_seconds = schedules or {}, train_seconds or {}
+    mine = schedules.get(name)
 
-    def shorter(n: str) -> float:
-        (mine, epochs), (theirs, their_epochs) = schedules.get(name, ("", 0.0)), schedules.get(n, ("", 0.0))
-        return min(1.0, epochs / their_epochs) if not same and mine and mine == theirs and their_epochs else 1.0
+    def from_trial(n: str) -> float:
+        theirs, ratio = schedules.get(n), _latency_ratio(name, n, fastest_ms)
+        if mine and theirs and not (mine.teacher_live or theirs.teacher_live) and n in train_seconds and theirs.epochs:
+            trained = train_seconds[n]
+            return trained * ratio * mine.epochs / theirs.epochs + max(seconds[n] - trained, 0.0)
+        shorter = (min(1.0, mine.epochs /
+                       theirs.epochs) if mine and theirs and mine.section == theirs.section and theirs.epochs else 1.0)
+        return seconds[n] * shorter * max(1.0, ratio)
 
-    return max(seconds[n] * shorter(n) * max(1.0, fastest_ms[name] / fastest_ms[n] if fastest_ms.get(n) else 1.0)
-               for n in pool)
+    return max(from_trial(n) for n in seconds)
+
+
+def _latency_ratio(name: str, other: str, fastest_ms: dict[str, float]) -> float:
+    """`name`'s untrained shape's latency over `other`'s in their fastest shippable runtimes (1 when unknown)."""
+    return fastest_ms[name] / fastest_ms[other] if fastest_ms.get(other) and fastest_ms.get(name) else 1.0

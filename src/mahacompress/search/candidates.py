@@ -20,7 +20,7 @@ from ..models.load import load_classifier, load_tokenizer, save_classifier
 from ..models.trim import corpus_texts, trim
 from ..study.context import RecipeContext
 from ..study.recipes import KINDS, left_out, parse_row, settings_of
-from ..study.rowspec import RowSpec, built_from, transfer_set
+from ..study.rowspec import LAYER_KINDS, RowSpec, built_from, transfer_set
 from ..train.distill import layer_student
 from ..train.pruning.compact import compact, plan, save_pruned
 from ..train.pruning.masks import MaskedModel, make_binarizer
@@ -87,13 +87,13 @@ def build_shape(ctx: RecipeContext, spec: RowSpec, folder: Path) -> None:
         return
     model = load_classifier(ctx.teacher_dir, trust_remote_code=ctx.trust_remote_code)
     tokenizer = load_tokenizer(ctx.teacher_dir, trust_remote_code=ctx.trust_remote_code)
-    if spec.kind in ("kd", "kdprune", "kdcut"):  # a kdlN has a kdN's shape: N layers of the teacher's width
-        layers = spec.number if spec.kind in ("kd", "kdcut") and spec.number else ctx.cfg.student_layers
+    layers = spec.layers(ctx.cfg.student_layers)  # a kdlN has a kdN's shape, a kdpNN its kd student's before pruning
+    if layers is not None:
         model = layer_student(model, layers, "ends" if spec.ends else "even")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as work:
         untrimmed = Path(work) / "untrimmed"
-        if spec.kind in ("kd", "kdcut"):
+        if spec.kind in LAYER_KINDS:
             save_classifier(model, tokenizer, untrimmed, info)
         else:
             pruned = random_compaction(model, spec.sparsity, ctx.cfg.prune.block_size)

@@ -64,7 +64,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..core.config import DataConfig, OptimizeConfig, TransferConfig
+from ..core.config import DataConfig, GridConfig, OptimizeConfig, TransferConfig
 from ..core.errors import MahaError
 from ..core.files import SEARCH_RECORD, TRAINING_RECORD, output_lock, write_json
 from ..core.hardware import describe, unsupported_reason
@@ -74,10 +74,10 @@ from ..models.load import config_labels, load_config
 from ..study.context import RowSettings, open_context
 from ..study.preset import load_preset
 from ..study.recipes import build, parse_row
-from ..study.rowspec import built_from, train_config, train_section, transfer_set
+from ..study.rowspec import RowSpec, built_from, train_config, train_section, transfer_set
 from ..study.timing import timing_texts
 from .bisect import search, train_chain, verdicts
-from .budget import Stopped, Watch, trial_estimate
+from .budget import Schedule, Stopped, Watch, trial_estimate
 from .candidates import (
     build_shape,
     folder_of,
@@ -218,7 +218,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     sources = {s.name: built_from(s) for s in specs}  # the kd row a kdpNN prunes or a kdlN cuts
     by_name = {s.name: s for s in specs}
     # each candidate's training section and epochs, for the budget's estimates
-    schedules = {s.name: (train_section(s), train_config(grid_cfg, s).epochs) for s in specs}
+    schedules = {s.name: _schedule(grid_cfg, s) for s in specs}
     st.update(shape_ms=shape_ms, teacher_outcome=teacher_outcome, order=order, fastest=fastest, family=family,
               sources=sources, by_name=by_name, teacher_pred=teacher_pred)
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
@@ -227,7 +227,9 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     # 3. the search: reuse finished trials, then bisect
     watch.enter("trials")
     tried, trials, skipped = st["tried"], st["trials"], st["skipped"]
-    seconds: dict[str, float] = {}  # finished trials' seconds: what the budget's estimates are made from
+    # finished trials' seconds, in all and training alone: what the budget's estimates are made from
+    seconds: dict[str, float] = {}
+    trained: dict[str, float] = {}
     for spec in specs:
         trial = saved_trial(out, ctx, spec)
         if trial is not None:
@@ -241,7 +243,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred[REFERENCE], splits, cfg)
             st["reused_seconds"] += trial.get("seconds", 0.0)
             if trial.get("seconds"):
-                seconds[spec.name] = trial["seconds"]
+                seconds[spec.name], trained[spec.name] = trial["seconds"], trial.get("train_seconds") or 0.0
             ctx.finished[spec.name] = [trial["model_dir"]]  # a kdpNN trial may prune its model
     if tried:
         _console.print(f"reusing finished trials: {', '.join(tried)}")
@@ -249,7 +251,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     def train_one(name: str) -> dict:
         if watch.spent():
             watch.stop("budget")
-        estimate = trial_estimate(name, family, fastest, seconds, schedules)
+        estimate = trial_estimate(name, family, fastest, seconds, schedules, trained)
         if not watch.fits(estimate):  # it could not finish in the budget: the time left may still fit a smaller one
             skipped[name] = {"estimate_s": estimate, "left_s": max(watch.remaining(), 0.0)}
             _console.print(f"{name}: not started, its trial is estimated at {estimate / 60:.1f} min and "
@@ -265,7 +267,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
             st["current"] = None
             return {"passed": None, "ms": None, "error": str(exc)}
         st["current"] = None
-        seconds[name] = trials[name]["seconds"]
+        seconds[name], trained[name] = trials[name]["seconds"], trials[name].get("train_seconds") or 0.0
         o = tried[name] = outcome(trials[name], shape_ms[name], teacher_pred[REFERENCE], splits, cfg)
         _console.print(f"{name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
                        f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: " +
@@ -330,6 +332,13 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
                                        cfg.budget, cfg.metric, len(splits.labels))
     write_report(out, report)
     return report
+
+
+def _schedule(grid_cfg: GridConfig, spec: RowSpec) -> Schedule:
+    """A candidate's training schedule for the budget's estimates: its section, epochs, and whether the teacher runs
+    live at every step (a pruning section scores masks against it; an intermediate term reads its hidden states)."""
+    section, tcfg = train_section(spec), train_config(grid_cfg, spec)
+    return Schedule(section, tcfg.epochs, section == "prune_train" or tcfg.intermediate)
 
 
 def _statuses(st: dict) -> tuple[dict[str, dict], dict[str, dict]]:

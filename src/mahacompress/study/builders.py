@@ -21,7 +21,7 @@ from ..train.loop import finetune
 from ..train.pruning.prune import prune
 from ..train.static import distill_static
 from .context import RecipeContext
-from .rowspec import RowSpec, built_from, train_config, transfer_set
+from .rowspec import BUILT_FROM_KD, RowSpec, built_from, train_config, transfer_set
 from .tfidf import save_tfidf
 
 
@@ -38,10 +38,14 @@ def build_mp(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) ->
 
 
 def build_layers(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    layers = spec.number or ctx.cfg.student_layers
+    """A layer student distilled from the teacher: N of the teacher's layers (`kdN`), or N of the `kd` row's own
+    layers (`kdlN`, its seed of the same index when it has one), distilled for the preset's `cut_epochs`: depth
+    twice, the `kd` student a teacher assistant whose layers already serve the task."""
+    layers = spec.layers(ctx.cfg.student_layers)
+    cut_from = _kd_student(ctx, spec, tcfg) if spec.kind in BUILT_FROM_KD else None
     return timed(out, distill, ctx.teacher_dir, f"layers:{layers}" + (":ends" if spec.ends else ""), ctx.splits, tcfg,
                  out, resume=True, transfer=transfer_set(ctx, spec) if spec.tr else None, data=ctx.data,
-                 trust_remote_code=ctx.trust_remote_code)
+                 trust_remote_code=ctx.trust_remote_code, cut_from=cut_from)
 
 
 def build_prune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
@@ -59,16 +63,6 @@ def build_kdprune(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfi
     return timed(out, prune, student, ctx.splits, tcfg, replace(ctx.cfg.prune, sparsity=spec.sparsity), out,
                  resume=True, distill_from=ctx.teacher_dir, transfer=transfer_set(ctx, spec) if spec.tr else None,
                  data=ctx.data, trust_remote_code=ctx.trust_remote_code)
-
-
-def build_kdcut(ctx: RecipeContext, spec: RowSpec, out: Path, tcfg: TrainConfig) -> dict:
-    """Depth twice: the layer student of the `kd` row (its seed of the same index when it has one) cut to N of its
-    own layers, then distilled from the teacher for the preset's `cut_epochs` (the `kd` student is the teacher
-    assistant: a shallower copy of layers that already serve the task)."""
-    student = _kd_student(ctx, spec, tcfg)
-    return timed(out, distill, ctx.teacher_dir, f"layers:{spec.number}" + (":ends" if spec.ends else ""), ctx.splits,
-                 tcfg, out, resume=True, transfer=transfer_set(ctx, spec) if spec.tr else None, data=ctx.data,
-                 trust_remote_code=ctx.trust_remote_code, cut_from=student)
 
 
 def _kd_student(ctx: RecipeContext, spec: RowSpec, tcfg: TrainConfig) -> str:

@@ -17,7 +17,7 @@ from ..core.errors import MahaError
 from ..core.model_source import check_model
 from ..core.validate import check_layer_map, check_max_length, check_train_config, model_config
 from .recipes import KINDS, parse_row
-from .rowspec import built_from, train_config
+from .rowspec import KD_KINDS, built_from, train_config
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -75,7 +75,7 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
     """A layer student has a layer and a static table a dimension (whether the teacher is deep or wide enough is
     the teacher's question: `recipes.left_out`)."""
     kinds = {parse_row(r).kind for r in cfg.rows}
-    if kinds & {"kd", "kdprune", "kdcut"} and cfg.student_layers < 1:
+    if kinds & KD_KINDS and cfg.student_layers < 1:
         raise MahaError(f"{where}: student_layers {cfg.student_layers}: expected 1 or more")
     if cfg.cut_epochs <= 0:  # optimize's kdlN candidates use it whatever the preset's rows
         raise MahaError(f"{where}: cut_epochs {cfg.cut_epochs}: expected a number above 0")
@@ -101,8 +101,7 @@ def check_for_teacher(cfg: GridConfig, name: str, teacher: str, *, trust_remote_
     for row in cfg.rows:
         spec = parse_row(row)
         if spec.mid and cfg.intermediate.layer_map is not None and depth:
-            layers = (spec.number or cfg.student_layers) if spec.kind in ("kd", "kdcut") else (
-                cfg.student_layers if spec.kind == "kdprune" else depth)
+            layers = spec.layers(cfg.student_layers) or depth
             check_layer_map(cfg.intermediate.layer_map, layers, depth, f"preset {name}: intermediate.layer_map")
     for row in cfg.train_overrides:
         tcfg = train_config(cfg, parse_row(row))

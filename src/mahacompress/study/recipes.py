@@ -37,7 +37,6 @@ from ..core.hardware import unsupported_reason
 from ..core.registry import EXPORT_BACKENDS, SPECS
 from ..train.pruning.compact import PRUNED_FORMAT_VERSION
 from .builders import (
-    build_kdcut,
     build_kdprune,
     build_layers,
     build_mp,
@@ -48,7 +47,7 @@ from .builders import (
 )
 from .context import RecipeContext, RowSettings
 from .results import BEST
-from .rowspec import RowSpec, built_from, train_config, transfer_config
+from .rowspec import BUILT_FROM_KD, KD_KINDS, RowSpec, built_from, train_config, transfer_config
 from .tfidf import C_GRID, VECTORIZER
 
 # How the `served` block of a compressed row runs it: as a user deploys it, in export's default (fused ONNX
@@ -162,7 +161,7 @@ KINDS: dict[str, Kind] = {
     "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr", "aug", "mid"}), _kdprune_settings, build_kdprune, seeded=True,
                     compressed=True, distils=True),
     # depth twice: the `kd` row's trained student cut to N layers and distilled briefly (`kdl2`)
-    "kdcut": Kind(r"kdl([1-9]\d*)", frozenset({"tr", "ends", "aug", "mid"}), _kdcut_settings, build_kdcut, seeded=True,
+    "kdcut": Kind(r"kdl([1-9]\d*)", frozenset({"tr", "ends", "aug", "mid"}), _kdcut_settings, build_layers, seeded=True,
                   compressed=True, distils=True),
     BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
@@ -188,9 +187,9 @@ def parse_row(name: str) -> RowSpec:
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name,
-                           int(number) if number else None, kd="kd" in mods or kind_name in ("kd", "kdprune", "kdcut"),
-                           mp=mp, tr="tr" in mods, ends="ends" in mods, aug="aug" in mods, mid="mid" in mods, pre="pre"
-                           in mods, backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
+                           int(number) if number else None, kd="kd" in mods or kind_name in KD_KINDS, mp=mp, tr="tr"
+                           in mods, ends="ends" in mods, aug="aug" in mods, mid="mid" in mods, pre="pre" in mods,
+                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
     raise MahaError(
@@ -251,8 +250,8 @@ def left_out(spec: RowSpec, cfg: GridConfig, teacher_layers: int | None, teacher
     hidden size), or None. The grid and `optimize` both leave such a row out with this reason, before any work, and
     go on with the rest: a preset or a candidate list names sizes for the teachers it was written for (cpu-quick's
     6-layer `kd`, optimize's default candidates), and a shallower teacher still answers with every other row."""
-    layers = ((spec.number or cfg.student_layers)
-              if spec.kind == "kd" else cfg.student_layers if spec.kind in ("kdprune", "kdcut") else None)
+    # a kdpNN or kdlN needs its kd student (student_layers deep) first
+    layers = cfg.student_layers if spec.kind in BUILT_FROM_KD else spec.layers(cfg.student_layers)
     if layers is not None and teacher_layers is not None and layers > teacher_layers:
         return f"a {layers}-layer student of a {teacher_layers}-layer teacher"
     if spec.kind == "kdcut" and spec.number > cfg.student_layers:

@@ -37,6 +37,14 @@ class RowSpec:
     def sparsity(self) -> float | None:
         return self.number / 100 if self.kind in ("prune", "kdprune") else None
 
+    def layers(self, student_layers: int) -> int | None:
+        """How many layers this row's student has: a kdN's or kdlN's N (the preset's `student_layers` where the name
+        has none), a kdpNN's the kd student's it prunes; None for the teacher's depth (a pruned teacher, the teacher)
+        and for a static table."""
+        if self.kind in LAYER_KINDS:
+            return self.number or student_layers
+        return student_layers if self.kind == "kdprune" else None
+
 
 # which section of a preset trains each trained kind (its seed is varied per run)
 _TRAIN_SECTION = {
@@ -45,6 +53,10 @@ _TRAIN_SECTION = {
 }
 # the kinds built from the trained model of another row (`built_from`)
 BUILT_FROM_KD = frozenset({"kdprune", "kdcut"})
+# the kinds that are a layer student of the teacher or built from one, so trained with its KD term
+KD_KINDS = BUILT_FROM_KD | {"kd"}
+# the kinds whose model is a stack of N layers of the teacher's width: copied from the teacher or cut from its kd row
+LAYER_KINDS = frozenset({"kd", "kdcut"})
 
 
 def built_from(spec: RowSpec) -> str | None:
