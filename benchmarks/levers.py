@@ -88,9 +88,15 @@ def scored_folder(folder: Path, results: dict) -> dict:
     scores = evaluate_model(str(folder), splits, "test", max_length=record["train_config"]["max_length"])
     rows = {r["name"]: r for r in results["rows"]}
     teacher, tfidf = rows["baseline"]["accuracy"], rows["tfidf"]["accuracy"]
+    recipe = {
+        "student": record["student"], "cut_from": record.get("cut_from"), "teacher": record["teacher"],
+        "data": record["data_config"], "transfer": (record.get("transfer") or {}).get("config"),
+        "train": {k: v
+                  for k, v in record["train_config"].items() if k != "seed"}
+    }
     return {
         "folder": str(folder), "student": record["student"], "cut_from": record.get("cut_from"),
-        "epochs": record["train_config"]["epochs"], "seed": record["train_config"]["seed"],
+        "epochs": record["train_config"]["epochs"], "seed": record["train_config"]["seed"], "recipe": recipe,
         "train_minutes": record["result"]["seconds"] / 60, "accuracy": scores["accuracy"],
         "macro_f1": scores["macro_f1"], "lead_kept": (scores["accuracy"] - tfidf) / (teacher - tfidf),
         "dev_history": record["result"]["dev_history"]
@@ -98,12 +104,22 @@ def scored_folder(folder: Path, results: dict) -> dict:
 
 
 def seed_groups(extra: list[dict]) -> dict[tuple, list[dict]]:
-    """The extra folders that are seeds of one recipe (the same student, source and epochs), where there are two or
-    more: their mean is what a row with `row_seeds` would report."""
-    groups: dict[tuple, list[dict]] = {}
+    """The extra folders that are seeds of one recipe (the same student, source, data, transfer set and training
+    settings but the seed), where two or more have different seeds: their mean is what a row with `row_seeds` would
+    report. A folder scored twice, or one with another setting, is not another seed."""
+    groups: list[list[dict]] = []  # compared as values: one record's 4 epochs and another's 4.0 are one schedule
     for e in extra:
-        groups.setdefault((e["student"], e["cut_from"], e["epochs"]), []).append(e)
-    return {key: group for key, group in groups.items() if len(group) > 1}
+        group = next((g for g in groups if g[0]["recipe"] == e["recipe"]), None)
+        if group is None:
+            groups.append([e])
+        else:
+            group.append(e)
+    seeded = {}
+    for group in groups:
+        by_seed = list({e["seed"]: e for e in group}.values())
+        if len(by_seed) > 1:
+            seeded[(by_seed[0]["student"], by_seed[0]["cut_from"], by_seed[0]["epochs"])] = by_seed
+    return seeded
 
 
 def markdown(results: dict, rows: list[dict], command: str, extra: list[dict] | None = None) -> str:

@@ -16,7 +16,7 @@ import pytest
 from clirun import one_line_error, run
 
 from mahacompress.core.config import DataConfig, OptimizeConfig
-from mahacompress.search.budget import BUDGET_EXIT, Schedule, Stopped, Watch, trial_estimate
+from mahacompress.search.budget import BUDGET_EXIT, Schedule, Stopped, TrialTime, Watch, trial_estimate
 from mahacompress.search.report import pareto_front, stop_line
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -50,43 +50,47 @@ def toy_data(toy_splits, tmp_path_factory):
 def test_a_trial_is_estimated_from_the_finished_trials_of_its_family_scaled_up_by_its_size():
     family = {"kd1": "kd", "kd2": "kd", "kd3": "kd", "static": "static"}
     ms = {"kd1": 1.0, "kd2": 2.0, "kd3": 4.0, "static": 0.5}
+    t = TrialTime
     assert trial_estimate("kd1", family, ms, {}) is None  # nothing finished: the first trial starts
-    assert trial_estimate("kd1", family, ms, {"kd2": 60.0}) == 60.0  # never scaled down
-    assert trial_estimate("kd3", family, ms, {"kd2": 60.0}) == 120.0  # twice the latency, twice the training
-    assert trial_estimate("kd1", family, ms, {"kd2": 60.0, "static": 600.0}) == 60.0  # its own family first
-    assert trial_estimate("kd1", family, ms, {"static": 30.0}) == 60.0  # else any: static at kd1's size
-    # a kdlN (one epoch) after its kd row (four), schedules without their training split known: another family's
-    # trial scaled down by the schedules' ratio
+    assert trial_estimate("kd1", family, ms, {"kd2": t(60.0)}) == 60.0  # never scaled down
+    assert trial_estimate("kd3", family, ms, {"kd2": t(60.0)}) == 120.0  # twice the latency, twice the training
+    assert trial_estimate("kd1", family, ms, {"kd2": t(60.0), "static": t(600.0)}) == 60.0  # its own family first
+    assert trial_estimate("kd1", family, ms, {"static": t(30.0)}) == 60.0  # else any: static at kd1's size
+    # a kdlN (one epoch) after its kd row (four), the kd trial's training time unknown: scaled down by the epochs
     family |= {"kdl2": "kdcut", "kd": "kd"}
     ms |= {"kdl2": 2.0, "kd": 6.0}
     schedules = {
-        "kdl2": Schedule("distill", 1.0, False), "kd": Schedule("distill", 4.0, False),
-        "p50": Schedule("prune_train", 3.0, True), "static": Schedule("static", 20.0, False)
+        "kdl2": Schedule("distill", 1.0, True), "kd": Schedule("distill", 4.0, True),
+        "p50": Schedule("prune_train", 3.0, False), "static": Schedule("static", 20.0, True)
     }
-    assert trial_estimate("kdl2", family, ms, {"kd": 600.0}, schedules) == 150.0
-    assert trial_estimate("kd", family, ms, {"kdl2": 150.0}, schedules) == 450.0  # never up by epochs
-    # a pruning trial after a distillation one: the teacher runs live, so not scaled down by its fewer epochs
+    assert trial_estimate("kdl2", family, ms, {"kd": t(600.0)}, schedules) == 150.0
+    assert trial_estimate("kd", family, ms, {"kdl2": t(150.0)}, schedules) == 450.0  # never up by epochs
+    # a pruning trial after a distillation one: its steps are not its shape's, so not scaled down by its epochs
     family["p50"], ms["p50"] = "prune", 8.0
-    assert trial_estimate("p50", family, ms, {"kd": 600.0}, schedules, {"kd": 500.0}) == 800.0
+    assert trial_estimate("p50", family, ms, {"kd": t(600.0, 500.0)}, schedules) == 800.0
 
 
-def test_a_trial_whose_teacher_outputs_are_cached_scales_another_familys_training_by_compute_and_epochs():
+def test_a_cheaper_schedule_scales_another_familys_training_down_by_compute_and_epochs():
     family = {"kd": "kd", "static": "static", "p50": "prune"}
-    ms = {"kd": 200.0, "static": 2.0, "p50": 100.0}
+    ms = {"kd": 200.0, "static": 2.0, "p50": 400.0}
     schedules = {
-        "kd": Schedule("distill", 4.0, False), "static": Schedule("static", 20.0, False),
-        "p50": Schedule("prune_train", 4.0, True)
+        "kd": Schedule("distill", 4.0, True), "static": Schedule("static", 20.0, True),
+        "p50": Schedule("prune_train", 4.0, False)
     }
     # a 6-layer kd trial of 1200 s, 1000 of them training: a static table's steps cost 1% of the student's, for
-    # five times the epochs (50 s), and the trial's 200 s of dev scoring and export come on top
-    assert trial_estimate("static", family, ms, {"kd": 1200.0}, schedules, {"kd": 1000.0}) == pytest.approx(250.0)
-    # and the other way: a kd trial after a static one is scaled up by the same ratios
-    assert trial_estimate("kd", family, ms, {"static": 250.0}, schedules, {"static": 50.0}) == pytest.approx(1200.0)
-    # from a pruning trial (teacher live) nothing is scaled down
-    assert trial_estimate("static", family, ms, {"p50": 900.0}, schedules, {"p50": 800.0}) == 900.0
+    # five times the epochs (50 s), and the trial's 200 s past training come on top
+    assert trial_estimate("static", family, ms, {"kd": TrialTime(1200.0, 1000.0)}, schedules) == pytest.approx(250.0)
+    # the rest as recorded, where a resumed trial's seconds (this process's) are fewer than its training (every one's)
+    assert trial_estimate("static", family, ms, {"kd": TrialTime(300.0, 1000.0, 150.0)},
+                          schedules) == pytest.approx(200.0)
+    # a costlier schedule is never extrapolated from a cheap one's seconds: scaled up by latency alone
+    assert trial_estimate("kd", family, ms, {"static": TrialTime(250.0, 50.0)}, schedules) == 25000.0
+    # nor scaled down from a trial whose training time is unknown, or from a pruning trial (dense width)
+    assert trial_estimate("static", family, ms, {"kd": TrialTime(1200.0)}, schedules) == 1200.0
+    assert trial_estimate("static", family, ms, {"p50": TrialTime(900.0, 800.0)}, schedules) == 900.0
     # the longest estimate over the finished trials
-    assert trial_estimate("static", family, ms, {"kd": 1200.0, "p50": 900.0}, schedules,
-                          {"kd": 1000.0, "p50": 800.0}) == 900.0
+    assert trial_estimate("static", family, ms, {"kd": TrialTime(1200.0, 1000.0), "p50": TrialTime(900.0, 800.0)},
+                          schedules) == 900.0
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -254,7 +254,7 @@ class GridConfig(_Settings):
     prune: PruneConfig = field(default_factory=PruneConfig)  # sparsity comes from the row name
     student_layers: int = 6  # layers of the `kd` row's student (`kdN` rows name theirs)
     # epochs of a `kdlN` row (the trained `kd` student cut to N layers, then distilled): it starts from layers that
-    # already serve the task, so it gets a shorter schedule than the `distill` section's
+    # already serve the task, so it has a schedule of its own (the shipped presets but `paper` set 4)
     cut_epochs: Number = 1.0
     # the static-embedding student (`static` rows): its table trains too unless freeze_embeddings
     static: TrainConfig = field(

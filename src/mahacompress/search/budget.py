@@ -174,52 +174,63 @@ def _restore_stack(old: _StackT | None) -> None:
 
 
 class Schedule(NamedTuple):
-    """How a candidate trains, as far as its trial's cost goes: its preset section and epochs, and whether the
-    teacher runs beside the student at every step (pruning scores its masks against it, an intermediate term reads
-    its hidden states), so that a step costs the teacher's compute and not only the student's."""
+    """How a candidate trains, as far as its trial's cost goes: its preset section and epochs, and whether a step
+    costs what its timed shape's compute says. It does not for a pruning section (the masked model trains at the
+    dense width of the model it prunes; the shape timed is the compacted one) or an intermediate term (the teacher
+    runs live beside the student for its hidden states)."""
     section: str
     epochs: float
-    teacher_live: bool
+    steps_as_shape: bool
 
 
-def trial_estimate(name: str, family: dict[str, str], fastest_ms: dict[str, float], seconds: dict[str, float],
-                   schedules: dict[str, Schedule] | None = None,
-                   train_seconds: dict[str, float] | None = None) -> float | None:
-    """How long `name`'s trial should take, from the finished trials' `seconds` (this run's and reused ones'); None
-    with none finished: the first trial starts, and the deadline stops it cleanly if need be.
+class TrialTime(NamedTuple):
+    """A finished trial's seconds: in all, and those of its training (0 when its record has none); `after` is the
+    rest (the served copy, its dev scoring), recorded apart since a trial resumed mid-training counts only this
+    process's seconds in `seconds` but every session's in `training`."""
+    seconds: float
+    training: float = 0.0
+    after: float | None = None
+
+
+def trial_estimate(name: str, family: dict[str, str], train_ms: dict[str, float], finished: dict[str, TrialTime],
+                   schedules: dict[str, Schedule] | None = None) -> float | None:
+    """How long `name`'s trial should take, from the `finished` trials (this run's and reused ones'); None with none
+    finished: the first trial starts, and the deadline stops it cleanly if need be. `train_ms` is the latency of the
+    model each candidate's steps run (`optimize._train_ms`): training grows with the compute per text, which the
+    latency measures.
 
     With a finished trial of its own family (layer students, pruned models, depth+width, static: one recipe, one
-    schedule), the longest of them, scaled up by its untrained shape's latency against that trial's when it is
-    slower (training grows with the compute per text, which the latency measures), never scaled down (data, the
-    served copy and its dev scoring cost a faster model about as much).
+    schedule), the longest of them, scaled up by the latency ratio when `name` is slower, never scaled down (data,
+    the served copy and its dev scoring cost a faster model about as much).
 
-    Else from every finished trial, the longest estimate. Where neither schedule runs the teacher live, each step
-    costs the student's compute alone (the teacher's outputs are cached), so the other trial's training
-    (`train_seconds`) is scaled both ways by the latency ratio and the epochs' ratio, and the rest of that trial (dev
-    scoring, the served copy) is added unscaled: a static table after a 6-layer student costs its epochs of
-    millisecond steps, not the student's minutes. Where one does run the teacher live, steps differ in kind: the
-    other trial is scaled up by latency only, and down by epochs only within one preset section (a kdlN's one epoch
-    after the kd row's four)."""
-    same = [n for n in seconds if family.get(n) == family.get(name)]
+    Else the longest estimate from any finished trial. Where both schedules' steps cost what their shapes say and
+    the other trial's training time is known, a cheaper schedule (latency ratio times epochs' ratio below 1) scales
+    that training down by it and adds the rest of that trial unscaled: a static table after a 6-layer student costs
+    its epochs of millisecond steps, not the student's minutes. Otherwise the other trial is scaled up by latency
+    only, and down by epochs only within one preset section (a kdlN after the kd row): a costlier schedule is never
+    extrapolated from a cheap one's few seconds, where fixed costs weigh most."""
+    same = [n for n in finished if family.get(n) == family.get(name)]
     if same:
-        return max(seconds[n] * max(1.0, _latency_ratio(name, n, fastest_ms)) for n in same)
-    if not seconds:
+        return max(finished[n].seconds * max(1.0, _ratio(name, n, train_ms)) for n in same)
+    if not finished:
         return None
-    schedules, train_seconds = schedules or {}, train_seconds or {}
+    schedules = schedules or {}
     mine = schedules.get(name)
 
     def from_trial(n: str) -> float:
-        theirs, ratio = schedules.get(n), _latency_ratio(name, n, fastest_ms)
-        if mine and theirs and not (mine.teacher_live or theirs.teacher_live) and n in train_seconds and theirs.epochs:
-            trained = train_seconds[n]
-            return trained * ratio * mine.epochs / theirs.epochs + max(seconds[n] - trained, 0.0)
-        shorter = (min(1.0, mine.epochs /
-                       theirs.epochs) if mine and theirs and mine.section == theirs.section and theirs.epochs else 1.0)
-        return seconds[n] * shorter * max(1.0, ratio)
+        theirs, ratio, done = schedules.get(n), _ratio(name, n, train_ms), finished[n]
+        if mine and theirs and theirs.epochs:
+            factor = ratio * mine.epochs / theirs.epochs
+            if mine.steps_as_shape and theirs.steps_as_shape and done.training and factor < 1:
+                after = done.after if done.after is not None else max(done.seconds - done.training, 0.0)
+                return done.training * factor + after
+            if mine.section == theirs.section:
+                return done.seconds * min(1.0, mine.epochs / theirs.epochs) * max(1.0, ratio)
+        return done.seconds * max(1.0, ratio)
 
-    return max(from_trial(n) for n in seconds)
+    return max(from_trial(n) for n in finished)
 
 
-def _latency_ratio(name: str, other: str, fastest_ms: dict[str, float]) -> float:
-    """`name`'s untrained shape's latency over `other`'s in their fastest shippable runtimes (1 when unknown)."""
-    return fastest_ms[name] / fastest_ms[other] if fastest_ms.get(other) and fastest_ms.get(name) else 1.0
+def _ratio(name: str, other: str, train_ms: dict[str, float]) -> float:
+    """`name`'s training latency over `other`'s (1 when either is unknown)."""
+    return train_ms[name] / train_ms[other] if train_ms.get(other) and train_ms.get(name) else 1.0

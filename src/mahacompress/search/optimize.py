@@ -77,7 +77,7 @@ from ..study.recipes import build, parse_row
 from ..study.rowspec import RowSpec, built_from, train_config, train_section, transfer_set
 from ..study.timing import timing_texts
 from .bisect import search, train_chain, verdicts
-from .budget import Schedule, Stopped, Watch, trial_estimate
+from .budget import Schedule, Stopped, TrialTime, Watch, trial_estimate
 from .candidates import (
     build_shape,
     folder_of,
@@ -214,11 +214,12 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
                               cfg)
     fastest = {s.name: min(ms for r, ms in shape_ms[s.name].items() if r in SHIPPABLE) for s in specs}
     order = sorted(fastest, key=fastest.get)
-    family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, prune, kdprune, static
+    family = {s.name: s.kind for s in specs}  # recipes.KINDS: kd, kdcut, prune, kdprune, static
     sources = {s.name: built_from(s) for s in specs}  # the kd row a kdpNN prunes or a kdlN cuts
     by_name = {s.name: s for s in specs}
-    # each candidate's training section and epochs, for the budget's estimates
+    # how each candidate trains and the latency of the model its steps run, for the budget's estimates
     schedules = {s.name: _schedule(grid_cfg, s) for s in specs}
+    train_ms = {s.name: _train_ms(s, shape_ms) for s in specs}
     st.update(shape_ms=shape_ms, teacher_outcome=teacher_outcome, order=order, fastest=fastest, family=family,
               sources=sources, by_name=by_name, teacher_pred=teacher_pred)
     _console.print("candidates by their fastest runtime: " + ", ".join(f"{n} {fastest[n]:.1f} ms" for n in order) +
@@ -227,9 +228,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     # 3. the search: reuse finished trials, then bisect
     watch.enter("trials")
     tried, trials, skipped = st["tried"], st["trials"], st["skipped"]
-    # finished trials' seconds, in all and training alone: what the budget's estimates are made from
-    seconds: dict[str, float] = {}
-    trained: dict[str, float] = {}
+    finished: dict[str, TrialTime] = {}  # finished trials' seconds: what the budget's estimates are made from
     for spec in specs:
         trial = saved_trial(out, ctx, spec)
         if trial is not None:
@@ -243,7 +242,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
             tried[spec.name] = outcome(trial, shape_ms[spec.name], teacher_pred[REFERENCE], splits, cfg)
             st["reused_seconds"] += trial.get("seconds", 0.0)
             if trial.get("seconds"):
-                seconds[spec.name], trained[spec.name] = trial["seconds"], trial.get("train_seconds") or 0.0
+                finished[spec.name] = _trial_time(trial)
             ctx.finished[spec.name] = [trial["model_dir"]]  # a kdpNN trial may prune its model
     if tried:
         _console.print(f"reusing finished trials: {', '.join(tried)}")
@@ -251,7 +250,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     def train_one(name: str) -> dict:
         if watch.spent():
             watch.stop("budget")
-        estimate = trial_estimate(name, family, fastest, seconds, schedules, trained)
+        estimate = trial_estimate(name, family, train_ms, finished, schedules)
         if not watch.fits(estimate):  # it could not finish in the budget: the time left may still fit a smaller one
             skipped[name] = {"estimate_s": estimate, "left_s": max(watch.remaining(), 0.0)}
             _console.print(f"{name}: not started, its trial is estimated at {estimate / 60:.1f} min and "
@@ -267,7 +266,7 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
             st["current"] = None
             return {"passed": None, "ms": None, "error": str(exc)}
         st["current"] = None
-        seconds[name], trained[name] = trials[name]["seconds"], trials[name].get("train_seconds") or 0.0
+        finished[name] = _trial_time(trials[name])
         o = tried[name] = outcome(trials[name], shape_ms[name], teacher_pred[REFERENCE], splits, cfg)
         _console.print(f"{name}: dev {cfg.metric} {o['dev']['dev']:.2%}, {o['dev']['difference_points']:+.2f} "
                        f"points [{o['dev']['ci_low_points']:+.2f}, {o['dev']['ci_high_points']:+.2f}]: " +
@@ -335,10 +334,25 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
 
 
 def _schedule(grid_cfg: GridConfig, spec: RowSpec) -> Schedule:
-    """A candidate's training schedule for the budget's estimates: its section, epochs, and whether the teacher runs
-    live at every step (a pruning section scores masks against it; an intermediate term reads its hidden states)."""
+    """A candidate's training schedule for the budget's estimates: its section, epochs, and whether its steps cost
+    what its shape's latency says (not while pruning, at the dense width, nor with the teacher live for an
+    intermediate term)."""
     section, tcfg = train_section(spec), train_config(grid_cfg, spec)
-    return Schedule(section, tcfg.epochs, section == "prune_train" or tcfg.intermediate)
+    return Schedule(section, tcfg.epochs, section != "prune_train" and not tcfg.intermediate)
+
+
+def _train_ms(spec: RowSpec, shape_ms: dict[str, dict[str, float]]) -> float:
+    """The latency of the model `spec`'s training steps run: the teacher's for a pruned teacher and the kd shape's
+    for a kdpNN (masks train at the dense width), else its own shape's; in torch fp32, the runtime training runs in,
+    where it was timed (a static table's only runtime is numpy)."""
+    model = "teacher" if spec.kind == "prune" else built_from(spec) if spec.kind == "kdprune" else spec.name
+    ms = shape_ms.get(model) or shape_ms[spec.name]
+    return ms.get(REFERENCE) or min(v for r, v in ms.items() if r in SHIPPABLE)
+
+
+def _trial_time(trial: dict) -> TrialTime:
+    """A trial record's seconds for the budget's estimates (records written before `after_seconds` have none)."""
+    return TrialTime(trial["seconds"], trial.get("train_seconds") or 0.0, trial.get("after_seconds"))
 
 
 def _statuses(st: dict) -> tuple[dict[str, dict], dict[str, dict]]:

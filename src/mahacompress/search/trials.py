@@ -150,13 +150,15 @@ def train_trial(out: Path, ctx: RecipeContext, spec: RowSpec, runtimes: list[str
     started = time.monotonic()
     built = build(ctx, spec, out / "models" / folder_of(spec))
     ctx.finished[spec.name] = [built["model_dir"]]  # a kdpNN trial prunes its kd row's model
+    built_at = time.monotonic()
     served = served_copy(out, ctx, spec, built["model_dir"])
     trial = {
         "name": spec.name, "settings": settings_of(ctx.settings, spec), "model_dir": built["model_dir"],
         "served_dir": served, "train_seconds": built["train_seconds"], "dev_history": built.get("dev_history"),
         "dev_predictions": dev_predictions(served, runtimes, ctx)
     }
-    trial["seconds"] = time.monotonic() - started
+    # this process's seconds, and those past training (a resumed trial's train_seconds count every session's)
+    trial["seconds"], trial["after_seconds"] = time.monotonic() - started, time.monotonic() - built_at
     write_json(trial_path(out, spec), trial)
     return trial
 

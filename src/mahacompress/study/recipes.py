@@ -106,7 +106,7 @@ def _transfer_settings(rs: RowSettings, spec: RowSpec) -> dict:
 
 def _layers_settings(rs: RowSettings, spec: RowSpec) -> dict:
     return {
-        "distill": recorded(train_config(rs.cfg, spec)), "student_layers": spec.number or rs.cfg.student_layers,
+        "distill": recorded(train_config(rs.cfg, spec)), "student_layers": spec.layers(rs.cfg.student_layers),
         **({"layer_choice": "ends"} if spec.ends else {}), **_transfer_settings(rs, spec)
     }
 
@@ -160,7 +160,7 @@ KINDS: dict[str, Kind] = {
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
     "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr", "aug", "mid"}), _kdprune_settings, build_kdprune, seeded=True,
                     compressed=True, distils=True),
-    # depth twice: the `kd` row's trained student cut to N layers and distilled briefly (`kdl2`)
+    # depth twice: the `kd` row's trained student cut to N layers and distilled for `cut_epochs` (`kdl3`)
     "kdcut": Kind(r"kdl([1-9]\d*)", frozenset({"tr", "ends", "aug", "mid"}), _kdcut_settings, build_layers, seeded=True,
                   compressed=True, distils=True),
     BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
