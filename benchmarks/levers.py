@@ -103,7 +103,7 @@ def scored_folder(folder: Path, results: dict) -> dict:
     }
 
 
-def seed_groups(extra: list[dict]) -> dict[tuple, list[dict]]:
+def seed_groups(extra: list[dict]) -> list[list[dict]]:
     """The extra folders that are seeds of one recipe (the same student, source, data, transfer set and training
     settings but the seed), where two or more have different seeds: their mean is what a row with `row_seeds` would
     report. A folder scored twice, or one with another setting, is not another seed."""
@@ -114,12 +114,8 @@ def seed_groups(extra: list[dict]) -> dict[tuple, list[dict]]:
             groups.append([e])
         else:
             group.append(e)
-    seeded = {}
-    for group in groups:
-        by_seed = list({e["seed"]: e for e in group}.values())
-        if len(by_seed) > 1:
-            seeded[(by_seed[0]["student"], by_seed[0]["cut_from"], by_seed[0]["epochs"])] = by_seed
-    return seeded
+    seeded = [list({e["seed"]: e for e in group}.values()) for group in groups]
+    return [group for group in seeded if len(group) > 1]
 
 
 def markdown(results: dict, rows: list[dict], command: str, extra: list[dict] | None = None) -> str:
@@ -181,7 +177,8 @@ def markdown(results: dict, rows: list[dict], command: str, extra: list[dict] | 
             f"{pct(e['accuracy'])} | {pct(e['macro_f1'])} | {100 * e['lead_kept']:.0f}% | {e['train_minutes']:.1f} |"
             for e in extra
         ]
-        for (student, cut_from, epochs), group in seed_groups(extra).items():
+        for group in seed_groups(extra):
+            student, cut_from, epochs = group[0]["student"], group[0]["cut_from"], group[0]["epochs"]
             accs = [e["accuracy"] for e in group]
             mean = statistics.mean(accs)
             lines.append(f"\n{student} cut from {cut_from or 'the teacher'}, {epochs:g} epochs, {len(group)} seeds: "

@@ -158,7 +158,8 @@ def train_trial(out: Path, ctx: RecipeContext, spec: RowSpec, runtimes: list[str
         "dev_predictions": dev_predictions(served, runtimes, ctx)
     }
     # this process's seconds, and those past training (a resumed trial's train_seconds count every session's)
-    trial["seconds"], trial["after_seconds"] = time.monotonic() - started, time.monotonic() - built_at
+    now = time.monotonic()
+    trial["seconds"], trial["after_seconds"] = now - started, now - built_at
     write_json(trial_path(out, spec), trial)
     return trial
 
