@@ -9,11 +9,12 @@ import torch
 from onnxruntime.quantization import QuantType
 
 from mahacompress.core import hardware
+from mahacompress.core.config import GridConfig
 from mahacompress.core.errors import MahaError
 from mahacompress.core.hardware import CpuFeatures
 from mahacompress.infer import load_backend
 from mahacompress.infer.build import served_file
-from mahacompress.study.recipes import parse_row, unsupported
+from mahacompress.study.recipes import parse_row, served_backend, unsupported
 from mahacompress.train.precision import training_precision
 
 ZEN3 = CpuFeatures("AMD EPYC 7B13", "x86_64", "AVX2", frozenset({"sse4_2", "avx", "avx2", "fma"}), False)
@@ -80,6 +81,22 @@ def test_fp16_and_missing_packages_are_reasons(cpu, monkeypatch):
     assert hardware.unsupported_reason("openvino") is None
     assert "needs the nncf package" in hardware.unsupported_reason("openvino-int8")
     assert "needs the nncf package" in unsupported(parse_row("best+openvino"))
+
+
+def test_served_rows_run_in_the_int8_runtime_that_serves_batches_fastest_here(cpu, monkeypatch):
+    """OpenVINO int8 where x86 has VNNI and the openvino extra is installed; fused ONNX Runtime int8 elsewhere. A
+    preset's own served_backend is used as given, and one no exported folder ships is refused in one line."""
+    for features, vnni in ((ZEN3, False), (SKYLAKE, False), (COOPER_LAKE, True), (GRAVITON3, False)):
+        cpu(features)
+        monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: object())
+        assert hardware.batch_int8_backend() == ("openvino-int8" if vnni else "onnx-int8-fused"), features.model
+        assert served_backend(GridConfig()) == hardware.batch_int8_backend()
+        assert served_backend(GridConfig(served_backend="onnx-int8")) == "onnx-int8"
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None if name == "nncf" else object())
+    assert hardware.batch_int8_backend() == "onnx-int8-fused"  # COOPER_LAKE without the openvino extra
+    for name in ("int8", "tfidf", "static", "nope"):
+        with pytest.raises(MahaError, match=rf"^served_backend '{name}': expected auto or one of onnx-int8-fused, "):
+            served_backend(GridConfig(served_backend=name))
 
 
 def test_bf16_inference_refused_on_avx2_unless_forced(cpu, tiny_model_dir, shc_splits):

@@ -273,7 +273,10 @@ class GridConfig(_Settings):
     # the accuracy budget, in points below the teacher: `best` is the fastest compressed row within it on dev,
     # and the report's "within N points?" verdicts and runtime choice use the same number
     best_within_points: Number = 1.0
-    served_blocks: bool = True  # score and time every compressed row as recipes.SERVED_BACKEND runs it too
+    served_blocks: bool = True  # score and time every compressed row as a user deploys it too
+    # the runtime that deploys it: an export backend, or "auto" for the one that serves batches fastest on this CPU
+    # (hardware.batch_int8_backend)
+    served_backend: str = "auto"
     transfer: TransferConfig = field(default_factory=TransferConfig)  # used by the rows marked +tr
     # what `+aug` adds to a row: teacher-labelled variants of its training texts (per_text must be 1 or more)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(per_text=4))

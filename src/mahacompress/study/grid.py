@@ -2,7 +2,7 @@
 
 What each row is and how it is made is data in `recipes.py` (`KINDS`, `parse_row`); this module runs a
 preset's rows. Trained rows are built once per seed (`seeds`), and the compressed ones also get a
-`served` block (the same model as `recipes.SERVED_BACKEND` runs it).
+`served` block (the same model as `recipes.served_backend` runs it).
 
 Data flows one way: rows are built and scored one at a time (each finished row, even each finished
 seed, is written to `results.json` at once and never rebuilt), then every finished row is timed in
@@ -34,7 +34,7 @@ from ..train.pruning.compact import encoder_linear_count
 from .context import RecipeContext, RowSettings, open_context
 from .meta import caveats, machine, version
 from .preset import check_for_teacher, load_preset
-from .recipes import KINDS, SERVED_BACKEND, build, is_candidate, left_out, parse_row, seeds_of, settings_of, unsupported
+from .recipes import KINDS, build, is_candidate, left_out, parse_row, seeds_of, served_backend, settings_of, unsupported
 from .results import read_results, write_results
 from .rowspec import RowSpec, train_config, transfer_set
 from .scoring import compare_to_baseline, score, served_block, structure, summary
@@ -58,6 +58,7 @@ class Grid:
         self.results_path = self.out / "results.json"
         self.data: DataConfig | None = None  # set with the splits (run)
         self.max_length = cfg.finetune.max_length  # the baseline's: every row is scored and timed with it
+        self.served = served_backend(cfg)  # what every served block runs
         self.settings = RowSettings(cfg, teacher, dataset)  # each row's, computed once (`recipes.settings_of`)
         self.ctx: RecipeContext | None = None  # what the recipes build with, once the splits are read (run)
         self.rows: dict[str, dict] = {}
@@ -156,7 +157,7 @@ class Grid:
                 runs = self._runs(spec, row["settings"])
             row.update(summary(runs, self._structure(runs[0]["model_dir"])))
             if self._wants_served(spec):
-                row["served"] = served_block(self.ctx, row["model_dir"], self.unlearnable)
+                row["served"] = served_block(self.ctx, row["model_dir"], self.served, self.unlearnable)
         row["build_seconds"] = time.time() - start
         row.update(energy.as_dict())
         return row
@@ -183,10 +184,10 @@ class Grid:
         return self.cfg.served_blocks and KINDS[spec.kind].compressed and not spec.served_from_another
 
     def _complete(self, row: dict) -> None:
-        """Add the served block a finished row lacks (`served_blocks` turned on, or another `SERVED_BACKEND`,
+        """Add the served block a finished row lacks (`served_blocks` turned on, or another served backend
         since it was built), without rebuilding its model."""
-        if self._wants_served(parse_row(row["name"])) and row.get("served", {}).get("backend") != SERVED_BACKEND:
-            row["served"] = served_block(self.ctx, row["model_dir"], self.unlearnable)
+        if self._wants_served(parse_row(row["name"])) and row.get("served", {}).get("backend") != self.served:
+            row["served"] = served_block(self.ctx, row["model_dir"], self.served, self.unlearnable)
 
     def pick_best(self) -> tuple[str, str]:
         """The fastest compressed row within `best_within_points` of the teacher's DEV accuracy (never

@@ -33,8 +33,8 @@ from typing import Protocol
 
 from ..core.config import GridConfig, TrainConfig, recorded
 from ..core.errors import MahaError
-from ..core.hardware import unsupported_reason
-from ..core.registry import EXPORT_BACKENDS, SPECS
+from ..core.hardware import batch_int8_backend, unsupported_reason
+from ..core.registry import EXPORT_BACKENDS, SPECS, is_transformer
 from ..train.pruning.compact import PRUNED_FORMAT_VERSION
 from .builders import (
     build_kdprune,
@@ -50,10 +50,6 @@ from .results import BEST
 from .rowspec import BUILT_FROM_KD, KD_KINDS, RowSpec, built_from, train_config, transfer_config
 from .tfidf import C_GRID, VECTORIZER
 
-# How the `served` block of a compressed row runs it: as a user deploys it, in export's default (fused ONNX
-# Runtime int8: the fastest runtime at batch 1 and within the noise of OpenVINO int8 at batch 32 on every model
-# measured, at equal accuracy (reports/runtimes), and needing no package beyond onnxruntime).
-SERVED_BACKEND = EXPORT_BACKENDS[0]
 SERVING = {s.serves_as: s.name for s in SPECS.values() if s.serves_as}  # modifier -> inference backend
 # What identifies the modelling code of pruned folders: part of every pruned row's settings, so folders
 # made by older code are rebuilt, not re-timed.
@@ -202,6 +198,18 @@ def parse_row(name: str) -> RowSpec:
 def is_candidate(spec: RowSpec) -> bool:
     """Rows `best` may serve: compressed models trained and run in fp32."""
     return KINDS[spec.kind].compressed and not spec.mp and not spec.served_from_another
+
+
+def served_backend(cfg: GridConfig) -> str:
+    """The runtime of a compressed row's `served` block, as a user deploys it: the preset's `served_backend`, or
+    with "auto" the int8 runtime an exported folder ships that serves batches fastest on this CPU (the report's
+    headline is batch 32)."""
+    if cfg.served_backend == "auto":
+        return batch_int8_backend()
+    shipped = [n for n in EXPORT_BACKENDS if is_transformer(n)]
+    if cfg.served_backend not in shipped:
+        raise MahaError(f"served_backend '{cfg.served_backend}': expected auto or one of {', '.join(shipped)}")
+    return cfg.served_backend
 
 
 def unsupported(spec: RowSpec) -> str | None:

@@ -78,7 +78,7 @@ class Row(TypedDict, total=False):
     macro_f1_learnable_sd: float
     per_class_f1: dict[str, float]
     vs_baseline: dict  # paired bootstrap against the baseline: difference, ci_low, ci_high
-    served: dict  # the row's model in SERVED_BACKEND: its backend and scores
+    served: dict  # the row's model in the served backend (recipes.served_backend): its backend and scores
     # size
     params_total: int
     params_encoder: int

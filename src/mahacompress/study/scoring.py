@@ -21,7 +21,6 @@ from ..measure.footprint import count_params
 from ..models.load import load_skeleton
 from ..train.pruning.compact import encoder_linear_count
 from .context import RecipeContext
-from .recipes import SERVED_BACKEND
 
 
 def score(ctx: RecipeContext, model_dir: str, backend: str, unlearnable: list[str]) -> dict:
@@ -49,11 +48,11 @@ def calibrate(ctx: RecipeContext, model_dir: str, backend: str) -> None:
                     trust_remote_code=ctx.trust_remote_code)
 
 
-def served_block(ctx: RecipeContext, model_dir: str, unlearnable: list[str]) -> dict:
-    """The row's (first-seed) model as a user would deploy it (SERVED_BACKEND)."""
-    scores = score(ctx, model_dir, SERVED_BACKEND, unlearnable)
+def served_block(ctx: RecipeContext, model_dir: str, backend: str, unlearnable: list[str]) -> dict:
+    """The row's (first-seed) model as a user would deploy it (in `recipes.served_backend`)."""
+    scores = score(ctx, model_dir, backend, unlearnable)
     scores.pop("per_class_f1")
-    return {"backend": SERVED_BACKEND, **scores}
+    return {"backend": backend, **scores}
 
 
 def summary(runs: list[dict], structure: dict) -> dict:
