@@ -407,15 +407,23 @@ def test_a_failure_prunes_only_faster_candidates_of_its_own_family():
     assert status["b"]["status"] == "not tried"
 
 
-def test_a_candidate_built_from_a_failed_model_is_not_trained():
-    """kdp50 prunes kd's trained student further: when kd fails, kdp50 (faster, another family) is ruled out."""
+def test_a_candidate_built_from_a_failed_model_comes_last():
+    """kdp50 prunes kd's trained student further: when kd fails, kdp50 (faster, another family) waits until no other
+    candidate is open, then is tried (a second distillation can recover what its source lost)."""
     family = {"a": "static", "b": "kdprune", "c": "kd", "d": "prune", "e": "prune"}
     sources = dict.fromkeys(ORDER) | {"b": "c"}
     tried = {"c": {"passed": False, "ms": None}}
     assert open_candidates(ORDER, MS, 10.0, tried, family, sources) == ["a", "d", "e"]
     assert open_candidates(ORDER, MS, 10.0, tried, family) == ["a", "b", "d", "e"]
-    status = verdicts(ORDER, MS, 10.0, tried, False, family, sources)
-    assert status["b"] == {"status": "pruned by the search", "why": "c failed, and it is built from c's trained model"}
+    waits = "c failed and it is built from c's trained model, so it comes last"
+    assert verdicts(ORDER, MS, 10.0, tried, False, family, sources)["b"] == {"status": "not tried", "why": waits}
+    assert verdicts(ORDER, MS, 10.0, tried, True, family, sources)["b"] == {"status": "out of time", "why": waits}
+    done = tried | {n: {"passed": False, "ms": None} for n in ("a", "d", "e")}
+    assert open_candidates(ORDER, MS, 10.0, done, family, sources) == ["b"]
+    order = []
+    search(ORDER, MS, 10.0, dict(tried), lambda n: order.append(n) or {n: {"passed": False, "ms": None}}, lambda: False,
+           family, sources)
+    assert order[-1] == "b" and sorted(order) == ["a", "b", "d", "e"]
 
 
 def test_the_model_others_are_built_from_is_trained_first_then_the_bisection_goes_on():

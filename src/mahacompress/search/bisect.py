@@ -1,5 +1,6 @@
 """`optimize`'s search, as pure functions of measured outcomes: which untried candidate to train next (a
-bisection over candidates sorted by their fastest shippable runtime), which ones a failure rules out, and why
+bisection over candidates sorted by their fastest shippable runtime), which ones a failure rules out or sends to
+the back, and why
 each candidate was or was not trained. Nothing here trains or times: the command hands in `run_trial` and
 `out_of_time`, so the tests drive it with made-up outcomes."""
 
@@ -39,8 +40,8 @@ def next_candidate(candidates: list[str], sources: dict[str, str | None] | None 
 
 def train_chain(names: list[str], train_one: Callable[[str], dict], out_of_time: Callable[[], bool]) -> dict[str, dict]:
     """Train `names` in order (a kdpNN's kd row, then the kdpNN built from its trained model), each outcome
-    `train_one(name)`; stop after one that errors or fails (what follows is built from it: a pruned copy of a
-    failing student starts below the budget, `ruled_out`) and, between two, when `out_of_time()`."""
+    `train_one(name)`; stop after one that errors or fails (what follows is built from it and waits until no other
+    candidate is open, `comes_last`) and, between two, when `out_of_time()`."""
     results: dict[str, dict] = {}
     for name in names:
         if results and out_of_time():
@@ -54,29 +55,36 @@ def train_chain(names: list[str], train_one: Callable[[str], dict], out_of_time:
 def open_candidates(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict],
                     family: dict[str, str] | None = None, sources: dict[str, str | None] | None = None) -> list[str]:
     """Untried candidates that could beat the best passing model: faster than it, and not ruled out by a failure
-    (`ruled_out`). A trial that errored proves nothing."""
+    (`ruled_out`). Those built from a model that failed (`comes_last`) are open only once no other is. A trial that
+    errored proves nothing."""
     best = min([teacher_ms] + [o["ms"] for o in tried.values() if o.get("passed")])
-    return [
+    able = [
         n for i, n in enumerate(order)
-        if n not in tried and ruled_out(order, i, tried, family, sources) is None and fastest_ms[n] *
-        CLEARLY_FASTER < best
+        if n not in tried and ruled_out(order, i, tried, family) is None and fastest_ms[n] * CLEARLY_FASTER < best
     ]
+    return [n for n in able if comes_last(n, tried, sources) is None] or able
 
 
-def ruled_out(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None,
-              sources: dict[str, str | None] | None = None) -> str | None:
-    """Why `order[i]` is assumed to fail, if a failure says so: the model it is built from failed (a kdpNN
-    prunes its kd row's student further: it starts from that model's accuracy and removes weights), or a slower
-    candidate of its family failed (accuracy is assumed to rise with size within a family: layer students, pruned
-    models, depth+width, static; MahaNews showed it does not hold across them, where a 6-layer student kept the
-    accuracy a slower 50%-pruned model lost). `family` None: one family."""
-    source = (sources or {}).get(order[i])
-    if source and tried.get(source, {}).get("passed") is False:
-        return f"{source} failed, and it is built from {source}'s trained model"
+def ruled_out(order: list[str], i: int, tried: dict[str, dict], family: dict[str, str] | None) -> str | None:
+    """Why `order[i]` is assumed to fail, if a failure says so: a slower candidate of its family failed (accuracy
+    is assumed to rise with size within a family: layer students, pruned models, depth+width, static; MahaNews
+    showed it does not hold across them, where a 6-layer student kept the accuracy a slower 50%-pruned model lost).
+    `family` None: one family."""
     same = (lambda n: True) if family is None else (lambda n: family[n] == family[order[i]])
     failed = [n for n in order[i + 1:] if same(n) and tried.get(n, {}).get("passed") is False]
     return (f"{failed[-1]} is slower and failed (accuracy is assumed to rise with size within a family)"
             if failed else None)
+
+
+def comes_last(name: str, tried: dict[str, dict], sources: dict[str, str | None] | None) -> str | None:
+    """Why `name` waits until no other candidate is open: the model it is built from failed (a kdpNN prunes that
+    student further, a kdlN cuts it and distils again from the teacher). It starts below the budget, but a second
+    distillation can recover some of it, and a dev verdict near the line is noisy: tried after the others, not
+    ruled out."""
+    source = (sources or {}).get(name)
+    if source and tried.get(source, {}).get("passed") is False:
+        return f"{source} failed and it is built from {source}'s trained model, so it comes last"
+    return None
 
 
 def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, tried: dict[str, dict], timed_out: bool,
@@ -87,7 +95,7 @@ def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, 
                           key=lambda item: item[1])
     out = {}
     for i, name in enumerate(order):
-        why_not = ruled_out(order, i, tried, family, sources)
+        why_not = ruled_out(order, i, tried, family)
         if name in tried:
             o = tried[name]
             out[name] = {"status": "error" if o.get("error") else "passed" if o["passed"] else "failed"}
@@ -100,5 +108,6 @@ def verdicts(order: list[str], fastest_ms: dict[str, float], teacher_ms: float, 
         elif why_not is not None:
             out[name] = {"status": "pruned by the search", "why": why_not}
         else:
-            out[name] = {"status": "out of time" if timed_out else "not tried"}
+            last = comes_last(name, tried, sources)
+            out[name] = {"status": "out of time" if timed_out else "not tried", **({"why": last} if last else {})}
     return out

@@ -21,19 +21,19 @@ So the run goes, top to bottom:
    shape in every runtime; a runtime slower than the fastest by `trials.BEATEN` on both ends of the size range is
    dropped for the run (neither built for the other shapes nor judged), but torch fp32 and fp32 ONNX.
 3. Search: candidates sorted by their fastest shippable runtime. Within a family of recipes (layer students, pruned
-   models, depth+width, teacher-assistant students, static) accuracy rises with size, so the search bisects: train
-   the middle untried candidate that can still win (a model other open candidates are built from, the kd row of a
-   kdpNN or a kdlN, first: `bisect.next_candidate`), then look only at faster ones if it passed, or only at slower
-   ones of its family if it failed. A candidate "can still win" while it is `CLEARLY_FASTER` than the best passing
-   model so far (at first the teacher in its fastest shippable runtime within budget), no slower candidate of its
-   family has failed (across families the assumption failed on MahaNews: reports/optimize/mahanews) and the model it
-   is built from (the kd row of a kdpNN or a kdlN) has not failed (such a trial stops when the kd row it starts from
-   fails). Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it will ship,
-   against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point
-   estimate or the interval's lower bound (`OptimizeConfig.decide`). A trial starts only when the time budget left
-   covers its estimate (`budget.trial_estimate`, from the trials finished so far); one that cannot is reported as
-   skipped for budget. Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the
-   anchor of every speedup, never a verdict, so what passes is what the exported folder runs.
+   models, depth+width, teacher-assistant students, static) accuracy rises with size, so the search bisects: train the
+   middle untried candidate that can still win (a model other open candidates are built from, the kd row of a kdpNN or a
+   kdlN, first: `bisect.next_candidate`), then look only at faster ones if it passed, or only at slower ones of its
+   family if it failed. A candidate "can still win" while it is `CLEARLY_FASTER` than the best passing model so far (at
+   first the teacher in its fastest shippable runtime within budget) and no slower candidate of its family has failed
+   (across families the assumption failed on MahaNews: reports/optimize/mahanews). One whose source model (the kd row of
+   a kdpNN or a kdlN) failed comes last: tried once no other candidate is open (a trial stops when the kd row it starts
+   from fails). Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it will ship,
+   against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point estimate
+   or the interval's lower bound (`OptimizeConfig.decide`). A trial starts only when the time budget left covers its
+   estimate (`budget.trial_estimate`, from the trials finished so far); one that cannot is reported as skipped for
+   budget. Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the anchor of every
+   speedup, never a verdict, so what passes is what the exported folder runs.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
    whose dev score stays within the budget serves it. If it is then no faster than the teacher in the teacher's
    fastest shippable runtime within budget, the teacher ships instead (a user never gets less than the quantised
