@@ -139,7 +139,7 @@ def test_one_grid_row_opens_its_model_folder_a_bounded_number_of_times(toy_split
     cfg = load_preset(preset)[0]
     opened.clear()  # saving the teacher is not the row's work
     Grid(str(teacher), cfg, "count", str(data), tmp_path / "out").run()
-    # kd1 is distilled, then scored (fp32, test and dev), served (fused int8: ONNX export, fusion, scored),
+    # kd1 is distilled, then scored (fp32, test and dev), served (this CPU's int8 runtime: ONNX export, then its file),
     # counted, sized and timed: a load per step re-read its config and tokenizer and re-checked its weights each time
     row = _of(opened, tmp_path / "out" / "models" / "kd1")
     assert row["weights"] <= 3, row  # scored once for both splits, exported to ONNX once, timed once

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +94,9 @@ def test_presets_load_and_bad_keys_are_named(tmp_path):
         load_preset(bad)
     bad.write_text("rows: [baseline, p25+turbo]\n")
     with pytest.raises(MahaError, match="p25\\+turbo"):
+        load_preset(bad)
+    bad.write_text("served_backend: int8\n")  # torch's int8: no exported folder runs it
+    with pytest.raises(MahaError, match=rf"^{re.escape(str(bad))}: served_backend 'int8': expected auto or one of "):
         load_preset(bad)
     with pytest.raises(MahaError, match="not one of"):
         load_preset("no-such-preset")

@@ -95,8 +95,13 @@ def test_served_rows_run_in_the_int8_runtime_that_serves_batches_fastest_here(cp
     monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: None if name == "nncf" else object())
     assert hardware.batch_int8_backend() == "onnx-int8-fused"  # COOPER_LAKE without the openvino extra
     for name in ("int8", "tfidf", "static", "nope"):
-        with pytest.raises(MahaError, match=rf"^served_backend '{name}': expected auto or one of onnx-int8-fused, "):
-            served_backend(GridConfig(served_backend=name))
+        with pytest.raises(MahaError, match=rf"^p.yaml: served_backend '{name}': expected auto or one of onnx-int8-fu"):
+            served_backend(GridConfig(served_backend=name), "p.yaml")
+    with pytest.raises(MahaError, match=r"^preset: served_backend 'openvino-int8' needs the nncf package \(pip "):
+        served_backend(GridConfig(served_backend="openvino-int8"))
+    cpu(ZEN3)
+    with pytest.raises(MahaError, match=r"^preset: served_backend 'openvino-bf16' needs AVX512-BF16 or AMX"):
+        served_backend(GridConfig(served_backend="openvino-bf16"))
 
 
 def test_bf16_inference_refused_on_avx2_unless_forced(cpu, tiny_model_dir, shc_splits):

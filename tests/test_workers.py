@@ -25,14 +25,20 @@ from mahacompress.search.workers import Search, concurrent_search
 
 class FakePool:
     """Chains "run" at once, finish in a seeded random order; `truth` is each trial's outcome; a chain containing
-    a name in `crashes` raises on its first `crashes[name]` attempts."""
+    a name in `crashes` raises on its first `crashes[name]` attempts. A trial built from another's model (`sources`)
+    starts only after that one was trained, earlier in its chain or by a finished chain (a worker needs its files)."""
 
-    def __init__(self, capacity: int, truth: dict, seed: int, crashes: dict | None = None):
+    def __init__(self, capacity: int, truth: dict, seed: int, crashes: dict | None = None,
+                 sources: dict | None = None):
         self.capacity, self.truth, self.rng = capacity, truth, random.Random(seed)
         self.crashes, self.running, self.trained = dict(crashes or {}), [], []
+        self.sources = sources or {}
 
     def submit(self, chain):
         assert len(self.running) < self.capacity and not {n for c in self.running for n in c} & set(chain)
+        for i, name in enumerate(chain):
+            source = self.sources.get(name)
+            assert source is None or source in chain[:i] or source in self.trained, f"{chain} before {source}"
         self.running.append(chain)
 
     def wait(self):
@@ -86,7 +92,7 @@ def test_the_concurrent_search_gives_the_sequential_verdicts_whatever_finishes_f
     order, fastest, teacher_ms, family, sources, truth = _scenario(seed)
     expected = _sequential(order, fastest, teacher_ms, family, sources, truth)
     for capacity in (1, 2, 3, 8):
-        pool, tried = FakePool(capacity, truth, seed), {}
+        pool, tried = FakePool(capacity, truth, seed, sources=sources), {}
         assert not concurrent_search(Search(order, fastest, teacher_ms, family, sources), tried, pool, lambda: False)
         assert (tried, verdicts(order, fastest, teacher_ms, tried, False, family, sources)) == expected
         assert set(expected[0]) <= set(pool.trained) and len(pool.trained) == len(set(pool.trained))

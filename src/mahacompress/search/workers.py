@@ -157,8 +157,10 @@ class Search:
             sim, name = self.replay(tried, known | guess)
             if name is None:
                 continue
-            chain = [n for n in self.chain(name, sim) if n not in known and n not in guess]
-            if not claimed & set(chain):
+            # what the trial trains, by what has really finished: a kdpNN or kdlN whose kd row is only guessed (or
+            # running) cannot start, since its worker needs that row's trained model
+            chain = [n for n in self.chain(name, tried | known) if n not in known]
+            if not claimed & set(chain) and not set(chain) & set(guess):
                 chosen.append(chain)
                 claimed |= set(chain)
             passed = {n: {"passed": True, "ms": self.fastest_ms.get(n, float("inf"))} for n in chain}

@@ -235,9 +235,10 @@ class Grid:
             "seeds": self.cfg.seeds, "size_unit": "MiB", "machine": machine(),
             "timing_session_seconds": self.timing_seconds, "timing_texts": "a seeded random sample of "
             f"{min(self.cfg.measure.texts, split_summary['splits']['test']['rows'])} "
-            "test texts, in random order (arrival order)", "unlearnable_classes": self.unlearnable,
-            "versions": {p: version(p)
-                         for p in ("torch", "transformers", "onnxruntime", "codecarbon")}
+            "test texts, in random order (arrival order)", "unlearnable_classes": self.unlearnable, "versions": {
+                p: version(p)
+                for p in ("torch", "transformers", "onnxruntime", "openvino", "nncf", "codecarbon")
+            }
             | {"python": platform.python_version(), "mahacompress": version("mahacompress")}, "config": asdict(
                 self.cfg), "test_labels": list(self.splits.test.labels)
         }

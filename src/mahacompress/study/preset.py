@@ -16,7 +16,7 @@ from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
 from ..core.errors import MahaError
 from ..core.model_source import check_model
 from ..core.validate import check_layer_map, check_max_length, check_train_config, model_config
-from .recipes import KINDS, parse_row
+from .recipes import KINDS, parse_row, served_backend
 from .rowspec import KD_KINDS, built_from, train_config
 
 
@@ -73,12 +73,13 @@ def _check_overrides(cfg: GridConfig, where: str) -> None:
 
 def _check_shapes(cfg: GridConfig, where: str) -> None:
     """A layer student has a layer and a static table a dimension (whether the teacher is deep or wide enough is
-    the teacher's question: `recipes.left_out`)."""
+    the teacher's question: `recipes.left_out`), and the served blocks a runtime this machine runs."""
     kinds = {parse_row(r).kind for r in cfg.rows}
     if kinds & KD_KINDS and cfg.student_layers < 1:
         raise MahaError(f"{where}: student_layers {cfg.student_layers}: expected 1 or more")
     if cfg.cut_epochs <= 0:  # optimize's kdlN candidates use it whatever the preset's rows
         raise MahaError(f"{where}: cut_epochs {cfg.cut_epochs}: expected a number above 0")
+    served_backend(cfg, where)
     if "static" in kinds and cfg.static_dim < 1:
         raise MahaError(f"{where}: static_dim {cfg.static_dim}: expected 1 or more")
     specs = [parse_row(r) for r in cfg.rows]

@@ -200,15 +200,19 @@ def is_candidate(spec: RowSpec) -> bool:
     return KINDS[spec.kind].compressed and not spec.mp and not spec.served_from_another
 
 
-def served_backend(cfg: GridConfig) -> str:
+def served_backend(cfg: GridConfig, where: str = "preset") -> str:
     """The runtime of a compressed row's `served` block, as a user deploys it: the preset's `served_backend`, or
     with "auto" the int8 runtime an exported folder ships that serves batches fastest on this CPU (the report's
-    headline is batch 32)."""
+    headline is batch 32). One this machine cannot run (a missing package, bf16 without native bf16) is refused
+    here, before any row trains."""
     if cfg.served_backend == "auto":
         return batch_int8_backend()
     shipped = [n for n in EXPORT_BACKENDS if is_transformer(n)]
     if cfg.served_backend not in shipped:
-        raise MahaError(f"served_backend '{cfg.served_backend}': expected auto or one of {', '.join(shipped)}")
+        raise MahaError(f"{where}: served_backend '{cfg.served_backend}': expected auto or one of {', '.join(shipped)}")
+    reason = unsupported_reason(cfg.served_backend)
+    if reason:
+        raise MahaError(f"{where}: served_backend '{cfg.served_backend}' {reason}")
     return cfg.served_backend
 
 
