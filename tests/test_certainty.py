@@ -95,6 +95,25 @@ def test_a_candidate_exactly_on_the_line_is_a_coin_toss_either_way():
     assert within(np.array([-0.01, -0.0101]), 1.0).tolist() == [True, False]
 
 
+def test_the_risk_rule_passes_only_what_certainty_would_call_a_false_pass_at_most_the_target():
+    """`--decide risk`: pass when at least 90% of the resamples are within budget. On the line (a coin toss) and
+    0.5 points below the teacher on 3,000 texts it fails where the point rule passes; as accurate as the teacher on
+    12,000 texts, and exactly the teacher, it passes. A pass's chance of being false is then at most the target."""
+    risk = OptimizeConfig(budget=1.0, decide="risk")
+    for n, teacher_errors, candidate_errors, point, sure in ((3000, 400, 430, True, False), (3000, 400, 415, True,
+                                                                                             False),
+                                                             (12_000, 900, 900, True, True), (2000, 300, 300, True,
+                                                                                              True)):
+        y, teacher, candidate = _pair(n, teacher_errors, candidate_errors)
+        if n == 2000:
+            candidate = teacher  # the teacher itself: nothing differs
+        assert _verdicts(y, {"onnx": candidate}, teacher, 1.0)["onnx"]["passed"] is point
+        verdict = judge(y, candidate, teacher, risk, 2)
+        assert verdict["passed"] is sure, (n, candidate_errors)
+        p_wrong = wrong_probability(resampled(y, candidate, teacher, "accuracy", 2), 1.0, passed=True)
+        assert (p_wrong <= FALSE_PASS_TARGET) is sure
+
+
 def test_a_failed_candidate_rests_on_its_runtime_closest_to_passing():
     y, teacher, near = _pair(3000, 400, 440)  # -1.33 points: fails a 1-point budget, not by much
     far = _wrong_on(np.array(y), np.arange(0, 3000, 10))  # 300 texts wrong on top of the teacher's: far below
@@ -194,7 +213,7 @@ def test_the_report_says_the_rates_and_what_would_decide_the_budget_when_the_spl
     risky = "\n".join(certainty_section(_report(0.34, [{"name": "kd3", "runtimes": ["onnx-int8"], "p": 0.4}])))
     assert "## How sure the verdicts are" in risky and "**34.0%** chance that kd2 in onnx-int8" in risky
     assert "**above the 10% target**" in risky and "the dev split (232 texts) is too small to decide a 1-point" in risky
-    assert "a larger dev split, a larger --budget, or --decide interval" in risky
+    assert "a larger dev split, a larger --budget, or --decide risk (passing only a model whose chance" in risky
     assert "**40.0%** chance" in risky and "most likely kd3 in onnx-int8: 40.0%" in risky
     safe = "\n".join(certainty_section(_report(0.02, [])))
     assert "within the 10% target" in safe and "too small" not in safe and "false fail: 0%" in safe

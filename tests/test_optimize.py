@@ -357,7 +357,7 @@ def test_a_folder_holding_a_search_for_other_data_is_refused_in_one_line(first_r
         (["--time-budget", "soon"], "--time-budget soon: expected a duration"),
         (["--time-budget", "90"], "--time-budget 90: expected a duration"),
         (["--time-budget", "0m"], "--time-budget 0 s: expected more than zero"),
-        (["--decide", "maybe"], "--decide maybe: expected one of point, interval"),
+        (["--decide", "maybe"], "--decide maybe: expected one of point, risk, interval"),
         (["--runtimes", "onnx,turbo"], "--runtimes turbo"),
         (["--runtimes", "bf16"], "--runtimes bf16"),  # torch's bf16: no exported folder runs it
     ])

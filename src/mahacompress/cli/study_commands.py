@@ -174,7 +174,9 @@ def optimize(
     decide: Annotated[
         str,
         typer.Option(help="point: the dev point estimate must be within the budget (the grid's `best` rule; default); "
-                     "interval: the paired-bootstrap interval's lower bound must be"), ] = OptimizeConfig.decide,
+                     "risk: the chance of a false pass must be at most 10% (90% of the paired bootstrap's "
+                     "resamples within it); interval: the paired-bootstrap 95% interval's lower bound must be"
+                     ), ] = OptimizeConfig.decide,
     preset: Annotated[str, typer.Option(
         help="Grid preset whose training and timing settings the recipes use.")] = OptimizeConfig.preset,
     candidates: Annotated[str | None,

@@ -292,7 +292,9 @@ class GridConfig(_Settings):
 
 # `optimize`: how a model's dev score is compared with the teacher's, and which recipes it tries by default
 METRICS = ("accuracy", "macro-f1")
-DECISIONS = ("point", "interval")  # the pass rule: the dev point estimate, or the bootstrap interval's lower bound
+# the pass rule: the dev point estimate; the bootstrap's share of resamples within budget at least 1 - the false-pass
+# target (search.scoring.FALSE_PASS_TARGET: a false-pass risk of at most 10%); or the 95% interval's lower bound
+DECISIONS = ("point", "risk", "interval")
 # Rows of the grid's registry, from the teacher-sized layer student down to the static table: depth, width,
 # both, and no transformer at all (each gets `+tr` when a transfer set is given). The 4- and 3-layer students are
 # cut from the trained `kd` student (kdlN, the preset's `cut_epochs`): the search trains `kd` once and each of them
@@ -318,7 +320,8 @@ class OptimizeConfig(_Settings):
     batch_size: int = 32  # the batch every latency is measured at: the user's serving batch
     time_budget_s: float | None = None  # wall-clock seconds for the whole run (checked between trials); None: none
     # "point" by default: it is the grid's rule for `best`, and a dev split of a few hundred texts gives a
-    # bootstrap interval wider than a 1-point budget, so "interval" refuses even models as accurate as the teacher
+    # bootstrap interval wider than a 1-point budget, so "risk" and "interval" refuse even models as accurate as the
+    # teacher there (reports/optimize/dev-size measures how often each rule passes which model, per dev size)
     decide: str = "point"
     candidates: list[str] = field(default_factory=lambda: list(OPTIMIZE_CANDIDATES))
     runtimes: list[str] | None = None  # None: every runtime this machine runs natively (optimize.native_runtimes)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path, write_json, write_text
-from .scoring import SHIPPABLE, TOLERANCE
+from .scoring import FALSE_PASS_TARGET, SHIPPABLE, TOLERANCE
 
 # A candidate's statuses that say the search did not get to it (the report lists them to run again)
 NOT_TRIED = ("out of time", "not tried", "skipped for budget", "stopped in training", "not reached")
@@ -155,8 +155,8 @@ def certainty_section(report: dict) -> list[str]:
                      f" is too small to decide a {budget:g}-point budget: a larger "
                      "dev split" + (f" (about {cert['dev_texts_needed']:,} texts, were this winner's dev difference "
                                     "and spread the truth)" if cert.get("dev_texts_needed") else "") +
-                     ", a larger --budget, or --decide interval (passing only what the interval's lower "
-                     "bound keeps within budget) would bring the rate down.")
+                     ", a larger --budget, or --decide risk (passing only a model whose chance of a false pass is "
+                     f"at most {target:.0%}) would bring the rate down.")
     lines += [
         "", "These count only which texts the dev split holds: training noise comes on top, and candidates the "
         "search ruled out without training them are not counted.", ""
@@ -191,9 +191,12 @@ def markdown(report: dict) -> str:
     """report.md: the winner (or, for a stopped run, how to resume), the Pareto front and every candidate."""
     meta, w, cfg = report["meta"], report.get("winner"), report["meta"]["config"]
     metric = cfg["metric"]
-    rule = ("the dev point estimate"
-            if cfg["decide"] == "point" else "the lower bound of the paired-bootstrap 95% interval"
-            ) + f" at most {cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'} below the teacher's dev {metric}"
+    rules = {
+        "point": "the dev point estimate", "interval": "the lower bound of the paired-bootstrap 95% interval",
+        "risk": f"at least {1 - FALSE_PASS_TARGET:.0%} of the paired bootstrap's resamples"
+    }
+    points = f"{cfg['budget']:g} point{'' if cfg['budget'] == 1 else 's'}"
+    rule = f"{rules[cfg['decide']]} at most {points} below the teacher's dev {metric}"
     dataset = meta.get("dataset")
     lines = [
         f"# optimize: {dataset['dataset'] if dataset else '(data not read)'}, teacher `{meta['teacher']}`", "",
