@@ -272,6 +272,9 @@ def _option_cases() -> list[Case]:
         ("preset-bad-alpha", "a preset with distill.kd_alpha 2",
          ("reproduce", "--teacher", "{M}", "--preset", "{R}/alpha.yaml", "--out", "{O}"), "distill.kd_alpha 2",
          ),
+        ("preset-served-backend", "a preset whose served_backend no exported folder runs (torch's int8)",
+         ("reproduce", "--teacher", "{M}", "--preset", "{R}/served.yaml", "--out", "{O}"), "served_backend 'int8'",
+         ),
         ("report-no-results", "report on a folder without results.json", ("report", "--out", "{R}/model"),
          "no results.json",
          ),
@@ -310,6 +313,7 @@ def _option_cases() -> list[Case]:
     setups = {
         "preset-bad-key": _write("bad.yaml", "finetune: {epochz: 1}\n"),
         "preset-bad-alpha": _write("alpha.yaml", "distill: {kd_alpha: 2}\n"),
+        "preset-served-backend": _write("served.yaml", "served_backend: int8\n"),
         "corpus-not-utf8": _write("latin1.txt", "caf\xe9\n".encode("latin-1")), "serve-port-0": _exported
     }
     cmd_of = {"split-typo": "evaluate", "backend-typo": "evaluate", "eval-max-length-0": "evaluate"}
