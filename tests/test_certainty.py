@@ -14,6 +14,7 @@ from mahacompress.core.metrics import (
     resampled_difference,
     resampled_macro_f1_difference,
 )
+from mahacompress.search import scoring
 from mahacompress.search.certainty import (
     FALSE_PASS_TARGET,
     resampled,
@@ -114,6 +115,15 @@ def test_the_risk_rule_passes_only_what_certainty_would_call_a_false_pass_at_mos
         assert (p_wrong <= FALSE_PASS_TARGET) is sure
 
 
+def test_the_risk_rule_passes_at_exactly_90_percent_of_resamples_within(monkeypatch):
+    """The line itself: 1,800 of 2,000 resamples within the budget pass, 1,799 do not."""
+    y, teacher, candidate = _pair(500, 60, 60)
+    for inside, passed in ((1800, True), (1799, False)):
+        draws = np.r_[np.zeros(inside), np.full(2000 - inside, -0.05)]
+        monkeypatch.setattr(scoring, "resampled", lambda *args, d=draws: d)
+        assert judge(y, candidate, teacher, OptimizeConfig(budget=1.0, decide="risk"), 2)["passed"] is passed
+
+
 def test_a_failed_candidate_rests_on_its_runtime_closest_to_passing():
     y, teacher, near = _pair(3000, 400, 440)  # -1.33 points: fails a 1-point budget, not by much
     far = _wrong_on(np.array(y), np.arange(0, 3000, 10))  # 300 texts wrong on top of the teacher's: far below
@@ -197,10 +207,12 @@ def test_the_teacher_shipping_in_its_reference_arithmetic_passes_surely_and_quan
     assert nothing_faster["false_fail"] == 0.0 and nothing_faster["most_likely_false_fail"] is None
 
 
-def _report(false_pass: float, misses: list[dict]) -> dict:
+def _report(false_pass: float, misses: list[dict], decide: str = "point") -> dict:
     return {
-        "meta": {"config": {"budget": 1.0, "metric": "accuracy"}, "dataset": {"splits": {"dev": {"rows": 232}}}},
-        "certainty": {
+        "meta": {
+            "config": {"budget": 1.0, "metric": "accuracy", "decide": decide},
+            "dataset": {"splits": {"dev": {"rows": 232}}}
+        }, "certainty": {
             "budget": 1.0, "metric": "accuracy", "resamples": 2000, "target": FALSE_PASS_TARGET, "winner": "kd2",
             "runtime": "onnx-int8", "false_pass": false_pass, "within_target": false_pass <= FALSE_PASS_TARGET,
             "false_fail": 1 - np.prod([1 - m["p"] for m in misses]), "false_fail_models": misses,
@@ -217,6 +229,11 @@ def test_the_report_says_the_rates_and_what_would_decide_the_budget_when_the_spl
     assert "**40.0%** chance" in risky and "most likely kd3 in onnx-int8: 40.0%" in risky
     safe = "\n".join(certainty_section(_report(0.02, [])))
     assert "within the 10% target" in safe and "too small" not in safe and "false fail: 0%" in safe
+    # under --decide risk a pass is within the target by the rule: the report says so, and never suggests the rule
+    by_rule = "\n".join(certainty_section(_report(0.08, [], "risk")))
+    assert "within the 10% target (the `risk` rule passes nothing above it;" in by_rule
+    over = "\n".join(certainty_section(_report(0.34, [], "risk")))  # the teacher as fallback winner, say
+    assert "a larger --budget would bring the rate down" in over and "--decide risk" not in over
     assert certainty_section({"meta": {}, "certainty": None}) == []  # a stopped run: no winner, no rates
     assert [chance(p) for p in (0.0, 0.0004, 0.0123, 1.0)] == ["0%", "<0.1%", "1.2%", "100.0%"]
 

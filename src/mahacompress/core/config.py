@@ -319,9 +319,10 @@ class OptimizeConfig(_Settings):
     metric: str = "accuracy"  # "accuracy" | "macro-f1"
     batch_size: int = 32  # the batch every latency is measured at: the user's serving batch
     time_budget_s: float | None = None  # wall-clock seconds for the whole run (checked between trials); None: none
-    # "point" by default: it is the grid's rule for `best`, and a dev split of a few hundred texts gives a
-    # bootstrap interval wider than a 1-point budget, so "risk" and "interval" refuse even models as accurate as the
-    # teacher there (reports/optimize/dev-size measures how often each rule passes which model, per dev size)
+    # "point" by default: it is the grid's rule for `best`, and a dev split of a few hundred texts gives a bootstrap
+    # interval wider than a 1-point budget, so "risk" and "interval" fail most dev splits of a model as accurate as the
+    # teacher that errs on other texts (reports/optimize/dev-size measures how often each rule passes which model, per
+    # dev size)
     decide: str = "point"
     candidates: list[str] = field(default_factory=lambda: list(OPTIMIZE_CANDIDATES))
     runtimes: list[str] | None = None  # None: every runtime this machine runs natively (optimize.native_runtimes)

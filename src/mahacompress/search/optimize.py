@@ -29,11 +29,11 @@ So the run goes, top to bottom:
    (across families the assumption failed on MahaNews: reports/optimize/mahanews). One whose source model (the kd row of
    a kdpNN or a kdlN) failed comes last: tried once no other candidate is open (a trial stops when the kd row it starts
    from fails). Each trained model is scored on DEV in each runtime (int8 can cost accuracy), trimmed as it will ship,
-   against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point estimate
-   or the interval's lower bound (`OptimizeConfig.decide`). A trial starts only when the time budget left covers its
-   estimate (`budget.trial_estimate`, from the trials finished so far); one that cannot is reported as skipped for
-   budget. Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions) and the anchor of every
-   speedup, never a verdict, so what passes is what the exported folder runs.
+   against the teacher's fp32 dev predictions, with the paired bootstrap (`stats`); the pass rule is the point estimate,
+   the chance of a false pass, or the interval's lower bound (`OptimizeConfig.decide`). A trial starts only when the
+   time budget left covers its estimate (`budget.trial_estimate`, from the trials finished so far); one that cannot is
+   reported as skipped for budget. Only a shippable runtime decides: torch's fp32 is the reference (its dev predictions)
+   and the anchor of every speedup, never a verdict, so what passes is what the exported folder runs.
 4. The winner: re-timed, trained, in every runtime beside the teacher in one session; the fastest runtime
    whose dev score stays within the budget serves it. If it is then no faster than the teacher in the teacher's
    fastest shippable runtime within budget, the teacher ships instead (a user never gets less than the quantised

@@ -139,7 +139,10 @@ def certainty_section(report: dict) -> list[str]:
         f"- false pass: an estimated **{chance(cert['false_pass'])}** chance that {cert['winner']} in "
         f"{cert['runtime']}, what ships, is in truth more than {points} of dev {cfg['metric']} below the teacher "
         "(torch fp32); " +
-        (f"within the {target:.0%} target." if cert["within_target"] else f"**above the {target:.0%} target**.")
+        (f"within the {target:.0%} target" +
+         (" (the `risk` rule passes nothing above it; the search passed the fastest of several passing models, "
+          "so its own rate across them can be higher)" if cfg["decide"] == "risk" else "") +
+         "." if cert["within_target"] else f"**above the {target:.0%} target**.")
     ]
     misses = cert["false_fail_models"]
     if misses:
@@ -155,8 +158,9 @@ def certainty_section(report: dict) -> list[str]:
                      f" is too small to decide a {budget:g}-point budget: a larger "
                      "dev split" + (f" (about {cert['dev_texts_needed']:,} texts, were this winner's dev difference "
                                     "and spread the truth)" if cert.get("dev_texts_needed") else "") +
-                     ", a larger --budget, or --decide risk (passing only a model whose chance of a false pass is "
-                     f"at most {target:.0%}) would bring the rate down.")
+                     ", a larger --budget" + (", or --decide risk (passing only a model whose chance of a false "
+                                              f"pass is at most {target:.0%})" if cfg["decide"] == "point" else "") +
+                     " would bring the rate down.")
     lines += [
         "", "These count only which texts the dev split holds: training noise comes on top, and candidates the "
         "search ruled out without training them are not counted.", ""
