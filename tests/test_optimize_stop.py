@@ -153,6 +153,31 @@ def test_a_time_budget_that_allows_no_work_is_refused_in_one_line(value, message
     assert message in one_line_error(result) and not (tmp_path / "out").exists()
 
 
+def test_a_time_budget_too_small_for_the_teachers_fine_tune_is_refused_before_any_training(
+        toy_splits, toy_data, tmp_path, monkeypatch):
+    """A bare model (no head for these labels) is fine-tuned first: a budget its fine-tune alone cannot fit is refused
+    in one line that says how long it needs (here a made-up 120 min), with nothing trained and the folder unclaimed;
+    the real probe measures a step and counts the fewest steps the schedule can stop after."""
+    import mahacompress.search.optimize as optimize
+    from conftest import save_tiny_classifier
+
+    from mahacompress.core.config import TrainConfig
+    from mahacompress.train.loop import finetune_seconds
+
+    bare = save_tiny_classifier(tmp_path / "bare", toy_splits.train.texts, ["LABEL_0", "LABEL_1", "LABEL_2"], 200)
+    cfg = TrainConfig(epochs=5, batch_size=16, max_length=32, early_stopping_patience=1, freeze_embeddings=False)
+    need, steps, per_step = finetune_seconds(str(bare), toy_splits, cfg)
+    assert steps == -(-len(toy_splits.train) // 16) * 2 and 0 < per_step < 5 and need == pytest.approx(steps * per_step)
+    monkeypatch.setattr(optimize, "finetune_seconds", lambda *args, **kwargs: (7200.0, 900, 8.0))
+    data, preset, _ = toy_data
+    out = tmp_path / "out"
+    result = run("optimize", "--teacher", str(bare), "--dataset", str(data), "--preset", str(preset), "--out", str(out),
+                 "--candidates", "kd1", "--runtimes", "onnx", "--time-budget", "60m")
+    assert ("--time-budget 60.0 min: too small for the teacher's fine-tune alone, which needs at least 120.0 min here "
+            "(900 steps of 8.00 s") in one_line_error(result)
+    assert not (out / "models").exists() and not (out / "search.json").exists()
+
+
 # ---------------------------------------------------------------- whole runs on a tiny teacher
 
 

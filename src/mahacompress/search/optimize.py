@@ -64,18 +64,20 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..core.config import DataConfig, GridConfig, OptimizeConfig, TransferConfig
+from ..core.config import DataConfig, GridConfig, OptimizeConfig, TrainConfig, TransferConfig
 from ..core.errors import MahaError
 from ..core.files import SEARCH_RECORD, TRAINING_RECORD, output_lock, write_json
 from ..core.hardware import describe, unsupported_reason
 from ..core.validate import check_optimize_config, check_output_dir
-from ..data.splits import load_splits
+from ..data.splits import Splits, load_splits
 from ..models.load import config_labels, load_config
 from ..study.context import RowSettings, open_context
 from ..study.preset import load_preset
 from ..study.recipes import build, parse_row
 from ..study.rowspec import RowSpec, built_from, train_config, train_section, transfer_set
 from ..study.timing import timing_texts
+from ..train.checkpoints import work_dir
+from ..train.loop import finetune_seconds
 from .bisect import search, train_chain, verdicts
 from .budget import Schedule, Stopped, TrialTime, Watch, trial_estimate
 from .candidates import (
@@ -178,6 +180,8 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
     if unfit:
         _console.print("left out, the teacher cannot give them their shape: " + "; ".join(f"{n} ({why})"
                                                                                           for n, why in unfit.items()))
+    if config_labels(teacher_config) != splits.labels:
+        _check_finetune_fits(teacher, splits, grid_cfg.finetune, out / "models" / "baseline", watch, trust_remote_code)
     write_json(out / SEARCH_RECORD, identity)  # every check passed: the folder is this search's from now on
     ctx = open_context(RowSettings(grid_cfg, teacher, data.dataset), splits, data, out / "models",
                        trust_remote_code=trust_remote_code, cache=out / "cache")
@@ -419,6 +423,22 @@ def _trial(out: Path, st: dict, name: str) -> dict | None:
 def _dev_model(predictions: dict[str, list[int]], judged: dict, ms: dict[str, float]) -> dict:
     """What `certainty.search_rates` reads of one model: its dev predictions, verdicts and shape latency per runtime."""
     return {"predictions": predictions, "verdicts": judged["runtimes"], "ms": ms}
+
+
+def _check_finetune_fits(teacher: str, splits: Splits, cfg: TrainConfig, folder: Path, watch: Watch,
+                         trust_remote_code: bool) -> None:
+    """A time budget too small for the teacher's fine-tune alone is refused before anything trains, with how long
+    that fine-tune needs here (`loop.finetune_seconds`: one step measured, times the fewest steps its schedule can
+    stop after). A fine-tune already begun (its work folder) or finished is not checked: a resume continues it."""
+    left = watch.remaining()
+    if left is None or (folder / TRAINING_RECORD).is_file() or work_dir(folder).exists():
+        return
+    need, steps, per_step = finetune_seconds(teacher, splits, cfg, trust_remote_code=trust_remote_code)
+    if need > left:
+        raise MahaError(f"--time-budget {watch.budget_s / 60:.1f} min: too small for the teacher's fine-tune alone, "
+                        f"which needs at least {need / 60:.1f} min here ({steps} steps of {per_step:.2f} s, one "
+                        f"measured on a batch of {min(cfg.batch_size, len(splits.train))}; evaluation comes on top); "
+                        "give a larger --time-budget, or a teacher already fine-tuned on these labels")
 
 
 def _check_teacher(teacher: str, labels: list[str], trust_remote_code: bool):

@@ -62,14 +62,19 @@ def data_record(data: DataConfig | None) -> dict | None:
     return record
 
 
+def work_dir(out_dir: Path) -> Path:
+    """Where the checkpoints of an unfinished run that writes `out_dir` live (`checkpoints_for`)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".work")
+
+
 @contextmanager
 def checkpoints_for(out_dir: Path) -> Iterator[Path]:
     """The checkpoint folder of a run that writes `out_dir`: `<out_dir>.work/`, kept while the run is
     unfinished (so `resume` continues from it, and a crash leaves it) and removed once the block that fits
     and saves has finished without an error. Every trained folder (fine-tune, distil, prune, static) goes
     through here, so where checkpoints live and when they go is decided once."""
-    out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".work")
+    work = work_dir(out_dir)
     yield work
     if is_main_process():
         shutil.rmtree(work, ignore_errors=True)  # the finished folder exists: checkpoints are no longer needed

@@ -322,6 +322,43 @@ def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainC
     return macro_f1(splits.dev.labels, predicted, labels_present(splits.dev.labels, predicted))
 
 
+def finetune_seconds(model_name: str, splits: Splits, cfg: TrainConfig, *, trust_remote_code: bool = False,
+                     probe_steps: int = 3) -> tuple[float, int, float]:
+    """The least time `finetune` of `model_name` on `splits` can take here: (seconds, steps, seconds per step).
+
+    One step is measured, not assumed: `probe_steps` optimizer steps on the first batch of training texts, on a
+    copy of the model that is then dropped (nothing is trained or kept), the fastest after the first (which warms
+    up). Steps are those of the fewest epochs the schedule can stop after (`early_stopping_patience` evaluations
+    without a better one), so the figure is a lower bound: evaluation, checkpoints and longer batches come on top.
+    What `optimize` holds a time budget against before it starts a teacher's fine-tune."""
+    from ..models.load import load_classifier, load_tokenizer
+
+    tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code)
+    if cfg.freeze_embeddings:
+        freeze_word_embeddings(model)
+    model.train()
+    size = min(cfg.batch_size, len(splits.train))
+    batch = tokenizer(list(splits.train.texts[:size]), truncation=True, max_length=cfg.max_length, padding=True,
+                      return_tensors="pt")
+    labels = torch.tensor(splits.train.labels[:size])
+    optimizer = _optimizer(model, cfg, TrainHooks())
+    times = []
+    for _ in range(max(2, probe_steps)):
+        start = time.perf_counter()
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    del model, optimizer
+    epochs = cfg.epochs
+    if cfg.early_stopping_patience:
+        epochs = min(epochs, (cfg.early_stopping_patience + 1) / max(1, cfg.evals_per_epoch))
+    steps = max(1, math.ceil(math.ceil(len(splits.train) / cfg.batch_size) * epochs))
+    per_step = min(times[1:])
+    return steps * per_step, steps, per_step
+
+
 def finetune(model_name: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
              data: DataConfig | None = None, trust_remote_code: bool = False) -> dict:
     """Fine-tune a hub id or folder on `splits` and save a standard classifier folder to `out_dir`.
