@@ -15,7 +15,9 @@ Bounds use the normal approximation of the paired difference (its standard error
 place of optimize's 2,000-resample bootstrap, which would cost 2,000 times as much per draw; the report says how
 often the two agree, from a few hundred draws of the row nearest the line judged both ways. The line is optimize's
 own (`search.scoring.within`, with its float tolerance). A row's share of passing draws is averaged over its seeds,
-so training noise (one recipe trained again) is in it where a row has several seeds. In this simulation a row's
+so training noise (one recipe trained again) is in it where a row has several seeds; such a row also gets a
+`(seeds pooled)` line, each dev split judged once on its seeds' mean per-text correctness: what training several
+seeds of a finalist and pooling them (issue #39's second lever for more evidence) would buy. In this simulation a row's
 true difference is its whole-test difference (the mean of the texts drawn from): a row at or above the line should
 pass, and each pass of one below it is a false pass. The test split's own sampling is not in that truth: its 95%
 interval is shown beside it, and a row whose interval straddles the line might be on either side of it.
@@ -118,11 +120,16 @@ def main() -> None:
         rates = {n: {rule: float(np.mean([s[n][rule] for s in per_seed])) for rule in RULES} for n in args.sizes}
         low, high = whole["ci_low"] * 100, whole["ci_high"] * 100
         truth = "within" if bool(within(whole["difference"], args.budget)) else "beyond"
-        measured.append({
-            "row": label, "seeds": len(predictions), "test_difference_points": whole["difference"] * 100,
-            "test_ci_points": [low, high], "truth": truth, "test_decides": bool(within(whole["ci_low"], args.budget))
-            or not within(whole["ci_high"], args.budget), "pass_rate": rates
-        })
+        common = {
+            "test_difference_points": whole["difference"] * 100, "test_ci_points": [low, high], "truth": truth,
+            "test_decides": bool(within(whole["ci_low"], args.budget)) or not within(whole["ci_high"], args.budget)
+        }
+        measured.append({"row": label, "seeds": len(predictions), **common, "pass_rate": rates})
+        if len(predictions) > 1:  # the "several seeds per finalist" lever: one verdict on their pooled correctness
+            pooled = pass_rates(correctness(y, predictions) - teacher, args.budget, args.sizes, args.draws, args.seed)
+            measured.append({
+                "row": f"{label} (seeds pooled)", "seeds": len(predictions), **common, "pass_rate": pooled
+            })
     measured.sort(key=lambda m: -m["test_difference_points"])
     nearest = min(measured, key=lambda m: abs(m["test_difference_points"] + args.budget))
     first_seed = dict(entries(results))[nearest["row"]][0]
@@ -155,7 +162,8 @@ def render(out: dict) -> str:
         f"From `{out['results']}` (the grid's run on {out['machine']}): {out['test_rows']} test texts stand in for "
         f"the population; {out['draws']} dev splits of each size drawn from them with replacement; the grid's own dev "
         f"split holds {out['dev_rows']} texts. Each cell is the share of dev splits on which the rule passes the row "
-        "(averaged over its seeds: training noise included where it has several). `truth`: the row's whole-test "
+        "(averaged over its seeds: training noise included where it has several; `(seeds pooled)`: one verdict per "
+        "dev split on the seeds' mean per-text correctness). `truth`: the row's whole-test "
         f"difference against the line (the mean of the texts drawn from): a row `within` should pass, and each pass "
         "of one `beyond` is a false pass. A `*` marks a row whose whole-test 95% interval straddles the line: the "
         "test split itself cannot tell which side it is on.", "",
