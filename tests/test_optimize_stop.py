@@ -158,9 +158,9 @@ def test_a_time_budget_too_small_for_the_teachers_fine_tune_is_refused_before_an
     """A bare model (no head for these labels) is fine-tuned first: a budget its fine-tune alone cannot fit is refused
     in one line that says how long it needs (here a made-up 120 min), with nothing trained and the folder unclaimed;
     the real probe measures a step and counts the fewest steps the schedule can stop after."""
-    import mahacompress.search.optimize as optimize
     from conftest import save_tiny_classifier
 
+    import mahacompress.search.optimize as optimize
     from mahacompress.core.config import TrainConfig
     from mahacompress.train.loop import finetune_seconds
 
@@ -173,8 +173,8 @@ def test_a_time_budget_too_small_for_the_teachers_fine_tune_is_refused_before_an
     out = tmp_path / "out"
     result = run("optimize", "--teacher", str(bare), "--dataset", str(data), "--preset", str(preset), "--out", str(out),
                  "--candidates", "kd1", "--runtimes", "onnx", "--time-budget", "60m")
-    assert ("--time-budget 60.0 min: too small for the teacher's fine-tune alone, which needs at least 120.0 min here "
-            "(900 steps of 8.00 s") in one_line_error(result)
+    assert ("--time-budget 60.0 min: too small for the teacher's fine-tune alone, which needs about 120.0 min here or "
+            "more (900 steps of 8.00 s") in one_line_error(result)
     assert not (out / "models").exists() and not (out / "search.json").exists()
 
 

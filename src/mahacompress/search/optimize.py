@@ -428,16 +428,18 @@ def _dev_model(predictions: dict[str, list[int]], judged: dict, ms: dict[str, fl
 def _check_finetune_fits(teacher: str, splits: Splits, cfg: TrainConfig, folder: Path, watch: Watch,
                          trust_remote_code: bool) -> None:
     """A time budget too small for the teacher's fine-tune alone is refused before anything trains, with how long
-    that fine-tune needs here (`loop.finetune_seconds`: one step measured, times the fewest steps its schedule can
-    stop after). A fine-tune already begun (its work folder) or finished is not checked: a resume continues it."""
+    that fine-tune needs here (`loop.finetune_seconds`: one step measured on texts of median length, times the
+    fewest steps its schedule can stop after). A fine-tune already begun (its work folder) or finished is not
+    checked: a resume continues it."""
     left = watch.remaining()
     if left is None or (folder / TRAINING_RECORD).is_file() or work_dir(folder).exists():
         return
     need, steps, per_step = finetune_seconds(teacher, splits, cfg, trust_remote_code=trust_remote_code)
     if need > left:
         raise MahaError(f"--time-budget {watch.budget_s / 60:.1f} min: too small for the teacher's fine-tune alone, "
-                        f"which needs at least {need / 60:.1f} min here ({steps} steps of {per_step:.2f} s, one "
-                        f"measured on a batch of {min(cfg.batch_size, len(splits.train))}; evaluation comes on top); "
+                        f"which needs about {need / 60:.1f} min here or more ({steps} steps of {per_step:.2f} s, one "
+                        f"measured on a batch of {min(cfg.batch_size, len(splits.train))} texts of median length; "
+                        "evaluation comes on top); "
                         "give a larger --time-budget, or a teacher already fine-tuned on these labels")
 
 

@@ -324,13 +324,14 @@ def _dev_macro_f1(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainC
 
 def finetune_seconds(model_name: str, splits: Splits, cfg: TrainConfig, *, trust_remote_code: bool = False,
                      probe_steps: int = 3) -> tuple[float, int, float]:
-    """The least time `finetune` of `model_name` on `splits` can take here: (seconds, steps, seconds per step).
+    """How long `finetune` of `model_name` on `splits` takes here at the least: (seconds, steps, seconds per step).
 
-    One step is measured, not assumed: `probe_steps` optimizer steps on the first batch of training texts, on a
-    copy of the model that is then dropped (nothing is trained or kept), the fastest after the first (which warms
-    up). Steps are those of the fewest epochs the schedule can stop after (`early_stopping_patience` evaluations
-    without a better one), so the figure is a lower bound: evaluation, checkpoints and longer batches come on top.
-    What `optimize` holds a time budget against before it starts a teacher's fine-tune."""
+    One step is measured, not assumed: `probe_steps` optimizer steps on a batch of the training texts of median
+    length (the loop batches texts of similar length, so a median one pads as a typical step does), on a copy of the
+    model that is then dropped (nothing is trained or kept), the fastest after the first (which warms up). Steps are
+    those of the fewest epochs the schedule can stop after (`early_stopping_patience` evaluations without a better
+    one); evaluation and checkpoints come on top. What `optimize` holds a time budget against before it starts a
+    teacher's fine-tune."""
     from ..models.load import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
@@ -339,9 +340,13 @@ def finetune_seconds(model_name: str, splits: Splits, cfg: TrainConfig, *, trust
         freeze_word_embeddings(model)
     model.train()
     size = min(cfg.batch_size, len(splits.train))
-    batch = tokenizer(list(splits.train.texts[:size]), truncation=True, max_length=cfg.max_length, padding=True,
-                      return_tensors="pt")
-    labels = torch.tensor(splits.train.labels[:size])
+    lengths = [
+        len(ids) for ids in tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
+    ]
+    middle = np.argsort(lengths, kind="stable")[max(0, (len(lengths) - size) // 2):][:size]
+    batch = tokenizer([splits.train.texts[i]
+                       for i in middle], truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
+    labels = torch.tensor([splits.train.labels[i] for i in middle])
     optimizer = _optimizer(model, cfg, TrainHooks())
     times = []
     for _ in range(max(2, probe_steps)):
