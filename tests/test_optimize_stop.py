@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from clirun import one_line_error, run
 
 from mahacompress.core.config import DataConfig, OptimizeConfig
@@ -156,19 +157,16 @@ def test_a_time_budget_that_allows_no_work_is_refused_in_one_line(value, message
 def test_a_time_budget_too_small_for_the_teachers_fine_tune_is_refused_before_any_training(
         toy_splits, toy_data, tmp_path, monkeypatch):
     """A bare model (no head for these labels) is fine-tuned first: a budget its fine-tune alone cannot fit is refused
-    in one line that says how long it needs (here a made-up 120 min), with nothing trained and the folder unclaimed;
-    the real probe measures a step and counts the fewest steps the schedule can stop after."""
+    in one line that says how long it needs (here a made-up 120 min), with nothing trained and the folder unclaimed,
+    and the fine-tune's own settings are what is measured."""
     from conftest import save_tiny_classifier
 
     import mahacompress.search.optimize as optimize
-    from mahacompress.core.config import TrainConfig
-    from mahacompress.train.loop import finetune_seconds
 
     bare = save_tiny_classifier(tmp_path / "bare", toy_splits.train.texts, ["LABEL_0", "LABEL_1", "LABEL_2"], 200)
-    cfg = TrainConfig(epochs=5, batch_size=16, max_length=32, early_stopping_patience=1, freeze_embeddings=False)
-    need, steps, per_step = finetune_seconds(str(bare), toy_splits, cfg)
-    assert steps == -(-len(toy_splits.train) // 16) * 2 and 0 < per_step < 5 and need == pytest.approx(steps * per_step)
-    monkeypatch.setattr(optimize, "finetune_seconds", lambda *args, **kwargs: (7200.0, 900, 8.0))
+    asked = []
+    monkeypatch.setattr(optimize, "finetune_seconds",
+                        lambda model, splits, cfg, **kw: asked.append(cfg) or (7200.0, 900, 8.0))
     data, preset, _ = toy_data
     out = tmp_path / "out"
     result = run("optimize", "--teacher", str(bare), "--dataset", str(data), "--preset", str(preset), "--out", str(out),
@@ -176,6 +174,42 @@ def test_a_time_budget_too_small_for_the_teachers_fine_tune_is_refused_before_an
     assert ("--time-budget 60.0 min: too small for the teacher's fine-tune alone, which needs about 120.0 min here or "
             "more (900 steps of 8.00 s") in one_line_error(result)
     assert not (out / "models").exists() and not (out / "search.json").exists()
+    assert [(c.epochs, c.batch_size) for c in asked] == [(2.0, 16)]  # the preset's finetune section
+
+
+def test_the_fine_tune_check_measures_only_with_a_budget_and_before_a_fine_tune_has_begun(
+        toy_splits, tmp_path, monkeypatch):
+    from conftest import save_tiny_classifier
+
+    import mahacompress.search.optimize as optimize
+    from mahacompress.core.config import TrainConfig
+    from mahacompress.core.errors import MahaError
+    from mahacompress.train.loop import finetune_seconds, schedule
+
+    bare = save_tiny_classifier(tmp_path / "bare", toy_splits.train.texts, ["LABEL_0", "LABEL_1", "LABEL_2"], 200)
+    cfg = TrainConfig(epochs=5, batch_size=16, max_length=32, early_stopping_patience=1, evals_per_epoch=2,
+                      freeze_embeddings=False)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    need, steps, per_step = finetune_seconds(str(bare), toy_splits, cfg)
+    assert torch.equal(torch.rand(3), expected)  # the probe leaves the random state as it found it
+    _, total, eval_every = schedule(len(toy_splits.train), cfg)
+    assert steps == 2 * eval_every < total and 0 < per_step < 1 and need == pytest.approx(steps * per_step)
+
+    monkeypatch.setattr(optimize, "finetune_seconds", lambda *a, **k: (120.0, 10, 12.0))
+    folder = tmp_path / "models" / "baseline"
+
+    def check(budget):
+        optimize.check_finetune_fits(str(bare), toy_splits, cfg, folder, Watch(budget, time.monotonic), False)
+
+    check(600.0)  # fits
+    with pytest.raises(MahaError, match=r"^--time-budget 1.0 min: too small for the teacher's fine-tune alone"):
+        check(60.0)
+    monkeypatch.setattr(optimize, "finetune_seconds", lambda *a, **k: pytest.fail("measured"))
+    check(None)  # no budget: nothing measured
+    (tmp_path / "models" / "baseline.work").mkdir(parents=True)
+    check(60.0)  # a fine-tune already begun resumes whatever the budget
 
 
 # ---------------------------------------------------------------- whole runs on a tiny teacher

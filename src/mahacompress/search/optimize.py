@@ -181,7 +181,8 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
         _console.print("left out, the teacher cannot give them their shape: " + "; ".join(f"{n} ({why})"
                                                                                           for n, why in unfit.items()))
     if config_labels(teacher_config) != splits.labels:
-        _check_finetune_fits(teacher, splits, grid_cfg.finetune, out / "models" / "baseline", watch, trust_remote_code)
+        check_finetune_fits(teacher, splits, train_config(grid_cfg, parse_row("baseline")), out / "models" / "baseline",
+                            watch, trust_remote_code)
     write_json(out / SEARCH_RECORD, identity)  # every check passed: the folder is this search's from now on
     ctx = open_context(RowSettings(grid_cfg, teacher, data.dataset), splits, data, out / "models",
                        trust_remote_code=trust_remote_code, cache=out / "cache")
@@ -425,17 +426,17 @@ def _dev_model(predictions: dict[str, list[int]], judged: dict, ms: dict[str, fl
     return {"predictions": predictions, "verdicts": judged["runtimes"], "ms": ms}
 
 
-def _check_finetune_fits(teacher: str, splits: Splits, cfg: TrainConfig, folder: Path, watch: Watch,
-                         trust_remote_code: bool) -> None:
+def check_finetune_fits(teacher: str, splits: Splits, cfg: TrainConfig, folder: Path, watch: Watch,
+                        trust_remote_code: bool) -> None:
     """A time budget too small for the teacher's fine-tune alone is refused before anything trains, with how long
     that fine-tune needs here (`loop.finetune_seconds`: one step measured on texts of median length, times the
-    fewest steps its schedule can stop after). A fine-tune already begun (its work folder) or finished is not
-    checked: a resume continues it."""
-    left = watch.remaining()
-    if left is None or (folder / TRAINING_RECORD).is_file() or work_dir(folder).exists():
+    fewest steps its schedule can stop after), against the time left once it is measured. Nothing is measured
+    without a budget, and a fine-tune already begun (its work folder) or finished is not checked: a resume
+    continues it."""
+    if watch.remaining() is None or (folder / TRAINING_RECORD).is_file() or work_dir(folder).exists():
         return
     need, steps, per_step = finetune_seconds(teacher, splits, cfg, trust_remote_code=trust_remote_code)
-    if need > left:
+    if need > watch.remaining():
         raise MahaError(f"--time-budget {watch.budget_s / 60:.1f} min: too small for the teacher's fine-tune alone, "
                         f"which needs about {need / 60:.1f} min here or more ({steps} steps of {per_step:.2f} s, one "
                         f"measured on a batch of {min(cfg.batch_size, len(splits.train))} texts of median length; "

@@ -76,6 +76,13 @@ class FitResult:
     dev_history: list[tuple[int, float]]
 
 
+def schedule(texts: int, cfg: TrainConfig) -> tuple[int, int, int]:
+    """Steps per epoch, total steps and steps between dev evaluations of a run over `texts` training texts."""
+    steps_per_epoch = math.ceil(texts / cfg.batch_size)
+    return (steps_per_epoch, max(1, math.ceil(steps_per_epoch * cfg.epochs)),
+            max(1, steps_per_epoch // max(1, cfg.evals_per_epoch)))
+
+
 def _batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The batch order of one epoch, a pure function of (seed, epoch) so a resumed run replays it.
 
@@ -158,8 +165,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     precision = training_precision(cfg.mixed_precision, accelerator.device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
-    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
-    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    steps_per_epoch, total_steps, eval_every = schedule(len(splits.train), cfg)
     # Not prepared: a prepared scheduler steps once per process, and every process runs every step here.
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -168,7 +174,6 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         teacher_model.to(device).eval().requires_grad_(False)
     if terms is not None:
         terms.to(device)
-    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
 
     encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
@@ -327,39 +332,43 @@ def finetune_seconds(model_name: str, splits: Splits, cfg: TrainConfig, *, trust
     """How long `finetune` of `model_name` on `splits` takes here at the least: (seconds, steps, seconds per step).
 
     One step is measured, not assumed: `probe_steps` optimizer steps on a batch of the training texts of median
-    length (the loop batches texts of similar length, so a median one pads as a typical step does), on a copy of the
-    model that is then dropped (nothing is trained or kept), the fastest after the first (which warms up). Steps are
-    those of the fewest epochs the schedule can stop after (`early_stopping_patience` evaluations without a better
-    one); evaluation and checkpoints come on top. What `optimize` holds a time budget against before it starts a
-    teacher's fine-tune."""
+    length (the loop batches texts of similar length, so a median one pads as a typical step does), on the device
+    and in the precision `fit` would use, on a copy of the model that is then dropped (nothing is trained or kept;
+    the random state is restored, so the fine-tune that follows starts as it would have), the fastest after the
+    first (which warms up). Steps are those `fit` takes to the earliest stop its schedule allows (the first
+    evaluation always counts as better, so `early_stopping_patience` worse ones after it); evaluation and
+    checkpoints come on top. What `optimize` holds a time budget against before it starts a teacher's fine-tune."""
     from ..models.load import load_classifier, load_tokenizer
 
-    tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
-    model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code)
-    if cfg.freeze_embeddings:
-        freeze_word_embeddings(model)
-    model.train()
-    size = min(cfg.batch_size, len(splits.train))
-    lengths = [
-        len(ids) for ids in tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
-    ]
-    middle = np.argsort(lengths, kind="stable")[max(0, (len(lengths) - size) // 2):][:size]
-    batch = tokenizer([splits.train.texts[i]
-                       for i in middle], truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
-    labels = torch.tensor([splits.train.labels[i] for i in middle])
-    optimizer = _optimizer(model, cfg, TrainHooks())
-    times = []
-    for _ in range(max(2, probe_steps)):
-        start = time.perf_counter()
-        model(**batch, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-    del model, optimizer
-    epochs = cfg.epochs
-    if cfg.early_stopping_patience:
-        epochs = min(epochs, (cfg.early_stopping_patience + 1) / max(1, cfg.evals_per_epoch))
-    steps = max(1, math.ceil(math.ceil(len(splits.train) / cfg.batch_size) * epochs))
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu_processes() else "cpu")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(training_precision(cfg.mixed_precision, device))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+        model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code).to(device)
+        if cfg.freeze_embeddings:
+            freeze_word_embeddings(model)
+        model.train()
+        size = min(cfg.batch_size, len(splits.train))
+        encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=cfg.max_length)["input_ids"]
+        middle = np.argsort([len(ids) for ids in encoded], kind="stable")[max(0, (len(encoded) - size) // 2):][:size]
+        batch = tokenizer([splits.train.texts[i] for i in middle], truncation=True, max_length=cfg.max_length,
+                          padding=True, return_tensors="pt").to(device)
+        labels = torch.tensor([splits.train.labels[i] for i in middle], device=device)
+        optimizer = _optimizer(model, cfg, TrainHooks())
+        times = []
+        for _ in range(max(2, probe_steps)):
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss = model(**batch, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        del model, optimizer
+    _, total, eval_every = schedule(len(splits.train), cfg)
+    steps = min(total, (cfg.early_stopping_patience + 1) * eval_every) if cfg.early_stopping_patience else total
     per_step = min(times[1:])
     return steps * per_step, steps, per_step
 
