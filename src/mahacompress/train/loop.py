@@ -66,6 +66,10 @@ class TrainHooks:
         """Restore what `state_dict` returned (on resume)."""
 
 
+# the autocast dtype of each mixed precision (`precision.training_precision`'s answers); fp32 runs without autocast
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class FitResult:
     best_dev_macro_f1: float
@@ -163,7 +167,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
         raise MahaError(f"batch size {cfg.batch_size} is the global batch: it cannot be split over "
                         f"{processes} processes; use --batch-size {processes} or more, or fewer processes")
     precision = training_precision(cfg.mixed_precision, accelerator.device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    amp_dtype = AUTOCAST_DTYPES.get(precision)
     scaler = torch.amp.GradScaler(accelerator.device.type, enabled=precision == "fp16")
     steps_per_epoch, total_steps, eval_every = schedule(len(splits.train), cfg)
     # Not prepared: a prepared scheduler steps once per process, and every process runs every step here.
@@ -341,7 +345,7 @@ def finetune_seconds(model_name: str, splits: Splits, cfg: TrainConfig, *, trust
     from ..models.load import load_classifier, load_tokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu_processes() else "cpu")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(training_precision(cfg.mixed_precision, device))
+    amp_dtype = AUTOCAST_DTYPES.get(training_precision(cfg.mixed_precision, device))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
         model = load_classifier(model_name, splits.labels, trust_remote_code=trust_remote_code).to(device)
