@@ -40,6 +40,11 @@ LayerMap = Annotated[
     typer.Option(
         help="Teacher layer (0-based) each student layer learns from in the intermediate terms, e.g. 0,11; default: "
         "the layers a layer student was copied from, else evenly spaced.")]
+ElasticDepths = Annotated[
+    str | None,
+    typer.Option(
+        help="Layer counts, e.g. 2,3,4: shallower cuts of a layer student trained beside it on every step (elastic "
+        "depth), so `--cut-from` it to one of them needs little or no training of its own")]
 Augment = Annotated[
     int | None,
     typer.Option(

@@ -21,6 +21,7 @@ from .options import (
     CutFrom,
     DataDir,
     Dataset,
+    ElasticDepths,
     FoldLabelCase,
     FreezeEmbeddings,
     HiddenWeight,
@@ -91,21 +92,25 @@ def _train_cfg(epochs: float, batch_size: int, lr: float, max_length: int, freez
                        mixed_precision=mixed_precision, seed=seed, **extra)
 
 
+def _layer_counts(option: str, value: str | None) -> list[int] | None:
+    """A comma-separated list of whole numbers (`--layer-map`, `--elastic-depths`), None when not given; the
+    numbers are checked against the models later."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise MahaError(f"{option} {value}: expected whole numbers separated by commas, e.g. 2,3") from None
+
+
 def _levers(augment: int | None, attention_weight: float, relation_heads: int, layer_map: str | None) -> dict:
     """The knowledge levers' TrainConfig fields from their options: `--augment` must be a count of 1 or more
     when given, `--layer-map` a comma-separated list of layer numbers (checked against the teacher later)."""
     if augment is not None:
         check.check_range("--augment", augment, 1)
-    layers = None
-    if layer_map is not None:
-        try:
-            layers = [int(part) for part in layer_map.split(",")]
-        except ValueError:
-            raise MahaError(
-                f"--layer-map {layer_map}: expected teacher layer numbers separated by commas, e.g. 0,11") from None
     return {
         "augment": AugmentConfig(per_text=augment or 0), "kd_attention_weight": attention_weight,
-        "relation_heads": relation_heads, "kd_layer_map": layers
+        "relation_heads": relation_heads, "kd_layer_map": _layer_counts("--layer-map", layer_map)
     }
 
 
@@ -131,11 +136,13 @@ def distill(teacher: Annotated[str, typer.Option(help="Fine-tuned teacher folder
             transfer_max: TransferMax = None, transfer_use_labels: TransferUseLabels = False,
             pretrain_epochs: PretrainEpochs = TrainConfig.pretrain_epochs,
             mixed_precision: MixedPrecision = TrainConfig.mixed_precision, seed: int = TrainConfig.seed,
-            cut_from: CutFrom = None, resume: bool = False, trust_remote_code: TrustRemoteCode = False) -> None:
+            cut_from: CutFrom = None, elastic_depths: ElasticDepths = None, resume: bool = False,
+            trust_remote_code: TrustRemoteCode = False) -> None:
     """Knowledge distillation into a shallower student, an existing student, a pruned teacher or a static student."""
     cfg = _train_cfg(epochs, batch_size, lr, max_length, freeze_embeddings, patience, mixed_precision, seed,
                      kd_alpha=alpha, kd_temperature=temperature, kd_hidden_weight=hidden_weight,
-                     pretrain_epochs=pretrain_epochs, **_levers(augment, attention_weight, relation_heads, layer_map))
+                     pretrain_epochs=pretrain_epochs, elastic_depths=_layer_counts("--elastic-depths", elastic_depths),
+                     **_levers(augment, attention_weight, relation_heads, layer_map))
     check.check_train_config(cfg)
     from ..train.distill import check_student_levers, describe
     from ..train.distill import distill as run

@@ -134,6 +134,9 @@ class TrainConfig(_Settings):
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # teacher-labelled variants (KD term only)
     # static students: epochs their table regresses the teacher's features before the head trains (Tokenlearn's idea)
     pretrain_epochs: Number = 0.0
+    # layer students: the shallower sub-networks (layer counts) trained beside the full student on every step
+    # (`train/elastic.py`), so cutting it to one of these depths needs no training of its own; None: off
+    elastic_depths: list[int] | None = None
     seed: int = 42
 
     @property
@@ -148,7 +151,7 @@ class TrainConfig(_Settings):
 _OFF: dict[str, Any] = {
     "kd_attention_weight": lambda c: c.kd_attention_weight == 0, "relation_heads": lambda c: c.kd_attention_weight == 0,
     "kd_layer_map": lambda c: c.kd_layer_map is None, "augment": lambda c: c.augment.per_text == 0,
-    "pretrain_epochs": lambda c: c.pretrain_epochs == 0
+    "pretrain_epochs": lambda c: c.pretrain_epochs == 0, "elastic_depths": lambda c: c.elastic_depths is None
 }
 
 
@@ -283,6 +286,9 @@ class GridConfig(_Settings):
     # what `+mid` adds to a layer or pruned student: intermediate-layer terms, each with its weight
     intermediate: IntermediateConfig = field(default_factory=lambda: IntermediateConfig())
     static_pretrain_epochs: Number = 5.0  # what `+pre` adds to a static row: its table pre-trained so many epochs
+    # what `+el` adds to a kd row: these shallower sub-networks trained beside it (elastic depth); a kdlN+el row is
+    # cut from that student
+    elastic_depths: list[int] = field(default_factory=lambda: [2, 3, 4])
     # per-row changes to the transfer section for rows marked +tr, e.g. {"static+tr": {"max_pieces": None}}: the
     # cap keeps the transformer students' training short, while a static student's steps cost milliseconds, so
     # every piece costs it only the teacher's labelling

@@ -16,6 +16,7 @@ from ..core.config import GridConfig, TrainConfig, TransferConfig, from_dict
 from ..core.errors import MahaError
 from ..core.model_source import check_model
 from ..core.validate import check_layer_map, check_max_length, check_train_config, model_config
+from ..train.elastic import check_elastic
 from .recipes import KINDS, parse_row, served_backend
 from .rowspec import KD_KINDS, built_from, train_config
 
@@ -85,6 +86,10 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
     specs = [parse_row(r) for r in cfg.rows]
     if any(s.aug for s in specs) and cfg.augment.per_text < 1:
         raise MahaError(f"{where}: augment.per_text {cfg.augment.per_text}: rows marked +aug need 1 or more")
+    for spec in specs:
+        if spec.el and spec.kind == "kd":
+            check_elastic(spec.layers(cfg.student_layers), train_config(cfg, spec),
+                          where=f"{where}: row '{spec.name}': elastic_depths")
     mid = cfg.intermediate
     if any(s.mid for s in specs) and mid.hidden_weight <= 0 and mid.attention_weight <= 0:
         raise MahaError(f"{where}: rows marked +mid need intermediate.hidden_weight or intermediate.attention_weight "

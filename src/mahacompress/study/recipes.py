@@ -9,7 +9,8 @@ layers, or with `+ends` the bottom and top ones), `pNN` (pruned to NN% encoder s
 distilling), `kdlN` (depth twice: the `kd` row's trained student cut to N layers, then distilled for `cut_epochs`),
 `+tr` (distilled on the preset's transfer set too: unlabelled text the teacher labels), `+aug`
 (and on teacher-labelled variants of its training texts, the preset's `augment`), `+mid` (with the
-intermediate-layer terms, the preset's `intermediate`), `+mp` (trained and run in bf16), `static[+tr][+aug]`
+intermediate-layer terms, the preset's `intermediate`), `+el` (a kd student trained with elastic depth, the preset's
+`elastic_depths`, and a kdlN cut from it), `+mp` (trained and run in bf16), `static[+tr][+aug]`
 (the static-embedding student; `+pre`: its table pre-trained against the teacher's features first), `tfidf`
 (the reference), and
 `baseline+X` / `best+X` (the teacher, or the fastest compressed model within the preset's accuracy budget
@@ -149,16 +150,16 @@ KINDS: dict[str, Kind] = {
     "baseline": Kind(r"baseline", frozenset(SERVING), _teacher_settings, build_teacher, _baseline_source,
                      seeds_on_request=True),
     "mp": Kind(r"mp", frozenset(), _mp_settings, build_mp, seeded=True),
-    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends", "aug", "mid"}), _layers_settings, build_layers, seeded=True,
-               compressed=True, distils=True),
+    "kd": Kind(r"kd([1-9]\d*)?", frozenset({"tr", "ends", "aug", "mid", "el"}), _layers_settings, build_layers,
+               seeded=True, compressed=True, distils=True),
     "prune": Kind(r"p([1-9]\d?)", frozenset({"kd", "mp", "tr", "aug", "mid"}), _prune_settings, build_prune,
                   seeded=True, compressed=True),
     # depth and width together: the `kd` row's student pruned with KD from the teacher (`kdp50`)
     "kdprune": Kind(r"kdp([1-9]\d?)", frozenset({"tr", "aug", "mid"}), _kdprune_settings, build_kdprune, seeded=True,
                     compressed=True, distils=True),
     # depth twice: the `kd` row's trained student cut to N layers and distilled for `cut_epochs` (`kdl3`)
-    "kdcut": Kind(r"kdl([1-9]\d*)", frozenset({"tr", "ends", "aug", "mid"}), _kdcut_settings, build_layers, seeded=True,
-                  compressed=True, distils=True),
+    "kdcut": Kind(r"kdl([1-9]\d*)", frozenset({"tr", "ends", "aug", "mid", "el"}), _kdcut_settings, build_layers,
+                  seeded=True, compressed=True, distils=True),
     BEST: Kind(BEST, frozenset(SERVING), _best_settings, None, lambda runner, spec: runner.pick_best()),
     # below every transformer: a static-embedding student of the teacher, and the reference a user would
     # pick instead of any transformer (both run with numpy; not `best` candidates, no `served` block)
@@ -185,12 +186,12 @@ def parse_row(name: str) -> RowSpec:
             return RowSpec(name, kind_name,
                            int(number) if number else None, kd="kd" in mods or kind_name in KD_KINDS, mp=mp, tr="tr"
                            in mods, ends="ends" in mods, aug="aug" in mods, mid="mid" in mods, pre="pre" in mods,
-                           backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
+                           el="el" in mods, backend=SERVING[serving[0]] if serving else "bf16" if mp else kind.backend,
                            served_from_another=bool(serving))
         break
     raise MahaError(
-        f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr][+aug][+mid], "
-        f"pNN[+kd[+tr][+aug][+mid]][+mp], kdpNN[+tr][+aug][+mid], kdlN[+ends][+tr][+aug][+mid], "
+        f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr][+aug][+mid][+el], "
+        f"pNN[+kd[+tr][+aug][+mid]][+mp], kdpNN[+tr][+aug][+mid], kdlN[+ends][+tr][+aug][+mid][+el], "
         f"static[+tr][+aug][+pre], tfidf or "
         f"best+{'|best+'.join(SERVING)} (+aug, +mid: only with a teacher; +mid: not on static, which has no layers)")
 

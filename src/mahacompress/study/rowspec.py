@@ -30,6 +30,7 @@ class RowSpec:
     aug: bool = False  # distilled on teacher-labelled variants of its training texts too (the preset's `augment`)
     mid: bool = False  # with the intermediate-layer terms (the preset's `intermediate`)
     pre: bool = False  # a static table pre-trained against the teacher's features (`static_pretrain_epochs`)
+    el: bool = False  # a kd student trained with elastic depth (`elastic_depths`), or a kdlN cut from that student
     backend: str = "fp32"  # how it is served; a serving modifier makes the row another row's model served so
     served_from_another: bool = False
 
@@ -61,10 +62,10 @@ LAYER_KINDS = frozenset({"kd", "kdcut"})
 
 def built_from(spec: RowSpec) -> str | None:
     """The layer-student row whose trained model a `kdpNN` row prunes or a `kdlN` row cuts: `kd`, or `kd+tr` when the
-    transfer set is used; None for the kinds built from the teacher."""
+    transfer set is used (with `+el`: the elastic one); None for the kinds built from the teacher."""
     if spec.kind not in BUILT_FROM_KD:
         return None
-    return "kd+tr" if spec.tr else "kd"
+    return ("kd+tr" if spec.tr else "kd") + ("+el" if spec.el else "")
 
 
 def train_section(spec: RowSpec) -> str:
@@ -74,7 +75,7 @@ def train_section(spec: RowSpec) -> str:
 
 def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
     """The training settings of a trained row: its kind's preset section, with the levers its name turns on
-    (`+aug`, `+mid`, `+pre`), then the row's overrides."""
+    (`+aug`, `+mid`, `+pre`, `+el`), then the row's overrides."""
     section = getattr(cfg, train_section(spec))
     if spec.kind == "kdcut":
         section = replace(section, epochs=cfg.cut_epochs)
@@ -86,6 +87,8 @@ def train_config(cfg: GridConfig, spec: RowSpec) -> TrainConfig:
                           relation_heads=mid.relation_heads, kd_layer_map=mid.layer_map)
     if spec.pre:
         section = replace(section, pretrain_epochs=cfg.static_pretrain_epochs)
+    if spec.el and spec.kind == "kd":  # a kdlN+el is cut from the elastic student and trains as any kdlN
+        section = replace(section, elastic_depths=list(cfg.elastic_depths))
     return _overridden(section, cfg.train_overrides, "train_overrides", spec)
 
 

@@ -34,6 +34,7 @@ from ..infer.evaluate import predict_logits
 from ..models.load import config_labels, load_classifier, load_config, load_tokenizer, save_classifier
 from .augment import teacher_augmented
 from .checkpoints import checkpoints_for, data_record
+from .elastic import check_elastic
 from .intermediate import check_intermediate
 from .loop import fit
 from .losses import UNLABELLED, evenly_spaced
@@ -289,9 +290,10 @@ def describe(student_spec: str) -> dict:
 
 def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfig, *,
                          trust_remote_code: bool = False) -> None:
-    """`intermediate.check_intermediate` for a student named as `describe` reads it (a pruned student: the teacher's
-    shape), from the folders' configs alone, so a layer map or relation-head count that cannot fit is refused
-    before any weights load; `teacher` None: no teacher was given, which intermediate terms need."""
+    """`intermediate.check_intermediate` and `elastic.check_elastic` for a student named as `describe` reads it (a
+    pruned student: the teacher's shape), from the folders' configs alone, so a layer map, relation-head count or
+    elastic depth that cannot fit is refused before any weights load; `teacher` None: no teacher was given, which
+    intermediate terms need."""
     if teacher is None and cfg.intermediate:
         raise MahaError("--hidden-weight / --attention-weight: intermediate-layer distillation needs a teacher: give "
                         "--distill-from")
@@ -299,6 +301,9 @@ def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfi
     spec = describe(student_spec) if named else {"kind": "dir", "path": student_spec}  # or a hub id
     trust = {"trust_remote_code": trust_remote_code}
     teacher_config = load_config(teacher, **trust) if teacher is not None else None
+    if spec["kind"] in ("static", "pruned") and cfg.elastic_depths is not None:
+        raise MahaError(f"--elastic-depths trains a layer student (layers:N or a folder); --student {student_spec} is "
+                        "not one")
     if spec["kind"] == "static":
         return  # it has no layers: the caller refuses the terms in its own words
     if spec["kind"] == "layers":
@@ -311,6 +316,7 @@ def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfi
     else:
         student_config = teacher_config if spec["kind"] == "pruned" else load_config(spec["path"], **trust)
     check_intermediate(student_config, teacher_config, cfg)
+    check_elastic(student_config.num_hidden_layers, cfg)
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
@@ -349,6 +355,7 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
         student = load_classifier(spec["path"], **trust)
         teacher_config = load_config(teacher, **trust)
     check_intermediate(student.config, teacher_config, cfg)  # before the teacher's logits or augmented texts
+    check_elastic(student.config.num_hidden_layers, cfg)
     train_splits, teacher_args, transfer_record, augment_record = distillation_inputs(
         teacher, splits, cfg, transfer, **trust)
     with checkpoints_for(out_dir) as work:

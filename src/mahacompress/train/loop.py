@@ -1,9 +1,9 @@
 """ONE training loop for fine-tuning, pruning and distillation.
 
 What differs between those steps plugs in through `TrainHooks` (extra parameter groups, schedules,
-penalties, when a "best" checkpoint may be chosen) and a teacher (knowledge distillation: cached
+penalties, when a "best" checkpoint may be chosen), a teacher (knowledge distillation: cached
 logits, or a live model when intermediate layers are distilled too: `intermediate.py`'s hidden-state and
-attention-relation terms);
+attention-relation terms) and elastic depths (`elastic.py`: shallower cuts of the student trained beside it);
 the loop itself is plain PyTorch on Hugging Face Accelerate, so the same code runs on a CPU, one
 GPU or several; mixed precision is a `torch.autocast` context and a `GradScaler` for fp16.
 
@@ -34,10 +34,11 @@ from ..core.metrics import labels_present, macro_f1
 from ..data.splits import Splits
 from ..infer.evaluate import predict_logits
 from .checkpoints import atomic_save, checkpoints_for, data_record, load_trainable_state, trainable_state
+from .elastic import check_elastic, shallower, step_depths
 from .intermediate import intermediate_terms
 from .losses import kd_loss
 from .precision import training_precision
-from .processes import cpu_processes, failures_named, is_main_process, local_rows
+from .processes import cpu_processes, failures_named, is_main_process, local_rows, process_count
 from .progress import Heartbeat
 
 
@@ -148,6 +149,7 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
     if teacher_logits is not None and teacher_model is not None:
         raise MahaError("give the teacher as cached logits or as a live model, not both")
     set_seed(cfg.seed)
+    check_elastic(getattr(model.config, "num_hidden_layers", None), cfg, process_count())
     terms = intermediate_terms(model, teacher_model, cfg)  # checked before any work; None when not asked for
     hidden = terms is not None and terms.hidden_states
     if cfg.freeze_embeddings:
@@ -216,6 +218,12 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                     "intermediate": terms.state_dict() if terms is not None else {}
                 }, ckpt_path)
 
+    def task_loss(logits: torch.Tensor, target: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        """The KD term against the teacher's logits `target`, or cross-entropy alone without a teacher."""
+        if target is None:
+            return F.cross_entropy(logits, y)
+        return kd_loss(logits, target, y, cfg.kd_alpha, cfg.kd_temperature)
+
     def check_finite(loss: torch.Tensor) -> None:
         """Stop on a loss that is NaN or infinite in any process (all processes agree, none hangs)."""
         bad = (~torch.isfinite(loss.detach())).float().reshape(1)
@@ -251,15 +259,14 @@ def fit(model: torch.nn.Module, tokenizer, splits: Splits, cfg: TrainConfig, out
                         if teacher_model is not None:
                             with torch.no_grad():
                                 taught = teacher_model(**batch, output_hidden_states=hidden)
-                    logits = out.logits.float()
-                    if teacher_model is not None:
-                        loss = kd_loss(logits, taught.logits.float(), y, cfg.kd_alpha, cfg.kd_temperature)
-                    elif cached_logits is not None:
-                        loss = kd_loss(logits, cached_logits[batch_idx].to(device), y, cfg.kd_alpha, cfg.kd_temperature)
-                    else:
-                        loss = F.cross_entropy(logits, y)
+                    target = (taught.logits.float() if teacher_model is not None else
+                              cached_logits[batch_idx].to(device) if cached_logits is not None else None)
+                    loss = task_loss(out.logits.float(), target, y)
                     if terms is not None:
                         loss = loss + terms.loss(out, taught, batch["attention_mask"])
+                    for depth in step_depths(cfg.elastic_depths) if cfg.elastic_depths else []:
+                        with shallower(model, depth):  # the same batch through a cut the student will serve as
+                            loss = loss + task_loss(model(**batch).logits.float(), target, y)
                     loss = loss * share
                     extra = hooks.extra_loss(model)
                     if extra is not None:
