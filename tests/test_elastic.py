@@ -55,6 +55,15 @@ def test_a_sub_network_is_the_cut_kdl_makes_and_the_full_student_comes_back(toy_
         assert torch.equal(model(**batch).logits, full)
 
 
+def test_the_full_student_comes_back_when_a_sub_network_fails(toy_splits):
+    model = tiny_bert(3, vocab_size=200, num_hidden_layers=4)
+    layers = layer_list(model)
+    with pytest.raises(RuntimeError), shallower(model, 2):
+        assert len(layer_list(model)) == 2 and model.config.num_hidden_layers == 2
+        raise RuntimeError("a forward pass failed")
+    assert layer_list(model) is layers and model.config.num_hidden_layers == 4
+
+
 def test_each_step_trains_the_shallowest_and_one_other_drawn_from_the_seed():
     torch.manual_seed(0)
     draws = [step_depths([4, 2, 3]) for _ in range(200)]
@@ -85,6 +94,7 @@ def test_training_the_cuts_makes_the_cut_work(toy_splits, tmp_path):
 
 
 @pytest.mark.parametrize("depth, depths, processes, message", [(None, [1], 1, "no transformer layers"),
+                                                               (1, [1], 1, "a 1-layer student has no shallower cut"),
                                                                (6, [2, 6], 1, "from 1 to 5"),
                                                                (6, [0], 1, "from 1 to 5"),
                                                                (6, [3, 3], 1, "different layer counts"),
@@ -102,15 +112,21 @@ def test_the_el_modifier_trains_the_kd_row_elastic_and_cuts_kdl_rows_from_it():
     assert train_config(cfg, parse_row("kdl3+tr+el")).elastic_depths is None  # the cut trains as any kdlN
     assert built_from(parse_row("kdl3+tr+el")) == "kd+tr+el" and built_from(parse_row("kdl3+tr")) == "kd+tr"
     assert "elastic_depths" not in recorded(train_config(cfg, parse_row("kd+tr")))  # recorded rows keep settings
-    for name in ("p50+el", "static+tr+el", "kdp50+el", "baseline+el"):
+    for name in ("p50+el", "static+tr+el", "kdp50+el", "baseline+el", "kdl3+ends+el"):
         with pytest.raises(MahaError, match="expected"):
             parse_row(name)
 
 
-def test_a_preset_whose_elastic_depths_do_not_fit_its_student_is_refused(tmp_path):
+@pytest.mark.parametrize("body, message", [
+    ("rows: [kd3+el]\nelastic_depths: [2, 3]\n", r"p.yaml: row 'kd3\+el': elastic_depths 2,3: expected .* from 1 to 2"),
+    ("rows: [kd, kdl2]\ntrain_overrides: {kdl2: {elastic_depths: [2]}}\n", r"row 'kdl2': elastic_depths 2: .* 1 to 1"),
+    ("rows: [p50+kd]\ntrain_overrides: {p50+kd: {elastic_depths: [2]}}\n", "trains a layer student"),
+    ("rows: [static]\ntrain_overrides: {static: {elastic_depths: [2]}}\n", "trains a layer student"),
+])
+def test_a_preset_whose_elastic_depths_cannot_work_is_refused(tmp_path, body, message):
     preset = tmp_path / "p.yaml"
-    preset.write_text("rows: [kd3+el]\nelastic_depths: [2, 3]\n", encoding="utf-8")
-    with pytest.raises(MahaError, match=r"p.yaml: row 'kd3\+el': elastic_depths 2,3: expected .* from 1 to 2"):
+    preset.write_text(body, encoding="utf-8")
+    with pytest.raises(MahaError, match=message):
         load_preset(str(preset))
 
 

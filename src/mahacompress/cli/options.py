@@ -44,7 +44,7 @@ ElasticDepths = Annotated[
     str | None,
     typer.Option(
         help="Layer counts, e.g. 2,3,4: shallower cuts of a layer student trained beside it on every step (elastic "
-        "depth), so `--cut-from` it to one of them needs little or no training of its own")]
+        "depth), so a `--cut-from` of it to one of them starts from layers trained to work at that depth")]
 Augment = Annotated[
     int | None,
     typer.Option(

@@ -176,8 +176,8 @@ def _restore_stack(old: _StackT | None) -> None:
 class Schedule(NamedTuple):
     """How a candidate trains, as far as its trial's cost goes: its preset section and epochs, and whether a step
     costs what its timed shape's compute says. It does not for a pruning section (the masked model trains at the
-    dense width of the model it prunes; the shape timed is the compacted one) or an intermediate term (the teacher
-    runs live beside the student for its hidden states)."""
+    dense width of the model it prunes; the shape timed is the compacted one), an intermediate term (the teacher
+    runs live beside the student for its hidden states) or elastic depth (its cuts run beside the student)."""
     section: str
     epochs: float
     steps_as_shape: bool

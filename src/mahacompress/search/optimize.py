@@ -341,9 +341,10 @@ def _search(teacher: str, data: DataConfig, cfg: OptimizeConfig, out: Path, tran
 def _schedule(grid_cfg: GridConfig, spec: RowSpec) -> Schedule:
     """A candidate's training schedule for the budget's estimates: its section, epochs, and whether its steps cost
     what its shape's latency says (not while pruning, at the dense width, nor with the teacher live for an
-    intermediate term)."""
+    intermediate term, nor with elastic depth's sub-networks run beside the student)."""
     section, tcfg = train_section(spec), train_config(grid_cfg, spec)
-    return Schedule(section, tcfg.epochs, section != "prune_train" and not tcfg.intermediate)
+    return Schedule(section, tcfg.epochs, section != "prune_train" and not tcfg.intermediate
+                    and tcfg.elastic_depths is None)
 
 
 def _train_ms(spec: RowSpec, shape_ms: dict[str, dict[str, float]]) -> float:

@@ -18,7 +18,7 @@ from ..core.model_source import check_model
 from ..core.validate import check_layer_map, check_max_length, check_train_config, model_config
 from ..train.elastic import check_elastic
 from .recipes import KINDS, parse_row, served_backend
-from .rowspec import KD_KINDS, built_from, train_config
+from .rowspec import KD_KINDS, LAYER_KINDS, built_from, train_config
 
 
 def load_preset(preset: str | Path) -> tuple[GridConfig, str]:
@@ -74,7 +74,8 @@ def _check_overrides(cfg: GridConfig, where: str) -> None:
 
 def _check_shapes(cfg: GridConfig, where: str) -> None:
     """A layer student has a layer and a static table a dimension (whether the teacher is deep or wide enough is
-    the teacher's question: `recipes.left_out`), and the served blocks a runtime this machine runs."""
+    the teacher's question: `recipes.left_out`), elastic depths only layer students shallower than them, and the
+    served blocks a runtime this machine runs."""
     kinds = {parse_row(r).kind for r in cfg.rows}
     if kinds & KD_KINDS and cfg.student_layers < 1:
         raise MahaError(f"{where}: student_layers {cfg.student_layers}: expected 1 or more")
@@ -86,10 +87,12 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
     specs = [parse_row(r) for r in cfg.rows]
     if any(s.aug for s in specs) and cfg.augment.per_text < 1:
         raise MahaError(f"{where}: augment.per_text {cfg.augment.per_text}: rows marked +aug need 1 or more")
-    for spec in specs:
-        if spec.el and spec.kind == "kd":
-            check_elastic(spec.layers(cfg.student_layers), train_config(cfg, spec),
-                          where=f"{where}: row '{spec.name}': elastic_depths")
+    for spec in specs:  # `+el`, or a row's train_overrides
+        if KINDS[spec.kind].seeded and train_config(cfg, spec).elastic_depths is not None:
+            what = f"{where}: row '{spec.name}': elastic_depths"
+            if spec.kind not in LAYER_KINDS:
+                raise MahaError(f"{what}: elastic depth trains a layer student (kd, kdN, kdlN rows)")
+            check_elastic(spec.layers(cfg.student_layers), train_config(cfg, spec), where=what)
     mid = cfg.intermediate
     if any(s.mid for s in specs) and mid.hidden_weight <= 0 and mid.attention_weight <= 0:
         raise MahaError(f"{where}: rows marked +mid need intermediate.hidden_weight or intermediate.attention_weight "

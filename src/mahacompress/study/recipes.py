@@ -180,7 +180,8 @@ def parse_row(name: str) -> RowSpec:
         # a serving modifier stands alone (the row is another row's model served so); others need a build
         if (len(set(mods)) == len(mods) and set(mods) <= kind.modifiers
                 and (len(mods) == 1 if serving else kind.build is not None)
-                and (kind.distils or "kd" in mods or not {"tr", "aug", "mid"} & set(mods))):  # these need a teacher
+                and (kind.distils or "kd" in mods or not {"tr", "aug", "mid"} & set(mods))  # these need a teacher
+                and not (kind_name == "kdcut" and {"ends", "el"} <= set(mods))):  # an elastic student's cuts are even
             number = match.group(1) if match.groups() else None
             mp = "mp" in mods or kind_name == "mp"
             return RowSpec(name, kind_name,
@@ -193,7 +194,8 @@ def parse_row(name: str) -> RowSpec:
         f"row '{name}': expected baseline[+{'|+'.join(SERVING)}], mp, kd[N][+ends][+tr][+aug][+mid][+el], "
         f"pNN[+kd[+tr][+aug][+mid]][+mp], kdpNN[+tr][+aug][+mid], kdlN[+ends][+tr][+aug][+mid][+el], "
         f"static[+tr][+aug][+pre], tfidf or "
-        f"best+{'|best+'.join(SERVING)} (+aug, +mid: only with a teacher; +mid: not on static, which has no layers)")
+        f"best+{'|best+'.join(SERVING)} (+aug, +mid: only with a teacher; +mid: not on static, which has no layers; "
+        "kdlN: +ends or +el, not both)")
 
 
 def is_candidate(spec: RowSpec) -> bool:

@@ -38,7 +38,7 @@ from .elastic import check_elastic
 from .intermediate import check_intermediate
 from .loop import fit
 from .losses import UNLABELLED, evenly_spaced
-from .processes import is_main_process, process_state
+from .processes import is_main_process, process_count, process_state
 from .pruning.structure import layer_list, set_layer_list
 
 
@@ -316,7 +316,7 @@ def check_student_levers(teacher: str | None, student_spec: str, cfg: TrainConfi
     else:
         student_config = teacher_config if spec["kind"] == "pruned" else load_config(spec["path"], **trust)
     check_intermediate(student_config, teacher_config, cfg)
-    check_elastic(student_config.num_hidden_layers, cfg)
+    check_elastic(getattr(student_config, "num_hidden_layers", None), cfg, process_count())
 
 
 def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, out_dir: Path, *, resume: bool = False,
@@ -355,7 +355,9 @@ def distill(teacher: str, student_spec: str, splits: Splits, cfg: TrainConfig, o
         student = load_classifier(spec["path"], **trust)
         teacher_config = load_config(teacher, **trust)
     check_intermediate(student.config, teacher_config, cfg)  # before the teacher's logits or augmented texts
-    check_elastic(student.config.num_hidden_layers, cfg)
+    check_elastic(getattr(student.config, "num_hidden_layers", None), cfg, process_count())
+    if cfg.elastic_depths is not None:
+        layer_list(student, "elastic depth")  # a family whose layers cannot be cut, refused before any work
     train_splits, teacher_args, transfer_record, augment_record = distillation_inputs(
         teacher, splits, cfg, transfer, **trust)
     with checkpoints_for(out_dir) as work:

@@ -34,6 +34,8 @@ def check_elastic(depth: int | None, cfg: TrainConfig, processes: int = 1, where
         return
     if depth is None:
         raise MahaError(f"{where}: the student has no transformer layers (a static student); leave it out")
+    if depth < 2:
+        raise MahaError(f"{where}: a {depth}-layer student has no shallower cut; leave it out")
     if not depths or len(set(depths)) != len(depths) or not all(1 <= d < depth for d in depths):
         raise MahaError(f"{where} {','.join(map(str, depths))}: expected different layer counts from 1 to "
                         f"{depth - 1} (below the student's {depth} layers)")
