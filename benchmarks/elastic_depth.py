@@ -143,7 +143,7 @@ def markdown(results: dict, lines: list[dict], command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the reproduce output folder of the elastic preset (its results.json)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for report.md and results.json")
+    parser.add_argument("--out", type=Path, required=True, help="folder for elastic.md and elastic.json")
     args = parser.parse_args()
     results = json.loads((args.run / "results.json").read_text(encoding="utf-8"))
     cuts = free_cuts(results, results["meta"]["config"]["elastic_depths"])
@@ -151,9 +151,9 @@ def main() -> None:
     command = ("mahacompress reproduce --teacher models/e5-small --preset benchmarks/elastic/sentiment-elastic.yaml "
                f"--out {args.run}\npython benchmarks/elastic_depth.py {args.run} --out {args.out}")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "results.json", {"meta": results["meta"], "cuts": cuts, "rows": lines})
-    write_text(args.out / "report.md", markdown(results, lines, command))
-    print(f"wrote {args.out / 'report.md'}")
+    write_json(args.out / "elastic.json", {"meta": results["meta"], "cuts": cuts, "rows": lines})
+    write_text(args.out / "elastic.md", markdown(results, lines, command))
+    print(f"wrote {args.out / 'elastic.md'}")
 
 
 if __name__ == "__main__":
