@@ -253,6 +253,12 @@ def _option_cases() -> list[Case]:
                for a in dist) + ("--cut-from", "{M}"), "has 2 layers; choose layers:1..2"),
         ("cut-from-static", "--cut-from with a static student",
          tuple(a.replace("layers:1", "static") for a in dist) + ("--cut-from", "{M}"), "--cut-from copies layers"),
+        ("elastic-depths-too-deep", "--elastic-depths as deep as the student (layers:1)",
+         dist + ("--elastic-depths", "1"), "a 1-layer student has no shallower cut"),
+        ("elastic-depths-text", "--elastic-depths 1,x", dist + ("--elastic-depths", "1,x"),
+         "--elastic-depths 1,x: expected whole numbers"),
+        ("elastic-depths-static", "--elastic-depths with a static student",
+         tuple(a.replace("layers:1", "static:32") for a in dist) + ("--elastic-depths", "1"), "trains a layer student"),
         ("student-spec", "--student layers:x", tuple(a.replace("layers:1", "layers:x") for a in dist), "--student"),
         ("sparsity-0", "--sparsity 0", tuple(a.replace("0.5", "0") for a in pr), "sparsity 0"),
         ("sparsity-above-1", "--sparsity 1.5", tuple(a.replace("0.5", "1.5") for a in pr), "sparsity 1.5"),
@@ -311,9 +317,9 @@ def _option_cases() -> list[Case]:
         ("serve-port-0", "serve --port 0", ("serve", "{R}/exported", "--port", "0"), "--port 0")
     ]
     setups = {
-        "preset-bad-key": _write("bad.yaml", "finetune: {epochz: 1}\n"),
-        "preset-bad-alpha": _write("alpha.yaml", "distill: {kd_alpha: 2}\n"),
-        "preset-served-backend": _write("served.yaml", "served_backend: int8\n"),
+        "preset-bad-key": _write("bad.yaml", "finetune: {epochz: 1}\n"), "preset-bad-alpha": _write(
+            "alpha.yaml",
+            "distill: {kd_alpha: 2}\n"), "preset-served-backend": _write("served.yaml", "served_backend: int8\n"),
         "corpus-not-utf8": _write("latin1.txt", "caf\xe9\n".encode("latin-1")), "serve-port-0": _exported
     }
     cmd_of = {"split-typo": "evaluate", "backend-typo": "evaluate", "eval-max-length-0": "evaluate"}
