@@ -93,35 +93,6 @@ def test_training_the_cuts_makes_the_cut_work(toy_splits, tmp_path):
     assert losses["elastic"] < 0.5 * losses["plain"], losses
 
 
-class CrashAt(TrainHooks):
-    """A kill before step `at` (the checkpoint of the last multiple of `checkpoint_every` survives)."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_step(self, step: int, total_steps: int) -> None:
-        if step == self.at:
-            raise KeyboardInterrupt
-
-
-@pytest.mark.slow
-def test_a_resumed_run_draws_the_same_sub_networks(toy_splits, tmp_path):
-    """Interrupted and resumed, an elastic run ends with the weights of an uninterrupted one: the depths each step
-    draws come from the random state its checkpoint holds."""
-    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
-    base = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4)
-    cfg = replace(CFG, epochs=3, elastic_depths=[1, 2, 3], checkpoint_every=5)
-    full = copy.deepcopy(base)
-    fit(full, tok, toy_splits, cfg, tmp_path / "a")
-    interrupted = copy.deepcopy(base)
-    with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, tok, toy_splits, cfg, tmp_path / "b", hooks=CrashAt(12))
-    resumed = copy.deepcopy(base)
-    fit(resumed, tok, toy_splits, cfg, tmp_path / "b", resume=True)
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
-
-
 @pytest.mark.parametrize("depth, depths, processes, message", [(None, [1], 1, "no transformer layers"),
                                                                (1, [1], 1, "a 1-layer student has no shallower cut"),
                                                                (6, [2, 6], 1, "from 1 to 5"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
@@ -90,6 +91,24 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, shc_splits, tmp_
     resumed, _ = _load(tiny_model_dir)
     again = fit(resumed, tok, shc_splits, CFG, tmp_path / "b", resume=True)
     assert [s for s, _ in again.dev_history] == [s for s, _ in first.dev_history]  # the curve survives resume
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_a_resumed_run_draws_the_same_sub_networks(toy_splits, tmp_path):
+    """Interrupted and resumed, an elastic run ends with the weights of an uninterrupted one: the depths each step
+    draws come from the random state its checkpoint holds."""
+    tok = tiny_tokenizer(toy_splits.train.texts, vocab_size=200)
+    base = tiny_bert(3, vocab_size=len(tok), num_hidden_layers=4)
+    cfg = replace(CFG, epochs=3, lr=5e-3, evals_per_epoch=1, elastic_depths=[1, 2, 3], checkpoint_every=5)
+    full = copy.deepcopy(base)
+    fit(full, tok, toy_splits, cfg, tmp_path / "a")
+    interrupted = copy.deepcopy(base)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, tok, toy_splits, cfg, tmp_path / "b", hooks=_Crash(at=12))
+    resumed = copy.deepcopy(base)
+    fit(resumed, tok, toy_splits, cfg, tmp_path / "b", resume=True)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
 

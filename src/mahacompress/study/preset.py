@@ -87,12 +87,12 @@ def _check_shapes(cfg: GridConfig, where: str) -> None:
     specs = [parse_row(r) for r in cfg.rows]
     if any(s.aug for s in specs) and cfg.augment.per_text < 1:
         raise MahaError(f"{where}: augment.per_text {cfg.augment.per_text}: rows marked +aug need 1 or more")
-    for spec in specs:  # `+el`, or a row's train_overrides
-        if KINDS[spec.kind].seeded and train_config(cfg, spec).elastic_depths is not None:
-            what = f"{where}: row '{spec.name}': elastic_depths"
-            if spec.kind not in LAYER_KINDS:
-                raise MahaError(f"{what}: elastic depth trains a layer student (kd, kdN, kdlN rows)")
-            check_elastic(spec.layers(cfg.student_layers), train_config(cfg, spec), where=what)
+    for spec in (s for s in specs if KINDS[s.kind].seeded):  # `+el`, or a row's train_overrides
+        tcfg = train_config(cfg, spec)
+        what = f"{where}: row '{spec.name}': elastic_depths"
+        if tcfg.elastic_depths is not None and spec.kind not in LAYER_KINDS:
+            raise MahaError(f"{what}: elastic depth trains a layer student (kd, kdN, kdlN rows)")
+        check_elastic(spec.layers(cfg.student_layers), tcfg, where=what)
     mid = cfg.intermediate
     if any(s.mid for s in specs) and mid.hidden_weight <= 0 and mid.attention_weight <= 0:
         raise MahaError(f"{where}: rows marked +mid need intermediate.hidden_weight or intermediate.attention_weight "
